@@ -1,0 +1,322 @@
+"""The ``ivr`` command: run the daemon, check and simulate flows, draw them, list calls."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ivr import log as ivr_log
+from ivr.config import Config, load_config
+from ivr.errors import ConfigError, FlowError
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ivr.flows.registry import load_flowset, summary
+
+    config = _config(args)
+    paths = [Path(p) for p in args.paths] or [config.flows_dir]
+    try:
+        flowset = asyncio.run(load_flowset(paths, config, render=not args.no_render))
+    except FlowError as exc:
+        for p in exc.problems:
+            print(p)
+        n = len(exc.problems)
+        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        return 1
+    print(summary(flowset))
+    return 0
+
+
+def _resolve_flow(config: Config, spec: str) -> tuple[list[Path], str | None]:
+    """FLOW may be a flow name (in flows_dir) or a flow file (its folder is loaded, for sub-flows)."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        from ivr.flows.loader import load
+
+        loaded = load([path], site_timezone=config.timezone)
+        names = list(loaded.flows)
+        return [path.parent], (names[0] if names else None)
+    return [config.flows_dir], spec
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.live:
+        return asyncio.run(_simulate_live(config, args))
+    return asyncio.run(_simulate(config, args))
+
+
+async def _simulate(config: Config, args: argparse.Namespace) -> int:
+    from ivr.adapters.simulator import NarratingRecorder, SimulatedCall
+    from ivr.engine.runner import run_call
+    from ivr.flows.registry import load_flowset
+    from ivr.store.eventlog import CallRecorder, EventLog
+
+    paths, entry = _resolve_flow(config, args.flow)
+    try:
+        flowset = await load_flowset(paths, config)
+    except FlowError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1
+    if entry not in flowset.flows:
+        print(f"unknown flow '{args.flow}' (flows: {', '.join(sorted(flowset.flows))})", file=sys.stderr)
+        return 2
+    flow = flowset.flows[entry]
+    dialed = args.dialed or next((n for n in flow.numbers if "*" not in n and "X" not in n), "")
+    at = _parse_at(args.at, flow.timezone) if args.at else None
+    now = (lambda: at) if at else (lambda: datetime.now(UTC))
+    out: list[str] = []
+
+    def emit(line: str) -> None:
+        if not args.json:
+            print(line, flush=True)
+        out.append(line)
+
+    call = SimulatedCall(str(uuid.uuid4()), args.caller, dialed, args.input, interactive=args.interactive,
+                         emit=emit)
+    emit(f"call {call.call_id} from {call.caller} to {dialed or '(no number)'}: flow {entry} "
+         f"version {flowset.version}" + (f" at {at.isoformat()}" if at else ""))
+    async with await EventLog.open(config.db_path, config.site_id) as events:
+        rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
+        outcome = await run_call(call, flowset, rec, now=now, switches=events, entry=entry,
+                                 max_call_seconds=config.max_call_seconds)
+        from ivr.store.eventlog import read_calls
+
+    rows = [r for r in await read_calls(config.db_path, 50) if r["call_id"] == call.call_id]
+    path = rows[0]["path"] if rows else []
+    if args.json:
+        print(json.dumps({"call_id": call.call_id, "flow": entry, "version": flowset.version,
+                          "outcome": outcome.kind, "detail": outcome.detail, "path": path,
+                          "variables": rows[0]["variables"] if rows else {}, "transcript": out}, indent=2))
+    else:
+        print(f"outcome: {outcome.kind}" + (f" ({outcome.detail})" if outcome.detail else ""))
+        print(f"path: {' > '.join(path)}")
+    return 0
+
+
+async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(config.control_socket))
+    except OSError as exc:
+        print(f"no daemon at {config.control_socket}: {exc}", file=sys.stderr)
+        return 1
+    req = {"cmd": "simulate", "flow": args.flow, "caller": args.caller, "dialed": args.dialed or "",
+           "inputs": args.input}
+    writer.write(json.dumps(req).encode() + b"\n")
+    await writer.drain()
+    result: dict[str, Any] = {}
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        msg = json.loads(line)
+        if "out" in msg:
+            print(msg["out"], flush=True)
+        elif msg.get("need_input"):
+            token = (await asyncio.to_thread(_read_line)) if args.interactive else None
+            writer.write(json.dumps({"input": token} if token is not None else {}).encode() + b"\n")
+            if token is None:
+                writer.write_eof()
+            await writer.drain()
+        elif "error" in msg:
+            print(msg["error"], file=sys.stderr)
+            return 1
+        elif "outcome" in msg:
+            result = msg
+            print(f"outcome: {msg['outcome']}" + (f" ({msg['detail']})" if msg["detail"] else ""))
+            print(f"version: {msg['version']}")
+    writer.close()
+    return 0 if result else 1
+
+
+def _read_line() -> str | None:
+    try:
+        return input("  > ")
+    except EOFError:
+        return None
+
+
+def _parse_at(text: str, tz: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(tz))
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from ivr.flows import graph
+    from ivr.flows.registry import load_flowset
+
+    config = _config(args)
+    paths, entry = _resolve_flow(config, args.flow)
+    try:
+        flowset = asyncio.run(load_flowset(paths, config, render=False))
+    except FlowError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1
+    if entry not in flowset.flows:
+        print(f"unknown flow '{args.flow}' (flows: {', '.join(sorted(flowset.flows))})", file=sys.stderr)
+        return 2
+    dot = graph.to_dot(flowset, graph.flows_to_draw(flowset, entry))
+    output = Path(args.output)
+    try:
+        graph.render(dot, output)
+    except (RuntimeError, OSError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"wrote {output}")
+    return 0
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    from ivr.store.eventlog import read_calls
+
+    config = _config(args)
+    if not config.db_path.exists():
+        rows: list[dict[str, Any]] = []
+    else:
+        rows = asyncio.run(read_calls(config.db_path, args.last))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['started_at'][:19]}  {r['call_id'][:8]}  {r['caller']} → {r['dialed'] or '-'}  "
+              f"{r['flow']}@{r['flow_version']}  {r['outcome'] or 'in progress'}"
+              + (f" ({r['outcome_detail']})" if r["outcome_detail"] else ""))
+        print(f"    {' > '.join(r['path'])}")
+    if not rows:
+        print("no calls recorded yet")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from ivr.store.eventlog import read_events
+
+    config = _config(args)
+    events = asyncio.run(read_events(config.db_path, args.call)) if config.db_path.exists() else []
+    if args.json:
+        print(json.dumps([e.__dict__ for e in events], indent=2))
+    else:
+        for e in events:
+            print(f"{e.seq:>6} {e.wall_time} {e.type:<16} {json.dumps(e.data)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ivr.daemon import run_daemon
+
+    config = _config(args)
+    if args.sip_port:
+        config = dataclasses.replace(config, sip=dataclasses.replace(config.sip, port=args.sip_port))
+    ivr_log.setup(config.log_level, config.log_format)
+    return asyncio.run(run_daemon(config))
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from ivr.daemon import control
+
+    config = _config(args)
+    try:
+        answer = asyncio.run(control(config.control_socket, {"cmd": args.command}))
+    except OSError as exc:
+        print(f"no daemon at {config.control_socket}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2))
+    return 0 if answer.get("ok", True) and "error" not in answer else 1
+
+
+def cmd_closed(args: argparse.Namespace) -> int:
+    from ivr.store.eventlog import EventLog
+
+    config = _config(args)
+
+    async def go() -> None:
+        async with await EventLog.open(config.db_path, config.site_id) as events:
+            await events.set_switch(args.schedule, args.state == "on", args.reason)
+
+    asyncio.run(go())
+    state = "CLOSED (emergency)" if args.state == "on" else "back to its normal hours"
+    print(f"schedule '{args.schedule}' is {state}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ivr", description="edge-ivr: IVR and callback appliance")
+    p.add_argument("--config", help="config file (default: $IVR_CONFIG, /etc/ivr/ivr.yaml, built-in)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("run", help="run the appliance daemon")
+    s.add_argument("--sip-port", type=int, help="override the SIP listen port (tests)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("check", help="validate config and flows (file:line:column errors)")
+    s.add_argument("paths", nargs="*", help="flow files or folders (default: flows_dir)")
+    s.add_argument("--no-render", action="store_true", help="skip rendering prompt audio")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("simulate", help="walk a flow as a caller, without a phone")
+    s.add_argument("flow", help="flow name, or a flow file")
+    s.add_argument("--input", "-i", action="append", default=[],
+                   help="scripted input: keys (1, 5551234#), say:WORDS, silence, hangup; repeatable")
+    s.add_argument("--caller", default="+15555550100")
+    s.add_argument("--dialed", help="dialed number (default: the flow's first number)")
+    s.add_argument("--at", help="pretend it is this local time, e.g. 2026-12-25T10:00")
+    s.add_argument("--interactive", action="store_true", help="read further input from the terminal")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.add_argument("--live", action="store_true", help="run inside the running daemon, on its live flows")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("graph", help="draw a flow (SVG, PNG or DOT by the file's extension)")
+    s.add_argument("flow")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_graph)
+
+    s = sub.add_parser("calls", help="list recorded calls with their path and outcome")
+    s.add_argument("--last", type=int, default=20)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_calls)
+
+    s = sub.add_parser("events", help="print the event log (optionally of one call)")
+    s.add_argument("--call")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_events)
+
+    for name, help_ in (("status", "ask the running daemon how it is"), ("reload", "reload flows now")):
+        s = sub.add_parser(name, help=help_)
+        s.set_defaults(func=cmd_control, command=name)
+
+    s = sub.add_parser("closed", help="flip a schedule's emergency 'closed now' switch")
+    s.add_argument("schedule")
+    s.add_argument("state", choices=["on", "off"])
+    s.add_argument("--reason", default="")
+    s.set_defaults(func=cmd_closed)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""``ivr run``: the one asyncio daemon. Loads config, the event log and the flows; serves until told to stop.
+
+Flow edits are picked up by watching ``flows_dir`` and on SIGHUP. A reload builds a complete new FlowSet
+(parsed, checked, prompts rendered) and swaps one reference; calls in progress keep the set they started
+with. A broken edit is logged with the same ``file:line:column`` lines as ``ivr check`` and ignored.
+
+The control socket (``state_dir/ivr.sock``, JSON lines) serves ``status``, ``reload`` and ``simulate``
+(a simulated call run inside the daemon on its live flows, driven by the client) — the SIP adapter plugs
+calls in through the same ``start_call`` path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+
+from ivr.adapters.simulator import NarratingRecorder, SimulatedCall
+from ivr.config import Config
+from ivr.engine.call import Call
+from ivr.engine.context import Outcome, Recorder
+from ivr.engine.runner import run_call
+from ivr.errors import FlowError
+from ivr.flows.model import FlowSet
+from ivr.flows.registry import load_flowset, summary
+from ivr.store.eventlog import CallRecorder, EventLog
+
+log = logging.getLogger("ivr.daemon")
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.flows: FlowSet | None = None
+        self.events: EventLog | None = None
+        self.calls: set[asyncio.Task[Outcome]] = set()
+        self.stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.started_at = datetime.now(UTC)
+        self.reloads = 0
+        self.rejected_reloads = 0
+
+    # -- life cycle --
+    async def start(self) -> None:
+        self.events = await EventLog.open(self.config.db_path, self.config.site_id)
+        await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid())
+        try:
+            self.flows = await load_flowset([self.config.flows_dir], self.config)
+        except FlowError as exc:
+            for p in exc.problems:
+                log.error("%s", p)
+            raise
+        log.info("flows loaded %s", summary(self.flows))
+        await self.events.append("flows.loaded", None, version=self.flows.version, files=list(self.flows.files))
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGHUP, self._sighup), (signal.SIGTERM, self.stopping.set),
+                             (signal.SIGINT, self.stopping.set)):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, handler)
+        sock = self.config.control_socket
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        server = await asyncio.start_unix_server(self._control_client, path=str(sock))
+        os.chmod(sock, 0o660)
+        log.info("ready control=%s flows=%s", sock, self.config.flows_dir)
+        async with asyncio.TaskGroup() as tg:
+            watcher = tg.create_task(self._watch_flows(), name="flow-watcher")
+            await self.stopping.wait()
+            watcher.cancel()
+        server.close()
+        await server.wait_closed()
+        await self.shutdown()
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        if self.calls:
+            log.info("waiting up to %g s for %d calls", grace, len(self.calls))
+            _, pending = await asyncio.wait(self.calls, timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        if self.events is not None:
+            await self.events.append("daemon.stopped", None)
+            await self.events.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.config.control_socket.unlink()
+        log.info("stopped")
+
+    # -- reload --
+    def _sighup(self) -> None:
+        log.info("SIGHUP: reloading flows")
+        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))  # noqa: RUF006 - lock serialises
+
+    async def _watch_flows(self) -> None:
+        async for changes in watchfiles.awatch(self.config.flows_dir, debounce=300, step=50,
+                                               stop_event=self.stopping):
+            names = sorted({os.path.relpath(p) for _, p in changes})
+            await self.reload(f"changed: {', '.join(names)}")
+
+    async def reload(self, reason: str) -> bool:
+        async with self._reload_lock:
+            assert self.events is not None
+            try:
+                new = await load_flowset([self.config.flows_dir], self.config)
+            except FlowError as exc:
+                self.rejected_reloads += 1
+                log.error("reload rejected (%s); still serving version %s", reason,
+                          self.flows.version if self.flows else "none")
+                for p in exc.problems:
+                    log.error("%s", p)
+                await self.events.append("flows.rejected", None, reason=reason,
+                                         problems=[str(p) for p in exc.problems])
+                return False
+            if self.flows is not None and new.version == self.flows.version:
+                return True
+            old = self.flows.version if self.flows else None
+            self.flows = new
+            self.reloads += 1
+            log.info("flows reloaded %s (was %s; %s)", summary(new), old, reason)
+            await self.events.append("flows.loaded", None, version=new.version, previous=old, reason=reason)
+            return True
+
+    # -- calls --
+    def start_call(self, call: Call, recorder: Recorder | None = None, *,
+                   entry: str | None = None) -> asyncio.Task[Outcome]:
+        """Run a call on the current flows; the task is tracked so shutdown can drain it."""
+        assert self.flows is not None and self.events is not None
+        rec = recorder or CallRecorder(self.events, call.call_id)
+        task = asyncio.create_task(
+            run_call(call, self.flows, rec, switches=self.events, max_call_seconds=self.config.max_call_seconds,
+                     entry=entry),
+            name=f"call-{call.call_id}",
+        )
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
+        return task
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "site": self.config.site_id,
+            "version": self.flows.version if self.flows else None,
+            "flows": sorted(self.flows.flows) if self.flows else [],
+            "calls_in_progress": len(self.calls),
+            "reloads": self.reloads,
+            "rejected_reloads": self.rejected_reloads,
+            "started_at": self.started_at.isoformat(),
+            "config": self.config.source,
+        }
+
+    # -- control socket --
+    async def _control_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def send(obj: dict[str, Any]) -> None:
+            writer.write(json.dumps(obj).encode() + b"\n")
+            await writer.drain()
+
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            try:
+                req = json.loads(line)
+                cmd = req["cmd"]
+            except (ValueError, KeyError, TypeError):
+                await send({"error": "expected one JSON object with 'cmd'"})
+                return
+            if cmd == "status":
+                await send(self.status())
+            elif cmd == "reload":
+                ok = await self.reload("control socket")
+                await send({"ok": ok, **self.status()})
+            elif cmd == "simulate":
+                await self._simulate(req, reader, send)
+            else:
+                await send({"error": f"unknown command {cmd!r}"})
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _simulate(self, req: dict[str, Any], reader: asyncio.StreamReader,
+                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        lines: asyncio.Queue[str] = asyncio.Queue()
+
+        async def ask() -> str | None:
+            while not lines.empty():
+                await send({"out": lines.get_nowait()})
+            await send({"need_input": True})
+            raw = await reader.readline()
+            if not raw:
+                return None
+            try:
+                return str(json.loads(raw).get("input", ""))
+            except ValueError:
+                return ""
+
+        call = SimulatedCall(
+            call_id=str(uuid.uuid4()),
+            caller=str(req.get("caller", "+15550000000")),
+            dialed=str(req.get("dialed", "")),
+            script=[str(x) for x in req.get("inputs", [])],
+            interactive=True,
+            emit=lines.put_nowait,
+            ask=ask,
+        )
+        assert self.events is not None
+        rec = NarratingRecorder(CallRecorder(self.events, call.call_id), lines.put_nowait)
+        version = self.flows.version if self.flows else None
+        entry = req.get("flow") or None
+        if self.flows is None or (entry and entry not in self.flows.flows):
+            await send({"error": f"unknown flow {entry!r}"})
+            return
+        await send({"call_id": call.call_id, "version": version})
+        outcome = await self.start_call(call, rec, entry=entry)
+        while not lines.empty():
+            await send({"out": lines.get_nowait()})
+        await send({"outcome": outcome.kind, "detail": outcome.detail, "version": version})
+
+
+async def run_daemon(config: Config) -> int:
+    daemon = Daemon(config)
+    try:
+        await daemon.start()
+    except FlowError:
+        log.error("not starting: the flows have errors (run 'ivr check')")
+        if daemon.events is not None:
+            await daemon.events.close()
+        return 1
+    await daemon.serve()
+    return 0
+
+
+async def control(socket_path: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """One request/response on the control socket (for ``ivr status`` and ``ivr reload``)."""
+    reader, writer = await asyncio.open_unix_connection(str(socket_path))
+    writer.write(json.dumps(request).encode() + b"\n")
+    await writer.drain()
+    line = await reader.readline()
+    writer.close()
+    return json.loads(line) if line else {"error": "no answer"}

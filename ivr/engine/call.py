@@ -1,0 +1,77 @@
+"""The call interface the engine drives. The SIP adapter and the simulator are two implementations of it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from ivr.flows.prompts import Audio
+
+
+@dataclass(frozen=True)
+class CallerInput:
+    """A key press or a recognised utterance, in the order the caller gave them."""
+
+    kind: Literal["dtmf", "speech"]
+    value: str  # a digit 0-9*#A-D, or the recognised text
+    confidence: float | None = None
+    source: str = ""  # rfc4733, info, inband, asr, simulator
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """What a listening turn may recognise: menu phrases and/or spoken digits."""
+
+    phrases: tuple[str, ...] = ()
+    digits: bool = False
+
+
+@dataclass(frozen=True)
+class TransferTarget:
+    kind: Literal["extension", "queue"]
+    destination: str
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    ok: bool
+    detail: str = ""  # e.g. "REFER 202 / NOTIFY 200", or why it failed
+
+
+class Call(Protocol):
+    """One caller. Every awaitable raises CallerHungUp when the caller goes away."""
+
+    call_id: str
+    caller: str
+    dialed: str
+    channel: str  # "sip", "simulator"
+
+    async def play(self, audio: Sequence[Audio]) -> None:
+        """Play to the end; cancelling stops the audio at once (barge-in)."""
+        ...
+
+    def has_input(self) -> bool:
+        """A key or utterance is already waiting (typed ahead)."""
+        ...
+
+    async def input_pending(self) -> None:
+        """Returns when the caller starts a key or speech; used to interrupt prompts."""
+        ...
+
+    async def receive(self, timeout: float, *, mid_entry: bool = False) -> CallerInput | None:
+        """Next input, or None after ``timeout`` seconds of nothing.
+
+        ``mid_entry`` says the caller is part-way through typing a number: a simulated caller uses it to
+        end a burst of keys, a real call ignores it.
+        """
+        ...
+
+    def listen(self, grammar: Grammar | None) -> AbstractAsyncContextManager[None]:
+        """A listening turn: speech recognised while inside it arrives through receive()."""
+        ...
+
+    async def transfer(self, target: TransferTarget) -> TransferResult: ...
+
+    async def hangup(self) -> None: ...

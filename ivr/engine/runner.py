@@ -1,0 +1,105 @@
+"""A call's whole life as one coroutine: route, walk nodes, record, end — whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from ivr.engine.call import Call
+from ivr.engine.context import CallContext, NoSwitches, Outcome, Recorder, Switches
+from ivr.engine.steps import STEPS
+from ivr.errors import CallerHungUp
+from ivr.flows.model import FlowSet
+
+log = logging.getLogger("ivr.engine")
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def builtin_variables(call: Call, flow_name: str, now: datetime, tz: str) -> dict[str, object]:
+    from zoneinfo import ZoneInfo
+
+    local = now.astimezone(ZoneInfo(tz))
+    return {
+        "caller": call.caller,
+        "dialed": call.dialed,
+        "call_id": call.call_id,
+        "flow": flow_name,
+        "time": local.strftime("%H:%M"),
+        "weekday": DAY_NAMES[local.weekday()],
+        "date": local.date().isoformat(),
+    }
+
+
+async def run_call(
+    call: Call,
+    flows: FlowSet,
+    rec: Recorder,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    switches: Switches | None = None,
+    max_call_seconds: float = 3600.0,
+    entry: str | None = None,
+) -> Outcome:
+    """Run one call on the flow set it started with (a reload meanwhile does not touch it).
+
+    ``entry`` names the flow to start instead of routing by the dialed number (the simulator's choice).
+    """
+    flow = flows.flows[entry] if entry else flows.route(call.dialed)
+    ctx = CallContext(
+        call=call,
+        flows=flows,
+        flow=flow,
+        rec=rec,
+        now=now,
+        switches=switches or NoSwitches(),
+        log=logging.LoggerAdapter(log, {"call_id": call.call_id, "flow": f"{flow.name}@{flows.version}"}),
+    )
+    ctx.variables.update(flow.variables)
+    for f in flows.flows.values():  # sub-flows' declared variables start with their defaults too
+        for k, v in f.variables.items():
+            ctx.variables.setdefault(k, v)
+    ctx.variables.update(builtin_variables(call, flow.name, now(), flow.timezone))
+    ctx.variables["lang"] = flow.language
+    await rec.begin(call, flow, flows.version)
+    outcome = Outcome("error")
+    try:
+        async with asyncio.timeout(max_call_seconds):
+            name: str | None = flow.start
+            while name is not None:
+                node = ctx.flow.nodes[name]
+                ctx.node = name
+                label = name if not ctx.stack else f"{ctx.flow.name}.{name}"
+                ctx.path.append(label)
+                await rec.event("node.entered", node=label, kind=node.kind)
+                name = await STEPS[type(node.action)](ctx, node, node.action)
+        outcome = ctx.outcome or Outcome("hangup", "end of flow")
+        if outcome.kind not in ("transferred", "queued"):
+            await call.hangup()
+    except CallerHungUp:
+        outcome = Outcome("caller_hangup", ctx.node)
+    except TimeoutError:
+        outcome = Outcome("max_length", f"{max_call_seconds:g} s")
+        await _hangup_quietly(call)
+    except asyncio.CancelledError:
+        outcome = Outcome("shutdown", ctx.node)
+        raise
+    except Exception as exc:
+        ctx.log.exception("call failed in node %s", ctx.node)
+        outcome = Outcome("error", f"{ctx.node}: {type(exc).__name__}: {exc}")
+        await _hangup_quietly(call)
+    finally:
+        # Shielded: a shutdown cancels the call, but its record is still committed.
+        await asyncio.shield(rec.end(outcome, ctx.path, ctx.variables))
+        ctx.log.info("call ended outcome=%s detail=%s path=%s", outcome.kind, outcome.detail,
+                     ">".join(ctx.path))
+    return outcome
+
+
+async def _hangup_quietly(call: Call) -> None:
+    try:
+        await call.hangup()
+    except Exception:  # the caller may already be gone; the record matters more
+        log.debug("hangup after failure failed", exc_info=True)

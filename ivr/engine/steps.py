@@ -1,0 +1,296 @@
+"""One coroutine per node kind. Each returns the name of the next node, or None when the call ends
+(having set ``ctx.outcome``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ivr.engine import turns
+from ivr.engine.call import CallerInput, Grammar, TransferTarget
+from ivr.engine.conditions import evaluate, interpolate
+from ivr.engine.context import CallContext, Outcome
+from ivr.flows.hours import HoursState, decide
+from ivr.flows.loader import normalize_words
+from ivr.flows.model import (
+    Branch,
+    CallFlow,
+    Collect,
+    DigitsRef,
+    Goto,
+    Hangup,
+    Hours,
+    Menu,
+    MenuOption,
+    Node,
+    Play,
+    Pos,
+    QueueWithCallback,
+    Return,
+    SetVars,
+    Survey,
+    Transfer,
+)
+
+Step = Callable[[CallContext, Node, Any], Awaitable[str | None]]
+
+SPOKEN_DIGITS = {
+    "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "star": "*", "pound": "#", "hash": "#",
+}
+
+
+async def fail(ctx: CallContext, node: Node, why: str) -> str | None:
+    """Retries used up or an action refused: to the node's failure target, else end the call."""
+    await ctx.rec.event("node.failed", node=node.name, reason=why, failure=node.failure)
+    if node.failure:
+        return node.failure
+    ctx.outcome = Outcome("failed", f"{node.name}: {why}")
+    return None
+
+
+def spoken_to_digits(text: str) -> str:
+    """"five five five one" or "5551" → "5551"; anything else is dropped."""
+    out = []
+    for word in normalize_words(text).split():
+        if word.isdigit():
+            out.append(word)
+        elif word in SPOKEN_DIGITS:
+            out.append(SPOKEN_DIGITS[word])
+    return "".join(out)
+
+
+async def step_play(ctx: CallContext, node: Node, a: Play) -> str | None:
+    await turns.play(ctx, a.prompt, barge_in=a.barge_in)
+    return node.next
+
+
+async def _match_menu(ctx: CallContext, menu: Menu, got: CallerInput) -> MenuOption | None:
+    if got.kind == "speech":
+        if got.confidence is not None and got.confidence < menu.min_confidence:
+            return None
+        said = f" {normalize_words(got.value)} "
+        for o in menu.options:
+            if any(f" {normalize_words(w)} " in said for w in o.keywords):
+                return o
+        return None
+    keys = {o.key: o for o in menu.options if o.key}
+    entry = got.value
+    # Multi-key options: keep reading while a longer key could still match (FreeSWITCH digit-len).
+    while any(k.startswith(entry) and k != entry for k in keys) and len(entry) < menu.key_length:
+        more = await turns.more_digits(ctx, menu.inter_digit_timeout)
+        if more is None:
+            break
+        entry += more
+    return keys.get(entry)
+
+
+async def step_menu(ctx: CallContext, node: Node, m: Menu) -> str | None:
+    grammar = Grammar(tuple(w for o in m.options for w in o.keywords)) if m.speech else None
+    no_input = no_match = 0
+    prompt = m.prompt
+    while True:
+        got = await turns.ask(ctx, prompt, timeout=m.timeout, barge_in=m.barge_in, grammar=grammar)
+        if got is None:
+            no_input += 1
+            await ctx.rec.event("menu.no_input", node=node.name, count=no_input, max=m.max_no_input)
+            if no_input >= m.max_no_input:
+                return await fail(ctx, node, f"no input {no_input} times")
+            prompt = m.no_input + m.reprompt
+            continue
+        option = await _match_menu(ctx, m, got)
+        if option is not None:
+            await ctx.rec.event("menu.choice", node=node.name, key=option.key, via=got.kind,
+                                target=option.target)
+            return option.target
+        no_match += 1
+        await ctx.rec.event("menu.no_match", node=node.name, input=got.value, count=no_match,
+                            max=m.max_no_match)
+        if no_match >= m.max_no_match:
+            return await fail(ctx, node, f"no match {no_match} times")
+        prompt = m.no_match + m.reprompt
+
+
+async def _read_entry(ctx: CallContext, c: Collect, first: CallerInput) -> str:
+    if first.kind == "speech":
+        return spoken_to_digits(first.value)
+    entry = ""
+    key: str | None = first.value
+    while key is not None:
+        if c.terminator and key == c.terminator:
+            break
+        entry += key
+        if len(entry) >= c.max_digits:
+            break
+        key = await turns.more_digits(ctx, c.inter_digit_timeout)
+    return entry
+
+
+def _valid(c: Collect, entry: str) -> bool:
+    if not (c.min_digits <= len(entry) <= c.max_digits):
+        return False
+    return c.pattern is None or re.fullmatch(c.pattern, entry) is not None
+
+
+async def step_collect(ctx: CallContext, node: Node, c: Collect) -> str | None:
+    grammar = Grammar(digits=True) if c.speech else None
+    attempts = 0
+    prompt = c.prompt
+    while attempts < c.max_attempts:
+        got = await turns.ask(ctx, prompt, timeout=c.timeout, barge_in=c.barge_in, grammar=grammar)
+        if got is None:
+            attempts += 1
+            await ctx.rec.event("collect.no_input", node=node.name, count=attempts, max=c.max_attempts)
+            prompt = c.no_input + c.prompt
+            continue
+        entry = await _read_entry(ctx, c, got)
+        if not _valid(c, entry):
+            attempts += 1
+            await ctx.rec.event("collect.invalid", node=node.name, entry=entry, count=attempts,
+                                max=c.max_attempts)
+            prompt = c.invalid + c.prompt
+            continue
+        if c.confirm is not None:
+            ctx.variables[c.into] = entry
+            answer = await turns.ask(ctx, c.confirm.before + (_digits_ref(c),) + c.confirm.after,
+                                     timeout=c.timeout, barge_in=True, grammar=None)
+            confirmed = answer is not None and answer.value == c.confirm.yes
+            await ctx.rec.event("collect.confirm", node=node.name, entry=entry, confirmed=confirmed)
+            if not confirmed:
+                ctx.variables.pop(c.into, None)
+                attempts += 1
+                prompt = c.prompt
+                continue
+        ctx.variables[c.into] = entry
+        await ctx.rec.event("collect.value", node=node.name, var=c.into, value=entry)
+        return node.next
+    return await fail(ctx, node, f"no valid entry in {attempts} attempts")
+
+
+def _digits_ref(c: Collect) -> DigitsRef:
+    return DigitsRef(c.into, Pos("", 0, 0))
+
+
+async def step_branch(ctx: CallContext, node: Node, b: Branch) -> str | None:
+    for i, (cond, target) in enumerate(b.cases):
+        if evaluate(cond, ctx.variables):
+            await ctx.rec.event("branch.taken", node=node.name, case=i + 1, target=target)
+            return target
+    await ctx.rec.event("branch.taken", node=node.name, case=None, target=node.next)
+    return node.next
+
+
+async def step_hours(ctx: CallContext, node: Node, h: Hours) -> str | None:
+    schedule = ctx.flows.schedules[h.schedule]
+    decision = decide(schedule, ctx.now(), emergency_closed=await ctx.switches.emergency_closed(h.schedule))
+    ctx.variables["hours_state"] = decision.state.value
+    await ctx.rec.event("hours.decided", node=node.name, schedule=h.schedule, state=decision.state.value,
+                        reason=decision.reason)
+    if decision.state is HoursState.OPEN:
+        return h.open
+    if decision.state is HoursState.HOLIDAY and h.holiday:
+        return h.holiday
+    return h.closed
+
+
+async def step_set(ctx: CallContext, node: Node, s: SetVars) -> str | None:
+    for name, value in s.values:
+        ctx.variables[name] = interpolate(value, ctx.variables)
+    await ctx.rec.event("vars.set", node=node.name, values={k: ctx.variables[k] for k, _ in s.values})
+    return node.next
+
+
+async def step_goto(ctx: CallContext, node: Node, g: Goto) -> str | None:
+    return g.target
+
+
+async def step_call(ctx: CallContext, node: Node, c: CallFlow) -> str | None:
+    sub = ctx.flows.flows[c.flow]
+    ctx.stack.append((ctx.flow, node.next))
+    await ctx.rec.event("subflow.enter", node=node.name, flow=sub.name)
+    ctx.flow = sub
+    return sub.start
+
+
+async def step_return(ctx: CallContext, node: Node, r: Return) -> str | None:
+    if not ctx.stack:  # a sub-flow reached directly by a number: returning ends the call
+        ctx.outcome = Outcome("hangup", "return from top-level flow")
+        return None
+    ctx.flow, after = ctx.stack.pop()
+    await ctx.rec.event("subflow.return", node=node.name, to=ctx.flow.name, next=after)
+    return after
+
+
+async def step_transfer(ctx: CallContext, node: Node, t: Transfer) -> str | None:
+    await turns.play(ctx, t.prompt, barge_in=False)
+    target = TransferTarget("queue", t.queue) if t.queue else TransferTarget("extension", t.extension or "")
+    result = await ctx.call.transfer(target)
+    await ctx.rec.event("transfer", node=node.name, kind=target.kind, destination=target.destination,
+                        ok=result.ok, detail=result.detail)
+    if result.ok:
+        ctx.outcome = Outcome("transferred", f"{target.kind} {target.destination}")
+        return None
+    return await fail(ctx, node, f"transfer refused: {result.detail}")
+
+
+async def step_queue(ctx: CallContext, node: Node, q: QueueWithCallback) -> str | None:
+    # The callback offer (EWT, virtual hold) plugs in here with the callback work; until then the caller
+    # is handed to the queue, and the event says no offer was made and why.
+    await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=False,
+                        reason="no wait-time estimate" if q.offer_callback else "offer disabled")
+    await turns.play(ctx, q.prompt, barge_in=False)
+    result = await ctx.call.transfer(TransferTarget("queue", q.name))
+    await ctx.rec.event("transfer", node=node.name, kind="queue", destination=q.name, ok=result.ok,
+                        detail=result.detail)
+    if result.ok:
+        ctx.outcome = Outcome("queued", q.name)
+        return None
+    return await fail(ctx, node, f"queue refused: {result.detail}")
+
+
+async def step_survey(ctx: CallContext, node: Node, s: Survey) -> str | None:
+    prompt = s.prompt
+    for attempt in range(1, s.max_attempts + 1):
+        got = await turns.ask(ctx, prompt, timeout=s.timeout, barge_in=True, grammar=None)
+        if got is None:
+            await ctx.rec.event("survey.no_input", node=node.name, count=attempt)
+            prompt = s.no_input + s.prompt
+            continue
+        entry = spoken_to_digits(got.value) if got.kind == "speech" else got.value
+        if s.high >= 10 and entry == "1":  # NPS 10 is two keys; 1 alone after a pause is 1
+            more = await turns.more_digits(ctx, 1.5)
+            if more is not None and more != "#":
+                entry += more
+        if entry.isdigit() and s.low <= int(entry) <= s.high:
+            ctx.variables[s.into] = int(entry)
+            await ctx.rec.event("survey.answer", node=node.name, scale=s.scale, var=s.into, value=int(entry))
+            await turns.play(ctx, s.thanks, barge_in=False)
+            return node.next
+        await ctx.rec.event("survey.invalid", node=node.name, entry=entry, count=attempt)
+        prompt = s.invalid + s.prompt
+    await ctx.rec.event("survey.skipped", node=node.name, scale=s.scale)
+    return node.next  # a survey never traps a caller: no answer simply goes on
+
+
+async def step_hangup(ctx: CallContext, node: Node, h: Hangup) -> str | None:
+    await turns.play(ctx, h.prompt, barge_in=False)
+    ctx.outcome = Outcome("hangup", node.name)
+    return None
+
+
+STEPS: dict[type, Step] = {
+    Play: step_play,
+    Menu: step_menu,
+    Collect: step_collect,
+    Branch: step_branch,
+    Hours: step_hours,
+    SetVars: step_set,
+    Goto: step_goto,
+    CallFlow: step_call,
+    Return: step_return,
+    Transfer: step_transfer,
+    QueueWithCallback: step_queue,
+    Survey: step_survey,
+    Hangup: step_hangup,
+}

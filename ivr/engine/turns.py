@@ -1,0 +1,101 @@
+"""Turn-taking, written once: prompt vs. barge-in, first key vs. timeout, keys vs. inter-digit timeout.
+
+Every race is ``asyncio.wait(FIRST_COMPLETED)``; the loser is cancelled and awaited, so no task outlives
+the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+from ivr.engine.call import CallerInput, Grammar
+from ivr.engine.context import CallContext
+from ivr.flows.model import DigitsRef, PromptRef, Prompts
+from ivr.flows.prompts import DIGIT_NAMES, Audio
+
+
+def resolve(ctx: CallContext, prompts: Prompts) -> list[Audio]:
+    """Prompt items → rendered audio in the caller's language (read-backs from digit prompts)."""
+    lib = ctx.flows.library
+    assert lib is not None, "flow set was not rendered"
+    out: list[Audio] = []
+    for item in prompts:
+        if isinstance(item, PromptRef):
+            out.append(lib.get(ctx.flow, item.name, ctx.lang))
+        elif isinstance(item, DigitsRef):
+            value = str(ctx.variables.get(item.var, ""))
+            for c in value:
+                with contextlib.suppress(KeyError):  # a symbol with no recording in this language
+                    out.append(lib.get(ctx.flow, DIGIT_NAMES[c], ctx.lang))
+    return out
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel and wait (bounded) without swallowing our own cancellation (asyncio.wait never raises it)."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=1.0)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: the loser's error is not ours to raise
+
+
+async def race(first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]) -> int:
+    """Run both; return 0 or 1 for the one that finished first, cancel the other (its errors propagate)."""
+    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            if not t.done():
+                await _cancel(t)
+    winner = 0 if tasks[0] in done else 1
+    tasks[winner].result()  # re-raise CallerHungUp and friends
+    return winner
+
+
+async def play(ctx: CallContext, prompts: Prompts, *, barge_in: bool) -> bool:
+    """Play prompts; returns True when the caller interrupted them (or had already typed ahead)."""
+    if not prompts:
+        return False
+    audio = resolve(ctx, prompts)
+    names = [a.name for a in audio]
+    if barge_in and ctx.call.has_input():
+        await ctx.rec.event("prompt.skipped", prompts=names, reason="type-ahead")
+        return True
+    if not barge_in:
+        await ctx.call.play(audio)
+        await ctx.rec.event("prompt.played", prompts=names, lang=ctx.lang, interrupted=False)
+        return False
+    winner = await race(ctx.call.play(audio), ctx.call.input_pending())
+    await ctx.rec.event("prompt.played", prompts=names, lang=ctx.lang, interrupted=winner == 1)
+    return winner == 1
+
+
+async def ask(
+    ctx: CallContext, prompts: Prompts, *, timeout: float, barge_in: bool, grammar: Grammar | None
+) -> CallerInput | None:
+    """Prompt, then wait for the first input; speech is recognised during the prompt too."""
+    async with ctx.call.listen(grammar):
+        await play(ctx, prompts, barge_in=barge_in)
+        got = await ctx.call.receive(timeout)
+    if got is not None:
+        await record_input(ctx, got)
+    return got
+
+
+async def record_input(ctx: CallContext, got: CallerInput) -> None:
+    if got.kind == "dtmf":
+        await ctx.rec.event("input.dtmf", digit=got.value, source=got.source)
+    else:
+        await ctx.rec.event("input.speech", text=got.value, confidence=got.confidence, source=got.source)
+
+
+async def more_digits(ctx: CallContext, timeout: float) -> str | None:
+    """The next key of an entry in progress, or None when the caller paused (inter-digit timeout)."""
+    got = await ctx.call.receive(timeout, mid_entry=True)
+    if got is None:
+        return None
+    await record_input(ctx, got)
+    return got.value if got.kind == "dtmf" else None

@@ -1,0 +1,46 @@
+"""The appliance's error types: each carries the fields a caller of the API needs, not just a string."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One finding of a check, printed as ``file:line:column: message`` (1-based, editor style)."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class IvrError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+
+class ConfigError(IvrError):
+    """The config file is unreadable or invalid; ``problems`` lists each finding with its position."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class FlowError(IvrError):
+    """A flow set failed its checks; nothing of it is switched in."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(set(problems))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class CallerHungUp(IvrError):  # noqa: N818 - it names an event, not a fault
+    """The caller went away; raised from whatever the call was awaiting."""
+
+
+class PromptRenderError(IvrError):
+    """sox or espeak-ng could not turn a prompt into audio."""

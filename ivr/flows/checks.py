@@ -1,0 +1,240 @@
+"""Whole-set checks that need every file loaded: references, routing, reachability, loops, sub-flow cycles.
+
+Each returns Problems; nothing here raises. Messages name the thing and, where a typo is likely, suggest the
+closest existing name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from ivr.errors import Problem
+from ivr.flows.loader import Loaded, Ref
+from ivr.flows.model import (
+    TERMINAL,
+    Branch,
+    CallFlow,
+    Collect,
+    Flow,
+    Goto,
+    Hours,
+    Menu,
+    Node,
+    Play,
+    Pos,
+    SetVars,
+    Survey,
+    is_pattern,
+)
+from ivr.flows.prompts import BUILTIN_PROMPTS
+
+BUILTIN_VARS = ("caller", "dialed", "lang", "time", "weekday", "date", "call_id", "flow", "hours_state")
+NEEDS_NEXT = (Play, Collect, SetVars, CallFlow, Survey, Branch)
+
+
+def _p(pos: Pos, message: str) -> Problem:
+    return Problem(pos.file, pos.line, pos.column, message)
+
+
+def _suggest(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check(loaded: Loaded) -> list[Problem]:
+    problems: list[Problem] = []
+    problems += check_refs(loaded)
+    problems += check_routing(loaded)
+    for flow in loaded.flows.values():
+        problems += check_graph(flow)
+    problems += check_subflow_cycles(loaded)
+    return problems
+
+
+def known_vars(loaded: Loaded) -> set[str]:
+    names = set(BUILTIN_VARS)
+    for flow in loaded.flows.values():
+        names |= set(flow.variables)
+        for node in flow.nodes.values():
+            a = node.action
+            if isinstance(a, Collect | Survey):
+                names.add(a.into)
+            elif isinstance(a, SetVars):
+                names |= {k for k, _ in a.values}
+    return names
+
+
+def check_refs(loaded: Loaded) -> list[Problem]:
+    problems: list[Problem] = []
+    variables = known_vars(loaded)
+    for ref in loaded.refs:
+        flow = loaded.flows.get(ref.flow or "")
+        if ref.kind == "node":
+            if flow is None:
+                continue
+            if ref.name not in flow.nodes:
+                problems.append(_p(ref.pos, f"unknown node '{ref.name}'{_suggest(ref.name, flow.nodes)}"))
+        elif ref.kind == "prompt":
+            if flow is None:
+                continue
+            if ref.name not in flow.prompts and ref.name not in BUILTIN_PROMPTS:
+                choices = [*flow.prompts, *BUILTIN_PROMPTS]
+                problems.append(_p(ref.pos, f"unknown prompt '{ref.name}'{_suggest(ref.name, choices)}"))
+            else:
+                problems += _builtin_languages(flow, ref)
+        elif ref.kind == "flow":
+            if ref.name not in loaded.flows and ref.name not in loaded.broken_flows:
+                problems.append(_p(ref.pos, f"unknown flow '{ref.name}'{_suggest(ref.name, loaded.flows)}"))
+        elif ref.kind == "schedule":
+            if ref.name not in loaded.schedules:
+                sug = _suggest(ref.name, loaded.schedules)
+                problems.append(_p(ref.pos, f"unknown hours schedule '{ref.name}'{sug}"))
+        elif ref.kind == "var" and ref.name not in variables:
+            problems.append(_p(ref.pos, f"unknown variable '{ref.name}'{_suggest(ref.name, variables)}; "
+                               "it is never set (declare it under variables:)"))
+    return problems
+
+
+def _builtin_languages(flow: Flow, ref: Ref) -> list[Problem]:
+    """A built-in prompt without a flow override must have text in every language the flow speaks."""
+    if ref.name in flow.prompts:
+        return []
+    builtin = BUILTIN_PROMPTS[ref.name]
+    missing = [lang for lang in flow.languages if builtin.text_for(lang) is None]
+    if not missing:
+        return []
+    return [_p(ref.pos, f"built-in prompt '{ref.name}' has no text in {', '.join(missing)}; "
+               f"define prompts: {ref.name}: with say: for those languages")]
+
+
+def check_routing(loaded: Loaded) -> list[Problem]:
+    problems: list[Problem] = []
+    owner: dict[str, Flow] = {}
+    for flow in loaded.flows.values():
+        for number in flow.numbers:
+            if number in owner:
+                first = owner[number]
+                problems.append(_p(flow.pos, f"number '{number}' routes to both '{first.name}' "
+                                   f"({first.file}:{first.pos.line}) and '{flow.name}'"))
+            owner[number] = flow
+            if not is_pattern(number) and not all(c.isdigit() or c in "+*#" for c in number):
+                problems.append(_p(flow.pos, f"number '{number}' has characters that are not dialable"))
+    defaults = [f for f in loaded.flows.values() if f.default]
+    if loaded.flows and not defaults and not loaded.broken_flows:
+        first = min(loaded.flows.values(), key=lambda f: f.file)
+        problems.append(_p(first.pos, "no flow is the default (set default: true on the flow that takes "
+                           "calls to unlisted numbers)"))
+    for extra in defaults[1:]:
+        problems.append(_p(extra.pos, f"flow '{extra.name}' and flow '{defaults[0].name}' are both default"))
+    return problems
+
+
+def _exits(node: Node) -> bool:
+    """Ends the call or leaves the flow: an exit action, or a node whose retries run out into a hang-up."""
+    if isinstance(node.action, TERMINAL):
+        return True
+    return isinstance(node.action, Menu | Collect | Survey) and node.failure is None
+
+
+def check_graph(flow: Flow) -> list[Problem]:
+    problems: list[Problem] = []
+    nodes = flow.nodes
+    for node in nodes.values():
+        if isinstance(node.action, NEEDS_NEXT) and node.next is None:
+            what = "the else case" if isinstance(node.action, Branch) else "where the call goes after it"
+            problems.append(_p(node.pos, f"node '{node.name}' ({node.kind}) needs next: ({what})"))
+    succ = {n.name: [t for _, t in n.edges() if t in nodes] for n in nodes.values()}
+    # Reachability from start.
+    seen: set[str] = set()
+    todo = [flow.start] if flow.start in nodes else []
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        todo += succ[n]
+    for node in nodes.values():
+        if node.name not in seen and flow.start in nodes:
+            problems.append(_p(node.pos, f"node '{node.name}' is never reached from start '{flow.start}'"))
+    # Which nodes can reach an exit (hang-up, transfer, queue, return)?
+    pred: dict[str, list[str]] = {n: [] for n in nodes}
+    for n, ts in succ.items():
+        for t in ts:
+            pred[t].append(n)
+    can_exit = {n.name for n in nodes.values() if _exits(n)}
+    todo = list(can_exit)
+    while todo:
+        n = todo.pop()
+        for p in pred[n]:
+            if p not in can_exit:
+                can_exit.add(p)
+                todo.append(p)
+    stuck = [n for n in nodes.values() if n.name in seen and n.name not in can_exit]
+    reported: set[str] = set()
+    for node in sorted(stuck, key=lambda n: n.pos):
+        if node.name in reported:
+            continue
+        group = _component(node.name, succ)
+        if len(group) == 1 and node.name not in succ[node.name]:
+            continue  # leads into a stuck loop; the loop itself is reported
+        reported |= group
+        names = " → ".join(sorted(group))
+        problems.append(_p(node.pos, f"loop with no exit: {names} never reaches a hangup, transfer, "
+                           "queue or return"))
+    # Loops that spin without playing or waiting (set/goto/branch/hours only).
+    instant = {n.name for n in nodes.values() if isinstance(n.action, SetVars | Goto | Branch | Hours)}
+    for n in sorted(instant, key=lambda x: nodes[x].pos):
+        if n in reported:
+            continue
+        group = _component(n, {k: [t for t in v if t in instant] for k, v in succ.items() if k in instant})
+        if len(group) > 1 or n in succ[n]:
+            reported |= group
+            problems.append(_p(nodes[n].pos, f"loop through {' → '.join(sorted(group))} never plays a "
+                               "prompt or waits for the caller"))
+    return problems
+
+
+def _component(start: str, succ: dict[str, list[str]]) -> set[str]:
+    """The strongly connected component containing ``start`` (small graphs: forward ∩ backward)."""
+    def reach(graph: dict[str, list[str]]) -> set[str]:
+        out, todo = {start}, [start]
+        while todo:
+            for t in graph.get(todo.pop(), []):
+                if t not in out:
+                    out.add(t)
+                    todo.append(t)
+        return out
+
+    back: dict[str, list[str]] = {}
+    for n, ts in succ.items():
+        for t in ts:
+            back.setdefault(t, []).append(n)
+    return reach(succ) & reach(back)
+
+
+def check_subflow_cycles(loaded: Loaded) -> list[Problem]:
+    calls: dict[str, list[tuple[str, Pos]]] = {}
+    for flow in loaded.flows.values():
+        for node in flow.nodes.values():
+            if isinstance(node.action, CallFlow):
+                calls.setdefault(flow.name, []).append((node.action.flow, node.pos))
+    problems: list[Problem] = []
+    reported: set[frozenset[str]] = set()
+
+    def walk(name: str, stack: list[str]) -> None:
+        for callee, pos in calls.get(name, []):
+            if callee in stack:
+                ring = stack[stack.index(callee):]
+                k = ring.index(name)  # told from the flow whose call closes the loop, where it points
+                cycle = ring[k:] + ring[:k] + [name]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    problems.append(_p(pos, f"sub-flow calls loop: {' → '.join(cycle)}"))
+                continue
+            walk(callee, [*stack, callee])
+
+    for name in sorted(calls):
+        walk(name, [name])
+    return problems

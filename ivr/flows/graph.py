@@ -1,0 +1,128 @@
+"""Draw flows as Graphviz DOT (and SVG/PNG through the ``dot`` program), so admins can see the menu tree."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from ivr.flows.model import (
+    Branch,
+    CallFlow,
+    Collect,
+    Flow,
+    FlowSet,
+    Hangup,
+    Hours,
+    Menu,
+    Play,
+    QueueWithCallback,
+    Return,
+    Survey,
+    Transfer,
+)
+from ivr.flows.prompts import describe
+
+SHAPES = {
+    "menu": ("box", "#dbeafe"),
+    "collect": ("box", "#fef3c7"),
+    "survey": ("box", "#fce7f3"),
+    "hours": ("diamond", "#e0e7ff"),
+    "branch": ("diamond", "#e0e7ff"),
+    "transfer": ("doubleoctagon", "#dcfce7"),
+    "queue": ("doubleoctagon", "#dcfce7"),
+    "hangup": ("octagon", "#fee2e2"),
+    "return": ("invhouse", "#f3f4f6"),
+    "call": ("component", "#f3f4f6"),
+}
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _detail(flowset: FlowSet, flow: Flow, node_name: str) -> str:
+    node = flow.nodes[node_name]
+    a = node.action
+
+    def said(prompts: tuple) -> str:
+        names = [p.name for p in prompts if hasattr(p, "name")]
+        if not names:
+            return ""
+        text = describe(flow, names[0], flow.language, flowset.library)
+        return (text[:38] + "…") if len(text) > 40 else text
+
+    if isinstance(a, Menu | Collect | Survey | Play):
+        return said(a.prompt)
+    if isinstance(a, Hours):
+        return f"schedule {a.schedule}"
+    if isinstance(a, Transfer):
+        return f"→ {a.queue or a.extension}"
+    if isinstance(a, QueueWithCallback):
+        return f"queue {a.name}" + (" (callback offer)" if a.offer_callback else "")
+    if isinstance(a, CallFlow):
+        return f"sub-flow {a.flow}"
+    if isinstance(a, Hangup):
+        return said(a.prompt)
+    if isinstance(a, Branch):
+        return f"{len(a.cases)} conditions"
+    if isinstance(a, Return):
+        return "back to caller flow"
+    return ""
+
+
+def to_dot(flowset: FlowSet, names: list[str]) -> str:
+    lines = [
+        "digraph ivr {",
+        '  graph [rankdir=TB, fontname="Helvetica", labelloc=t];',
+        '  node [fontname="Helvetica", fontsize=10, style="filled,rounded"];',
+        '  edge [fontname="Helvetica", fontsize=9];',
+    ]
+    for fname in names:
+        flow = flowset.flows[fname]
+        numbers = ", ".join(flow.numbers) + (" (default)" if flow.default else "")
+        lines.append(f"  subgraph {_q('cluster_' + fname)} {{")
+        lines.append(f"    label={_q(f'flow {fname}' + (f' — {numbers}' if numbers.strip() else ''))};")
+        start_id = _q(f"{fname}:__start")
+        lines.append(f'    {start_id} [label="start", shape=circle, style=filled, fillcolor="#111827", '
+                     'fontcolor=white, width=0.5];')
+        lines.append(f"    {start_id} -> {_q(f'{fname}:{flow.start}')};")
+        for name, node in flow.nodes.items():
+            shape, color = SHAPES.get(node.kind, ("box", "#ffffff"))
+            detail = _detail(flowset, flow, name)
+            label = f"{name}\\n[{node.kind}]" + (f"\\n{_q(detail)[1:-1]}" if detail else "")
+            lines.append(f'    {_q(f"{fname}:{name}")} [label="{label}", shape={shape}, fillcolor="{color}"];')
+            for edge_label, target in node.edges():
+                style = ', style=dashed, color="#b91c1c"' if edge_label == "failure" else ""
+                lines.append(f"    {_q(f'{fname}:{name}')} -> {_q(f'{fname}:{target}')} "
+                             f"[label={_q(edge_label)}{style}];")
+            if isinstance(node.action, CallFlow) and node.action.flow in names:
+                sub = flowset.flows[node.action.flow]
+                lines.append(f"    {_q(f'{fname}:{name}')} -> {_q(f'{sub.name}:__start')} "
+                             '[style=dotted, label="calls"];')
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def flows_to_draw(flowset: FlowSet, name: str) -> list[str]:
+    """The named flow and every sub-flow it reaches."""
+    out, todo = [], [name]
+    while todo:
+        n = todo.pop(0)
+        if n in out:
+            continue
+        out.append(n)
+        todo += [nd.action.flow for nd in flowset.flows[n].nodes.values() if isinstance(nd.action, CallFlow)]
+    return out
+
+
+def render(dot: str, output: Path) -> None:
+    """Write DOT as-is, or SVG/PNG/PDF through Graphviz's ``dot``."""
+    fmt = output.suffix.lstrip(".").lower() or "dot"
+    if fmt in ("dot", "gv"):
+        output.write_text(dot, encoding="utf-8")
+        return
+    if shutil.which("dot") is None:
+        raise RuntimeError("Graphviz is not installed (apt-get install graphviz); write .dot instead")
+    subprocess.run(["dot", f"-T{fmt}", "-o", str(output)], input=dot.encode(), check=True, timeout=60)

@@ -1,0 +1,537 @@
+"""Flow files → model, reporting every problem with its file:line:column.
+
+Loading is all-or-nothing: the caller gets a FlowSet only when there are no problems, so a broken edit never
+replaces a working version. Cross-file checks (references, reachability, loops) live in ``checks.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ivr.errors import Problem
+from ivr.flows import hours as hours_mod
+from ivr.flows.model import (
+    AllOf,
+    AnyOf,
+    Branch,
+    CallFlow,
+    Collect,
+    Condition,
+    Confirm,
+    DigitsRef,
+    Flow,
+    FlowSet,
+    Goto,
+    Hangup,
+    Hours,
+    Menu,
+    MenuOption,
+    Node,
+    NotOf,
+    Play,
+    Pos,
+    PromptDef,
+    PromptItem,
+    PromptRef,
+    Prompts,
+    PromptVariant,
+    QueueWithCallback,
+    Return,
+    SetVars,
+    Survey,
+    Test,
+    Transfer,
+)
+from ivr.yamlpos import key_position, load_yaml, position, schema_problems
+
+ACTIONS = (
+    "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
+    "survey", "hangup",
+)
+TESTS = ("equals", "not_equals", "in", "matches", "starts_with", "lt", "le", "gt", "ge", "is_set")
+SCHEMA = "flows/schema.json"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A name used somewhere, checked once everything is loaded."""
+
+    kind: str  # node, prompt, flow, schedule, var
+    name: str
+    pos: Pos
+    flow: str | None = None
+
+
+@dataclass
+class Loaded:
+    flows: dict[str, Flow] = field(default_factory=dict)
+    schedules: dict[str, hours_mod.Schedule] = field(default_factory=dict)
+    schedule_pos: dict[str, Pos] = field(default_factory=dict)
+    refs: list[Ref] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    broken_flows: set[str] = field(default_factory=set)  # named in files that failed: no cascades
+    files: list[str] = field(default_factory=list)
+    digest: str = ""
+
+
+def flow_files(paths: list[Path]) -> list[Path]:
+    """YAML files named by ``paths`` (files, or directories searched recursively), sorted."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += [q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file()]
+        else:
+            out.append(p)
+    return sorted(set(out))
+
+
+def display_name(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def load(paths: list[Path], *, site_timezone: str = "UTC") -> Loaded:
+    """Parse and build every file; the result carries problems instead of raising."""
+    loaded = Loaded()
+    digest = hashlib.sha256()
+    files = flow_files(paths)
+    for p in paths:
+        if not p.exists():
+            loaded.problems.append(Problem(display_name(p), 1, 1, "no such file or directory"))
+    if not files and not loaded.problems:
+        loaded.problems.append(Problem(display_name(paths[0]) if paths else ".", 1, 1, "no flow files found"))
+    for path in files:
+        name = display_name(path)
+        loaded.files.append(name)
+        try:
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+        except OSError:
+            pass
+        doc, problems = load_yaml(path, name)
+        if problems:
+            loaded.problems += problems
+            continue
+        if doc is None:
+            loaded.problems.append(Problem(name, 1, 1, "file is empty"))
+            continue
+        if not isinstance(doc, dict):
+            loaded.problems.append(Problem(name, 1, 1, "a flow file is a mapping (flow:, start:, nodes: ...)"))
+            continue
+        problems = schema_problems(doc, SCHEMA, name)
+        if problems:
+            loaded.problems += problems
+            if isinstance(doc.get("flow"), str):
+                loaded.broken_flows.add(doc["flow"])
+            continue
+        _FileBuilder(loaded, doc, name, path, site_timezone).build()
+    loaded.digest = digest.hexdigest()[:12]
+    return loaded
+
+
+def to_flowset(loaded: Loaded) -> FlowSet:
+    return FlowSet(
+        flows=dict(loaded.flows),
+        schedules=dict(loaded.schedules),
+        version=loaded.digest,
+        files=tuple(loaded.files),
+    )
+
+
+class _FileBuilder:
+    """Builds the flow and schedules of one schema-valid file."""
+
+    def __init__(self, loaded: Loaded, doc: Any, name: str, path: Path, site_timezone: str) -> None:
+        self.loaded, self.doc, self.file, self.path = loaded, doc, name, path
+        self.site_timezone = site_timezone
+        self.flow_name: str | None = doc.get("flow")
+        self.languages: tuple[str, ...] = tuple(doc.get("languages") or ("en",))
+        self.voices: dict[str, str] = dict(doc.get("voices") or {})
+
+    # -- helpers --
+    def pos(self, *path: str | int) -> Pos:
+        line, col = position(self.doc, list(path))
+        return Pos(self.file, line, col)
+
+    def kpos(self, *path: str | int) -> Pos:
+        line, col = key_position(self.doc, list(path))
+        return Pos(self.file, line, col)
+
+    def problem(self, pos: Pos, message: str) -> None:
+        self.loaded.problems.append(Problem(pos.file, pos.line, pos.column, message))
+
+    def ref(self, kind: str, name: str, pos: Pos) -> None:
+        self.loaded.refs.append(Ref(kind, str(name), pos, self.flow_name))
+
+    def zone(self, name: str, pos: Pos) -> ZoneInfo | None:
+        try:
+            return ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            self.problem(pos, f"unknown time zone '{name}' (use an IANA name such as 'America/New_York')")
+            return None
+
+    # -- top level --
+    def build(self) -> None:
+        for sname, sdoc in (self.doc.get("hours") or {}).items():
+            self.schedule(str(sname), sdoc)
+        if self.flow_name is None:
+            return
+        if self.flow_name in self.loaded.flows or self.flow_name in self.loaded.broken_flows:
+            other = self.loaded.flows.get(self.flow_name)
+            where = f" (also in {other.file}:{other.pos.line})" if other else ""
+            self.problem(self.pos("flow"), f"duplicate flow name '{self.flow_name}'{where}")
+            return
+        tz_name = str(self.doc.get("timezone") or self.site_timezone)
+        if "timezone" in self.doc:
+            self.zone(tz_name, self.pos("timezone"))
+        prompts = {str(k): self.prompt_def(str(k), v) for k, v in (self.doc.get("prompts") or {}).items()}
+        nodes: dict[str, Node] = {}
+        for nname, ndoc in self.doc["nodes"].items():
+            node = self.node(str(nname), ndoc)
+            if node is not None:
+                nodes[str(nname)] = node
+        self.ref("node", self.doc["start"], self.pos("start"))
+        variables = {str(k): v for k, v in (self.doc.get("variables") or {}).items()}
+        flow = Flow(
+            name=self.flow_name,
+            file=self.file,
+            numbers=tuple(str(n) for n in self.doc.get("numbers") or ()),
+            default=bool(self.doc.get("default", False)),
+            languages=self.languages,
+            timezone=tz_name,
+            variables=variables,
+            start=str(self.doc["start"]),
+            prompts=prompts,
+            nodes=nodes,
+            pos=self.pos("flow"),
+        )
+        self.loaded.flows[self.flow_name] = flow
+
+    # -- prompts --
+    def prompt_def(self, name: str, spec: Any) -> PromptDef:
+        path = ("prompts", name)
+        variants: dict[str, PromptVariant] = {}
+        if isinstance(spec, str):
+            spec = {"say": spec}
+        voice_override = spec.get("voice")
+        for kind in ("say", "file"):
+            if kind not in spec:
+                continue
+            value = spec[kind]
+            per_lang = {self.languages[0]: value} if isinstance(value, str) else dict(value)
+            for lang, src in per_lang.items():
+                lang = str(lang)
+                vpath = (*path, kind) if isinstance(value, str) else (*path, kind, lang)
+                if lang not in self.languages:
+                    self.problem(self.kpos(*vpath), f"prompt '{name}': language '{lang}' is not in "
+                                 f"languages ({', '.join(self.languages)})")
+                    continue
+                if lang in variants:
+                    self.problem(self.pos(*vpath), f"prompt '{name}' has both say and file for '{lang}'")
+                    continue
+                source = str(src)
+                if kind == "file":
+                    fpath = (self.path.parent / source).resolve()
+                    if not fpath.is_file():
+                        self.problem(self.pos(*vpath), f"prompt file not found: {source}")
+                    source = str(fpath)
+                voice = str(voice_override or self.voices.get(lang, lang))
+                variants[lang] = PromptVariant(kind, source, lang, voice)  # type: ignore[arg-type]
+        if self.languages[0] not in variants and variants:
+            self.problem(self.pos(*path), f"prompt '{name}' has no '{self.languages[0]}' variant "
+                         "(the flow's first language is the fallback for every call)")
+        if "say" not in spec and "file" not in spec:
+            self.problem(self.pos(*path), f"prompt '{name}' needs say: or file:")
+        return PromptDef(name, variants, self.kpos(*path))
+
+    def prompts(self, spec: Any, *path: str | int) -> Prompts:
+        if spec is None:
+            return ()
+        items = spec if isinstance(spec, list) else [spec]
+        out: list[PromptItem] = []
+        for i, item in enumerate(items):
+            ipath = (*path, i) if isinstance(spec, list) else path
+            if isinstance(item, str):
+                pos = self.pos(*ipath)
+                self.ref("prompt", item, pos)
+                out.append(PromptRef(item, pos))
+            else:
+                pos = self.pos(*ipath, "digits")
+                self.ref("var", item["digits"], pos)
+                out.append(DigitsRef(str(item["digits"]), pos))
+        return tuple(out)
+
+    # -- nodes --
+    def node(self, name: str, spec: Any) -> Node | None:
+        base = ("nodes", name)
+        actions = [k for k in spec if k in ACTIONS]
+        if not actions:
+            self.problem(self.kpos(*base), f"node '{name}' has no action (one of: {', '.join(ACTIONS)})")
+            return None
+        if len(actions) > 1:
+            self.problem(self.kpos(*base, actions[1]),
+                         f"node '{name}' has more than one action: {', '.join(actions)}")
+            return None
+        kind = actions[0]
+        value = spec[kind]
+        path = (*base, kind)
+        for edge in ("next", "failure"):
+            if edge in spec:
+                self.ref("node", spec[edge], self.pos(*base, edge))
+        builder = getattr(self, f"act_{kind}")
+        action = builder(value, path)
+        if action is None:
+            return None
+        return Node(
+            name=name,
+            kind=kind,
+            action=action,
+            next=str(spec["next"]) if "next" in spec else None,
+            failure=str(spec["failure"]) if "failure" in spec else None,
+            pos=self.kpos(*base),
+            description=str(spec.get("description", "")),
+        )
+
+    def target(self, value: Any, *path: str | int) -> str:
+        self.ref("node", value, self.pos(*path))
+        return str(value)
+
+    def act_play(self, v: Any, path: tuple) -> Play:
+        if isinstance(v, dict):
+            return Play(self.prompts(v["prompt"], *path, "prompt"), bool(v.get("barge_in", False)))
+        return Play(self.prompts(v, *path))
+
+    def act_menu(self, v: Any, path: tuple) -> Menu:
+        options: list[MenuOption] = []
+        seen_words: dict[str, str] = {}
+        for key, opt in v["options"].items():
+            key_s = str(key)
+            opath = (*path, "options", key)
+            kpos = Pos(self.file, *key_position(self.doc, list(opath)))
+            if not re.fullmatch(r"[0-9*#]{1,4}", key_s) and key_s != "speech":
+                self.problem(kpos, f"bad key '{key_s}' (menu keys are 0-9, * and #, up to 4 of them; "
+                             "use 'speech' for an option chosen only by voice)")
+            if isinstance(opt, str):
+                target, words = self.target(opt, *opath), ()
+            else:
+                target = self.target(opt["goto"], *opath, "goto")
+                words = tuple(str(w) for w in opt.get("say") or ())
+                for i, w in enumerate(words):
+                    norm = normalize_words(w)
+                    if norm in seen_words:
+                        self.problem(self.pos(*opath, "say", i),
+                                     f"keyword '{w}' is used by option '{seen_words[norm]}' and option '{key_s}'")
+                    seen_words[norm] = key_s
+            options.append(MenuOption(None if key_s == "speech" else key_s, target, words, kpos))
+        prompt = self.prompts(v["prompt"], *path, "prompt")
+        has_words = any(o.keywords for o in options)
+        speech = bool(v.get("speech", has_words))
+        if speech and not has_words:
+            self.problem(self.pos(*path, "speech"), "speech is on but no option has say: keywords")
+        return Menu(
+            prompt=prompt,
+            reprompt=self.prompts(v.get("reprompt"), *path, "reprompt") or prompt,
+            options=tuple(options),
+            timeout=float(v.get("timeout", 5)),
+            inter_digit_timeout=float(v.get("inter_digit_timeout", 2)),
+            max_no_input=int(v.get("max_no_input", 3)),
+            max_no_match=int(v.get("max_no_match", 3)),
+            no_input=self.prompts(v.get("no_input"), *path, "no_input"),
+            no_match=self.prompts(v.get("no_match"), *path, "no_match"),
+            barge_in=bool(v.get("barge_in", True)),
+            speech=speech,
+            min_confidence=float(v.get("min_confidence", 0.5)),
+        )
+
+    def act_collect(self, v: Any, path: tuple) -> Collect:
+        lo, hi = int(v.get("min_digits", 1)), int(v.get("max_digits", 20))
+        if lo > hi:
+            self.problem(self.pos(*path, "min_digits"), f"min_digits ({lo}) is more than max_digits ({hi})")
+        pattern = v.get("pattern")
+        if pattern is not None:
+            try:
+                re.compile(str(pattern))
+            except re.error as exc:
+                self.problem(self.pos(*path, "pattern"), f"bad pattern: {exc}")
+        confirm = None
+        c = v.get("confirm")
+        if c:
+            c = c if isinstance(c, dict) else {}
+            before = self.prompts(c.get("before", "you_entered"), *path, "confirm", "before")
+            after = self.prompts(c.get("after", "confirm_choice"), *path, "confirm", "after")
+            yes, no = str(c.get("yes", "1")), str(c.get("no", "2"))
+            if yes == no:
+                self.problem(self.pos(*path, "confirm"), f"confirm: yes and no are both '{yes}'")
+            confirm = Confirm(before, after, yes, no)
+        return Collect(
+            prompt=self.prompts(v["prompt"], *path, "prompt"),
+            into=str(v["into"]),
+            min_digits=lo,
+            max_digits=hi,
+            terminator=str(v.get("terminator", "#")),
+            pattern=str(pattern) if pattern is not None else None,
+            timeout=float(v.get("timeout", 5)),
+            inter_digit_timeout=float(v.get("inter_digit_timeout", 3)),
+            max_attempts=int(v.get("max_attempts", 3)),
+            no_input=self.prompts(v.get("no_input"), *path, "no_input"),
+            invalid=self.prompts(v.get("invalid"), *path, "invalid"),
+            barge_in=bool(v.get("barge_in", True)),
+            speech=bool(v.get("speech", False)),
+            confirm=confirm,
+        )
+
+    def condition(self, c: Any, path: tuple) -> Condition:
+        groups = [k for k in ("all", "any", "not") if k in c]
+        tests = [k for k in TESTS if k in c]
+        if groups and (tests or "var" in c or len(groups) > 1):
+            self.problem(self.pos(*path), "a condition is either {var, test} or one of all/any/not")
+        if "all" in c:
+            return AllOf(tuple(self.condition(x, (*path, "all", i)) for i, x in enumerate(c["all"])))
+        if "any" in c:
+            return AnyOf(tuple(self.condition(x, (*path, "any", i)) for i, x in enumerate(c["any"])))
+        if "not" in c:
+            return NotOf(self.condition(c["not"], (*path, "not")))
+        pos = self.pos(*path)
+        if "var" not in c or len(tests) != 1:
+            self.problem(pos, f"a test needs var: and exactly one of {', '.join(TESTS)}")
+            return Test("", "is_set", True, pos)
+        op = tests[0]
+        value = c[op]
+        if op == "matches":
+            try:
+                re.compile(str(value))
+            except re.error as exc:
+                self.problem(self.pos(*path, "matches"), f"bad pattern: {exc}")
+        self.ref("var", c["var"], self.pos(*path, "var"))
+        return Test(str(c["var"]), op, list(value) if op == "in" else value, pos)
+
+    def act_branch(self, v: Any, path: tuple) -> Branch:
+        cases = []
+        for i, case in enumerate(v):
+            cond = self.condition(case["if"], (*path, i, "if"))
+            cases.append((cond, self.target(case["goto"], *path, i, "goto")))
+        return Branch(tuple(cases))
+
+    def act_hours(self, v: Any, path: tuple) -> Hours:
+        self.ref("schedule", v["schedule"], self.pos(*path, "schedule"))
+        return Hours(
+            schedule=str(v["schedule"]),
+            open=self.target(v["open"], *path, "open"),
+            closed=self.target(v["closed"], *path, "closed"),
+            holiday=self.target(v["holiday"], *path, "holiday") if "holiday" in v else None,
+        )
+
+    def act_set(self, v: Any, path: tuple) -> SetVars:
+        for k, val in v.items():
+            for var in re.findall(r"\$\{([^}]*)\}", str(val)) if isinstance(val, str) else ():
+                self.ref("var", var, self.pos(*path, k))
+        return SetVars(tuple((str(k), val) for k, val in v.items()))
+
+    def act_goto(self, v: Any, path: tuple) -> Goto:
+        return Goto(self.target(v, *path))
+
+    def act_call(self, v: Any, path: tuple) -> CallFlow:
+        self.ref("flow", v, self.pos(*path))
+        return CallFlow(str(v))
+
+    def act_return(self, v: Any, path: tuple) -> Return:
+        return Return()
+
+    def act_transfer(self, v: Any, path: tuple) -> Transfer | None:
+        if ("extension" in v) == ("queue" in v):
+            self.problem(self.pos(*path), "transfer needs exactly one of extension: or queue:")
+            return None
+        return Transfer(
+            extension=str(v["extension"]) if "extension" in v else None,
+            queue=str(v["queue"]) if "queue" in v else None,
+            prompt=self.prompts(v.get("prompt"), *path, "prompt"),
+        )
+
+    def act_queue(self, v: Any, path: tuple) -> QueueWithCallback:
+        cb = v.get("callback") or {}
+        return QueueWithCallback(
+            name=str(v["name"]),
+            prompt=self.prompts(v.get("prompt"), *path, "prompt"),
+            offer_callback=bool(cb.get("offer", True)),
+            min_wait_seconds=float(cb.get("min_wait_seconds", 120)),
+        )
+
+    def act_survey(self, v: Any, path: tuple) -> Survey:
+        return Survey(
+            prompt=self.prompts(v["prompt"], *path, "prompt"),
+            scale=v["scale"],
+            into=str(v["into"]),
+            timeout=float(v.get("timeout", 6)),
+            max_attempts=int(v.get("max_attempts", 2)),
+            no_input=self.prompts(v.get("no_input"), *path, "no_input"),
+            invalid=self.prompts(v.get("invalid"), *path, "invalid"),
+            thanks=self.prompts(v.get("thanks"), *path, "thanks"),
+        )
+
+    def act_hangup(self, v: Any, path: tuple) -> Hangup:
+        if v is None or isinstance(v, bool):
+            return Hangup()
+        return Hangup(self.prompts(v, *path))
+
+    # -- schedules --
+    def schedule(self, name: str, s: Any) -> None:
+        path = ("hours", name)
+        if name in self.loaded.schedules:
+            other = self.loaded.schedule_pos[name]
+            self.problem(self.kpos(*path), f"duplicate schedule '{name}' (also in {other.file}:{other.line})")
+            return
+        tz = self.zone(s["timezone"], self.pos(*path, "timezone"))
+        weekly: dict[int, list[hours_mod.TimeRange]] = {}
+        for days, ranges in s["weekly"].items():
+            try:
+                day_list = hours_mod.parse_days(str(days))
+            except ValueError:
+                self.problem(self.kpos(*path, "weekly", days),
+                             f"bad day '{days}' (use mon..sun, ranges like mon-fri, lists like sat,sun)")
+                continue
+            for d in day_list:
+                weekly.setdefault(d, []).extend(_ranges(ranges))
+        holidays: dict[date, str] = {}
+        for i, h in enumerate(s.get("holidays") or ()):
+            text, label = (h, str(h)) if not isinstance(h, dict) else (h["date"], h.get("name", str(h["date"])))
+            d = self.date(text, (*path, "holidays", i))
+            if d:
+                holidays[d] = str(label)
+        overrides: dict[date, tuple[hours_mod.TimeRange, ...]] = {}
+        for i, o in enumerate(s.get("overrides") or ()):
+            d = self.date(o["date"], (*path, "overrides", i, "date"))
+            if d:
+                overrides[d] = () if o["hours"] == "closed" else tuple(_ranges(o["hours"]))
+        if tz is None:
+            return
+        self.loaded.schedules[name] = hours_mod.Schedule(
+            name, tz, {k: tuple(v) for k, v in weekly.items()}, holidays, overrides
+        )
+        self.loaded.schedule_pos[name] = self.kpos(*path)
+
+    def date(self, value: Any, path: tuple) -> date | None:
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(str(value))
+        except ValueError:
+            self.problem(self.pos(*path), f"bad date '{value}' (YYYY-MM-DD)")
+            return None
+
+
+def _ranges(value: Any) -> list[hours_mod.TimeRange]:
+    items = value if isinstance(value, list) else [value]
+    return [hours_mod.parse_range(str(x)) for x in items]
+
+
+def normalize_words(text: str) -> str:
+    """Case- and punctuation-blind form of a keyword, for matching speech and finding duplicates."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())

@@ -1,0 +1,326 @@
+"""The flow language as frozen dataclasses: what the loader builds and the engine runs.
+
+A FlowSet is immutable once built; reload builds a new one and swaps one reference, so a call in progress
+keeps the version it started on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ivr.flows.hours import Schedule
+    from ivr.flows.prompts import PromptLibrary
+
+
+@dataclass(frozen=True, order=True)
+class Pos:
+    file: str
+    line: int
+    column: int
+
+
+# ---- prompts -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptVariant:
+    """One language of a prompt: text for espeak-ng, or an audio file for sox."""
+
+    kind: Literal["say", "file"]
+    source: str  # the text, or the file's absolute path
+    lang: str
+    voice: str
+
+
+@dataclass(frozen=True)
+class PromptDef:
+    name: str
+    variants: dict[str, PromptVariant]  # lang → variant
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class PromptRef:
+    """Play the named prompt (flow prompt or a built-in such as ``digit_5``)."""
+
+    name: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class DigitsRef:
+    """Read a variable back digit by digit, from pre-rendered digit prompts (no TTS during a call)."""
+
+    var: str
+    pos: Pos
+
+
+PromptItem = PromptRef | DigitsRef
+Prompts = tuple[PromptItem, ...]
+
+
+# ---- conditions ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Test:
+    var: str
+    op: str  # equals not_equals in matches starts_with lt le gt ge is_set
+    value: object
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class NotOf:
+    item: Condition
+
+
+Condition = Test | AllOf | AnyOf | NotOf
+
+
+# ---- actions -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Play:
+    prompt: Prompts
+    barge_in: bool = False
+
+
+@dataclass(frozen=True)
+class MenuOption:
+    key: str | None
+    target: str
+    keywords: tuple[str, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Menu:
+    prompt: Prompts
+    reprompt: Prompts
+    options: tuple[MenuOption, ...]
+    timeout: float = 5.0
+    inter_digit_timeout: float = 2.0
+    max_no_input: int = 3
+    max_no_match: int = 3
+    no_input: Prompts = ()
+    no_match: Prompts = ()
+    barge_in: bool = True
+    speech: bool = False
+    min_confidence: float = 0.5
+
+    @property
+    def key_length(self) -> int:
+        return max((len(o.key) for o in self.options if o.key), default=1)
+
+
+@dataclass(frozen=True)
+class Confirm:
+    before: Prompts
+    after: Prompts
+    yes: str = "1"
+    no: str = "2"
+
+
+@dataclass(frozen=True)
+class Collect:
+    prompt: Prompts
+    into: str
+    min_digits: int = 1
+    max_digits: int = 20
+    terminator: str = "#"
+    pattern: str | None = None
+    timeout: float = 5.0
+    inter_digit_timeout: float = 3.0
+    max_attempts: int = 3
+    no_input: Prompts = ()
+    invalid: Prompts = ()
+    barge_in: bool = True
+    speech: bool = False
+    confirm: Confirm | None = None
+
+
+@dataclass(frozen=True)
+class Branch:
+    cases: tuple[tuple[Condition, str], ...]
+
+
+@dataclass(frozen=True)
+class Hours:
+    schedule: str
+    open: str
+    closed: str
+    holiday: str | None
+
+
+@dataclass(frozen=True)
+class SetVars:
+    values: tuple[tuple[str, object], ...]
+
+
+@dataclass(frozen=True)
+class Goto:
+    target: str
+
+
+@dataclass(frozen=True)
+class CallFlow:
+    flow: str
+
+
+@dataclass(frozen=True)
+class Return:
+    pass
+
+
+@dataclass(frozen=True)
+class Transfer:
+    extension: str | None
+    queue: str | None
+    prompt: Prompts = ()
+
+
+@dataclass(frozen=True)
+class QueueWithCallback:
+    """Hand the caller to an agents' queue; the callback work decides whether to offer virtual hold."""
+
+    name: str
+    prompt: Prompts = ()
+    offer_callback: bool = True
+    min_wait_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class Survey:
+    prompt: Prompts
+    scale: Literal["csat", "nps"]
+    into: str
+    timeout: float = 6.0
+    max_attempts: int = 2
+    no_input: Prompts = ()
+    invalid: Prompts = ()
+    thanks: Prompts = ()
+
+    @property
+    def low(self) -> int:
+        return 1 if self.scale == "csat" else 0
+
+    @property
+    def high(self) -> int:
+        return 5 if self.scale == "csat" else 10
+
+
+@dataclass(frozen=True)
+class Hangup:
+    prompt: Prompts = ()
+
+
+Action = (
+    Play | Menu | Collect | Branch | Hours | SetVars | Goto | CallFlow | Return | Transfer
+    | QueueWithCallback | Survey | Hangup
+)
+
+#: Actions after which a call ends or leaves this flow; the node needs no ``next``.
+TERMINAL = (Hangup, Transfer, QueueWithCallback, Return)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    kind: str  # the action key as written: play, menu, ...
+    action: Action
+    next: str | None
+    failure: str | None
+    pos: Pos
+    description: str = ""
+
+    def edges(self) -> list[tuple[str, str]]:
+        """(label, target node) for every way out of this node, for checks and diagrams."""
+        a = self.action
+        out: list[tuple[str, str]] = []
+        if isinstance(a, Menu):
+            for o in a.options:
+                label = " / ".join(x for x in (o.key or "", *o.keywords[:2]) if x)
+                out.append((label, o.target))
+        elif isinstance(a, Branch):
+            out.extend((f"if #{i + 1}", t) for i, (_, t) in enumerate(a.cases))
+        elif isinstance(a, Hours):
+            out += [("open", a.open), ("closed", a.closed)]
+            if a.holiday:
+                out.append(("holiday", a.holiday))
+        elif isinstance(a, Goto):
+            out.append(("", a.target))
+        if self.next:
+            out.append(("else" if isinstance(a, Branch) else "next", self.next))
+        if self.failure:
+            out.append(("failure", self.failure))
+        return out
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    file: str
+    numbers: tuple[str, ...]
+    default: bool
+    languages: tuple[str, ...]
+    timezone: str
+    variables: dict[str, object]
+    start: str
+    prompts: dict[str, PromptDef]
+    nodes: dict[str, Node]
+    pos: Pos
+
+    @property
+    def language(self) -> str:
+        return self.languages[0]
+
+
+@dataclass(frozen=True)
+class FlowSet:
+    """Every flow and schedule of one version, with its prompts rendered and ready to send."""
+
+    flows: dict[str, Flow]
+    schedules: dict[str, Schedule]
+    version: str
+    files: tuple[str, ...]
+    library: PromptLibrary | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def route(self, dialed: str) -> Flow:
+        """The flow for a dialed number: exact match, then the most specific pattern, then the default."""
+        pattern_hits: list[tuple[int, Flow]] = []
+        for flow in self.flows.values():
+            for number in flow.numbers:
+                if number == dialed:
+                    return flow
+                if is_pattern(number) and number_matches(number, dialed):
+                    fixed = sum(1 for c in number if c not in "*X")
+                    pattern_hits.append((fixed, flow))
+        if pattern_hits:
+            return max(pattern_hits, key=lambda h: h[0])[1]
+        return next(f for f in self.flows.values() if f.default)
+
+
+def is_pattern(number: str) -> bool:
+    return "*" in number or "X" in number
+
+
+def number_matches(pattern: str, dialed: str) -> bool:
+    """``X`` is one digit, ``*`` any run (Asterisk-like, kept small on purpose)."""
+    glob = pattern.replace("X", "[0-9]")
+    return fnmatch.fnmatchcase(dialed, glob)

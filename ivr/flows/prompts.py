@@ -1,0 +1,253 @@
+"""Prompt audio: rendered once per flow version, before it is switched in, as ready 20 ms G.711 frames.
+
+Text is spoken by espeak-ng, files are read by sox; both are resampled to 8 kHz mono, brought to one
+loudness (RMS, with sox's limiter guarding the peaks) and encoded to µ-law and A-law by sox. Results are
+cached on disk by content hash, so a reload re-renders only what changed and no call ever synthesises or
+encodes audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ivr.errors import Problem
+from ivr.flows.model import DigitsRef, Flow, FlowSet, Pos, PromptDef, PromptRef, PromptVariant
+
+FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
+RENDER_VERSION = "1"  # bump when the pipeline changes, to invalidate caches
+ULAW_SILENCE = b"\xff"
+ALAW_SILENCE = b"\xd5"
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A prompt every flow may use without defining it; ``*`` means "this text in any language"."""
+
+    texts: dict[str, str]
+
+    def text_for(self, lang: str) -> str | None:
+        return self.texts.get(lang) or self.texts.get(lang.split("-")[0]) or self.texts.get("*")
+
+
+DIGIT_PROMPTS = {f"digit_{d}": Builtin({"*": d}) for d in "0123456789"}
+BUILTIN_PROMPTS: dict[str, Builtin] = {
+    **DIGIT_PROMPTS,
+    "digit_star": Builtin({"en": "star"}),
+    "digit_pound": Builtin({"en": "pound"}),
+    "you_entered": Builtin({"en": "You entered"}),
+    "confirm_choice": Builtin({"en": "If that is correct, press 1. To enter it again, press 2."}),
+    "goodbye": Builtin({"en": "Goodbye."}),
+}
+DIGIT_NAMES = {**{d: f"digit_{d}" for d in "0123456789"}, "*": "digit_star", "#": "digit_pound"}
+
+
+@dataclass(frozen=True)
+class Audio:
+    """One rendered prompt in both G.711 laws, padded to whole 20 ms frames."""
+
+    name: str
+    lang: str
+    text: str  # what it says (or the file it came from), for the simulator and logs
+    ulaw: bytes
+    alaw: bytes
+
+    @property
+    def duration(self) -> float:
+        return len(self.ulaw) / 8000
+
+    def frames(self, law: str = "ulaw") -> list[bytes]:
+        data = self.ulaw if law == "ulaw" else self.alaw
+        return [data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES)]
+
+
+@dataclass
+class PromptLibrary:
+    """Rendered audio of a flow set: (flow, prompt, language) → Audio."""
+
+    audio: dict[tuple[str, str, str], Audio] = field(default_factory=dict)
+
+    def get(self, flow: Flow, name: str, lang: str) -> Audio:
+        """The prompt in the caller's language, else in the flow's first language."""
+        a = self.audio.get((flow.name, name, lang))
+        return a if a is not None else self.audio[(flow.name, name, flow.language)]
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    cache_dir: Path
+    target_rms_db: float = -20.0
+    jobs: int = max(1, os.cpu_count() or 1)
+
+
+def needed_variants(flow: Flow) -> dict[tuple[str, str], tuple[PromptVariant, Pos]]:
+    """Every (prompt, language) the flow can play, builtins included, with a position for errors."""
+    out: dict[tuple[str, str], tuple[PromptVariant, Pos]] = {}
+    for p in flow.prompts.values():
+        for lang, v in p.variants.items():
+            out[(p.name, lang)] = (v, p.pos)
+    used: dict[str, Pos] = {}
+    for node in flow.nodes.values():
+        if getattr(node.action, "confirm", None) is not None:  # read-back of the entry
+            for name in DIGIT_NAMES.values():
+                used.setdefault(name, node.pos)
+        for item in _prompt_items(node.action):
+            if isinstance(item, PromptRef) and item.name not in flow.prompts:
+                used.setdefault(item.name, item.pos)
+            if isinstance(item, DigitsRef):
+                for name in DIGIT_NAMES.values():
+                    used.setdefault(name, item.pos)
+    for name, pos in used.items():
+        builtin = BUILTIN_PROMPTS.get(name)
+        if builtin is None:
+            continue
+        for lang in flow.languages:
+            text = builtin.text_for(lang)
+            if text is not None:
+                voice = lang
+                out[(name, lang)] = (PromptVariant("say", text, lang, voice), pos)
+    return out
+
+
+def _prompt_items(action: object) -> list[object]:
+    items: list[object] = []
+    for value in vars(action).values():
+        if isinstance(value, tuple):
+            for v in value:
+                if isinstance(v, PromptRef | DigitsRef):
+                    items.append(v)
+        elif hasattr(value, "__dataclass_fields__"):
+            items += _prompt_items(value)
+    return items
+
+
+def cache_key(v: PromptVariant, settings: RenderSettings) -> str:
+    h = hashlib.sha256()
+    h.update(f"{RENDER_VERSION}\0{v.kind}\0{v.voice}\0{settings.target_rms_db}\0".encode())
+    if v.kind == "file":
+        h.update(Path(v.source).read_bytes())
+    else:
+        h.update(v.source.encode())
+    return h.hexdigest()[:24]
+
+
+async def render_flowset(flowset: FlowSet, settings: RenderSettings) -> tuple[PromptLibrary, list[Problem]]:
+    """Render (or take from the cache) every prompt of every flow; problems instead of exceptions."""
+    missing = [tool for tool in ("sox", "espeak-ng") if shutil.which(tool) is None]
+    if missing:
+        first = next(iter(flowset.flows.values()), None)
+        file = first.file if first else "."
+        return PromptLibrary(), [Problem(file, 1, 1, f"{', '.join(missing)} not installed: prompts cannot be "
+                                         f"rendered (apt-get install {' '.join(missing)})")]
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    sem = asyncio.Semaphore(settings.jobs)
+    library = PromptLibrary()
+    problems: list[Problem] = []
+    rendered: dict[str, asyncio.Task[tuple[bytes, bytes]]] = {}
+
+    async def one(key: str, v: PromptVariant) -> tuple[bytes, bytes]:
+        async with sem:
+            return await _render_cached(key, v, settings)
+
+    jobs: list[tuple[Flow, str, str, PromptVariant, Pos, asyncio.Task[tuple[bytes, bytes]]]] = []
+    async with asyncio.TaskGroup() as tg:
+        for flow in flowset.flows.values():
+            for (name, lang), (v, pos) in needed_variants(flow).items():
+                try:
+                    key = cache_key(v, settings)
+                except OSError as exc:
+                    problems.append(Problem(pos.file, pos.line, pos.column, f"cannot read prompt file: {exc}"))
+                    continue
+                if key not in rendered:
+                    rendered[key] = tg.create_task(_guard(one(key, v)))
+                jobs.append((flow, name, lang, v, pos, rendered[key]))
+    for flow, name, lang, v, pos, task in jobs:
+        result = task.result()
+        if isinstance(result, str):
+            problems.append(Problem(pos.file, pos.line, pos.column,
+                                    f"cannot render prompt '{name}' ({lang}): {result}"))
+            continue
+        ulaw, alaw = result
+        text = v.source if v.kind == "say" else os.path.relpath(v.source)
+        library.audio[(flow.name, name, lang)] = Audio(name, lang, text, ulaw, alaw)
+    return library, problems
+
+
+async def _guard(coro: object) -> tuple[bytes, bytes] | str:
+    try:
+        return await coro  # type: ignore[misc]
+    except _RenderFailed as exc:
+        return str(exc)
+
+
+class _RenderFailed(Exception):
+    pass
+
+
+async def _run(*args: str, stdin: bytes | None = None) -> tuple[bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(stdin)
+    if proc.returncode != 0:
+        msg = err.decode(errors="replace").strip().splitlines()
+        raise _RenderFailed(f"{args[0]} failed: {msg[-1] if msg else f'exit {proc.returncode}'}")
+    return out, err
+
+
+async def _render_cached(key: str, v: PromptVariant, settings: RenderSettings) -> tuple[bytes, bytes]:
+    ulaw_path = settings.cache_dir / f"{key}.ulaw"
+    alaw_path = settings.cache_dir / f"{key}.alaw"
+    if ulaw_path.is_file() and alaw_path.is_file():
+        return ulaw_path.read_bytes(), alaw_path.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="ivr-prompt-") as tmp:
+        t = Path(tmp)
+        if v.kind == "say":
+            src = t / "tts.wav"
+            await _run("espeak-ng", "-v", v.voice, "-w", str(src), "--stdin", stdin=v.source.encode())
+        else:
+            src = Path(v.source)
+        pcm = t / "pcm.wav"
+        await _run("sox", str(src), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(pcm))
+        _, stats = await _run("sox", str(pcm), "-n", "stats")
+        m = re.search(rb"RMS lev dB\s+(-?[\d.]+|-inf)", stats)
+        rms = float(m.group(1)) if m and m.group(1) != b"-inf" else None
+        gain = 0.0 if rms is None else max(-30.0, min(30.0, settings.target_rms_db - rms))
+        encoded = []
+        for law, silence in (("u-law", ULAW_SILENCE), ("a-law", ALAW_SILENCE)):
+            out = t / f"out.{law}"
+            await _run("sox", str(pcm), "-t", "raw", "-e", law, "-b", "8", "-r", "8000", "-c", "1", str(out),
+                       "gain", "-l", f"{gain:.2f}")
+            data = out.read_bytes()
+            pad = (-len(data)) % FRAME_BYTES
+            encoded.append(data + silence * pad)
+    for path, data in ((ulaw_path, encoded[0]), (alaw_path, encoded[1])):
+        tmp_path = path.with_suffix(path.suffix + ".tmp")
+        tmp_path.write_bytes(data)
+        os.replace(tmp_path, path)
+    return encoded[0], encoded[1]
+
+
+def describe(flow: Flow, name: str, lang: str, library: PromptLibrary | None) -> str:
+    """What a prompt says, for the simulator: its text, or the file it plays."""
+    if library is not None:
+        try:
+            return library.get(flow, name, lang).text
+        except KeyError:
+            pass
+    p: PromptDef | None = flow.prompts.get(name)
+    if p is not None:
+        v = p.variants.get(lang) or p.variants.get(flow.language)
+        if v is not None:
+            return v.source if v.kind == "say" else os.path.relpath(v.source)
+    b = BUILTIN_PROMPTS.get(name)
+    return (b.text_for(lang) or name) if b else name

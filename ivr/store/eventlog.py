@@ -1,0 +1,324 @@
+"""The append-only event log on SQLite (aiosqlite): every call and admin action, durable before it returns.
+
+One writer connection with group commit: appends from many calls queue up and are committed together in
+one transaction (WAL, synchronous=FULL), and each append returns only after its commit, so what a caller
+was told happened is on disk. Ordering: ``seq`` (per-site, gap-free in commit order) is the order of truth;
+``id`` is a UUIDv7 for global uniqueness; ``wall_time`` and ``mono_ns``+``boot_id`` say when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import uuid6
+
+log = logging.getLogger("ivr.store")
+
+Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+
+def read_boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux: one id per process still separates monotonic clocks
+        return f"proc-{uuid.uuid4()}"
+
+
+BOOT_ID = read_boot_id()
+
+
+def utc_now_text(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def migrations() -> list[tuple[int, str]]:
+    files = resources.files("ivr.store").joinpath("migrations")
+    out = []
+    for f in files.iterdir():
+        if f.name.endswith(".sql"):
+            out.append((int(f.name.split("_", 1)[0]), f.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    id: str
+    site: str
+    boot_id: str
+    wall_time: str
+    mono_ns: int
+    call_id: str | None
+    type: str
+    data: dict[str, Any]
+
+
+async def connect(path: Path) -> aiosqlite.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path, isolation_level=None)
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=FULL")
+    await db.execute("PRAGMA busy_timeout=10000")
+    await db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Apply migrations newer than PRAGMA user_version, each in its own transaction."""
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    current = int(row[0]) if row else 0
+    for version, sql in migrations():
+        if version <= current:
+            continue
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version={version}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        log.info("database migrated to version %d", version)
+        current = version
+    return current
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (sqlite3.complete_statement knows about triggers' BEGIN/END)."""
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        if line.strip().startswith("--") and not buf.strip():
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+class EventLog:
+    """The single writer of the local store."""
+
+    def __init__(self, db: aiosqlite.Connection, site: str) -> None:
+        self.db = db
+        self.site = site
+        self._queue: asyncio.Queue[tuple[Op, asyncio.Future[Any]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, path: Path, site: str) -> EventLog:
+        db = await connect(path)
+        await migrate(db)
+        self = cls(db, site)
+        self._writer = asyncio.create_task(self._write_loop(), name="eventlog-writer")
+        await self.reconcile_interrupted_calls()
+        return self
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            await asyncio.wait({self._writer}, timeout=5)
+            self._writer = None
+        await self.db.close()
+
+    async def __aenter__(self) -> EventLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- writing --
+    async def transaction(self, op: Op) -> Any:
+        """Run ``op`` inside the next group commit; returns its result once committed."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put((op, fut))
+        return await asyncio.shield(fut)
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < 256:
+                batch.append(self._queue.get_nowait())
+            results: list[Any] = []
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                for op, _ in batch:
+                    await self.db.execute("SAVEPOINT op")
+                    try:
+                        results.append(await op(self.db))
+                        await self.db.execute("RELEASE op")
+                    except Exception as exc:  # one bad op fails alone, not the batch
+                        await self.db.execute("ROLLBACK TO op")
+                        await self.db.execute("RELEASE op")
+                        results.append(exc)
+                await self.db.execute("COMMIT")
+            except Exception as exc:
+                log.exception("event log commit failed")
+                try:
+                    await self.db.execute("ROLLBACK")
+                except Exception:
+                    pass
+                results = [exc] * len(batch)
+            for (_, fut), res in zip(batch, results, strict=True):
+                if not fut.done():
+                    if isinstance(res, Exception):
+                        fut.set_exception(res)
+                    else:
+                        fut.set_result(res)
+                self._queue.task_done()
+
+    def _row(self, type: str, call_id: str | None, data: dict[str, Any]) -> tuple[Any, ...]:
+        return (
+            str(uuid6.uuid7()),
+            self.site,
+            BOOT_ID,
+            utc_now_text(),
+            time.monotonic_ns(),
+            call_id,
+            type,
+            json.dumps(data, default=str, separators=(",", ":")),
+        )
+
+    @staticmethod
+    async def insert(db: aiosqlite.Connection, row: tuple[Any, ...]) -> int:
+        cur = await db.execute(
+            "INSERT INTO events (id, site, boot_id, wall_time, mono_ns, call_id, type, data)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            row,
+        )
+        return int(cur.lastrowid or 0)
+
+    async def append(self, type: str, call_id: str | None = None, **data: Any) -> int:
+        """Append one event; returns its sequence number after it is committed."""
+        row = self._row(type, call_id, data)
+        return int(await self.transaction(lambda db: self.insert(db, row)))
+
+    # -- calls --
+    async def begin_call(self, *, call_id: str, channel: str, caller: str, dialed: str, flow: str,
+                         version: str) -> int:
+        row = self._row("call.started", call_id, {"channel": channel, "caller": caller, "dialed": dialed,
+                                                 "flow": flow, "flow_version": version})
+
+        async def op(db: aiosqlite.Connection) -> int:
+            seq = await self.insert(db, row)
+            await db.execute(
+                "INSERT INTO calls (call_id, site, channel, started_at, caller, dialed, flow, flow_version,"
+                " first_seq) VALUES (?,?,?,?,?,?,?,?,?)",
+                (call_id, self.site, channel, row[3], caller, dialed, flow, version, seq),
+            )
+            return seq
+
+        return int(await self.transaction(op))
+
+    async def end_call(self, *, call_id: str, outcome: str, detail: str, path: list[str],
+                       variables: dict[str, object]) -> int:
+        row = self._row("call.ended", call_id, {"outcome": outcome, "detail": detail, "path": path})
+
+        async def op(db: aiosqlite.Connection) -> int:
+            seq = await self.insert(db, row)
+            await db.execute(
+                "UPDATE calls SET ended_at=?, outcome=?, outcome_detail=?, path=?, variables=?, last_seq=?"
+                " WHERE call_id=?",
+                (row[3], outcome, detail, json.dumps(path), json.dumps(variables, default=str), seq, call_id),
+            )
+            return seq
+
+        return int(await self.transaction(op))
+
+    async def reconcile_interrupted_calls(self) -> int:
+        """Calls left open by a crash or power cut get an ``interrupted`` end, so none stays "running"."""
+        async with self.db.execute("SELECT call_id FROM calls WHERE ended_at IS NULL") as cur:
+            open_calls = [r[0] for r in await cur.fetchall()]
+        for call_id in open_calls:
+            async with self.db.execute(
+                "SELECT data FROM events WHERE call_id=? AND type='node.entered' ORDER BY seq", (call_id,)
+            ) as cur:
+                path = [json.loads(r[0])["node"] for r in await cur.fetchall()]
+            await self.end_call(call_id=call_id, outcome="interrupted", detail="appliance restarted",
+                                path=path, variables={})
+        if open_calls:
+            log.warning("marked %d calls interrupted by a restart", len(open_calls))
+        return len(open_calls)
+
+    # -- switches --
+    async def set_switch(self, schedule: str, closed: bool, reason: str) -> None:
+        row = self._row("admin.switch", None, {"schedule": schedule, "closed": closed, "reason": reason})
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await self.insert(db, row)
+            await db.execute(
+                "INSERT INTO switches (schedule, closed, reason, changed_at) VALUES (?,?,?,?)"
+                " ON CONFLICT(schedule) DO UPDATE SET closed=excluded.closed, reason=excluded.reason,"
+                " changed_at=excluded.changed_at",
+                (schedule, int(closed), reason, row[3]),
+            )
+
+        await self.transaction(op)
+
+    async def emergency_closed(self, schedule: str) -> bool:
+        async with self.db.execute("SELECT closed FROM switches WHERE schedule=?", (schedule,)) as cur:
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+
+class CallRecorder:
+    """The engine's Recorder for one call, writing to the event log."""
+
+    def __init__(self, log_: EventLog, call_id: str) -> None:
+        self.log = log_
+        self.call_id = call_id
+
+    async def begin(self, call: Any, flow: Any, version: str) -> None:
+        await self.log.begin_call(call_id=self.call_id, channel=call.channel, caller=call.caller,
+                                  dialed=call.dialed, flow=flow.name, version=version)
+
+    async def event(self, type: str, **data: Any) -> None:
+        await self.log.append(type, self.call_id, **data)
+
+    async def end(self, outcome: Any, path: list[str], variables: dict[str, object]) -> None:
+        await self.log.end_call(call_id=self.call_id, outcome=outcome.kind, detail=outcome.detail, path=path,
+                                variables=variables)
+
+
+# -- reading (any process, its own connection) --
+
+async def read_calls(path: Path, last: int) -> list[dict[str, Any]]:
+    async with aiosqlite.connect(path) as db:
+        db.row_factory = aiosqlite.Row
+        async with db.execute(
+            "SELECT * FROM calls ORDER BY first_seq DESC LIMIT ?", (last,)
+        ) as cur:
+            rows = [dict(r) for r in await cur.fetchall()]
+    for r in rows:
+        r["path"] = json.loads(r["path"])
+        r["variables"] = json.loads(r["variables"])
+    return list(reversed(rows))
+
+
+async def read_events(path: Path, call_id: str | None = None) -> list[Event]:
+    async with aiosqlite.connect(path) as db:
+        sql = "SELECT seq, id, site, boot_id, wall_time, mono_ns, call_id, type, data FROM events"
+        args: tuple[Any, ...] = ()
+        if call_id is not None:
+            sql += " WHERE call_id=?"
+            args = (call_id,)
+        async with db.execute(sql + " ORDER BY seq", args) as cur:
+            rows = await cur.fetchall()
+    return [Event(*r[:8], data=json.loads(r[8])) for r in rows]

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 machine:
+#   bash setup.sh run    set up, then run the appliance on embedded defaults (Ctrl-C stops it)
+#   bash setup.sh test   set up, then run ruff and the whole test suite
+# Idempotent: Debian packages are installed only when missing, the venv is reused.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode="${1:-}"
+shift || true
+case "$mode" in run|test) ;; *) echo "usage: bash setup.sh run|test [args...]" >&2; exit 2 ;; esac
+
+# What the appliance needs at run time: Python, sox + espeak-ng (prompt audio), Graphviz (ivr graph).
+packages=(python3 python3-venv python3-dev gcc sox libsox-fmt-all espeak-ng graphviz sqlite3 ca-certificates)
+# What the tests add: real SIP peers and packet capture for the SIP/RTP work.
+if [ "$mode" = test ]; then packages+=(sip-tester tshark); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=python3
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+target="."; [ "$mode" = test ] && target=".[test]"
+.venv/bin/python -m pip install -q -e "$target" || { echo "installing edge-ivr into .venv failed" >&2; exit 1; }
+
+if [ "$mode" = run ]; then
+  exec .venv/bin/ivr run "$@"
+fi
+.venv/bin/ruff check ivr tests bench
+exec .venv/bin/python -m pytest "$@"

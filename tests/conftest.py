@@ -1,0 +1,78 @@
+"""Shared fixtures: a private config + state dir per test, the sample flows copied in, one prompt cache."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class Env:
+    root: Path
+    config: Path
+    flows: Path
+    state: Path
+
+    def ivr(self, *args: str) -> Result:
+        """Run the ``ivr`` command in-process against this environment's config."""
+        from ivr.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--config", str(self.config), *args])
+        return Result(code, out.getvalue(), err.getvalue())
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self.ivr("calls", "--json", "--last", "1000").json()
+
+
+@pytest.fixture(scope="session")
+def prompt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prompt-cache")
+
+
+def make_env(root: Path, prompt_cache: Path, flows_src: Path | None = REPO / "flows") -> Env:
+    flows = root / "flows"
+    if flows_src is not None:
+        shutil.copytree(flows_src, flows)
+    else:
+        flows.mkdir()
+    state = root / "var"
+    config = root / "ivr.yaml"
+    config.write_text(
+        f"site: {{id: test-site, timezone: America/New_York}}\n"
+        f"state_dir: {state}\n"
+        f"flows_dir: {flows}\n"
+        f"prompts: {{cache_dir: {prompt_cache}}}\n",
+        encoding="utf-8",
+    )
+    return Env(root, config, flows, state)
+
+
+@pytest.fixture
+def env(tmp_path: Path, prompt_cache: Path) -> Env:
+    return make_env(tmp_path, prompt_cache)
+
+
+@pytest.fixture
+def empty_env(tmp_path: Path, prompt_cache: Path) -> Env:
+    return make_env(tmp_path, prompt_cache, flows_src=None)
