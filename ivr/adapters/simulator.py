@@ -177,10 +177,10 @@ class NarratingRecorder:
         await self.inner.begin(call, flow, version)  # type: ignore[attr-defined]
 
     async def event(self, type: str, **data: object) -> None:
-        show = self.SHOWN.get(type)
-        if show is not None:
-            self.emit(show(data))
         await self.inner.event(type, **data)  # type: ignore[attr-defined]
+        show = self.SHOWN.get(type)
+        if show is not None:  # told only once it is on disk
+            self.emit(show(data))
 
     async def end(self, outcome: object, path: list[str], variables: dict[str, object]) -> None:
         await self.inner.end(outcome, path, variables)  # type: ignore[attr-defined]

@@ -78,6 +78,7 @@ def to_dot(flowset: FlowSet, names: list[str]) -> str:
         '  node [fontname="Helvetica", fontsize=10, style="filled,rounded"];',
         '  edge [fontname="Helvetica", fontsize=9];',
     ]
+    cross: list[str] = []
     for fname in names:
         flow = flowset.flows[fname]
         numbers = ", ".join(flow.numbers) + (" (default)" if flow.default else "")
@@ -97,10 +98,11 @@ def to_dot(flowset: FlowSet, names: list[str]) -> str:
                 lines.append(f"    {_q(f'{fname}:{name}')} -> {_q(f'{fname}:{target}')} "
                              f"[label={_q(edge_label)}{style}];")
             if isinstance(node.action, CallFlow) and node.action.flow in names:
-                sub = flowset.flows[node.action.flow]
-                lines.append(f"    {_q(f'{fname}:{name}')} -> {_q(f'{sub.name}:__start')} "
+                # Drawn after the clusters: an edge inside one would pull the sub-flow's start into it.
+                cross.append(f"  {_q(f'{fname}:{name}')} -> {_q(f'{node.action.flow}:__start')} "
                              '[style=dotted, label="calls"];')
         lines.append("  }")
+    lines += cross
     lines.append("}")
     return "\n".join(lines) + "\n"
 
