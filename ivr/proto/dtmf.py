@@ -84,9 +84,10 @@ _SILENCE_MS = _DBM0_MS * _db(-50.0)
 _FREQ_TOLERANCE = 0.025
 """Q.24: accept within +/-1.5 %, reject beyond +/-3.5 %; decide at the midpoint."""
 _NORMAL_TWIST = _db(9.0)
-"""Q.24 (and Bellcore GR-506): high group may be up to 8 dB weaker than the low group."""
+"""Q.24 (and Bellcore GR-506): accept the high group up to 8 dB weaker than the low group; the
+1 dB margin absorbs measurement error (10 dB is rejected)."""
 _REVERSE_TWIST = _db(5.0)
-"""... and up to 4 dB stronger."""
+"""... and up to 4 dB stronger (6 dB is rejected)."""
 _RELATIVE_PEAK = _db(8.0)
 """The winning row (column) must beat every other row (column) by this much."""
 _TONE_TO_TOTAL = 0.7
@@ -101,11 +102,15 @@ _STEADY = _db(4.0)
 """Block energies across the two windows compared may differ by this much at most. A window
 that is only partly filled with tone reads its frequency and level wrongly, so it is no evidence."""
 _ON_BLOCKS = 3
-"""Consecutive qualifying decisions for a key-down. Each needs two full windows in the tone, so 3
-decisions need 280 samples: a 40 ms tone always makes it, a 20-25 ms tone never does (Q.24)."""
+"""Consecutive qualifying decisions for a key-down. Each needs five steady blocks (two windows one
+block apart), so 3 decisions need 280 samples: a 40 ms tone always makes it, whatever its
+alignment, and a 23 ms tone never does (Q.24 duration limits)."""
 _OFF_BLOCKS = 9
-"""Consecutive failed decisions for key-up: pauses of 25 ms and more always split two tones (Q.24
-interdigit pause 40 ms), interruptions up to 10 ms are bridged (as Bellcore GR-506 asks)."""
+"""Consecutive failed decisions for key-up: measured, pauses of 25 ms and more split two tones
+(Q.24 interdigit pause 40 ms) and interruptions up to 20 ms are bridged (GR-506 asks 10 ms)."""
+
+
+_QUIET_BLOCK = [0.0] * _BLOCK
 
 
 def _dirichlet_gain(offset_hz: float, n: int) -> float:
@@ -131,9 +136,7 @@ class _Bank:
         w = [2 * math.pi * f / SAMPLE_RATE for f in freqs]
         self._cos = [[math.cos(wi * k) for k in range(_BLOCK)] for wi in w]
         self._msin = [[-math.sin(wi * k) for k in range(_BLOCK)] for wi in w]
-        self._rotors = [
-            [cmath.exp(-1j * wi * _BLOCK * (b % self._PERIOD)) for wi in w] for b in range(self._PERIOD)
-        ]
+        self._rotors = [[cmath.exp(-1j * wi * _BLOCK * (b % self._PERIOD)) for wi in w] for b in range(self._PERIOD)]
         self._silence = [0j] * len(freqs)
 
     def block(self, x: list[float], index: int, silent: bool) -> list[complex]:
@@ -191,13 +194,14 @@ class DtmfDetector:
         events: list[DtmfEvent] = []
         usable = len(self._pending) - len(self._pending) % _BLOCK
         for start in range(0, usable, _BLOCK):
-            self._block(list(map(float, self._pending[start : start + _BLOCK])), events)
+            ints = self._pending[start : start + _BLOCK].tolist()
+            self._block(ints, sum(map(mul, ints, ints)), events)
         del self._pending[:usable]
         return events
 
-    def _block(self, x: list[float], events: list[DtmfEvent]) -> None:
-        energy = sum(map(mul, x, x))
+    def _block(self, ints: list[int], energy: float, events: list[DtmfEvent]) -> None:
         silent = energy < _SILENCE_MS * _BLOCK
+        x = _QUIET_BLOCK if silent else list(map(float, ints))  # float products are faster
         index = self._samples // _BLOCK
         self._history.append((self._rows.block(x, index, silent), self._cols.block(x, index, silent), energy))
         self._recent.append(x)
@@ -406,9 +410,12 @@ class TelephoneEventReceiver:
     def _is_long_event_segment(cur: _Current, ev: TelephoneEvent, timestamp: int, marker: bool) -> bool:
         # RFC 4733 section 2.5.1.3: past 0xFFFF the sender restarts the duration with a new
         # timestamp, same event, no marker.
-        return not marker and ev.event == cur.event and cur.duration >= 0xFF00 and (
-            (timestamp - cur.timestamp) & 0xFFFFFFFF
-        ) <= 0x10000
+        return (
+            not marker
+            and ev.event == cur.event
+            and cur.duration >= 0xFF00
+            and ((timestamp - cur.timestamp) & 0xFFFFFFFF) <= 0x10000
+        )
 
     def _finish(self, cur: _Current) -> list[DtmfEvent]:
         self._current = None
@@ -473,32 +480,31 @@ def telephone_event_frames(
 
 
 @dataclass(slots=True)
-class _Seen:
+class _Press:
     digit: str
-    source: str
     at: float
-    matched: bool = False
+    sources: set[str]
 
 
 class DtmfDeduplicator:
     """Counts a key press once when it arrives by several paths (RFC 4733, SIP INFO, in-band).
 
-    A digit is a duplicate when the same digit came from a *different* source within ``window``
-    seconds and has not already been paired. Repeats from one source always count: "1 1" is two
-    presses.
+    Each counted digit opens a press; the same digit from a source that press has not heard yet,
+    within ``window`` seconds, is a copy of it. The same source twice is two presses: "1 1" typed
+    quickly stays two digits.
     """
 
     def __init__(self, window: float = 0.5) -> None:
         self.window = window
-        self._seen: deque[_Seen] = deque()
+        self._presses: deque[_Press] = deque()
 
     def accept(self, digit: str, source: str, now: float) -> bool:
-        """True if the caller should act on this digit; False for a duplicate."""
-        while self._seen and now - self._seen[0].at > self.window:
-            self._seen.popleft()
-        for seen in self._seen:
-            if seen.digit == digit and seen.source != source and not seen.matched:
-                seen.matched = True
+        """True if the caller should act on this digit; False for a copy from another path."""
+        while self._presses and now - self._presses[0].at > self.window:
+            self._presses.popleft()
+        for press in self._presses:
+            if press.digit == digit and source not in press.sources:
+                press.sources.add(source)
                 return False
-        self._seen.append(_Seen(digit, source, now))
+        self._presses.append(_Press(digit, now, {source}))
         return True

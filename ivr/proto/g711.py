@@ -128,9 +128,12 @@ def _decode(data: bytes, lo: bytes, hi: bytes) -> bytes:
 def _encode(pcm16: bytes, table: bytes) -> bytes:
     if len(pcm16) & 1:
         raise ValueError(f"16-bit PCM needs an even number of bytes, got {len(pcm16)}")
-    samples = array("H", pcm16)
-    if not _LITTLE:  # pragma: no cover
-        samples.byteswap()
+    if _LITTLE:
+        samples = memoryview(pcm16).cast("H").tolist()
+    else:  # pragma: no cover
+        swapped = array("H", pcm16)
+        swapped.byteswap()
+        samples = swapped.tolist()
     if len(samples) < 2:  # itemgetter returns a bare item (not a tuple) for one index
         return bytes(table[u] for u in samples)
     # One C-level gather: measured ~2x faster than bytes(map(table.__getitem__, ...)).

@@ -26,8 +26,9 @@ def amplitude(dbm0: float) -> float:
     return A_0DBM0 * 10 ** (dbm0 / 20)
 
 
-def tone(f_low: float, f_high: float, ms: float, low_dbm0: float = -10, high_dbm0: float = -10,
-         phase: float = 0.0) -> list[float]:
+def tone(
+    f_low: float, f_high: float, ms: float, low_dbm0: float = -10, high_dbm0: float = -10, phase: float = 0.0
+) -> list[float]:
     a, b = amplitude(low_dbm0), amplitude(high_dbm0)
     return [
         a * math.sin(2 * math.pi * f_low * k / 8000 + phase) + b * math.sin(2 * math.pi * f_high * k / 8000 + 1.0)
@@ -191,8 +192,25 @@ def test_live_espeak_speech_has_no_digits(tmp_path: Path) -> None:
     text = "Hello, you have reached the billing department. Enter your account number followed by hash."
     subprocess.run([ESPEAK, "-s", "160", "-v", "en-us", "-w", str(wav), text], check=True, capture_output=True)
     raw = subprocess.run(
-        [SOX, "-D", str(wav), "-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1", "-L", "-",
-         "rate", "8000"],
+        [
+            SOX,
+            "-D",
+            str(wav),
+            "-t",
+            "raw",
+            "-r",
+            "8000",
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            "-L",
+            "-",
+            "rate",
+            "8000",
+        ],
         check=True,
         capture_output=True,
     ).stdout
@@ -204,8 +222,36 @@ def test_live_espeak_speech_has_no_digits(tmp_path: Path) -> None:
 def test_sox_synth_dtmf_pair() -> None:
     assert SOX is not None
     raw = subprocess.run(
-        [SOX, "-D", "-n", "-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1", "-L", "-",
-         "synth", "0.08", "sine", "852", "sine", "1336", "remix", "1,2", "vol", "0.3", "pad", "0.05", "0.1"],
+        [
+            SOX,
+            "-D",
+            "-n",
+            "-t",
+            "raw",
+            "-r",
+            "8000",
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            "-L",
+            "-",
+            "synth",
+            "0.08",
+            "sine",
+            "852",
+            "sine",
+            "1336",
+            "remix",
+            "1,2",
+            "vol",
+            "0.3",
+            "pad",
+            "0.05",
+            "0.1",
+        ],
         check=True,
         capture_output=True,
     ).stdout

@@ -185,8 +185,27 @@ def _sox(args: list[str], data: bytes) -> bytes:
 def test_decode_matches_live_sox(encoding: str, decode: object) -> None:
     assert callable(decode)
     theirs = _sox(
-        ["-t", "raw", "-r", "8000", "-e", encoding, "-b", "8", "-c", "1", "-",
-         "-t", "raw", "-e", "signed", "-b", "16", "-L", "-"],
+        [
+            "-t",
+            "raw",
+            "-r",
+            "8000",
+            "-e",
+            encoding,
+            "-b",
+            "8",
+            "-c",
+            "1",
+            "-",
+            "-t",
+            "raw",
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            "-L",
+            "-",
+        ],
         ALL_CODES,
     )
     assert decode(ALL_CODES) == theirs

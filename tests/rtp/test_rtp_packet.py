@@ -26,7 +26,11 @@ SIMPLE = bytes.fromhex("80801234 01020304 deadbeef") + b"\xff" * 160
 def test_parse_simple() -> None:
     p = parse_rtp(SIMPLE)
     assert (p.payload_type, p.marker, p.sequence_number, p.timestamp, p.ssrc) == (
-        0, True, 0x1234, 0x01020304, 0xDEADBEEF,
+        0,
+        True,
+        0x1234,
+        0x01020304,
+        0xDEADBEEF,
     )
     assert p.payload == b"\xff" * 160
     assert p.csrc == () and p.extension_profile is None and p.padding == 0
