@@ -32,7 +32,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 target="."; [ "$mode" = test ] && target=".[test]"
-.venv/bin/python -m pip install -q -e "$target" || { echo "installing edge-ivr into .venv failed" >&2; exit 1; }
+# Build-backend chatter (setuptools' generic editable-install notice) is dropped; failures still stop us.
+.venv/bin/python -m pip install -q -e "$target" > .venv/pip.log 2>&1 \
+  || { cat .venv/pip.log >&2; echo "installing edge-ivr into .venv failed" >&2; exit 1; }
 
 if [ "$mode" = run ]; then
   exec .venv/bin/ivr run "$@"

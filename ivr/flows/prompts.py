@@ -21,7 +21,7 @@ from ivr.errors import Problem
 from ivr.flows.model import DigitsRef, Flow, FlowSet, Pos, PromptDef, PromptRef, PromptVariant
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
-RENDER_VERSION = "1"  # bump when the pipeline changes, to invalidate caches
+RENDER_VERSION = "2"  # bump when the pipeline changes, to invalidate caches
 ULAW_SILENCE = b"\xff"
 ALAW_SILENCE = b"\xd5"
 
@@ -225,8 +225,11 @@ async def _render_cached(key: str, v: PromptVariant, settings: RenderSettings) -
         encoded = []
         for law, silence in (("u-law", ULAW_SILENCE), ("a-law", ALAW_SILENCE)):
             out = t / f"out.{law}"
+            # Boosts go through sox's limiter so peaks cannot clip; cuts need none (and sox misreads
+            # "gain -l" followed by a negative number).
+            effect = ["gain", "-l", f"{gain:.2f}"] if gain > 0 else ["gain", f"{gain:.2f}"]
             await _run("sox", str(pcm), "-t", "raw", "-e", law, "-b", "8", "-r", "8000", "-c", "1", str(out),
-                       "gain", "-l", f"{gain:.2f}")
+                       *effect)
             data = out.read_bytes()
             pad = (-len(data)) % FRAME_BYTES
             encoded.append(data + silence * pad)
