@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from ivr import log as ivr_log
 from ivr.config import Config, load_config
 from ivr.errors import ConfigError, FlowError
+from ivr.flows.model import FlowSet
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -50,6 +51,31 @@ def _resolve_flow(config: Config, spec: str) -> tuple[list[Path], str | None]:
     return [config.flows_dir], spec
 
 
+class _Exit(Exception):  # noqa: N818 - control flow, not a fault
+    """Leave the command with this exit status (its message is already printed)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+async def _flow_for(config: Config, spec: str, *, render: bool) -> tuple[FlowSet, str]:
+    """Load the flow set holding FLOW, or print why not and exit (1: flow errors, 2: no such flow)."""
+    from ivr.flows.registry import load_flowset
+
+    paths, entry = _resolve_flow(config, spec)
+    try:
+        flowset = await load_flowset(paths, config, render=render)
+    except FlowError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        raise _Exit(1) from exc
+    if entry not in flowset.flows:
+        print(f"unknown flow '{spec}' (flows: {', '.join(sorted(flowset.flows))})", file=sys.stderr)
+        raise _Exit(2)
+    assert entry is not None
+    return flowset, entry
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.live:
@@ -60,19 +86,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 async def _simulate(config: Config, args: argparse.Namespace) -> int:
     from ivr.adapters.simulator import NarratingRecorder, SimulatedCall
     from ivr.engine.runner import run_call
-    from ivr.flows.registry import load_flowset
-    from ivr.store.eventlog import CallRecorder, EventLog
+    from ivr.store.eventlog import CallRecorder, EventLog, read_calls
 
-    paths, entry = _resolve_flow(config, args.flow)
-    try:
-        flowset = await load_flowset(paths, config)
-    except FlowError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
-        return 1
-    if entry not in flowset.flows:
-        print(f"unknown flow '{args.flow}' (flows: {', '.join(sorted(flowset.flows))})", file=sys.stderr)
-        return 2
+    flowset, entry = await _flow_for(config, args.flow, render=True)
     flow = flowset.flows[entry]
     dialed = args.dialed or next((n for n in flow.numbers if "*" not in n and "X" not in n), "")
     at = _parse_at(args.at, flow.timezone) if args.at else None
@@ -92,7 +108,6 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
         rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
         outcome = await run_call(call, flowset, rec, now=now, switches=events, entry=entry,
                                  max_call_seconds=config.max_call_seconds)
-        from ivr.store.eventlog import read_calls
 
     rows = [r for r in await read_calls(config.db_path, 50) if r["call_id"] == call.call_id]
     path = rows[0]["path"] if rows else []
@@ -155,19 +170,9 @@ def _parse_at(text: str, tz: str) -> datetime:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from ivr.flows import graph
-    from ivr.flows.registry import load_flowset
 
     config = _config(args)
-    paths, entry = _resolve_flow(config, args.flow)
-    try:
-        flowset = asyncio.run(load_flowset(paths, config, render=False))
-    except FlowError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
-        return 1
-    if entry not in flowset.flows:
-        print(f"unknown flow '{args.flow}' (flows: {', '.join(sorted(flowset.flows))})", file=sys.stderr)
-        return 2
+    flowset, entry = asyncio.run(_flow_for(config, args.flow, render=False))
     dot = graph.to_dot(flowset, graph.flows_to_draw(flowset, entry))
     output = Path(args.output)
     try:
@@ -314,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in exc.problems:
             print(p, file=sys.stderr)
         return 1
+    except _Exit as exc:
+        return exc.code
     except KeyboardInterrupt:
         return 130
 
