@@ -25,7 +25,7 @@ class SipSettings:
     host: str = "127.0.0.1"
     """Address SIP listens on."""
     port: int = 5060
-    """UDP port SIP listens on (``ivr run --sip-port`` overrides it)."""
+    """UDP port SIP listens on (``ivr run --sip-port`` overrides it; 0 picks a free one)."""
     allowed_peers: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Who may place calls: addresses or CIDRs."""
     rtp_port_min: int = 20000
@@ -50,6 +50,8 @@ class Config:
     target_rms_db: float = -20.0
     """Prompt loudness, dBFS RMS."""
     max_call_seconds: float = 3600.0
+    rtp_timeout_seconds: float = 30.0
+    """No RTP from the caller for this long (and not on hold): the call is ended with BYE."""
     prompt_cache_dir: Path | None = None
     """Rendered prompts by content hash; default ``state_dir/cache/prompts``."""
     sip: SipSettings = field(default_factory=SipSettings)
@@ -115,7 +117,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
     sip = SipSettings()
     if "listen" in sip_doc:
         host, _, port = str(sip_doc["listen"]).rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             problems.append(Problem(name, *at("sip", "listen"), "listen is host:port, e.g. 127.0.0.1:5060"))
         else:
             sip = SipSettings(host=host.strip("[]"), port=int(port))
@@ -145,6 +147,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         log_format=str(log.get("format", "text")),
         target_rms_db=float((doc.get("prompts") or {}).get("target_rms_db", -20)),
         max_call_seconds=float((doc.get("calls") or {}).get("max_call_seconds", 3600)),
+        rtp_timeout_seconds=float((doc.get("calls") or {}).get("rtp_timeout_seconds", 30)),
         prompt_cache_dir=base / str(doc["prompts"]["cache_dir"]) if "cache_dir" in (doc.get("prompts") or {}) else None,
         sip=sip,
         source=name,

@@ -39,8 +39,10 @@ log = logging.getLogger("ivr.daemon")
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, with_sip: bool = True) -> None:
         self.config = config
+        self.with_sip = with_sip
+        self.telephony: Any = None
         self.flows: FlowSet | None = None
         self.events: EventLog | None = None
         self.calls: set[asyncio.Task[Outcome]] = set()
@@ -62,6 +64,14 @@ class Daemon:
             raise
         log.info("flows loaded %s", summary(self.flows))
         await self.events.append("flows.loaded", None, version=self.flows.version, files=list(self.flows.files))
+        if self.with_sip:
+            from ivr.adapters.telephony import Telephony
+            from ivr.rtp.session import MediaEngine
+
+            sip = self.config.sip
+            media = MediaEngine(sip.host, sip.rtp_port_min, sip.rtp_port_max)
+            self.telephony = Telephony(self.config, self.events, self.start_call, media)
+            await self.telephony.start()
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,6 +94,8 @@ class Daemon:
         await self.shutdown()
 
     async def shutdown(self, grace: float = 10.0) -> None:
+        if self.telephony is not None:
+            self.telephony.accepting = False  # new INVITEs get 503 while calls in progress finish
         if self.calls:
             log.info("waiting up to %g s for %d calls", grace, len(self.calls))
             _, pending = await asyncio.wait(self.calls, timeout=grace)
@@ -91,6 +103,8 @@ class Daemon:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        if self.telephony is not None:
+            await self.telephony.stop()
         if self.events is not None:
             await self.events.append("daemon.stopped", None)
             await self.events.close()
@@ -157,6 +171,7 @@ class Daemon:
             "rejected_reloads": self.rejected_reloads,
             "started_at": self.started_at.isoformat(),
             "config": self.config.source,
+            "sip": "{}:{}".format(*self.telephony.endpoint.local_address) if self.telephony else None,
         }
 
     # -- control socket --

@@ -62,7 +62,8 @@ def make_env(root: Path, prompt_cache: Path, flows_src: Path | None = REPO / "fl
         f"site: {{id: test-site, timezone: America/New_York}}\n"
         f"state_dir: {state}\n"
         f"flows_dir: {flows}\n"
-        f"prompts: {{cache_dir: {prompt_cache}}}\n",
+        f"prompts: {{cache_dir: {prompt_cache}}}\n"
+        f"sip: {{listen: '127.0.0.1:0', rtp_ports: 31000-31999}}\n",
         encoding="utf-8",
     )
     return Env(root, config, flows, state)

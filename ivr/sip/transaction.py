@@ -503,9 +503,11 @@ class TransactionLayer:
         stamp_via(request, source)
         key = _server_key(request)
         tx = self._servers.get(key)
-        if tx is not None:
+        if tx is not None and not (request.method == "ACK" and tx.state == TransactionState.ACCEPTED):
             tx.receive_request(request, now)
             return
+        # An ACK reusing the branch of an INVITE we accepted is still the ACK for our 2xx: it goes to
+        # the TU (RFC 6026 section 7.1) instead of being absorbed, or the 2xx would never stop.
         if request.method == "ACK":
             r = self._retransmit_2xx.pop((request.call_id, request.cseq.seq), None)
             self._events.append(AckReceived(request, source, stopped_retransmission=r is not None))

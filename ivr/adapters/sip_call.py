@@ -1,0 +1,152 @@
+"""The engine's Call on a real SIP dialog and its RTP session.
+
+Keys arrive three ways — RFC 4733 events and in-band tones from the RTP session, SIP INFO from the dialog —
+and are merged into one input queue; a digit sent two ways at once counts once (DtmfDeduplicator). A key's
+*start* is what interrupts a prompt (barge-in); its *end* is the digit. The caller hanging up (BYE,
+CANCEL, RTP silence past the inactivity limit) is raised as CallerHungUp from whatever the engine awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TypeVar
+
+from ivr.engine.call import CallerInput, Grammar, TransferResult, TransferTarget
+from ivr.errors import CallerHungUp
+from ivr.flows.prompts import Audio
+from ivr.proto.dtmf import DtmfDeduplicator
+
+log = logging.getLogger("ivr.sip.call")
+T = TypeVar("T")
+
+
+class Leg(Protocol):
+    """What the call needs of a SIP dialog (ivr.sip.endpoint.InboundLeg)."""
+
+    call_id: str
+    caller: str
+    dialed: str
+    ended: asyncio.Event
+    end_reason: str | None
+
+    async def hangup(self) -> None: ...
+
+
+class Media(Protocol):
+    """What the call needs of its RTP session (ivr.rtp.session.RtpSession)."""
+
+    law: str
+    last_received: float | None
+
+    async def play(self, frames: Sequence[bytes]) -> None: ...
+
+
+class SipCall:
+    channel = "sip"
+
+    def __init__(self, call_id: str, leg: Any, media: Any, *, rtp_timeout: float = 30.0) -> None:
+        self.call_id = call_id
+        self.leg = leg
+        self.media = media
+        self.caller = leg.caller
+        self.dialed = leg.dialed
+        self.rtp_timeout = rtp_timeout
+        self.inputs: asyncio.Queue[CallerInput] = asyncio.Queue()
+        self.key_down = asyncio.Event()
+        self.dedup = DtmfDeduplicator()
+        self.on_hold = False
+        self.hung_up_by_us = False
+        self._loop = asyncio.get_running_loop()
+        leg.on_dtmf = self._info_digit
+        media.on_dtmf = self._rtp_dtmf
+
+    # -- input from the network --
+    def _info_digit(self, digit: str) -> None:
+        self.key_down.set()
+        self._digit(digit, "info")
+
+    def _rtp_dtmf(self, kind: str, digit: str, source: str) -> None:
+        if kind == "start":
+            self.key_down.set()  # barge-in at the start of the key, the digit at its end
+        else:
+            self._digit(digit, source)
+
+    def _digit(self, digit: str, source: str) -> None:
+        if self.dedup.accept(digit, source, self._loop.time()):
+            self.inputs.put_nowait(CallerInput("dtmf", digit, None, source))
+
+    # -- hang-up detection --
+    def _gone(self) -> bool:
+        if self.leg.ended.is_set():
+            return True
+        last = self.media.last_received
+        if not self.on_hold and last is not None and self._loop.time() - last > self.rtp_timeout:
+            self.leg.end_reason = self.leg.end_reason or "rtp timeout"
+            return True
+        return False
+
+    async def _until_gone(self) -> None:
+        while not self._gone():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.leg.ended.wait(), timeout=1.0)
+
+    async def _or_hangup(self, aw: Awaitable[T]) -> T:
+        """Await ``aw`` unless the caller leaves first (then CallerHungUp)."""
+        if self._gone():
+            raise CallerHungUp()
+        work = asyncio.ensure_future(aw)
+        gone = asyncio.ensure_future(self._until_gone())
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (work, gone):
+                if not t.done():
+                    t.cancel()
+            await asyncio.wait({work, gone}, timeout=1.0)
+        if work.done() and not work.cancelled():
+            return work.result()
+        raise CallerHungUp()
+
+    # -- the Call interface --
+    async def play(self, audio: Sequence[Audio]) -> None:
+        frames = [f for a in audio for f in a.frames(self.media.law)]
+        await self._or_hangup(self.media.play(frames))
+
+    def has_input(self) -> bool:
+        return not self.inputs.empty()
+
+    async def input_pending(self) -> None:
+        async def pending() -> None:
+            while self.inputs.empty() and not self.key_down.is_set():
+                await self.key_down.wait()
+
+        await self._or_hangup(pending())
+
+    async def receive(self, timeout: float, *, mid_entry: bool = False) -> CallerInput | None:
+        try:
+            got = await self._or_hangup(asyncio.wait_for(self.inputs.get(), timeout))
+        except TimeoutError:
+            return None
+        if self.inputs.empty():
+            self.key_down.clear()
+        return got
+
+    @asynccontextmanager
+    async def listen(self, grammar: Grammar | None) -> AsyncIterator[None]:
+        # Speech recognition plugs in here (issue: offline speech on Vosk); keys work meanwhile.
+        yield
+
+    async def transfer(self, target: TransferTarget) -> TransferResult:
+        # REFER, bridging and AMI Redirect come with "Real phone calls, part 2"; until then the node's
+        # failure target takes the caller, and the record says why.
+        return TransferResult(False, "transfer not available on this appliance yet")
+
+    async def hangup(self) -> None:
+        if self.leg.ended.is_set():
+            return
+        self.hung_up_by_us = True
+        await self.leg.hangup()

@@ -1,0 +1,200 @@
+"""Wires SIP and RTP to the engine: each INVITE becomes an RTP session, an SDP answer and one engine call.
+
+The SIP endpoint (ivr.sip.endpoint) and the media engine (ivr.rtp.session) are the only sockets; this
+module decides what an incoming call gets — 488 when no codec fits, 503 when no RTP port is free — and
+puts the SIP facts (Call-ID, codec, disposition, end reason) in the call's event log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ivr.adapters.sip_call import SipCall
+from ivr.config import Config
+from ivr.engine.context import Outcome, Recorder
+from ivr.errors import CallerHungUp
+from ivr.sip.endpoint import InboundLeg, SipEndpoint
+from ivr.sip.sdp import (
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    Answer,
+    NoMatch,
+    SessionDescription,
+    build_offer,
+    negotiate_answer,
+    parse_sdp,
+    remote_media,
+)
+from ivr.sip.ua import UserAgentConfig
+from ivr.store.eventlog import CallRecorder, EventLog
+
+log = logging.getLogger("ivr.telephony")
+
+SUPPORTED = (PCMU, PCMA, TELEPHONE_EVENT)
+StartCall = Callable[..., "asyncio.Task[Outcome]"]
+
+
+def local_ip_towards(peer: str, fallback: str) -> str:
+    """The address this box would send from to reach ``peer`` (for SDP when listening on 0.0.0.0)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in peer else socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((peer, 9))
+            return str(s.getsockname()[0])
+    except OSError:
+        return fallback
+
+
+class SipRecorder(CallRecorder):
+    """The call's recorder, adding the SIP facts right after ``call.started`` and before ``call.ended``."""
+
+    def __init__(self, events: EventLog, call_id: str, facts: dict[str, Any], leg: InboundLeg, call: SipCall):
+        super().__init__(events, call_id)
+        self.facts = facts
+        self.leg = leg
+        self.sip_call = call
+
+    async def begin(self, call: Any, flow: Any, version: str) -> None:
+        await super().begin(call, flow, version)
+        await self.log.append("sip.answered", self.call_id, **self.facts)
+
+    async def end(self, outcome: Any, path: list[str], variables: dict[str, object]) -> None:
+        by = "ivr" if self.sip_call.hung_up_by_us else "caller"
+        await self.log.append("sip.ended", self.call_id, reason=self.leg.end_reason or outcome.kind, by=by)
+        await super().end(outcome, path, variables)
+
+
+class Telephony:
+    def __init__(self, config: Config, events: EventLog, start_call: StartCall, media: Any) -> None:
+        self.config = config
+        self.events = events
+        self.start_call = start_call
+        self.media = media  # ivr.rtp.session.MediaEngine
+        self.calls: set[asyncio.Task[None]] = set()
+        self.notes: set[asyncio.Task[int]] = set()  # event-log appends from sync SIP callbacks
+        self.accepting = True
+        sip = config.sip
+        self.endpoint = SipEndpoint(
+            UserAgentConfig(allowed_peers=sip.allowed_peers, external_address=sip.external_address),
+            sip.host, sip.port, self._on_call,
+        )
+
+    async def start(self) -> None:
+        await self.media.start()
+        await self.endpoint.start()
+        host, port = self.endpoint.local_address
+        log.info("sip ready on %s:%d rtp %d-%d", host, port, self.config.sip.rtp_port_min,
+                 self.config.sip.rtp_port_max)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        self.accepting = False
+        await self.endpoint.stop(grace)
+        if self.calls:
+            await asyncio.wait(self.calls, timeout=grace + 5)
+        await self.media.stop()
+
+    def _on_call(self, leg: InboundLeg) -> None:
+        task = asyncio.create_task(self._run(leg), name=f"sip-{leg.call_id}")
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
+
+    def _sdp_address(self, leg: InboundLeg) -> str:
+        sip = self.config.sip
+        if sip.external_address:
+            return sip.external_address
+        if sip.host not in ("0.0.0.0", "::"):
+            return sip.host
+        return local_ip_towards(leg.source[0], "127.0.0.1")
+
+    async def _run(self, leg: InboundLeg) -> None:
+        call_id = str(uuid.uuid4())
+        base = {"sip_call_id": leg.call_id, "from": leg.caller, "to": leg.dialed,
+                "source": f"{leg.source[0]}:{leg.source[1]}"}
+        if not self.accepting:
+            await leg.reject(503)
+            await self.events.append("sip.rejected", call_id, status=503, reason="shutting down", **base)
+            return
+        try:
+            session = await self.media.open_session(call_id=call_id)
+        except Exception as exc:  # port range exhausted: tell the caller to retry rather than fail silently
+            log.warning("no RTP port for call %s: %s", leg.call_id, exc)
+            await leg.reject(503)
+            await self.events.append("sip.rejected", call_id, status=503, reason=str(exc), **base)
+            return
+        try:
+            await self._answer_and_run(call_id, leg, session, base)
+        except CallerHungUp:
+            await self.events.append("sip.cancelled", call_id, reason=leg.end_reason or "caller left", **base)
+        finally:
+            await session.close()
+
+    async def _answer_and_run(self, call_id: str, leg: InboundLeg, session: Any, base: dict[str, Any]) -> None:
+        address = self._sdp_address(leg)
+        version = 1
+        if leg.offer is not None:
+            result = negotiate_answer(leg.offer, SUPPORTED, local_address=address, local_port=session.local_port,
+                                      session_id=str(session.local_port), session_version=str(version))
+            if isinstance(result, NoMatch):
+                await leg.reject(488)
+                await self.events.append("sip.rejected", call_id, status=488, reason=result.reason, **base)
+                return
+            self._configure(session, result)
+            await leg.ring()
+            await leg.answer(result.sdp.to_bytes())
+            facts = {**base, "codec": result.codec.name, "telephone_event": result.telephone_event is not None,
+                     "ptime": result.ptime, "offer": "early"}
+        else:  # late offer: we offer, the answer comes in the ACK
+            offer = build_offer(SUPPORTED, local_address=address, local_port=session.local_port,
+                                session_id=str(session.local_port), session_version=str(version))
+            await leg.ring()
+            body = await leg.answer(offer.to_bytes())
+            remote = remote_media(parse_sdp(body or b""))
+            audio = [c for c in (remote.codecs if remote else ()) if c.name.upper() in ("PCMU", "PCMA")]
+            if remote is None or not audio:
+                await leg.hangup()
+                await self.events.append("sip.rejected", call_id, status=488, reason="no codec in ACK", **base)
+                return
+            te = next((c for c in remote.codecs if c.name.lower() == "telephone-event"), None)
+            session.configure(remote=(remote.address, remote.port), payload_type=audio[0].payload_type,
+                              telephone_event_pt=te.payload_type if te else None, ptime_ms=remote.ptime or 20,
+                              send=not remote.on_hold)
+            facts = {**base, "codec": audio[0].name, "telephone_event": te is not None,
+                     "ptime": remote.ptime or 20, "offer": "late"}
+        call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds)
+
+        def reinvite(offer: SessionDescription) -> bytes:
+            nonlocal version
+            version += 1
+            result = negotiate_answer(offer, SUPPORTED, local_address=address, local_port=session.local_port,
+                                      session_id=str(session.local_port), session_version=str(version))
+            if isinstance(result, NoMatch):
+                raise ValueError(result.reason)  # the endpoint answers 488 and the call stays up
+            self._configure(session, result)
+            call.on_hold = result.remote.on_hold
+            note = asyncio.get_running_loop().create_task(
+                self.events.append("sip.media", call_id, remote=f"{result.remote.address}:{result.remote.port}",
+                                   direction=str(result.remote.direction), hold=result.remote.on_hold)
+            )
+            self.notes.add(note)
+            note.add_done_callback(self.notes.discard)
+            return result.sdp.to_bytes()
+
+        leg.on_media_changed = reinvite
+        recorder: Recorder = SipRecorder(self.events, call_id, facts, leg, call)
+        task = self.start_call(call, recorder)
+        await task
+
+    @staticmethod
+    def _configure(session: Any, answer: Answer) -> None:
+        session.configure(
+            remote=(answer.remote.address, answer.remote.port),
+            payload_type=answer.codec.payload_type,
+            telephone_event_pt=answer.telephone_event.payload_type if answer.telephone_event else None,
+            ptime_ms=answer.ptime,
+            send=answer.send_media,
+        )

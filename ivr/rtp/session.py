@@ -1,0 +1,389 @@
+"""The asyncio RTP media engine: UDP sockets from a port range and ONE shared 20 ms tick for all calls.
+
+The adapter only moves bytes, arms ``loop.call_at`` and resolves futures; everything else is the
+sans-I/O :class:`ivr.rtp.media.MediaStream`. No thread per call, no timer per call: one callback
+every 20 ms on an absolute schedule walks all sessions (see :class:`ivr.rtp.media.TickClock`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ivr.errors import IvrError
+from ivr.rtp.media import (
+    FRAME_SECONDS,
+    AudioReceived,
+    DtmfReceived,
+    MediaStream,
+    Prompt,
+    PromptSent,
+    TickClock,
+)
+
+__all__ = ["MediaEngine", "MediaError", "PortsExhaustedError", "RtpSession", "SessionClosedError"]
+
+log = logging.getLogger(__name__)
+
+MAX_BURST = 3
+"""Ticks a late loop may catch up in one go (60 ms); older ones are skipped, not sent in a burst."""
+_LATENESS_WINDOW = 3000
+"""Tick lateness samples kept for the percentiles (one minute)."""
+
+
+class MediaError(IvrError):
+    """Base of the media engine's errors."""
+
+
+class PortsExhaustedError(MediaError):
+    """Every even port of the RTP range is in use (or taken by another program)."""
+
+    def __init__(self, host: str, port_min: int, port_max: int) -> None:
+        super().__init__(f"no free RTP port pair on {host} in {port_min}-{port_max}")
+        self.host = host
+        self.port_min = port_min
+        self.port_max = port_max
+
+
+class SessionClosedError(MediaError):
+    """The RTP session was closed (hang-up, shutdown) while a prompt was waiting to be sent."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"RTP session of call {call_id or '?'} is closed")
+        self.call_id = call_id
+
+
+class _CallLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs.setdefault("extra", {}).update(self.extra or {})
+        return msg, kwargs
+
+
+class _RtpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, session: RtpSession) -> None:
+        self.session = session
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.session._datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and kin, reported on a later send: the peer is not there yet.
+        self.session._errors += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class _RtcpProtocol(_RtpProtocol):
+    """Port + 1: RTCP is read and ignored (RFC 3550 section 11; we send no reports)."""
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.session._stream.rtcp += 1
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+
+class RtpSession:
+    """One call's RTP: plays prompts on the shared tick, reports DTMF and decoded audio."""
+
+    def __init__(self, engine: MediaEngine, local_port: int, call_id: str) -> None:
+        self.local_port = local_port
+        self.call_id = call_id
+        self.on_dtmf: Callable[[str, str, str], None] | None = None
+        """Called with (kind ``"start"|"end"``, digit, source ``"rfc4733"|"inband"``)."""
+        self.on_audio: Callable[[bytes], None] | None = None
+        """Called with 20 ms of 16-bit LE PCM per tick once media flows (silence for gaps and DTMF).
+
+        Without telephone-event the audio runs 80 ms behind the jitter buffer, so that the frames
+        before the in-band detector's key-down can still be blanked."""
+        self._engine = engine
+        self._loop = asyncio.get_running_loop()
+        self._stream = MediaStream(
+            ssrc=secrets.randbits(32),  # RFC 3550 section 5.1: random SSRC, sequence number, timestamp
+            sequence_number=secrets.randbits(16),
+            timestamp=secrets.randbits(32),
+        )
+        self._transport: asyncio.DatagramTransport | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._protocols: list[_RtpProtocol] = []
+        self._waiters: dict[Prompt, asyncio.Future[None]] = {}
+        self._errors = 0
+        self._closed = False
+        self._log = _CallLog(log, {"call_id": call_id or "-"})
+
+    # -- the API the SIP layer and the call engine use -------------------------------------------
+
+    @property
+    def law(self) -> str:
+        """``"ulaw"`` (PT 0) or ``"alaw"`` (PT 8), as negotiated in :meth:`configure`."""
+        return self._stream.law
+
+    @property
+    def last_received(self) -> float | None:
+        """Loop time of the last accepted RTP packet (for the SIP layer's RTP inactivity timeout)."""
+        return self._stream.last_received
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def configure(
+        self,
+        *,
+        remote: tuple[str, int] | None,
+        payload_type: int,
+        telephone_event_pt: int | None,
+        ptime_ms: int = 20,
+        send: bool = True,
+    ) -> None:
+        """Apply the SDP negotiation; call again on re-INVITE (hold, resume, media move)."""
+        self._stream.configure(
+            remote=remote,
+            payload_type=payload_type,
+            telephone_event_pt=telephone_event_pt,
+            ptime_ms=ptime_ms,
+            send=send,
+        )
+        self._log.debug(
+            "rtp configured remote=%s pt=%s te=%s ptime=%s send=%s",
+            remote,
+            payload_type,
+            telephone_event_pt,
+            ptime_ms,
+            send,
+        )
+
+    async def play(self, frames: Sequence[bytes]) -> None:
+        """Send ready-encoded 160-byte frames in :attr:`law`, one per tick; return after the last.
+
+        Cancelling stops the prompt at once: the next tick sends comfort silence. Raises
+        :class:`SessionClosedError` if the session closes first, ``ValueError`` for a frame that
+        is not 160 bytes. Concurrent calls queue (first come, first played). On hold the frames
+        still pass one per tick, unsent, so a prompt never outlives its own length.
+        """
+        if self._closed:
+            raise SessionClosedError(self.call_id)
+        prompt = self._stream.play(frames)
+        if prompt.done:
+            return
+        waiter = self._loop.create_future()
+        self._waiters[prompt] = waiter
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            self._stream.cancel(prompt)
+            raise
+        finally:
+            self._waiters.pop(prompt, None)
+
+    @property
+    def stats(self) -> dict[str, int | float]:
+        """Counters: sent, received, lost, late, duplicates, dtmf_events, rejected_source, and more."""
+        out = self._stream.stats
+        out["send_errors"] = self._errors
+        return out
+
+    async def close(self) -> None:
+        """Stop sending, fail waiting prompts, release the port pair (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._engine._remove(self)
+        self._stream.close()
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(SessionClosedError(self.call_id))
+        for transport in (self._transport, self._rtcp_transport):
+            if transport is not None:
+                transport.close()
+        try:
+            async with asyncio.timeout(1.0):
+                for protocol in self._protocols:
+                    await protocol.lost  # the socket is closed on the loop's next turn: then the port is free
+        except TimeoutError:
+            self._log.warning("rtp socket close timed out port=%d", self.local_port)
+        self._log.debug("rtp closed port=%d stats=%s", self.local_port, self.stats)
+
+    # -- engine side ---------------------------------------------------------------------------
+
+    def _attach(
+        self,
+        transport: asyncio.DatagramTransport,
+        rtcp: asyncio.DatagramTransport,
+        protocols: list[_RtpProtocol],
+    ) -> None:
+        self._transport, self._rtcp_transport, self._protocols = transport, rtcp, protocols
+
+    def _tick(self, now: float) -> int:
+        """One 20 ms step; returns the number of packets sent (0 or 1)."""
+        if self._closed:
+            return 0
+        stream = self._stream
+        stream.wants_audio = self.on_audio is not None
+        datagram = stream.tick(now)
+        sent = 0
+        if datagram is not None and self._transport is not None and stream.remote is not None:
+            self._transport.sendto(datagram, stream.remote)
+            sent = 1
+        if stream.events:
+            self._dispatch()
+        return sent
+
+    def _datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        stream = self._stream
+        stream.datagram_received(data, addr, self._loop.time())
+        if stream.events:
+            self._dispatch()  # DTMF at once: a key-down is the barge-in signal
+
+    def _dispatch(self) -> None:
+        events = self._stream.events
+        while events:
+            ev = events.popleft()
+            try:
+                if isinstance(ev, AudioReceived):
+                    if self.on_audio is not None:
+                        self.on_audio(ev.pcm)
+                elif isinstance(ev, DtmfReceived):
+                    self._log.debug("dtmf %s digit=%s source=%s", ev.kind, ev.digit, ev.source)
+                    if self.on_dtmf is not None:
+                        self.on_dtmf(ev.kind, ev.digit, ev.source)
+                elif isinstance(ev, PromptSent):
+                    waiter = self._waiters.get(ev.prompt)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+            except Exception:
+                # A listener's bug must not stop this call's media, let alone everyone else's.
+                self._log.exception("rtp event listener failed")
+
+
+class MediaEngine:
+    """One per daemon: allocates RTP sockets from a port range and runs ONE 20 ms media tick for all
+    sessions (no thread per call, no task-per-call timer drift)."""
+
+    def __init__(self, host: str, port_min: int, port_max: int) -> None:
+        first = port_min + (port_min & 1)  # RTP on even ports, RTCP on the odd one above (RFC 3550 section 11)
+        self._ports = list(range(first, port_max, 2))  # port + 1 must stay inside the range too
+        if not self._ports:
+            raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd port pair")
+        self.host = host
+        self.port_min = port_min
+        self.port_max = port_max
+        self._cursor = 0
+        """Allocation goes round the range, so a just-freed port is not handed out again at once."""
+        self._sessions: dict[int, RtpSession] = {}
+        self._binding: set[int] = set()
+        self._active: tuple[RtpSession, ...] = ()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: TickClock | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lateness: deque[float] = deque(maxlen=_LATENESS_WINDOW)
+        self._lateness_max = 0.0
+        self._ticks = 0
+        self._packets_sent = 0
+
+    async def start(self) -> None:
+        """Start the shared tick: tick n at t0 + n x 20 ms, whatever the previous ticks cost."""
+        if self._timer is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._clock = TickClock(self._loop.time(), FRAME_SECONDS, MAX_BURST)
+        self._timer = self._loop.call_at(self._clock.deadline, self._on_tick)
+
+    async def open_session(self, *, call_id: str = "") -> RtpSession:
+        """Bind the next free even port (and port + 1 for RTCP); raises :class:`PortsExhaustedError`."""
+        if self._loop is None or self._timer is None:
+            raise RuntimeError("MediaEngine.start() must run before open_session()")
+        n = len(self._ports)
+        for k in range(n):
+            index = (self._cursor + k) % n
+            port = self._ports[index]
+            if port in self._sessions or port in self._binding:
+                continue
+            self._binding.add(port)
+            try:
+                session = await self._bind(port, call_id)
+            finally:
+                self._binding.discard(port)
+            if session is None:
+                continue
+            self._cursor = (index + 1) % n
+            self._sessions[port] = session
+            self._active = tuple(self._sessions.values())
+            return session
+        raise PortsExhaustedError(self.host, self.port_min, self.port_max)
+
+    async def _bind(self, port: int, call_id: str) -> RtpSession | None:
+        assert self._loop is not None
+        session = RtpSession(self, port, call_id)
+        rtp_protocol = _RtpProtocol(session)
+        rtcp_protocol = _RtcpProtocol(session)
+        try:
+            rtp, _ = await self._loop.create_datagram_endpoint(lambda: rtp_protocol, local_addr=(self.host, port))
+        except OSError:
+            return None  # taken by another program: try the next pair
+        try:
+            rtcp, _ = await self._loop.create_datagram_endpoint(lambda: rtcp_protocol, local_addr=(self.host, port + 1))
+        except OSError:
+            rtp.close()
+            await rtp_protocol.lost
+            return None
+        session._attach(rtp, rtcp, [rtp_protocol, rtcp_protocol])
+        return session
+
+    def _remove(self, session: RtpSession) -> None:
+        if self._sessions.get(session.local_port) is session:
+            del self._sessions[session.local_port]
+            self._active = tuple(self._sessions.values())
+
+    async def stop(self) -> None:
+        """Close every session and stop the tick."""
+        for session in list(self._sessions.values()):
+            await session.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_tick(self) -> None:
+        loop, clock = self._loop, self._clock
+        assert loop is not None and clock is not None
+        times, lateness = clock.advance(loop.time())
+        self._lateness.append(lateness)
+        if lateness > self._lateness_max:
+            self._lateness_max = lateness
+        sent = 0
+        for now in times:
+            self._ticks += 1
+            for session in self._active:
+                try:
+                    sent += session._tick(now)
+                except Exception:
+                    session._log.exception("rtp tick failed")
+        self._packets_sent += sent
+        self._timer = loop.call_at(clock.deadline, self._on_tick)
+
+    @property
+    def stats(self) -> dict[str, int | float]:
+        """sessions, tick lateness p50/p99/max in ms (recent window; max since start), packets sent."""
+        samples = sorted(self._lateness)
+
+        def pct(q: float) -> float:
+            if not samples:
+                return 0.0
+            return round(1000 * samples[min(int(q * len(samples)), len(samples) - 1)], 3)
+
+        return {
+            "sessions": len(self._sessions),
+            "ticks": self._ticks,
+            "ticks_skipped": self._clock.skipped if self._clock is not None else 0,
+            "tick_lateness_p50_ms": pct(0.50),
+            "tick_lateness_p99_ms": pct(0.99),
+            "tick_lateness_max_ms": round(1000 * self._lateness_max, 3),
+            "packets_sent": self._packets_sent,
+        }

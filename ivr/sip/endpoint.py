@@ -1,0 +1,312 @@
+"""The asyncio adapter of the SIP user agent: one UDP socket, one timer, no thread per call.
+
+It only moves bytes between the socket and `UserAgent`, arms `loop.call_at(ua.get_timer())` after
+every input, and turns UA events into `InboundLeg` state (futures, `ended`, callbacks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ivr.errors import CallerHungUp
+from ivr.sip.sdp import SessionDescription
+from ivr.sip.transaction import Address
+from ivr.sip.ua import (
+    CallConfirmed,
+    CallEnded,
+    DtmfReceived,
+    IncomingCall,
+    LegState,
+    LegStateError,
+    MediaAnswered,
+    MediaChanged,
+    UaEvent,
+    UserAgent,
+    UserAgentConfig,
+)
+
+__all__ = ["InboundLeg", "SipEndpoint"]
+
+log = logging.getLogger(__name__)
+
+
+class InboundLeg:
+    """One incoming call as the call adapter sees it; the UA stays hidden behind it."""
+
+    def __init__(self, endpoint: SipEndpoint, event: IncomingCall) -> None:
+        self._endpoint = endpoint
+        self.leg_id = event.leg_id
+        self.call_id = event.call_id
+        self.caller = event.caller
+        self.dialed = event.dialed
+        self.source = event.source
+        self.offer: SessionDescription | None = event.offer
+        self.ended = asyncio.Event()
+        self.end_reason: str | None = None
+        #: Digits from SIP INFO (RFC 2833 digits come through RTP, not here).
+        self.on_dtmf: Callable[[str], None] | None = None
+        #: A re-INVITE's offer -> our answer SDP (same local RTP port). None, or raising: 488.
+        self.on_media_changed: Callable[[SessionDescription], bytes] | None = None
+        #: The answer in the ACK to a re-INVITE without SDP (we offered our current description).
+        self.on_media_answered: Callable[[SessionDescription], None] | None = None
+        self._confirmed = asyncio.Event()
+        self._late_answer: asyncio.Future[bytes] | None = None
+
+    async def ring(self) -> None:
+        """180 Ringing; CallerHungUp if the caller already left."""
+        self._check_alive()
+        self._endpoint._command(lambda ua, now: ua.ring(self.leg_id, now))
+
+    async def answer(self, sdp: bytes) -> bytes | None:
+        """200 OK with `sdp`. For a late-offer INVITE `sdp` is our offer and the peer's answer (from the
+        ACK) is returned; otherwise None at once. CallerHungUp if the caller left first."""
+        self._check_alive()
+        late = self.offer is None
+        if late:
+            self._late_answer = asyncio.get_running_loop().create_future()
+        self._endpoint._command(lambda ua, now: ua.answer(self.leg_id, sdp, now))
+        if not late or self._late_answer is None:
+            return None
+        # Bounded: the UA ends the leg when no ACK comes within 64*T1.
+        ended = asyncio.ensure_future(self.ended.wait())
+        try:
+            await asyncio.wait({self._late_answer, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if self._late_answer.done() and not self._late_answer.cancelled():
+            return self._late_answer.result()
+        self._late_answer.cancel()
+        raise CallerHungUp()
+
+    async def reject(self, status: int) -> None:
+        """A final 3xx-6xx to the INVITE; nothing happens if the call already ended."""
+        if self.ended.is_set():
+            return
+        self._endpoint._command(lambda ua, now: ua.reject(self.leg_id, status, now))
+
+    async def hangup(self) -> None:
+        """BYE (or 480 before the answer) and wait, bounded by the BYE transaction's own timeout."""
+        if self.ended.is_set():
+            return
+        self._endpoint._command(lambda ua, now: ua.hangup(self.leg_id, now))
+        timers = self._endpoint.config.timers
+        # The ACK wait (64*T1) then the BYE's Timer F (64*T1) bound this; the margin is for scheduling.
+        async with asyncio.timeout(128 * timers.t1 + 1.0):
+            await self.ended.wait()
+
+    async def wait_confirmed(self) -> None:
+        """Until the ACK for our 2xx arrives; CallerHungUp if the call ends first (no ACK: 64*T1)."""
+        if self._confirmed.is_set():
+            return
+        self._check_alive()
+        confirmed = asyncio.ensure_future(self._confirmed.wait())
+        ended = asyncio.ensure_future(self.ended.wait())
+        try:
+            await asyncio.wait({confirmed, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            confirmed.cancel()
+            ended.cancel()
+        if not self._confirmed.is_set():
+            raise CallerHungUp()
+
+    def _check_alive(self) -> None:
+        if self.ended.is_set():
+            raise CallerHungUp()
+
+    # -- from the endpoint
+
+    def _handle(self, event: UaEvent) -> None:
+        if isinstance(event, CallConfirmed):
+            self._confirmed.set()
+        elif isinstance(event, MediaAnswered):
+            if self._late_answer is not None and not self._late_answer.done():
+                self._late_answer.set_result(event.body)
+            elif self.on_media_answered is not None:
+                self.on_media_answered(event.sdp)
+        elif isinstance(event, MediaChanged):
+            self._media_changed(event.offer)
+        elif isinstance(event, DtmfReceived):
+            if self.on_dtmf is not None:
+                self.on_dtmf(event.digit)
+        elif isinstance(event, CallEnded):
+            self.end_reason = event.reason
+            self.ended.set()
+
+    def _media_changed(self, offer: SessionDescription) -> None:
+        answer: bytes | None = None
+        if self.on_media_changed is not None:
+            try:
+                answer = self.on_media_changed(offer)
+            except Exception:
+                log.exception("sip on_media_changed failed call_id=%s", self.call_id)
+        if answer:
+            self._endpoint._command(lambda ua, now: ua.answer_reinvite(self.leg_id, answer, now))
+        else:
+            self._endpoint._command(lambda ua, now: ua.reject_reinvite(self.leg_id, 488, now))
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.endpoint._datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the transaction timers deal with the silence.
+        log.debug("sip socket error %s", exc)
+
+
+class SipEndpoint:
+    """A UAS on one UDP socket; `on_call(leg)` runs for every new call (start the call's task there)."""
+
+    def __init__(
+        self,
+        config: UserAgentConfig,
+        host: str,
+        port: int,
+        on_call: Callable[[InboundLeg], None],
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.on_call = on_call
+        self._transport: asyncio.DatagramTransport | None = None
+        self._ua: UserAgent | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._legs: dict[str, InboundLeg] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=(self.host, self.port)
+        )
+        self._transport = transport
+        sockname = transport.get_extra_info("sockname")
+        self._ua = UserAgent(self.config, (str(sockname[0]), int(sockname[1])))
+        log.info("sip listening on %s:%s", sockname[0], sockname[1])
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        if self._ua is None:
+            raise RuntimeError("SipEndpoint not started")
+        return self._ua.local_address
+
+    @property
+    def user_agent(self) -> UserAgent:
+        """The sans-I/O core, for its counters (`stats`) and tests."""
+        if self._ua is None:
+            raise RuntimeError("SipEndpoint not started")
+        return self._ua
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """503 to pending calls, BYE to the others, wait up to `grace` seconds for them, then close."""
+        if self._ua is None or self._transport is None:
+            return
+        self._command(lambda ua, now: ua.shutdown(now))
+        pending = [leg.ended.wait() for leg in self._legs.values() if not leg.ended.is_set()]
+        if pending:
+            try:
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*pending)
+            except TimeoutError:
+                log.warning("sip stop: %d calls did not end within %.1fs", len(pending), grace)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._transport.close()
+        self._transport = None
+        for leg in self._legs.values():
+            if not leg.ended.is_set():
+                leg.end_reason = leg.end_reason or "shutdown"
+                leg.ended.set()
+        self._legs.clear()
+
+    # -- plumbing
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _datagram(self, data: bytes, source: Address) -> None:
+        if self._ua is None:
+            return
+        try:
+            self._ua.receive_datagram(data, source, self._now())
+        except Exception:
+            # A bug in the core must not take the socket down with it; the datagram is lost.
+            log.exception("sip datagram handling failed source=%s:%s", source[0], source[1])
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._ua is None:
+            return
+        try:
+            self._ua.handle_timer(self._now())
+        except Exception:
+            log.exception("sip timer handling failed")
+        self._pump()
+
+    def _command(self, command: Callable[[UserAgent, float], None]) -> None:
+        """Run an app command on the UA, then flush; a leg gone meanwhile is the caller's hang-up."""
+        if self._ua is None:
+            raise CallerHungUp()
+        try:
+            command(self._ua, self._now())
+        except LegStateError as exc:
+            if exc.state == LegState.ENDED.value:
+                raise CallerHungUp() from exc
+            raise
+        finally:
+            self._pump()
+
+    def _pump(self) -> None:
+        ua, transport = self._ua, self._transport
+        if ua is None:
+            return
+        # Events may trigger commands (a re-INVITE answered at once), which queue more datagrams.
+        for _ in range(1000):
+            event = ua.next_event()
+            if event is None:
+                break
+            self._dispatch(event)
+        if transport is not None:
+            for data, address in ua.datagrams_to_send():
+                transport.sendto(data, address)
+        self._arm_timer(ua)
+
+    def _arm_timer(self, ua: UserAgent) -> None:
+        deadline = ua.get_timer()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _dispatch(self, event: UaEvent) -> None:
+        if isinstance(event, IncomingCall):
+            leg = InboundLeg(self, event)
+            self._legs[event.leg_id] = leg
+            try:
+                self.on_call(leg)
+            except Exception:
+                log.exception("sip on_call failed call_id=%s", event.call_id)
+                if self._ua is not None and self._ua.leg_state(event.leg_id) == LegState.INCOMING:
+                    self._ua.reject(event.leg_id, 500, self._now())
+            return
+        leg_id = getattr(event, "leg_id", None)
+        target = self._legs.get(leg_id) if isinstance(leg_id, str) else None
+        if target is None:
+            return
+        try:
+            target._handle(event)
+        except Exception:
+            log.exception("sip leg callback failed call_id=%s", target.call_id)
+        if isinstance(event, CallEnded):
+            self._legs.pop(event.leg_id, None)

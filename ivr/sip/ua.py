@@ -1,0 +1,884 @@
+"""The SIP user agent, UAS side (RFC 3261 sections 8.2, 9.2, 12, 13.3, 14.2, 15), sans-I/O.
+
+Shaped like aioquic: feed datagrams with `receive_datagram(data, source, now)`, send what
+`datagrams_to_send()` returns, arm one timer at `get_timer()` and call `handle_timer(now)` when it
+fires, and read `next_event()` until it is None. The app answers with the commands `ring`, `answer`,
+`reject`, `hangup`, `answer_reinvite` and `reject_reinvite`, each taking `now`.
+
+Every `IncomingCall` is followed by exactly one `CallEnded` for the same leg, whoever ends it.
+Transactions (retransmissions, 100 Trying, the 2xx retransmission until ACK) are the job of
+`ivr.sip.transaction`; this module owns the dialogs and the call state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from ivr.sip.dialog import Dialog
+from ivr.sip.message import (
+    AbsoluteUri,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    SipUri,
+    check_message,
+    make_response,
+    parse_message,
+    parse_name_addr,
+    parse_uri,
+)
+from ivr.sip.sdp import Direction, SdpParseError, SessionDescription, parse_sdp
+from ivr.sip.transaction import (
+    AckReceived,
+    AckTimeout,
+    Address,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TimerConfig,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimeout,
+    new_branch,
+)
+
+__all__ = [
+    "CallConfirmed",
+    "CallEnded",
+    "DtmfReceived",
+    "IncomingCall",
+    "LegState",
+    "LegStateError",
+    "MediaAnswered",
+    "MediaChanged",
+    "UaEvent",
+    "UaStats",
+    "UserAgent",
+    "UserAgentConfig",
+]
+
+log = logging.getLogger(__name__)
+
+#: Methods we implement (the Allow header, RFC 3261 section 20.5). REFER joins in part 2.
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
+#: Option tags we support: none yet (no 100rel, no timer, no replaces).
+SUPPORTED_OPTIONS: frozenset[str] = frozenset()
+#: INFO bodies we understand (legacy INFO usage, RFC 6086 section 2: no Info Package).
+DTMF_CONTENT_TYPES = ("application/dtmf-relay", "application/dtmf")
+#: RFC 4733 section 3.2 event codes 10-15 as digits (SIP INFO senders use the same numbering).
+_EVENT_DIGITS = "0123456789*#ABCD"
+
+
+@dataclass(frozen=True)
+class UserAgentConfig:
+    """Settings of the user agent; the defaults suit a PBX on the same LAN."""
+
+    #: Addresses or CIDRs (IPv4/IPv6) whose requests we serve; every other source gets a stateless 403.
+    #: Empty means nobody: an appliance must not answer the internet by default.
+    allowed_peers: tuple[str, ...] = ()
+    #: Host (IP or name) put in Contact and Via instead of the bound address, for NAT or a VIP.
+    external_address: str | None = None
+    #: Port put in Contact and Via instead of the bound one.
+    external_port: int | None = None
+    #: User part of our Contact URI.
+    contact_user: str = "ivr"
+    #: Server / User-Agent header value.
+    user_agent: str = "edge-ivr"
+    #: New INVITEs per second allowed per source address (token bucket refill rate).
+    invite_rate: float = 10.0
+    #: Token bucket size: how many new INVITEs a source may send in a burst.
+    invite_burst: float = 20.0
+    #: Retry-After seconds in the 503 sent beyond the rate limit.
+    retry_after: int = 5
+    #: A call neither answered nor rejected by the app within this many seconds gets 480.
+    answer_timeout: float = 120.0
+    #: RFC 3261 timer values (T1, T2, T4, D).
+    timers: TimerConfig = field(default_factory=TimerConfig)
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+class UaEvent:
+    """Base class of what the user agent reports to the app."""
+
+
+@dataclass(frozen=True)
+class IncomingCall(UaEvent):
+    """A new INVITE from an allowed peer; answer with ring/answer/reject.
+
+    `offer` is None for a late-offer INVITE: pass an offer to `answer` and the answer arrives as
+    `MediaAnswered` with the ACK.
+    """
+
+    call_id: str
+    leg_id: str
+    caller: str
+    dialed: str
+    source: Address
+    offer: SessionDescription | None
+
+
+@dataclass(frozen=True)
+class CallConfirmed(UaEvent):
+    """The ACK for our 2xx arrived: the call is up on both sides."""
+
+    leg_id: str
+
+
+@dataclass(frozen=True)
+class MediaAnswered(UaEvent):
+    """The SDP answer carried by an ACK (late offer: initial INVITE or re-INVITE without SDP)."""
+
+    leg_id: str
+    sdp: SessionDescription
+    body: bytes
+
+
+@dataclass(frozen=True)
+class MediaChanged(UaEvent):
+    """A re-INVITE with an offer (hold, resume, new address); call `answer_reinvite` or `reject_reinvite`."""
+
+    leg_id: str
+    offer: SessionDescription
+
+
+@dataclass(frozen=True)
+class DtmfReceived(UaEvent):
+    leg_id: str
+    digit: str
+    source: str = "info"
+
+
+@dataclass(frozen=True)
+class CallEnded(UaEvent):
+    """The leg is over; `reason` is "cancelled", "caller hung up", "no ACK", "hangup", "rejected 488",
+    "not answered", "bad SDP in ACK" or "shutdown"."""
+
+    leg_id: str
+    reason: str
+
+
+class LegState(Enum):
+    INCOMING = "incoming"  # INVITE received, no final response yet
+    ANSWERED = "answered"  # 2xx sent, waiting for the ACK
+    CONFIRMED = "confirmed"
+    TERMINATING = "terminating"  # our BYE is out
+    ENDED = "ended"
+
+
+class LegStateError(Exception):
+    """A command does not fit the leg's state (or the leg is gone: state "ended")."""
+
+    def __init__(self, leg_id: str, state: str, command: str) -> None:
+        super().__init__(f"{command} on leg {leg_id} in state {state}")
+        self.leg_id = leg_id
+        self.state = state
+        self.command = command
+
+
+@dataclass
+class UaStats:
+    """Counters of traffic we refused, for the health page."""
+
+    parse_errors: int = 0
+    bad_requests: int = 0
+    forbidden: int = 0
+    rate_limited: int = 0
+
+
+# ------------------------------------------------------------------------------------------ state
+
+
+@dataclass
+class _Leg:
+    leg_id: str
+    source: Address
+    invite_tx: str
+    invite: SipRequest
+    dialog: Dialog
+    late_offer: bool
+    state: LegState = LegState.INCOMING
+    answer_deadline: float | None = None
+    local_sdp: bytes | None = None
+    #: CSeq of the INVITE whose 2xx waits for its ACK.
+    ack_cseq: int | None = None
+    #: That ACK must carry the SDP answer (our 2xx carried an offer).
+    answer_in_ack: bool = False
+    reinvite_tx: str | None = None
+    reinvite: SipRequest | None = None
+    bye_tx: str | None = None
+    hangup_pending: bool = False
+    #: Why our BYE went out; reported as the CallEnded reason when it completes.
+    bye_reason: str | None = None
+    end_reason: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        return (self.dialog.call_id, self.dialog.local_tag, self.dialog.remote_tag)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+_MAX_BUCKETS = 4096
+
+
+# -------------------------------------------------------------------------------------- the agent
+
+
+class UserAgent:
+    """UAS core over a `TransactionLayer`: dialogs, call state, and the app's commands."""
+
+    def __init__(self, config: UserAgentConfig, local_address: Address) -> None:
+        self.config = config
+        self.local_address = local_address
+        self.stats = UaStats()
+        self._layer = TransactionLayer(config.timers)
+        self._networks = [ipaddress.ip_network(p, strict=False) for p in config.allowed_peers]
+        self._legs: dict[str, _Leg] = {}
+        self._dialogs: dict[tuple[str, str, str | None], _Leg] = {}
+        self._tx_leg: dict[str, _Leg] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._events: deque[UaEvent] = deque()
+        self._counter = 0
+
+    # -- aioquic-style surface
+
+    @property
+    def advertised(self) -> tuple[str, int]:
+        """Host and port put in Contact and Via."""
+        return (
+            self.config.external_address or self.local_address[0],
+            self.config.external_port or self.local_address[1],
+        )
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        return self._layer.datagrams_to_send()
+
+    def next_event(self) -> UaEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        deadlines = [leg.answer_deadline for leg in self._legs.values() if leg.answer_deadline is not None]
+        layer_timer = self._layer.get_timer()
+        if layer_timer is not None:
+            deadlines.append(layer_timer)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        self._layer.handle_timer(now)
+        for leg in list(self._legs.values()):
+            if leg.answer_deadline is not None and leg.answer_deadline <= now and leg.state == LegState.INCOMING:
+                log.info("sip unanswered call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
+                self._final_to_invite(leg, 480, now)
+                self._finish(leg, "not answered", now)
+        self._drain(now)
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        """One UDP datagram from `source`; malformed traffic is counted and logged, never raised."""
+        if not data.strip(b"\r\n\t "):
+            return  # RFC 5626 section 4.4.1 CRLF keep-alive
+        try:
+            msg = parse_message(data)
+        except SipParseError as exc:
+            self.stats.parse_errors += 1
+            log.info("sip parse error source=%s:%s reason=%r", source[0], source[1], exc.reason)
+            return
+        if isinstance(msg, SipRequest):
+            if not self._peer_allowed(source[0]):
+                self.stats.forbidden += 1
+                log.info("sip forbidden source=%s:%s method=%s", source[0], source[1], msg.method)
+                if msg.method != "ACK":
+                    self._reply_stateless(msg, 403, None, source)
+                return
+            problem = check_message(msg)
+            if problem is not None:
+                self.stats.bad_requests += 1
+                log.info("sip bad request source=%s:%s status=%d reason=%r", source[0], source[1],
+                         problem.status, problem.reason)
+                if msg.method != "ACK":
+                    self._reply_stateless(msg, problem.status, problem.reason, source)
+                return
+        elif check_message(msg) is not None:
+            self.stats.parse_errors += 1
+            log.info("sip bad response dropped source=%s:%s", source[0], source[1])
+            return
+        self._layer.receive(msg, source, now)
+        self._drain(now)
+
+    # -- commands
+
+    def ring(self, leg_id: str, now: float) -> None:
+        """180 Ringing (RFC 3261 section 13.3.1.1)."""
+        leg = self._leg(leg_id, "ring", LegState.INCOMING)
+        self._respond(leg.invite_tx, leg.invite, 180, now, leg=leg, headers=[("Contact", self._contact())])
+
+    def answer(self, leg_id: str, sdp: bytes, now: float) -> None:
+        """200 OK with Contact and `sdp`: our answer, or our offer when the INVITE had none (the
+        answer then comes with the ACK, RFC 3261 section 13.3.1.4 and RFC 3264 section 4)."""
+        leg = self._leg(leg_id, "answer", LegState.INCOMING)
+        self._send_2xx(leg, leg.invite_tx, leg.invite, sdp, now)
+        leg.state = LegState.ANSWERED
+        leg.answer_deadline = None
+        leg.answer_in_ack = leg.late_offer
+
+    def reject(self, leg_id: str, status: int, now: float) -> None:
+        """A final error response to a pending INVITE (488 for no common codec, 486, 603...)."""
+        if not 300 <= status <= 699:
+            raise ValueError(f"reject needs a 3xx-6xx status, not {status}")
+        leg = self._leg(leg_id, "reject", LegState.INCOMING)
+        self._final_to_invite(leg, status, now)
+        self._finish(leg, f"rejected {status}", now)
+
+    def hangup(self, leg_id: str, now: float) -> None:
+        """End the call: BYE once confirmed (`CallEnded` when it is answered or times out), 480 while
+        pending; before the ACK the BYE waits for it (RFC 3261 section 15). No-op on an ended leg."""
+        leg = self._legs.get(leg_id)
+        if leg is None or leg.state in (LegState.TERMINATING, LegState.ENDED):
+            return
+        if leg.state == LegState.INCOMING:
+            self._final_to_invite(leg, 480, now)
+            self._finish(leg, "hangup", now)
+        elif leg.state == LegState.ANSWERED:
+            leg.hangup_pending = True
+        else:
+            self._send_bye(leg, "hangup", now)
+
+    def answer_reinvite(self, leg_id: str, sdp: bytes, now: float) -> None:
+        """200 OK with our answer to the offer of a pending re-INVITE (`MediaChanged`)."""
+        leg = self._leg(leg_id, "answer_reinvite", LegState.CONFIRMED)
+        if leg.reinvite_tx is None or leg.reinvite is None:
+            raise LegStateError(leg_id, "no re-INVITE pending", "answer_reinvite")
+        tx, request = leg.reinvite_tx, leg.reinvite
+        leg.reinvite_tx = leg.reinvite = None
+        self._send_2xx(leg, tx, request, sdp, now)
+        leg.answer_in_ack = False
+
+    def reject_reinvite(self, leg_id: str, status: int, now: float) -> None:
+        """Refuse a re-INVITE (488...): the session and dialog go on unchanged (RFC 3261 section 14.2)."""
+        leg = self._leg(leg_id, "reject_reinvite", LegState.CONFIRMED)
+        if leg.reinvite_tx is None or leg.reinvite is None:
+            raise LegStateError(leg_id, "no re-INVITE pending", "reject_reinvite")
+        tx, request = leg.reinvite_tx, leg.reinvite
+        leg.reinvite_tx = leg.reinvite = None
+        self._respond(tx, request, status, now, leg=leg)
+
+    def shutdown(self, now: float) -> None:
+        """Stop every call: 503 to pending INVITEs, BYE to the rest."""
+        for leg in list(self._legs.values()):
+            if leg.state == LegState.INCOMING:
+                self._final_to_invite(leg, 503, now)
+                self._finish(leg, "shutdown", now)
+            elif leg.state in (LegState.ANSWERED, LegState.CONFIRMED):
+                self._send_bye(leg, "shutdown", now)
+        self._drain(now)
+
+    def leg_state(self, leg_id: str) -> LegState:
+        leg = self._legs.get(leg_id)
+        return leg.state if leg is not None else LegState.ENDED
+
+    # -- transaction events
+
+    def _drain(self, now: float) -> None:
+        while (event := self._layer.next_event()) is not None:
+            if isinstance(event, RequestReceived):
+                try:
+                    self._on_request(event.transaction_id, event.request, event.source, now)
+                except SipParseError as exc:
+                    # A header check_message does not look at (P-Asserted-Identity...) is broken.
+                    self.stats.bad_requests += 1
+                    self._respond(event.transaction_id, event.request, 400, now, reason=f"Bad Request ({exc.reason})")
+            elif isinstance(event, AckReceived):
+                self._on_ack(event.request, now)
+            elif isinstance(event, ResponseReceived):
+                self._on_response(event.transaction_id, event.response, now)
+            elif isinstance(event, TransactionTimeout):
+                leg = self._tx_leg.get(event.transaction_id)
+                if leg is not None and leg.bye_tx == event.transaction_id:
+                    self._finish(leg, leg.bye_reason or "hangup", now)
+            elif isinstance(event, AckTimeout):
+                self._on_ack_timeout(event.call_id, event.cseq, now)
+            elif isinstance(event, TransactionTerminated):
+                self._tx_leg.pop(event.transaction_id, None)
+            elif isinstance(event, StrayResponse):
+                log.debug("sip stray response status=%d", event.response.status)
+
+    def _on_request(self, tx: str, request: SipRequest, source: Address, now: float) -> None:
+        method = request.method
+        if method == "CANCEL":
+            self._on_cancel(tx, request, now)
+            return
+        unsupported = self._unsupported(request)
+        if unsupported:
+            # RFC 3261 section 8.2.2.3: 420 listing the option tags we do not support.
+            self._respond(tx, request, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
+            return
+        if request.to_addr.tag is not None:
+            self._on_in_dialog(tx, request, now)
+        elif method == "INVITE":
+            self._on_invite(tx, request, source, now)
+        elif method == "OPTIONS":
+            self._respond(tx, request, 200, now, headers=self._capabilities())
+        elif method in ("BYE", "INFO", "PRACK", "UPDATE"):
+            self._respond(tx, request, 481, now)  # these only exist inside a dialog
+        else:
+            # NOTIFY/SUBSCRIBE/REFER/MESSAGE/unknown out of dialog (REFER arrives with part 2).
+            self._respond(tx, request, 501, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+
+    def _on_invite(self, tx: str, invite: SipRequest, source: Address, now: float) -> None:
+        if not self._take_token(source[0], now):
+            self.stats.rate_limited += 1
+            log.warning("sip rate limited source=%s:%s", source[0], source[1])
+            self._respond(tx, invite, 503, now, headers=[("Retry-After", str(self.config.retry_after))])
+            return
+        call_id = invite.call_id
+        from_tag = invite.from_addr.tag
+        for other in self._legs.values():
+            if other.dialog.call_id == call_id and other.dialog.remote_tag == from_tag:
+                # RFC 3261 section 8.2.2.2: the same request by another path is a merged request (482);
+                # a new INVITE without To tag while our leg lives is refused with 491.
+                status = 482 if other.invite.cseq.seq == invite.cseq.seq else 491
+                self._respond(tx, invite, status, now)
+                return
+        offer: SessionDescription | None = None
+        if invite.body:
+            offer_or_status = self._parse_offer(invite)
+            if isinstance(offer_or_status, tuple):
+                status, reason, headers = offer_or_status
+                self._respond(tx, invite, status, now, reason=reason, headers=headers)
+                return
+            offer = offer_or_status
+        try:
+            dialog = Dialog.from_invite(invite, secrets.token_hex(6))
+        except SipParseError as exc:
+            self._respond(tx, invite, 400, now, reason=f"Bad Request ({exc.reason})")
+            return
+        self._counter += 1
+        leg = _Leg(
+            leg_id=f"leg{self._counter}",
+            source=source,
+            invite_tx=tx,
+            invite=invite,
+            dialog=dialog,
+            late_offer=offer is None,
+            answer_deadline=now + self.config.answer_timeout,
+        )
+        self._legs[leg.leg_id] = leg
+        self._dialogs[leg.key] = leg
+        self._tx_leg[tx] = leg
+        caller = _asserted_user(invite) or _user_of(invite.from_addr.uri) or ""
+        dialed = _user_of(invite.request_uri) or _user_of(invite.to_addr.uri) or ""
+        log.info("sip incoming call_id=%s leg=%s caller=%s dialed=%s source=%s:%s late_offer=%s",
+                 call_id, leg.leg_id, caller, dialed, source[0], source[1], offer is None)
+        self._events.append(IncomingCall(call_id, leg.leg_id, caller, dialed, source, offer))
+
+    def _on_cancel(self, tx: str, cancel: SipRequest, now: float) -> None:
+        """RFC 3261 section 9.2: 200 to the CANCEL; 487 to the INVITE if it had no final response yet."""
+        invite_tx = self._layer.find_invite_for_cancel(cancel)
+        if invite_tx is None:
+            self._respond(tx, cancel, 481, now)
+            return
+        leg = self._tx_leg.get(invite_tx)
+        self._respond(tx, cancel, 200, now, leg=leg)
+        if leg is None:
+            return
+        if leg.state == LegState.INCOMING and invite_tx == leg.invite_tx:
+            log.info("sip cancelled call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
+            self._final_to_invite(leg, 487, now)
+            self._finish(leg, "cancelled", now)
+        elif invite_tx == leg.reinvite_tx and leg.reinvite is not None:
+            self._respond(invite_tx, leg.reinvite, 487, now, leg=leg)
+            leg.reinvite_tx = leg.reinvite = None
+
+    def _on_in_dialog(self, tx: str, request: SipRequest, now: float) -> None:
+        method = request.method
+        leg = self._dialogs.get((request.call_id, request.to_addr.tag or "", request.from_addr.tag))
+        if leg is None:
+            self._respond(tx, request, 481, now)  # RFC 3261 section 12.2.2
+            return
+        if not leg.dialog.accept_remote_cseq(request):
+            self._respond(tx, request, 500, now, leg=leg, reason="Out Of Order CSeq")  # section 12.2.2
+            return
+        if method == "BYE":
+            self._on_bye(tx, leg, request, now)
+        elif method == "INVITE":
+            self._on_reinvite(tx, leg, request, now)
+        elif method == "INFO":
+            self._on_info(tx, leg, request, now)
+        elif method == "OPTIONS":
+            self._respond(tx, request, 200, now, leg=leg, headers=self._capabilities())
+        elif method == "NOTIFY":
+            self._respond(tx, request, 200, now, leg=leg)  # e.g. a refer progress we did not ask for
+        else:
+            # UPDATE, PRACK, REFER (part 2), SUBSCRIBE, MESSAGE and unknown methods.
+            self._respond(tx, request, 501, now, leg=leg, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+
+    def _on_bye(self, tx: str, leg: _Leg, bye: SipRequest, now: float) -> None:
+        self._respond(tx, bye, 200, now, leg=leg)
+        if leg.state == LegState.INCOMING:
+            # RFC 3261 section 15.1.2: BYE on an early dialog, then 487 to the INVITE.
+            self._final_to_invite(leg, 487, now)
+        log.info("sip bye from peer call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
+        self._finish(leg, leg.bye_reason or "caller hung up", now)
+
+    def _on_reinvite(self, tx: str, leg: _Leg, invite: SipRequest, now: float) -> None:
+        if leg.state == LegState.TERMINATING:
+            self._respond(tx, invite, 481, now, leg=leg)
+            return
+        if leg.state != LegState.CONFIRMED:
+            # Offer/answer of the initial INVITE still open (no ACK yet): RFC 3261 section 14.2.
+            self._respond(tx, invite, 491, now, leg=leg)
+            return
+        if leg.reinvite_tx is not None:
+            # RFC 3261 section 14.2: a second INVITE before our final to the first gets 500 + Retry-After.
+            retry = str(secrets.randbelow(11))
+            self._respond(tx, invite, 500, now, leg=leg, headers=[("Retry-After", retry)])
+            return
+        offer: SessionDescription | None = None
+        if invite.body:
+            offer_or_status = self._parse_offer(invite)
+            if isinstance(offer_or_status, tuple):
+                status, reason, headers = offer_or_status
+                self._respond(tx, invite, status, now, leg=leg, reason=reason, headers=headers)
+                return
+            offer = offer_or_status
+        contacts = invite.contacts
+        if len(contacts) == 1:
+            leg.dialog.remote_target = str(contacts[0].uri)  # target refresh, RFC 3261 section 12.2.2
+        self._tx_leg[tx] = leg
+        if offer is None:
+            # Section 14.2 with RFC 3264 section 5: no offer in the re-INVITE, so our 2xx carries one
+            # (our current description, sendrecv so a resume can work) and the answer comes in the ACK.
+            self._send_2xx(leg, tx, invite, _reoffer(leg.local_sdp or b""), now)
+            leg.answer_in_ack = True
+            return
+        leg.reinvite_tx, leg.reinvite = tx, invite
+        self._events.append(MediaChanged(leg.leg_id, offer))
+
+    def _on_info(self, tx: str, leg: _Leg, info: SipRequest, now: float) -> None:
+        """Legacy INFO DTMF (RFC 6086 section 2): we advertise no Info Packages, so an INFO naming one
+        gets 469 (section 4.2.2); an empty body is a keep-alive probe (200); a body type we cannot read
+        gets 415 with Accept (RFC 3261 section 8.2.3), which tells the sender what would work instead
+        of silently accepting digits we then drop."""
+        if info.headers.get("Info-Package") is not None:
+            self._respond(tx, info, 469, now, leg=leg, reason="Bad Info Package")
+            return
+        content_type = info.content_type
+        if not info.body.strip():
+            self._respond(tx, info, 200, now, leg=leg)
+            return
+        if content_type not in DTMF_CONTENT_TYPES:
+            self._respond(tx, info, 415, now, leg=leg, headers=[("Accept", ", ".join(DTMF_CONTENT_TYPES))])
+            return
+        digit = _dtmf_digit(info.body, content_type)
+        self._respond(tx, info, 200, now, leg=leg)
+        if digit is None:
+            log.info("sip unreadable dtmf INFO call_id=%s body=%r", leg.dialog.call_id, info.body[:40])
+            return
+        self._events.append(DtmfReceived(leg.leg_id, digit, "info"))
+
+    def _on_ack(self, ack: SipRequest, now: float) -> None:
+        try:
+            leg = self._dialogs.get((ack.call_id, ack.to_addr.tag or "", ack.from_addr.tag))
+            seq = ack.cseq.seq
+        except SipParseError:
+            return
+        if leg is None or leg.ack_cseq != seq:
+            return  # a retransmitted ACK, or one for a call already gone
+        leg.ack_cseq = None
+        if leg.answer_in_ack:
+            leg.answer_in_ack = False
+            answer = _sdp_body(ack)
+            if answer is None:
+                if leg.state == LegState.ANSWERED:
+                    # Late offer without an answer: there is no media session, end it (section 13.3.1.4).
+                    leg.state = LegState.CONFIRMED
+                    self._send_bye(leg, "bad SDP in ACK", now)
+                    self._report_end(leg, "bad SDP in ACK")
+                    return
+                log.info("sip re-INVITE ACK without SDP answer call_id=%s", leg.dialog.call_id)
+            else:
+                self._events.append(MediaAnswered(leg.leg_id, answer, ack.body))
+        if leg.state == LegState.ANSWERED:
+            leg.state = LegState.CONFIRMED
+            self._events.append(CallConfirmed(leg.leg_id))
+            if leg.hangup_pending:
+                self._send_bye(leg, "hangup", now)
+
+    def _on_ack_timeout(self, call_id: str, cseq: int, now: float) -> None:
+        """RFC 3261 section 13.3.1.4: no ACK for our 2xx within 64*T1, end the session with BYE."""
+        for leg in list(self._legs.values()):
+            if leg.dialog.call_id == call_id and leg.ack_cseq == cseq and leg.state in (
+                LegState.ANSWERED, LegState.CONFIRMED
+            ):
+                log.info("sip no ACK call_id=%s leg=%s", call_id, leg.leg_id)
+                leg.ack_cseq = None
+                leg.state = LegState.CONFIRMED
+                self._send_bye(leg, "no ACK", now)
+                self._report_end(leg, "no ACK")
+
+    def _on_response(self, tx: str, response: SipResponse, now: float) -> None:
+        leg = self._tx_leg.get(tx)
+        if leg is None or leg.bye_tx != tx or response.status < 200:
+            return
+        # 200, 481 (the peer forgot the dialog) or any other final: the call is over (section 15.1.1).
+        self._finish(leg, leg.bye_reason or "hangup", now)
+
+    # -- helpers
+
+    def _leg(self, leg_id: str, command: str, state: LegState) -> _Leg:
+        leg = self._legs.get(leg_id)
+        if leg is None:
+            raise LegStateError(leg_id, LegState.ENDED.value, command)
+        if leg.state != state:
+            raise LegStateError(leg_id, leg.state.value, command)
+        return leg
+
+    def _report_end(self, leg: _Leg, reason: str) -> None:
+        """Emit `CallEnded` once per leg."""
+        if leg.end_reason is None:
+            leg.end_reason = reason
+            self._events.append(CallEnded(leg.leg_id, reason))
+
+    def _finish(self, leg: _Leg, reason: str, now: float) -> None:
+        """The leg is over: report it and forget its dialog (later requests get 481)."""
+        if leg.reinvite_tx is not None and leg.reinvite is not None:
+            self._respond(leg.reinvite_tx, leg.reinvite, 487, now, leg=leg)
+            leg.reinvite_tx = leg.reinvite = None
+        self._report_end(leg, reason)
+        leg.state = LegState.ENDED
+        leg.answer_deadline = None
+        self._legs.pop(leg.leg_id, None)
+        self._dialogs.pop(leg.key, None)
+
+    def _final_to_invite(self, leg: _Leg, status: int, now: float) -> None:
+        self._respond(leg.invite_tx, leg.invite, status, now, leg=leg)
+
+    def _send_2xx(self, leg: _Leg, tx: str, invite: SipRequest, sdp: bytes, now: float) -> None:
+        """2xx to an INVITE: Contact (section 13.3.1.4), Record-Route copied by make_response (12.1.1),
+        Allow/Supported (13.3.1.4), the SDP; the transaction layer retransmits it until the ACK."""
+        headers = [("Contact", self._contact()), ("Allow", ", ".join(ALLOWED_METHODS))]
+        if sdp:
+            headers.append(("Content-Type", "application/sdp"))
+        self._respond(tx, invite, 200, now, leg=leg, headers=headers, body=sdp)
+        leg.local_sdp = sdp or leg.local_sdp
+        leg.ack_cseq = invite.cseq.seq
+
+    def _send_bye(self, leg: _Leg, reason: str, now: float) -> None:
+        """BYE within the dialog (section 15.1.1): route set as Route, to the first hop."""
+        if leg.reinvite_tx is not None and leg.reinvite is not None:
+            self._respond(leg.reinvite_tx, leg.reinvite, 487, now, leg=leg)
+            leg.reinvite_tx = leg.reinvite = None
+        bye = leg.dialog.make_request("BYE", self._via())
+        bye.headers.add("User-Agent", self.config.user_agent)
+        destination = self._next_hop(leg)
+        tx = self._layer.send_request(bye, destination, now)
+        self._tx_leg[tx] = leg
+        leg.bye_tx = tx
+        leg.state = LegState.TERMINATING
+        leg.hangup_pending = False
+        leg.bye_reason = leg.bye_reason or reason
+        log.info("sip bye call_id=%s leg=%s reason=%s to=%s:%s", leg.dialog.call_id, leg.leg_id, reason,
+                 destination[0], destination[1])
+
+    def _next_hop(self, leg: _Leg) -> Address:
+        """First Route (loose routing, RFC 3261 section 12.2.1.1) or the remote target; a host name we
+        would have to resolve falls back to where the INVITE came from."""
+        try:
+            if leg.dialog.route_set:
+                uri = parse_name_addr(leg.dialog.route_set[0]).uri
+            else:
+                uri = parse_uri(leg.dialog.remote_target)
+        except SipParseError:
+            return leg.source
+        if isinstance(uri, SipUri):
+            host, port = uri.host_port
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                return leg.source
+            return host, port or 5060
+        return leg.source
+
+    def _respond(
+        self,
+        tx: str,
+        request: SipRequest,
+        status: int,
+        now: float,
+        *,
+        leg: _Leg | None = None,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        """A response through the server transaction; the To tag is the leg's (one tag per dialog,
+        section 12.1.1) or a fresh one outside dialogs (section 8.2.6.2)."""
+        to_tag = leg.dialog.local_tag if leg is not None else secrets.token_hex(6)
+        all_headers = [("Server", self.config.user_agent), *headers]
+        response = make_response(request, status, reason, to_tag=to_tag, headers=all_headers, body=body)
+        try:
+            self._layer.send_response(tx, response, now)
+        except (KeyError, ValueError) as exc:
+            log.warning("sip response %d not sent (transaction %s: %s)", status, tx, exc)
+
+    def _reply_stateless(self, request: SipRequest, status: int, reason: str | None, destination: Address) -> None:
+        """An answer without a transaction (403, or the 4xx/5xx of check_message) to the sender itself."""
+        try:
+            response = make_response(
+                request, status, reason, to_tag=secrets.token_hex(6),
+                headers=[("Server", self.config.user_agent)],
+            )
+        except SipParseError:
+            return
+        self._layer.send_stateless(response, destination)
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        """Allow/Accept/Supported for OPTIONS (RFC 3261 section 11.2)."""
+        return [
+            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Accept", "application/sdp"),
+            ("Accept-Language", "en"),
+            ("Supported", ", ".join(sorted(SUPPORTED_OPTIONS))),
+        ]
+
+    def _unsupported(self, request: SipRequest) -> list[str]:
+        if request.method == "ACK":
+            return []
+        wanted = [v.strip() for v in request.headers.values("Require") if v.strip()]
+        return [tag for tag in wanted if tag.lower() not in SUPPORTED_OPTIONS]
+
+    def _parse_offer(self, request: SipRequest) -> SessionDescription | tuple[int, str | None, list[tuple[str, str]]]:
+        """The SDP offer of an INVITE, or the error to answer with (RFC 3261 section 8.2.3)."""
+        encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+        if request.content_type != "application/sdp" or encoding != "identity":
+            return 415, None, [("Accept", "application/sdp"), ("Accept-Encoding", "identity")]
+        try:
+            return parse_sdp(request.body)
+        except SdpParseError as exc:
+            return 400, f"Bad SDP ({exc.reason})", []
+
+    def _contact(self) -> str:
+        host, port = self.advertised
+        if ":" in host:
+            host = f"[{host}]"
+        return f"<sip:{self.config.contact_user}@{host}:{port}>"
+
+    def _via(self) -> str:
+        host, port = self.advertised
+        if ":" in host:
+            host = f"[{host}]"
+        return f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport"
+
+    def _peer_allowed(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
+
+    def _take_token(self, host: str, now: float) -> bool:
+        """Token bucket per source address for new INVITEs (the 503 + Retry-After of RFC 3261 21.5.4)."""
+        bucket = self._buckets.get(host)
+        burst, rate = self.config.invite_burst, self.config.invite_rate
+        if bucket is None:
+            if len(self._buckets) >= _MAX_BUCKETS:
+                self._buckets.pop(next(iter(self._buckets)))  # oldest first: memory stays bounded
+            bucket = self._buckets[host] = _Bucket(burst, now)
+        bucket.tokens = min(burst, bucket.tokens + max(0.0, now - bucket.updated) * rate)
+        bucket.updated = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+
+# ------------------------------------------------------------------------------------ pure helpers
+
+
+def _user_of(uri: SipUri | AbsoluteUri) -> str | None:
+    """The user part of a sip: URI or the number of a tel: URI (RFC 3966), without parameters."""
+    if isinstance(uri, SipUri):
+        return uri.user or None
+    if uri.scheme.lower() == "tel":
+        return uri.opaque.split(";", 1)[0] or None
+    return None
+
+
+def _asserted_user(request: SipRequest) -> str | None:
+    """The caller from P-Asserted-Identity (RFC 3325 section 9.1), the first identity with a user."""
+    for value in request.headers.values("P-Asserted-Identity"):
+        try:
+            user = _user_of(parse_name_addr(value).uri)
+        except SipParseError:
+            continue
+        if user:
+            return user
+    return None
+
+
+def _sdp_body(request: SipRequest) -> SessionDescription | None:
+    if not request.body or request.content_type != "application/sdp":
+        return None
+    try:
+        return parse_sdp(request.body)
+    except SdpParseError:
+        return None
+
+
+def _dtmf_digit(body: bytes, content_type: str | None) -> str | None:
+    """The digit of an INFO body: application/dtmf-relay "Signal=5\\r\\nDuration=160" (the Cisco/
+    Asterisk form) or application/dtmf "5"; event numbers 10-15 map to * # A-D (RFC 4733 section 3.2)."""
+    text = body.decode("utf-8", "replace")
+    value: str | None = None
+    if content_type == "application/dtmf-relay":
+        for line in text.splitlines():
+            name, sep, rest = line.partition("=")
+            if sep and name.strip().lower() == "signal":
+                value = rest.strip()
+                break
+    else:
+        value = text.strip()
+    if not value:
+        return None
+    if value.isdigit() and len(value) <= 2 and int(value) < len(_EVENT_DIGITS):
+        return _EVENT_DIGITS[int(value)]
+    if len(value) == 1 and value.upper() in _EVENT_DIGITS:
+        return value.upper()
+    return None
+
+
+def _reoffer(local_sdp: bytes) -> bytes:
+    """Our current description as a new offer: sendrecv on the audio stream, the o= version bumped if
+    that changed anything (RFC 3264 section 8)."""
+    try:
+        sdp = parse_sdp(local_sdp)
+    except SdpParseError:
+        return local_sdp
+    changed = False
+    for media in sdp.media:
+        if media.port == 0:
+            continue
+        attributes = [(k, v) for k, v in media.attributes if k not in Direction._value2member_map_]
+        attributes.append((Direction.SENDRECV.value, None))
+        if attributes != media.attributes:
+            media.attributes = attributes
+            changed = True
+    if not changed:
+        return local_sdp
+    version = sdp.origin.session_version
+    bumped = str(int(version) + 1) if version.isdigit() else version
+    sdp.origin = replace(sdp.origin, session_version=bumped)
+    return sdp.to_bytes()

@@ -1,0 +1,74 @@
+"""The sans-I/O core: the absolute tick clock, and the stream's send/receive state without sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.rtp.media import MediaStream, PromptSent, TickClock
+from ivr.rtp.packet import RtpSender, parse_rtp
+
+
+def test_tick_clock_never_drifts() -> None:
+    clock = TickClock(100.0)
+    for n in range(1000):
+        assert clock.deadline == pytest.approx(100.0 + n * 0.02)
+        times, lateness = clock.advance(clock.deadline + 0.004)  # every tick 4 ms late: no accumulation
+        assert times == [pytest.approx(100.0 + n * 0.02)]
+        assert lateness == pytest.approx(0.004)
+    assert clock.skipped == 0
+
+
+def test_tick_clock_catches_up_without_bursting() -> None:
+    clock = TickClock(0.0, max_burst=3)
+    assert clock.advance(0.0)[0] == [0.0]
+    times, lateness = clock.advance(0.045)  # ticks 1 and 2 due
+    assert times == pytest.approx([0.02, 0.04])
+    assert lateness == pytest.approx(0.025)
+    times, lateness = clock.advance(0.2)  # ticks 3..10 due: only the newest 3 run
+    assert times == pytest.approx([0.16, 0.18, 0.2])
+    assert clock.skipped == 5
+    assert clock.deadline == pytest.approx(0.22)
+    times, _ = clock.advance(0.2199999)  # a hair early: still one tick, never zero
+    assert times == pytest.approx([0.22])
+
+
+def test_stream_silence_prompt_marker_and_hold() -> None:
+    stream = MediaStream(ssrc=7, sequence_number=0xFFFE, timestamp=0xFFFFFF00)
+    assert stream.tick(0.0) is None  # not configured: nothing to send
+    stream.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None)
+    first = parse_rtp(stream.tick(0.02) or b"")
+    assert first.payload == b"\xff" * 160 and not first.marker  # markers start prompts, not the stream
+    prompt = stream.play([b"\x01" * 160, b"\x02" * 160])
+    a, b = (parse_rtp(stream.tick(t) or b"") for t in (0.04, 0.06))
+    assert (a.marker, b.marker) == (True, False)
+    assert (a.payload[0], b.payload[0]) == (1, 2)
+    assert prompt.done and any(isinstance(e, PromptSent) and e.prompt is prompt for e in stream.events)
+    assert [first.sequence_number, a.sequence_number, b.sequence_number] == [0xFFFE, 0xFFFF, 0]
+    stream.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None, send=False)
+    assert stream.tick(0.08) is None
+    stream.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None)
+    c = parse_rtp(stream.tick(0.10) or b"")
+    assert c.marker and c.sequence_number == 1
+    assert (c.timestamp - b.timestamp) & 0xFFFFFFFF == 320  # the media clock ran on through the hold
+
+
+def test_stream_rejects_bad_negotiation() -> None:
+    stream = MediaStream(ssrc=1, sequence_number=0, timestamp=0)
+    with pytest.raises(ValueError):
+        stream.configure(remote=("127.0.0.1", 4000), payload_type=18, telephone_event_pt=None)
+    with pytest.raises(ValueError):
+        stream.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=0)
+
+
+def test_stream_relatches_after_quiet_latched_port() -> None:
+    stream = MediaStream(ssrc=1, sequence_number=0, timestamp=0)
+    stream.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None)
+    sender = RtpSender(ssrc=2, payload_type=0)
+    stream.datagram_received(sender.send(b"\xff" * 160, 160).serialize(), ("127.0.0.1", 5000), 1.0)
+    assert stream.remote == ("127.0.0.1", 5000)
+    stream.datagram_received(sender.send(b"\xff" * 160, 160).serialize(), ("127.0.0.1", 6000), 1.5)
+    assert stream.remote == ("127.0.0.1", 5000)  # the latched port is alive: no flapping
+    stream.datagram_received(sender.send(b"\xff" * 160, 160).serialize(), ("127.0.0.1", 6000), 3.0)
+    assert stream.remote == ("127.0.0.1", 6000)  # NAT rebinding: the old port went quiet
+    stream.datagram_received(sender.send(b"\xff" * 160, 160).serialize(), ("::ffff:127.0.0.1", 6000), 3.1)
+    assert stream.received == 4 and stream.rejected_source == 0
