@@ -13,7 +13,7 @@ case "$mode" in run|test) ;; *) echo "usage: bash setup.sh run|test [args...]" >
 # What the appliance needs at run time: Python, sox + espeak-ng (prompt audio), Graphviz (ivr graph).
 packages=(python3 python3-venv python3-dev gcc sox libsox-fmt-all espeak-ng graphviz sqlite3 ca-certificates)
 # What the tests add: real SIP peers and packet capture for the SIP/RTP work.
-if [ "$mode" = test ]; then packages+=(sip-tester tshark); fi
+if [ "$mode" = test ]; then packages+=(sip-tester tshark baresip); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -39,7 +39,15 @@ class FlowError(IvrError):
 
 
 class CallerHungUp(IvrError):  # noqa: N818 - it names an event, not a fault
-    """The caller went away; raised from whatever the call was awaiting."""
+    """The caller went away; raised from whatever the call was awaiting.
+
+    ``outcome`` is what the call record says: ``caller_hangup``, or ``rtp_timeout`` when the caller's audio
+    stopped without a BYE (a dead phone or network, not a caller who chose to leave).
+    """
+
+    def __init__(self, outcome: str = "caller_hangup") -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
 
 
 class PromptRenderError(IvrError):

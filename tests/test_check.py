@@ -95,7 +95,7 @@ BROKEN = [
      "bad pattern: unterminated character set at position 6"),
     ("bad day", "hours.yaml", "      sat: \"10:00-14:00\"", "      sa: \"10:00-14:00\"", "sa:", 1,
      "bad day 'sa' (use mon..sun, ranges like mon-fri, lists like sat,sun)"),
-    ("number routed twice", "billing.yaml", "flow: billing\n", "flow: billing\nnumbers: [\"100\"]\n",
+    ("number routed twice", "billing.yaml", "numbers: [\"+15550102\", \"102\"]", "numbers: [\"100\"]",
      "main.yaml::flow: |main", 1, "number '100' routes to both 'billing'"),
 ]
 

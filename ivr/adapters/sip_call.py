@@ -60,7 +60,9 @@ class SipCall:
         self.dedup = DtmfDeduplicator()
         self.on_hold = False
         self.hung_up_by_us = False
+        self.rtp_timed_out = False
         self._loop = asyncio.get_running_loop()
+        self.answered_at = self._loop.time()
         leg.on_dtmf = self._info_digit
         media.on_dtmf = self._rtp_dtmf
 
@@ -83,11 +85,16 @@ class SipCall:
     def _gone(self) -> bool:
         if self.leg.ended.is_set():
             return True
-        last = self.media.last_received
-        if not self.on_hold and last is not None and self._loop.time() - last > self.rtp_timeout:
-            self.leg.end_reason = self.leg.end_reason or "rtp timeout"
+        # From the answer until the first packet too: a caller whose audio never arrives is gone as well.
+        last = self.media.last_received or self.answered_at
+        if not self.on_hold and self._loop.time() - last > self.rtp_timeout:
+            self.rtp_timed_out = True
+            self.hung_up_by_us = True  # the adapter sends the BYE once the engine has finished
             return True
         return False
+
+    def _hung_up(self) -> CallerHungUp:
+        return CallerHungUp("rtp_timeout" if self.rtp_timed_out else "caller_hangup")
 
     async def _until_gone(self) -> None:
         while not self._gone():
@@ -97,7 +104,7 @@ class SipCall:
     async def _or_hangup(self, aw: Awaitable[T]) -> T:
         """Await ``aw`` unless the caller leaves first (then CallerHungUp)."""
         if self._gone():
-            raise CallerHungUp()
+            raise self._hung_up()
         work = asyncio.ensure_future(aw)
         gone = asyncio.ensure_future(self._until_gone())
         try:
@@ -109,7 +116,7 @@ class SipCall:
             await asyncio.wait({work, gone}, timeout=1.0)
         if work.done() and not work.cancelled():
             return work.result()
-        raise CallerHungUp()
+        raise self._hung_up()
 
     # -- the Call interface --
     async def play(self, audio: Sequence[Audio]) -> None:

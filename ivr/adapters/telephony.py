@@ -65,7 +65,8 @@ class SipRecorder(CallRecorder):
 
     async def end(self, outcome: Any, path: list[str], variables: dict[str, object]) -> None:
         by = "ivr" if self.sip_call.hung_up_by_us else "caller"
-        await self.log.append("sip.ended", self.call_id, reason=self.leg.end_reason or outcome.kind, by=by)
+        reason = "rtp timeout" if self.sip_call.rtp_timed_out else (self.leg.end_reason or outcome.kind)
+        await self.log.append("sip.ended", self.call_id, reason=reason, by=by)
         await super().end(outcome, path, variables)
 
 
@@ -147,7 +148,7 @@ class Telephony:
             await leg.ring()
             await leg.answer(result.sdp.to_bytes())
             facts = {**base, "codec": result.codec.name, "telephone_event": result.telephone_event is not None,
-                     "ptime": result.ptime, "offer": "early"}
+                     "ptime": result.ptime, "offer": "early", "rtp_port": session.local_port}
         else:  # late offer: we offer, the answer comes in the ACK
             offer = build_offer(SUPPORTED, local_address=address, local_port=session.local_port,
                                 session_id=str(session.local_port), session_version=str(version))
@@ -164,7 +165,7 @@ class Telephony:
                               telephone_event_pt=te.payload_type if te else None, ptime_ms=remote.ptime or 20,
                               send=not remote.on_hold)
             facts = {**base, "codec": audio[0].name, "telephone_event": te is not None,
-                     "ptime": remote.ptime or 20, "offer": "late"}
+                     "ptime": remote.ptime or 20, "offer": "late", "rtp_port": session.local_port}
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds)
 
         def reinvite(offer: SessionDescription) -> bytes:
@@ -186,8 +187,16 @@ class Telephony:
 
         leg.on_media_changed = reinvite
         recorder: Recorder = SipRecorder(self.events, call_id, facts, leg, call)
-        task = self.start_call(call, recorder)
-        await task
+        try:
+            await self.start_call(call, recorder)
+        finally:
+            # Whatever ended the engine's run (RTP silence, max length, an error, shutdown), the caller's leg
+            # is released with a BYE; when the caller left first this does nothing.
+            if not leg.ended.is_set():
+                try:
+                    await leg.hangup()
+                except (TimeoutError, CallerHungUp):
+                    pass
 
     @staticmethod
     def _configure(session: Any, answer: Answer) -> None:

@@ -78,8 +78,8 @@ async def run_call(
         outcome = ctx.outcome or Outcome("hangup", "end of flow")
         if outcome.kind not in ("transferred", "queued"):
             await call.hangup()
-    except CallerHungUp:
-        outcome = Outcome("caller_hangup", ctx.node)
+    except CallerHungUp as exc:
+        outcome = Outcome(exc.outcome, ctx.node)
     except TimeoutError:
         outcome = Outcome("max_length", f"{max_call_seconds:g} s")
         await _hangup_quietly(call)

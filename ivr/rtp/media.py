@@ -64,6 +64,9 @@ _RELATCH_AFTER = 1.0
 _INBAND_DELAY = 4
 """Frames held back from on_audio while the in-band detector listens: it reports a key-down at most
 two frames after the tone starts (measured), so 4 frames (80 ms) keep every tone frame from ASR."""
+_STALE_SOURCE_WINDOW = 0.5
+"""Seconds after an SSRC change (a PBX transfer) during which late packets of the SSRC it replaced are
+stragglers to drop, not a switch back; later, the old SSRC coming back is a new change again."""
 _DTMF_GUARD = FRAME_SAMPLES
 """Audio overlapping an RFC 4733 event widened by this many samples each side is blanked (a phone
 may send the tone in its audio too): with aligned frames, one frame before and one after."""
@@ -225,6 +228,10 @@ class MediaStream:
         self.rtcp = 0
         self.other_payload = 0
         self.dtmf_events = 0
+        self.stale_source = 0
+        self._ssrc: int | None = None
+        self._previous_ssrc: int | None = None
+        self._ssrc_changed_at = 0.0
 
     # -- negotiation ---------------------------------------------------------------------------
 
@@ -399,6 +406,9 @@ class MediaStream:
                 self.remote = (self.remote[0], port)
         if self.remote is not None and port == self.remote[1]:
             self._latched_seen = now
+        if not self._from_current_source(packet.ssrc, now):
+            self.stale_source += 1
+            return
         pt = packet.payload_type
         if pt == self.telephone_event_pt:
             if not self._telephone_event(packet, now):
@@ -411,6 +421,18 @@ class MediaStream:
             self.jitter.push(packet, now)
         self.received += 1
         self.last_received = now
+
+    def _from_current_source(self, ssrc: int, now: float) -> bool:
+        """Follow an SSRC change at once (RFC 3550 section 8.2: a new source), but drop what the old
+        source still had in flight: fed to the jitter buffer, each straggler would switch its
+        numbering back and forth, and the two streams would play interleaved."""
+        if self._ssrc is None or ssrc == self._ssrc:
+            self._ssrc = ssrc
+            return True
+        if ssrc == self._previous_ssrc and now - self._ssrc_changed_at < _STALE_SOURCE_WINDOW:
+            return False
+        self._previous_ssrc, self._ssrc, self._ssrc_changed_at = self._ssrc, ssrc, now
+        return True
 
     def _telephone_event(self, packet: RtpPacket, now: float) -> bool:
         try:
@@ -509,6 +531,7 @@ class MediaStream:
             "garbage": self.garbage,
             "rtcp": self.rtcp,
             "other_payload": self.other_payload,
+            "stale_source": self.stale_source,
             "discarded": js.discarded,
             "jitter_ms": round(self.jitter.jitter * 1000, 2),
         }

@@ -585,6 +585,8 @@ class UserAgent:
         if digit is None:
             log.info("sip unreadable dtmf INFO call_id=%s body=%r", leg.dialog.call_id, info.body[:40])
             return
+        if leg.end_reason is not None:
+            return  # CallEnded is out already (no ACK, our BYE pending): nothing may follow it
         self._events.append(DtmfReceived(leg.leg_id, digit, "info"))
 
     def _on_ack(self, ack: SipRequest, now: float) -> None:
