@@ -50,10 +50,10 @@ def position(doc: Any, path: list[str | int] | tuple[str | int, ...], *, key: bo
     for i, step in enumerate(path):
         last = i == len(path) - 1
         try:
-            if isinstance(node, CommentedMap) and (step := _real_key(node, step)) is not None:
-                line, col = node.lc.key(step) if (key and last) else node.lc.value(step)
+            if isinstance(node, CommentedMap) and (real := _real_key(node, step)) is not None:
+                line, col = node.lc.key(real) if (key and last) else node.lc.value(real)
                 best = (line + 1, col + 1)
-                node = node[step]
+                node = node[real]
             elif isinstance(node, CommentedSeq) and isinstance(step, int) and 0 <= step < len(node):
                 line, col = node.lc.item(step)
                 best = (line + 1, col + 1)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from ivr.engine.call import CallerInput, Grammar, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
@@ -27,11 +27,11 @@ T = TypeVar("T")
 class Leg(Protocol):
     """What the call needs of a SIP dialog (ivr.sip.endpoint.InboundLeg)."""
 
-    call_id: str
     caller: str
     dialed: str
     ended: asyncio.Event
     end_reason: str | None
+    on_dtmf: Callable[[str], None] | None
 
     async def hangup(self) -> None: ...
 
@@ -39,8 +39,13 @@ class Leg(Protocol):
 class Media(Protocol):
     """What the call needs of its RTP session (ivr.rtp.session.RtpSession)."""
 
-    law: str
-    last_received: float | None
+    on_dtmf: Callable[[str, str, str], None] | None
+
+    @property
+    def law(self) -> str: ...
+
+    @property
+    def last_received(self) -> float | None: ...
 
     async def play(self, frames: Sequence[bytes]) -> None: ...
 
@@ -48,7 +53,7 @@ class Media(Protocol):
 class SipCall:
     channel = "sip"
 
-    def __init__(self, call_id: str, leg: Any, media: Any, *, rtp_timeout: float = 30.0) -> None:
+    def __init__(self, call_id: str, leg: Leg, media: Media, *, rtp_timeout: float = 30.0) -> None:
         self.call_id = call_id
         self.leg = leg
         self.media = media

@@ -319,8 +319,9 @@ class _FileBuilder:
             if not re.fullmatch(r"[0-9*#]{1,4}", key_s) and key_s != "speech":
                 self.problem(kpos, f"bad key '{key_s}' (menu keys are 0-9, * and #, up to 4 of them; "
                              "use 'speech' for an option chosen only by voice)")
+            words: tuple[str, ...] = ()
             if isinstance(opt, str):
-                target, words = self.target(opt, *opath), ()
+                target = self.target(opt, *opath)
             else:
                 target = self.target(opt["goto"], *opath, "goto")
                 words = tuple(str(w) for w in opt.get("say") or ())
@@ -497,8 +498,8 @@ class _FileBuilder:
                 self.problem(self.kpos(*path, "weekly", days),
                              f"bad day '{days}' (use mon..sun, ranges like mon-fri, lists like sat,sun)")
                 continue
-            for d in day_list:
-                weekly.setdefault(d, []).extend(_ranges(ranges))
+            for day in day_list:
+                weekly.setdefault(day, []).extend(_ranges(ranges))
         holidays: dict[date, str] = {}
         for i, h in enumerate(s.get("holidays") or ()):
             text, label = (h, str(h)) if not isinstance(h, dict) else (h["date"], h.get("name", str(h["date"])))

@@ -14,8 +14,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ivr.errors import Problem
 from ivr.flows.model import DigitsRef, Flow, FlowSet, Pos, PromptDef, PromptRef, PromptVariant
@@ -149,13 +151,13 @@ async def render_flowset(flowset: FlowSet, settings: RenderSettings) -> tuple[Pr
     sem = asyncio.Semaphore(settings.jobs)
     library = PromptLibrary()
     problems: list[Problem] = []
-    rendered: dict[str, asyncio.Task[tuple[bytes, bytes]]] = {}
+    rendered: dict[str, asyncio.Task[tuple[bytes, bytes] | str]] = {}
 
     async def one(key: str, v: PromptVariant) -> tuple[bytes, bytes]:
         async with sem:
             return await _render_cached(key, v, settings)
 
-    jobs: list[tuple[Flow, str, str, PromptVariant, Pos, asyncio.Task[tuple[bytes, bytes]]]] = []
+    jobs: list[tuple[Flow, str, str, PromptVariant, Pos, asyncio.Task[tuple[bytes, bytes] | str]]] = []
     async with asyncio.TaskGroup() as tg:
         for flow in flowset.flows.values():
             for (name, lang), (v, pos) in needed_variants(flow).items():
@@ -179,9 +181,10 @@ async def render_flowset(flowset: FlowSet, settings: RenderSettings) -> tuple[Pr
     return library, problems
 
 
-async def _guard(coro: object) -> tuple[bytes, bytes] | str:
+async def _guard(coro: Coroutine[Any, Any, tuple[bytes, bytes]]) -> tuple[bytes, bytes] | str:
+    """A render's audio, or why it failed (so one bad prompt does not cancel the others)."""
     try:
-        return await coro  # type: ignore[misc]
+        return await coro
     except _RenderFailed as exc:
         return str(exc)
 

@@ -375,11 +375,16 @@ class ServerTransaction(_Transaction):
 class _Retransmit2xx:
     """UAS core retransmission of a 2xx to INVITE until the ACK arrives (section 13.3.1.4)."""
 
-    def __init__(self, data: bytes, peer: Address, call_id: str, cseq: int, now: float, cfg: TimerConfig):
+    def __init__(
+        self, data: bytes, peer: Address, call_id: str, cseq: int, tags: tuple[str | None, str | None],
+        now: float, cfg: TimerConfig,
+    ):
         self.data = data
         self.peer = peer
         self.call_id = call_id
         self.cseq = cseq
+        #: From and To tags of the 2xx: only an ACK of that dialog stops it (section 12.2.2 matching).
+        self.tags = tags
         self.interval = cfg.t1
         self.cfg = cfg
         self.next_at = now + cfg.t1
@@ -509,7 +514,14 @@ class TransactionLayer:
         # An ACK reusing the branch of an INVITE we accepted is still the ACK for our 2xx: it goes to
         # the TU (RFC 6026 section 7.1) instead of being absorbed, or the 2xx would never stop.
         if request.method == "ACK":
-            r = self._retransmit_2xx.pop((request.call_id, request.cseq.seq), None)
+            # Same Call-ID and CSeq but other tags is not the ACK of our 2xx: stopping the 2xx (and
+            # its ACK timeout) on it would leave the call waiting for an ACK that can no longer come.
+            key = (request.call_id, request.cseq.seq)
+            r = self._retransmit_2xx.get(key)
+            if r is not None and r.tags == (request.from_addr.tag, request.to_addr.tag):
+                del self._retransmit_2xx[key]
+            else:
+                r = None
             self._events.append(AckReceived(request, source, stopped_retransmission=r is not None))
             return
         peer = response_destination(request.via)
@@ -545,8 +557,9 @@ class TransactionLayer:
         if self.reliable:
             return  # section 13.3.1.4: only over unreliable transports
         key = (tx.request.call_id, tx.request.cseq.seq)
+        tags = (response.from_addr.tag, response.to_addr.tag)
         self._retransmit_2xx[key] = _Retransmit2xx(
-            response.to_bytes(), tx.peer, key[0], key[1], now, self.config
+            response.to_bytes(), tx.peer, key[0], key[1], tags, now, self.config
         )
 
     def _terminated(self, tx: ClientTransaction | ServerTransaction) -> None:

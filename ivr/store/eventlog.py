@@ -321,4 +321,5 @@ async def read_events(path: Path, call_id: str | None = None) -> list[Event]:
             args = (call_id,)
         async with db.execute(sql + " ORDER BY seq", args) as cur:
             rows = await cur.fetchall()
-    return [Event(*r[:8], data=json.loads(r[8])) for r in rows]
+    return [Event(seq=r[0], id=r[1], site=r[2], boot_id=r[3], wall_time=r[4], mono_ns=r[5], call_id=r[6], type=r[7],
+                  data=json.loads(r[8])) for r in rows]
