@@ -6,59 +6,23 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ivr.store.eventlog import read_events
 from tests.conftest import Env
+from tests.integration.appliance import run_appliance, wait_for_call
 from tests.integration.baresip.client import Baresip
-
-KEYS_FLOW = """
-flow: keys
-numbers: ["500"]
-start: menu
-prompts:
-  menu: "Welcome to the test line. Press 2 for two."
-  two: "You chose two. Goodbye."
-nodes:
-  menu:
-    menu: {prompt: menu, timeout: 8, options: {2: two}}
-  two:
-    hangup: two
-"""
 
 pytestmark = pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip (Debian baresip) not installed")
 
 
 @pytest.fixture
 def appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
-    """`ivr run` on loopback with the keys flow (the same start-up as tests/integration/test_calls.py)."""
-    (env.flows / "keys.yaml").write_text(KEYS_FLOW, encoding="utf-8")
-    log = env.root / "daemon.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    sip_port = 0
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        r = env.ivr("status") if (env.state / "ivr.sock").exists() else None
-        if r is not None and r.code == 0 and r.json().get("sip"):
-            sip_port = int(r.json()["sip"].rsplit(":", 1)[1])
-            break
-        time.sleep(0.2)
-    assert sip_port, log.read_text()
-    yield env, sip_port, log
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    yield from run_appliance(env)
 
 
 @pytest.fixture
@@ -69,19 +33,6 @@ def baresip(tmp_path: Path) -> Iterator[Baresip]:
         yield phone
     finally:
         phone.stop()
-
-
-def wait_for_call(env: Env, timeout: float = 20.0) -> dict[str, Any]:
-    """The recorded call once its outcome is written (the record is committed at hang-up)."""
-    deadline = time.monotonic() + timeout
-    calls: list[dict[str, Any]] = []
-    for _ in range(int(timeout / 0.2) + 1):
-        calls = env.calls()
-        if (calls and calls[-1].get("outcome")) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert calls and calls[-1].get("outcome"), f"no finished call recorded: {calls}"
-    return calls[-1]
 
 
 def test_baresip_menu_by_rfc2833(appliance: tuple[Env, int, Path], baresip: Baresip) -> None:
@@ -111,3 +62,21 @@ def test_baresip_menu_by_rfc2833(appliance: tuple[Env, int, Path], baresip: Bare
     dtmf = [e.data for e in events if e.type == "input.dtmf"]
     assert dtmf == [{"digit": "2", "source": "rfc4733"}]
     assert next(e for e in events if e.type == "sip.ended").data["by"] == "ivr"
+
+
+def test_baresip_walks_the_sample_billing_line(appliance: tuple[Env, int, Path], baresip: Baresip) -> None:
+    """The sample billing flow from a softphone: account 345678#, confirm 1, then 2 for an agent."""
+    env, port, _ = appliance
+    assert baresip.command("dial", f"sip:102@127.0.0.1:{port}").get("ok")
+    baresip.wait_event("CALL_ESTABLISHED", timeout=15)
+    for group in ("345678#", "1", "2"):
+        time.sleep(1.0)  # a person's pause between answers
+        for key in group:
+            assert baresip.command("sndcode", key).get("ok")
+            time.sleep(0.25)
+    baresip.wait_event("CALL_CLOSED", timeout=30)
+    call = wait_for_call(env)
+    assert call["flow"] == "billing" and call["path"] == ["account", "billing_menu", "payments", "done"]
+    assert call["variables"]["account"] == "345678"  # type: ignore[index]
+    events = asyncio.run(read_events(env.state / "ivr.db", str(call["call_id"])))
+    assert [e.data["digit"] for e in events if e.type == "input.dtmf"] == list("345678#12")

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,57 +16,14 @@ import pytest
 from ivr.store.eventlog import read_events
 from tests.conftest import Env
 from tests.integration import scenarios
-
-KEYS_FLOW = """
-flow: keys
-numbers: ["500"]
-start: menu
-prompts:
-  menu: "Welcome to the test line. Press 2 for two."
-  two: "You chose two. Goodbye."
-nodes:
-  menu:
-    menu: {prompt: menu, timeout: 8, options: {2: two}}
-  two:
-    hangup: two
-"""
+from tests.integration.appliance import free_port, run_appliance
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
-    (env.flows / "keys.yaml").write_text(KEYS_FLOW, encoding="utf-8")
-    log = env.root / "daemon.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    try:
-        sip_port = 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            r = env.ivr("status") if (env.state / "ivr.sock").exists() else None
-            if r is not None and r.code == 0 and r.json().get("sip"):
-                sip_port = int(r.json()["sip"].rsplit(":", 1)[1])
-                break
-            time.sleep(0.2)
-        assert sip_port, log.read_text()
-        yield env, sip_port, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.fixture
 def appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
-    yield from _appliance(env)
+    yield from run_appliance(env)
 
 
 def sipp(scenario: str, sip_port: int, workdir: Path, service: str = "500", timeout: int = 60) -> None:
@@ -211,7 +165,7 @@ def test_prompt_audio_on_the_wire(appliance: tuple[Env, int, Path]) -> None:
 def test_silent_caller_is_hung_up_after_rtp_timeout(env: Env, prompt_cache: Path) -> None:
     with env.config.open("a") as f:
         f.write("calls: {rtp_timeout_seconds: 2}\n")
-    for _, port, _log in _appliance(env):
+    for _, port, _log in run_appliance(env):
         sipp(scenarios.call("no RTP at all", []), port, env.root)  # sipp sends no audio: we must BYE
         call = last_call(env)
         ended = next(e for e in events_of(env, call["call_id"]) if e.type == "sip.ended")
