@@ -36,6 +36,22 @@ class SipSettings:
 
 
 @dataclass(frozen=True)
+class AmiConfig:
+    """The Asterisk Manager Interface link (present only when the config has an ``ami:`` section)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = ""
+    secret: str = ""
+    auth: str = "md5"
+    """md5 (Challenge/Login; the secret never crosses the wire) or plain."""
+    ping_interval: float = 20.0
+    action_timeout: float = 5.0
+    queue_refresh_seconds: float = 60.0
+    """Full QueueStatus refresh besides the live queue events."""
+
+
+@dataclass(frozen=True)
 class Config:
     site_id: str
     """Stamped on every event; unique per box across the central store."""
@@ -55,6 +71,8 @@ class Config:
     prompt_cache_dir: Path | None = None
     """Rendered prompts by content hash; default ``state_dir/cache/prompts``."""
     sip: SipSettings = field(default_factory=SipSettings)
+    ami: AmiConfig | None = None
+    """The PBX link; None when the site's PBX is not Asterisk (or not reachable by AMI)."""
     source: str = "built-in defaults"
     """Where this config came from, for logs and ``ivr check``."""
 
@@ -137,6 +155,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         raise ConfigError(problems)
     sip = SipSettings(sip.host, sip.port, peers, lo, hi, sip_doc.get("external_address"))
     log = doc.get("log") or {}
+    ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     return Config(
         site_id=str(site.get("id") or _default_site_id()),
         site_name=str(site.get("name", "")),
@@ -150,6 +169,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         rtp_timeout_seconds=float((doc.get("calls") or {}).get("rtp_timeout_seconds", 30)),
         prompt_cache_dir=base / str(doc["prompts"]["cache_dir"]) if "cache_dir" in (doc.get("prompts") or {}) else None,
         sip=sip,
+        ami=ami,
         source=name,
     )
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -43,6 +44,9 @@ class Daemon:
         self.config = config
         self.with_sip = with_sip
         self.telephony: Any = None
+        self.ami: Any = None
+        self.queues: Any = None
+        self._ami_task: asyncio.Task[None] | None = None
         self.flows: FlowSet | None = None
         self.events: EventLog | None = None
         self.calls: set[asyncio.Task[Outcome]] = set()
@@ -72,6 +76,26 @@ class Daemon:
             media = MediaEngine(sip.host, sip.rtp_port_min, sip.rtp_port_max)
             self.telephony = Telephony(self.config, self.events, self.start_call, media)
             await self.telephony.start()
+        if self.config.ami is not None:
+            await self._start_ami()
+
+    async def _start_ami(self) -> None:
+        """The PBX link: queue state kept from AMI, its queue events logged in queue_log's shape."""
+        from ivr.adapters.ami import AmiAdapter, AmiSettings, QueueMonitor
+
+        a = self.config.ami
+        assert a is not None
+        self.ami = AmiAdapter(AmiSettings(host=a.host, port=a.port, username=a.username, secret=a.secret,
+                                          auth="plain" if a.auth == "plain" else "md5",
+                                          ping_interval=a.ping_interval, action_timeout=a.action_timeout))
+        await self.ami.start()  # connects in the background; an absent PBX is retried with backoff
+
+        async def to_event_log(entry: Any) -> None:
+            assert self.events is not None
+            await self.events.append("queue.log", None, **entry.as_record())
+
+        self.queues = QueueMonitor(self.ami, refresh_interval=a.queue_refresh_seconds, sink=to_event_log)
+        self._ami_task = asyncio.create_task(self.queues.run(), name="ami-queues")
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -105,6 +129,11 @@ class Daemon:
                 await asyncio.wait(pending, timeout=5)
         if self.telephony is not None:
             await self.telephony.stop()
+        if self._ami_task is not None:
+            self._ami_task.cancel()
+            await asyncio.wait({self._ami_task}, timeout=5)
+        if self.ami is not None:
+            await self.ami.close()
         if self.events is not None:
             await self.events.append("daemon.stopped", None)
             await self.events.close()
@@ -172,6 +201,18 @@ class Daemon:
             "started_at": self.started_at.isoformat(),
             "config": self.config.source,
             "sip": "{}:{}".format(*self.telephony.endpoint.local_address) if self.telephony else None,
+            "ami": None if self.ami is None else ("connected" if self.ami.connected else "connecting"),
+            "queues": self._queue_summary(),
+        }
+
+    def _queue_summary(self) -> dict[str, Any]:
+        if self.queues is None:
+            return {}
+        now = time.time()
+        return {
+            snap.name: {"callers": len(snap.callers), "logged_in": snap.logged_in, "available": snap.available,
+                        "longest_wait": round(snap.longest_wait(now), 1)}
+            for snap in self.queues.state.snapshots().values()
         }
 
     # -- control socket --
@@ -201,6 +242,10 @@ class Daemon:
                 await send({"error": f"unknown command {cmd!r}"})
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception as exc:  # a bad request or a bug answers with an error; the daemon serves on
+            log.exception("control request failed")
+            with contextlib.suppress(Exception):
+                await send({"error": f"{type(exc).__name__}: {exc}"})
         finally:
             writer.close()
             with contextlib.suppress(Exception):
