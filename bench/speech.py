@@ -1,0 +1,278 @@
+"""Speech benchmark: model load, decode cost, end-of-speech latency (our VAD vs Vosk's endpointer), keyword
+accuracy and out-of-grammar rejection on the frozen espeak-ng set, streams per core.
+
+Run: .venv/bin/python bench/speech.py [--group reporting|tuning] [--streams 1,10,20] [--noise]
+Figures only; nothing here is asserted. Thresholds were tuned on the ``tuning`` group; report ``reporting``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import vosk  # noqa: E402
+
+from ivr.adapters.speech import SAMPLE_RATE, SpeechService  # noqa: E402
+from ivr.proto.vad import SpeechEnded, VadConfig, VoiceActivityDetector, frame_dbfs  # noqa: E402
+from ivr.speech import synth  # noqa: E402
+from ivr.speech.results import SpeechResult, parse_nbest  # noqa: E402
+
+EVAL = json.loads((ROOT / "tests" / "speech" / "data" / "eval_set.json").read_text())
+F = 0.02
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def clip(text: str, voice: str, speed: int, noise: bool, lead: float = 0.2, tail: float = 0.3) -> bytes:
+    pcm = synth.silence(lead) + synth.speak(text, voice, speed) + synth.silence(tail)
+    return synth.add_noise(pcm, EVAL["noise_snr_db"], seed=hash((text, voice, speed)) & 0xFFFF) if noise else pcm
+
+
+async def decode(service: SpeechService, pcm: bytes, grammar: list[str] | None, *, digits: bool = False,
+                 verify: bool = False) -> SpeechResult:
+    turn = service.open_turn(grammar, digits=digits, verify=verify)
+    assert turn is not None
+    async with turn:
+        for frame in synth.frames(pcm):
+            for _ in range(10_000):  # faster than real time, but never past the queue (no drops)
+                if turn.backlog < service.queue_frames // 2:
+                    break
+                await asyncio.sleep(0.005)
+            turn.feed(frame)
+        turn.end()
+        return await asyncio.wait_for(turn.result(), 120)
+
+
+async def bounded_gather(n: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    sem = asyncio.Semaphore(n)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with sem:
+            return await job()
+
+    return await asyncio.gather(*(one(j) for j in jobs))
+
+
+# -- accuracy ------------------------------------------------------------------------------------------------
+
+async def accuracy(service: SpeechService, group: str, noise: bool) -> None:
+    kws: list[str] = EVAL["keywords"]
+    conds = [(v, s) for v in EVAL[group]["voices"] for s in EVAL[group]["speeds"]]
+    items = [(kind, t, v, s) for v, s in conds for kind, ts in (("kw", kws), ("oog", EVAL["out_of_grammar"]))
+             for t in ts]
+
+    def job(kind: str, t: str, v: str, s: int) -> Callable[[], Awaitable[SpeechResult]]:
+        return lambda: decode(service, clip(t, v, s, noise), kws, verify=True)
+
+    results = await bounded_gather(service.max_streams, [job(*it) for it in items])
+    rules: dict[str, Callable[[SpeechResult], bool]] = {
+        "none (top hypothesis)": lambda r: bool(r.text),
+        "one phrase": lambda r: r.text in kws,
+        "one phrase + margin (default)": lambda r: r.text in kws and r.decision.margin >= service.policy.min_margin,
+        "… + free-form check (verify)": lambda r: r.accepted,
+    }
+    n_kw = sum(1 for it in items if it[0] == "kw")
+    n_oog = len(items) - n_kw
+    noisy = f", noise {EVAL['noise_snr_db']} dB SNR" if noise else ""
+    print(f"\n## Keywords ({group} group: voices {EVAL[group]['voices']} × speeds {EVAL[group]['speeds']}, "
+          f"µ-law{noisy}; {len(kws)} keywords in one "
+          f"grammar, {n_kw} keyword and {n_oog} out-of-grammar utterances)")
+    print(f"{'rejection rule':32} {'keyword correct':>16} {'wrong keyword':>14} {'OOG rejected':>13}")
+    for name, accept in rules.items():
+        ok = wrong = oog_acc = 0
+        for (kind, t, _, _), r in zip(items, results, strict=True):
+            a = accept(r)
+            if kind == "kw":
+                ok += a and r.text == t
+                wrong += a and r.text != t
+            else:
+                oog_acc += a
+        print(f"{name:32} {ok:4}/{n_kw} {ok / n_kw:6.1%} {wrong / n_kw:13.1%} {1 - oog_acc / n_oog:12.1%}")
+    per_word: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (kind, t, _, _), r in zip(items, results, strict=True):
+        if kind == "kw":
+            per_word[t][0] += r.text == t
+            per_word[t][1] += r.decision.margin >= service.policy.min_margin and r.text == t
+            per_word[t][2] += 1
+    print("per keyword (top correct / accepted by default rule / n): " + ", ".join(
+        f"{w} {a}/{b}/{n}" for w, (a, b, n) in per_word.items()))
+    reliable = [w for w, (_, b, n) in per_word.items() if b == n]
+    print(f"reliable set (accepted every time here): {reliable}")
+    reasons = Counter(r.decision.reason for (kind, *_), r in zip(items, results, strict=True) if kind == "oog")
+    print(f"out-of-grammar decisions (verify): {dict(reasons)}")
+
+    digit_items = [(t, v, s) for v, s in conds for t in EVAL["digits"]]
+
+    def djob(t: str, v: str, s: int) -> Callable[[], Awaitable[SpeechResult]]:
+        return lambda: decode(service, clip(t, v, s, noise), None, digits=True)
+
+    dres = await bounded_gather(service.max_streams, [djob(*it) for it in digit_items])
+    table = service.digit_words or {}
+    exact = sum(r.value == "".join(table[w] for w in t.split()) for (t, _, _), r in zip(digit_items, dres,
+                                                                                          strict=True))
+    print(f"digit strings exact: {exact}/{len(digit_items)} ({exact / len(digit_items):.1%})")
+
+
+# -- cost --------------------------------------------------------------------------------------------------
+
+async def cost(service: SpeechService, noise: bool) -> float:
+    clips = [clip(t, "ko", 175, noise) for t in EVAL["keywords"] + EVAL["out_of_grammar"]]
+    audio = sum(len(c) for c in clips) / 2 / SAMPLE_RATE
+    out = {}
+    for verify in (False, True):
+        cpu0 = time.process_time()
+        for c in clips:
+            await decode(service, c, EVAL["keywords"], verify=verify)
+        out[verify] = (time.process_time() - cpu0) / audio
+    print(f"\n## Decode cost (sequential, {audio:.0f} s of audio, recognizer creation included)")
+    print(f"grammar mode: {out[False]:.3f} CPU-s per audio-s  → ~{1 / out[False]:.0f} real-time streams per core")
+    print(f"grammar + free-form verify: {out[True]:.3f} CPU-s per audio-s → ~{1 / out[True]:.0f} per core")
+    return out[False]
+
+
+# -- end-of-speech latency -----------------------------------------------------------------------------------
+
+def speech_end(pcm: bytes) -> float:
+    """End of the last frame above -40 dBFS: when the caller stopped."""
+    levels = [frame_dbfs(f) for f in synth.frames(pcm)]
+    return (max(i for i, v in enumerate(levels) if v > -40.0) + 1) * F
+
+
+async def stream_vad(service: SpeechService, clips: list[bytes], lat: list[float], lags: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    for pcm in clips:
+        true_end = speech_end(pcm)
+        turn = service.open_turn(EVAL["keywords"], digits=False)
+        if turn is None:
+            lat.append(float("nan"))
+            continue
+        vad = VoiceActivityDetector(VadConfig.for_keywords(), now=0.0)
+        t0 = loop.time()
+        fed_end = None
+        async with turn:
+            for i, frame in enumerate(synth.frames(pcm)):
+                due = t0 + (i + 1) * F
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                lags.append(loop.time() - due)
+                if fed_end is None and (i + 1) * F >= true_end:
+                    fed_end = loop.time()
+                turn.feed(frame)
+                vad.receive(frame, (i + 1) * F)
+                ev = vad.next_event()
+                while ev is not None and not isinstance(ev, SpeechEnded):
+                    ev = vad.next_event()
+                if isinstance(ev, SpeechEnded):
+                    break
+            turn.end()
+            await asyncio.wait_for(turn.result(), 30)
+            lat.append(loop.time() - (fed_end or loop.time()))
+
+
+async def stream_vosk(service: SpeechService, clips: list[bytes], lat: list[float], censored: list[int]) -> None:
+    """Vosk's own endpointer: fed in real time until AcceptWaveform() returns True with words."""
+    loop = asyncio.get_running_loop()
+    grammar = json.dumps(EVAL["keywords"], ensure_ascii=False)
+    executor = service._executor
+    for pcm in clips:
+        true_end = speech_end(pcm)
+        rec = await loop.run_in_executor(executor, vosk.KaldiRecognizer, service._model, SAMPLE_RATE, grammar)
+        rec.SetMaxAlternatives(3)
+        t0 = loop.time()
+        fed_end = None
+        got = None
+        for i, frame in enumerate(synth.frames(pcm)):
+            due = t0 + (i + 1) * F
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if fed_end is None and (i + 1) * F >= true_end:
+                fed_end = loop.time()
+            if await loop.run_in_executor(executor, rec.AcceptWaveform, frame):
+                text = parse_nbest(rec.Result())
+                if fed_end is not None:
+                    got = loop.time() - fed_end
+                    break
+                del text
+        if got is None:
+            censored[0] += 1
+            got = loop.time() - (fed_end or loop.time())
+        lat.append(got)
+
+
+async def latency(service: SpeechService, levels: list[int], noise: bool) -> None:
+    words = ["아니요", "네", "예약", "환불", "상담원"]
+    print("\n## End of speech → result, real-time streams (0.5 s lead, 3 s trailing silence; keywords grammar)")
+    print(f"{'streams':>7} {'mode':>6} {'p50 ms':>7} {'p95 ms':>7} {'n':>4} {'CPU cores':>9} "
+          f"{'feed lag p95 ms':>15} {'refused':>7}")
+    for n in levels:
+        for mode in ("vad", "vosk"):
+            lat: list[float] = []
+            lags: list[float] = []
+            censored = [0]
+            refused0 = service.turns_refused
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            async with asyncio.TaskGroup() as tg:
+                for k in range(n):
+                    clips = [synth.silence(0.5 + 0.02 * k) + synth.speak(w, "ko", 175) + synth.silence(3.0)
+                             for w in words[k % len(words):] + words[: k % len(words)]][:3]
+                    if noise:
+                        clips = [synth.add_noise(c, EVAL["noise_snr_db"], seed=k) for c in clips]
+                    if mode == "vad":
+                        tg.create_task(stream_vad(service, clips, lat, lags))
+                    else:
+                        tg.create_task(stream_vosk(service, clips, lat, censored))
+            cores = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+            good = [x for x in lat if x == x]
+            extra = f" ({censored[0]} never endpointed)" if censored[0] else ""
+            print(f"{n:7} {mode:>6} {pct(good, 50) * 1000:7.0f} {pct(good, 95) * 1000:7.0f} {len(good):4} "
+                  f"{cores:9.2f} {pct(lags, 95) * 1000 if lags else float('nan'):15.1f} "
+                  f"{service.turns_refused - refused0:7}{extra}")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--group", default="reporting", choices=["reporting", "tuning"])
+    ap.add_argument("--streams", default="1,10,20")
+    ap.add_argument("--noise", action="store_true", help=f"add white noise at {EVAL['noise_snr_db']} dB SNR")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: accuracy,cost,latency")
+    args = ap.parse_args()
+    skip = set(args.skip.split(","))
+    rss0 = rss_mb()
+    service = SpeechService(max_streams=32, workers=2)
+    t0 = time.monotonic()
+    await service.start()
+    print(f"## Model\nload + warm-up: {time.monotonic() - t0:.2f} s; RSS {rss0:.0f} → {rss_mb():.0f} MB "
+          f"({service.model_dir})")
+    if "cost" not in skip:
+        await cost(service, args.noise)
+    if "accuracy" not in skip:
+        await accuracy(service, args.group, args.noise)
+    if "latency" not in skip:
+        await latency(service, [int(x) for x in args.streams.split(",")], args.noise)
+    print(f"\nRSS at end: {rss_mb():.0f} MB; frames dropped: {service.frames_dropped}")
+    await service.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
