@@ -27,8 +27,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = _config(args)
     paths = [Path(p) for p in args.paths] or [config.flows_dir]
+    notes: list[str] = []
     try:
-        flowset = asyncio.run(load_flowset(paths, config, render=not args.no_render))
+        flowset = asyncio.run(load_flowset(paths, config, render=not args.no_render, notes=notes))
     except FlowError as exc:
         for p in exc.problems:
             print(p)
@@ -36,6 +37,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
         return 1
     print(summary(flowset))
+    for note in notes:
+        print(note, file=sys.stderr)
     return 0
 
 
@@ -100,14 +103,23 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
             print(line, flush=True)
         out.append(line)
 
+    speech = _SimulatorSpeech(config)
+    if not config.speech.enabled and any(t.strip().startswith("wav:") for t in args.input):
+        print(f"wav: input needs speech recognition, but speech.enabled is false in {config.source}",
+              file=sys.stderr)
+        return 2
     call = SimulatedCall(str(uuid.uuid4()), args.caller, dialed, args.input, interactive=args.interactive,
-                         emit=emit)
+                         emit=emit, speech=speech.get if config.speech.enabled else None,
+                         speech_verify=config.speech.verify)
     emit(f"call {call.call_id} from {call.caller} to {dialed or '(no number)'}: flow {entry} "
          f"version {flowset.version}" + (f" at {at.isoformat()}" if at else ""))
-    async with await EventLog.open(config.db_path, config.site_id) as events:
-        rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
-        outcome = await run_call(call, flowset, rec, now=now, switches=events, entry=entry,
-                                 max_call_seconds=config.max_call_seconds)
+    try:
+        async with await EventLog.open(config.db_path, config.site_id) as events:
+            rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
+            outcome = await run_call(call, flowset, rec, now=now, switches=events, entry=entry,
+                                     max_call_seconds=config.max_call_seconds)
+    finally:
+        await speech.aclose()
 
     rows = [r for r in await read_calls(config.db_path, 50) if r["call_id"] == call.call_id]
     path = rows[0]["path"] if rows else []
@@ -119,6 +131,32 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
         print(f"outcome: {outcome.kind}" + (f" ({outcome.detail})" if outcome.detail else ""))
         print(f"path: {' > '.join(path)}")
     return 0
+
+
+class _SimulatorSpeech:
+    """The speech model for ``wav:`` inputs, loaded at the first one (3 s, 500 MB), never for keys."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.service: Any = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Any:
+        async with self._lock:
+            if self.service is None:
+                from ivr.adapters.speech import SpeechService
+
+                sp = self.config.speech
+                service = SpeechService(sp.model_path, max_streams=sp.max_streams, workers=sp.workers,
+                                        cache_dir=str(self.config.state_dir / "cache" / "vosk"))
+                await service.start()
+                self.service = service
+            return self.service
+
+    async def aclose(self) -> None:
+        if self.service is not None:
+            await self.service.aclose()
+            self.service = None
 
 
 async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
@@ -275,7 +313,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="walk a flow as a caller, without a phone")
     s.add_argument("flow", help="flow name, or a flow file")
     s.add_argument("--input", "-i", action="append", default=[],
-                   help="scripted input: keys (1, 5551234#), say:WORDS, silence, hangup; repeatable")
+                   help="scripted input: keys (1, 5551234#), say:WORDS, wav:FILE (spoken, through the real "
+                        "recogniser), silence, hangup; repeatable")
     s.add_argument("--caller", default="+15555550100")
     s.add_argument("--dialed", help="dialed number (default: the flow's first number)")
     s.add_argument("--at", help="pretend it is this local time, e.g. 2026-12-25T10:00")

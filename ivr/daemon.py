@@ -87,8 +87,9 @@ class Daemon:
         from ivr.flows.model import Collect, Menu
 
         assert self.flows is not None
+        lang = self.config.speech.language
         return any(isinstance(n.action, Menu | Collect) and n.action.speech
-                   for f in self.flows.flows.values() for n in f.nodes.values())
+                   for f in self.flows.flows.values() if f.language == lang for n in f.nodes.values())
 
     async def _start_speech(self) -> None:
         from ivr.adapters.speech import SpeechService

@@ -90,8 +90,8 @@ class TimedCall:
         return got
 
     @asynccontextmanager
-    async def listen(self, grammar: Grammar | None) -> AsyncIterator[None]:
-        yield
+    async def listen(self, grammar: Grammar | None) -> AsyncIterator[bool]:
+        yield grammar is not None
 
     async def transfer(self, target: TransferTarget) -> TransferResult:
         return TransferResult(True, "test")

@@ -1,23 +1,75 @@
 """The simulated call: a caller in the terminal or a script of inputs, no phone.
 
 Script tokens (``ivr simulate --input``): ``1`` or ``5551234#`` (keys typed in one burst), ``say:billing``
-(an utterance, confidence 1.0; ``say:billing@0.4`` sets the confidence), ``silence`` (the caller says
-nothing until the wait times out) and ``hangup``. A burst ends where the token ends: waiting for more keys
-of an entry then times out, as a real caller's pause would. When the script runs out the caller hangs up.
+(an utterance, confidence 1.0; ``say:billing@0.4`` sets the confidence), ``wav:path.wav`` (spoken audio,
+through the real recogniser), ``silence`` (the caller says nothing until the wait times out) and
+``hangup``. A burst ends where the token ends: waiting for more keys of an entry then times out, as a real
+caller's pause would. When the script runs out the caller hangs up.
+
+``wav:`` input runs the live call's path (:class:`ivr.speech.listen.Listening`: our voice detector and a
+Vosk turn with the listening prompt's grammar), on the file's own clock: the audio starts when the caller
+is asked (after a short quiet lead-in), silence is added after it until the detector decides (end of
+speech, or no input once the prompt's timeout has passed in the audio), and decoding runs as fast as the box
+allows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ivr.engine.call import CallerInput, Grammar, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
 from ivr.flows.prompts import Audio
+from ivr.speech.listen import Listening
+
+if TYPE_CHECKING:
+    from ivr.adapters.speech import SpeechService
 
 VALID_KEYS = set("0123456789*#ABCD")
+RATE = 8000
+FRAME = 0.02
+FRAME_BYTES = 320
+"""20 ms of 16-bit 8 kHz mono PCM: what a call delivers to the recogniser."""
+LEAD = 0.3
+"""Quiet line before the recording starts, as between the prompt and a caller's answer: the detector
+learns the line's noise floor from it (a recording that starts mid-word would otherwise be taken for it)."""
+RESULT_TIMEOUT = 30.0
+"""Bound on the recogniser's final result once the audio is in (file-fed, so only a stuck decoder hits it)."""
+
+
+@dataclass(frozen=True)
+class SpokenAudio:
+    """A ``wav:`` token: a recording of the caller, recognised by the real model."""
+
+    path: str
+
+
+class AudioInputError(Exception):
+    """The recording could not be read (sox said why)."""
+
+
+def read_audio(path: str, *, timeout: float = 30.0) -> bytes:
+    """Any file sox reads → 16-bit 8 kHz mono PCM, as a call's G.711 decoder delivers it."""
+    if not Path(path).is_file():
+        raise AudioInputError(f"no such file: {path}")
+    try:
+        done = subprocess.run(
+            ["sox", path, "-r", str(RATE), "-b", "16", "-c", "1", "-e", "signed-integer", "-t", "raw", "-"],
+            capture_output=True, timeout=timeout, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AudioInputError(f"cannot convert {path} with sox: {exc}") from exc
+    if done.returncode != 0:
+        raise AudioInputError(f"sox cannot read {path}: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout
 
 
 async def _terminal_input() -> str | None:
@@ -27,11 +79,15 @@ async def _terminal_input() -> str | None:
         return None
 
 
-def parse_token(token: str) -> list[CallerInput] | str:
-    """A script token → inputs, or ``"silence"``/``"hangup"``; ValueError on nonsense."""
+def parse_token(token: str) -> list[CallerInput] | str | SpokenAudio:
+    """A script token → inputs, spoken audio, or ``"silence"``/``"hangup"``; ValueError on nonsense."""
     t = token.strip()
     if t in ("silence", "hangup"):
         return t
+    if t.startswith("wav:"):
+        if not t[4:].strip():
+            raise ValueError(f"no file in {token!r}")
+        return SpokenAudio(t[4:].strip())
     if t.startswith("say:"):
         text, _, conf = t[4:].rpartition("@") if "@" in t[4:] else (t[4:], "", "")
         try:
@@ -43,7 +99,7 @@ def parse_token(token: str) -> list[CallerInput] | str:
         return [CallerInput("speech", text.strip(), confidence, "simulator")]
     if t and set(t) <= VALID_KEYS:
         return [CallerInput("dtmf", c, None, "simulator") for c in t]
-    raise ValueError(f"bad input {token!r}: use keys (0-9 * #), say:WORDS, silence or hangup")
+    raise ValueError(f"bad input {token!r}: use keys (0-9 * #), say:WORDS, wav:FILE, silence or hangup")
 
 
 class SimulatedCall:
@@ -61,6 +117,8 @@ class SimulatedCall:
         interactive: bool = False,
         emit: Callable[[str], None] = print,
         ask: Callable[[], Awaitable[str | None]] | None = None,
+        speech: Callable[[], Awaitable[SpeechService]] | None = None,
+        speech_verify: bool = False,
     ) -> None:
         self.call_id, self.caller, self.dialed = call_id, caller, dialed
         self.script: deque[str] = deque(script)
@@ -72,6 +130,9 @@ class SimulatedCall:
         self.transfers: list[TransferTarget] = []
         self.hung_up = False
         self.caller_gone = False
+        self.start_speech = speech
+        """Loads the model at the first ``wav:`` input (3 s, 500 MB): never for keys and ``say:``."""
+        self.speech_verify = speech_verify
 
     def say(self, line: str) -> None:
         self.emit(line)
@@ -115,6 +176,12 @@ class SimulatedCall:
             except ValueError as exc:
                 self.say(f"  ! {exc}")
                 continue
+            if isinstance(parsed, SpokenAudio):
+                heard = await self._recognise(parsed, timeout)
+                if heard is None:
+                    return None
+                self.buffer.append(heard)
+                continue
             if parsed == "silence":
                 self.say(f"  … (silence: {timeout:g} s timeout)")
                 return None
@@ -126,11 +193,67 @@ class SimulatedCall:
             self.say(f"  ← {shown}")
             self.buffer.extend(parsed)
 
+    async def _recognise(self, audio: SpokenAudio, timeout: float) -> CallerInput | None:
+        """The recording through the listening turn, as a live call's audio would go: None is no input."""
+        name = Path(audio.path).name
+        grammar = self.grammar
+        if grammar is None or not (grammar.phrases or grammar.digits):
+            self.say(f"  … (played {name}, but this prompt does not listen for speech)")
+            return None
+        if self.start_speech is None:
+            self.say(f"  … (played {name}, but speech is off: speech.enabled is false in the config)")
+            return None
+        try:
+            pcm = await asyncio.to_thread(read_audio, audio.path)
+        except AudioInputError as exc:
+            self.say(f"  ! {exc}")
+            return None
+        speech = await self.start_speech()
+        turn = speech.open_turn(list(grammar.phrases) or None, digits=grammar.digits, verify=self.speech_verify)
+        if turn is None:
+            self.say(f"  … (played {name}, but no speech slot is free: keys only)")
+            return None
+        async with turn:
+            listening = Listening(turn, digits=grammar.digits, now=0.0, no_input=timeout)
+            pcm = bytes(2 * round(LEAD * RATE)) + pcm
+            frames = [pcm[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\0") for i in range(0, len(pcm), FRAME_BYTES)]
+            cfg = listening.config
+            # Silence after the file until the detector decides: bounded by the longest it can wait.
+            tail = math.ceil((min(cfg.no_input, 60.0) + cfg.max_speech + cfg.hangover) / FRAME) + 1
+            silent = bytes(FRAME_BYTES)
+            for i in range(len(frames) + tail):
+                listening.receive(frames[i] if i < len(frames) else silent, (i + 1) * FRAME)
+                if listening.done:
+                    break
+                for _ in range(2000):  # faster than real time, but never past the turn's queue (no drops)
+                    if turn.backlog < speech.queue_frames // 2:
+                        break
+                    await asyncio.sleep(0.005)
+            if listening.ended is None:
+                self.say(f"  … ({name}: no speech within {timeout:g} s)")
+                return None
+            try:
+                result = await asyncio.wait_for(turn.result(), RESULT_TIMEOUT)
+            except TimeoutError:
+                self.say(f"  ! ({name}: the recogniser gave no result)")
+                return None
+        d = result.decision
+        verdict = f"accepted '{d.value}'" if d.accepted else "rejected"
+        self.say(f"  ← {name}: heard '{result.text}' confidence {result.confidence:.2f}, {verdict} ({d.reason})")
+        details: dict[str, object] = {
+            "heard": result.text,
+            "decision": d.reason,
+            "accepted": d.accepted,
+            "alternatives": [[h.text, round(h.score, 3)] for h in result.alternatives],
+            "grammar": list(grammar.phrases) + (["<digits>"] if grammar.digits else []),
+        }
+        return CallerInput("speech", d.value if d.accepted else "", result.confidence, "asr", details)
+
     @asynccontextmanager
-    async def listen(self, grammar: Grammar | None) -> AsyncIterator[None]:
+    async def listen(self, grammar: Grammar | None) -> AsyncIterator[bool]:
         previous, self.grammar = self.grammar, grammar
         try:
-            yield
+            yield True  # a simulated caller always has a speech slot
         finally:
             self.grammar = previous
 

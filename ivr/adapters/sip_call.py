@@ -19,7 +19,8 @@ from ivr.engine.call import CallerInput, Grammar, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
 from ivr.flows.prompts import Audio
 from ivr.proto.dtmf import DtmfDeduplicator
-from ivr.proto.vad import SpeechEnded, SpeechStarted, TooLong, VadConfig, VoiceActivityDetector
+from ivr.proto.vad import SpeechEnded, SpeechStarted, TooLong
+from ivr.speech.listen import Listening
 
 log = logging.getLogger("ivr.sip.call")
 T = TypeVar("T")
@@ -44,6 +45,9 @@ class Media(Protocol):
     on_audio: Callable[[bytes], None] | None
 
     @property
+    def last_played(self) -> bytes: ...
+
+    @property
     def law(self) -> str: ...
 
     @property
@@ -56,7 +60,7 @@ class SipCall:
     channel = "sip"
 
     def __init__(self, call_id: str, leg: Leg, media: Media, *, rtp_timeout: float = 30.0,
-                 speech: Any = None, speech_verify: bool = False) -> None:
+                 speech: Any = None, speech_verify: bool = False, speech_language: str = "") -> None:
         self.call_id = call_id
         self.leg = leg
         self.media = media
@@ -72,6 +76,7 @@ class SipCall:
         self.speech = speech  # ivr.adapters.speech.SpeechService, or None: keys only
         self.speech_refused = 0
         self.speech_verify = speech_verify
+        self.speech_language = speech_language
         self._loop = asyncio.get_running_loop()
         self.answered_at = self._loop.time()
         leg.on_dtmf = self._info_digit
@@ -154,24 +159,27 @@ class SipCall:
         return got
 
     @asynccontextmanager
-    async def listen(self, grammar: Grammar | None) -> AsyncIterator[None]:
+    async def listen(self, grammar: Grammar | None) -> AsyncIterator[bool | None]:
         """A listening turn: the caller's audio goes to our voice detector and a Vosk turn with this
         grammar; speech onset interrupts the prompt like a key, the recognised phrase arrives through
         receive(). Keys keep working throughout; with no free speech slot the turn is keys-only."""
-        if grammar is None or self.speech is None or not (grammar.phrases or grammar.digits):
-            yield
+        if grammar is None or not (grammar.phrases or grammar.digits):
+            yield False
+            return
+        if self.speech is None or (grammar.lang and grammar.lang != self.speech_language):
+            yield None  # no recogniser for this language (by configuration, not busy): keys only, quietly
             return
         turn = self.speech.open_turn(list(grammar.phrases) or None, digits=grammar.digits,
                                      verify=self.speech_verify)
         if turn is None:
             self.speech_refused += 1
             log.warning("no free speech slot call_id=%s: this turn takes keys only", self.call_id)
-            yield
+            yield False
             return
-        listener = SpeechListener(self, turn, digits=grammar.digits)
+        listener = SpeechListener(self, turn, digits=grammar.digits, grammar=list(grammar.phrases))
         self.media.on_audio = listener.frame
         try:
-            yield
+            yield True
         finally:
             self.media.on_audio = None
             await listener.close()
@@ -192,31 +200,29 @@ class SpeechListener:
     """One listening turn on a live call: 20 ms frames → voice detector + recogniser → caller input.
 
     End of speech is our detector's call (about 0.3 s after the words for keywords, 0.8 s for digits), not
-    Vosk's slower endpointer; then the recogniser is asked for its final result.
+    Vosk's slower endpointer; then the recogniser is asked for its final result. No-input is left to the
+    engine's own wait, so speech that starts late in a long prompt is still heard. The detector and turn
+    logic is shared with the simulator (ivr.speech.listen.Listening).
     """
 
     RESULT_TIMEOUT = 5.0
 
-    def __init__(self, call: SipCall, turn: Any, *, digits: bool) -> None:
+    def __init__(self, call: SipCall, turn: Any, *, digits: bool, grammar: list[str]) -> None:
         self.call = call
         self.turn = turn
+        self.grammar = grammar or (["<digits>"] if digits else [])
         self.loop = asyncio.get_running_loop()
-        config = VadConfig.for_digits() if digits else VadConfig.for_keywords()
-        self.vad = VoiceActivityDetector(config, now=self.loop.time())
+        self.listening = Listening(turn, digits=digits, now=self.loop.time())
         self.finishing: asyncio.Task[None] | None = None
-        self.ended = False
+        self.ended_at = 0.0
 
     def frame(self, pcm: bytes) -> None:
-        if self.ended:
-            return
-        self.turn.feed(pcm)
-        self.vad.receive(pcm, self.loop.time())
-        while (event := self.vad.next_event()) is not None:
+        now = self.loop.time()
+        for event in self.listening.receive(pcm, now, played=self.call.media.last_played):
             if isinstance(event, SpeechStarted):
                 self.call.key_down.set()  # barge-in: the prompt stops as for a key
             elif isinstance(event, SpeechEnded | TooLong):
-                self.ended = True
-                self.turn.end()
+                self.ended_at = now
                 self.finishing = asyncio.ensure_future(self._deliver())
 
     async def _deliver(self) -> None:
@@ -226,7 +232,15 @@ class SpeechListener:
             log.warning("speech result late call_id=%s", self.call.call_id)
             return
         text = result.value if result.accepted else ""
-        self.call.inputs.put_nowait(CallerInput("speech", text or "", result.confidence, "asr"))
+        details: dict[str, object] = {
+            "heard": result.text,
+            "accepted": result.accepted,
+            "decision": result.decision.reason,
+            "alternatives": [[h.text, round(h.score, 3)] for h in result.alternatives],
+            "grammar": self.grammar,
+            "latency_ms": round((self.loop.time() - self.ended_at) * 1000),
+        }
+        self.call.inputs.put_nowait(CallerInput("speech", text or "", result.confidence, "asr", details))
         log.info("speech call_id=%s heard=%r accepted=%s reason=%s", self.call.call_id, result.text,
                  result.accepted, result.decision.reason)
 

@@ -169,7 +169,7 @@ class Telephony:
             facts = {**base, "codec": audio[0].name, "telephone_event": te is not None,
                      "ptime": remote.ptime or 20, "offer": "late", "rtp_port": session.local_port}
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,
-                       speech_verify=self.config.speech.verify)
+                       speech_verify=self.config.speech.verify, speech_language=self.config.speech.language)
 
         def reinvite(offer: SessionDescription) -> bytes:
             nonlocal version

@@ -18,6 +18,7 @@ class CallerInput:
     value: str  # a digit 0-9*#A-D, or the recognised text
     confidence: float | None = None
     source: str = ""  # rfc4733, info, inband, asr, simulator
+    details: dict[str, object] | None = None  # a recognition's alternatives, decision, grammar, latency
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Grammar:
 
     phrases: tuple[str, ...] = ()
     digits: bool = False
+    lang: str = ""  # the language the phrases are in (the flow's first language)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,11 @@ class Call(Protocol):
         """
         ...
 
-    def listen(self, grammar: Grammar | None) -> AbstractAsyncContextManager[None]:
-        """A listening turn: speech recognised while inside it arrives through receive()."""
+    def listen(self, grammar: Grammar | None) -> AbstractAsyncContextManager[bool | None]:
+        """A listening turn: speech recognised while inside it arrives through receive().
+
+        Yields True when speech is listened for, False when it should be but every speech slot is busy (the
+        caller is told to use the keypad), None when this turn does not listen (keys only, nothing said)."""
         ...
 
     async def transfer(self, target: TransferTarget) -> TransferResult: ...

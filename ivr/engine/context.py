@@ -55,6 +55,7 @@ class CallContext:
     path: list[str] = field(default_factory=list)
     outcome: Outcome | None = None
     node: str = ""
+    told_speech_busy: bool = False  # the "please use your keypad" notice is given once per call
 
     @property
     def lang(self) -> str:

@@ -87,7 +87,8 @@ async def _match_menu(ctx: CallContext, menu: Menu, got: CallerInput) -> MenuOpt
 
 
 async def step_menu(ctx: CallContext, node: Node, m: Menu) -> str | None:
-    grammar = Grammar(tuple(w for o in m.options for w in o.keywords)) if m.speech else None
+    phrases = tuple(w for o in m.options for w in o.keywords)
+    grammar = Grammar(phrases, lang=ctx.flow.language) if m.speech else None
     no_input = no_match = 0
     prompt = m.prompt
     while True:
@@ -134,7 +135,7 @@ def _valid(c: Collect, entry: str) -> bool:
 
 
 async def step_collect(ctx: CallContext, node: Node, c: Collect) -> str | None:
-    grammar = Grammar(digits=True) if c.speech else None
+    grammar = Grammar(digits=True, lang=ctx.flow.language) if c.speech else None
     attempts = 0
     prompt = c.prompt
     while attempts < c.max_attempts:

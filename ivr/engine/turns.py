@@ -13,7 +13,7 @@ from typing import Any
 
 from ivr.engine.call import CallerInput, Grammar
 from ivr.engine.context import CallContext
-from ivr.flows.model import DigitsRef, PromptRef, Prompts
+from ivr.flows.model import DigitsRef, Pos, PromptRef, Prompts
 from ivr.flows.prompts import DIGIT_NAMES, Audio
 
 
@@ -24,7 +24,10 @@ def resolve(ctx: CallContext, prompts: Prompts) -> list[Audio]:
     out: list[Audio] = []
     for item in prompts:
         if isinstance(item, PromptRef):
-            out.append(lib.get(ctx.flow, item.name, ctx.lang))
+            try:
+                out.append(lib.get(ctx.flow, item.name, ctx.lang))
+            except KeyError:  # only built-ins with no text in the flow's languages; checks catch the rest
+                ctx.log.warning("no audio for built-in prompt %s in %s", item.name, ctx.lang)
         elif isinstance(item, DigitsRef):
             value = str(ctx.variables.get(item.var, ""))
             for c in value:
@@ -77,7 +80,12 @@ async def ask(
     ctx: CallContext, prompts: Prompts, *, timeout: float, barge_in: bool, grammar: Grammar | None
 ) -> CallerInput | None:
     """Prompt, then wait for the first input; speech is recognised during the prompt too."""
-    async with ctx.call.listen(grammar):
+    async with ctx.call.listen(grammar) as listening:
+        if grammar is not None and listening is False and not ctx.told_speech_busy:
+            # All speech slots are busy: say so once, rather than let the caller talk to a deaf menu.
+            ctx.told_speech_busy = True
+            await ctx.rec.event("speech.unavailable", node=ctx.node)
+            prompts = (PromptRef("speech_unavailable", Pos("", 0, 0)), *prompts)
         await play(ctx, prompts, barge_in=barge_in)
         got = await ctx.call.receive(timeout)
     if got is not None:
@@ -89,7 +97,8 @@ async def record_input(ctx: CallContext, got: CallerInput) -> None:
     if got.kind == "dtmf":
         await ctx.rec.event("input.dtmf", digit=got.value, source=got.source)
     else:
-        await ctx.rec.event("input.speech", text=got.value, confidence=got.confidence, source=got.source)
+        await ctx.rec.event("input.speech", text=got.value, confidence=got.confidence, source=got.source,
+                            **(got.details or {}))
 
 
 async def more_digits(ctx: CallContext, timeout: float) -> str | None:

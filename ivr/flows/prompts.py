@@ -46,6 +46,7 @@ BUILTIN_PROMPTS: dict[str, Builtin] = {
     "you_entered": Builtin({"en": "You entered"}),
     "confirm_choice": Builtin({"en": "If that is correct, press 1. To enter it again, press 2."}),
     "goodbye": Builtin({"en": "Goodbye."}),
+    "speech_unavailable": Builtin({"en": "Voice recognition is busy right now. Please use your keypad."}),
 }
 DIGIT_NAMES = {**{d: f"digit_{d}" for d in "0123456789"}, "*": "digit_star", "#": "digit_pound"}
 
@@ -96,6 +97,8 @@ def needed_variants(flow: Flow) -> dict[tuple[str, str], tuple[PromptVariant, Po
             out[(p.name, lang)] = (v, p.pos)
     used: dict[str, Pos] = {}
     for node in flow.nodes.values():
+        if getattr(node.action, "speech", False):  # told when no speech slot is free
+            used.setdefault("speech_unavailable", node.pos)
         if getattr(node.action, "confirm", None) is not None:  # read-back of the entry
             for name in DIGIT_NAMES.values():
                 used.setdefault(name, node.pos)

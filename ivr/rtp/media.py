@@ -190,6 +190,7 @@ class MediaStream:
         self.payload_type = 0
         self.telephone_event_pt: int | None = None
         self._silence = _SILENCE["ulaw"]
+        self.last_frame: bytes = self._silence
         self._decode = _DECODE["ulaw"]
         self.frames_per_packet = 1
         self.sending = False
@@ -332,6 +333,7 @@ class MediaStream:
                 self._pending_done.append(prompt)
         else:
             frame = self._silence
+        self.last_frame = frame  # what the caller hears now: the echo canceller of the voice detector
         ts = self._ts
         self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF  # the media clock runs on during hold too
         if not self.sending or self.remote is None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ivr.errors import IvrError
+from ivr.proto.g711 import alaw_decode, ulaw_decode
 from ivr.rtp.media import (
     FRAME_SECONDS,
     AudioReceived,
@@ -124,6 +125,12 @@ class RtpSession:
     def law(self) -> str:
         """``"ulaw"`` (PT 0) or ``"alaw"`` (PT 8), as negotiated in :meth:`configure`."""
         return self._stream.law
+
+    @property
+    def last_played(self) -> bytes:
+        """The 20 ms frame sent at the latest tick, as 16-bit PCM: what may come back as echo."""
+        frame = self._stream.last_frame
+        return alaw_decode(frame) if self.law == "alaw" else ulaw_decode(frame)
 
     @property
     def last_received(self) -> float | None:

@@ -1,16 +1,22 @@
 """The asyncio adapter of the SIP user agent: one UDP socket, one timer, no thread per call.
 
 It only moves bytes between the socket and `UserAgent`, arms `loop.call_at(ua.get_timer())` after
-every input, and turns UA events into `InboundLeg` state (futures, `ended`, callbacks).
+every input, and turns UA events into `InboundLeg` / `OutboundLeg` state (futures, `ended`,
+callbacks). Outbound calls (`call`) and registrations (`register`, `registrations`) share the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ivr.errors import CallerHungUp
+from ivr.sip.message import SipParseError, SipUri, parse_uri
+from ivr.sip.register import RegistrationConfig, RegistrationStatus
 from ivr.sip.sdp import SessionDescription
 from ivr.sip.transaction import Address
 from ivr.sip.ua import (
@@ -22,14 +28,31 @@ from ivr.sip.ua import (
     LegStateError,
     MediaAnswered,
     MediaChanged,
+    OutboundCompleted,
+    OutboundProgress,
+    RegistrationChanged,
     UaEvent,
     UserAgent,
     UserAgentConfig,
 )
+from ivr.sip.uac import OutboundCallSpec, OutboundOutcome, OutboundResult
 
-__all__ = ["InboundLeg", "SipEndpoint"]
+__all__ = ["InboundLeg", "OutboundLeg", "SipEndpoint"]
 
 log = logging.getLogger(__name__)
+
+#: Bound on one DNS look-up of a registrar or proxy name.
+RESOLVE_TIMEOUT = 5.0
+
+
+def _user_part(uri: str) -> str:
+    try:
+        parsed = parse_uri(uri)
+    except SipParseError:
+        return ""
+    if isinstance(parsed, SipUri):
+        return parsed.user or ""
+    return parsed.opaque.split(";", 1)[0] if parsed.scheme.lower() == "tel" else ""
 
 
 class InboundLeg:
@@ -71,8 +94,9 @@ class InboundLeg:
             return None
         # Bounded: the UA ends the leg when no ACK comes within 64*T1.
         ended = asyncio.ensure_future(self.ended.wait())
+        waiters: set[asyncio.Future[Any]] = {self._late_answer, ended}
         try:
-            await asyncio.wait({self._late_answer, ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ended.cancel()
         if self._late_answer.done() and not self._late_answer.cancelled():
@@ -147,6 +171,94 @@ class InboundLeg:
             self._endpoint._command(lambda ua, now: ua.reject_reinvite(self.leg_id, 488, now))
 
 
+class OutboundLeg:
+    """One call we placed (`SipEndpoint.call`). Unanswered, it only carries its `result` (and `ended`
+    is set); answered, it offers what `InboundLeg` offers, so the same call adapter runs a flow on it.
+
+    `caller` is the party at the other end (the number we dialled) and `dialed` our own number (the
+    From user), so that a flow sees the person it talks to as the caller, as on an inbound call.
+    """
+
+    def __init__(self, endpoint: SipEndpoint, leg_id: str, spec: OutboundCallSpec) -> None:
+        self._endpoint = endpoint
+        self.leg_id = leg_id
+        self.target = spec.target_uri
+        self.caller = _user_part(spec.target_uri)
+        self.dialed = _user_part(spec.from_uri)
+        self.source: Address = spec.proxy
+        self.call_id = ""
+        #: Provisional statuses seen (180, 183...), in order.
+        self.progress: list[int] = []
+        #: Early media SDP from a 183, if any (no media is played from it yet).
+        self.early_sdp: bytes | None = None
+        self.result: OutboundResult | None = None
+        self.ended = asyncio.Event()
+        self.end_reason: str | None = None
+        #: Digits from SIP INFO (RFC 2833 digits come through RTP, not here).
+        self.on_dtmf: Callable[[str], None] | None = None
+        #: A re-INVITE's offer -> our answer SDP (same local RTP port). None, or raising: 488.
+        self.on_media_changed: Callable[[SessionDescription], bytes] | None = None
+        #: The answer in the ACK to a re-INVITE without SDP (we offered our current description).
+        self.on_media_answered: Callable[[SessionDescription], None] | None = None
+        self._completed: asyncio.Future[OutboundResult] = asyncio.get_running_loop().create_future()
+
+    @property
+    def answered(self) -> bool:
+        return self.result is not None and self.result.answered
+
+    @property
+    def remote_sdp(self) -> bytes | None:
+        """The callee's SDP answer from the 2xx."""
+        return self.result.remote_sdp if self.result is not None else None
+
+    async def hangup(self) -> None:
+        """BYE and wait, bounded by the BYE transaction's own timeout; nothing if the call ended."""
+        if self.ended.is_set():
+            return
+        self._endpoint._command(lambda ua, now: ua.hangup(self.leg_id, now))
+        async with asyncio.timeout(64 * self._endpoint.config.timers.t1 + 1.0):
+            await self.ended.wait()
+
+    # -- from the endpoint
+
+    def _complete(self, result: OutboundResult) -> None:
+        self.result = result
+        self.call_id = result.call_id
+        if not result.answered:
+            self.end_reason = result.outcome.value
+            self.ended.set()
+        if not self._completed.done():
+            self._completed.set_result(result)
+
+    def _handle(self, event: UaEvent) -> None:
+        if isinstance(event, OutboundProgress):
+            self.progress.append(event.status)
+            if event.sdp is not None:
+                self.early_sdp = event.sdp
+        elif isinstance(event, OutboundCompleted):
+            self._complete(event.result)
+        elif isinstance(event, MediaAnswered):
+            if self.on_media_answered is not None:
+                self.on_media_answered(event.sdp)
+        elif isinstance(event, MediaChanged):
+            answer: bytes | None = None
+            if self.on_media_changed is not None:
+                try:
+                    answer = self.on_media_changed(event.offer)
+                except Exception:
+                    log.exception("sip on_media_changed failed call_id=%s", self.call_id)
+            if answer:
+                self._endpoint._command(lambda ua, now: ua.answer_reinvite(self.leg_id, answer, now))
+            else:
+                self._endpoint._command(lambda ua, now: ua.reject_reinvite(self.leg_id, 488, now))
+        elif isinstance(event, DtmfReceived):
+            if self.on_dtmf is not None:
+                self.on_dtmf(event.digit)
+        elif isinstance(event, CallEnded):
+            self.end_reason = event.reason
+            self.ended.set()
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
@@ -176,8 +288,11 @@ class SipEndpoint:
         self._transport: asyncio.DatagramTransport | None = None
         self._ua: UserAgent | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._legs: dict[str, InboundLeg] = {}
+        self._legs: dict[str, InboundLeg | OutboundLeg] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._registrations_settled = asyncio.Event()
+        #: Called with each registration status change (the daemon may log or export it).
+        self.on_registration: Callable[[RegistrationStatus], None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -202,12 +317,112 @@ class SipEndpoint:
             raise RuntimeError("SipEndpoint not started")
         return self._ua
 
+    # -- outbound calls
+
+    async def call(
+        self,
+        target_uri: str,
+        *,
+        from_uri: str,
+        sdp_offer: bytes,
+        proxy: tuple[str, int],
+        from_display: str | None = None,
+        asserted_identity: str | None = None,
+        credentials: tuple[str, str] | None = None,
+        ring_timeout: float = 30.0,
+    ) -> OutboundLeg:
+        """Place a call through `proxy` and wait for its outcome (`leg.result`); never raises for a
+        SIP failure. Answered, the leg is confirmed (our ACK sent) and runs until `ended`.
+
+        Bounded: the ring timeout, then at most 64*T1 for the CANCEL to settle. Cancelling the
+        awaiting task sends CANCEL (or BYE, if the answer crossed it) before re-raising.
+        """
+        ua = self.user_agent
+        destination = await self._resolve(*proxy)
+        spec = OutboundCallSpec(
+            target_uri=target_uri, from_uri=from_uri, sdp_offer=sdp_offer, proxy=destination,
+            from_display=from_display, asserted_identity=asserted_identity, credentials=credentials,
+            ring_timeout=ring_timeout,
+        )
+        leg_id = ua.start_call(spec, self._now())
+        leg = OutboundLeg(self, leg_id, spec)
+        self._legs[leg_id] = leg
+        self._pump()
+        t1 = self.config.timers.t1
+        try:
+            async with asyncio.timeout(ring_timeout + 2 * 64 * t1 + 5.0):
+                await asyncio.shield(leg._completed)
+        except BaseException:
+            if not leg._completed.done() and self._ua is not None:
+                self._ua.cancel_call(leg_id, self._now())
+                self._pump()
+            raise
+        return leg
+
+    # -- registrations
+
+    async def register(self, config: RegistrationConfig) -> None:
+        """Start keeping `config.aor` registered (the registrar name is resolved once, A/AAAA only:
+        no SRV, no failover). Raises OSError/TimeoutError when the name does not resolve."""
+        ua = self.user_agent
+        destination = await self._resolve(*config.registrar_address)
+        ua.add_registration(config, destination, self._now())
+        self._pump()
+
+    def registrations(self) -> list[RegistrationStatus]:
+        """Every account's status, for `ivr status`."""
+        return self.user_agent.registrations() if self._ua is not None else []
+
+    def registration_lines(self) -> list[str]:
+        """`ivr status` lines: "sip:2000@pbx: registered, expires in 243 s"."""
+        if self._ua is None:
+            return []
+        now = self._now()
+        return [f"{s.aor}: {s.describe(now)}" for s in self._ua.registrations()]
+
+    async def unregister_all(self, timeout: float = 2.0) -> None:
+        """Withdraw every registration (Expires: 0) and wait for the registrars, at most `timeout` s."""
+        if self._ua is None:
+            return
+        self._command(lambda ua, now: ua.unregister_all(now))
+        await self._wait_registrations(timeout)
+
+    async def _wait_registrations(self, timeout: float) -> None:
+        if self._ua is None or self._ua.registrations_settled:
+            return
+        self._registrations_settled.clear()  # set again by _pump once no REGISTER is in flight
+        try:
+            async with asyncio.timeout(timeout):
+                await self._registrations_settled.wait()
+        except TimeoutError:
+            log.warning("sip registrations not withdrawn within %.1fs", timeout)
+
+    async def _resolve(self, host: str, port: int) -> Address:
+        """An IP for `host` (the sans-I/O core never resolves names)."""
+        try:
+            ipaddress.ip_address(host)
+            return host, port
+        except ValueError:
+            pass
+        assert self._loop is not None
+        family = socket.AF_INET6 if ":" in self.local_address[0] else socket.AF_INET
+        async with asyncio.timeout(RESOLVE_TIMEOUT):
+            infos = await self._loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"no address for {host}")
+        return str(infos[0][4][0]), port
+
     async def stop(self, grace: float = 2.0) -> None:
-        """503 to pending calls, BYE to the others, wait up to `grace` seconds for them, then close."""
+        """503 to pending calls, BYE to the others, CANCEL to our unanswered calls, Expires: 0 to every
+        registrar; wait up to `grace` seconds for all that, then close."""
         if self._ua is None or self._transport is None:
             return
         self._command(lambda ua, now: ua.shutdown(now))
-        pending = [leg.ended.wait() for leg in self._legs.values() if not leg.ended.is_set()]
+        pending: list[Coroutine[Any, Any, object]] = [
+            leg.ended.wait() for leg in self._legs.values() if not leg.ended.is_set()
+        ]
+        if not self._ua.registrations_settled:
+            pending.append(self._wait_registrations(grace))
         if pending:
             try:
                 async with asyncio.timeout(grace):
@@ -220,6 +435,8 @@ class SipEndpoint:
         self._transport.close()
         self._transport = None
         for leg in self._legs.values():
+            if isinstance(leg, OutboundLeg) and leg.result is None:
+                leg._complete(OutboundResult(OutboundOutcome.CANCELLED, None, "shutdown"))
             if not leg.ended.is_set():
                 leg.end_reason = leg.end_reason or "shutdown"
                 leg.ended.set()
@@ -277,6 +494,8 @@ class SipEndpoint:
         if transport is not None:
             for data, address in ua.datagrams_to_send():
                 transport.sendto(data, address)
+        if ua.registrations_settled:
+            self._registrations_settled.set()
         self._arm_timer(ua)
 
     def _arm_timer(self, ua: UserAgent) -> None:
@@ -290,6 +509,15 @@ class SipEndpoint:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _dispatch(self, event: UaEvent) -> None:
+        if isinstance(event, RegistrationChanged):
+            log.info("sip registration aor=%s state=%s reason=%s", event.aor, event.status.state.value,
+                     event.status.reason)
+            if self.on_registration is not None:
+                try:
+                    self.on_registration(event.status)
+                except Exception:
+                    log.exception("sip on_registration failed aor=%s", event.aor)
+            return
         if isinstance(event, IncomingCall):
             leg = InboundLeg(self, event)
             self._legs[event.leg_id] = leg
@@ -308,5 +536,5 @@ class SipEndpoint:
             target._handle(event)
         except Exception:
             log.exception("sip leg callback failed call_id=%s", target.call_id)
-        if isinstance(event, CallEnded):
+        if isinstance(event, CallEnded) or (isinstance(event, OutboundCompleted) and not event.result.answered):
             self._legs.pop(event.leg_id, None)

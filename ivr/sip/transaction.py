@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from ivr.sip.message import (
@@ -111,10 +111,16 @@ class TransactionTimeout(TransactionEvent):
 
 @dataclass
 class AckTimeout(TransactionEvent):
-    """No ACK for our 2xx to INVITE within 64*T1: the TU should send BYE (section 13.3.1.4)."""
+    """No ACK for our 2xx to INVITE within 64*T1: the TU should send BYE (section 13.3.1.4).
+
+    `from_tag` and `to_tag` are those of the 2xx: they name the dialog, since two dialogs may share a
+    Call-ID and CSeq (different From tags) and only the one whose 2xx went unacknowledged must end.
+    """
 
     call_id: str
     cseq: int
+    from_tag: str | None = field(default=None, compare=False)
+    to_tag: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -412,7 +418,11 @@ class TransactionLayer:
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._servers: dict[tuple[str, ...], ServerTransaction] = {}
         self._by_id: dict[str, ClientTransaction | ServerTransaction] = {}
-        self._retransmit_2xx: dict[tuple[str, int], _Retransmit2xx] = {}
+        #: Keyed by Call-ID, CSeq and the 2xx's From and To tags: the dialog and the INVITE within it.
+        #: Call-ID and CSeq alone are not unique (two INVITEs with other From tags are two dialogs),
+        #: and a second 2xx overwriting the first would leave that call without retransmission or
+        #: ACK timeout, answered for ever.
+        self._retransmit_2xx: dict[tuple[str, int, str | None, str | None], _Retransmit2xx] = {}
         self._datagrams: list[tuple[bytes, Address]] = []
         self._events: deque[TransactionEvent] = deque()
         self._counter = 0
@@ -447,7 +457,7 @@ class TransactionLayer:
         for key, r in list(self._retransmit_2xx.items()):
             if r.give_up_at <= now:
                 del self._retransmit_2xx[key]
-                self._events.append(AckTimeout(r.call_id, r.cseq))
+                self._events.append(AckTimeout(r.call_id, r.cseq, *r.tags))
             elif r.next_at <= now:
                 self._datagrams.append((r.data, r.peer))
                 r.interval = min(2 * r.interval, r.cfg.t2)
@@ -516,12 +526,8 @@ class TransactionLayer:
         if request.method == "ACK":
             # Same Call-ID and CSeq but other tags is not the ACK of our 2xx: stopping the 2xx (and
             # its ACK timeout) on it would leave the call waiting for an ACK that can no longer come.
-            key = (request.call_id, request.cseq.seq)
-            r = self._retransmit_2xx.get(key)
-            if r is not None and r.tags == (request.from_addr.tag, request.to_addr.tag):
-                del self._retransmit_2xx[key]
-            else:
-                r = None
+            ack_key = (request.call_id, request.cseq.seq, request.from_addr.tag, request.to_addr.tag)
+            r = self._retransmit_2xx.pop(ack_key, None)
             self._events.append(AckReceived(request, source, stopped_retransmission=r is not None))
             return
         peer = response_destination(request.via)
@@ -556,10 +562,10 @@ class TransactionLayer:
     def _start_2xx_retransmission(self, tx: ServerTransaction, response: SipResponse, now: float) -> None:
         if self.reliable:
             return  # section 13.3.1.4: only over unreliable transports
-        key = (tx.request.call_id, tx.request.cseq.seq)
+        call_id, cseq = tx.request.call_id, tx.request.cseq.seq
         tags = (response.from_addr.tag, response.to_addr.tag)
-        self._retransmit_2xx[key] = _Retransmit2xx(
-            response.to_bytes(), tx.peer, key[0], key[1], tags, now, self.config
+        self._retransmit_2xx[(call_id, cseq, *tags)] = _Retransmit2xx(
+            response.to_bytes(), tx.peer, call_id, cseq, tags, now, self.config
         )
 
     def _terminated(self, tx: ClientTransaction | ServerTransaction) -> None:

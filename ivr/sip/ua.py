@@ -6,6 +6,13 @@ fires, and read `next_event()` until it is None. The app answers with the comman
 `reject`, `hangup`, `answer_reinvite` and `reject_reinvite`, each taking `now`.
 
 Every `IncomingCall` is followed by exactly one `CallEnded` for the same leg, whoever ends it.
+
+The UAC side rides on the same transaction layer and socket: `start_call` sends an outbound INVITE
+(`ivr.sip.uac`), answered by exactly one `OutboundCompleted`; when that says answered, the leg runs
+like an inbound one from then on (BYE, INFO, re-INVITE, `hangup`) and ends with one `CallEnded`.
+`add_registration` keeps an account registered (`ivr.sip.register`); `RegistrationChanged` reports
+each change of its status.
+
 Transactions (retransmissions, 100 Trying, the 2xx retransmission until ACK) are the job of
 `ivr.sip.transaction`; this module owns the dialogs and the call state.
 """
@@ -33,6 +40,7 @@ from ivr.sip.message import (
     parse_name_addr,
     parse_uri,
 )
+from ivr.sip.register import Registration, RegistrationConfig, RegistrationStatus
 from ivr.sip.sdp import Direction, SdpParseError, SessionDescription, parse_sdp
 from ivr.sip.transaction import (
     AckReceived,
@@ -47,6 +55,7 @@ from ivr.sip.transaction import (
     TransactionTimeout,
     new_branch,
 )
+from ivr.sip.uac import OutboundCalls, OutboundCallSpec, OutboundResult
 
 __all__ = [
     "CallConfirmed",
@@ -57,6 +66,9 @@ __all__ = [
     "LegStateError",
     "MediaAnswered",
     "MediaChanged",
+    "OutboundCompleted",
+    "OutboundProgress",
+    "RegistrationChanged",
     "UaEvent",
     "UaStats",
     "UserAgent",
@@ -165,6 +177,33 @@ class CallEnded(UaEvent):
     reason: str
 
 
+@dataclass(frozen=True)
+class OutboundProgress(UaEvent):
+    """A provisional response (180, 183...) to our outbound INVITE."""
+
+    leg_id: str
+    status: int
+    reason: str
+    #: Early media SDP carried by the provisional, if any.
+    sdp: bytes | None = None
+
+
+@dataclass(frozen=True)
+class OutboundCompleted(UaEvent):
+    """The outcome of `start_call`, exactly once per call; if answered, the leg lives on (CONFIRMED)."""
+
+    leg_id: str
+    result: OutboundResult
+
+
+@dataclass(frozen=True)
+class RegistrationChanged(UaEvent):
+    """An account's registration status changed (registered, failed and retrying, unregistered)."""
+
+    aor: str
+    status: RegistrationStatus
+
+
 class LegState(Enum):
     INCOMING = "incoming"  # INVITE received, no final response yet
     ANSWERED = "answered"  # 2xx sent, waiting for the ACK
@@ -218,6 +257,8 @@ class _Leg:
     #: Why our BYE went out; reported as the CallEnded reason when it completes.
     bye_reason: str | None = None
     end_reason: str | None = None
+    #: We placed this call (start_call): the peer's BYE means the callee hung up.
+    outbound: bool = False
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -251,6 +292,14 @@ class UserAgent:
         self._buckets: dict[str, _Bucket] = {}
         self._events: deque[UaEvent] = deque()
         self._counter = 0
+        self._outbound = OutboundCalls(
+            self._layer, self, via=self._via, contact=self._contact, user_agent=config.user_agent,
+            allow=", ".join(ALLOWED_METHODS), timers=config.timers,
+        )
+        self._registrations: dict[str, tuple[Registration, Address]] = {}
+        self._reg_tx: dict[str, Registration] = {}
+        #: Registrars and outbound proxies we chose to talk to: their requests are served too.
+        self._trusted_peers: set[str] = set()
 
     # -- aioquic-style surface
 
@@ -270,13 +319,16 @@ class UserAgent:
 
     def get_timer(self) -> float | None:
         deadlines = [leg.answer_deadline for leg in self._legs.values() if leg.answer_deadline is not None]
-        layer_timer = self._layer.get_timer()
-        if layer_timer is not None:
-            deadlines.append(layer_timer)
+        others = [self._layer.get_timer(), self._outbound.get_timer()]
+        others += [reg.get_timer() for reg, _ in self._registrations.values()]
+        deadlines += [t for t in others if t is not None]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
         self._layer.handle_timer(now)
+        self._outbound.handle_timer(now)
+        for reg, _ in self._registrations.values():
+            reg.handle_timer(now)
         for leg in list(self._legs.values()):
             if leg.answer_deadline is not None and leg.answer_deadline <= now and leg.state == LegState.INCOMING:
                 log.info("sip unanswered call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
@@ -374,7 +426,11 @@ class UserAgent:
         self._respond(tx, request, status, now, leg=leg)
 
     def shutdown(self, now: float) -> None:
-        """Stop every call: 503 to pending INVITEs, BYE to the rest."""
+        """Stop every call: 503 to pending INVITEs, BYE to the rest, CANCEL to our unanswered INVITEs;
+        withdraw every registration (Expires: 0)."""
+        for leg_id in self._outbound.pending():
+            self._outbound.cancel(leg_id, now, "shutdown")
+        self.unregister_all(now)
         for leg in list(self._legs.values()):
             if leg.state == LegState.INCOMING:
                 self._final_to_invite(leg, 503, now)
@@ -382,6 +438,57 @@ class UserAgent:
             elif leg.state in (LegState.ANSWERED, LegState.CONFIRMED):
                 self._send_bye(leg, "shutdown", now)
         self._drain(now)
+
+    # -- outbound calls (UAC)
+
+    def start_call(self, spec: OutboundCallSpec, now: float) -> str:
+        """Send an outbound INVITE; returns the leg id that `OutboundProgress`/`OutboundCompleted` carry."""
+        self._counter += 1
+        leg_id = f"leg{self._counter}"
+        self._trusted_peers.add(spec.proxy[0])  # the callee's in-dialog requests come through it
+        self._outbound.invite(spec, leg_id, now)
+        self._drain(now)
+        return leg_id
+
+    def cancel_call(self, leg_id: str, now: float) -> None:
+        """Give up on an outbound call not answered yet (CANCEL); `OutboundCompleted` says cancelled.
+        No-op once it has its outcome (hang up an answered call with `hangup`)."""
+        self._outbound.cancel(leg_id, now)
+        self._drain(now)
+
+    # -- registrations
+
+    def add_registration(self, config: RegistrationConfig, destination: Address, now: float) -> Registration:
+        """Register `config.aor` at `destination` (the registrar's resolved IP and port) and keep it so."""
+        if config.aor in self._registrations:
+            raise ValueError(f"{config.aor} is registered already")
+        reg = Registration(config, self.advertised, user_agent=self.config.user_agent)
+        self._registrations[config.aor] = (reg, destination)
+        self._trusted_peers.add(destination[0])  # the trunk sends our calls from there
+        reg.start(now)
+        self._drain(now)
+        return reg
+
+    def unregister(self, aor: str, now: float) -> None:
+        """Withdraw one registration (Expires: 0); it stays listed as unregistered."""
+        entry = self._registrations.get(aor)
+        if entry is not None:
+            entry[0].unregister(now)
+            self._drain(now)
+
+    def unregister_all(self, now: float) -> None:
+        for reg, _ in self._registrations.values():
+            reg.unregister(now)
+        self._drain(now)
+
+    def registrations(self) -> list[RegistrationStatus]:
+        """The status of every account, in the order they were added (for `ivr status`)."""
+        return [reg.status() for reg, _ in self._registrations.values()]
+
+    @property
+    def registrations_settled(self) -> bool:
+        """No REGISTER in flight (shutdown waits for this after unregister_all)."""
+        return not any(reg.in_flight for reg, _ in self._registrations.values())
 
     def leg_state(self, leg_id: str) -> LegState:
         leg = self._legs.get(leg_id)
@@ -401,17 +508,65 @@ class UserAgent:
             elif isinstance(event, AckReceived):
                 self._on_ack(event.request, now)
             elif isinstance(event, ResponseReceived):
-                self._on_response(event.transaction_id, event.response, now)
+                reg = self._reg_tx.get(event.transaction_id)
+                if reg is not None:
+                    reg.on_response(event.response, now)
+                elif self._outbound.owns(event.transaction_id):
+                    self._outbound.on_response(event.transaction_id, event.response, now)
+                else:
+                    self._on_response(event.transaction_id, event.response, now)
             elif isinstance(event, TransactionTimeout):
+                reg = self._reg_tx.get(event.transaction_id)
+                if reg is not None:
+                    reg.on_timeout(now)
+                elif self._outbound.owns(event.transaction_id):
+                    self._outbound.on_timeout(event.transaction_id, now)
                 leg = self._tx_leg.get(event.transaction_id)
                 if leg is not None and leg.bye_tx == event.transaction_id:
                     self._finish(leg, leg.bye_reason or "hangup", now)
             elif isinstance(event, AckTimeout):
-                self._on_ack_timeout(event.call_id, event.cseq, now)
+                self._on_ack_timeout(event, now)
             elif isinstance(event, TransactionTerminated):
                 self._tx_leg.pop(event.transaction_id, None)
-            elif isinstance(event, StrayResponse):
+                self._reg_tx.pop(event.transaction_id, None)
+                self._outbound.on_terminated(event.transaction_id)
+            elif isinstance(event, StrayResponse) and not self._outbound.on_stray(event.response, now):
                 log.debug("sip stray response status=%d", event.response.status)
+        self._flush_registrations(now)
+
+    def _flush_registrations(self, now: float) -> None:
+        """Send what the registrations queued, and report their status changes."""
+        for reg, destination in self._registrations.values():
+            for request in reg.requests_to_send():
+                self._reg_tx[self._layer.send_request(request, destination, now)] = reg
+            if reg.take_changed():
+                self._events.append(RegistrationChanged(reg.config.aor, reg.status()))
+
+    # -- OutboundListener (ivr.sip.uac)
+
+    def outbound_progress(self, leg_id: str, response: SipResponse) -> None:
+        sdp = response.body if response.body and response.content_type == "application/sdp" else None
+        self._events.append(OutboundProgress(leg_id, response.status, response.reason, sdp))
+
+    def outbound_answered(self, leg_id: str, invite: SipRequest, dialog: Dialog, result: OutboundResult,
+                          now: float) -> None:
+        """The 2xx is ACKed: from here the call is a confirmed leg like any inbound one."""
+        leg = _Leg(
+            leg_id=leg_id, source=self._outbound_source(leg_id, invite), invite_tx="", invite=invite,
+            dialog=dialog, late_offer=False, state=LegState.CONFIRMED, local_sdp=invite.body or None,
+            outbound=True,
+        )
+        self._legs[leg_id] = leg
+        self._dialogs[leg.key] = leg
+        self._events.append(OutboundCompleted(leg_id, result))
+
+    def outbound_failed(self, leg_id: str, result: OutboundResult) -> None:
+        self._events.append(OutboundCompleted(leg_id, result))
+
+    def _outbound_source(self, leg_id: str, invite: SipRequest) -> Address:
+        """Fallback next hop of the leg's in-dialog requests: the proxy the INVITE went to."""
+        spec = self._outbound.spec(leg_id)
+        return spec.proxy if spec is not None else self.local_address
 
     def _on_request(self, tx: str, request: SipRequest, source: Address, now: float) -> None:
         method = request.method
@@ -529,7 +684,7 @@ class UserAgent:
             # RFC 3261 section 15.1.2: BYE on an early dialog, then 487 to the INVITE.
             self._final_to_invite(leg, 487, now)
         log.info("sip bye from peer call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
-        self._finish(leg, leg.bye_reason or "caller hung up", now)
+        self._finish(leg, leg.bye_reason or ("callee hung up" if leg.outbound else "caller hung up"), now)
 
     def _on_reinvite(self, tx: str, leg: _Leg, invite: SipRequest, now: float) -> None:
         if leg.state == LegState.TERMINATING:
@@ -617,17 +772,21 @@ class UserAgent:
             if leg.hangup_pending:
                 self._send_bye(leg, "hangup", now)
 
-    def _on_ack_timeout(self, call_id: str, cseq: int, now: float) -> None:
-        """RFC 3261 section 13.3.1.4: no ACK for our 2xx within 64*T1, end the session with BYE."""
-        for leg in list(self._legs.values()):
-            if leg.dialog.call_id == call_id and leg.ack_cseq == cseq and leg.state in (
-                LegState.ANSWERED, LegState.CONFIRMED
-            ):
-                log.info("sip no ACK call_id=%s leg=%s", call_id, leg.leg_id)
-                leg.ack_cseq = None
-                leg.state = LegState.CONFIRMED
-                self._send_bye(leg, "no ACK", now)
-                self._report_end(leg, "no ACK")
+    def _on_ack_timeout(self, timeout: AckTimeout, now: float) -> None:
+        """RFC 3261 section 13.3.1.4: no ACK for our 2xx within 64*T1, end the session with BYE.
+
+        Only the dialog of that 2xx (its tags): another leg with the same Call-ID and CSeq (another
+        From tag) has its own 2xx, ACK and timeout."""
+        leg = self._dialogs.get((timeout.call_id, timeout.to_tag or "", timeout.from_tag))
+        if leg is None or leg.ack_cseq != timeout.cseq or leg.state not in (
+            LegState.ANSWERED, LegState.CONFIRMED
+        ):
+            return
+        log.info("sip no ACK call_id=%s leg=%s", timeout.call_id, leg.leg_id)
+        leg.ack_cseq = None
+        leg.state = LegState.CONFIRMED
+        self._send_bye(leg, "no ACK", now)
+        self._report_end(leg, "no ACK")
 
     def _on_response(self, tx: str, response: SipResponse, now: float) -> None:
         leg = self._tx_leg.get(tx)
@@ -783,6 +942,8 @@ class UserAgent:
         return f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport"
 
     def _peer_allowed(self, host: str) -> bool:
+        if host in self._trusted_peers:
+            return True
         try:
             address = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:

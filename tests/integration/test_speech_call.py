@@ -22,8 +22,10 @@ pytest.importorskip("vosk")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 
 FLOW = """
-flow: voice
+flow: voicetest
 numbers: ["700"]
+languages: [ko]
+voices: {ko: en}
 start: menu
 prompts:
   menu: "Say reservation or no. You can also press 1 or 2."
@@ -51,19 +53,21 @@ def appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
     yield from run_appliance(env)
 
 
-def spoken(path: Path, text: str) -> Path:
+def spoken(path: Path, text: str, gain_db: float = 0.0) -> Path:
     """Korean speech by espeak-ng, as 8 kHz µ-law with silence around it (a caller, then a pause)."""
     wav = path.with_suffix(".wav")
     subprocess.run(["espeak-ng", "-v", "ko", "-w", str(wav), text], check=True)
     subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-e", "u-law", "-t", "raw", str(path),
-                    "pad", "0.3", "2.0"], check=True)
+                    "gain", str(gain_db), "pad", "0.3", "2.0"], check=True)
     return path
 
 
 def test_spoken_keyword_chooses_the_option(appliance: tuple[Env, int, Path]) -> None:
     env, port, log = appliance
     assert "speech ready" in log.read_text()
-    audio = spoken(env.root / "aniyo.ul", "아니요")
+    # Talking over the prompt must beat its worst-case echo (the detector assumes 6 dB echo return loss):
+    # a caller a few dB louder than the prompt, as tests/speech/test_vad.py also shows.
+    audio = spoken(env.root / "aniyo.ul", "아니요", gain_db=4.0)
     steps = [("pause", "1500"), ("stream", str(audio))]  # speaks over the prompt: barge-in by voice
     sipp(scenarios.call("say 아니요", steps, telephone_event=False), port, env.root, service="700")
     call = last_call(env)
@@ -75,3 +79,20 @@ def test_spoken_keyword_chooses_the_option(appliance: tuple[Env, int, Path]) -> 
     assert choice["via"] == "speech" and choice["key"] == "2"
     interrupted = [e.data["interrupted"] for e in events if e.type == "prompt.played"]
     assert interrupted[0] is True  # the caller spoke over the menu prompt
+    assert heard[0]["accepted"] is True and heard[0]["decision"] == "match" and "latency_ms" in heard[0]
+
+
+def test_speech_after_the_prompt_and_out_of_grammar(appliance: tuple[Env, int, Path]) -> None:
+    """At a normal level after the prompt: heard. Out-of-grammar speech takes no-match, then a key works."""
+    env, port, _ = appliance
+    yes = spoken(env.root / "yeyak.ul", "예약")
+    hello = spoken(env.root / "hello.ul", "안녕하세요")
+    steps = [("pause", "4500"), ("stream", str(hello)), ("pause", "7000"), ("stream", str(yes))]
+    sipp(scenarios.call("out of grammar, then 예약", steps, telephone_event=False), port, env.root,
+         service="700")
+    call = last_call(env)
+    events = asyncio.run(read_events(env.state / "ivr.db", call["call_id"]))
+    heard = [e.data for e in events if e.type == "input.speech"]
+    assert heard[0]["accepted"] is False and heard[0]["text"] == ""  # rejected, not forced onto a keyword
+    assert any(e.type == "menu.no_match" for e in events)
+    assert call["path"] == ["menu", "one"], [e.type for e in events]

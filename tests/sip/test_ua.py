@@ -583,3 +583,67 @@ def test_config_defaults_deny_everyone() -> None:
     ua.receive_datagram(request("OPTIONS"), PEER, 0.0)
     assert statuses(ua) == [403]
     assert CONFIG.allowed_peers == ("192.0.2.0/24",)
+
+
+def _fuzz_invite(branch: str, from_tag: str, content_length: str = "172") -> bytes:
+    """An INVITE exactly as test_ua_fuzz renders it for call 0 (CSeq 3: the peer's second INVITE)."""
+    return (
+        "INVITE sip:500@192.0.2.10 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 192.0.2.20:5062;branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f'From: "Fuzz" <sip:+15555550100@192.0.2.20>;tag={from_tag}\r\n'
+        "To: <sip:500@192.0.2.10>\r\n"
+        "Call-ID: fuzz-0@192.0.2.20\r\n"
+        f"CSeq: {2 if content_length.startswith('-') else 3} INVITE\r\n"
+        "Contact: <sip:fuzz@192.0.2.20:5062>\r\n"
+        "Record-Route: <sip:192.0.2.30;lr>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {content_length}\r\n\r\n"
+    ).encode() + offer()
+
+
+def test_two_dialogs_with_one_call_id_and_cseq_each_keep_their_2xx_and_ack_timeout() -> None:
+    """Found by test_ua_fuzz: INVITEs with the same Call-ID and CSeq but other From tags are two
+    dialogs (no merged request, RFC 3261 section 8.2.2.2). The 2xx retransmission was keyed by Call-ID
+    and CSeq only, so the second 2xx replaced the first's: the ACK of the second stopped the only one
+    left and the first leg had neither retransmission nor ACK timeout, answered for ever."""
+    ua = new_ua()
+    # Step 1: the INVITE with its Content-Length mutated to "-0": unparsable, dropped.
+    ua.receive_datagram(_fuzz_invite("z9hG4bKp0x1", "peer0", "-0"), PEER, 0.0)
+    assert events(ua) == [] and sent(ua) == [] and ua.stats.parse_errors == 1
+    # Step 2: the next INVITE with its From tag mutated ("tag=x..."); the app rings and answers.
+    first = incoming(ua, _fuzz_invite("z9hG4bKp0x2", "xpeer0"))
+    ua.ring(first.leg_id, 0.0)
+    ua.answer(first.leg_id, our_sdp(offer()), 0.0)
+    first_tag = responses(ua)[-1].to_addr.tag
+    # Step 3: the same Call-ID and CSeq on a new branch with the real From tag: another dialog.
+    second = incoming(ua, _fuzz_invite("z9hG4bKp0x3", "peer0"))
+    ua.ring(second.leg_id, 0.0)
+    ua.answer(second.leg_id, our_sdp(offer()), 0.0)
+    second_tag = responses(ua)[-1].to_addr.tag
+    assert first_tag and second_tag and first_tag != second_tag
+    # Step 4: the ACK of the second 2xx (reusing its INVITE's branch, as the fuzzer's "ack" does).
+    ack = (
+        "ACK sip:500@192.0.2.10 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.20:5062;branch=z9hG4bKp0x3;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        'From: "Fuzz" <sip:+15555550100@192.0.2.20>;tag=peer0\r\n'
+        f"To: <sip:500@192.0.2.10>;tag={second_tag}\r\n"
+        "Call-ID: fuzz-0@192.0.2.20\r\n"
+        "CSeq: 3 ACK\r\n"
+        "Contact: <sip:fuzz@192.0.2.20:5062>\r\n"
+        "Record-Route: <sip:192.0.2.30;lr>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    ua.receive_datagram(ack, PEER, 0.0)
+    assert events(ua) == [CallConfirmed(second.leg_id)]
+    assert ua.leg_state(first.leg_id) == LegState.ANSWERED
+    # The first 2xx is still retransmitted (section 13.3.1.4), the second is not.
+    run_until(ua, 0.6)
+    assert [(r.status, r.to_addr.tag) for r in responses(ua)] == [(200, first_tag)]
+    # 64*T1 without its ACK: BYE on the first dialog only, the second call goes on.
+    run_until(ua, 32.5)
+    assert events(ua) == [CallEnded(first.leg_id, "no ACK")]
+    byes = [m for m, _ in sent(ua) if isinstance(m, SipRequest)]
+    assert {(b.method, b.to_addr.tag, b.from_addr.tag) for b in byes} == {("BYE", "xpeer0", first_tag)}
+    assert ua.leg_state(second.leg_id) == LegState.CONFIRMED
