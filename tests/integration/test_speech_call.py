@@ -96,3 +96,18 @@ def test_speech_after_the_prompt_and_out_of_grammar(appliance: tuple[Env, int, P
     assert heard[0]["accepted"] is False and heard[0]["text"] == ""  # rejected, not forced onto a keyword
     assert any(e.type == "menu.no_match" for e in events)
     assert call["path"] == ["menu", "one"], [e.type for e in events]
+
+
+def test_silence_takes_no_input(appliance: tuple[Env, int, Path]) -> None:
+    """RTP keeps coming but nobody speaks: the menu counts a no-input (not a no-match), then a word works."""
+    env, port, _ = appliance
+    quiet = env.root / "quiet.ul"
+    quiet.write_bytes(b"\xff" * 8000 * 11)  # 11 s of µ-law silence: the 6 s menu timeout runs out once
+    yes = spoken(env.root / "yeyak.ul", "예약", gain_db=4.0)  # over the re-prompt: loud enough to barge in
+    steps = [("pause", "500"), ("stream", str(quiet)), ("pause", "12500"), ("stream", str(yes))]
+    sipp(scenarios.call("silence, then 예약", steps, telephone_event=False), port, env.root, service="700")
+    call = last_call(env)
+    events = asyncio.run(read_events(env.state / "ivr.db", call["call_id"]))
+    kinds = [e.type for e in events]
+    assert "menu.no_input" in kinds and "menu.no_match" not in kinds
+    assert call["path"] == ["menu", "one"]
