@@ -21,6 +21,18 @@ SYSTEM_CONFIG = Path("/etc/ivr/ivr.yaml")
 
 
 @dataclass(frozen=True)
+class SipAccount:
+    """One registration: the box registers as ``aor`` at ``registrar`` and keeps it refreshed."""
+
+    aor: str
+    registrar: str
+    username: str
+    password: str
+    expires: int = 300
+    contact_user: str = "ivr"
+
+
+@dataclass(frozen=True)
 class SipSettings:
     host: str = "127.0.0.1"
     """Address SIP listens on."""
@@ -33,6 +45,8 @@ class SipSettings:
     """RTP ports, one per call."""
     external_address: str | None = None
     """Public address written in Contact and SDP when the box sits behind NAT."""
+    accounts: tuple[SipAccount, ...] = ()
+    """Registrations to keep (a PBX extension, a carrier trunk)."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +186,25 @@ def _build(doc: Any, path: Path, name: str) -> Config:
             problems.append(Problem(name, *at("sip", "rtp_ports"), "rtp_ports must be a range within 1024-65535"))
     if problems:
         raise ConfigError(problems)
-    sip = SipSettings(sip.host, sip.port, peers, lo, hi, sip_doc.get("external_address"))
+    accounts = []
+    for i, acc in enumerate(sip_doc.get("accounts") or ()):
+        password = acc.get("password")
+        if password is None and "password_file" in acc:
+            try:
+                password = (base / str(acc["password_file"])).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                problems.append(Problem(name, *position(doc, ["sip", "accounts", i, "password_file"]),
+                                        f"cannot read password_file: {exc.strerror}"))
+                continue
+        if password is None:
+            problems.append(Problem(name, *position(doc, ["sip", "accounts", i]),
+                                    "an account needs password: or password_file:"))
+            continue
+        accounts.append(SipAccount(str(acc["aor"]), str(acc["registrar"]), str(acc["username"]), str(password),
+                                   int(acc.get("expires", 300)), str(acc.get("contact_user", "ivr"))))
+    if problems:
+        raise ConfigError(problems)
+    sip = SipSettings(sip.host, sip.port, peers, lo, hi, sip_doc.get("external_address"), tuple(accounts))
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})

@@ -229,6 +229,7 @@ class Daemon:
             "started_at": self.started_at.isoformat(),
             "config": self.config.source,
             "sip": "{}:{}".format(*self.telephony.endpoint.local_address) if self.telephony else None,
+            "registrations": self.telephony.registrations() if self.telephony else [],
             "ami": None if self.ami is None else ("connected" if self.ami.connected else "connecting"),
             "queues": self._queue_summary(),
         }

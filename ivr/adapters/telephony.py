@@ -15,10 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ivr.adapters.sip_call import SipCall
-from ivr.config import Config
+from ivr.config import Config, SipAccount
 from ivr.engine.context import Outcome, Recorder
 from ivr.errors import CallerHungUp
 from ivr.sip.endpoint import InboundLeg, SipEndpoint
+from ivr.sip.register import RegistrationConfig
 from ivr.sip.sdp import (
     PCMA,
     PCMU,
@@ -80,6 +81,7 @@ class Telephony:
         self.media = media  # ivr.rtp.session.MediaEngine
         self.calls: set[asyncio.Task[None]] = set()
         self.notes: set[asyncio.Task[int]] = set()  # event-log appends from sync SIP callbacks
+        self.registering: set[asyncio.Task[None]] = set()
         self.accepting = True
         sip = config.sip
         self.endpoint = SipEndpoint(
@@ -90,11 +92,37 @@ class Telephony:
     async def start(self) -> None:
         await self.media.start()
         await self.endpoint.start()
+        for account in self.config.sip.accounts:
+            task = asyncio.create_task(self._register(account), name=f"register-{account.aor}")
+            self.registering.add(task)
+            task.add_done_callback(self.registering.discard)
         host, port = self.endpoint.local_address
         log.info("sip ready on %s:%d rtp %d-%d", host, port, self.config.sip.rtp_port_min,
                  self.config.sip.rtp_port_max)
 
+    async def _register(self, account: SipAccount) -> None:
+        """Hand the account to the user agent, which keeps it registered; only a registrar name that does
+        not resolve is retried here (the core never resolves names)."""
+        config = RegistrationConfig(aor=account.aor, registrar=account.registrar, username=account.username,
+                                    password=account.password, expires=account.expires,
+                                    contact_user=account.contact_user)
+        delay = 2.0
+        while True:
+            try:
+                await self.endpoint.register(config)
+                log.info("registering %s at %s", account.aor, account.registrar)
+                return
+            except (OSError, TimeoutError) as exc:
+                log.warning("registrar %s not reachable (%s); retrying in %.0f s", account.registrar, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300.0)
+
+    def registrations(self) -> list[str]:
+        return self.endpoint.registration_lines()
+
     async def stop(self, grace: float = 2.0) -> None:
+        for task in self.registering:
+            task.cancel()
         self.accepting = False
         await self.endpoint.stop(grace)
         if self.calls:
