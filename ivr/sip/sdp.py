@@ -161,8 +161,8 @@ class MediaDescription:
                 rtpmaps[m.group(1)] = (m.group(2), int(m.group(3)), int(m.group(4) or 1))
         fmtps: dict[str, str] = {}
         for value in self.attribute_values("fmtp"):
-            pt, _, params = value.strip().partition(" ")
-            fmtps[pt] = params.strip()
+            fmt_name, _, params = value.strip().partition(" ")
+            fmtps[fmt_name] = params.strip()
         out: list[Codec] = []
         for fmt in self.formats:
             if not fmt.isdigit() or int(fmt) > 127:
