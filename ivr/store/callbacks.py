@@ -1,0 +1,381 @@
+"""The durable callback queue: requests and attempts in the event-log database, each change committed with
+its ``callback.*`` event through ``EventLog.transaction`` (one group commit holds both).
+
+Guarantees (issue 7, ANCHORS.md "never loses a request and never dials one twice"):
+- a request is on disk when ``request()`` returns, so the caller may then hear "confirmed";
+- one active request per (site, queue, number): a second one updates the first and keeps the earlier arrival;
+- an attempt row is committed by ``begin_attempt()`` before anything is dialled; a partial unique index
+  forbids two attempts in flight for one request, and ``begin_attempt`` refuses before ``next_attempt_at``;
+- after a crash, ``in_flight()`` lists attempts without an outcome and ``reconcile()`` decides them from what
+  the PBX says (still up / gone).
+Times are aware ``datetime``s stored as UTC text (``utc_now_text``), which sorts in time order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import aiosqlite
+import uuid6
+
+from ivr.errors import IvrError
+from ivr.store.eventlog import EventLog, utc_now_text
+
+log = logging.getLogger("ivr.store.callbacks")
+
+ACTIVE = ("requested", "dialing", "connected", "no-answer", "busy", "invalid", "failed", "retry")
+TERMINAL = ("done", "expired", "cancelled")
+ATTEMPT_OUTCOMES = ("connected", "no-answer", "busy", "invalid", "failed", "interrupted")
+
+#: state -> states it may move to
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "requested": frozenset({"dialing", "cancelled", "expired"}),
+    "dialing": frozenset({"connected", "no-answer", "busy", "invalid", "failed"}),
+    "connected": frozenset({"done", "retry", "expired"}),  # retry: answered but nobody pressed 1
+    "no-answer": frozenset({"retry", "expired"}),
+    "busy": frozenset({"retry", "expired"}),
+    "failed": frozenset({"retry", "expired"}),
+    "invalid": frozenset({"expired"}),
+    "retry": frozenset({"dialing", "cancelled", "expired"}),
+    "done": frozenset(),
+    "expired": frozenset(),
+    "cancelled": frozenset(),
+}
+
+
+class IllegalTransition(IvrError):
+    def __init__(self, request_id: str, state: str, to: str) -> None:
+        super().__init__(f"callback {request_id}: {state} -> {to} is not allowed")
+        self.request_id = request_id
+        self.state = state
+        self.to = to
+
+
+class CallbackNotFound(IvrError):
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"no callback {request_id}")
+        self.request_id = request_id
+
+
+class AttemptRefused(IvrError):
+    """``begin_attempt`` would dial too early, twice at once, or a callback that is not waiting."""
+
+    def __init__(self, request_id: str, reason: str) -> None:
+        super().__init__(f"callback {request_id}: attempt refused: {reason}")
+        self.request_id = request_id
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Consent:
+    """What the caller agreed to: when, which number, what they heard and what they pressed."""
+
+    at: datetime
+    number: str
+    heard: str = ""
+    pressed: str = ""
+
+
+@dataclass(frozen=True)
+class CallbackRequest:
+    id: str
+    site: str
+    queue: str
+    number: str
+    zones: tuple[str, ...]
+    arrival_at: str
+    requested_at: str
+    updated_at: str
+    state: str
+    call_id: str | None
+    consent_at: str
+    consent_number: str
+    consent_heard: str
+    consent_pressed: str
+    quoted_low: float | None
+    quoted_high: float | None
+    scheduled_at: str | None
+    attempts: int
+    next_attempt_at: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: str
+    request_id: str
+    n: int
+    started_at: str
+    channel: str
+    action_id: str
+    sip_call_id: str
+    outcome: str | None
+    ended_at: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    id: str
+    created: bool  # False: an active request for the number and queue existed and was updated
+
+
+_REQ_COLS = ("id, site, queue, number, callee_tz, arrival_at, requested_at, updated_at, state, call_id, consent_at,"
+             " consent_number, consent_heard, consent_pressed, quoted_low, quoted_high, scheduled_at, attempts,"
+             " next_attempt_at, reason")
+_ATT_COLS = "id, request_id, n, started_at, channel, action_id, sip_call_id, outcome, ended_at, detail"
+
+
+def _req(row: Any) -> CallbackRequest:
+    r = list(row)
+    r[4] = tuple(json.loads(r[4]))
+    return CallbackRequest(*r)
+
+
+def _ts(t: datetime) -> str:
+    if t.tzinfo is None:
+        raise ValueError("callback times must be timezone-aware")
+    return utc_now_text(t)
+
+
+Db = aiosqlite.Connection
+
+
+class CallbackStore:
+    """Callback requests and attempts; writes go through the event log's single writer."""
+
+    def __init__(self, log_: EventLog) -> None:
+        self.log = log_
+        self.site = log_.site
+
+    # -- helpers run inside a transaction --
+    async def _event(self, db: Db, type: str, call_id: str | None, **data: Any) -> int:
+        return await EventLog.insert(db, self.log._row(type, call_id, data))  # same package: the row format
+
+    async def _get(self, db: Db, request_id: str) -> CallbackRequest:
+        async with db.execute(f"SELECT {_REQ_COLS} FROM callback_requests WHERE id=?", (request_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise CallbackNotFound(request_id)
+        return _req(row)
+
+    async def _move(self, db: Db, req: CallbackRequest, to: str, now: datetime, reason: str,
+                    next_attempt_at: datetime | None = None, **extra: Any) -> None:
+        if to not in TRANSITIONS[req.state]:
+            raise IllegalTransition(req.id, req.state, to)
+        nxt = _ts(next_attempt_at) if next_attempt_at is not None else None
+        if to in TERMINAL:
+            nxt = None
+        elif next_attempt_at is None:
+            nxt = req.next_attempt_at
+        await db.execute("UPDATE callback_requests SET state=?, updated_at=?, reason=?, next_attempt_at=? WHERE id=?",
+                         (to, _ts(now), reason, nxt, req.id))
+        await self._event(db, "callback.state", req.call_id, request_id=req.id, queue=req.queue,
+                          number=req.number, **{"from": req.state}, to=to, reason=reason, at=_ts(now),
+                          next_attempt_at=nxt, **extra)
+
+    # -- requests --
+    async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,
+                      consent: Consent, now: datetime, call_id: str | None = None,
+                      quoted: tuple[float, float] | None = None, scheduled_at: datetime | None = None
+                      ) -> RequestResult:
+        """Take (or update) a request; committed when it returns. A second request for the same number and
+        queue while one is active updates it: the earlier arrival is kept, the new consent and slot win."""
+        site = self.site
+
+        async def op(db: Db) -> RequestResult:
+            async with db.execute(
+                f"SELECT {_REQ_COLS} FROM callback_requests WHERE site=? AND queue=? AND number=?"
+                " AND state NOT IN ('done','expired','cancelled')", (site, queue, number)) as cur:
+                row = await cur.fetchone()
+            ql, qh = quoted if quoted else (None, None)
+            sched = _ts(scheduled_at) if scheduled_at else None
+            consent_data = {"at": _ts(consent.at), "number": consent.number, "heard": consent.heard,
+                            "pressed": consent.pressed}
+            if row is not None:
+                old = _req(row)
+                arrival = min(old.arrival_at, _ts(arrival_at))
+                nxt = old.next_attempt_at
+                if sched is not None and old.state in ("requested", "retry"):
+                    nxt = max(sched, nxt or sched)
+                await db.execute(
+                    "UPDATE callback_requests SET arrival_at=?, updated_at=?, consent_at=?, consent_number=?,"
+                    " consent_heard=?, consent_pressed=?, quoted_low=coalesce(?, quoted_low),"
+                    " quoted_high=coalesce(?, quoted_high), scheduled_at=coalesce(?, scheduled_at),"
+                    " next_attempt_at=?, callee_tz=? WHERE id=?",
+                    (arrival, _ts(now), consent_data["at"], consent.number, consent.heard, consent.pressed, ql, qh,
+                     sched, nxt, json.dumps(list(zones)), old.id))
+                await self._event(db, "callback.updated", call_id, request_id=old.id, queue=queue, number=number,
+                                  arrival_at=arrival, consent=consent_data, scheduled_at=sched, state=old.state,
+                                  at=_ts(now))
+                return RequestResult(old.id, False)
+            rid = str(uuid6.uuid7())
+            await db.execute(
+                f"INSERT INTO callback_requests ({_REQ_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rid, site, queue, number, json.dumps(list(zones)), _ts(arrival_at), _ts(now), _ts(now), "requested",
+                 call_id, consent_data["at"], consent.number, consent.heard, consent.pressed, ql, qh, sched, 0,
+                 sched or _ts(now), ""))
+            await self._event(db, "callback.requested", call_id, request_id=rid, queue=queue, number=number,
+                              zones=list(zones), arrival_at=_ts(arrival_at), consent=consent_data,
+                              quoted_low=ql, quoted_high=qh, scheduled_at=sched, at=_ts(now))
+            return RequestResult(rid, True)
+
+        result: RequestResult = await self.log.transaction(op)
+        log.info("callback request id=%s queue=%s created=%s", result.id, queue, result.created)
+        return result
+
+    async def get(self, request_id: str) -> CallbackRequest:
+        return await self._get(self.log.db, request_id)
+
+    async def active(self) -> list[CallbackRequest]:
+        async with self.log.db.execute(
+            f"SELECT {_REQ_COLS} FROM callback_requests WHERE state NOT IN ('done','expired','cancelled')"
+            " ORDER BY arrival_at, id") as cur:
+            return [_req(r) for r in await cur.fetchall()]
+
+    async def count_requests(self, *, since: datetime, number: str | None = None) -> int:
+        """Requests taken (new or repeated) since ``since``, for one number or the whole site: for the caps."""
+        sql = ("SELECT count(*) FROM events WHERE type IN ('callback.requested','callback.updated')"
+               " AND site=? AND json_extract(data, '$.at')>=?")
+        args: tuple[Any, ...] = (self.site, _ts(since))
+        if number is not None:
+            sql += " AND json_extract(data, '$.number')=?"
+            args += (number,)
+        async with self.log.db.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def due(self, now: datetime, limit: int,
+                  is_open: Callable[[CallbackRequest, datetime], bool] | None = None) -> list[CallbackRequest]:
+        """Up to ``limit`` requests waiting to be dialled (requested or retry) whose next attempt is due, in
+        order of original arrival, skipping those whose calling window ``is_open`` says is closed."""
+        out: list[CallbackRequest] = []
+        async with self.log.db.execute(
+            f"SELECT {_REQ_COLS} FROM callback_requests WHERE state IN ('requested','retry')"
+            " AND next_attempt_at<=? AND site=? ORDER BY arrival_at, id", (_ts(now), self.site)) as cur:
+            rows = await cur.fetchall()
+        for row in rows:
+            if len(out) >= limit:
+                break
+            req = _req(row)
+            if is_open is None or is_open(req, now):
+                out.append(req)
+        return out
+
+    # -- state changes --
+    async def transition(self, request_id: str, to: str, now: datetime, reason: str = "",
+                         next_attempt_at: datetime | None = None) -> None:
+        """Move a request to ``to`` (IllegalTransition if the state machine forbids it)."""
+
+        async def op(db: Db) -> None:
+            await self._move(db, await self._get(db, request_id), to, now, reason, next_attempt_at)
+
+        await self.log.transaction(op)
+
+    async def cancel(self, request_id: str, now: datetime, reason: str = "cancelled") -> None:
+        await self.transition(request_id, "cancelled", now, reason)
+
+    async def schedule_retry(self, request_id: str, at: datetime, now: datetime, reason: str = "") -> None:
+        await self.transition(request_id, "retry", now, reason, next_attempt_at=at)
+
+    async def expire(self, request_id: str, now: datetime, reason: str = "") -> None:
+        await self.transition(request_id, "expired", now, reason)
+
+    async def complete(self, request_id: str, now: datetime, reason: str = "connected to an agent") -> None:
+        await self.transition(request_id, "done", now, reason)
+
+    # -- attempts --
+    async def begin_attempt(self, request_id: str, now: datetime, *, channel: str = "", action_id: str = "",
+                            sip_call_id: str = "") -> Attempt:
+        """Record an attempt and move the request to ``dialing``; returns after the commit, and only then may
+        the dialer send the Originate/INVITE (carrying the request id as CALLBACK_ID)."""
+
+        async def op(db: Db) -> Attempt:
+            req = await self._get(db, request_id)
+            if req.state not in ("requested", "retry"):
+                raise AttemptRefused(request_id, f"state {req.state}")
+            if req.next_attempt_at is not None and req.next_attempt_at > _ts(now):
+                raise AttemptRefused(request_id, f"not due before {req.next_attempt_at}")
+            att = Attempt(str(uuid6.uuid7()), request_id, req.attempts + 1, _ts(now), channel, action_id,
+                          sip_call_id, None, None, "")
+            await db.execute(f"INSERT INTO callback_attempts ({_ATT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                             (att.id, att.request_id, att.n, att.started_at, channel, action_id, sip_call_id,
+                              None, None, ""))
+            await db.execute("UPDATE callback_requests SET attempts=? WHERE id=?", (att.n, request_id))
+            await self._event(db, "callback.attempt.started", req.call_id, request_id=request_id, attempt_id=att.id,
+                              n=att.n, channel=channel, action_id=action_id, sip_call_id=sip_call_id,
+                              at=att.started_at)
+            await self._move(db, req, "dialing", now, f"attempt {att.n}", attempt_id=att.id)
+            return att
+
+        attempt: Attempt = await self.log.transaction(op)
+        return attempt
+
+    async def finish_attempt(self, attempt_id: str, outcome: str, now: datetime, detail: str = "") -> None:
+        """Record an attempt's outcome; the request moves to the same state (``interrupted`` → ``failed``)."""
+        if outcome not in ATTEMPT_OUTCOMES:
+            raise ValueError(f"unknown attempt outcome {outcome!r}")
+
+        async def op(db: Db) -> None:
+            att = await self._attempt(db, attempt_id)
+            if att.outcome is not None:
+                raise AttemptRefused(att.request_id, f"attempt {attempt_id} already ended: {att.outcome}")
+            req = await self._get(db, att.request_id)
+            to = "failed" if outcome == "interrupted" else outcome
+            if to not in TRANSITIONS[req.state]:
+                raise IllegalTransition(req.id, req.state, to)
+            await db.execute("UPDATE callback_attempts SET outcome=?, ended_at=?, detail=? WHERE id=?",
+                             (outcome, _ts(now), detail, attempt_id))
+            await self._event(db, "callback.attempt.ended", req.call_id, request_id=req.id, attempt_id=attempt_id,
+                              n=att.n, outcome=outcome, detail=detail, at=_ts(now))
+            await self._move(db, req, to, now, detail or outcome, attempt_id=attempt_id)
+
+        await self.log.transaction(op)
+
+    async def _attempt(self, db: Db, attempt_id: str) -> Attempt:
+        async with db.execute(f"SELECT {_ATT_COLS} FROM callback_attempts WHERE id=?", (attempt_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise CallbackNotFound(attempt_id)
+        return Attempt(*row)
+
+    async def attempts(self, request_id: str) -> list[Attempt]:
+        async with self.log.db.execute(f"SELECT {_ATT_COLS} FROM callback_attempts WHERE request_id=? ORDER BY n",
+                                       (request_id,)) as cur:
+            return [Attempt(*r) for r in await cur.fetchall()]
+
+    async def in_flight(self) -> list[Attempt]:
+        """Attempts with no outcome: after a restart, these were cut off mid-dial and need ``reconcile``."""
+        async with self.log.db.execute(
+            f"SELECT {_ATT_COLS} FROM callback_attempts WHERE outcome IS NULL ORDER BY started_at") as cur:
+            return [Attempt(*r) for r in await cur.fetchall()]
+
+    async def reconcile(self, pbx: Mapping[str, Literal["up", "gone"]], now: datetime,
+                        next_attempt: Callable[[CallbackRequest], datetime | None]) -> dict[str, str]:
+        """Decide every in-flight attempt after a crash. ``pbx`` maps attempt id to what the PBX says (AMI
+        CoreShowChannels finds a channel with its CALLBACK_ID: "up"; none: "gone"); an attempt missing from it
+        (no AMI) counts as gone. Up → connected (the call goes on without us). Gone → interrupted, and the
+        request retries at ``next_attempt(request)`` (the caller's policy: never inside the retry interval)
+        or expires when that is None. Returns attempt id → outcome."""
+        decided: dict[str, str] = {}
+        for att in await self.in_flight():
+            if pbx.get(att.id, "gone") == "up":
+                await self.finish_attempt(att.id, "connected", now, "found up after restart")
+                decided[att.id] = "connected"
+                continue
+            await self.finish_attempt(att.id, "interrupted", now, "found in flight after restart")
+            req = await self.get(att.request_id)
+            at = next_attempt(req)
+            if at is None:
+                await self.expire(req.id, now, "interrupted; no attempt left")
+            else:
+                await self.schedule_retry(req.id, at, now, "interrupted by a restart")
+            decided[att.id] = "interrupted"
+        if decided:
+            log.warning("reconciled %d callback attempts found in flight", len(decided))
+        return decided
