@@ -66,6 +66,29 @@ class AmiConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """How a transfer node hands the caller over (present only with a ``transfer:`` section)."""
+
+    mode: str = "refer"
+    """refer: blind REFER, bridging the call ourselves when refused; bridge: always bridge; ami: Asterisk
+    Redirect of the caller's channel (bridging when there is no AMI link or no channel name)."""
+    refer_domain: str | None = None
+    """Host of the Refer-To URI ``sip:DEST@host``; default the caller's source host."""
+    bridge_proxy: str | None = None
+    """host:port the bridged call goes to; default the caller's source host, port 5060."""
+    refer_timeout: float = 30.0
+    """Seconds from the REFER to its final NOTIFY."""
+    ring_timeout: float = 30.0
+    """Seconds the bridged call may ring before it is given up."""
+    from_user: str | None = None
+    """From user of the bridged call; default the caller's number (the agent sees who calls)."""
+    ami_queue_context: str = "ivr-queue"
+    """Dialplan context of a queue transfer by Redirect (docs/asterisk: ``ivr-queue,<queue>,1``)."""
+    ami_extension_context: str = "from-internal"
+    """Dialplan context of an extension transfer by Redirect."""
+
+
+@dataclass(frozen=True)
 class SpeechConfig:
     """Offline speech recognition (Vosk) for menus with spoken keywords and spoken digits."""
 
@@ -106,6 +129,8 @@ class Config:
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     ami: AmiConfig | None = None
     """The PBX link; None when the site's PBX is not Asterisk (or not reachable by AMI)."""
+    transfer: TransferConfig | None = None
+    """Transfer settings; None (no ``transfer:`` section): transfer nodes take their failure target."""
     source: str = "built-in defaults"
     """Where this config came from, for logs and ``ivr check``."""
 
@@ -208,6 +233,8 @@ def _build(doc: Any, path: Path, name: str) -> Config:
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})
+    transfer = (TransferConfig(**{str(k): v for k, v in doc["transfer"].items()})
+                if isinstance(doc.get("transfer"), dict) else None)
     return Config(
         site_id=str(site.get("id") or _default_site_id()),
         site_name=str(site.get("name", "")),
@@ -223,6 +250,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         sip=sip,
         ami=ami,
         speech=speech,
+        transfer=transfer,
         source=name,
     )
 

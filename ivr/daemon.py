@@ -69,6 +69,8 @@ class Daemon:
             raise
         log.info("flows loaded %s", summary(self.flows))
         await self.events.append("flows.loaded", None, version=self.flows.version, files=list(self.flows.files))
+        if self.config.ami is not None:
+            await self._start_ami()
         if self.with_sip and self.config.speech.enabled and self._flows_listen():
             await self._start_speech()
         if self.with_sip:
@@ -77,10 +79,9 @@ class Daemon:
 
             sip = self.config.sip
             media = MediaEngine(sip.host, sip.rtp_port_min, sip.rtp_port_max)
-            self.telephony = Telephony(self.config, self.events, self.start_call, media, speech=self.speech)
+            self.telephony = Telephony(self.config, self.events, self.start_call, media, speech=self.speech,
+                                       ami=self.ami)
             await self.telephony.start()
-        if self.config.ami is not None:
-            await self._start_ami()
 
     def _flows_listen(self) -> bool:
         """Any menu with spoken keywords or any collection by voice: only then is the model worth loading."""

@@ -184,10 +184,19 @@ class SipCall:
             self.media.on_audio = None
             await listener.close()
 
+    #: Set by the wiring (ivr.adapters.telephony): an ivr.adapters.transfer.Transferer; None: no transfer.
+    transferer: Any = None
+
     async def transfer(self, target: TransferTarget) -> TransferResult:
-        # REFER, bridging and AMI Redirect come with "Real phone calls, part 2"; until then the node's
-        # failure target takes the caller, and the record says why.
-        return TransferResult(False, "transfer not available on this appliance yet")
+        """REFER, AMI Redirect or a bridge we hold, as ``transfer.mode`` says (ivr.adapters.transfer). A
+        bridged call stays in here until the bridge ends; ``ok=False`` sends the engine to the node's
+        failure target, with the reason in the record."""
+        if self.transferer is None:
+            return TransferResult(False, "transfer not available: no SIP endpoint")
+        result: TransferResult = await self.transferer.transfer(self, target)
+        log.info("transfer call_id=%s to=%s %s ok=%s detail=%s", self.call_id, target.kind, target.destination,
+                 result.ok, result.detail)
+        return result
 
     async def hangup(self) -> None:
         if self.leg.ended.is_set():

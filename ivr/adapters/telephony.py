@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ivr.adapters.sip_call import SipCall
+from ivr.adapters.transfer import TransferContext, Transferer
 from ivr.config import Config, SipAccount
 from ivr.engine.context import Outcome, Recorder
 from ivr.errors import CallerHungUp
@@ -73,8 +74,9 @@ class SipRecorder(CallRecorder):
 
 class Telephony:
     def __init__(self, config: Config, events: EventLog, start_call: StartCall, media: Any, *,
-                 speech: Any = None) -> None:
+                 speech: Any = None, ami: Any = None) -> None:
         self.config = config
+        self.ami = ami  # ivr.adapters.ami.AmiAdapter or None: transfer by AMI Redirect needs it
         self.speech = speech  # ivr.adapters.speech.SpeechService or None
         self.events = events
         self.start_call = start_call
@@ -198,6 +200,10 @@ class Telephony:
                      "ptime": remote.ptime or 20, "offer": "late", "rtp_port": session.local_port}
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,
                        speech_verify=self.config.speech.verify, speech_language=self.config.speech.language)
+        sip = self.config.sip
+        call.transferer = Transferer(TransferContext(
+            self.config.transfer, self.endpoint, self.media, self.ami,
+            sip.external_address or (sip.host if sip.host not in ("0.0.0.0", "::") else None)))
 
         def reinvite(offer: SessionDescription) -> bytes:
             nonlocal version

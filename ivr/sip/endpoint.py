@@ -30,6 +30,7 @@ from ivr.sip.ua import (
     MediaChanged,
     OutboundCompleted,
     OutboundProgress,
+    ReferCompleted,
     RegistrationChanged,
     UaEvent,
     UserAgent,
@@ -66,6 +67,8 @@ class InboundLeg:
         self.dialed = event.dialed
         self.source = event.source
         self.offer: SessionDescription | None = event.offer
+        #: The INVITE's X- headers (X-IVR-Caller-Channel...), in order.
+        self.extra_headers: tuple[tuple[str, str], ...] = event.extra_headers
         self.ended = asyncio.Event()
         self.end_reason: str | None = None
         #: Digits from SIP INFO (RFC 2833 digits come through RTP, not here).
@@ -76,6 +79,40 @@ class InboundLeg:
         self.on_media_answered: Callable[[SessionDescription], None] | None = None
         self._confirmed = asyncio.Event()
         self._late_answer: asyncio.Future[bytes] | None = None
+        self._refer: asyncio.Future[ReferCompleted] | None = None
+
+    def header(self, name: str) -> str | None:
+        """The first X- header of the INVITE called `name` (case-insensitive)."""
+        return next((v for n, v in self.extra_headers if n.lower() == name.lower()), None)
+
+    async def refer(self, refer_to: str) -> ReferCompleted:
+        """Blind transfer by REFER (RFC 3515) and wait for its outcome: 202 then a final sipfrag NOTIFY,
+        or the refusal. Bounded by the UA's refer_timeout; a caller gone meanwhile gives ok=False,
+        status 0. CallerHungUp if the call already ended."""
+        self._check_alive()
+        future: asyncio.Future[ReferCompleted] = asyncio.get_running_loop().create_future()
+        self._refer = future
+        self._endpoint._command(lambda ua, now: ua.refer(self.leg_id, refer_to, now))
+        config = self._endpoint.config
+        ended = asyncio.ensure_future(self.ended.wait())
+        try:
+            async with asyncio.timeout(config.refer_timeout + 64 * config.timers.t1 + 1.0):
+                waiters: set[asyncio.Future[Any]] = {future, ended}
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            pass
+        finally:
+            ended.cancel()
+            self._refer = None
+        if future.done() and not future.cancelled():
+            return future.result()
+        future.cancel()
+        return ReferCompleted(self.leg_id, False, 0, f"call ended ({self.end_reason or 'timeout'})")
+
+    async def send_dtmf(self, digit: str) -> None:
+        """A digit to the peer as SIP INFO (application/dtmf-relay)."""
+        self._check_alive()
+        self._endpoint._command(lambda ua, now: ua.send_dtmf_info(self.leg_id, digit, now))
 
     async def ring(self) -> None:
         """180 Ringing; CallerHungUp if the caller already left."""
@@ -154,6 +191,9 @@ class InboundLeg:
         elif isinstance(event, DtmfReceived):
             if self.on_dtmf is not None:
                 self.on_dtmf(event.digit)
+        elif isinstance(event, ReferCompleted):
+            if self._refer is not None and not self._refer.done():
+                self._refer.set_result(event)
         elif isinstance(event, CallEnded):
             self.end_reason = event.reason
             self.ended.set()
@@ -210,6 +250,12 @@ class OutboundLeg:
     def remote_sdp(self) -> bytes | None:
         """The callee's SDP answer from the 2xx."""
         return self.result.remote_sdp if self.result is not None else None
+
+    async def send_dtmf(self, digit: str) -> None:
+        """A digit to the callee as SIP INFO (application/dtmf-relay); CallerHungUp once it ended."""
+        if self.ended.is_set() or not self.answered:
+            raise CallerHungUp()
+        self._endpoint._command(lambda ua, now: ua.send_dtmf_info(self.leg_id, digit, now))
 
     async def hangup(self) -> None:
         """BYE and wait, bounded by the BYE transaction's own timeout; nothing if the call ended."""

@@ -68,6 +68,7 @@ __all__ = [
     "MediaChanged",
     "OutboundCompleted",
     "OutboundProgress",
+    "ReferCompleted",
     "RegistrationChanged",
     "UaEvent",
     "UaStats",
@@ -112,6 +113,8 @@ class UserAgentConfig:
     answer_timeout: float = 120.0
     #: RFC 3261 timer values (T1, T2, T4, D).
     timers: TimerConfig = field(default_factory=TimerConfig)
+    #: A REFER we sent without a final sipfrag NOTIFY within this many seconds has failed.
+    refer_timeout: float = 30.0
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -135,6 +138,8 @@ class IncomingCall(UaEvent):
     dialed: str
     source: Address
     offer: SessionDescription | None
+    #: The INVITE's extension headers (X-...), as sent: e.g. X-IVR-Caller-Channel from an Asterisk dialplan.
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,18 @@ class CallEnded(UaEvent):
 
     leg_id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class ReferCompleted(UaEvent):
+    """The outcome of `refer`, exactly once per REFER (RFC 3515): `ok` when a NOTIFY's sipfrag carried
+    a 2xx (the peer then BYEs us); otherwise `status` is the REFER's error response, the sipfrag's
+    non-2xx status, 408 for no final NOTIFY in time, or 0 when the call ended first."""
+
+    leg_id: str
+    ok: bool
+    status: int
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -259,6 +276,12 @@ class _Leg:
     end_reason: str | None = None
     #: We placed this call (start_call): the peer's BYE means the callee hung up.
     outbound: bool = False
+    #: A REFER of ours awaiting its outcome (RFC 3515): its client transaction, the overall deadline,
+    #: and whether the peer accepted it (2xx) yet.
+    refer_tx: str | None = None
+    refer_deadline: float | None = None
+    refer_accepted: bool = False
+    refer_active: bool = False
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -319,6 +342,7 @@ class UserAgent:
 
     def get_timer(self) -> float | None:
         deadlines = [leg.answer_deadline for leg in self._legs.values() if leg.answer_deadline is not None]
+        deadlines += [leg.refer_deadline for leg in self._legs.values() if leg.refer_deadline is not None]
         others = [self._layer.get_timer(), self._outbound.get_timer()]
         others += [reg.get_timer() for reg, _ in self._registrations.values()]
         deadlines += [t for t in others if t is not None]
@@ -334,6 +358,10 @@ class UserAgent:
                 log.info("sip unanswered call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
                 self._final_to_invite(leg, 480, now)
                 self._finish(leg, "not answered", now)
+            if leg.refer_deadline is not None and leg.refer_deadline <= now and leg.refer_active:
+                what = "no final NOTIFY" if leg.refer_accepted else "no answer to REFER"
+                log.info("sip refer timed out call_id=%s leg=%s (%s)", leg.dialog.call_id, leg.leg_id, what)
+                self._refer_done(leg, False, 408, what)
         self._drain(now)
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
@@ -424,6 +452,42 @@ class UserAgent:
         tx, request = leg.reinvite_tx, leg.reinvite
         leg.reinvite_tx = leg.reinvite = None
         self._respond(tx, request, status, now, leg=leg)
+
+    def refer(self, leg_id: str, refer_to: str, now: float, *, referred_by: str | None = None) -> None:
+        """Blind transfer: REFER in the call's dialog (RFC 3515 section 2.4.1) with `Refer-To: <refer_to>`
+        and our Contact (REFER refreshes the target like re-INVITE). Answered by one `ReferCompleted`
+        once the NOTIFYs' sipfrag (section 2.4.5) gives a final status, the REFER fails, or
+        `refer_timeout` passes. One REFER at a time per call."""
+        leg = self._leg(leg_id, "refer", LegState.CONFIRMED)
+        if leg.refer_active:
+            raise LegStateError(leg_id, "refer pending", "refer")
+        request = leg.dialog.make_request("REFER", self._via(), contact=self._contact())
+        request.headers.add("Refer-To", f"<{refer_to}>")
+        if referred_by is not None:
+            request.headers.add("Referred-By", f"<{referred_by}>")  # RFC 3892
+        request.headers.add("User-Agent", self.config.user_agent)
+        destination = self._next_hop(leg)
+        tx = self._layer.send_request(request, destination, now)
+        self._tx_leg[tx] = leg
+        leg.refer_tx = tx
+        leg.refer_active = True
+        leg.refer_accepted = False
+        leg.refer_deadline = now + self.config.refer_timeout
+        log.info("sip refer call_id=%s leg=%s refer_to=%s", leg.dialog.call_id, leg.leg_id, refer_to)
+        self._drain(now)
+
+    def send_dtmf_info(self, leg_id: str, digit: str, now: float, *, duration_ms: int = 160) -> None:
+        """A digit as SIP INFO application/dtmf-relay (the Cisco/Asterisk form, RFC 6086 legacy usage);
+        the bridge relays keys this way. The response is not awaited."""
+        leg = self._leg(leg_id, "send_dtmf_info", LegState.CONFIRMED)
+        if len(digit) != 1 or digit.upper() not in _EVENT_DIGITS:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        request = leg.dialog.make_request("INFO", self._via())
+        request.headers.add("User-Agent", self.config.user_agent)
+        request.headers.add("Content-Type", "application/dtmf-relay")
+        request.body = f"Signal={digit.upper()}\r\nDuration={duration_ms}\r\n".encode()
+        self._layer.send_request(request, self._next_hop(leg), now)
+        self._drain(now)
 
     def shutdown(self, now: float) -> None:
         """Stop every call: 503 to pending INVITEs, BYE to the rest, CANCEL to our unanswered INVITEs;
@@ -522,6 +586,8 @@ class UserAgent:
                 elif self._outbound.owns(event.transaction_id):
                     self._outbound.on_timeout(event.transaction_id, now)
                 leg = self._tx_leg.get(event.transaction_id)
+                if leg is not None and leg.refer_tx == event.transaction_id:
+                    self._refer_done(leg, False, 408, "REFER timed out")
                 if leg is not None and leg.bye_tx == event.transaction_id:
                     self._finish(leg, leg.bye_reason or "hangup", now)
             elif isinstance(event, AckTimeout):
@@ -635,7 +701,8 @@ class UserAgent:
         dialed = _user_of(invite.request_uri) or _user_of(invite.to_addr.uri) or ""
         log.info("sip incoming call_id=%s leg=%s caller=%s dialed=%s source=%s:%s late_offer=%s",
                  call_id, leg.leg_id, caller, dialed, source[0], source[1], offer is None)
-        self._events.append(IncomingCall(call_id, leg.leg_id, caller, dialed, source, offer))
+        extra = tuple((name, value) for name, value in invite.headers if name.lower().startswith("x-"))
+        self._events.append(IncomingCall(call_id, leg.leg_id, caller, dialed, source, offer, extra))
 
     def _on_cancel(self, tx: str, cancel: SipRequest, now: float) -> None:
         """RFC 3261 section 9.2: 200 to the CANCEL; 487 to the INVITE if it had no final response yet."""
@@ -673,10 +740,50 @@ class UserAgent:
         elif method == "OPTIONS":
             self._respond(tx, request, 200, now, leg=leg, headers=self._capabilities())
         elif method == "NOTIFY":
-            self._respond(tx, request, 200, now, leg=leg)  # e.g. a refer progress we did not ask for
+            self._on_notify(tx, leg, request, now)
         else:
             # UPDATE, PRACK, REFER (part 2), SUBSCRIBE, MESSAGE and unknown methods.
             self._respond(tx, request, 501, now, leg=leg, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+
+    def _on_notify(self, tx: str, leg: _Leg, notify: SipRequest, now: float) -> None:
+        """RFC 3515 section 2.4.4-2.4.5: the REFER's implicit subscription reports the referred call as a
+        message/sipfrag status line; each NOTIFY gets 200, the first final status (>= 200) settles it.
+        A NOTIFY we did not ask for (no REFER pending) also gets 200, and is otherwise ignored."""
+        self._respond(tx, notify, 200, now, leg=leg)
+        event = (notify.headers.get("Event") or "").split(";", 1)[0].strip().lower()
+        if not leg.refer_active or event != "refer":
+            return
+        state = (notify.headers.get("Subscription-State") or "").split(";", 1)[0].strip().lower()
+        status = sipfrag_status(notify.body) if notify.content_type == "message/sipfrag" else None
+        leg.refer_accepted = True  # a NOTIFY may overtake the 202 (section 2.4.4)
+        if status is not None and status >= 200:
+            detail = f"NOTIFY sipfrag {status}"
+            self._refer_done(leg, 200 <= status < 300, status, detail)
+        elif state == "terminated":
+            self._refer_done(leg, False, status or 0, "subscription terminated without a final status")
+
+    def _on_refer_response(self, leg: _Leg, response: SipResponse) -> None:
+        """202 (or any 2xx) accepts the REFER and the NOTIFYs follow; 405/501/603/any error refuses it."""
+        status = response.status
+        if status < 200:
+            return
+        leg.refer_tx = None
+        if status < 300:
+            leg.refer_accepted = True
+            log.info("sip refer accepted call_id=%s leg=%s status=%d", leg.dialog.call_id, leg.leg_id, status)
+        else:
+            self._refer_done(leg, False, status, f"REFER {status} {response.reason}".strip())
+
+    def _refer_done(self, leg: _Leg, ok: bool, status: int, detail: str) -> None:
+        if not leg.refer_active:
+            return
+        leg.refer_active = False
+        leg.refer_deadline = None
+        leg.refer_tx = None
+        log.info("sip refer done call_id=%s leg=%s ok=%s status=%d detail=%r", leg.dialog.call_id, leg.leg_id,
+                 ok, status, detail)
+        if leg.end_reason is None:
+            self._events.append(ReferCompleted(leg.leg_id, ok, status, detail))
 
     def _on_bye(self, tx: str, leg: _Leg, bye: SipRequest, now: float) -> None:
         self._respond(tx, bye, 200, now, leg=leg)
@@ -790,6 +897,9 @@ class UserAgent:
 
     def _on_response(self, tx: str, response: SipResponse, now: float) -> None:
         leg = self._tx_leg.get(tx)
+        if leg is not None and leg.refer_tx == tx:
+            self._on_refer_response(leg, response)
+            return
         if leg is None or leg.bye_tx != tx or response.status < 200:
             return
         # 200, 481 (the peer forgot the dialog) or any other final: the call is over (section 15.1.1).
@@ -816,6 +926,7 @@ class UserAgent:
         if leg.reinvite_tx is not None and leg.reinvite is not None:
             self._respond(leg.reinvite_tx, leg.reinvite, 487, now, leg=leg)
             leg.reinvite_tx = leg.reinvite = None
+        self._refer_done(leg, False, 0, f"call ended ({reason})")
         self._report_end(leg, reason)
         leg.state = LegState.ENDED
         leg.answer_deadline = None
@@ -989,6 +1100,15 @@ def _asserted_user(request: SipRequest) -> str | None:
             continue
         if user:
             return user
+    return None
+
+
+def sipfrag_status(body: bytes) -> int | None:
+    """The status code of a message/sipfrag body's start line (RFC 3420), "SIP/2.0 200 OK" -> 200."""
+    line = body.lstrip().split(b"\n", 1)[0].strip()
+    parts = line.split(None, 2)
+    if len(parts) >= 2 and parts[0].upper().startswith(b"SIP/") and parts[1].isdigit() and len(parts[1]) == 3:
+        return int(parts[1])
     return None
 
 

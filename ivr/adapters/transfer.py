@@ -1,0 +1,239 @@
+"""Handing a SIP caller to an agent: blind REFER, AMI Redirect, or a bridge the appliance holds itself.
+
+``transfer.mode`` (ivr.config.TransferConfig):
+- ``refer``: REFER in the caller's dialog (RFC 3515); accepted and a 2xx sipfrag NOTIFY = transferred (the
+  peer BYEs us). Refused (405/501/603..., a failing sipfrag, a timeout): bridge instead.
+- ``bridge``: call the destination ourselves (SipEndpoint.call) and relay audio and keys between the two
+  legs (ivr.rtp.bridge) until either side hangs up, then hang up the other.
+- ``ami``: AMI Redirect of the caller's Asterisk channel (X-IVR-Caller-Channel, set by docs/asterisk's
+  dialplan) to the queue/extension context; without an AMI link or a channel name: bridge.
+
+The engine stays in its transfer step for the whole bridged call (``transfer`` returns when the bridge
+ends), so the call record ends with the bridge. A transfer that fails returns ``ok=False`` and the engine
+takes the node's failure target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ivr.config import TransferConfig
+from ivr.engine.call import TransferResult, TransferTarget
+from ivr.errors import CallerHungUp
+from ivr.rtp.bridge import MediaBridge
+from ivr.sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, build_offer, parse_sdp, remote_media
+
+if TYPE_CHECKING:
+    from ivr.adapters.sip_call import SipCall
+
+__all__ = ["CALLER_CHANNEL_HEADERS", "TransferContext", "Transferer", "refer_uri"]
+
+log = logging.getLogger(__name__)
+
+#: Where the caller's Asterisk channel name arrives (docs/asterisk/README.md section 2), first match wins.
+CALLER_CHANNEL_HEADERS = ("X-IVR-Caller-Channel", "X-Asterisk-Channel")
+#: After a successful REFER or Redirect the peer ends our leg; we wait this long for its BYE.
+BYE_WAIT = 5.0
+OFFER_CODECS = (PCMU, PCMA, TELEPHONE_EVENT)
+
+
+def refer_uri(destination: str, host: str) -> str:
+    """``sip:DEST@host`` (an IPv6 host in brackets)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"sip:{destination}@{host}"
+
+
+@dataclass
+class TransferContext:
+    """What a transfer needs from the daemon: settings, the SIP endpoint, the media engine, the AMI link."""
+
+    settings: TransferConfig | None
+    endpoint: Any  # ivr.sip.endpoint.SipEndpoint
+    media: Any  # ivr.rtp.session.MediaEngine
+    ami: Any = None  # ivr.adapters.ami.AmiAdapter or None
+    sdp_address: str | None = None  # our address for SDP c= (default: towards the peer)
+
+
+class Transferer:
+    """Runs one transfer of one call according to ``transfer.mode``."""
+
+    def __init__(self, context: TransferContext) -> None:
+        self.context = context
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def transfer(self, call: SipCall, target: TransferTarget) -> TransferResult:
+        settings = self.context.settings
+        if settings is None:
+            return TransferResult(False, "transfer not configured (no transfer: section)")
+        leg = call.leg
+        if leg.ended.is_set():
+            raise CallerHungUp()
+        why: list[str] = []
+        if settings.mode == "ami":
+            result = await self._redirect(call, target, settings, why)
+            if result is not None:
+                return result
+        elif settings.mode == "refer":
+            result = await self._refer(call, target, settings, why)
+            if result is not None:
+                return result
+        return await self._bridge(call, target, settings, why)
+
+    # -- REFER
+
+    async def _refer(self, call: SipCall, target: TransferTarget, settings: TransferConfig,
+                     why: list[str]) -> TransferResult | None:
+        leg: Any = call.leg
+        host = settings.refer_domain or leg.source[0]
+        uri = refer_uri(target.destination, host)
+        try:
+            async with asyncio.timeout(settings.refer_timeout + 5.0):
+                outcome = await leg.refer(uri)
+        except TimeoutError:
+            why.append("REFER: no final NOTIFY")
+            return None
+        if leg.ended.is_set() and not outcome.ok:
+            raise CallerHungUp()
+        if not outcome.ok:
+            log.info("refer refused call_id=%s status=%d detail=%s: bridging", call.call_id, outcome.status,
+                     outcome.detail)
+            why.append(f"REFER refused ({outcome.detail})")
+            return None
+        await self._wait_peer_bye(call)
+        return TransferResult(True, f"REFER 202 / {outcome.detail}")
+
+    async def _wait_peer_bye(self, call: SipCall) -> None:
+        """The transferee leaves by BYE (RFC 5589 section 6); a peer that does not is hung up by Telephony."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(BYE_WAIT):
+                await call.leg.ended.wait()
+
+    # -- AMI Redirect
+
+    async def _redirect(self, call: SipCall, target: TransferTarget, settings: TransferConfig,
+                        why: list[str]) -> TransferResult | None:
+        ami = self.context.ami
+        leg: Any = call.leg
+        header = getattr(leg, "header", None)
+        channel = next((c for c in (header(h) for h in CALLER_CHANNEL_HEADERS) if c), None) if header else None
+        if ami is None or not channel:
+            why.append("AMI: no link" if ami is None else "AMI: no caller channel header")
+            return None
+        context = settings.ami_queue_context if target.kind == "queue" else settings.ami_extension_context
+        try:
+            await ami.redirect(channel, context, target.destination)
+        except Exception as exc:  # AmiError, the link down: the caller is still ours, bridge instead
+            log.warning("ami redirect failed call_id=%s channel=%s: %s", call.call_id, channel, exc)
+            why.append(f"AMI Redirect failed ({exc})")
+            return None
+        await self._wait_peer_bye(call)
+        return TransferResult(True, f"AMI Redirect {channel} to {context},{target.destination},1")
+
+    # -- bridging
+
+    async def _bridge(self, call: SipCall, target: TransferTarget, settings: TransferConfig,
+                      why: list[str]) -> TransferResult:
+        leg: Any = call.leg
+        endpoint, media = self.context.endpoint, self.context.media
+        prefix = "; ".join(why) + "; " if why else ""
+        if endpoint is None or media is None:
+            return TransferResult(False, prefix + "bridge: no SIP endpoint or media engine")
+        if settings.bridge_proxy:
+            host, _, port_text = settings.bridge_proxy.rpartition(":")
+            proxy = (host.strip("[]"), int(port_text))
+        else:
+            proxy = (leg.source[0], 5060)
+        address = self.context.sdp_address or _local_ip_towards(proxy[0])
+        session = await media.open_session(call_id=f"{call.call_id}-agent")
+        try:
+            offer = build_offer(OFFER_CODECS, local_address=address, local_port=session.local_port,
+                                session_id=str(session.local_port), session_version="1")
+            from_user = settings.from_user or call.caller or "ivr"
+            local_host = endpoint.local_address[0]
+            agent = await call._or_hangup(endpoint.call(
+                refer_uri(target.destination, settings.refer_domain or proxy[0]),
+                from_uri=refer_uri(from_user, local_host), sdp_offer=offer.to_bytes(), proxy=proxy,
+                ring_timeout=settings.ring_timeout,
+            ))
+            if not agent.answered:
+                result = agent.result
+                what = f"{result.outcome.value} {result.status or ''}".strip() if result is not None else "failed"
+                return TransferResult(False, f"{prefix}bridge: {what}")
+            try:
+                if not _configure(session, agent.remote_sdp):
+                    return TransferResult(False, f"{prefix}bridge: no usable codec in the agent's answer")
+                return await self._relay(call, agent, session, prefix)
+            finally:
+                if not agent.ended.is_set():
+                    with contextlib.suppress(TimeoutError, CallerHungUp):
+                        await agent.hangup()
+        finally:
+            await session.close()
+
+    async def _relay(self, call: SipCall, agent: Any, session: Any, prefix: str) -> TransferResult:
+        leg: Any = call.leg
+        bridge = MediaBridge(call.media, session, digit_to_a=lambda d: self._spawn(leg.send_dtmf(d)),
+                             digit_to_b=lambda d: self._spawn(agent.send_dtmf(d)))
+        saved_leg, saved_agent = leg.on_dtmf, agent.on_dtmf
+        leg.on_dtmf = lambda d: bridge.digit_to_b(d)  # INFO keys too
+        agent.on_dtmf = lambda d: bridge.digit_to_a(d)
+        log.info("bridge up call_id=%s agent_call_id=%s", call.call_id, agent.call_id)
+        bridge.start()
+        caller_gone = asyncio.ensure_future(call._until_gone())
+        agent_gone = asyncio.ensure_future(agent.ended.wait())
+        try:
+            await asyncio.wait({caller_gone, agent_gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (caller_gone, agent_gone):
+                task.cancel()
+            await asyncio.wait({caller_gone, agent_gone}, timeout=1.0)
+            await bridge.stop()
+            leg.on_dtmf, agent.on_dtmf = saved_leg, saved_agent
+        by = "agent" if agent.ended.is_set() else "caller"
+        log.info("bridge down call_id=%s ended_by=%s stats=%s", call.call_id, by, bridge.stats)
+        if by == "agent":
+            with contextlib.suppress(TimeoutError, CallerHungUp):
+                await call.hangup()
+        else:
+            with contextlib.suppress(TimeoutError, CallerHungUp):
+                await agent.hangup()
+        return TransferResult(True, f"{prefix}bridged" if prefix else "bridged")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("bridge key not relayed: %s", task.exception())
+
+
+def _configure(session: Any, sdp: bytes | None) -> bool:
+    """Point the agent's RTP session at the answer's address, in the first G.711 codec it kept."""
+    try:
+        remote = remote_media(parse_sdp(sdp or b""))
+    except ValueError:
+        return False
+    if remote is None:
+        return False
+    audio = [c for c in remote.codecs if c.name.upper() in ("PCMU", "PCMA")]
+    if not audio:
+        return False
+    te = next((c for c in remote.codecs if c.name.lower() == "telephone-event"), None)
+    session.configure(remote=(remote.address, remote.port), payload_type=audio[0].payload_type,
+                      telephone_event_pt=te.payload_type if te else None, ptime_ms=remote.ptime or 20,
+                      send=not remote.on_hold)
+    return True
+
+
+def _local_ip_towards(peer: str) -> str:
+    from ivr.adapters.telephony import local_ip_towards
+
+    return local_ip_towards(peer, "127.0.0.1")

@@ -1,0 +1,126 @@
+"""Transfer on real calls into `ivr run`: sipp plays the caller (tests/integration/sipp/xfer_caller_*.xml)
+and, when the appliance bridges, a second sipp plays the agent (xfer_agent_answer.xml, uas_busy.xml).
+
+(a) REFER accepted (202, NOTIFY sipfrag 200, the caller's BYE): outcome transferred.
+(b) REFER refused (405): the appliance calls the agent itself, relays the caller's key 5 (RFC 2833 in, SIP
+    INFO out, checked by the agent's scenario), and sends the agent BYE when the caller hangs up.
+(c) REFER declined (603) and the agent busy (486): the node's failure target plays and hangs up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Env
+from tests.integration.appliance import free_port, run_appliance, wait_for_call
+
+SCENARIOS = Path(__file__).parent / "sipp"
+pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed")
+
+XFER_FLOW = """
+flow: xfer
+numbers: ["700"]
+start: menu
+prompts:
+  menu: "Press 1 for an agent."
+  sorry: "No agent can take your call. Goodbye."
+nodes:
+  menu:
+    menu: {prompt: menu, timeout: 8, options: {1: agent}}
+  agent:
+    transfer: {extension: "200"}
+    failure: sorry
+  sorry:
+    hangup: sorry
+"""
+
+
+def sipp_args(scenario: str, port: int, workdir: Path, timeout: int) -> list[str]:
+    return ["sipp", "-sf", str(SCENARIOS / scenario), "-m", "1", "-i", "127.0.0.1", "-p", str(port),
+            "-mi", "127.0.0.1", "-mp", str(free_port()), "-timeout", f"{timeout}s", "-timeout_error",
+            "-nostdin", "-trace_err"]
+
+
+def check(proc: subprocess.Popen[str], name: str, workdir: Path, timeout: int) -> None:
+    try:
+        out, err = proc.communicate(timeout=timeout + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    traces = "\n".join(p.read_text(errors="replace")[-3000:] for p in workdir.glob("*_errors.log"))
+    assert proc.returncode == 0, f"{name}: sipp exit {proc.returncode}\n{out[-1500:]}\n{err[-1500:]}\n{traces}"
+
+
+@pytest.fixture
+def xfer(env: Env) -> Iterator[tuple[Env, int, int]]:
+    """The appliance with the xfer flow and a transfer section pointing the bridge at a free port."""
+    agent_port = free_port()
+    (env.flows / "xfer.yaml").write_text(XFER_FLOW, encoding="utf-8")
+    with env.config.open("a") as f:
+        f.write(f"transfer: {{mode: refer, bridge_proxy: '127.0.0.1:{agent_port}', ring_timeout: 10,"
+                " refer_timeout: 10}\n")
+    for e, port, _log in run_appliance(env):
+        yield e, port, agent_port
+
+
+def run_caller(scenario: str, sip_port: int, workdir: Path, timeout: int = 60) -> None:
+    cmd = sipp_args(scenario, free_port(), workdir, timeout)
+    cmd[1:1] = [f"127.0.0.1:{sip_port}", "-s", "700"]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    check(proc, scenario, workdir, timeout)
+
+
+def start_agent(scenario: str, port: int, workdir: Path, timeout: int = 60) -> subprocess.Popen[str]:
+    agent_dir = workdir / "agent"
+    agent_dir.mkdir(exist_ok=True)
+    return subprocess.Popen(sipp_args(scenario, port, agent_dir, timeout), cwd=agent_dir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def transfer_events(env: Env, call: dict[str, Any]) -> list[dict[str, Any]]:
+    from tests.integration.test_calls import events_of
+
+    return [e.data for e in events_of(env, str(call["call_id"])) if e.type == "transfer"]
+
+
+def test_refer_accepted_ends_the_call_as_transferred(xfer: tuple[Env, int, int]) -> None:
+    env, port, _ = xfer
+    run_caller("xfer_caller_refer_ok.xml", port, env.root)
+    call = wait_for_call(env)
+    assert call["flow"] == "xfer" and call["path"] == ["menu", "agent"]
+    assert call["outcome"] == "transferred"
+    [event] = transfer_events(env, call)
+    assert event["ok"] is True and "NOTIFY sipfrag 200" in str(event["detail"])
+
+
+def test_refer_refused_bridges_caller_and_agent(xfer: tuple[Env, int, int]) -> None:
+    env, port, agent_port = xfer
+    agent = start_agent("xfer_agent_answer.xml", agent_port, env.root)
+    try:
+        run_caller("xfer_caller_refer_405.xml", port, env.root)
+    finally:
+        check(agent, "agent", env.root / "agent", 60)  # key 5 arrived as INFO, and the BYE came
+    call = wait_for_call(env)
+    assert call["path"] == ["menu", "agent"] and call["outcome"] == "transferred"
+    [event] = transfer_events(env, call)
+    assert event["ok"] is True and str(event["detail"]).endswith("bridged")
+    assert "REFER refused (REFER 405" in str(event["detail"])
+
+
+def test_refer_declined_and_agent_busy_takes_the_failure_target(xfer: tuple[Env, int, int]) -> None:
+    env, port, agent_port = xfer
+    agent = start_agent("uas_busy.xml", agent_port, env.root)
+    try:
+        run_caller("xfer_caller_refer_603.xml", port, env.root)
+    finally:
+        check(agent, "busy agent", env.root / "agent", 60)
+    call = wait_for_call(env)
+    assert call["path"] == ["menu", "agent", "sorry"] and call["outcome"] == "hangup"
+    [event] = transfer_events(env, call)
+    assert event["ok"] is False and "REFER 603" in str(event["detail"]) and "busy" in str(event["detail"])
