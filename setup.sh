@@ -40,4 +40,5 @@ if [ "$mode" = run ]; then
   exec .venv/bin/ivr run "$@"
 fi
 .venv/bin/ruff check ivr tests bench
+.venv/bin/mypy ivr
 exec .venv/bin/python -m pytest "$@"

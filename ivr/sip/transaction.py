@@ -568,7 +568,7 @@ class TransactionLayer:
             response.to_bytes(), tx.peer, call_id, cseq, tags, now, self.config
         )
 
-    def _terminated(self, tx: ClientTransaction | ServerTransaction) -> None:
+    def _terminated(self, tx: _Transaction) -> None:
         self._by_id.pop(tx.id, None)
         if isinstance(tx, ClientTransaction):
             self._clients = {k: v for k, v in self._clients.items() if v is not tx}
