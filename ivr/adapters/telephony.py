@@ -149,14 +149,14 @@ class Telephony:
         base = {"sip_call_id": leg.call_id, "from": leg.caller, "to": leg.dialed,
                 "source": f"{leg.source[0]}:{leg.source[1]}"}
         if not self.accepting:
-            await leg.reject(503)
+            await leg.reject(503, retry_after=30)  # draining for a restart or update: come back shortly
             await self.events.append("sip.rejected", call_id, status=503, reason="shutting down", **base)
             return
         try:
             session = await self.media.open_session(call_id=call_id)
         except Exception as exc:  # port range exhausted: tell the caller to retry rather than fail silently
             log.warning("no RTP port for call %s: %s", leg.call_id, exc)
-            await leg.reject(503)
+            await leg.reject(503, retry_after=5)
             await self.events.append("sip.rejected", call_id, status=503, reason=str(exc), **base)
             return
         try:

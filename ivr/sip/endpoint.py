@@ -141,11 +141,11 @@ class InboundLeg:
         self._late_answer.cancel()
         raise CallerHungUp()
 
-    async def reject(self, status: int) -> None:
-        """A final 3xx-6xx to the INVITE; nothing happens if the call already ended."""
+    async def reject(self, status: int, *, retry_after: int | None = None) -> None:
+        """A final 3xx-6xx to the INVITE (with Retry-After if given); nothing if the call already ended."""
         if self.ended.is_set():
             return
-        self._endpoint._command(lambda ua, now: ua.reject(self.leg_id, status, now))
+        self._endpoint._command(lambda ua, now: ua.reject(self.leg_id, status, now, retry_after=retry_after))
 
     async def hangup(self) -> None:
         """BYE (or 480 before the answer) and wait, bounded by the BYE transaction's own timeout."""

@@ -412,12 +412,14 @@ class UserAgent:
         leg.answer_deadline = None
         leg.answer_in_ack = leg.late_offer
 
-    def reject(self, leg_id: str, status: int, now: float) -> None:
-        """A final error response to a pending INVITE (488 for no common codec, 486, 603...)."""
+    def reject(self, leg_id: str, status: int, now: float, *, retry_after: int | None = None) -> None:
+        """A final error response to a pending INVITE (488 for no common codec, 486, 603...);
+        ``retry_after`` adds Retry-After (a 503 while draining or out of RTP ports, RFC 3261 21.5.4)."""
         if not 300 <= status <= 699:
             raise ValueError(f"reject needs a 3xx-6xx status, not {status}")
         leg = self._leg(leg_id, "reject", LegState.INCOMING)
-        self._final_to_invite(leg, status, now)
+        headers = [("Retry-After", str(retry_after))] if retry_after is not None else []
+        self._respond(leg.invite_tx, leg.invite, status, now, leg=leg, headers=headers)
         self._finish(leg, f"rejected {status}", now)
 
     def hangup(self, leg_id: str, now: float) -> None:

@@ -221,6 +221,15 @@ def test_reject_488_ends_the_leg() -> None:
         ua.reject(incoming(ua, request("INVITE", call_id="c2", branch="z9hG4bK2")).leg_id, 200, 0.4)
 
 
+def test_reject_503_while_draining_says_when_to_retry() -> None:
+    ua = new_ua()
+    call = incoming(ua)
+    ua.reject(call.leg_id, 503, 0.1, retry_after=30)
+    (response,) = responses(ua)
+    assert response.status == 503 and response.headers.get("Retry-After") == "30"
+    assert events(ua) == [CallEnded(call.leg_id, "rejected 503")]
+
+
 def test_retransmitted_invite_is_absorbed() -> None:
     ua = new_ua()
     incoming(ua)
