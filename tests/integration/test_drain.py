@@ -1,0 +1,113 @@
+"""SIGTERM drains: a call in progress finishes its flow, a new INVITE meanwhile gets 503 with Retry-After,
+and the daemon exits cleanly with every record committed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import Env
+from tests.integration import scenarios
+from tests.integration.appliance import KEYS_FLOW, free_port, wait_for_call
+
+REFUSED = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="a call while the appliance drains: 503 with Retry-After">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+15555550199@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="503">
+    <action>
+      <ereg regexp="^ *30$" search_in="hdr" header="Retry-After:" assign_to="ra" check_it="true"/>
+    </action>
+  </recv>
+  <Reference variables="ra"/>
+  <send>
+    <![CDATA[
+
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+15555550199@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def sipp(scenario: str, sip_port: int, workdir: Path, name: str) -> subprocess.Popen[str]:
+    path = workdir / f"{name}.xml"
+    path.write_text(scenario)
+    return subprocess.Popen(
+        ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(path), "-s", "500", "-m", "1", "-i", "127.0.0.1",
+         "-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(free_port()), "-timeout", "60s",
+         "-timeout_error", "-nostdin", "-trace_err"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigterm_lets_the_call_finish_and_refuses_new_ones(env: Env) -> None:
+    (env.flows / "keys.yaml").write_text(KEYS_FLOW, encoding="utf-8")
+    log = env.root / "daemon.log"
+    daemon = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
+                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    callers: list[subprocess.Popen[str]] = []
+    try:
+        port = 0
+        for _ in range(300):  # bounded: the daemon's start
+            r = env.ivr("status") if (env.state / "ivr.sock").exists() else None
+            if r is not None and r.code == 0 and r.json().get("sip"):
+                port = int(r.json()["sip"].rsplit(":", 1)[1])
+                break
+            time.sleep(0.2)
+        assert port, log.read_text()
+        # The first caller is in the menu when the daemon is told to stop; it presses 2 three seconds later.
+        steps = [("pause", "3000"), ("pcap", "2")]
+        callers.append(sipp(scenarios.call("in progress at SIGTERM", steps), port, env.root, "first"))
+        for _ in range(100):
+            if env.ivr("status").json()["calls_in_progress"] == 1:
+                break
+            time.sleep(0.05)
+        daemon.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        callers.append(sipp(REFUSED, port, env.root, "second"))
+        for caller in callers:
+            out, _ = caller.communicate(timeout=60)
+            assert caller.returncode == 0, out[-3000:]
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        for p in (*callers, daemon):
+            if p.poll() is None:
+                p.kill()
+    call = wait_for_call(env)
+    assert call["path"] == ["menu", "two"] and call["outcome"] == "hangup"  # finished, not cut off
+    assert "waiting up to 10 s for 1 calls" in log.read_text()
