@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian 12 machine:
 #   bash setup.sh run    set up, then run the appliance on embedded defaults (Ctrl-C stops it)
-#   bash setup.sh test   set up, then run ruff and the whole test suite
+#   bash setup.sh test   set up, then run ruff, mypy and the whole test suite
 # Idempotent: Debian packages are installed only when missing, the venv is reused.
 set -euo pipefail
 cd "$(dirname "$0")"
