@@ -67,11 +67,15 @@ class Dialog:
         self.remote_seq = seq
         return True
 
-    def make_request(self, method: str, via: str, *, contact: str | None = None) -> SipRequest:
+    def make_request(self, method: str, via: str, *, contact: str | None = None,
+                     cseq: int | None = None) -> SipRequest:
         """A new in-dialog request such as BYE (section 12.2.1.1); `via` is the full top Via value,
         with a fresh branch. Loose routing only: the route set is sent as Route, Request-URI is the
-        remote target."""
-        self.local_seq += 1
+        remote target. ``cseq`` keeps a given number instead of the next one (the ACK for a 2xx carries
+        its INVITE's, section 13.2.2.4)."""
+        if cseq is None:
+            self.local_seq += 1
+            cseq = self.local_seq
         headers = Headers()
         headers.add("Via", via)
         headers.add("Max-Forwards", "70")
@@ -80,7 +84,7 @@ class Dialog:
         headers.add("From", self.local_header)
         headers.add("To", self.remote_header)
         headers.add("Call-ID", self.call_id)
-        headers.add("CSeq", f"{self.local_seq} {method}")
+        headers.add("CSeq", f"{cseq} {method}")
         if contact is not None:
             headers.add("Contact", contact)
         return SipRequest(method=method, uri=self.remote_target, headers=headers)

@@ -276,19 +276,11 @@ def dialog_from_2xx(invite: SipRequest, response: SipResponse) -> Dialog:
 def build_ack_for_2xx(invite: SipRequest, dialog: Dialog, via: str) -> SipRequest:
     """RFC 3261 section 13.2.2.4: the ACK is built by the UA core like an in-dialog request, but with
     the INVITE's CSeq number, and the INVITE's credentials (section 22.1)."""
-    headers = Headers()
-    headers.add("Via", via)
-    headers.add("Max-Forwards", "70")
-    for route in dialog.route_set:
-        headers.add("Route", route)
-    headers.add("From", dialog.local_header)
-    headers.add("To", dialog.remote_header)
-    headers.add("Call-ID", dialog.call_id)
-    headers.add("CSeq", f"{invite.cseq.seq} ACK")
+    ack = dialog.make_request("ACK", via, cseq=invite.cseq.seq)
     for name in ("Authorization", "Proxy-Authorization"):
         for value in invite.headers.get_all(name):
-            headers.add(name, value)
-    return SipRequest("ACK", dialog.remote_target, headers)
+            ack.headers.add(name, value)
+    return ack
 
 
 def next_hop(dialog: Dialog, fallback: Address) -> Address:
