@@ -6,11 +6,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from ivr.adapters.render import RenderSettings, render_flowset
 from ivr.config import Config
 from ivr.errors import FlowError, Problem
 from ivr.flows import checks, loader, vocabulary
 from ivr.flows.model import FlowSet
-from ivr.flows.prompts import RenderSettings, render_flowset
 
 log = logging.getLogger(__name__)
 
