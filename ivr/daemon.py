@@ -53,6 +53,7 @@ class Daemon:
         self.calls: set[asyncio.Task[Outcome]] = set()
         self.stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[bool]] = set()
         self.started_at = datetime.now(UTC)
         self.reloads = 0
         self.rejected_reloads = 0
@@ -173,7 +174,9 @@ class Daemon:
     # -- reload --
     def _sighup(self) -> None:
         log.info("SIGHUP: reloading flows")
-        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))  # noqa: RUF006 - lock serialises
+        task = asyncio.get_running_loop().create_task(self.reload("SIGHUP"))  # the reload lock serialises
+        self._reloads.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(self._reloads.discard)
 
     async def _watch_flows(self) -> None:
         async for changes in watchfiles.awatch(self.config.flows_dir, debounce=300, step=50,
