@@ -136,13 +136,16 @@ class Telephony:
         self.calls.add(task)
         task.add_done_callback(self.calls.discard)
 
-    def _sdp_address(self, leg: InboundLeg) -> str:
+    def _configured_address(self) -> str | None:
+        """Our address for SDP as configured (external, else a specific listen address); None: it
+        depends on the peer (listening on any address)."""
         sip = self.config.sip
         if sip.external_address:
             return sip.external_address
-        if sip.host not in ("0.0.0.0", "::"):
-            return sip.host
-        return local_ip_towards(leg.source[0], "127.0.0.1")
+        return sip.host if sip.host not in ("0.0.0.0", "::") else None
+
+    def _sdp_address(self, leg: InboundLeg) -> str:
+        return self._configured_address() or local_ip_towards(leg.source[0], "127.0.0.1")
 
     async def _run(self, leg: InboundLeg) -> None:
         call_id = str(uuid.uuid4())
@@ -200,10 +203,8 @@ class Telephony:
                      "ptime": remote.ptime or 20, "offer": "late", "rtp_port": session.local_port}
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,
                        speech_verify=self.config.speech.verify, speech_language=self.config.speech.language)
-        sip = self.config.sip
-        call.transferer = Transferer(TransferContext(
-            self.config.transfer, self.endpoint, self.media, self.ami,
-            sip.external_address or (sip.host if sip.host not in ("0.0.0.0", "::") else None)))
+        call.transferer = Transferer(TransferContext(self.config.transfer, self.endpoint, self.media, self.ami,
+                                                     self._configured_address()))
 
         def reinvite(offer: SessionDescription) -> bytes:
             nonlocal version

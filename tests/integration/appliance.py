@@ -33,22 +33,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
-    """Start the daemon, yield (env, SIP port, daemon log), stop it with SIGTERM (bounded)."""
+def start_appliance(env: Env) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Start the daemon with the keys flow; (process, SIP port, daemon log) once it answers `ivr status`.
+    The caller stops it (a failed start is killed here)."""
     (env.flows / "keys.yaml").write_text(KEYS_FLOW, encoding="utf-8")
     log = env.root / "daemon.log"
     proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    sip_port = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        r = env.ivr("status") if (env.state / "ivr.sock").exists() else None
+        if r is not None and r.code == 0 and r.json().get("sip"):
+            sip_port = int(r.json()["sip"].rsplit(":", 1)[1])
+            break
+        time.sleep(0.2)
+    if not sip_port:
+        proc.kill()
+        raise AssertionError(log.read_text())
+    return proc, sip_port, log
+
+
+def run_appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
+    """Start the daemon, yield (env, SIP port, daemon log), stop it with SIGTERM (bounded)."""
+    proc, sip_port, log = start_appliance(env)
     try:
-        sip_port = 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            r = env.ivr("status") if (env.state / "ivr.sock").exists() else None
-            if r is not None and r.code == 0 and r.json().get("sip"):
-                sip_port = int(r.json()["sip"].rsplit(":", 1)[1])
-                break
-            time.sleep(0.2)
-        assert sip_port, log.read_text()
         yield env, sip_port, log
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.conftest import Env
 from tests.integration import scenarios
-from tests.integration.appliance import KEYS_FLOW, free_port, wait_for_call
+from tests.integration.appliance import free_port, start_appliance, wait_for_call
 
 REFUSED = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -76,20 +75,9 @@ def sipp(scenario: str, sip_port: int, workdir: Path, name: str) -> subprocess.P
 
 
 def test_sigterm_lets_the_call_finish_and_refuses_new_ones(env: Env) -> None:
-    (env.flows / "keys.yaml").write_text(KEYS_FLOW, encoding="utf-8")
-    log = env.root / "daemon.log"
-    daemon = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
-                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    daemon, port, log = start_appliance(env)
     callers: list[subprocess.Popen[str]] = []
     try:
-        port = 0
-        for _ in range(300):  # bounded: the daemon's start
-            r = env.ivr("status") if (env.state / "ivr.sock").exists() else None
-            if r is not None and r.code == 0 and r.json().get("sip"):
-                port = int(r.json()["sip"].rsplit(":", 1)[1])
-                break
-            time.sleep(0.2)
-        assert port, log.read_text()
         # The first caller is in the menu when the daemon is told to stop; it presses 2 three seconds later.
         steps = [("pause", "3000"), ("pcap", "2")]
         callers.append(sipp(scenarios.call("in progress at SIGTERM", steps), port, env.root, "first"))
