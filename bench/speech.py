@@ -1,7 +1,9 @@
 """Speech benchmark: model load, decode cost, end-of-speech latency (our VAD vs Vosk's endpointer), keyword
 accuracy and out-of-grammar rejection on the frozen espeak-ng set, streams per core.
 
-Run: .venv/bin/python bench/speech.py [--group reporting|tuning] [--streams 1,10,20] [--noise]
+Run: .venv/bin/python bench/speech.py [--group reporting|tuning] [--streams 1,10,20] [--noise] [--verify]
+Beside 100 DTMF calls on `ivr run` (bench/load.py, same box):
+     .venv/bin/python bench/speech.py --skip accuracy,cost --streams 24 --beside-load 100
 Figures only; nothing here is asserted. Thresholds were tuned on the ``tuning`` group; report ``reporting``.
 """
 
@@ -10,8 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
@@ -141,16 +145,22 @@ async def accuracy(service: SpeechService, group: str, noise: bool) -> None:
 async def cost(service: SpeechService, noise: bool) -> float:
     clips = [clip(t, "ko", 175, noise) for t in EVAL["keywords"] + EVAL["out_of_grammar"]]
     audio = sum(len(c) for c in clips) / 2 / SAMPLE_RATE
-    out = {}
-    for verify in (False, True):
+    out: dict[str, float] = {}
+    pool = service.free_pool
+    # Verify three ways: a fresh free-form recognizer per turn (pool off), then pooled and reset between
+    # turns, on the first pass over the clips (caches filling) and on a second one.
+    for name, verify, free_pool in (("grammar mode", False, pool), ("verify, fresh recognizer per turn", True, 0),
+                                    ("verify, pooled, first pass", True, pool), ("verify, pooled, again", True, pool)):
+        service.free_pool = free_pool
         cpu0 = time.process_time()
         for c in clips:
             await decode(service, c, EVAL["keywords"], verify=verify)
-        out[verify] = (time.process_time() - cpu0) / audio
+        out[name] = (time.process_time() - cpu0) / audio
     print(f"\n## Decode cost (sequential, {audio:.0f} s of audio, recognizer creation included)")
-    print(f"grammar mode: {out[False]:.3f} CPU-s per audio-s  → ~{1 / out[False]:.0f} real-time streams per core")
-    print(f"grammar + free-form verify: {out[True]:.3f} CPU-s per audio-s → ~{1 / out[True]:.0f} per core")
-    return out[False]
+    for name, cpu in out.items():
+        print(f"{name}: {cpu:.3f} CPU-s per audio-s → ~{1 / cpu:.0f} real-time streams per core")
+    print(f"free-form recognizers: {service.free_created} built, {service.free_reused} reused")
+    return out["grammar mode"]
 
 
 # -- end-of-speech latency -----------------------------------------------------------------------------------
@@ -161,11 +171,12 @@ def speech_end(pcm: bytes) -> float:
     return (max(i for i, v in enumerate(levels) if v > -40.0) + 1) * F
 
 
-async def stream_vad(service: SpeechService, clips: list[bytes], lat: list[float], lags: list[float]) -> None:
+async def stream_vad(service: SpeechService, clips: list[bytes], lat: list[float], lags: list[float],
+                     verify: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for pcm in clips:
         true_end = speech_end(pcm)
-        turn = service.open_turn(EVAL["keywords"], digits=False)
+        turn = service.open_turn(EVAL["keywords"], digits=False, verify=verify)
         if turn is None:
             lat.append(float("nan"))
             continue
@@ -220,13 +231,15 @@ async def stream_vosk(service: SpeechService, clips: list[bytes], lat: list[floa
         lat.append(got)
 
 
-async def latency(service: SpeechService, levels: list[int], noise: bool) -> None:
+async def latency(service: SpeechService, levels: list[int], noise: bool,
+                  modes: tuple[str, ...] = ("vad", "vosk")) -> None:
+    """``modes``: vad (our detector), verify (the same with the free-form check), vosk (Vosk's endpointer)."""
     words = ["아니요", "네", "예약", "환불", "상담원"]
     print("\n## End of speech → result, real-time streams (0.5 s lead, 3 s trailing silence; keywords grammar)")
     print(f"{'streams':>7} {'mode':>6} {'p50 ms':>7} {'p95 ms':>7} {'n':>4} {'CPU cores':>9} "
           f"{'feed lag p95 ms':>15} {'refused':>7}")
     for n in levels:
-        for mode in ("vad", "vosk"):
+        for mode in modes:
             lat: list[float] = []
             lags: list[float] = []
             censored = [0]
@@ -238,8 +251,8 @@ async def latency(service: SpeechService, levels: list[int], noise: bool) -> Non
                              for w in words[k % len(words):] + words[: k % len(words)]][:3]
                     if noise:
                         clips = [synth.add_noise(c, EVAL["noise_snr_db"], seed=k) for c in clips]
-                    if mode == "vad":
-                        tg.create_task(stream_vad(service, clips, lat, lags))
+                    if mode in ("vad", "verify"):
+                        tg.create_task(stream_vad(service, clips, lat, lags, verify=mode == "verify"))
                     else:
                         tg.create_task(stream_vosk(service, clips, lat, censored))
             cores = (time.process_time() - cpu0) / (time.monotonic() - wall0)
@@ -250,12 +263,73 @@ async def latency(service: SpeechService, levels: list[int], noise: bool) -> Non
                   f"{service.turns_refused - refused0:7}{extra}")
 
 
+async def beside_load(service: SpeechService, levels: list[int], noise: bool, calls: int, settle: float) -> None:
+    """The latency section while bench/load.py holds ``calls`` DTMF calls on `ivr run` (all on this box), then
+    the appliance's RTP send interval during exactly that time, from load.py's packet capture."""
+    window = Path(tempfile.gettempdir()) / f"speech-window-{os.getpid()}"
+    window.unlink(missing_ok=True)
+    rate = 10.0  # load.py's default: the appliance admits 10 new INVITEs per second from one source
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "load.py"), "--calls", str(calls), "--impl", "ivr", "--rate", str(rate),
+        "--settle", str(settle), "--json", "--window-file", str(window),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    started = asyncio.Event()
+    errors: list[bytes] = []
+
+    async def drain(stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            errors.append(line)
+            if line.startswith(b"calls starting"):
+                started.set()
+
+    drainer = asyncio.create_task(drain(proc.stderr))
+    try:
+        await asyncio.wait_for(started.wait(), 120)
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError("bench/load.py did not start its calls:\n" + b"".join(errors).decode()[-2000:]) from None
+    await asyncio.sleep(calls / rate + 2.0)  # all calls up and playing
+    print(f"\n{calls} DTMF calls are up on `ivr run` (bench/load.py); the speech streams run beside them")
+    t0 = time.time()
+    await latency(service, levels, noise)
+    t1 = time.time()
+    window.write_text(f"{t0} {t1}\n")
+    out = await proc.stdout.read()
+    await proc.wait()
+    await drainer
+    window.unlink(missing_ok=True)
+    try:
+        r = json.loads(out)["results"][0]
+    except (ValueError, KeyError, IndexError):
+        print("bench/load.py gave no figures:\n" + b"".join(errors).decode()[-2000:])
+        return
+    plateau = calls / rate + settle - 2.0
+    print(f"\n## `ivr run` beside it: {r['completed']}/{r['attempted']} calls completed, {r['failed']} failed; "
+          f"load average before {r['load_avg_before'][0]:.2f}")
+    print(f"RTP send interval while the speech streams ran (capture, {r['window_gaps']} gaps): "
+          f"p50 {r['window_send_interval_p50_ms']} / p99 {r['window_send_interval_p99_ms']} / "
+          f"max {r['window_send_interval_max_ms']} ms"
+          + ("" if t1 - t0 <= plateau else "  (the speech run outlasted the calls' plateau: raise --load-settle)"))
+    print(f"whole load run: send interval p50 {r['send_interval_p50_ms']} / p99 {r['send_interval_p99_ms']} / max "
+          f"{r['send_interval_max_ms']} ms; INVITE→200 p99 {r['invite_200_p99_ms']} ms; DTMF→next prompt p50 "
+          f"{r['dtmf_next_prompt_p50_ms']} / p99 {r['dtmf_next_prompt_p99_ms']} ms; ivr CPU avg/peak "
+          f"{r['ivr_cpu_avg_pct']} / {r['ivr_cpu_peak_pct']} %")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--group", default="reporting", choices=["reporting", "tuning"])
     ap.add_argument("--streams", default="1,10,20")
     ap.add_argument("--noise", action="store_true", help=f"add white noise at {EVAL['noise_snr_db']} dB SNR")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: accuracy,cost,latency")
+    ap.add_argument("--verify", action="store_true",
+                    help="latency with the free-form check on every turn (vad and verify rows, no vosk rows)")
+    ap.add_argument("--beside-load", type=int, default=0, metavar="N",
+                    help="run the latency section while bench/load.py holds N DTMF calls on `ivr run`, and report "
+                         "the appliance's RTP send interval during it")
+    ap.add_argument("--load-settle", type=float, default=60.0,
+                    help="seconds the N calls stay up together (must cover the latency section)")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     rss0 = rss_mb()
@@ -269,7 +343,11 @@ async def main() -> None:
     if "accuracy" not in skip:
         await accuracy(service, args.group, args.noise)
     if "latency" not in skip:
-        await latency(service, [int(x) for x in args.streams.split(",")], args.noise)
+        levels = [int(x) for x in args.streams.split(",")]
+        if args.beside_load:
+            await beside_load(service, levels, args.noise, args.beside_load, args.load_settle)
+        else:
+            await latency(service, levels, args.noise, ("vad", "verify") if args.verify else ("vad", "vosk"))
     print(f"\nRSS at end: {rss_mb():.0f} MB; frames dropped: {service.frames_dropped}")
     await service.aclose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -87,10 +88,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 async def _simulate(config: Config, args: argparse.Namespace) -> int:
-    from ivr.adapters.simulator import NarratingRecorder, SimulatedCall
+    from ivr.adapters.simulator import NarratingRecorder, SimulatedCall, StatedWaits, parse_waits, scratch_desk
+    from ivr.callbacks.dialer import build_policy
+    from ivr.callbacks.policy import CallbackPolicy
     from ivr.engine.runner import run_call
     from ivr.store.eventlog import CallRecorder, EventLog, read_calls
 
+    try:
+        waits = StatedWaits(parse_waits(args.wait))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    # The site's own callback rules when it has them (numbers, caps, calling windows), else the defaults.
+    cb = config.callbacks
+    policy = build_policy(cb) if cb is not None else CallbackPolicy(site_zone=config.timezone)
+    region = args.region or (cb.region if cb is not None else "US")
     flowset, entry = await _flow_for(config, args.flow, render=True)
     flow = flowset.flows[entry]
     dialed = args.dialed or next((n for n in flow.numbers if "*" not in n and "X" not in n), "")
@@ -114,10 +126,11 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     emit(f"call {call.call_id} from {call.caller} to {dialed or '(no number)'}: flow {entry} "
          f"version {flowset.version}" + (f" at {at.isoformat()}" if at else ""))
     try:
-        async with await EventLog.open(config.db_path, config.site_id) as events:
+        async with (await EventLog.open(config.db_path, config.site_id) as events,
+                    scratch_desk(waits, site=config.site_id, policy=policy, region=region, now=now) as desk):
             rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
             outcome = await run_call(call, flowset, rec, now=now, switches=events, entry=entry,
-                                     max_call_seconds=config.max_call_seconds)
+                                     max_call_seconds=config.max_call_seconds, callbacks=desk)
     finally:
         await speech.aclose()
 
@@ -148,7 +161,8 @@ class _SimulatorSpeech:
 
                 sp = self.config.speech
                 service = SpeechService(sp.model_path, max_streams=sp.max_streams, workers=sp.workers,
-                                        cache_dir=str(self.config.state_dir / "cache" / "vosk"))
+                                        cache_dir=str(self.config.state_dir / "cache" / "vosk"),
+                                        echo_return_loss_db=sp.echo_return_loss_db)
                 await service.start()
                 self.service = service
             return self.service
@@ -265,6 +279,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sip_port:
         config = dataclasses.replace(config, sip=dataclasses.replace(config.sip, port=args.sip_port))
     ivr_log.setup(config.log_level, config.log_format)
+    # uvloop when installed: a cheaper loop under 50 RTP packets/s per call (bench/README.md, load);
+    # IVR_LOOP=asyncio keeps the standard one (for comparison, or if uvloop misbehaves on a platform).
+    if os.environ.get("IVR_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return int(uvloop.run(run_daemon(config)))
     return asyncio.run(run_daemon(config))
 
 
@@ -296,6 +319,109 @@ def cmd_closed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _callback_policy(config: Config) -> Any:
+    from ivr.callbacks.dialer import build_policy
+    from ivr.callbacks.policy import CallbackPolicy
+
+    return build_policy(config.callbacks) if config.callbacks is not None else CallbackPolicy(site_zone=config.timezone)
+
+
+def cmd_callbacks(args: argparse.Namespace) -> int:
+    """Over the callback store directly: SQLite WAL lets this run beside the daemon, and every change is a
+    transaction that checks the state machine (a callback being dialled cannot be cancelled under the dialer)."""
+    from datetime import timedelta
+
+    from ivr.store.callbacks import CallbackNotFound, CallbackStore, IllegalTransition
+    from ivr.store.eventlog import EventLog
+
+    config = _config(args)
+    if not config.db_path.exists():
+        if args.action == "list":
+            print("[]" if args.json else "no callbacks yet")
+            return 0
+        print(f"no callback {args.id}: no database at {config.db_path}", file=sys.stderr)
+        return 1
+
+    async def find(store: CallbackStore, key: str) -> str:
+        """A full id, or an unambiguous prefix of one (as `ivr callbacks list` prints them)."""
+        async with store.log.db.execute("SELECT id FROM callback_requests WHERE id LIKE ? || '%' LIMIT 3",
+                                        (key,)) as cur:
+            found = [r[0] for r in await cur.fetchall()]
+        if len(found) == 1:
+            return str(found[0])
+        if not found:
+            raise CallbackNotFound(key)
+        raise _Ambiguous(key)
+
+    async def go() -> int:
+        now = datetime.now(UTC)
+        async with await EventLog.open(config.db_path, config.site_id, reconcile=False) as events:
+            store = CallbackStore(events)
+            if args.action == "list":
+                sql = "SELECT id FROM callback_requests" + ("" if args.all else
+                                                              " WHERE state NOT IN ('done','expired','cancelled')")
+                async with events.db.execute(sql + " ORDER BY arrival_at, id") as cur:
+                    ids = [r[0] for r in await cur.fetchall()]
+                reqs = [await store.get(i) for i in ids]
+                if args.json:
+                    print(json.dumps([r.__dict__ for r in reqs], indent=2))
+                    return 0
+                for r in reqs:
+                    print(f"{r.id}  {r.state:<9} {r.queue:<10} {r.number:<16} arrived {r.arrival_at[:19]}"
+                          f"  attempts {r.attempts}" + (f"  next {r.next_attempt_at[:19]}" if r.next_attempt_at
+                                                        and r.state in ("requested", "retry") else "")
+                          + (f"  ({r.reason})" if r.reason else ""))
+                if not reqs:
+                    print("no callbacks" + ("" if args.all else " waiting (--all shows finished ones)"))
+                return 0
+            rid = await find(store, args.id)
+            if args.action == "show":
+                r = await store.get(rid)
+                atts = await store.attempts(rid)
+                if args.json:
+                    print(json.dumps({**r.__dict__, "attempts_detail": [a.__dict__ for a in atts]}, indent=2))
+                    return 0
+                for k, v in r.__dict__.items():
+                    print(f"{k:>16}: {v}")
+                for a in atts:
+                    print(f"  attempt {a.n} {a.started_at[:19]} -> {(a.ended_at or '')[:19] or 'in flight'}"
+                          f"  {a.outcome or 'dialing'}  {a.channel} {a.sip_call_id or a.action_id}  {a.detail}")
+                return 0
+            if args.action == "cancel":
+                await store.cancel(rid, now, args.reason or "cancelled by an operator")
+                print(f"callback {rid} cancelled")
+                return 0
+            # retry: dial at the next chance, but never inside the retry interval after the last attempt
+            policy = _callback_policy(config)
+            at = now
+            atts = await store.attempts(rid)
+            if atts and atts[-1].ended_at and policy.retry.intervals:
+                ended = datetime.fromisoformat(atts[-1].ended_at.replace("Z", "+00:00"))
+                at = max(now, ended + timedelta(seconds=policy.retry.intervals[0]))
+            await store.reschedule(rid, at, now, "retry asked by an operator")
+            print(f"callback {rid} will be dialled from {at.isoformat(timespec='seconds')} (calling windows apply)")
+            return 0
+
+    try:
+        return asyncio.run(go())
+    except CallbackNotFound as exc:
+        print(f"no callback {exc.request_id}", file=sys.stderr)
+        return 1
+    except _Ambiguous as exc:
+        print(f"'{exc.key}' names more than one callback; give more of the id", file=sys.stderr)
+        return 1
+    except IllegalTransition as exc:
+        what = {"cancel": "only a callback waiting to be dialled (requested, retry) can be cancelled",
+                "retry": "only a callback waiting to be dialled (requested, retry) can be retried"}[args.action]
+        print(f"callback {exc.request_id} is {exc.state}: {what}", file=sys.stderr)
+        return 1
+
+
+class _Ambiguous(Exception):  # noqa: N818 - a user's input, not a fault
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ivr", description="edge-ivr: IVR and callback appliance")
     p.add_argument("--config", help="config file (default: $IVR_CONFIG, /etc/ivr/ivr.yaml, built-in)")
@@ -321,6 +447,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--interactive", action="store_true", help="read further input from the terminal")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--live", action="store_true", help="run inside the running daemon, on its live flows")
+    s.add_argument("--wait", action="append", default=[], metavar="QUEUE=SECONDS",
+                   help="pretend QUEUE's estimated wait is SECONDS, to try the callback offer (requests go to a "
+                        "scratch store, never the real callback queue); without it no offer is made; repeatable")
+    s.add_argument("--region", help="the region callback numbers are read in (ISO 3166; default: "
+                                    "callbacks.region from the config, else US)")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("graph", help="draw a flow (SVG, PNG or DOT by the file's extension)")
@@ -347,6 +478,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("state", choices=["on", "off"])
     s.add_argument("--reason", default="")
     s.set_defaults(func=cmd_closed)
+
+    s = sub.add_parser("callbacks", help="list, show, cancel or retry callback requests")
+    cb = s.add_subparsers(dest="action", required=True)
+    c = cb.add_parser("list", help="callbacks waiting or in progress (--all: finished ones too)")
+    c.add_argument("--all", action="store_true")
+    c.add_argument("--json", action="store_true")
+    c = cb.add_parser("show", help="one callback with its attempts")
+    c.add_argument("id", help="callback id (or an unambiguous prefix)")
+    c.add_argument("--json", action="store_true")
+    c = cb.add_parser("cancel", help="cancel a callback waiting to be dialled")
+    c.add_argument("id")
+    c.add_argument("--reason", default="")
+    c = cb.add_parser("retry", help="dial a waiting callback at the next chance (not inside its retry interval)")
+    c.add_argument("id")
+    s.set_defaults(func=cmd_callbacks)
     return p
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import ConfigError, Problem
+from ivr.sip.resolve import parse_host
 from ivr.yamlpos import load_yaml, position, schema_problems
 
 SYSTEM_CONFIG = Path("/etc/ivr/ivr.yaml")
@@ -30,6 +31,10 @@ class SipAccount:
     password: str
     expires: int = 300
     contact_user: str = "ivr"
+    keepalive: str = "crlf"
+    """NAT keep-alive while registered: crlf (double CRLF), options (OPTIONS; a timeout re-registers), off."""
+    keepalive_seconds: float = 25.0
+    """Seconds between keep-alives, at most 30."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,12 @@ class SipSettings:
     """Public address written in Contact and SDP when the box sits behind NAT."""
     accounts: tuple[SipAccount, ...] = ()
     """Registrations to keep (a PBX extension, a carrier trunk)."""
+    dns_servers: tuple[str, ...] = ()
+    """DNS servers ("ip[:port]") for registrar and trunk names; empty: the system resolver."""
+    session_expires: int = 1800
+    """RFC 4028 session interval asked for (and the largest accepted); a silent peer is hung up after it."""
+    min_se: int = 90
+    """Smallest session interval accepted (422 below it). Below 90 only for testing: peers may reject it."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,73 @@ class SpeechConfig:
     workers: int = 2
     """Decoding threads."""
     verify: bool = False
-    """Also decode free-form and reject grammar results it beats (stricter, about 10x the CPU)."""
+    """Also decode free-form and reject grammar results it beats (stricter; free-form recognizers are pooled,
+    so about 3x the CPU of grammar mode once warm, bench/README.md)."""
+    echo_return_loss_db: float = 6.0
+    """Least attenuation assumed for the prompt's echo coming back from the line (G.168's minimum): to barge
+    in by voice a caller must be louder than the prompt less this, plus 3 dB. Raise it where the line's echo
+    is weaker (the log's ``speech echo`` line measures it per call) so callers can interrupt more softly."""
+
+
+@dataclass(frozen=True)
+class CallbackWindow:
+    """A daily calling window: ``start``-``end`` local time ("HH:MM"); ``zone`` None: in each callee zone."""
+
+    start: str = "08:00"
+    end: str = "21:00"
+    zone: str | None = None
+    weekdays: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
+    """Monday = 0."""
+
+
+@dataclass(frozen=True)
+class CallbacksConfig:
+    """Virtual hold: the callback policy and the dialer (present only with a ``callbacks:`` section)."""
+
+    enabled: bool = True
+    region: str = "US"
+    """ISO 3166 region numbers are read in (libphonenumber)."""
+    zone: str = "UTC"
+    """The site's zone (default ``site.timezone``): callee zone when the number gives none."""
+    mode: str = "agent-first"
+    """agent-first: dial when an agent is free; customer-first: also when the queue's head is about to move."""
+    via: str = "sip"
+    """sip: the appliance's own SIP stack (``sip_proxy``); ami: Asterisk Originate (needs ``ami:``)."""
+    flow: str = "callback"
+    """Flow run on an answered SIP callback ("press 1 to be connected", then the transfer)."""
+    sip_proxy: str | None = None
+    """host:port the callback INVITE goes to (the PBX or trunk)."""
+    sip_domain: str | None = None
+    sip_account: str | None = None
+    """AOR of a ``sip.accounts`` entry: its credentials answer challenges, its AOR is the From."""
+    from_uri: str | None = None
+    display: str | None = None
+    asserted_identity: str | None = None
+    ring_timeout: float = 30.0
+    ami_channel: str = "Local/{number}@ivr-callback-dial"
+    ami_context: str = "ivr-callback"
+    ami_exten: str = "s"
+    caller_id: str | None = None
+    confirm_seconds: float = 30.0
+    max_concurrent: int = 2
+    lead_seconds: float = 30.0
+    poll_seconds: float = 2.0
+    retry_intervals: tuple[float, ...] = (300.0, 900.0, 1800.0)
+    max_attempts: int = 3
+    expiry: float = 8 * 3600.0
+    windows: tuple[CallbackWindow, ...] = (CallbackWindow(),)
+    offer_threshold: float = 300.0
+    dial_margin: float = 600.0
+    per_number_per_day: int = 3
+    per_site_per_hour: int = 60
+    allow_international: bool = False
+    allowed_countries: tuple[int, ...] = ()
+    deny: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    queues: tuple[tuple[str, int], ...] = ()
+    """Agents per queue, for wait estimates without AMI."""
+    clock: str = "ntp"
+    """ntp: dial only once the system clock is known synchronised; trust: the clock is right (an RTC, tests)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +208,8 @@ class Config:
     """The PBX link; None when the site's PBX is not Asterisk (or not reachable by AMI)."""
     transfer: TransferConfig | None = None
     """Transfer settings; None (no ``transfer:`` section): transfer nodes take their failure target."""
+    callbacks: CallbacksConfig | None = None
+    """Virtual hold and the dialer; None (no ``callbacks:`` section): no callbacks offered or dialled."""
     source: str = "built-in defaults"
     """Where this config came from, for logs and ``ivr check``."""
 
@@ -204,11 +283,23 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         except ValueError:
             problems.append(Problem(name, *position(doc, ["sip", "allowed_peers", i]),
                                     f"'{p}' is not an address or CIDR"))
+    for i, server in enumerate(sip_doc.get("dns_servers") or ()):
+        try:
+            literal = parse_host(str(server)).literal
+        except ValueError:
+            literal = False
+        if not literal:
+            problems.append(Problem(name, *position(doc, ["sip", "dns_servers", i]),
+                                    f"'{server}' is not ip[:port], e.g. 192.0.2.53 or 192.0.2.53:5353"))
     lo, hi = sip.rtp_port_min, sip.rtp_port_max
     if "rtp_ports" in sip_doc:
         lo, hi = (int(x) for x in str(sip_doc["rtp_ports"]).split("-"))
         if not 1024 <= lo < hi <= 65535:
             problems.append(Problem(name, *at("sip", "rtp_ports"), "rtp_ports must be a range within 1024-65535"))
+    session_expires, min_se = int(sip_doc.get("session_expires", 1800)), int(sip_doc.get("min_se", 90))
+    if session_expires < min_se:
+        problems.append(Problem(name, *at("sip", "session_expires"),
+                                f"session_expires ({session_expires}) is below min_se ({min_se})"))
     if problems:
         raise ConfigError(problems)
     accounts = []
@@ -226,10 +317,14 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                                     "an account needs password: or password_file:"))
             continue
         accounts.append(SipAccount(str(acc["aor"]), str(acc["registrar"]), str(acc["username"]), str(password),
-                                   int(acc.get("expires", 300)), str(acc.get("contact_user", "ivr"))))
+                                   int(acc.get("expires", 300)), str(acc.get("contact_user", "ivr")),
+                                   keepalive=str(acc.get("keepalive", "crlf")),
+                                   keepalive_seconds=float(acc.get("keepalive_seconds", 25))))
     if problems:
         raise ConfigError(problems)
-    sip = SipSettings(sip.host, sip.port, peers, lo, hi, sip_doc.get("external_address"), tuple(accounts))
+    sip = SipSettings(sip.host, sip.port, peers, lo, hi, sip_doc.get("external_address"), tuple(accounts),
+                      dns_servers=tuple(str(s) for s in sip_doc.get("dns_servers") or ()),
+                      session_expires=session_expires, min_se=min_se)
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})
@@ -251,7 +346,73 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         ami=ami,
         speech=speech,
         transfer=transfer,
+        callbacks=_callbacks(doc, name, tz, problems),
         source=name,
+    )
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _callbacks(doc: Any, name: str, site_zone: str, problems: list[Problem]) -> CallbacksConfig | None:
+    """The ``callbacks:`` section (its shape already checked by the schema); zone names checked here."""
+    cb = doc.get("callbacks")
+    if not isinstance(cb, dict):
+        return None
+    bad: list[Problem] = []
+
+    def zone_ok(z: str, *keys: Any) -> str:
+        try:
+            ZoneInfo(z)
+        except (ZoneInfoNotFoundError, ValueError):
+            bad.append(Problem(name, *position(doc, ["callbacks", *keys]), f"unknown time zone '{z}'"))
+        return z
+
+    zone = zone_ok(str(cb.get("zone", site_zone)), "zone")
+    dial = cb.get("dial") or {}
+    retry = cb.get("retry") or {}
+    offer = cb.get("offer") or {}
+    caps = cb.get("caps") or {}
+    numbers = cb.get("numbers") or {}
+    windows = []
+    for i, w in enumerate(cb.get("windows") or [{}]):
+        z = w.get("zone")
+        if z == "site":
+            z = zone
+        elif z is not None:
+            z = zone_ok(str(z), "windows", i, "zone")
+        days = tuple(_DAYS.index(str(d)) for d in w.get("days", _DAYS))
+        windows.append(CallbackWindow(str(w.get("start", "08:00")), str(w.get("end", "21:00")), z, days))
+    if dial.get("via", "sip") == "ami" and not doc.get("ami"):
+        bad.append(Problem(name, *position(doc, ["callbacks", "dial", "via"]), "dial via ami needs an ami: section"))
+    if dial.get("via", "sip") == "sip" and cb.get("enabled", True) and not dial.get("proxy"):
+        where = position(doc, ["callbacks", "dial"] if "dial" in cb else ["callbacks"])
+        bad.append(Problem(name, *where, "callbacks dialled by SIP need dial: {proxy: host:port}"))
+    if bad:
+        problems.extend(bad)
+        raise ConfigError(problems)
+    return CallbacksConfig(
+        enabled=bool(cb.get("enabled", True)), region=str(cb.get("region", "US")), zone=zone,
+        mode=str(cb.get("mode", "agent-first")), via=str(dial.get("via", "sip")), flow=str(cb.get("flow", "callback")),
+        sip_proxy=dial.get("proxy"), sip_domain=dial.get("domain"), sip_account=dial.get("account"),
+        from_uri=dial.get("from"), display=dial.get("display"), asserted_identity=dial.get("asserted_identity"),
+        ring_timeout=float(dial.get("ring_timeout", 30)),
+        ami_channel=str(dial.get("channel", "Local/{number}@ivr-callback-dial")),
+        ami_context=str(dial.get("context", "ivr-callback")), ami_exten=str(dial.get("exten", "s")),
+        caller_id=dial.get("caller_id"), confirm_seconds=float(dial.get("confirm_seconds", 30)),
+        max_concurrent=int(cb.get("max_concurrent", 2)), lead_seconds=float(cb.get("lead_seconds", 30)),
+        poll_seconds=float(cb.get("poll_seconds", 2)),
+        retry_intervals=tuple(float(x) for x in retry.get("intervals", (300, 900, 1800))),
+        max_attempts=int(retry.get("max_attempts", 3)), expiry=float(retry.get("expiry", 8 * 3600)),
+        windows=tuple(windows), offer_threshold=float(offer.get("threshold", 300)),
+        dial_margin=float(offer.get("dial_margin", 600)),
+        per_number_per_day=int(caps.get("per_number_per_day", 3)),
+        per_site_per_hour=int(caps.get("per_site_per_hour", 60)),
+        allow_international=bool(numbers.get("allow_international", False)),
+        allowed_countries=tuple(int(c) for c in numbers.get("allowed_countries", ())),
+        deny=tuple(str(p) for p in numbers.get("deny", ())), allow=tuple(str(p) for p in numbers.get("allow", ())),
+        queues=tuple((str(q), int((v or {}).get("agents", 0))) for q, v in (cb.get("queues") or {}).items()),
+        clock=str(cb.get("clock", "ntp")),
     )
 
 

@@ -48,6 +48,9 @@ class Daemon:
         self.ami: Any = None
         self.queues: Any = None
         self._ami_task: asyncio.Task[None] | None = None
+        self.dialer: Any = None  # ivr.callbacks.dialer.Dialer when callbacks are on
+        self.desk: Any = None  # ivr.callbacks.desk.Desk: the queue node's virtual hold
+        self._callback_tasks: list[asyncio.Task[None]] = []
         self.flows: FlowSet | None = None
         self.events: EventLog | None = None
         self.calls: set[asyncio.Task[Outcome]] = set()
@@ -83,6 +86,9 @@ class Daemon:
             self.telephony = Telephony(self.config, self.events, self.start_call, media, speech=self.speech,
                                        ami=self.ami)
             await self.telephony.start()
+        cb = self.config.callbacks
+        if cb is not None and cb.enabled:
+            await self._start_callbacks()
 
     def _flows_listen(self) -> bool:
         """Any menu with spoken keywords or any collection by voice: only then is the model worth loading."""
@@ -99,7 +105,8 @@ class Daemon:
         sp = self.config.speech
         try:
             service = SpeechService(sp.model_path, max_streams=sp.max_streams, workers=sp.workers,
-                                    cache_dir=str(self.config.state_dir / "cache" / "vosk"))
+                                    cache_dir=str(self.config.state_dir / "cache" / "vosk"),
+                                    echo_return_loss_db=sp.echo_return_loss_db)
             await service.start()
         except Exception:  # no model, a broken install: calls still work by keys, and the log says why
             log.exception("speech recognition unavailable; menus take keys only")
@@ -124,6 +131,57 @@ class Daemon:
 
         self.queues = QueueMonitor(self.ami, refresh_interval=a.queue_refresh_seconds, sink=to_event_log)
         self._ami_task = asyncio.create_task(self.queues.run(), name="ami-queues")
+
+    async def _start_callbacks(self) -> None:
+        """Virtual hold: the wait source (AMI queue state, else config + our records), the Desk the queue node
+        asks, and the dialer (after reconciling attempts a crash left in flight)."""
+        from ivr.callbacks.desk import Desk
+        from ivr.callbacks.dialer import (
+            AmiDialPort,
+            AmiDialSettings,
+            Dialer,
+            DialPort,
+            SipDialPort,
+            build_policy,
+            build_settings,
+            sip_dial_settings,
+        )
+        from ivr.callbacks.queuestate import AmiQueueWaits, RecordsQueueWaits
+        from ivr.store.callbacks import CallbackStore
+
+        cb = self.config.callbacks
+        assert cb is not None and self.events is not None
+        store = CallbackStore(self.events)
+        policy = build_policy(cb)
+        waits: AmiQueueWaits | RecordsQueueWaits
+        if self.queues is not None:
+            waits = AmiQueueWaits(self.queues, self.ami)
+        else:
+            waits = RecordsQueueWaits(dict(cb.queues), self.events.db)
+            await waits.refresh()
+        self._callback_tasks.append(asyncio.create_task(waits.run(), name="callback-queue-waits"))
+        port: DialPort
+        if cb.via == "ami":
+            assert self.ami is not None  # the config refuses via: ami without an ami: section
+            port = AmiDialPort(AmiDialSettings(cb.ami_channel, cb.ami_context, cb.ami_exten, cb.caller_id,
+                                               cb.ring_timeout, cb.confirm_seconds), self.ami,
+                               queues=self.queues.state if self.queues is not None else None)
+        elif self.telephony is not None:
+            local_host = self.telephony.endpoint.local_address[0]
+            port = SipDialPort(sip_dial_settings(cb, self.config.sip.accounts, local_host),
+                               self.telephony, self.start_call, self.events, flow=cb.flow,
+                               rtp_timeout=self.config.rtp_timeout_seconds)
+        else:
+            log.warning("callbacks: no SIP stack in this process; no callbacks offered or dialled")
+            return
+        self.desk = Desk(store, policy, waits, region=cb.region)  # offered only where a dialer will call back
+        if cb.via == "sip" and self.flows is not None and cb.flow not in self.flows.flows:
+            log.error("callbacks: flow %r not found; answered callbacks will fail (add flows/%s.yaml)", cb.flow,
+                      cb.flow)
+        self.dialer = Dialer(store, policy, port, build_settings(cb), waits=waits, events=self.events)
+        await self.dialer.reconcile()
+        self._callback_tasks.append(asyncio.create_task(self.dialer.run(), name="callback-dialer"))
+        log.info("callbacks on via=%s mode=%s clock=%s", cb.via, cb.mode, cb.clock)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -155,6 +213,12 @@ class Daemon:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        if self.dialer is not None:
+            await self.dialer.stop(grace)
+        for task in self._callback_tasks:
+            task.cancel()
+        if self._callback_tasks:
+            await asyncio.wait(self._callback_tasks, timeout=5)
         if self.telephony is not None:
             await self.telephony.stop()
         if self._ami_task is not None:
@@ -208,14 +272,14 @@ class Daemon:
             return True
 
     # -- calls --
-    def start_call(self, call: Call, recorder: Recorder | None = None, *,
-                   entry: str | None = None) -> asyncio.Task[Outcome]:
+    def start_call(self, call: Call, recorder: Recorder | None = None, *, entry: str | None = None,
+                   variables: dict[str, object] | None = None) -> asyncio.Task[Outcome]:
         """Run a call on the current flows; the task is tracked so shutdown can drain it."""
         assert self.flows is not None and self.events is not None
         rec = recorder or CallRecorder(self.events, call.call_id)
         task = asyncio.create_task(
             run_call(call, self.flows, rec, switches=self.events, max_call_seconds=self.config.max_call_seconds,
-                     entry=entry),
+                     entry=entry, callbacks=self.desk, variables=variables),
             name=f"call-{call.call_id}",
         )
         self.calls.add(task)
@@ -236,6 +300,7 @@ class Daemon:
             "registrations": self.telephony.registrations() if self.telephony else [],
             "ami": None if self.ami is None else ("connected" if self.ami.connected else "connecting"),
             "queues": self._queue_summary(),
+            "callbacks": self.dialer.status() if self.dialer is not None else None,
         }
 
     def _queue_summary(self) -> dict[str, Any]:

@@ -18,17 +18,25 @@ from __future__ import annotations
 import asyncio
 import math
 import subprocess
+import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ivr.callbacks.desk import Desk
+from ivr.callbacks.ewt import EwtEstimate
+from ivr.callbacks.policy import CallbackPolicy
 from ivr.engine.call import CallerInput, Grammar, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
 from ivr.flows.prompts import Audio
-from ivr.speech.listen import Listening
+from ivr.proto.vad import TooLong
+from ivr.speech.listen import Listening, vad_config
+from ivr.store.callbacks import CallbackStore
+from ivr.store.eventlog import EventLog
 
 if TYPE_CHECKING:
     from ivr.adapters.speech import SpeechService
@@ -140,7 +148,7 @@ class SimulatedCall:
     async def play(self, audio: Sequence[Audio]) -> None:
         self._check()
         for a in audio:
-            self.say(f"  ♪ {a.text}")
+            self.say("  ♪ (pause)" if a.name == "pause" else f"  ♪ {a.text}")
         await asyncio.sleep(0)
 
     def has_input(self) -> bool:
@@ -209,12 +217,18 @@ class SimulatedCall:
             self.say(f"  ! {exc}")
             return None
         speech = await self.start_speech()
-        turn = speech.open_turn(list(grammar.phrases) or None, digits=grammar.digits, verify=self.speech_verify)
+        st = grammar.settings  # the node's own speech: settings, as a live call applies them
+        turn = speech.open_turn(list(grammar.phrases) or None, digits=grammar.digits,
+                                verify=self.speech_verify if st.verify is None else st.verify,
+                                min_margin=st.min_margin, max_free_gap=st.max_free_gap)
         if turn is None:
             self.say(f"  … (played {name}, but no speech slot is free: keys only)")
             return None
         async with turn:
-            listening = Listening(turn, digits=grammar.digits, now=0.0, no_input=timeout)
+            timeout = timeout if st.no_input is None else st.no_input
+            config = vad_config(digits=grammar.digits, end_of_speech=st.end_of_speech, max_length=st.max_length,
+                                barge_in_min=st.barge_in_min, echo_return_loss_db=speech.echo_return_loss_db)
+            listening = Listening(turn, digits=grammar.digits, now=0.0, no_input=timeout, config=config)
             pcm = bytes(2 * round(LEAD * RATE)) + pcm
             frames = [pcm[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\0") for i in range(0, len(pcm), FRAME_BYTES)]
             cfg = listening.config
@@ -238,6 +252,8 @@ class SimulatedCall:
                 self.say(f"  ! ({name}: the recogniser gave no result)")
                 return None
         d = result.decision
+        if isinstance(listening.ended, TooLong):
+            self.say(f"  … ({name}: speech cut at {listening.config.max_speech:g} s, the max length)")
         verdict = f"accepted '{d.value}'" if d.accepted else "rejected"
         self.say(f"  ← {name}: heard '{result.text}' confidence {result.confidence:.2f}, {verdict} ({d.reason})")
         details: dict[str, object] = {
@@ -246,7 +262,11 @@ class SimulatedCall:
             "accepted": d.accepted,
             "alternatives": [[h.text, round(h.score, 3)] for h in result.alternatives],
             "grammar": list(grammar.phrases) + (["<digits>"] if grammar.digits else []),
+            "ended": "max-length" if isinstance(listening.ended, TooLong) else "end-of-speech",
         }
+        if listening.ended is not None:
+            e = listening.ended
+            details["speech_ms"] = round(((e.at if isinstance(e, TooLong) else e.ended) - e.started) * 1000)
         return CallerInput("speech", d.value if d.accepted else "", result.confidence, "asr", details)
 
     @asynccontextmanager
@@ -289,7 +309,21 @@ class NarratingRecorder:
         "survey.answer": lambda d: f"  ✓ {d['scale']} answer {d['value']}",
         "node.failed": lambda d: f"  ✗ {d['node']} failed: {d['reason']}",
         "prompt.skipped": lambda d: "  (prompt skipped: keys typed ahead)",
-        "queue.offer": lambda d: f"  ☏ callback offer: {'made' if d['offered'] else 'none'} ({d['reason']})",
+        "queue.offer": lambda d: f"  ☏ callback offer: {'made' if d['offered'] else 'none'} ({d['reason']}"
+                                 + (f", wait about {d['minutes'][0]}-{d['minutes'][1]} min" if d.get("minutes")
+                                    else "") + ")",
+        "callback.offer.accepted": lambda d: "  ✓ callback offer accepted",
+        "callback.offer.declined": lambda d: f"  ✗ callback offer declined ({d['reason']})",
+        "callback.number.refused": lambda d: f"  ✗ number {d.get('entry') or d['number'] or '(none)'} refused "
+                                             f"({d['reason']})",
+        "callback.number.confirmed": lambda d: f"  ✓ call back at {d['number']}",
+        "callback.confirmed": lambda d: f"  ✓ callback {d['request_id']} "
+                                        + ("filed" if d["created"] else "updated (one per number and queue)"),
+        "callback.request_failed": lambda d: f"  ! callback not stored: {d['error']}",
+        "callback.cancelled": lambda d: f"  ✗ pending callback {d['request_id']} cancelled ({d['reason']})",
+        "callback.cancel.none": lambda d: "  ✗ no pending callback for this number",
+        "callback.cancel.kept": lambda d: "  ✓ pending callback kept",
+        "callback.cancel.done": lambda d: f"  ✓ cancelled {', '.join(d['request_ids'])}",
     }
 
     def __init__(self, inner: object, emit: Callable[[str], None]) -> None:
@@ -307,3 +341,48 @@ class NarratingRecorder:
 
     async def end(self, outcome: object, path: list[str], variables: dict[str, object]) -> None:
         await self.inner.end(outcome, path, variables)  # type: ignore[attr-defined]
+
+
+class StatedWaits:
+    """Queue waits the admin states (``ivr simulate --wait support=600``): a QueueWaits without a PBX, so an
+    offer can be tried on the bench. A queue not stated has an unknown wait, and no offer is made."""
+
+    SPREAD = 0.2
+    """The quoted range is the stated wait -/+ this fraction."""
+
+    def __init__(self, waits: dict[str, float]) -> None:
+        self.waits = dict(waits)
+
+    def estimate(self, queue: str) -> EwtEstimate:
+        seconds = self.waits.get(queue)
+        if seconds is None:
+            return EwtEstimate.unknown("not-stated")
+        return EwtEstimate(seconds, seconds * (1 - self.SPREAD), seconds * (1 + self.SPREAD), method="stated")
+
+    def free_agents(self, queue: str) -> int | None:
+        return None
+
+
+def parse_waits(specs: Sequence[str]) -> dict[str, float]:
+    """``["support=600", "sales=90"]`` → seconds per queue; ValueError saying which one is wrong."""
+    out: dict[str, float] = {}
+    for spec in specs:
+        queue, sep, value = spec.partition("=")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not sep or not queue.strip() or not 0 <= seconds < 86400:
+            raise ValueError(f"bad --wait {spec!r}: use QUEUE=SECONDS, e.g. support=600")
+        out[queue.strip()] = seconds
+    return out
+
+
+@asynccontextmanager
+async def scratch_desk(waits: StatedWaits, *, site: str, policy: CallbackPolicy, region: str,
+                       now: Callable[[], datetime]) -> AsyncIterator[Desk]:
+    """A callback desk over a throw-away store: simulated requests never reach the real callback queue (the
+    daemon's dialer would call them)."""
+    with tempfile.TemporaryDirectory(prefix="ivr-simulate-callbacks-") as tmp:
+        async with await EventLog.open(Path(tmp) / "callbacks.sqlite", site) as log:
+            yield Desk(CallbackStore(log), policy, waits, region=region, now=now)

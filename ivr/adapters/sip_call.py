@@ -20,7 +20,7 @@ from ivr.errors import CallerHungUp
 from ivr.flows.prompts import Audio
 from ivr.proto.dtmf import DtmfDeduplicator
 from ivr.proto.vad import SpeechEnded, SpeechStarted, TooLong
-from ivr.speech.listen import Listening
+from ivr.speech.listen import Listening, vad_config
 
 log = logging.getLogger("ivr.sip.call")
 T = TypeVar("T")
@@ -77,6 +77,7 @@ class SipCall:
         self.speech_refused = 0
         self.speech_verify = speech_verify
         self.speech_language = speech_language
+        self._listener: SpeechListener | None = None
         self._loop = asyncio.get_running_loop()
         self.answered_at = self._loop.time()
         leg.on_dtmf = self._info_digit
@@ -110,6 +111,9 @@ class SipCall:
         return False
 
     def _hung_up(self) -> CallerHungUp:
+        if self.leg.end_reason == "session timer expired":
+            self.hung_up_by_us = True  # RFC 4028: the peer stopped refreshing the session, our BYE ended it
+            return CallerHungUp("session_expired")
         return CallerHungUp("rtp_timeout" if self.rtp_timed_out else "caller_hangup")
 
     async def _until_gone(self) -> None:
@@ -151,8 +155,13 @@ class SipCall:
 
     async def receive(self, timeout: float, *, mid_entry: bool = False) -> CallerInput | None:
         try:
-            got = await self._or_hangup(asyncio.wait_for(self.inputs.get(), timeout))
+            if self._listener is not None and not mid_entry:  # speech's own no-input and length rules
+                got = await self._or_hangup(self._listener.wait_input(timeout))
+            else:
+                got = await self._or_hangup(asyncio.wait_for(self.inputs.get(), timeout))
         except TimeoutError:
+            return None
+        if got is None:
             return None
         if self.inputs.empty():
             self.key_down.clear()
@@ -169,19 +178,23 @@ class SipCall:
         if self.speech is None or (grammar.lang and grammar.lang != self.speech_language):
             yield None  # no recogniser for this language (by configuration, not busy): keys only, quietly
             return
+        settings = grammar.settings
         turn = self.speech.open_turn(list(grammar.phrases) or None, digits=grammar.digits,
-                                     verify=self.speech_verify)
+                                     verify=self.speech_verify if settings.verify is None else settings.verify,
+                                     min_margin=settings.min_margin, max_free_gap=settings.max_free_gap)
         if turn is None:
             self.speech_refused += 1
             log.warning("no free speech slot call_id=%s: this turn takes keys only", self.call_id)
             yield False
             return
-        listener = SpeechListener(self, turn, digits=grammar.digits, grammar=list(grammar.phrases))
+        listener = SpeechListener(self, turn, grammar)
         self.media.on_audio = listener.frame
+        self._listener = listener
         try:
             yield True
         finally:
             self.media.on_audio = None
+            self._listener = None
             await listener.close()
 
     #: Set by the wiring (ivr.adapters.telephony): an ivr.adapters.transfer.Transferer; None: no transfer.
@@ -209,32 +222,73 @@ class SpeechListener:
     """One listening turn on a live call: 20 ms frames → voice detector + recogniser → caller input.
 
     End of speech is our detector's call (about 0.3 s after the words for keywords, 0.8 s for digits), not
-    Vosk's slower endpointer; then the recogniser is asked for its final result. No-input is left to the
-    engine's own wait, so speech that starts late in a long prompt is still heard. The detector and turn
-    logic is shared with the simulator (ivr.speech.listen.Listening).
+    Vosk's slower endpointer; then the recogniser is asked for its final result. The node's ``speech:``
+    settings (Grammar.settings) set the detector's end of speech, max length and barge-in minimum, and how
+    long after the prompt speech may start (:meth:`wait_input`). The detector and turn logic is shared with
+    the simulator (ivr.speech.listen.Listening).
     """
 
     RESULT_TIMEOUT = 5.0
 
-    def __init__(self, call: SipCall, turn: Any, *, digits: bool, grammar: list[str]) -> None:
+    def __init__(self, call: SipCall, turn: Any, grammar: Grammar) -> None:
         self.call = call
         self.turn = turn
-        self.grammar = grammar or (["<digits>"] if digits else [])
+        self.grammar = list(grammar.phrases) or (["<digits>"] if grammar.digits else [])
         self.loop = asyncio.get_running_loop()
-        self.listening = Listening(turn, digits=digits, now=self.loop.time())
+        s = grammar.settings
+        config = vad_config(digits=grammar.digits, end_of_speech=s.end_of_speech, max_length=s.max_length,
+                            barge_in_min=s.barge_in_min,
+                            echo_return_loss_db=call.speech.echo_return_loss_db)
+        self.no_input = s.no_input
+        self.listening = Listening(turn, digits=grammar.digits, now=self.loop.time(), config=config)
         self.finishing: asyncio.Task[None] | None = None
+        self.started_at: float | None = None
         self.ended_at = 0.0
+        self.deaf = False
+        """Set when the speech no-input time ran out with nobody speaking: later speech is not listened to
+        (keys still are, until the node's timeout)."""
 
     def frame(self, pcm: bytes) -> None:
+        if self.deaf:
+            return
         now = self.loop.time()
         for event in self.listening.receive(pcm, now, played=self.call.media.last_played):
             if isinstance(event, SpeechStarted):
+                self.started_at = now
                 self.call.key_down.set()  # barge-in: the prompt stops as for a key
             elif isinstance(event, SpeechEnded | TooLong):
                 self.ended_at = now
-                self.finishing = asyncio.ensure_future(self._deliver())
+                self.finishing = asyncio.ensure_future(self._deliver(event))
 
-    async def _deliver(self) -> None:
+    async def wait_input(self, timeout: float) -> CallerInput | None:
+        """After the prompt: the next key or answer, or None. Keys have the node's ``timeout``; speech may
+        start until its own no-input time (default the same), and speech that has started is heard to its
+        end even past both (bounded by max length + end of speech + the result's wait)."""
+        cfg = self.listening.config
+        start = self.loop.time()
+        keys_until = start + timeout
+        speech_until = start + (timeout if self.no_input is None else self.no_input)
+        for _ in range(10_000):  # each pass waits until the next decision point
+            now = self.loop.time()
+            deadline = keys_until
+            if self.started_at is None and not self.deaf:
+                if now >= speech_until:
+                    self.deaf = True
+                    log.info("speech no-input after %.1f s call_id=%s", now - start, self.call.call_id)
+                else:
+                    deadline = max(deadline, speech_until)
+            if self.started_at is not None and (self.finishing is None or not self.finishing.done()):
+                deadline = max(deadline, self.started_at + cfg.max_speech + cfg.hangover + self.RESULT_TIMEOUT)
+            wake = deadline if self.deaf or self.started_at is not None else min(deadline, speech_until)
+            if now >= deadline:
+                return None
+            try:
+                return await asyncio.wait_for(self.call.inputs.get(), max(0.0, wake - now))
+            except TimeoutError:
+                continue
+        return None
+
+    async def _deliver(self, ended: SpeechEnded | TooLong) -> None:
         try:
             result = await asyncio.wait_for(self.turn.result(), self.RESULT_TIMEOUT)
         except TimeoutError:
@@ -248,6 +302,9 @@ class SpeechListener:
             "alternatives": [[h.text, round(h.score, 3)] for h in result.alternatives],
             "grammar": self.grammar,
             "latency_ms": round((self.loop.time() - self.ended_at) * 1000),
+            "ended": "max-length" if isinstance(ended, TooLong) else "end-of-speech",
+            "speech_ms": round(((ended.ended if isinstance(ended, SpeechEnded) else ended.at) - ended.started)
+                               * 1000),
         }
         self.call.inputs.put_nowait(CallerInput("speech", text or "", result.confidence, "asr", details))
         log.info("speech call_id=%s heard=%r accepted=%s reason=%s", self.call.call_id, result.text,
@@ -260,3 +317,7 @@ class SpeechListener:
             self.finishing.cancel()
             await asyncio.wait({self.finishing}, timeout=1.0)
         self.turn.close()
+        erl = self.listening.vad.measured_echo_loss()
+        if erl is not None:  # what this line gives, against the configured assumption
+            log.info("speech echo call_id=%s measured_loss_db=%.1f assumed_db=%.1f", self.call.call_id, erl,
+                     self.listening.config.echo_return_loss_db)

@@ -13,12 +13,14 @@ Measured on the issue's box: model load 2.7-3.5 s and ~500 MB RSS, a grammar rec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -118,6 +120,11 @@ class SpeechService:
     ``max_streams`` is the admission limit (turns decoding at once); ``workers`` the decode threads (about
     the free cores: a grammar stream costs ~0.05 core, so 2 workers carry ~20-30 streams). ``verify`` turns
     also run a free-form recognizer (~3× the CPU): budget ``max_streams`` for it.
+
+    Free-form recognizers are pooled: a new one costs ~1 CPU-s per audio-s while its lookahead caches fill
+    (bench/README.md: verify turns 1.12 CPU-s per audio-s with a fresh one each, 0.10 pooled and warm), so a
+    finished turn's is ``Reset()`` and kept for the next verify turn. At most ``free_pool`` idle ones are
+    kept (default ``max_streams``: as many as could be in use at once), 20-60 MB each.
     """
 
     def __init__(
@@ -130,6 +137,8 @@ class SpeechService:
         max_alternatives: int = 3,
         policy: RejectionPolicy | None = None,
         cache_dir: str | None = None,
+        free_pool: int | None = None,
+        echo_return_loss_db: float | None = None,
     ) -> None:
         if max_streams < 1 or workers < 1:
             raise ValueError("max_streams and workers must be at least 1")
@@ -142,6 +151,8 @@ class SpeechService:
         self.queue_frames = queue_frames
         self.max_alternatives = max_alternatives
         self.policy = policy or RejectionPolicy()
+        self.echo_return_loss_db = echo_return_loss_db
+        """The config's echo assumption, for every turn's voice detector (None: the detector's 6 dB)."""
         self._cache_dir = cache_dir
         self._model: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -153,6 +164,11 @@ class SpeechService:
         self.turns_opened = 0
         self.turns_refused = 0
         self.frames_dropped = 0
+        self.free_pool = max_streams if free_pool is None else max(0, free_pool)
+        self._free_idle: list[Any] = []
+        self._free_lock = threading.Lock()  # the pool is taken from and given back to on worker threads
+        self.free_created = 0
+        self.free_reused = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -184,6 +200,7 @@ class SpeechService:
         """Stop taking turns; queued decode jobs are cancelled, running ones finish on their thread."""
         for turn in list(self._active):
             turn.close()
+        self.clear_free_pool()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -206,9 +223,12 @@ class SpeechService:
     def active_turns(self) -> int:
         return len(self._active)
 
-    def open_turn(self, grammar: list[str] | None, *, digits: bool, verify: bool = False) -> SpeechTurn | None:
+    def open_turn(self, grammar: list[str] | None, *, digits: bool, verify: bool = False,
+                  min_margin: float | None = None, max_free_gap: float | None = None) -> SpeechTurn | None:
         """A listening turn for ``grammar`` phrases and/or spoken digits; None when every speech slot is busy
         (the caller then gets DTMF only). ``grammar=None`` and ``digits=False`` listen free-form.
+        ``min_margin``/``max_free_gap`` override the service's rejection policy for this turn (a flow
+        node's ``speech:`` settings); None keeps it.
 
         Call it on the event loop that will feed the turn: the turn's result is delivered there."""
         if self._model is None or self._executor is None:
@@ -229,12 +249,15 @@ class SpeechService:
             log.warning("speech turn has nothing the model can hear; refusing it")
             self.turns_refused += 1
             return None
+        overrides = {k: v for k, v in (("min_margin", min_margin), ("max_free_gap", max_free_gap))
+                     if v is not None}
         turn = SpeechTurn(
             self,
             grammar_json=plan.to_json(words) if constrained else None,
             phrases=plan.phrases,
             digit_words=digit_words,
             verify=verify and constrained,
+            policy=dataclasses.replace(self.policy, **overrides) if overrides else self.policy,
         )
         self._active.add(turn)
         self.turns_opened += 1
@@ -243,6 +266,35 @@ class SpeechService:
     def _release(self, turn: SpeechTurn) -> None:
         self._active.discard(turn)
         self.frames_dropped += turn.dropped
+
+    def _take_free(self) -> Any:
+        """A free-form recognizer for a verify turn: a pooled, reset one when there is one. Any thread."""
+        with self._free_lock:
+            if self._free_idle:
+                self.free_reused += 1
+                return self._free_idle.pop()
+            self.free_created += 1
+        rec = vosk.KaldiRecognizer(self._model, SAMPLE_RATE)
+        rec.SetMaxAlternatives(1)
+        return rec
+
+    def _give_free(self, rec: Any) -> None:
+        """Back to the pool, reset for the next turn; dropped when the pool is full or the service closed.
+        Called by whichever thread last used ``rec``, never while another uses it."""
+        rec.Reset()
+        with self._free_lock:
+            if self._model is not None and len(self._free_idle) < self.free_pool:
+                self._free_idle.append(rec)
+
+    def clear_free_pool(self) -> None:
+        """Drop the idle free-form recognizers (their memory goes back at once; in-use ones are kept)."""
+        with self._free_lock:
+            self._free_idle.clear()
+
+    @property
+    def free_idle(self) -> int:
+        """Idle pooled free-form recognizers."""
+        return len(self._free_idle)
 
 
 class SpeechTurn:
@@ -259,6 +311,7 @@ class SpeechTurn:
         phrases: tuple[str, ...],
         digit_words: Mapping[str, str] | None,
         verify: bool,
+        policy: RejectionPolicy | None = None,
     ) -> None:
         assert service._executor is not None
         self._service = service
@@ -269,6 +322,7 @@ class SpeechTurn:
         self.phrases = phrases
         self.digit_words = digit_words
         self.verify = verify
+        self.policy = policy or service.policy
         self._pending: deque[bytes] = deque(maxlen=service.queue_frames)
         self._job: asyncio.Future[SpeechResult | None] | None = None
         self._ended = False
@@ -299,6 +353,11 @@ class SpeechTurn:
         """Frames queued and not yet decoded (a file-fed caller can pace itself on it)."""
         return len(self._pending)
 
+    @property
+    def decoding(self) -> bool:
+        """A decode job is queued or running on a worker."""
+        return self._job is not None
+
     def end(self) -> None:
         """End of speech (from the VAD): decode what is queued, then ``FinalResult()``."""
         if not self._ended:
@@ -317,7 +376,16 @@ class SpeechTurn:
         self._pending.clear()
         if not self._final.done():
             self._final.cancel()
+        if self._job is None:
+            self._give_back()  # no job holds the recognizers: they can go back now
         self._service._release(self)
+
+    def _give_back(self) -> None:
+        """The free-form recognizer back to the pool. Only when no job runs (a job's own thread, or the
+        loop thread once the job is done)."""
+        free, self._free = self._free, None
+        if free is not None:
+            self._service._give_free(free)
 
     async def __aenter__(self) -> SpeechTurn:
         return self
@@ -337,6 +405,8 @@ class SpeechTurn:
 
     def _job_done(self, job: asyncio.Future[SpeechResult | None]) -> None:
         self._job = None
+        if self._closed:
+            self._give_back()
         if self._closed or self._final.done():
             if not job.cancelled():
                 job.exception()  # retrieved: nobody waits for it any more
@@ -391,8 +461,7 @@ class SpeechTurn:
             self._rec = vosk.KaldiRecognizer(self._model, SAMPLE_RATE, self.grammar_json)
         self._rec.SetMaxAlternatives(alternatives)
         if self.verify:
-            self._free = vosk.KaldiRecognizer(self._model, SAMPLE_RATE)
-            self._free.SetMaxAlternatives(1)
+            self._free = self._service._take_free()
 
     def _build_result(self) -> SpeechResult:
         nbest = join_segments(self._segments)
@@ -407,10 +476,12 @@ class SpeechTurn:
                 digit_words=self.digit_words,
                 frames=self.frames_decoded,
                 free_score=(free[0].score if free else None) if free is not None else None,
-                policy=self._service.policy,
+                policy=self.policy,
             )
-        # The recognizers are done with; free them on this thread rather than at some later GC.
-        self._rec = self._free = None
+        # The recognizers are done with: the free-form one back to the pool, the grammar one freed on this
+        # thread rather than at some later GC.
+        self._rec = None
+        self._give_back()
         return SpeechResult(
             text=text,
             confidence=posterior(nbest),

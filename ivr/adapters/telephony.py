@@ -19,7 +19,8 @@ from ivr.adapters.transfer import TransferContext, Transferer
 from ivr.config import Config, SipAccount
 from ivr.engine.context import Outcome, Recorder
 from ivr.errors import CallerHungUp
-from ivr.sip.endpoint import InboundLeg, SipEndpoint
+from ivr.sip.dns import DnsResolver
+from ivr.sip.endpoint import RESOLVE_TIMEOUT, InboundLeg, SipEndpoint
 from ivr.sip.register import RegistrationConfig
 from ivr.sip.sdp import (
     PCMA,
@@ -33,6 +34,7 @@ from ivr.sip.sdp import (
     parse_sdp,
     remote_media,
 )
+from ivr.sip.session_timer import SessionTimerConfig
 from ivr.sip.ua import UserAgentConfig
 from ivr.store.eventlog import CallRecorder, EventLog
 
@@ -87,8 +89,10 @@ class Telephony:
         self.accepting = True
         sip = config.sip
         self.endpoint = SipEndpoint(
-            UserAgentConfig(allowed_peers=sip.allowed_peers, external_address=sip.external_address),
+            UserAgentConfig(allowed_peers=sip.allowed_peers, external_address=sip.external_address,
+                            session_timer=SessionTimerConfig(sip.session_expires, sip.min_se)),
             sip.host, sip.port, self._on_call,
+            resolver=DnsResolver(sip.dns_servers, timeout=RESOLVE_TIMEOUT),
         )
 
     async def start(self) -> None:
@@ -107,7 +111,8 @@ class Telephony:
         not resolve is retried here (the core never resolves names)."""
         config = RegistrationConfig(aor=account.aor, registrar=account.registrar, username=account.username,
                                     password=account.password, expires=account.expires,
-                                    contact_user=account.contact_user)
+                                    contact_user=account.contact_user, keepalive=account.keepalive,
+                                    keepalive_seconds=account.keepalive_seconds)
         delay = 2.0
         while True:
             try:
@@ -136,16 +141,20 @@ class Telephony:
         self.calls.add(task)
         task.add_done_callback(self.calls.discard)
 
-    def _configured_address(self) -> str | None:
-        """Our address for SDP as configured (external, else a specific listen address); None: it
-        depends on the peer (listening on any address)."""
+    def _configured_address(self, peer: str | None = None) -> str | None:
+        """Our address for SDP (c=, o=) with `peer`: the external address when configured, else the
+        public address a registrar at `peer` saw us at (NAT, learned from received/rport), else a
+        specific listen address; None: it depends on the peer (listening on any address)."""
         sip = self.config.sip
         if sip.external_address:
             return sip.external_address
+        learned = self.endpoint.public_address_for(peer)
+        if learned is not None:
+            return learned[0]
         return sip.host if sip.host not in ("0.0.0.0", "::") else None
 
     def _sdp_address(self, leg: InboundLeg) -> str:
-        return self._configured_address() or local_ip_towards(leg.source[0], "127.0.0.1")
+        return self._configured_address(leg.source[0]) or local_ip_towards(leg.source[0], "127.0.0.1")
 
     async def _run(self, leg: InboundLeg) -> None:
         call_id = str(uuid.uuid4())
@@ -204,7 +213,7 @@ class Telephony:
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,
                        speech_verify=self.config.speech.verify, speech_language=self.config.speech.language)
         call.transferer = Transferer(TransferContext(self.config.transfer, self.endpoint, self.media, self.ami,
-                                                     self._configured_address()))
+                                                     self._configured_address(leg.source[0])))
 
         def reinvite(offer: SessionDescription) -> bytes:
             nonlocal version

@@ -9,9 +9,17 @@ a scratch store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import phonenumbers
+
+from ivr.callbacks import policy as policy_mod
 from ivr.callbacks.ewt import EwtEstimate
+from ivr.callbacks.policy import CallbackPolicy, NumberCheck
+from ivr.store.callbacks import CallbackRequest, CallbackStore, Consent, IllegalTransition, RequestResult
 
 
 class QueueWaits(Protocol):
@@ -24,3 +32,122 @@ class QueueWaits(Protocol):
     def free_agents(self, queue: str) -> int | None:
         """Agents free to take a call now, or None when not known (the dialer paces by this)."""
         ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CallbackOffer:
+    """Whether to offer a caller a callback from ``queue`` now, and what to tell them.
+
+    ``reason``: ``ok``, the policy's ``ewt-unknown``, ``below-threshold``, ``window-closed``,
+    ``closes-before-dial``, or ``site-cap`` (the site took its hourly share of requests)."""
+
+    offer: bool
+    reason: str
+    estimate: EwtEstimate
+    threshold: float
+    minutes: tuple[int, int] | None = None
+    """The wait as whole minutes for the prompt ("about 5 to 8 minutes")."""
+    zones: tuple[str, ...] = ()
+    """The zones the calling window was judged in (the caller ID's, else the site's)."""
+    dial_at: datetime | None = None
+
+
+#: States in which a request waits to be dialled and may still be cancelled (store.TRANSITIONS).
+CANCELLABLE = ("requested", "retry")
+
+
+class Desk:
+    """Everything the queue node needs from virtual hold, over one store, policy and wait source.
+
+    Numbers are judged by ``policy.check_number`` in ``region``, then by the caps with the store's counts;
+    requests are filed with the caller's consent and committed before ``request`` returns.
+    """
+
+    def __init__(self, store: CallbackStore, policy: CallbackPolicy, waits: QueueWaits, *, region: str,
+                 now: Callable[[], datetime] = _utc_now) -> None:
+        self.store = store
+        self.policy = policy
+        self.waits = waits
+        self.region = region
+        self.now = now
+        self.rules = replace(policy.numbers, region=region)
+
+    def _zones_of(self, caller: str) -> tuple[str, ...]:
+        check = policy_mod.check_number(caller, self.rules, self.policy.site_zone) if caller else None
+        return check.zones if check is not None and check.ok else (self.policy.site_zone,)
+
+    async def offer(self, queue: str, caller: str, *, min_wait: float | None = None) -> CallbackOffer:
+        """Offer when the estimated wait is at least ``min_wait`` (the node's; else the site's threshold),
+        the calling window in the caller's zones is open when the callback would be dialled, and the site's
+        hourly cap is not reached."""
+        estimate = self.waits.estimate(queue)
+        threshold = self.policy.offer.threshold if min_wait is None else float(min_wait)
+        zones = self._zones_of(caller)
+        now = self.now()
+        decision = policy_mod.decide_offer(estimate, now, zones,
+                                           replace(self.policy.offer, threshold=threshold), self.policy.windows)
+        offer = CallbackOffer(decision.offer, decision.reason, estimate, threshold, estimate.minutes_range(),
+                              zones, decision.dial_at)
+        if offer.offer:
+            site_hour = await self.store.count_requests(since=now - timedelta(hours=1))
+            if site_hour >= self.policy.caps.per_site_per_hour:
+                offer = replace(offer, offer=False, reason="site-cap")
+        return offer
+
+    async def check_number(self, raw: str) -> NumberCheck:
+        """The policy's verdict on a caller ID or keyed number, then the caps: ``number-cap`` (this number
+        asked too often today) or ``site-cap`` (the site's hourly share is taken)."""
+        check = policy_mod.check_number(raw, self.rules, self.policy.site_zone)
+        if not check.ok:
+            return check
+        now = self.now()
+        for_number = await self.store.count_requests(since=now - timedelta(hours=24), number=check.e164)
+        for_site = await self.store.count_requests(since=now - timedelta(hours=1))
+        cap = policy_mod.check_caps(for_number, for_site, self.policy.caps)
+        if cap is not None:
+            return NumberCheck(False, check.e164, cap, check.zones)
+        return check
+
+    def readback(self, e164: str) -> list[str]:
+        """The number in digit groups as a caller here would write it ("201", "555", "0123")."""
+        return policy_mod.readback_groups(e164, self.region)
+
+    async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,
+                      consent: Consent, call_id: str | None = None, quoted: tuple[float, float] | None = None,
+                      scheduled_at: datetime | None = None) -> RequestResult:
+        """File (or update) the request; it is on disk when this returns."""
+        return await self.store.request(queue=queue, number=number, zones=zones, arrival_at=arrival_at,
+                                        consent=consent, now=self.now(), call_id=call_id, quoted=quoted,
+                                        scheduled_at=scheduled_at)
+
+    def normalise(self, raw: str) -> str:
+        """E.164 for a caller ID or keyed number as far as libphonenumber can parse it, else ""."""
+        digits = "".join(ch for ch in raw if ch.isdigit() or ch == "+")
+        if not digits:
+            return ""
+        try:
+            num = phonenumbers.parse(digits, self.region)
+        except phonenumbers.NumberParseException:
+            return ""
+        return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+    async def pending(self, number: str, queue: str | None = None) -> list[CallbackRequest]:
+        """This site's active requests for ``number`` (any form; normalised), optionally for one queue."""
+        e164 = self.normalise(number)
+        if not e164:
+            return []
+        return [r for r in await self.store.active()
+                if r.site == self.store.site and r.number == e164 and (queue is None or r.queue == queue)]
+
+    async def cancel(self, request_id: str, reason: str) -> bool:
+        """Cancel a request still waiting to be dialled; False when it is being dialled or has ended (then it
+        is left to the dialer: a callback in progress is never pulled from under the agent)."""
+        try:
+            await self.store.cancel(request_id, self.now(), reason)
+        except IllegalTransition:
+            return False
+        return True

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from ivr.flows.model import SpeechSettings
 from ivr.flows.prompts import Audio
 
 
@@ -28,6 +29,8 @@ class Grammar:
     phrases: tuple[str, ...] = ()
     digits: bool = False
     lang: str = ""  # the language the phrases are in (the flow's first language)
+    settings: SpeechSettings = field(default_factory=SpeechSettings)
+    """The node's own end-of-speech, no-input, length, barge-in and rejection settings (None: defaults)."""
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ivr.engine.call import Call
 from ivr.flows.model import Flow, FlowSet
 
+if TYPE_CHECKING:
+    from ivr.callbacks.desk import CallbackOffer
+    from ivr.callbacks.policy import NumberCheck
+    from ivr.store.callbacks import CallbackRequest, Consent, RequestResult
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a call ended: hangup, caller_hangup, transferred, queued, failed, error, max_length, shutdown."""
+    """How a call ended: hangup, caller_hangup, transferred, queued, callback (a callback request was
+    filed and confirmed; detail: queue and request id), failed, error, max_length, shutdown."""
 
     kind: str
     detail: str = ""
@@ -41,6 +47,36 @@ class NoSwitches:
         return False
 
 
+class CallbackDesk(Protocol):
+    """Virtual hold as the queue node sees it (ivr.callbacks.desk.Desk): offer, check, file, cancel."""
+
+    async def offer(self, queue: str, caller: str, *, min_wait: float | None = None) -> CallbackOffer:
+        """Whether to offer this caller a callback from ``queue`` now, with the wait to quote."""
+        ...
+
+    async def check_number(self, raw: str) -> NumberCheck:
+        """A caller ID or keyed number: E.164 and zones, or the refusal reason (policy rules and caps)."""
+        ...
+
+    def readback(self, e164: str) -> list[str]:
+        """Digit groups to read the number back in."""
+        ...
+
+    async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,
+                      consent: Consent, call_id: str | None = None, quoted: tuple[float, float] | None = None,
+                      scheduled_at: datetime | None = None) -> RequestResult:
+        """File the request; committed when it returns (only then may the caller hear "confirmed")."""
+        ...
+
+    async def pending(self, number: str, queue: str | None = None) -> list[CallbackRequest]:
+        """Active requests for a number (optionally one queue)."""
+        ...
+
+    async def cancel(self, request_id: str, reason: str) -> bool:
+        """Cancel a request waiting to be dialled; False if it is being dialled or has ended."""
+        ...
+
+
 @dataclass
 class CallContext:
     call: Call
@@ -56,6 +92,7 @@ class CallContext:
     outcome: Outcome | None = None
     node: str = ""
     told_speech_busy: bool = False  # the "please use your keypad" notice is given once per call
+    callbacks: CallbackDesk | None = None  # virtual hold; None: queue nodes never offer a callback
 
     @property
     def lang(self) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ivr.engine.call import Call
-from ivr.engine.context import CallContext, NoSwitches, Outcome, Recorder, Switches
+from ivr.engine.context import CallbackDesk, CallContext, NoSwitches, Outcome, Recorder, Switches
 from ivr.engine.steps import STEPS
 from ivr.errors import CallerHungUp
 from ivr.flows.model import FlowSet
@@ -42,10 +42,14 @@ async def run_call(
     switches: Switches | None = None,
     max_call_seconds: float = 3600.0,
     entry: str | None = None,
+    callbacks: CallbackDesk | None = None,
+    variables: dict[str, object] | None = None,
 ) -> Outcome:
     """Run one call on the flow set it started with (a reload meanwhile does not touch it).
 
     ``entry`` names the flow to start instead of routing by the dialed number (the simulator's choice).
+    ``callbacks`` is virtual hold (the daemon's or the simulator's Desk); without it queue nodes transfer
+    and record why no callback was offered.
     """
     flow = flows.flows[entry] if entry else flows.route(call.dialed)
     ctx = CallContext(
@@ -56,12 +60,14 @@ async def run_call(
         now=now,
         switches=switches or NoSwitches(),
         log=logging.LoggerAdapter(log, {"call_id": call.call_id, "flow": f"{flow.name}@{flows.version}"}),
+        callbacks=callbacks,
     )
     ctx.variables.update(flow.variables)
     for f in flows.flows.values():  # sub-flows' declared variables start with their defaults too
         for k, v in f.variables.items():
             ctx.variables.setdefault(k, v)
     ctx.variables.update(builtin_variables(call, flow.name, now(), flow.timezone))
+    ctx.variables.update(variables or {})  # set by who started the call (the callback dialer: queue, callback_id)
     ctx.variables["lang"] = flow.language
     await rec.begin(call, flow, flows.version)
     outcome = Outcome("error")

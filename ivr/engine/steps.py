@@ -7,7 +7,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ivr.engine import turns
+from ivr.callbacks.desk import CANCELLABLE
+from ivr.engine import offer, turns
 from ivr.engine.call import CallerInput, Grammar, TransferTarget
 from ivr.engine.conditions import evaluate, interpolate
 from ivr.engine.context import CallContext, Outcome
@@ -15,6 +16,7 @@ from ivr.flows.hours import HoursState, decide
 from ivr.flows.loader import normalize_words
 from ivr.flows.model import (
     Branch,
+    CallbackCancel,
     CallFlow,
     Collect,
     DigitsRef,
@@ -88,7 +90,7 @@ async def _match_menu(ctx: CallContext, menu: Menu, got: CallerInput) -> MenuOpt
 
 async def step_menu(ctx: CallContext, node: Node, m: Menu) -> str | None:
     phrases = tuple(w for o in m.options for w in o.keywords)
-    grammar = Grammar(phrases, lang=ctx.flow.language) if m.speech else None
+    grammar = Grammar(phrases, lang=ctx.flow.language, settings=m.speech_settings) if m.speech else None
     no_input = no_match = 0
     prompt = m.prompt
     while True:
@@ -135,7 +137,7 @@ def _valid(c: Collect, entry: str) -> bool:
 
 
 async def step_collect(ctx: CallContext, node: Node, c: Collect) -> str | None:
-    grammar = Grammar(digits=True, lang=ctx.flow.language) if c.speech else None
+    grammar = Grammar(digits=True, lang=ctx.flow.language, settings=c.speech_settings) if c.speech else None
     attempts = 0
     prompt = c.prompt
     while attempts < c.max_attempts:
@@ -225,7 +227,9 @@ async def step_return(ctx: CallContext, node: Node, r: Return) -> str | None:
 
 async def step_transfer(ctx: CallContext, node: Node, t: Transfer) -> str | None:
     await turns.play(ctx, t.prompt, barge_in=False)
-    target = TransferTarget("queue", t.queue) if t.queue else TransferTarget("extension", t.extension or "")
+    # "${queue}" and the like: the callback flow transfers to the queue its request came from
+    dest = str(interpolate(t.queue or t.extension or "", ctx.variables))
+    target = TransferTarget("queue", dest) if t.queue else TransferTarget("extension", dest)
     result = await ctx.call.transfer(target)
     await ctx.rec.event("transfer", node=node.name, kind=target.kind, destination=target.destination,
                         ok=result.ok, detail=result.detail)
@@ -236,18 +240,47 @@ async def step_transfer(ctx: CallContext, node: Node, t: Transfer) -> str | None
 
 
 async def step_queue(ctx: CallContext, node: Node, q: QueueWithCallback) -> str | None:
-    # The callback offer (EWT, virtual hold) plugs in here with the callback work; until then the caller
-    # is handed to the queue, and the event says no offer was made and why.
-    await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=False,
-                        reason="no wait-time estimate" if q.offer_callback else "offer disabled")
+    arrival = ctx.now()  # the callback keeps the place in line this moment earned
+    if await offer.offer_callback(ctx, node, q, arrival):
+        return None  # filed and confirmed: the call ends with outcome "callback"
     await turns.play(ctx, q.prompt, barge_in=False)
     result = await ctx.call.transfer(TransferTarget("queue", q.name))
     await ctx.rec.event("transfer", node=node.name, kind="queue", destination=q.name, ok=result.ok,
                         detail=result.detail)
     if result.ok:
         ctx.outcome = Outcome("queued", q.name)
+        await offer.cancel_on_reaching_queue(ctx, node, q)
         return None
     return await fail(ctx, node, f"queue refused: {result.detail}")
+
+
+async def step_callback_cancel(ctx: CallContext, node: Node, c: CallbackCancel) -> str | None:
+    """The caller cancels the callback(s) waiting for their caller ID: next when cancelled or kept, failure
+    (else next) when none is waiting."""
+    desk = ctx.callbacks
+    if desk is None:
+        return await fail(ctx, node, "callbacks are not available")
+    found = await desk.pending(ctx.call.caller, c.queue) if ctx.call.caller else []
+    waiting = [r for r in found if r.state in CANCELLABLE]
+    if not waiting:
+        await ctx.rec.event("callback.cancel.none", node=node.name, queue=c.queue,
+                            in_progress=[r.id for r in found])
+        await turns.play(ctx, c.none, barge_in=False)
+        return node.failure or node.next
+    if c.ask:
+        got = await turns.ask(ctx, c.ask, timeout=c.timeout, barge_in=True, grammar=None)
+        if got is None or got.value != "1":
+            await ctx.rec.event("callback.cancel.kept", node=node.name, request_ids=[r.id for r in waiting],
+                                key=got.value if got else None)
+            await turns.play(ctx, c.kept, barge_in=False)
+            return node.next
+    cancelled = [r.id for r in waiting if await desk.cancel(r.id, "cancelled by the caller")]
+    await ctx.rec.event("callback.cancel.done", node=node.name, request_ids=cancelled,
+                        missed=[r.id for r in waiting if r.id not in cancelled])
+    if not cancelled:  # each began dialling meanwhile
+        return node.failure or node.next
+    await turns.play(ctx, c.done, barge_in=False)
+    return node.next
 
 
 async def step_survey(ctx: CallContext, node: Node, s: Survey) -> str | None:
@@ -294,4 +327,5 @@ STEPS: dict[type, Step] = {
     QueueWithCallback: step_queue,
     Survey: step_survey,
     Hangup: step_hangup,
+    CallbackCancel: step_callback_cancel,
 }

@@ -14,6 +14,7 @@ from ivr.flows.loader import Loaded, Ref
 from ivr.flows.model import (
     TERMINAL,
     Branch,
+    CallbackCancel,
     CallFlow,
     Collect,
     Flow,
@@ -30,7 +31,7 @@ from ivr.flows.model import (
 from ivr.flows.prompts import BUILTIN_PROMPTS
 
 BUILTIN_VARS = ("caller", "dialed", "lang", "time", "weekday", "date", "call_id", "flow", "hours_state")
-NEEDS_NEXT = (Play, Collect, SetVars, CallFlow, Survey, Branch)
+NEEDS_NEXT = (Play, Collect, SetVars, CallFlow, Survey, Branch, CallbackCancel)
 
 
 def _p(pos: Pos, message: str) -> Problem:

@@ -6,6 +6,7 @@ replaces a working version. Cross-file checks (references, reachability, loops) 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -21,6 +22,8 @@ from ivr.flows.model import (
     AllOf,
     AnyOf,
     Branch,
+    CallbackCancel,
+    CallbackPrompts,
     CallFlow,
     Collect,
     Condition,
@@ -45,18 +48,23 @@ from ivr.flows.model import (
     QueueWithCallback,
     Return,
     SetVars,
+    SpeechSettings,
     Survey,
     Test,
     Transfer,
 )
+from ivr.proto.vad import VadConfig
 from ivr.yamlpos import key_position, load_yaml, position, schema_problems
 
 ACTIONS = (
     "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
-    "survey", "hangup",
+    "survey", "hangup", "callback_cancel",
 )
 TESTS = ("equals", "not_equals", "in", "matches", "starts_with", "lt", "le", "gt", "ge", "is_set")
 SCHEMA = "flows/schema.json"
+MIN_END_OF_SPEECH = 0.1
+"""Shorter than a stop consonant's closure: every word would be cut at its first gap."""
+MIN_BARGE_IN, MAX_BARGE_IN = 0.02, 2.0
 
 
 @dataclass(frozen=True)
@@ -334,7 +342,8 @@ class _FileBuilder:
             options.append(MenuOption(None if key_s == "speech" else key_s, target, words, kpos))
         prompt = self.prompts(v["prompt"], *path, "prompt")
         has_words = any(o.keywords for o in options)
-        speech = bool(v.get("speech", has_words))
+        speech, settings = self.speech_settings(v, path, digits=False)
+        speech = has_words if speech is None else speech
         if speech and not has_words:
             self.problem(self.pos(*path, "speech"), "speech is on but no option has say: keywords")
         return Menu(
@@ -350,6 +359,7 @@ class _FileBuilder:
             barge_in=bool(v.get("barge_in", True)),
             speech=speech,
             min_confidence=float(v.get("min_confidence", 0.5)),
+            speech_settings=settings,
         )
 
     def act_collect(self, v: Any, path: tuple) -> Collect:
@@ -372,6 +382,7 @@ class _FileBuilder:
             if yes == no:
                 self.problem(self.pos(*path, "confirm"), f"confirm: yes and no are both '{yes}'")
             confirm = Confirm(before, after, yes, no)
+        speech, settings = self.speech_settings(v, path, digits=True)
         return Collect(
             prompt=self.prompts(v["prompt"], *path, "prompt"),
             into=str(v["into"]),
@@ -385,9 +396,54 @@ class _FileBuilder:
             no_input=self.prompts(v.get("no_input"), *path, "no_input"),
             invalid=self.prompts(v.get("invalid"), *path, "invalid"),
             barge_in=bool(v.get("barge_in", True)),
-            speech=bool(v.get("speech", False)),
+            speech=bool(speech),
             confirm=confirm,
+            speech_settings=settings,
         )
+
+    def speech_settings(self, v: Any, path: tuple, *, digits: bool) -> tuple[bool | None, SpeechSettings]:
+        """``speech: true|false|{...}`` → (on, unset when absent; the turn's settings). Values the schema
+        lets through but a call could not use are problems here, at the value."""
+        spec = v.get("speech")
+        if not isinstance(spec, dict):
+            return (None if spec is None else bool(spec)), SpeechSettings()
+        spath = (*path, "speech")
+
+        def seconds(key: str) -> float | None:
+            return float(spec[key]) if key in spec else None
+
+        settings = SpeechSettings(
+            end_of_speech=seconds("end_of_speech"),
+            no_input=seconds("no_input"),
+            max_length=seconds("max_length"),
+            barge_in_min=seconds("barge_in_min"),
+            min_margin=float(spec["min_margin"]) if "min_margin" in spec else None,
+            max_free_gap=float(spec["max_free_gap"]) if "max_free_gap" in spec else None,
+            verify=bool(spec["verify"]) if "verify" in spec else None,
+        )
+        eos, longest, onset = settings.end_of_speech, settings.max_length, settings.barge_in_min
+        if eos is not None and eos < MIN_END_OF_SPEECH:
+            self.problem(self.pos(*spath, "end_of_speech"),
+                         f"end_of_speech {eos:g} s is below {MIN_END_OF_SPEECH:g} s: the gaps inside a "
+                         "word would end the answer")
+        if onset is not None and not MIN_BARGE_IN <= onset <= MAX_BARGE_IN:
+            self.problem(self.pos(*spath, "barge_in_min"),
+                         f"barge_in_min {onset:g} s is outside {MIN_BARGE_IN:g}-{MAX_BARGE_IN:g} s (from one 20 ms "
+                         "frame to 2 s of speech)")
+        default = VadConfig.for_digits() if digits else VadConfig.for_keywords()
+        used_eos = eos if eos is not None else default.hangover
+        if longest is not None and longest <= used_eos:
+            which = "end_of_speech" if eos is not None else "the default end_of_speech"
+            self.problem(self.pos(*spath, "max_length"),
+                         f"max_length {longest:g} s is not longer than {which} ({used_eos:g} s): answers would "
+                         "be cut before they could end")
+        elif longest is not None and onset is not None and onset >= longest:
+            self.problem(self.pos(*spath, "barge_in_min"),
+                         f"barge_in_min {onset:g} s is not shorter than max_length ({longest:g} s)")
+        if settings.max_free_gap is not None and settings.verify is False:
+            self.problem(self.pos(*spath, "max_free_gap"),
+                         "max_free_gap applies only to the free-form check, and verify is false here")
+        return bool(spec.get("enabled", True)), settings
 
     def condition(self, c: Any, path: tuple) -> Condition:
         groups = [k for k in ("all", "any", "not") if k in c]
@@ -458,11 +514,46 @@ class _FileBuilder:
 
     def act_queue(self, v: Any, path: tuple) -> QueueWithCallback:
         cb = v.get("callback") or {}
+        offer = bool(cb.get("offer", True))
+        allow_other = bool(cb.get("allow_other_number", True))
+        cb_prompts = None
+        if offer:  # default prompts are referenced (checked per language) only when an offer can be made
+            given = cb.get("prompts") or {}
+            defaults = {f.name: f"callback_{f.name}" for f in dataclasses.fields(CallbackPrompts)}
+            if not allow_other:
+                defaults["confirm_choice"] = "callback_confirm_only"
+            ppath = (*path, "callback", "prompts")
+            cb_prompts = CallbackPrompts(**{
+                name: self.prompts(given[name], *ppath, name) if name in given else self.prompts(default, *path)
+                for name, default in defaults.items()})
+        min_wait = cb.get("min_wait_seconds")
         return QueueWithCallback(
             name=str(v["name"]),
             prompt=self.prompts(v.get("prompt"), *path, "prompt"),
-            offer_callback=bool(cb.get("offer", True)),
-            min_wait_seconds=float(cb.get("min_wait_seconds", 120)),
+            offer_callback=offer,
+            min_wait_seconds=float(min_wait) if min_wait is not None else None,
+            allow_other_number=allow_other,
+            timeout=float(cb.get("timeout", 6)),
+            callback_prompts=cb_prompts,
+        )
+
+    def act_callback_cancel(self, v: Any, path: tuple) -> CallbackCancel:
+        v = v if isinstance(v, dict) else {}
+        given = v.get("prompts") or {}
+
+        def prompt(name: str) -> Prompts:
+            if name in given:
+                return self.prompts(given[name], *path, "prompts", name)
+            return self.prompts(f"callback_cancel_{name}", *path)
+
+        confirm = bool(v.get("confirm", True))
+        return CallbackCancel(
+            queue=str(v["queue"]) if "queue" in v else None,
+            ask=prompt("ask") if confirm else (),
+            done=prompt("done"),
+            kept=prompt("kept") if confirm else (),
+            none=prompt("none"),
+            timeout=float(v.get("timeout", 6)),
         )
 
     def act_survey(self, v: Any, path: tuple) -> Survey:

@@ -10,6 +10,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from ivr.flows.callback_prompts import MAX_SPOKEN_MINUTES
+
 if TYPE_CHECKING:
     from ivr.flows.hours import Schedule
     from ivr.flows.prompts import PromptLibrary
@@ -101,6 +103,31 @@ class Play:
 
 
 @dataclass(frozen=True)
+class SpeechSettings:
+    """A menu's or collect's own speech settings (``speech: {...}``); None means the default for the kind
+    of turn (keywords or digits) or, for ``verify``, the config's ``speech.verify``. Seconds throughout."""
+
+    end_of_speech: float | None = None
+    """Silence after the words that ends the answer (default 0.3 s for keywords, 0.8 s for digits: callers
+    pause between groups of digits)."""
+    no_input: float | None = None
+    """How long after the prompt speech may still start (default: the node's ``timeout``). Once speech
+    has started it is heard to its end, even past the timeout."""
+    max_length: float | None = None
+    """Longest answer: speech still going after this is cut there and recognised as it is (default 10 s
+    for keywords, 15 s for digits)."""
+    barge_in_min: float | None = None
+    """Speech needed before it interrupts the prompt and counts as started (default 0.12 s): shorter
+    clicks and bursts of line noise never cut a prompt."""
+    min_margin: float | None = None
+    """N-best score margin a keyword must win by (default 0.3; menus only, see ivr.speech.rejection)."""
+    max_free_gap: float | None = None
+    """With ``verify``: most the free-form pass may beat the keyword per 20 ms frame (default 0.15)."""
+    verify: bool | None = None
+    """Run the free-form second opinion on this turn (default: the config's ``speech.verify``)."""
+
+
+@dataclass(frozen=True)
 class MenuOption:
     key: str | None
     target: str
@@ -122,6 +149,7 @@ class Menu:
     barge_in: bool = True
     speech: bool = False
     min_confidence: float = 0.5
+    speech_settings: SpeechSettings = field(default_factory=SpeechSettings)
 
     @property
     def key_length(self) -> int:
@@ -152,6 +180,7 @@ class Collect:
     barge_in: bool = True
     speech: bool = False
     confirm: Confirm | None = None
+    speech_settings: SpeechSettings = field(default_factory=SpeechSettings)
 
 
 @dataclass(frozen=True)
@@ -195,13 +224,89 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class CallbackPrompts:
+    """What a caller hears during a callback offer (``callback: {prompts: {...}}``); each defaults to the
+    built-in prompt ``callback_<field>`` (ivr/flows/callback_prompts.py)."""
+
+    wait_about: Prompts
+    """Before the low minutes: "Your wait is about" (then "5", wait_to, "8", wait_minutes)."""
+    wait_to: Prompts
+    wait_minutes: Prompts
+    wait_long: Prompts
+    """Instead of the range when its high end runs past an hour: "about an hour or more"."""
+    offer: Prompts
+    """"… press 1 to be called back, or stay on the line."""
+    confirm_number: Prompts
+    """Before the caller ID (or the entered number) is read back: "We will call you at"."""
+    confirm_choice: Prompts
+    """After the caller ID: press 1 (and, with allow_other_number, 2 for another number)."""
+    enter_number: Prompts
+    entered_choice: Prompts
+    """After an entered number is read back: press 1, or 2 to enter it again."""
+    refused_short: Prompts
+    """Emergency numbers and short codes."""
+    refused_invalid: Prompts
+    refused_premium: Prompts
+    """Premium-rate and other refused number types."""
+    refused_international: Prompts
+    refused_denied: Prompts
+    """Deny list, or not on the allow list."""
+    refused_caps: Prompts
+    """Too many requests for the number today, or for the site this hour."""
+    no_number: Prompts
+    """No usable number: the caller stays in the queue."""
+    confirmed: Prompts
+    """Played only after the request is committed."""
+
+
+#: policy refusal reason -> the CallbackPrompts field that explains it
+REFUSAL_PROMPTS = {
+    "emergency": "refused_short", "short-code": "refused_short", "invalid": "refused_invalid",
+    "premium-rate": "refused_premium", "refused-type": "refused_premium", "international": "refused_international",
+    "denied": "refused_denied", "not-allowed": "refused_denied", "number-cap": "refused_caps",
+    "site-cap": "refused_caps",
+}
+
+SPOKEN_MINUTES = MAX_SPOKEN_MINUTES
+"""Minutes are read from ``number_0`` … ``number_60``; a longer wait is ``wait_long``."""
+
+
+@dataclass(frozen=True)
 class QueueWithCallback:
-    """Hand the caller to an agents' queue; the callback work decides whether to offer virtual hold."""
+    """Hand the caller to an agents' queue, first offering a callback when the wait is long (virtual hold)."""
 
     name: str
     prompt: Prompts = ()
     offer_callback: bool = True
-    min_wait_seconds: float = 120.0
+    min_wait_seconds: float | None = None
+    """Offer only when the estimated wait is at least this; None: the site's threshold."""
+    allow_other_number: bool = True
+    """The caller may give another number than the caller ID (withheld caller IDs need it)."""
+    timeout: float = 6.0
+    """Seconds to wait for the caller's key after an offer or confirmation prompt."""
+    callback_prompts: CallbackPrompts | None = None
+    """None when no offer is made (nothing extra to render)."""
+
+    @property
+    def spoken_builtins(self) -> tuple[str, ...]:
+        """Prompts the offer assembles while running: the minutes, the number's digits, group pauses."""
+        if not self.offer_callback:
+            return ()
+        return (*(f"number_{n}" for n in range(SPOKEN_MINUTES + 1)), *(f"digit_{d}" for d in "0123456789"),
+                "pause")
+
+
+@dataclass(frozen=True)
+class CallbackCancel:
+    """The caller cancels their pending callback(s), found by caller ID (optionally for one queue)."""
+
+    queue: str | None
+    ask: Prompts
+    """"You have a callback booked. To cancel it, press 1 …"; empty: cancel without asking."""
+    done: Prompts
+    kept: Prompts
+    none: Prompts
+    timeout: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -231,7 +336,7 @@ class Hangup:
 
 Action = (
     Play | Menu | Collect | Branch | Hours | SetVars | Goto | CallFlow | Return | Transfer
-    | QueueWithCallback | Survey | Hangup
+    | QueueWithCallback | Survey | Hangup | CallbackCancel
 )
 
 #: Actions after which a call ends or leaves this flow; the node needs no ``next``.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ivr.flows.callback_prompts import CALLBACK_TEXTS, NUMBER_TEXTS, PAUSE_TEXT
 from ivr.flows.model import DigitsRef, Flow, Pos, PromptDef, PromptRef, PromptVariant
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
@@ -34,6 +35,7 @@ BUILTIN_PROMPTS: dict[str, Builtin] = {
     "confirm_choice": Builtin({"en": "If that is correct, press 1. To enter it again, press 2."}),
     "goodbye": Builtin({"en": "Goodbye."}),
     "speech_unavailable": Builtin({"en": "Voice recognition is busy right now. Please use your keypad."}),
+    **{name: Builtin(texts) for name, texts in {**CALLBACK_TEXTS, **NUMBER_TEXTS, **PAUSE_TEXT}.items()},
 }
 DIGIT_NAMES = {**{d: f"digit_{d}" for d in "0123456789"}, "*": "digit_star", "#": "digit_pound"}
 
@@ -82,6 +84,8 @@ def needed_variants(flow: Flow) -> dict[tuple[str, str], tuple[PromptVariant, Po
         if getattr(node.action, "confirm", None) is not None:  # read-back of the entry
             for name in DIGIT_NAMES.values():
                 used.setdefault(name, node.pos)
+        for name in getattr(node.action, "spoken_builtins", ()):  # pieces a node assembles while running
+            used.setdefault(name, node.pos)
         for item in _prompt_items(node.action):
             if isinstance(item, PromptRef) and item.name not in flow.prompts:
                 used.setdefault(item.name, item.pos)

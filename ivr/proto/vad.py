@@ -13,7 +13,8 @@ Echo immunity: the line's hybrid returns the prompt 20-60 ms late and attenuated
 echo return loss of at least 6 dB). With the frames we played passed in, a frame counts as voiced only when
 it is louder than the loudest played frame of the recent echo window, less the assumed return loss, plus
 a margin. A caller speaking over the prompt at ordinary level still gets through; the prompt's echo does
-not.
+not. The assumed loss is a setting (config ``speech.echo_return_loss_db``); each turn also measures the
+loss it sees (:meth:`VoiceActivityDetector.measured_echo_loss`), so a site can tell what its lines give.
 
 Noise floor: the quietest non-echo frame of the last ``noise_window`` before speech, so the line's steady
 noise is learned from the turn's first frames (while the prompt plays). A caller already talking in the
@@ -133,13 +134,21 @@ class VoiceActivityDetector:
         self._noise: deque[float] = deque(maxlen=max(1, round(config.noise_window / config.frame)))
         window = max(1, math.ceil(config.echo_window / config.frame) + 1)
         self._played: deque[float] = deque([SILENCE_DBFS] * window, maxlen=window)
-        onset_frames = max(1, round(config.onset_window / config.frame))
+        # A longer minimum speech gets a proportionally longer window (0.12 of 0.2 s by default): onset
+        # must fit in its window, and speech has short gaps.
+        onset_window = max(config.onset_window, config.onset / 0.6)
+        onset_frames = max(1, round(onset_window / config.frame))
         self._recent: deque[tuple[bool, float]] = deque(maxlen=onset_frames)  # (voiced, frame start)
         self._speech_started: float | None = None
         self._last_voiced_end: float | None = None
         self.done = False
         self.last_dbfs = SILENCE_DBFS
         self.last_echo_dbfs = SILENCE_DBFS
+        # Power sent and received while the prompt plays and nobody speaks: their ratio is the echo loss.
+        self._echo_frames = 0
+        self._echo_sent = 0.0
+        self._echo_back = 0.0
+        self._echo_spoiled = False
 
     @property
     def in_speech(self) -> bool:
@@ -154,7 +163,12 @@ class VoiceActivityDetector:
         cfg = self.config
         self._played.append(frame_dbfs(played) if played else SILENCE_DBFS)
         level = frame_dbfs(frame)
-        echo = max(self._played) - cfg.echo_return_loss_db
+        loudest = max(self._played)
+        if self._speech_started is None and loudest >= cfg.min_dbfs:
+            self._echo_frames += 1
+            self._echo_sent += 10.0 ** (self._played[-1] / 10.0)
+            self._echo_back += 10.0 ** (level / 10.0)
+        echo = loudest - cfg.echo_return_loss_db
         self.last_dbfs, self.last_echo_dbfs = level, echo
         if self._speech_started is None and level >= echo + cfg.echo_margin_db:
             self._noise.append(level)  # echo-dominated frames say nothing about the line's noise
@@ -169,6 +183,8 @@ class VoiceActivityDetector:
         if self._speech_started is None:
             voiced_time = sum(1 for v, _ in self._recent if v) * cfg.frame
             if voiced_time >= cfg.onset - 1e-9:
+                if loudest >= cfg.min_dbfs:
+                    self._echo_spoiled = True  # the caller talked over the prompt: those frames were not echo
                 self._speech_started = next(t for v, t in self._recent if v)
                 self._last_voiced_end = now
                 self._events.append(SpeechStarted(now, self._speech_started))
@@ -205,6 +221,16 @@ class VoiceActivityDetector:
         elif now >= self._speech_started + cfg.max_speech - eps:
             self.done = True
             self._events.append(TooLong(now, self._speech_started))
+
+    def measured_echo_loss(self, min_frames: int = 25) -> float | None:
+        """Echo return loss seen by this turn (dB): power played over power received, summed over the
+        frames where the prompt was audible and the caller had not started speaking (sums, so the echo's
+        delay does not matter). None with fewer than ``min_frames`` such frames, or when the caller barged
+        in (their voice was in them). Line noise makes it read lower than the true loss, never higher; on
+        a line with no echo it is the prompt's level above the line's noise."""
+        if self._echo_spoiled or self._echo_frames < min_frames or self._echo_back <= 0.0:
+            return None
+        return 10.0 * math.log10(self._echo_sent / self._echo_back)
 
     def next_event(self) -> VadEvent | None:
         return self._events.popleft() if self._events else None

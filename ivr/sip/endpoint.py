@@ -8,13 +8,14 @@ callbacks). Outbound calls (`call`) and registrations (`register`, `registration
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ivr.errors import CallerHungUp
+from ivr.sip.dns import DnsResolver
 from ivr.sip.message import SipParseError, SipUri, parse_uri
 from ivr.sip.register import RegistrationConfig, RegistrationStatus
 from ivr.sip.sdp import SessionDescription
@@ -326,11 +327,16 @@ class SipEndpoint:
         host: str,
         port: int,
         on_call: Callable[[InboundLeg], None],
+        *,
+        resolver: DnsResolver | None = None,
     ) -> None:
         self.config = config
         self.host = host
         self.port = port
         self.on_call = on_call
+        #: Registrar and proxy names to addresses (RFC 3263: SRV, then A/AAAA).
+        self.resolver = resolver or DnsResolver(timeout=RESOLVE_TIMEOUT)
+        self._re_resolving: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._ua: UserAgent | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -376,6 +382,8 @@ class SipEndpoint:
         asserted_identity: str | None = None,
         credentials: tuple[str, str] | None = None,
         ring_timeout: float = 30.0,
+        call_id: str | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> OutboundLeg:
         """Place a call through `proxy` and wait for its outcome (`leg.result`); never raises for a
         SIP failure. Answered, the leg is confirmed (our ACK sent) and runs until `ended`.
@@ -388,7 +396,7 @@ class SipEndpoint:
         spec = OutboundCallSpec(
             target_uri=target_uri, from_uri=from_uri, sdp_offer=sdp_offer, proxy=destination,
             from_display=from_display, asserted_identity=asserted_identity, credentials=credentials,
-            ring_timeout=ring_timeout,
+            ring_timeout=ring_timeout, call_id=call_id, extra_headers=extra_headers,
         )
         leg_id = ua.start_call(spec, self._now())
         leg = OutboundLeg(self, leg_id, spec)
@@ -408,12 +416,37 @@ class SipEndpoint:
     # -- registrations
 
     async def register(self, config: RegistrationConfig) -> None:
-        """Start keeping `config.aor` registered (the registrar name is resolved once, A/AAAA only:
-        no SRV, no failover). Raises OSError/TimeoutError when the name does not resolve."""
+        """Start keeping `config.aor` registered. A registrar name is resolved by RFC 3263 (SRV
+        `_sip._udp`, else A/AAAA) into every address to fail over to, and looked up again when its TTL
+        runs out. Raises OSError/TimeoutError when the name does not resolve."""
         ua = self.user_agent
-        destination = await self._resolve(*config.registrar_address)
-        ua.add_registration(config, destination, self._now())
+        failover = await self.resolver.resolve(config.registrar, self._family(), self._now())
+        ua.add_registration(config, failover, self._now())
         self._pump()
+        if failover.expires_at is not None:
+            task = asyncio.create_task(self._keep_resolved(config), name=f"resolve-{config.aor}")
+            self._re_resolving.add(task)
+            task.add_done_callback(self._re_resolving.discard)
+
+    async def _keep_resolved(self, config: RegistrationConfig) -> None:
+        """Look the registrar up again each time its records expire (runs until `stop`)."""
+        while self._ua is not None:
+            failover = self._ua.registrar_of(config.aor)
+            if failover is None or failover.expires_at is None:
+                return
+            await asyncio.sleep(max(1.0, failover.expires_at - self._now()))
+            try:
+                fresh = await self.resolver.resolve(config.registrar, self._family(), self._now())
+            except (OSError, TimeoutError) as exc:
+                log.warning("sip dns %s failed: %s; keeping %s", config.registrar, exc, failover.targets)
+                failover.expires_at = self._now() + 30.0  # the old answer stays in use meanwhile
+                continue
+            self.user_agent.update_registrar(config.aor, fresh.targets, fresh.expires_at)
+            self._pump()
+
+    def public_address_for(self, peer_host: str | None) -> Address | None:
+        """Our address as a registrar at `peer_host` saw it (NAT), for the SDP of calls with that peer."""
+        return self._ua.public_address_for(peer_host) if self._ua is not None else None
 
     def registrations(self) -> list[RegistrationStatus]:
         """Every account's status, for `ivr status`."""
@@ -444,25 +477,22 @@ class SipEndpoint:
             log.warning("sip registrations not withdrawn within %.1fs", timeout)
 
     async def _resolve(self, host: str, port: int) -> Address:
-        """An IP for `host` (the sans-I/O core never resolves names)."""
-        try:
-            ipaddress.ip_address(host)
-            return host, port
-        except ValueError:
-            pass
-        assert self._loop is not None
-        family = socket.AF_INET6 if ":" in self.local_address[0] else socket.AF_INET
-        async with asyncio.timeout(RESOLVE_TIMEOUT):
-            infos = await self._loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
-        if not infos:
-            raise OSError(f"no address for {host}")
-        return str(infos[0][4][0]), port
+        """An IP for `host` (the sans-I/O core never resolves names); the port is explicit: no SRV."""
+        text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return (await self.resolver.resolve(text, self._family(), self._now())).current
+
+    def _family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.local_address[0] else socket.AF_INET
 
     async def stop(self, grace: float = 2.0) -> None:
         """503 to pending calls, BYE to the others, CANCEL to our unanswered calls, Expires: 0 to every
         registrar; wait up to `grace` seconds for all that, then close."""
         if self._ua is None or self._transport is None:
             return
+        for task in list(self._re_resolving):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._command(lambda ua, now: ua.shutdown(now))
         pending: list[Coroutine[Any, Any, object]] = [
             leg.ended.wait() for leg in self._legs.values() if not leg.ended.is_set()

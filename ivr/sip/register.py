@@ -12,7 +12,11 @@ and retries.
   backoff with jitter, `Retry-After` honoured;
 - the public address seen by the registrar (`received`/`rport` of our Via in the 200, RFC 3581) goes
   into Contact, with an immediate re-REGISTER when it changes;
-- `unregister(now)`: Expires: 0 (section 10.2.2), after any REGISTER still in flight (10.2 forbids two).
+- `unregister(now)`: Expires: 0 (section 10.2.2), after any REGISTER still in flight (10.2 forbids two);
+- keep-alives while registered (`keepalive`: a double CRLF, RFC 5626 section 3.5.1 style for UDP, or an
+  OPTIONS) every `keepalive_seconds`, so the NAT binding the registrar reaches us by stays open; an
+  OPTIONS that times out means the path is gone: re-REGISTER at once;
+- `retry_now(now)`: the UA failed over to another registrar address (RFC 3263): try there without backoff.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER = 3600.0
+KEEPALIVE_MODES = ("crlf", "options", "off")
+MAX_KEEPALIVE = 30.0
+#: RFC 5626 section 3.5.1: the CRLF keep-alive ping (for UDP sent as one datagram).
+CRLF_PING = b"\r\n\r\n"
 
 
 def _host_port(text: str, default_port: int = 5060) -> tuple[str, int]:
@@ -85,6 +93,10 @@ class RegistrationConfig:
     #: First retry delay after a failure, seconds; doubles per failure up to `backoff_max`.
     backoff_min: float = 2.0
     backoff_max: float = 300.0
+    #: NAT keep-alive while registered: "crlf", "options" or "off".
+    keepalive: str = "off"
+    #: Seconds between keep-alives; at most 30 (UDP NAT bindings may last no longer, RFC 4787 REQ-5).
+    keepalive_seconds: float = 25.0
 
     def __post_init__(self) -> None:
         uri = parse_uri(self.aor)  # raises SipParseError (a ValueError) on a bad AOR
@@ -97,6 +109,10 @@ class RegistrationConfig:
             raise ValueError("expires must be positive")
         if not 0 < self.backoff_min <= self.backoff_max:
             raise ValueError("need 0 < backoff_min <= backoff_max")
+        if self.keepalive not in KEEPALIVE_MODES:
+            raise ValueError(f"keepalive {self.keepalive!r} is not one of {', '.join(KEEPALIVE_MODES)}")
+        if not 0 < self.keepalive_seconds <= MAX_KEEPALIVE:
+            raise ValueError(f"keepalive_seconds must be within 0-{MAX_KEEPALIVE:g}")
 
     @property
     def registrar_address(self) -> tuple[str, int]:
@@ -137,6 +153,9 @@ class RegistrationStatus:
     public_address: Address | None
     contact: str
     failures: int
+    #: "crlf", "options" or "off", and how many keep-alives went out.
+    keepalive: str = "off"
+    keepalives_sent: int = 0
 
     def registered(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at > now
@@ -159,6 +178,8 @@ class RegistrationStatus:
             text = state.value
         if self.public_address is not None:
             text += f", public address {self.public_address[0]}:{self.public_address[1]}"
+        if self.keepalive != "off" and state == RegistrationState.REGISTERED:
+            text += f", keep-alive {self.keepalive} ({self.keepalives_sent} sent)"
         return text
 
 
@@ -181,6 +202,7 @@ class Registration:
         user_agent: str = "edge-ivr",
         rng: random.Random | None = None,
         auth: DigestAuth | None = None,
+        learn_address: bool = True,
     ) -> None:
         self.config = config
         #: Host and port of our Via and, until the registrar tells us better, of our Contact.
@@ -199,6 +221,12 @@ class Registration:
         self.expires_at: float | None = None
         self.next_attempt_at: float | None = None
         self.public_address: Address | None = None
+        #: Put the address the registrar saw in Contact (False when an external address is configured).
+        self.learn_address = learn_address
+        self.next_keepalive_at: float | None = None
+        self.keepalives_sent = 0
+        self._keepalive_outbox: list[SipRequest | bytes] = []
+        self._options_in_flight = False
         self._outbox: list[SipRequest] = []
         self._pending: _Pending | None = None
         self._unregister_wanted = False
@@ -212,15 +240,55 @@ class Registration:
         out, self._outbox = self._outbox, []
         return out
 
+    def keepalives_to_send(self) -> list[SipRequest | bytes]:
+        """Keep-alives due: `CRLF_PING` bytes, or an OPTIONS request (report its fate back with
+        `on_keepalive_response` / `on_keepalive_timeout`)."""
+        out, self._keepalive_outbox = self._keepalive_outbox, []
+        return out
+
     def get_timer(self) -> float | None:
         if self._pending is not None or self.state in (RegistrationState.UNREGISTERED, RegistrationState.IDLE):
             return None
+        if self.state == RegistrationState.REGISTERED and self.next_keepalive_at is not None:
+            if self.next_attempt_at is None:
+                return self.next_keepalive_at
+            return min(self.next_attempt_at, self.next_keepalive_at)
         return self.next_attempt_at
 
     def handle_timer(self, now: float) -> None:
         due = self._pending is None and self.next_attempt_at is not None and self.next_attempt_at <= now
         if due and self.state in (RegistrationState.REGISTERED, RegistrationState.RETRYING):
             self._send_register(now, new_attempt=True)
+            return
+        keepalive = self.next_keepalive_at
+        if self._pending is None and self.state == RegistrationState.REGISTERED and keepalive is not None \
+                and keepalive <= now:
+            self.next_keepalive_at = now + self.config.keepalive_seconds
+            if self.config.keepalive == "crlf":
+                self._keepalive_outbox.append(CRLF_PING)
+            elif not self._options_in_flight:  # one OPTIONS at a time: its Timer F is longer than the period
+                self._options_in_flight = True
+                self._keepalive_outbox.append(self._request("OPTIONS", None))
+            else:
+                return
+            self.keepalives_sent += 1  # not a status change worth an event: `ivr status` reads it
+
+    def retry_now(self, now: float) -> None:
+        """After a failure, try again at once (the UA switched to another address of the registrar)."""
+        if self._pending is None and self.state == RegistrationState.RETRYING:
+            self.next_attempt_at = now
+
+    def on_keepalive_response(self, now: float) -> None:
+        """Any final response to the OPTIONS keep-alive: the registrar and the NAT binding are there."""
+        self._options_in_flight = False
+
+    def on_keepalive_timeout(self, now: float) -> None:
+        """No response to the OPTIONS keep-alive: the binding (or the registrar) is gone; register again
+        at once, which also tells us a new public address if the NAT gave us one."""
+        self._options_in_flight = False
+        if self._pending is None and self.state == RegistrationState.REGISTERED:
+            log.warning("sip keep-alive timed out aor=%s: registering again", self.config.aor)
+            self.next_attempt_at = now
 
     def take_changed(self) -> bool:
         """Whether the status changed since the last call (the UA reports it as an event)."""
@@ -241,11 +309,12 @@ class Registration:
             aor=self.config.aor, state=self.state, reason=self.reason, expires_at=self.expires_at,
             next_attempt_at=None if self._pending is not None else self.next_attempt_at,
             public_address=self.public_address, contact=self.contact, failures=self.failures,
+            keepalive=self.config.keepalive, keepalives_sent=self.keepalives_sent,
         )
 
     @property
     def contact(self) -> str:
-        host, port = self.public_address or self.local_address
+        host, port = (self.public_address if self.learn_address else None) or self.local_address
         if ":" in host:
             host = f"[{host}]"
         return f"<sip:{self.config.contact_user}@{host}:{port}>"
@@ -329,6 +398,13 @@ class Registration:
         self._send(pending)
 
     def _send(self, pending: _Pending) -> None:
+        request = self._request("REGISTER", pending)
+        self._auth.authorize(request)
+        self._pending = pending
+        self._outbox.append(request)
+
+    def _request(self, method: str, pending: _Pending | None) -> SipRequest:
+        """A REGISTER for `pending`, or (pending None) an OPTIONS keep-alive: same Call-ID, next CSeq."""
         self._cseq += 1
         host, port = self.local_address
         if ":" in host:
@@ -339,15 +415,13 @@ class Registration:
         headers.add("From", f"<{self.config.aor}>;tag={self._from_tag}")
         headers.add("To", f"<{self.config.aor}>")
         headers.add("Call-ID", self._call_id)
-        headers.add("CSeq", f"{self._cseq} REGISTER")
-        headers.add("Contact", pending.contact)
-        headers.add("Expires", str(pending.expires))
+        headers.add("CSeq", f"{self._cseq} {method}")
+        if pending is not None:
+            headers.add("Contact", pending.contact)
+            headers.add("Expires", str(pending.expires))
         headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO")
         headers.add("User-Agent", self.user_agent)
-        request = SipRequest("REGISTER", self.config.domain_uri, headers)
-        self._auth.authorize(request)
-        self._pending = pending
-        self._outbox.append(request)
+        return SipRequest(method, self.config.domain_uri, headers)
 
     def _registered(self, response: SipResponse, pending: _Pending, now: float) -> None:
         granted = _granted_expires(response, pending)
@@ -359,6 +433,8 @@ class Registration:
         self.expires_at = now + granted
         self._registered_contact = pending.contact
         self.next_attempt_at = now + max(1.0, granted * self._rng.uniform(0.5, 0.8))
+        if self.config.keepalive != "off" and self.next_keepalive_at is None:
+            self.next_keepalive_at = now + self.config.keepalive_seconds
         self._set_state(RegistrationState.REGISTERED)
         log.info("sip registered aor=%s expires=%d contact=%s", self.config.aor, granted, pending.contact)
         public = _public_address(response, self.local_address)

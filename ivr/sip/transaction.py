@@ -492,6 +492,17 @@ class TransactionLayer:
         """Send outside any transaction: the ACK for a 2xx, or a response to an unparsable request."""
         self._datagrams.append((message.to_bytes(), destination))
 
+    def abandon(self, transaction_id: str) -> bool:
+        """Forget a client transaction now, without a timeout event: an INVITE we CANCELled whose peer
+        gave no final response within 64*T1 (RFC 3261 section 9.1 lets the UAC consider it gone). Timer B
+        stops at the first provisional (section 17.1.1.2), so it would otherwise stay in Proceeding for
+        ever. A late response to it becomes a StrayResponse. False when there is no such transaction."""
+        tx = self._by_id.get(transaction_id)
+        if not isinstance(tx, ClientTransaction):
+            return False
+        tx._terminate()
+        return True
+
     # -- receiving
 
     def receive(self, message: SipRequest | SipResponse, source: Address, now: float) -> None:

@@ -24,12 +24,21 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 
+from ivr.sip.content import (
+    DTMF_CONTENT_TYPES,
+    EVENT_DIGITS,
+    asserted_user,
+    dtmf_digit,
+    reoffer,
+    sdp_body,
+    sipfrag_status,
+    user_of,
+)
 from ivr.sip.dialog import Dialog
 from ivr.sip.message import (
-    AbsoluteUri,
     SipParseError,
     SipRequest,
     SipResponse,
@@ -40,8 +49,19 @@ from ivr.sip.message import (
     parse_name_addr,
     parse_uri,
 )
-from ivr.sip.register import Registration, RegistrationConfig, RegistrationStatus
-from ivr.sip.sdp import Direction, SdpParseError, SessionDescription, parse_sdp
+from ivr.sip.register import Registration, RegistrationConfig, RegistrationState, RegistrationStatus
+from ivr.sip.resolve import Failover
+from ivr.sip.sdp import SdpParseError, SessionDescription, parse_sdp
+from ivr.sip.session_timer import (
+    EXPIRED,
+    REFRESH_FAILED,
+    RefreshResult,
+    SessionTimer,
+    SessionTimerConfig,
+    TimerAction,
+    TooSmall,
+    negotiate_uas,
+)
 from ivr.sip.transaction import (
     AckReceived,
     AckTimeout,
@@ -55,7 +75,7 @@ from ivr.sip.transaction import (
     TransactionTimeout,
     new_branch,
 )
-from ivr.sip.uac import OutboundCalls, OutboundCallSpec, OutboundResult
+from ivr.sip.uac import OutboundCalls, OutboundCallSpec, OutboundResult, build_ack_for_2xx
 
 __all__ = [
     "CallConfirmed",
@@ -79,13 +99,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Methods we implement (the Allow header, RFC 3261 section 20.5). REFER joins in part 2.
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
-#: Option tags we support: none yet (no 100rel, no timer, no replaces).
-SUPPORTED_OPTIONS: frozenset[str] = frozenset()
-#: INFO bodies we understand (legacy INFO usage, RFC 6086 section 2: no Info Package).
-DTMF_CONTENT_TYPES = ("application/dtmf-relay", "application/dtmf")
-#: RFC 4733 section 3.2 event codes 10-15 as digits (SIP INFO senders use the same numbering).
-_EVENT_DIGITS = "0123456789*#ABCD"
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE")
+#: Option tags we support: session timers (RFC 4028); no 100rel, no replaces.
+SUPPORTED_OPTIONS: frozenset[str] = frozenset({"timer"})
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,8 @@ class UserAgentConfig:
     timers: TimerConfig = field(default_factory=TimerConfig)
     #: A REFER we sent without a final sipfrag NOTIFY within this many seconds has failed.
     refer_timeout: float = 30.0
+    #: RFC 4028 session timers: the interval we ask for and the smallest we accept.
+    session_timer: SessionTimerConfig = field(default_factory=SessionTimerConfig)
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -176,7 +194,8 @@ class DtmfReceived(UaEvent):
 @dataclass(frozen=True)
 class CallEnded(UaEvent):
     """The leg is over; `reason` is "cancelled", "caller hung up", "no ACK", "hangup", "rejected 488",
-    "not answered", "bad SDP in ACK" or "shutdown"."""
+    "not answered", "bad SDP in ACK", "shutdown", "session timer expired" (the peer did not refresh,
+    RFC 4028 section 10) or "session refresh failed" (our refresh got 408/481 or no answer)."""
 
     leg_id: str
     reason: str
@@ -260,6 +279,8 @@ class _Leg:
     invite: SipRequest
     dialog: Dialog
     late_offer: bool
+    #: RFC 4028: started by each 2xx that negotiated it, stopped when the call ends.
+    timer: SessionTimer
     state: LegState = LegState.INCOMING
     answer_deadline: float | None = None
     local_sdp: bytes | None = None
@@ -317,10 +338,13 @@ class UserAgent:
         self._counter = 0
         self._outbound = OutboundCalls(
             self._layer, self, via=self._via, contact=self._contact, user_agent=config.user_agent,
-            allow=", ".join(ALLOWED_METHODS), timers=config.timers,
+            allow=", ".join(ALLOWED_METHODS), timers=config.timers, session_timer=config.session_timer,
         )
-        self._registrations: dict[str, tuple[Registration, Address]] = {}
+        #: Each account's registration and where its REGISTERs go (RFC 3263 failover between addresses).
+        self._registrations: dict[str, tuple[Registration, Failover]] = {}
         self._reg_tx: dict[str, Registration] = {}
+        self._keepalive_tx: dict[str, Registration] = {}
+        self._raw: list[tuple[bytes, Address]] = []
         #: Registrars and outbound proxies we chose to talk to: their requests are served too.
         self._trusted_peers: set[str] = set()
 
@@ -335,7 +359,10 @@ class UserAgent:
         )
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        return self._layer.datagrams_to_send()
+        out = self._layer.datagrams_to_send()
+        if self._raw:
+            out, self._raw = out + self._raw, []
+        return out
 
     def next_event(self) -> UaEvent | None:
         return self._events.popleft() if self._events else None
@@ -343,6 +370,8 @@ class UserAgent:
     def get_timer(self) -> float | None:
         deadlines = [leg.answer_deadline for leg in self._legs.values() if leg.answer_deadline is not None]
         deadlines += [leg.refer_deadline for leg in self._legs.values() if leg.refer_deadline is not None]
+        deadlines += [t for leg in self._legs.values() if leg.state in (LegState.ANSWERED, LegState.CONFIRMED)
+                      and (t := leg.timer.get_timer()) is not None]  # the states handle_timer runs it in
         others = [self._layer.get_timer(), self._outbound.get_timer()]
         others += [reg.get_timer() for reg, _ in self._registrations.values()]
         deadlines += [t for t in others if t is not None]
@@ -362,6 +391,8 @@ class UserAgent:
                 what = "no final NOTIFY" if leg.refer_accepted else "no answer to REFER"
                 log.info("sip refer timed out call_id=%s leg=%s (%s)", leg.dialog.call_id, leg.leg_id, what)
                 self._refer_done(leg, False, 408, what)
+            if leg.state in (LegState.ANSWERED, LegState.CONFIRMED):
+                self._session_timer_fired(leg, leg.timer.handle_timer(now), now)
         self._drain(now)
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
@@ -401,7 +432,8 @@ class UserAgent:
     def ring(self, leg_id: str, now: float) -> None:
         """180 Ringing (RFC 3261 section 13.3.1.1)."""
         leg = self._leg(leg_id, "ring", LegState.INCOMING)
-        self._respond(leg.invite_tx, leg.invite, 180, now, leg=leg, headers=[("Contact", self._contact())])
+        self._respond(leg.invite_tx, leg.invite, 180, now, leg=leg,
+                      headers=[("Contact", self._contact(leg.source[0]))])
 
     def answer(self, leg_id: str, sdp: bytes, now: float) -> None:
         """200 OK with Contact and `sdp`: our answer, or our offer when the INVITE had none (the
@@ -463,7 +495,7 @@ class UserAgent:
         leg = self._leg(leg_id, "refer", LegState.CONFIRMED)
         if leg.refer_active:
             raise LegStateError(leg_id, "refer pending", "refer")
-        request = leg.dialog.make_request("REFER", self._via(), contact=self._contact())
+        request = leg.dialog.make_request("REFER", self._via(), contact=self._contact(leg.source[0]))
         request.headers.add("Refer-To", f"<{refer_to}>")
         if referred_by is not None:
             request.headers.add("Referred-By", f"<{referred_by}>")  # RFC 3892
@@ -482,7 +514,7 @@ class UserAgent:
         """A digit as SIP INFO application/dtmf-relay (the Cisco/Asterisk form, RFC 6086 legacy usage);
         the bridge relays keys this way. The response is not awaited."""
         leg = self._leg(leg_id, "send_dtmf_info", LegState.CONFIRMED)
-        if len(digit) != 1 or digit.upper() not in _EVENT_DIGITS:
+        if len(digit) != 1 or digit.upper() not in EVENT_DIGITS:
             raise ValueError(f"not a DTMF digit: {digit!r}")
         request = leg.dialog.make_request("INFO", self._via())
         request.headers.add("User-Agent", self.config.user_agent)
@@ -524,16 +556,42 @@ class UserAgent:
 
     # -- registrations
 
-    def add_registration(self, config: RegistrationConfig, destination: Address, now: float) -> Registration:
-        """Register `config.aor` at `destination` (the registrar's resolved IP and port) and keep it so."""
+    def add_registration(self, config: RegistrationConfig, destination: Address | Failover,
+                         now: float) -> Registration:
+        """Register `config.aor` at `destination` (the registrar's resolved IP and port, or every address
+        of it in RFC 3263 order) and keep it so."""
         if config.aor in self._registrations:
             raise ValueError(f"{config.aor} is registered already")
-        reg = Registration(config, self.advertised, user_agent=self.config.user_agent)
-        self._registrations[config.aor] = (reg, destination)
-        self._trusted_peers.add(destination[0])  # the trunk sends our calls from there
+        failover = destination if isinstance(destination, Failover) else Failover.fixed(destination)
+        reg = Registration(config, self.advertised, user_agent=self.config.user_agent,
+                           learn_address=self.config.external_address is None)
+        self._registrations[config.aor] = (reg, failover)
+        self._trusted_peers.update(host for host, _ in failover.targets)  # the trunk sends our calls from there
         reg.start(now)
         self._drain(now)
         return reg
+
+    def update_registrar(self, aor: str, targets: list[Address], expires_at: float | None) -> None:
+        """A new look-up of the account's registrar (its TTL ran out); the current address stays while listed."""
+        entry = self._registrations.get(aor)
+        if entry is not None:
+            entry[1].update(targets, expires_at)
+            self._trusted_peers.update(host for host, _ in targets)
+
+    def registrar_of(self, aor: str) -> Failover | None:
+        entry = self._registrations.get(aor)
+        return entry[1] if entry is not None else None
+
+    def public_address_for(self, peer_host: str | None) -> Address | None:
+        """The address the registrar at `peer_host` saw us at (received/rport of its 2xx): what goes in
+        Contact and SDP for calls with that peer. None without such an account or with an external
+        address configured (that one wins)."""
+        if self.config.external_address or peer_host is None:
+            return None
+        for reg, failover in self._registrations.values():
+            if reg.public_address is not None and any(host == peer_host for host, _ in failover.targets):
+                return reg.public_address
+        return None
 
     def unregister(self, aor: str, now: float) -> None:
         """Withdraw one registration (Expires: 0); it stays listed as unregistered."""
@@ -575,16 +633,25 @@ class UserAgent:
                 self._on_ack(event.request, now)
             elif isinstance(event, ResponseReceived):
                 reg = self._reg_tx.get(event.transaction_id)
-                if reg is not None:
+                keepalive = self._keepalive_tx.get(event.transaction_id)
+                if keepalive is not None:
+                    if event.response.status >= 200:
+                        keepalive.on_keepalive_response(now)
+                elif reg is not None:
                     reg.on_response(event.response, now)
+                    self._registrar_answered(reg, event.response.status, now)
                 elif self._outbound.owns(event.transaction_id):
                     self._outbound.on_response(event.transaction_id, event.response, now)
                 else:
                     self._on_response(event.transaction_id, event.response, now)
             elif isinstance(event, TransactionTimeout):
                 reg = self._reg_tx.get(event.transaction_id)
-                if reg is not None:
+                keepalive = self._keepalive_tx.get(event.transaction_id)
+                if keepalive is not None:
+                    keepalive.on_keepalive_timeout(now)
+                elif reg is not None:
                     reg.on_timeout(now)
+                    self._registrar_answered(reg, None, now)
                 elif self._outbound.owns(event.transaction_id):
                     self._outbound.on_timeout(event.transaction_id, now)
                 leg = self._tx_leg.get(event.transaction_id)
@@ -592,11 +659,14 @@ class UserAgent:
                     self._refer_done(leg, False, 408, "REFER timed out")
                 if leg is not None and leg.bye_tx == event.transaction_id:
                     self._finish(leg, leg.bye_reason or "hangup", now)
+                if leg is not None and leg.timer.tx == event.transaction_id and not leg.timer.answered:
+                    self._on_refresh_result(leg, leg.timer.on_timeout(), now)
             elif isinstance(event, AckTimeout):
                 self._on_ack_timeout(event, now)
             elif isinstance(event, TransactionTerminated):
                 self._tx_leg.pop(event.transaction_id, None)
                 self._reg_tx.pop(event.transaction_id, None)
+                self._keepalive_tx.pop(event.transaction_id, None)
                 self._outbound.on_terminated(event.transaction_id)
             elif isinstance(event, StrayResponse) and not self._outbound.on_stray(event.response, now):
                 log.debug("sip stray response status=%d", event.response.status)
@@ -604,11 +674,34 @@ class UserAgent:
 
     def _flush_registrations(self, now: float) -> None:
         """Send what the registrations queued, and report their status changes."""
-        for reg, destination in self._registrations.values():
+        for reg, failover in self._registrations.values():
+            destination = failover.current
             for request in reg.requests_to_send():
                 self._reg_tx[self._layer.send_request(request, destination, now)] = reg
+            for keepalive in reg.keepalives_to_send():
+                if isinstance(keepalive, bytes):
+                    self._raw.append((keepalive, destination))
+                else:
+                    self._keepalive_tx[self._layer.send_request(keepalive, destination, now)] = reg
             if reg.take_changed():
                 self._events.append(RegistrationChanged(reg.config.aor, reg.status()))
+
+    def _registrar_answered(self, reg: Registration, status: int | None, now: float) -> None:
+        """RFC 3263 section 4.3: a REGISTER that timed out (status None) or got 503 moves the account to
+        the registrar's next address at once; a 2xx ends the round of failures. Once every address
+        failed, the registration's own backoff applies and the next try starts from the best one."""
+        failover = self._registrations[reg.config.aor][1]
+        if status is not None and 200 <= status < 300:
+            failover.succeeded()
+            return
+        if (status is not None and status != 503) or reg.state != RegistrationState.RETRYING:
+            return
+        failed = failover.current
+        following = failover.failed()
+        if following is not None:
+            log.warning("sip registrar %s:%d failed (%s) aor=%s: trying %s:%d", failed[0], failed[1],
+                        status or "timeout", reg.config.aor, following[0], following[1])
+            reg.retry_now(now)
 
     # -- OutboundListener (ivr.sip.uac)
 
@@ -621,11 +714,12 @@ class UserAgent:
         """The 2xx is ACKed: from here the call is a confirmed leg like any inbound one."""
         leg = _Leg(
             leg_id=leg_id, source=self._outbound_source(leg_id, invite), invite_tx="", invite=invite,
-            dialog=dialog, late_offer=False, state=LegState.CONFIRMED, local_sdp=invite.body or None,
-            outbound=True,
+            dialog=dialog, late_offer=False, timer=SessionTimer(self.config.session_timer),
+            state=LegState.CONFIRMED, local_sdp=invite.body or None, outbound=True,
         )
         self._legs[leg_id] = leg
         self._dialogs[leg.key] = leg
+        leg.timer.start(result.session_timer, now)  # RFC 4028 section 7.2, from the 2xx
         self._events.append(OutboundCompleted(leg_id, result))
 
     def outbound_failed(self, leg_id: str, result: OutboundResult) -> None:
@@ -673,6 +767,8 @@ class UserAgent:
                 status = 482 if other.invite.cseq.seq == invite.cseq.seq else 491
                 self._respond(tx, invite, status, now)
                 return
+        if self._interval_too_small(tx, invite, now, None):
+            return
         offer: SessionDescription | None = None
         if invite.body:
             offer_or_status = self._parse_offer(invite)
@@ -694,13 +790,14 @@ class UserAgent:
             invite=invite,
             dialog=dialog,
             late_offer=offer is None,
+            timer=SessionTimer(self.config.session_timer),
             answer_deadline=now + self.config.answer_timeout,
         )
         self._legs[leg.leg_id] = leg
         self._dialogs[leg.key] = leg
         self._tx_leg[tx] = leg
-        caller = _asserted_user(invite) or _user_of(invite.from_addr.uri) or ""
-        dialed = _user_of(invite.request_uri) or _user_of(invite.to_addr.uri) or ""
+        caller = asserted_user(invite) or user_of(invite.from_addr.uri) or ""
+        dialed = user_of(invite.request_uri) or user_of(invite.to_addr.uri) or ""
         log.info("sip incoming call_id=%s leg=%s caller=%s dialed=%s source=%s:%s late_offer=%s",
                  call_id, leg.leg_id, caller, dialed, source[0], source[1], offer is None)
         extra = tuple((name, value) for name, value in invite.headers if name.lower().startswith("x-"))
@@ -743,8 +840,10 @@ class UserAgent:
             self._respond(tx, request, 200, now, leg=leg, headers=self._capabilities())
         elif method == "NOTIFY":
             self._on_notify(tx, leg, request, now)
+        elif method == "UPDATE":
+            self._on_update(tx, leg, request, now)
         else:
-            # UPDATE, PRACK, REFER (part 2), SUBSCRIBE, MESSAGE and unknown methods.
+            # PRACK, REFER (part 2), SUBSCRIBE, MESSAGE and unknown methods.
             self._respond(tx, request, 501, now, leg=leg, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
 
     def _on_notify(self, tx: str, leg: _Leg, notify: SipRequest, now: float) -> None:
@@ -808,6 +907,11 @@ class UserAgent:
             retry = str(secrets.randbelow(11))
             self._respond(tx, invite, 500, now, leg=leg, headers=[("Retry-After", retry)])
             return
+        if self._refresh_pending(leg, invite.method):
+            self._respond(tx, invite, 491, now, leg=leg)  # glare with our refresh: section 14.2
+            return
+        if self._interval_too_small(tx, invite, now, leg):
+            return
         offer: SessionDescription | None = None
         if invite.body:
             offer_or_status = self._parse_offer(invite)
@@ -823,11 +927,73 @@ class UserAgent:
         if offer is None:
             # Section 14.2 with RFC 3264 section 5: no offer in the re-INVITE, so our 2xx carries one
             # (our current description, sendrecv so a resume can work) and the answer comes in the ACK.
-            self._send_2xx(leg, tx, invite, _reoffer(leg.local_sdp or b""), now)
+            self._send_2xx(leg, tx, invite, reoffer(leg.local_sdp or b""), now)
             leg.answer_in_ack = True
             return
         leg.reinvite_tx, leg.reinvite = tx, invite
         self._events.append(MediaChanged(leg.leg_id, offer))
+
+    def _on_update(self, tx: str, leg: _Leg, update: SipRequest, now: float) -> None:
+        """RFC 3311 UPDATE: with an offer it runs like a re-INVITE's (MediaChanged, then
+        answer_reinvite); without one it is a session refresh (RFC 4028 section 7.4), answered 2xx."""
+        if update.body:
+            self._on_reinvite(tx, leg, update, now)
+        elif leg.state == LegState.TERMINATING:
+            self._respond(tx, update, 481, now, leg=leg)
+        elif not self._interval_too_small(tx, update, now, leg):
+            self._send_2xx(leg, tx, update, b"", now)
+
+    # -- session timers (RFC 4028; the logic is ivr.sip.session_timer's)
+
+    def _interval_too_small(self, tx: str, request: SipRequest, now: float, leg: _Leg | None) -> bool:
+        """422 with our Min-SE to an INVITE/UPDATE offering less than it (RFC 4028 section 9)."""
+        negotiated = negotiate_uas(request.headers, self.config.session_timer)
+        if isinstance(negotiated, TooSmall):
+            self._respond(tx, request, 422, now, leg=leg, reason="Session Interval Too Small",
+                          headers=negotiated.response_headers())
+            return True
+        return False
+
+    def _refresh_pending(self, leg: _Leg, method: str) -> bool:
+        """Our re-INVITE refresh awaits its final response (a peer's re-INVITE now is glare)."""
+        request = leg.timer.request
+        return (method == "INVITE" and leg.timer.tx is not None and not leg.timer.answered
+                and request is not None and request.method == "INVITE")
+
+    def _session_timer_fired(self, leg: _Leg, action: TimerAction | None, now: float) -> None:
+        if action == TimerAction.EXPIRE:
+            log.info("sip session timer expired call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
+            self._send_bye(leg, EXPIRED, now)
+            self._report_end(leg, EXPIRED)
+        elif action == TimerAction.REFRESH:
+            self._send_refresh(leg, now)
+
+    def _send_refresh(self, leg: _Leg, now: float) -> None:
+        """Our session refresh (RFC 4028 section 7.4), unless an offer/answer is open: then shortly."""
+        if leg.state != LegState.CONFIRMED or leg.reinvite_tx is not None or leg.ack_cseq is not None:
+            leg.timer.defer(now)
+            return
+        request = leg.timer.refresh_request(leg.dialog, via=self._via(), contact=self._contact(leg.source[0]),
+                                            user_agent=self.config.user_agent, sdp=leg.local_sdp,
+                                            allow=", ".join(ALLOWED_METHODS))
+        tx = self._layer.send_request(request, self._next_hop(leg), now)
+        self._tx_leg[tx] = leg
+        leg.timer.sent(tx)
+        log.info("sip session refresh call_id=%s leg=%s method=%s", leg.dialog.call_id, leg.leg_id, request.method)
+
+    def _on_refresh_result(self, leg: _Leg, result: RefreshResult, now: float,
+                           response: SipResponse | None = None) -> None:
+        request = leg.timer.request
+        if request is not None and request.method == "INVITE" and response is not None and 200 <= response.status < 300:
+            # Section 13.2.2.4: the ACK for a 2xx is ours to send, again for each retransmitted 2xx.
+            leg.timer.ack = leg.timer.ack or build_ack_for_2xx(request, leg.dialog, self._via())
+            self._layer.send_stateless(leg.timer.ack, self._next_hop(leg))
+        if result == RefreshResult.RETRY:
+            self._send_refresh(leg, now)
+        elif result == RefreshResult.FAILED and leg.state in (LegState.ANSWERED, LegState.CONFIRMED):
+            log.info("sip session refresh failed call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
+            self._send_bye(leg, REFRESH_FAILED, now)  # RFC 4028 section 10
+            self._report_end(leg, REFRESH_FAILED)
 
     def _on_info(self, tx: str, leg: _Leg, info: SipRequest, now: float) -> None:
         """Legacy INFO DTMF (RFC 6086 section 2): we advertise no Info Packages, so an INFO naming one
@@ -844,7 +1010,7 @@ class UserAgent:
         if content_type not in DTMF_CONTENT_TYPES:
             self._respond(tx, info, 415, now, leg=leg, headers=[("Accept", ", ".join(DTMF_CONTENT_TYPES))])
             return
-        digit = _dtmf_digit(info.body, content_type)
+        digit = dtmf_digit(info.body, content_type)
         self._respond(tx, info, 200, now, leg=leg)
         if digit is None:
             log.info("sip unreadable dtmf INFO call_id=%s body=%r", leg.dialog.call_id, info.body[:40])
@@ -864,7 +1030,7 @@ class UserAgent:
         leg.ack_cseq = None
         if leg.answer_in_ack:
             leg.answer_in_ack = False
-            answer = _sdp_body(ack)
+            answer = sdp_body(ack)
             if answer is None:
                 if leg.state == LegState.ANSWERED:
                     # Late offer without an answer: there is no media session, end it (section 13.3.1.4).
@@ -902,6 +1068,9 @@ class UserAgent:
         if leg is not None and leg.refer_tx == tx:
             self._on_refer_response(leg, response)
             return
+        if leg is not None and leg.timer.tx == tx:
+            self._on_refresh_result(leg, leg.timer.on_response(response, now), now, response)
+            return
         if leg is None or leg.bye_tx != tx or response.status < 200:
             return
         # 200, 481 (the peer forgot the dialog) or any other final: the call is over (section 15.1.1).
@@ -932,6 +1101,7 @@ class UserAgent:
         self._report_end(leg, reason)
         leg.state = LegState.ENDED
         leg.answer_deadline = None
+        leg.timer.stop()
         self._legs.pop(leg.leg_id, None)
         self._dialogs.pop(leg.key, None)
 
@@ -941,12 +1111,17 @@ class UserAgent:
     def _send_2xx(self, leg: _Leg, tx: str, invite: SipRequest, sdp: bytes, now: float) -> None:
         """2xx to an INVITE: Contact (section 13.3.1.4), Record-Route copied by make_response (12.1.1),
         Allow/Supported (13.3.1.4), the SDP; the transaction layer retransmits it until the ACK."""
-        headers = [("Contact", self._contact()), ("Allow", ", ".join(ALLOWED_METHODS))]
+        headers = [("Contact", self._contact(leg.source[0])), ("Allow", ", ".join(ALLOWED_METHODS))]
+        negotiated = negotiate_uas(invite.headers, self.config.session_timer)  # a TooSmall got its 422
+        if not isinstance(negotiated, TooSmall):
+            headers += negotiated.response_headers()
+            leg.timer.start(negotiated, now)  # RFC 4028 section 9: our 2xx (re)starts the session timer
         if sdp:
             headers.append(("Content-Type", "application/sdp"))
         self._respond(tx, invite, 200, now, leg=leg, headers=headers, body=sdp)
         leg.local_sdp = sdp or leg.local_sdp
-        leg.ack_cseq = invite.cseq.seq
+        if invite.method == "INVITE":
+            leg.ack_cseq = invite.cseq.seq  # an UPDATE's 2xx gets no ACK
 
     def _send_bye(self, leg: _Leg, reason: str, now: float) -> None:
         """BYE within the dialog (section 15.1.1): route set as Route, to the first hop."""
@@ -960,6 +1135,7 @@ class UserAgent:
         self._tx_leg[tx] = leg
         leg.bye_tx = tx
         leg.state = LegState.TERMINATING
+        leg.timer.stop()
         leg.hangup_pending = False
         leg.bye_reason = leg.bye_reason or reason
         log.info("sip bye call_id=%s leg=%s reason=%s to=%s:%s", leg.dialog.call_id, leg.leg_id, reason,
@@ -1042,8 +1218,9 @@ class UserAgent:
         except SdpParseError as exc:
             return 400, f"Bad SDP ({exc.reason})", []
 
-    def _contact(self) -> str:
-        host, port = self.advertised
+    def _contact(self, peer: str | None = None) -> str:
+        """Our Contact; towards a registrar that told us our public address (NAT), that address."""
+        host, port = self.public_address_for(peer) or self.advertised
         if ":" in host:
             host = f"[{host}]"
         return f"<sip:{self.config.contact_user}@{host}:{port}>"
@@ -1079,91 +1256,3 @@ class UserAgent:
             return False
         bucket.tokens -= 1.0
         return True
-
-
-# ------------------------------------------------------------------------------------ pure helpers
-
-
-def _user_of(uri: SipUri | AbsoluteUri) -> str | None:
-    """The user part of a sip: URI or the number of a tel: URI (RFC 3966), without parameters."""
-    if isinstance(uri, SipUri):
-        return uri.user or None
-    if uri.scheme.lower() == "tel":
-        return uri.opaque.split(";", 1)[0] or None
-    return None
-
-
-def _asserted_user(request: SipRequest) -> str | None:
-    """The caller from P-Asserted-Identity (RFC 3325 section 9.1), the first identity with a user."""
-    for value in request.headers.values("P-Asserted-Identity"):
-        try:
-            user = _user_of(parse_name_addr(value).uri)
-        except SipParseError:
-            continue
-        if user:
-            return user
-    return None
-
-
-def sipfrag_status(body: bytes) -> int | None:
-    """The status code of a message/sipfrag body's start line (RFC 3420), "SIP/2.0 200 OK" -> 200."""
-    line = body.lstrip().split(b"\n", 1)[0].strip()
-    parts = line.split(None, 2)
-    if len(parts) >= 2 and parts[0].upper().startswith(b"SIP/") and parts[1].isdigit() and len(parts[1]) == 3:
-        return int(parts[1])
-    return None
-
-
-def _sdp_body(request: SipRequest) -> SessionDescription | None:
-    if not request.body or request.content_type != "application/sdp":
-        return None
-    try:
-        return parse_sdp(request.body)
-    except SdpParseError:
-        return None
-
-
-def _dtmf_digit(body: bytes, content_type: str | None) -> str | None:
-    """The digit of an INFO body: application/dtmf-relay "Signal=5\\r\\nDuration=160" (the Cisco/
-    Asterisk form) or application/dtmf "5"; event numbers 10-15 map to * # A-D (RFC 4733 section 3.2)."""
-    text = body.decode("utf-8", "replace")
-    value: str | None = None
-    if content_type == "application/dtmf-relay":
-        for line in text.splitlines():
-            name, sep, rest = line.partition("=")
-            if sep and name.strip().lower() == "signal":
-                value = rest.strip()
-                break
-    else:
-        value = text.strip()
-    if not value:
-        return None
-    if value.isdigit() and len(value) <= 2 and int(value) < len(_EVENT_DIGITS):
-        return _EVENT_DIGITS[int(value)]
-    if len(value) == 1 and value.upper() in _EVENT_DIGITS:
-        return value.upper()
-    return None
-
-
-def _reoffer(local_sdp: bytes) -> bytes:
-    """Our current description as a new offer: sendrecv on the audio stream, the o= version bumped if
-    that changed anything (RFC 3264 section 8)."""
-    try:
-        sdp = parse_sdp(local_sdp)
-    except SdpParseError:
-        return local_sdp
-    changed = False
-    for media in sdp.media:
-        if media.port == 0:
-            continue
-        attributes = [(k, v) for k, v in media.attributes if k not in Direction._value2member_map_]
-        attributes.append((Direction.SENDRECV.value, None))
-        if attributes != media.attributes:
-            media.attributes = attributes
-            changed = True
-    if not changed:
-        return local_sdp
-    version = sdp.origin.session_version
-    bumped = str(int(version) + 1) if version.isdigit() else version
-    sdp.origin = replace(sdp.origin, session_version=bumped)
-    return sdp.to_bytes()

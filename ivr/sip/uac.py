@@ -33,6 +33,7 @@ from ivr.sip.message import (
     parse_name_addr,
     parse_uri,
 )
+from ivr.sip.session_timer import Negotiated, SessionTimerConfig, negotiate_uac, request_headers, retry_after_422
 from ivr.sip.transaction import Address, TimerConfig, TransactionLayer
 
 __all__ = [
@@ -147,6 +148,8 @@ class OutboundResult:
     call_id: str = ""
     #: The SDP answer of the 2xx (ANSWERED only).
     remote_sdp: bytes | None = None
+    #: The session timer the 2xx set (RFC 4028 section 7.2); None: the session does not expire.
+    session_timer: Negotiated | None = None
 
     @property
     def answered(self) -> bool:
@@ -171,6 +174,11 @@ class OutboundCallSpec:
     credentials: tuple[str, str] | None = None
     #: Seconds from the INVITE until we CANCEL an unanswered call.
     ring_timeout: float = 30.0
+    #: The Call-ID to use, chosen by the caller so it can be recorded before the INVITE is sent (the
+    #: callback dialer commits it first); None: a random one.
+    call_id: str | None = None
+    #: Extra headers for the INVITE, e.g. ("X-Callback-ID", id).
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
 
 class OutboundListener(Protocol):
@@ -210,6 +218,8 @@ class _Call:
     #: The ACK sent for each To tag that answered (re-sent on a 2xx retransmission), with its destination.
     acks: dict[str, tuple[SipRequest, Address]] = field(default_factory=dict)
     forget_at: float | None = None
+    #: A 422 was answered once already (RFC 4028 section 7.4: retry with its Min-SE, once).
+    retried_422: bool = False
 
 
 # ------------------------------------------------------------------------------------ pure builders
@@ -233,6 +243,8 @@ def build_invite(
     headers.add("Contact", contact)
     if spec.asserted_identity is not None:
         headers.add("P-Asserted-Identity", f"<{spec.asserted_identity}>")
+    for name, value in spec.extra_headers:
+        headers.add(name, value)
     headers.add("Allow", allow)
     headers.add("User-Agent", user_agent)
     if spec.sdp_offer:
@@ -312,10 +324,11 @@ class OutboundCalls:
         listener: OutboundListener,
         *,
         via: Callable[[], str],
-        contact: Callable[[], str],
+        contact: Callable[[str | None], str],
         user_agent: str,
         allow: str,
         timers: TimerConfig,
+        session_timer: SessionTimerConfig | None = None,
     ) -> None:
         self._layer = layer
         self._listener = listener
@@ -324,6 +337,7 @@ class OutboundCalls:
         self._user_agent = user_agent
         self._allow = allow
         self._timers = timers
+        self._session_timer = session_timer or SessionTimerConfig()
         self._calls: dict[str, _Call] = {}
         self._by_tx: dict[str, _Call] = {}
 
@@ -332,10 +346,13 @@ class OutboundCalls:
     def invite(self, spec: OutboundCallSpec, leg_id: str, now: float) -> str:
         """Send the INVITE; returns its Call-ID. The result arrives through the listener."""
         self._purge(now)
-        host = self._contact().rsplit("@", 1)[-1].split(":", 1)[0].strip("[]<>")
-        call_id = f"{secrets.token_hex(10)}@{host}"
-        invite = build_invite(spec, via=self._via(), contact=self._contact(), user_agent=self._user_agent,
+        contact = self._contact(spec.proxy[0])  # the public address when we registered there behind NAT
+        host = contact.rsplit("@", 1)[-1].split(":", 1)[0].strip("[]<>")
+        call_id = spec.call_id or f"{secrets.token_hex(10)}@{host}"
+        invite = build_invite(spec, via=self._via(), contact=contact, user_agent=self._user_agent,
                               call_id=call_id, from_tag=secrets.token_hex(6), cseq=1, allow=self._allow)
+        for name, value in request_headers(self._session_timer.session_expires, self._session_timer.min_se):
+            invite.headers.add(name, value)  # RFC 4028 section 7.1: the UAS picks the refresher
         auth = DigestAuth(*spec.credentials) if spec.credentials is not None else None
         if auth is not None:
             auth.begin()
@@ -380,6 +397,7 @@ class OutboundCalls:
             elif (call.state == _State.CANCELLING and call.cancel_deadline is not None
                   and call.cancel_deadline <= now):
                 # Section 9.1: no final response 64*T1 after the CANCEL, the transaction is as good as gone.
+                self._layer.abandon(call.tx)  # a late 2xx still gets ACK and BYE (as a stray, on_stray)
                 self._finish(call, self._cancel_result(call, None), now)
         self._purge(now)
 
@@ -470,8 +488,12 @@ class OutboundCalls:
         if call.state in (_State.CALLING, _State.PROCEEDING):
             call.state = _State.ANSWERED
             call.answered_tag = tag
+            try:
+                timer = negotiate_uac(response.headers)
+            except SipParseError:
+                timer = None  # an unreadable Session-Expires: no timer rather than no call
             result = self._result(call, OutboundOutcome.ANSWERED, response.status, response.reason,
-                                  response=response, remote_sdp=response.body or None)
+                                  response=response, remote_sdp=response.body or None, session_timer=timer)
             log.info("sip outbound answered call_id=%s leg=%s", invite.call_id, call.leg_id)
             self._listener.outbound_answered(call.leg_id, invite, dialog, result, now)
             return
@@ -488,12 +510,19 @@ class OutboundCalls:
         if status in (401, 407) and call.auth is not None and call.state != _State.CANCELLING:
             failure = call.auth.on_challenge(response)
             if failure is None:
-                self._reinvite_with_auth(call, now)
+                self._send_again(call, now)
                 return
             result = self._result(call, OutboundOutcome.FAILED, status, f"{response.reason} ({failure.reason})",
                                   response=response)
             self._finish(call, result, now)
             return
+        if status == 422 and not call.retried_422 and call.state != _State.CANCELLING:
+            cfg = self._session_timer  # one retry only, so the INVITE asked for the configured values
+            asking = retry_after_422(response.headers, cfg.session_expires, cfg.min_se)
+            if asking is not None:
+                call.retried_422 = True
+                self._send_again(call, now, request_headers(*asking))
+                return
         if call.state == _State.CANCELLING and (status == 487 or call.cancel_reason == "cancelled"):
             self._finish(call, self._cancel_result(call, response), now)
             return
@@ -501,15 +530,18 @@ class OutboundCalls:
         result = self._result(call, classify(status, q850), status, response.reason, response=response)
         self._finish(call, result, now)
 
-    def _reinvite_with_auth(self, call: _Call, now: float) -> None:
-        """The INVITE again with credentials: same Call-ID and From tag, CSeq + 1, new branch (section 22.2)."""
+    def _send_again(self, call: _Call, now: float, changes: list[tuple[str, str]] | None = None) -> None:
+        """The INVITE again, with credentials (after 401/407, section 22.2) or `changes` (the session
+        timer headers after a 422): same Call-ID and From tag, CSeq + 1, new branch."""
         invite = call.invite
         headers = invite.headers.copy()
         headers.set("Via", self._via())
         headers.set("CSeq", f"{invite.cseq.seq + 1} INVITE")
+        for name, value in changes or ():
+            headers.set(name, value)
         request = SipRequest("INVITE", invite.uri, headers, invite.body)
-        assert call.auth is not None
-        call.auth.authorize(request)
+        if call.auth is not None and call.auth.has_challenge:
+            call.auth.authorize(request)
         call.invite = request
         call.tx = self._layer.send_request(request, call.spec.proxy, now)
         self._by_tx[call.tx] = call
@@ -547,13 +579,13 @@ class OutboundCalls:
 
     def _result(
         self, call: _Call, outcome: OutboundOutcome, status: int | None, reason: str, *,
-        response: SipResponse | None = None, remote_sdp: bytes | None = None,
+        response: SipResponse | None = None, remote_sdp: bytes | None = None, session_timer: Negotiated | None = None,
     ) -> OutboundResult:
         q850 = parse_q850(response.headers) if response is not None else None
         return OutboundResult(
             outcome=outcome, status=status, reason=reason, q850_cause=q850.cause if q850 else None,
             q850_text=q850.text if q850 else None, provisional=tuple(call.provisional),
-            call_id=call.invite.call_id, remote_sdp=remote_sdp,
+            call_id=call.invite.call_id, remote_sdp=remote_sdp, session_timer=session_timer,
         )
 
     def _finish(self, call: _Call, result: OutboundResult, now: float) -> None:

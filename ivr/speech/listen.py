@@ -18,7 +18,18 @@ from typing import Protocol
 
 from ivr.proto.vad import NoInput, SpeechEnded, SpeechStarted, TooLong, VadConfig, VadEvent, VoiceActivityDetector
 
-__all__ = ["Listening", "RecognizerTurn"]
+__all__ = ["Listening", "RecognizerTurn", "vad_config"]
+
+
+def vad_config(*, digits: bool, end_of_speech: float | None = None, max_length: float | None = None,
+               barge_in_min: float | None = None, echo_return_loss_db: float | None = None) -> VadConfig:
+    """The detector's settings for one turn: the keyword or digit defaults, with a flow node's own
+    ``speech:`` values (``ivr.flows.model.SpeechSettings``) and the box's echo assumption (config
+    ``speech.echo_return_loss_db``) where they are set."""
+    overrides = {k: v for k, v in (("hangover", end_of_speech), ("max_speech", max_length),
+                                   ("onset", barge_in_min), ("echo_return_loss_db", echo_return_loss_db))
+                 if v is not None}
+    return VadConfig.for_digits(**overrides) if digits else VadConfig.for_keywords(**overrides)
 
 
 class RecognizerTurn(Protocol):

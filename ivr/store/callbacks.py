@@ -277,6 +277,22 @@ class CallbackStore:
 
         await self.log.transaction(op)
 
+    async def reschedule(self, request_id: str, at: datetime, now: datetime, reason: str = "") -> None:
+        """Move the next attempt of a waiting (requested/retry) request, e.g. an operator's "retry now";
+        IllegalTransition for any other state. The dialer still paces and keeps the calling windows."""
+
+        async def op(db: Db) -> None:
+            req = await self._get(db, request_id)
+            if req.state not in ("requested", "retry"):
+                raise IllegalTransition(req.id, req.state, "retry")
+            await db.execute("UPDATE callback_requests SET next_attempt_at=?, updated_at=?, reason=? WHERE id=?",
+                             (_ts(at), _ts(now), reason or req.reason, req.id))
+            await self._event(db, "callback.rescheduled", req.call_id, request_id=req.id, queue=req.queue,
+                              number=req.number, state=req.state, next_attempt_at=_ts(at), reason=reason,
+                              at=_ts(now))
+
+        await self.log.transaction(op)
+
     async def cancel(self, request_id: str, now: datetime, reason: str = "cancelled") -> None:
         await self.transition(request_id, "cancelled", now, reason)
 

@@ -9,8 +9,10 @@ was told happened is on disk. Ordering: ``seq`` (per-site, gap-free in commit or
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import time
 import uuid
@@ -112,22 +114,65 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
+class OwnerLock:
+    """This process's claim on the calls it runs: an flock held on ``<db>.owners/<owner>.lock`` for the
+    process's life. The kernel drops it when the process dies (crash, SIGKILL, power cut), so another
+    process can tell a live call from one a crash left open without trusting pids or clocks."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.dir = db_path.with_name(db_path.name + ".owners")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._fd: int | None = os.open(self.dir / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def alive(self, owner: str | None) -> bool:
+        """Whether the process that wrote ``owner`` still runs (ours always does; unknown owners do not)."""
+        if owner == self.owner:
+            return True
+        if not owner or "/" in owner:
+            return False
+        path = self.dir / f"{owner}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)  # its process is gone: tidy the file away
+        return False
+
+    def release(self) -> None:
+        if self._fd is not None:
+            (self.dir / f"{self.owner}.lock").unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
 class EventLog:
     """The single writer of the local store."""
 
-    def __init__(self, db: aiosqlite.Connection, site: str) -> None:
+    def __init__(self, db: aiosqlite.Connection, site: str, owner: OwnerLock | None = None) -> None:
         self.db = db
         self.site = site
+        self.owner = owner
         self._queue: asyncio.Queue[tuple[Op, asyncio.Future[Any]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, site: str) -> EventLog:
+    async def open(cls, path: Path, site: str, *, reconcile: bool = True) -> EventLog:
+        """Open (and migrate) the log. Calls left open by a process that is gone are closed as interrupted
+        (``reconcile``); those of a live process beside us (the daemon, a simulation) are left alone."""
         db = await connect(path)
         await migrate(db)
-        self = cls(db, site)
+        self = cls(db, site, OwnerLock(path))
         self._writer = asyncio.create_task(self._write_loop(), name="eventlog-writer")
-        await self.reconcile_interrupted_calls()
+        if reconcile:
+            await self.reconcile_interrupted_calls()
         return self
 
     async def close(self) -> None:
@@ -137,6 +182,8 @@ class EventLog:
             await asyncio.wait({self._writer}, timeout=5)
             self._writer = None
         await self.db.close()
+        if self.owner is not None:
+            self.owner.release()
 
     async def __aenter__(self) -> EventLog:
         return self
@@ -220,8 +267,9 @@ class EventLog:
             seq = await self.insert(db, row)
             await db.execute(
                 "INSERT INTO calls (call_id, site, channel, started_at, caller, dialed, flow, flow_version,"
-                " first_seq) VALUES (?,?,?,?,?,?,?,?,?)",
-                (call_id, self.site, channel, row[3], caller, dialed, flow, version, seq),
+                " first_seq, owner) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (call_id, self.site, channel, row[3], caller, dialed, flow, version, seq,
+                 self.owner.owner if self.owner else None),
             )
             return seq
 
@@ -243,9 +291,12 @@ class EventLog:
         return int(await self.transaction(op))
 
     async def reconcile_interrupted_calls(self) -> int:
-        """Calls left open by a crash or power cut get an ``interrupted`` end, so none stays "running"."""
-        async with self.db.execute("SELECT call_id FROM calls WHERE ended_at IS NULL") as cur:
-            open_calls = [r[0] for r in await cur.fetchall()]
+        """Calls left open by a crash or power cut get an ``interrupted`` end, so none stays "running".
+        A call whose owner process still holds its lock is live (the daemon's, beside ``ivr calls``)."""
+        async with self.db.execute("SELECT call_id, owner FROM calls WHERE ended_at IS NULL") as cur:
+            rows = await cur.fetchall()
+        owners = {owner: self.owner.alive(owner) if self.owner else False for _, owner in rows}
+        open_calls = [call_id for call_id, owner in rows if not owners[owner]]
         for call_id in open_calls:
             async with self.db.execute(
                 "SELECT data FROM events WHERE call_id=? AND type='node.entered' ORDER BY seq", (call_id,)

@@ -72,6 +72,8 @@ class AmiPeer:
     #: (Response, Reason) for the next Originates' OriginateResponse events
     originate_results: list[tuple[str, str]] = field(default_factory=list)
     variables: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: channels CoreShowChannels lists instead of the fixture's (each a CoreShowChannel event's fields)
+    channels: list[dict[str, str]] | None = None
     port: int = 0
     received: list[AmiAction] = field(default_factory=list)
     logins: int = 0
@@ -203,6 +205,13 @@ class AmiPeer:
             return
         if name == "ping":
             await self._send(conn, transcript("login.txt", "ping", ActionID=aid))
+            return
+        if name == "coreshowchannels" and self.channels is not None:
+            fixture = transcript("coreshowchannels.txt", "coreshowchannels", ActionID=aid)
+            items = [event("CoreShowChannel", ch, action_id=aid) for ch in self.channels]
+            done = event("CoreShowChannelsComplete", {"EventList": "Complete", "ListItems": str(len(items))},
+                         action_id=aid)
+            await self._list(conn, [fixture[0], *items, done])
             return
         if name in ("queuestatus", "queuesummary", "coreshowchannels"):
             await self._list(conn, transcript(f"{name}.txt", name, ActionID=aid))

@@ -309,3 +309,22 @@ def test_send_request_needs_branch_and_response_destination() -> None:
     via = request(via_host="10.0.0.5").via
     assert response_destination(via) == ("10.0.0.5", 5062)
     assert isinstance(make_response(request(), 200), SipResponse)
+
+
+def test_abandon_forgets_a_proceeding_invite_that_never_gets_a_final_response() -> None:
+    """After a 180 Timer B is off: a CANCELled INVITE whose peer goes silent would stay for ever."""
+    layer = TransactionLayer()
+    invite = request(branch="z9hG4bKgone")
+    tid = layer.send_request(invite, PEER, 0.0)
+    layer.receive(make_response(invite, 180, to_tag="r"), PEER, 0.1)
+    assert [e.response.status for e in events(layer) if isinstance(e, ResponseReceived)] == [180]
+    run_until(layer, 1000.0)
+    assert layer.transaction(tid) is not None and events(layer) == []  # lingering, no timer left
+    assert layer.abandon(tid) is True
+    assert layer.transaction(tid) is None and events(layer) == [TransactionTerminated(tid)]  # no timeout
+    assert layer.get_timer() is None
+    late = make_response(invite, 200, to_tag="r")
+    layer.receive(late, PEER, 2000.0)
+    (stray,) = events(layer)
+    assert isinstance(stray, StrayResponse) and stray.response.status == 200  # the TU can still ACK and BYE it
+    assert layer.abandon(tid) is False and layer.abandon("nonexistent") is False

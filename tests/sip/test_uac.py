@@ -350,3 +350,19 @@ def test_shutdown_cancels_pending_outbound_calls() -> None:
     h.respond(invite, 487)
     result = h.completed().result
     assert (result.outcome, result.reason) == (OutboundOutcome.CANCELLED, "shutdown")
+
+
+def test_cancelled_call_whose_callee_goes_silent_is_abandoned_but_a_late_200_is_still_byed() -> None:
+    h = Harness(ring_timeout=5.0)
+    invite, _ = h.one("INVITE")
+    h.respond(invite, 180)
+    h.advance(h.now + 5)
+    h.one("CANCEL")
+    h.advance(h.now + 33)
+    assert h.completed().result.outcome == OutboundOutcome.NO_ANSWER
+    h.sent()
+    # The INVITE transaction is gone (TransactionLayer.abandon): the 200 arrives as a stray response, and
+    # is still ACKed and hung up (we no longer want the call, RFC 3261 section 15).
+    h.answer(invite)
+    assert sorted(r.method for r, _ in h.sent()) == ["ACK", "BYE"]
+    assert len([e for e in h.events if isinstance(e, OutboundCompleted)]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from array import array
 
 import pytest
@@ -145,3 +146,28 @@ def test_caller_talking_over_the_prompt_still_barges_in() -> None:
     events = run(VoiceActivityDetector(VadConfig(), now=0.0), synth.frames(heard), played)
     assert isinstance(events[0], SpeechStarted)
     assert events[0].started >= 0.98
+
+
+@needs_espeak
+def test_echo_return_loss_is_measured_and_the_assumption_is_a_setting() -> None:
+    """A line whose echo comes back 14 dB down, and a caller speaking a little softer than the prompt (2 dB):
+    with the default 6 dB assumption the caller cannot interrupt; set to what the line measures, they can,
+    and the echo alone still does not."""
+    prompt = synth.speak("요금 안내는 일번, 상담원 연결은 이번을 누르세요", "ko", 175, ulaw=False)
+    caller = synth.speak("상담원", "ko+f2", 175, ulaw=False)
+    played = synth.frames(prompt + synth.silence(0.5))
+    line = synth.noise(len(played) * F, rms=20.0, seed=5)
+    echo = synth.mix(line, prompt, gain_b=10 ** (-14 / 20), offset_b=320)  # 40 ms late, 14 dB down
+    scale = synth.rms(prompt) / synth.rms(caller) * 10 ** (-2 / 20)
+    talk = synth.frames(synth.mix(echo, caller, gain_b=scale, offset_b=8000))  # from 1.0 s
+    cfg = VadConfig(no_input=len(played) * F)
+    echo_only = VoiceActivityDetector(cfg, now=0.0)
+    assert [type(e) for e in run(echo_only, synth.frames(echo), played)] == [NoInput]
+    assert echo_only.measured_echo_loss() == pytest.approx(14.0, abs=2.5)
+    assert SpeechStarted not in [type(e) for e in run(VoiceActivityDetector(cfg, now=0.0), talk, played)]
+    tuned = dataclasses.replace(cfg, echo_return_loss_db=12.0)
+    assert [type(e) for e in run(VoiceActivityDetector(tuned, now=0.0), synth.frames(echo), played)] == [NoInput]
+    barged = VoiceActivityDetector(tuned, now=0.0)
+    events = run(barged, talk, played)
+    assert isinstance(events[0], SpeechStarted) and events[0].started >= 0.98
+    assert barged.measured_echo_loss() is None  # the caller's voice was in the prompt's frames

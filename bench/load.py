@@ -1,0 +1,647 @@
+"""Load benchmark: sipp drives N concurrent calls through a DTMF menu, against `ivr run` and pyVoIP 1.6.8.
+
+Each caller (bench/load_files/dtmf_call.xml) listens to a long menu prompt, presses 2 by RFC 2833, hears
+the next prompt and answers the IVR's BYE. Calls start at ``--rate`` per second and each one waits
+``N / rate + --settle`` seconds before its key, so all N are up at once for ``--settle`` seconds.
+
+What is measured, per implementation and N:
+- calls attempted / completed / failed (sipp's own counts);
+- INVITE -> 200 p50/p99 and the IVR's RTP send interval p50/p99/max (gaps between consecutive packets of
+  each stream) and DTMF -> next prompt, all FROM A PACKET CAPTURE (dumpcap on lo, capture filter on the
+  IVR's SIP port and RTP port range). DTMF -> next prompt runs from the first end-of-event packet of the
+  key to the first packet of the next prompt on that stream: for ivr the packet with the RTP marker bit
+  (we set it on the first packet of every prompt), for pyVoIP (which never sets the marker) the first
+  packet whose payload is the next prompt's first frame as pyVoIP encodes it;
+- the IVR's CPU (average over the calls, and the peak 1 s) and RSS (before, peak, per call) and sipp's
+  CPU, sampled from /proc every 0.2 s.
+
+Run:  .venv/bin/python bench/load.py [--calls 10,50,100,200,300] [--impl ivr,pyvoip] [--json]
+Figures only, nothing asserted. Needs sipp, dumpcap (wireshark-common), espeak-ng and sox, and root (or
+capture rights) for dumpcap and sipp's pcap play. The pyVoIP venv (bench/.venv-pyvoip) is made on first
+use with ``python3 -m venv`` and ``pip install pyVoIP==1.6.8``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+FILES = BENCH / "load_files"
+PYVOIP_VENV = BENCH / ".venv-pyvoip"
+PYVOIP_PIN = "pyVoIP==1.6.8"
+RTP_RANGES = {"ivr": (40000, 41999), "pyvoip": (42000, 43999)}
+SERVICE = "700"
+TE_PT = 101
+MENU_TEXT = ("Welcome to the load test line. This menu prompt is long on purpose, so that the caller can press "
+             "a key while it plays. Press 2 to hear the next prompt.")
+CHOSEN_TEXT = "You chose two. Goodbye."
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- small helpers --------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    """A free UDP port outside the RTP ranges (the capture tells streams apart by those ranges)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not any(lo <= port <= hi for lo, hi in RTP_RANGES.values()):
+            return port
+    raise RuntimeError("no free UDP port outside the RTP ranges")
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+def r2(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def make_prompts(work: Path, menu_seconds: float) -> dict[str, Path]:
+    """The two prompts as 8 kHz WAV (espeak-ng + sox), and pyVoIP's unsigned 8-bit raw copies."""
+    tmp = work / "tts"
+    tmp.mkdir()
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(tmp / "m.wav"), MENU_TEXT], check=True)
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(tmp / "c.wav"), CHOSEN_TEXT], check=True)
+    out = {"menu": work / "menu.wav", "chosen": work / "chosen.wav"}
+    one = float(subprocess.run(["soxi", "-D", str(tmp / "m.wav")], capture_output=True, text=True,
+                               check=True).stdout)
+    repeats = max(0, int(menu_seconds / max(one, 0.5)))
+    subprocess.run(["sox", str(tmp / "m.wav"), "-r", "8000", "-c", "1", "-b", "16", str(out["menu"]),
+                    "repeat", str(repeats)], check=True)
+    # Leading silence trimmed: the next prompt's first frame is sound, so a capture can recognise it.
+    subprocess.run(["sox", str(tmp / "c.wav"), "-r", "8000", "-c", "1", "-b", "16", str(out["chosen"]),
+                    "silence", "1", "0.02", "1%"], check=True)
+    for name in ("menu", "chosen"):
+        u8 = work / f"{name}.u8"
+        subprocess.run(["sox", str(out[name]), "-r", "8000", "-c", "1", "-e", "unsigned", "-b", "8", "-t", "raw",
+                        str(u8)], check=True)
+        out[f"{name}_u8"] = u8
+    return out
+
+
+def pyvoip_first_frame(chosen_u8: bytes) -> bytes:
+    """The payload of the first packet pyVoIP sends of the next prompt (its own µ-law encoding)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop  # the module pyVoIP itself encodes with (removed in Python 3.13)
+    return audioop.lin2ulaw(audioop.bias(chosen_u8[:160], 1, -128), 1)
+
+
+def ensure_pyvoip() -> Path:
+    python = PYVOIP_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PYVOIP_VENV} with {PYVOIP_PIN} ...", file=sys.stderr)
+        subprocess.run(["python3", "-m", "venv", str(PYVOIP_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", PYVOIP_PIN], check=True)
+    return python
+
+
+# -- /proc sampling -------------------------------------------------------------------------------------
+
+def proc_sample(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds, RSS kB) of a process, all threads; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return cpu, rss
+
+
+class Sampler(threading.Thread):
+    """Samples named processes every 0.2 s: (monotonic time, CPU s, RSS kB) per name."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.pids: dict[str, int] = {}
+        self.samples: dict[str, list[tuple[float, float, int]]] = {}
+        self.halt = threading.Event()
+
+    def watch(self, name: str, pid: int) -> None:
+        self.samples.setdefault(name, [])
+        self.pids[name] = pid
+
+    def run(self) -> None:
+        while not self.halt.wait(0.2):
+            now = time.monotonic()
+            for name, pid in list(self.pids.items()):
+                s = proc_sample(pid)
+                if s is not None:
+                    self.samples[name].append((now, s[0], s[1]))
+
+    def cpu(self, name: str, t0: float, t1: float) -> tuple[float | None, float | None]:
+        """(average %, peak % over any 1 s) of one core between t0 and t1."""
+        pts = [s for s in self.samples.get(name, []) if t0 <= s[0] <= t1]
+        if len(pts) < 2:
+            return None, None
+        avg = 100 * (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
+        peak = 0.0
+        j = 0
+        for i in range(len(pts)):
+            while j < i and pts[i][0] - pts[j][0] > 1.0:
+                j += 1
+            if j < i and pts[i][0] - pts[j][0] >= 0.8:
+                peak = max(peak, 100 * (pts[i][1] - pts[j][1]) / (pts[i][0] - pts[j][0]))
+        return avg, peak
+
+    def rss(self, name: str, before: float, t1: float) -> tuple[int | None, int | None]:
+        """(RSS kB at the last sample before ``before``, peak RSS kB up to t1)."""
+        pts = self.samples.get(name, [])
+        base = [s[2] for s in pts if s[0] <= before]
+        peak = [s[2] for s in pts if s[0] <= t1]
+        return (base[-1] if base else None), (max(peak) if peak else None)
+
+
+# -- the capture ------------------------------------------------------------------------------------------
+
+def read_pcap(path: Path) -> list[tuple[float, int, int, bytes]]:
+    """UDP/IPv4 datagrams of a classic pcap (Ethernet or Linux cooked link): (time, sport, dport, payload)."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        return []
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise ValueError(f"{path}: not a classic pcap file")
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack_from(endian + "I", data, 20)[0]
+    link_len = {1: 14, 113: 16, 0: 4}.get(linktype)
+    if link_len is None:
+        raise ValueError(f"{path}: link type {linktype} not handled")
+    rec = struct.Struct(endian + "IIII")
+    scale = 1e-9 if nano else 1e-6
+    out: list[tuple[float, int, int, bytes]] = []
+    off = 24
+    while off + 16 <= len(data):
+        sec, frac, incl, _orig = rec.unpack_from(data, off)
+        off += 16
+        pkt = data[off:off + incl]
+        off += incl
+        ip = link_len
+        if len(pkt) < ip + 28 or pkt[ip] >> 4 != 4 or pkt[ip + 9] != 17:
+            continue
+        ihl = (pkt[ip] & 0x0F) * 4
+        udp = ip + ihl
+        sport, dport, ulen = struct.unpack_from("!HHH", pkt, udp)
+        out.append((sec + frac * scale, sport, dport, pkt[udp + 8:udp + ulen]))
+    return out
+
+
+def sip_head(payload: bytes) -> tuple[str, str, str] | None:
+    """(first line, Call-ID, CSeq method) of a SIP message."""
+    try:
+        text = payload.decode("utf-8", "replace")
+    except Exception:
+        return None
+    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    call_id = cseq = ""
+    for line in lines[1:]:
+        if not line:
+            break
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name in ("call-id", "i"):
+            call_id = value.strip()
+        elif name == "cseq":
+            cseq = value.strip().split()[-1] if value.strip() else ""
+    return lines[0], call_id, cseq
+
+
+@dataclass
+class CaptureFigures:
+    packets: int = 0
+    invite_200_ms: list[float] = field(default_factory=list)
+    invites_unanswered: int = 0
+    gaps_ms: list[float] = field(default_factory=list)
+    streams: int = 0
+    dtmf_ms: list[float] = field(default_factory=list)
+    keys_without_prompt: int = 0
+    window_gaps_ms: list[float] = field(default_factory=list)
+    """Send gaps that ended inside the --window-file interval (e.g. while bench/speech.py ran)."""
+
+
+def analyse(path: Path, sip_port: int, rtp: tuple[int, int], first_frame: bytes | None,
+            window: tuple[float, float] | None = None) -> CaptureFigures:
+    """INVITE -> 200, per-stream send gaps, key end -> next prompt, from the capture (see the module doc)."""
+    fig = CaptureFigures()
+    invites: dict[str, float] = {}
+    answers: dict[str, float] = {}
+    sent: dict[tuple[int, int], list[tuple[float, bool, bytes]]] = {}
+    keys: dict[int, list[list[float]]] = {}
+    """Per IVR port, each key as [first event packet, first end-of-event packet (or none yet)]."""
+    lo, hi = rtp
+    for t, sport, dport, payload in read_pcap(path):
+        fig.packets += 1
+        if dport == sip_port or sport == sip_port:
+            head = sip_head(payload)
+            if head is None:
+                continue
+            first, call_id, method = head
+            if dport == sip_port and first.startswith("INVITE "):
+                invites.setdefault(call_id, t)
+            elif sport == sip_port and first.startswith("SIP/2.0 200") and method == "INVITE":
+                answers.setdefault(call_id, t)
+            continue
+        if len(payload) < 12 or payload[0] >> 6 != 2:
+            continue
+        if lo <= sport <= hi:
+            ssrc = int.from_bytes(payload[8:12], "big")
+            sent.setdefault((sport, ssrc), []).append((t, bool(payload[1] & 0x80), payload[12:]))
+        elif lo <= dport <= hi and payload[1] & 0x7F == TE_PT and len(payload) >= 16:
+            port_keys = keys.setdefault(dport, [])
+            if not port_keys or t - port_keys[-1][0] > 1.0:
+                port_keys.append([t])  # a new key (one key's packets span 140 ms here)
+            if payload[13] & 0x80 and len(port_keys[-1]) == 1:
+                port_keys[-1].append(t)  # the first of the (repeated) end packets
+    for call_id, t0 in invites.items():
+        if call_id in answers:
+            fig.invite_200_ms.append(1000 * (answers[call_id] - t0))
+        else:
+            fig.invites_unanswered += 1
+    by_port: dict[int, list[list[tuple[float, bool, bytes]]]] = {}
+    for (port, _ssrc), pkts in sent.items():
+        fig.streams += 1
+        fig.gaps_ms.extend(1000 * (b[0] - a[0]) for a, b in zip(pkts, pkts[1:], strict=False))
+        if window is not None:
+            fig.window_gaps_ms.extend(1000 * (b[0] - a[0]) for a, b in zip(pkts, pkts[1:], strict=False)
+                                      if window[0] <= b[0] <= window[1])
+        by_port.setdefault(port, []).append(pkts)
+    for port, port_keys in keys.items():
+        for key in port_keys:
+            if len(key) < 2:
+                fig.keys_without_prompt += 1
+                continue
+            t_start, t_end = key
+            found = None
+            for pkts in by_port.get(port, []):
+                if not pkts or not pkts[0][0] <= t_start <= pkts[-1][0] + 1.0:
+                    continue
+                # From the key's first packet: an IVR may act on key-down (pyVoIP does), then the figure
+                # is negative.
+                for t, marker, body in pkts:
+                    if t > t_start and (body == first_frame if first_frame is not None else marker):
+                        found = t
+                        break
+            if found is None:
+                fig.keys_without_prompt += 1
+            else:
+                fig.dtmf_ms.append(1000 * (found - t_end))
+    return fig
+
+
+# -- one run ----------------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    impl: str
+    calls: int
+    rate: float
+    load_avg_before: tuple[float, float, float]
+    attempted: int = 0
+    completed: int = 0
+    failed: int = 0
+    invite_200_p50_ms: float | None = None
+    invite_200_p99_ms: float | None = None
+    invites_unanswered: int = 0
+    send_interval_p50_ms: float | None = None
+    send_interval_p99_ms: float | None = None
+    send_interval_max_ms: float | None = None
+    streams: int = 0
+    dtmf_next_prompt_p50_ms: float | None = None
+    dtmf_next_prompt_p99_ms: float | None = None
+    dtmf_next_prompt_max_ms: float | None = None
+    keys_without_prompt: int = 0
+    window: tuple[float, float] | None = None
+    window_send_interval_p50_ms: float | None = None
+    window_send_interval_p99_ms: float | None = None
+    window_send_interval_max_ms: float | None = None
+    window_gaps: int = 0
+    ivr_cpu_avg_pct: float | None = None
+    ivr_cpu_peak_pct: float | None = None
+    ivr_rss_before_mb: float | None = None
+    ivr_rss_peak_mb: float | None = None
+    ivr_rss_per_call_mb: float | None = None
+    sipp_cpu_avg_pct: float | None = None
+    sipp_cpu_peak_pct: float | None = None
+    capture_cpu_avg_pct: float | None = None
+    packets_captured: int = 0
+    capture_dropped: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def wait_line(proc: subprocess.Popen[str], want: str, timeout: float) -> bool:
+    """Read the process's stdout until a line starting with ``want`` (bounded in time)."""
+    assert proc.stdout is not None
+    box: list[bool] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(want):
+                box.append(True)
+                return
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(box)
+
+
+def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[int, int]) -> subprocess.Popen[Any]:
+    flows = work / "flows"
+    flows.mkdir()
+    shutil.copy(FILES / "flow.yaml", flows / "load.yaml")
+    shutil.copy(prompts["menu"], flows / "menu.wav")
+    shutil.copy(prompts["chosen"], flows / "chosen.wav")
+    config = work / "ivr.yaml"
+    config.write_text(
+        "site: {id: load-bench}\n"
+        f"state_dir: {work / 'var'}\n"
+        f"flows_dir: {flows}\n"
+        "log: {level: warning}\n"
+        "calls: {rtp_timeout_seconds: 120}\n"  # callers send no audio before their key (sipp)
+        f"sip: {{listen: '127.0.0.1:{sip_port}', rtp_ports: {rtp[0]}-{rtp[1]}}}\n"
+        "speech: {enabled: false}\n",
+        encoding="utf-8",
+    )
+    log = (work / "ivr.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(config), "run"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (work / "var" / "ivr.sock").exists():
+            r = subprocess.run([sys.executable, "-m", "ivr.cli", "--config", str(config), "status"], cwd=ROOT,
+                               capture_output=True, text=True)
+            if r.returncode == 0 and json.loads(r.stdout).get("sip"):
+                return proc
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"ivr run did not start: {(work / 'ivr.log').read_text()[-2000:]}")
+
+
+def start_pyvoip(work: Path, prompts: dict[str, Path], sip_port: int, server_port: int,
+                 rtp: tuple[int, int]) -> subprocess.Popen[Any]:
+    python = ensure_pyvoip()
+    proc = subprocess.Popen(
+        [str(python), str(BENCH / "pyvoip_answer.py"), "--sip-port", str(sip_port), "--server-port",
+         str(server_port), "--rtp-ports", f"{rtp[0]}-{rtp[1]}", "--menu", str(prompts["menu_u8"]),
+         "--chosen", str(prompts["chosen_u8"])],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=(work / "pyvoip.log").open("w"), text=True)
+    if not wait_line(proc, "ready", 40):
+        proc.kill()
+        raise RuntimeError(f"pyVoIP did not start: {(work / 'pyvoip.log').read_text()[-2000:]}")
+    return proc
+
+
+def start_capture(work: Path, sip_port: int, rtp: tuple[int, int]) -> tuple[subprocess.Popen[Any], Path, Path]:
+    pcap, err = work / "capture.pcap", work / "dumpcap.err"
+    proc = subprocess.Popen(["dumpcap", "-i", "lo", "-P", "-B", "128", "-f",
+                             f"udp and (portrange {rtp[0]}-{rtp[1]} or port {sip_port})", "-w", str(pcap)],
+                            stdout=subprocess.DEVNULL, stderr=err.open("w"))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and proc.poll() is None:
+        if "Capturing on" in err.read_text(errors="replace"):
+            time.sleep(0.3)
+            return proc, pcap, err
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"dumpcap did not start: {err.read_text()[-1000:]}")
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def sipp_counts(stats: Path) -> tuple[int, int, int]:
+    """(created, successful, failed) from sipp's -trace_stat CSV (last line, cumulative columns)."""
+    lines = [x for x in stats.read_text(errors="replace").splitlines() if x.strip()]
+    if len(lines) < 2:
+        return 0, 0, 0
+    head, last = lines[0].split(";"), lines[-1].split(";")
+    row = dict(zip(head, last, strict=False))
+    return int(row.get("TotalCallCreated", 0)), int(row.get("SuccessfulCall(C)", 0)), int(row.get("FailedCall(C)", 0))
+
+
+def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path], root: Path,
+            first_frame: bytes | None) -> RunResult:
+    work = root / f"{impl}-{n}"
+    work.mkdir()
+    res = RunResult(impl=impl, calls=n, rate=args.rate, load_avg_before=os.getloadavg())
+    rtp = RTP_RANGES[impl]
+    impl_sip, sipp_sip, sipp_media = free_port(), free_port(), free_port()
+    capture, pcap, cap_err = start_capture(work, impl_sip, rtp)
+    sampler = Sampler()
+    target: subprocess.Popen[Any] | None = None
+    try:
+        if impl == "ivr":
+            target = start_ivr(work, prompts, impl_sip, rtp)
+        else:
+            target = start_pyvoip(work, prompts, impl_sip, sipp_sip, rtp)
+        sampler.watch(impl, target.pid)
+        sampler.watch("dumpcap", capture.pid)
+        sampler.start()
+        time.sleep(1.0)  # a baseline RSS sample, and the daemon settled
+        hold_ms = int(1000 * (n / args.rate + args.settle))
+        stats = work / "sipp_stats.csv"
+        cmd = ["sipp", f"127.0.0.1:{impl_sip}", "-sf", str(FILES / "dtmf_call.xml"), "-s", SERVICE,
+               "-m", str(n), "-l", str(n), "-r", str(args.rate), "-d", str(hold_ms),
+               "-i", "127.0.0.1", "-p", str(sipp_sip), "-mi", "127.0.0.1", "-mp", str(sipp_media),
+               "-timeout", f"{int(hold_ms / 1000 + 120)}s", "-nostdin", "-max_socket", "2048",
+               "-trace_stat", "-stf", str(stats), "-fd", "1", "-trace_err"]
+        t_start = time.monotonic()
+        print(f"calls starting: {impl} N={n}, all up in {n / args.rate:.1f} s, first key in {hold_ms / 1000:.1f} s",
+              file=sys.stderr, flush=True)
+        with (work / "sipp.out").open("w") as out:
+            sipp = subprocess.Popen(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT)
+            sampler.watch("sipp", sipp.pid)
+            try:
+                sipp.wait(timeout=hold_ms / 1000 + 200)
+            except subprocess.TimeoutExpired:
+                sipp.kill()
+                sipp.wait()
+                res.notes.append("sipp killed after its time limit")
+        t_end = time.monotonic()
+        time.sleep(0.5)
+        res.attempted, res.completed, res.failed = sipp_counts(stats)
+        if sipp.returncode not in (0, 1):
+            res.notes.append(f"sipp exit {sipp.returncode}")
+        res.ivr_cpu_avg_pct, res.ivr_cpu_peak_pct = sampler.cpu(impl, t_start, t_end)
+        res.sipp_cpu_avg_pct, res.sipp_cpu_peak_pct = sampler.cpu("sipp", t_start, t_end)
+        res.capture_cpu_avg_pct = sampler.cpu("dumpcap", t_start, t_end)[0]
+        before, peak = sampler.rss(impl, t_start, t_end)
+        if before is not None and peak is not None:
+            res.ivr_rss_before_mb = before / 1024
+            res.ivr_rss_peak_mb = peak / 1024
+            res.ivr_rss_per_call_mb = (peak - before) / 1024 / n
+    finally:
+        sampler.halt.set()
+        if target is not None:
+            if impl == "pyvoip" and target.stdin is not None:
+                with contextlib.suppress(OSError):
+                    target.stdin.write("stop\n")
+                    target.stdin.close()
+                try:
+                    target.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    target.kill()
+                    target.wait()
+            else:
+                stop(target)
+        stop(capture, signal.SIGINT)
+    m = re.findall(r"received/dropped on interface [^\n]*?: (\d+)/(\d+)", cap_err.read_text(errors="replace"))
+    if m:
+        res.capture_dropped = int(m[-1][1])
+    window = None
+    if args.window_file is not None and args.window_file.exists():
+        start_s, end_s = args.window_file.read_text().split()[:2]
+        window = (float(start_s), float(end_s))
+    fig = analyse(pcap, impl_sip, rtp, first_frame if impl == "pyvoip" else None, window)
+    if window is not None:
+        res.window = window
+        w = fig.window_gaps_ms
+        res.window_send_interval_p50_ms, res.window_send_interval_p99_ms = r2(pct(w, 0.5)), r2(pct(w, 0.99))
+        res.window_send_interval_max_ms = r2(max(w)) if w else None
+        res.window_gaps = len(w)
+    res.packets_captured = fig.packets
+    res.invite_200_p50_ms, res.invite_200_p99_ms = r2(pct(fig.invite_200_ms, 0.5)), r2(pct(fig.invite_200_ms, 0.99))
+    res.invites_unanswered = fig.invites_unanswered
+    res.send_interval_p50_ms, res.send_interval_p99_ms = r2(pct(fig.gaps_ms, 0.5)), r2(pct(fig.gaps_ms, 0.99))
+    res.send_interval_max_ms = r2(max(fig.gaps_ms, default=0.0)) if fig.gaps_ms else None
+    res.streams = fig.streams
+    res.dtmf_next_prompt_p50_ms, res.dtmf_next_prompt_p99_ms = r2(pct(fig.dtmf_ms, 0.5)), r2(pct(fig.dtmf_ms, 0.99))
+    res.dtmf_next_prompt_max_ms = r2(max(fig.dtmf_ms)) if fig.dtmf_ms else None
+    res.keys_without_prompt = fig.keys_without_prompt
+    for name in ("ivr_cpu_avg_pct", "ivr_cpu_peak_pct", "sipp_cpu_avg_pct", "sipp_cpu_peak_pct", "capture_cpu_avg_pct",
+                 "ivr_rss_before_mb", "ivr_rss_peak_mb"):
+        setattr(res, name, r2(getattr(res, name)))
+    if res.ivr_rss_per_call_mb is not None:
+        res.ivr_rss_per_call_mb = round(res.ivr_rss_per_call_mb, 3)
+    if not args.keep:
+        pcap.unlink(missing_ok=True)
+    return res
+
+
+# -- output -----------------------------------------------------------------------------------------------
+
+def fmt(x: object) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+    return str(x)
+
+
+def table(results: list[RunResult]) -> str:
+    head = ["impl", "N", "load", "ok/fail", "INV→200 p50/p99", "send p50/p99/max", "DTMF→prompt p50/p99",
+            "CPU avg/peak %", "RSS peak MB", "MB/call", "sipp CPU %"]
+    rows = [head]
+    for r in results:
+        rows.append([
+            r.impl, str(r.calls), f"{r.load_avg_before[0]:.2f}", f"{r.completed}/{r.failed}",
+            f"{fmt(r.invite_200_p50_ms)} / {fmt(r.invite_200_p99_ms)}",
+            f"{fmt(r.send_interval_p50_ms)} / {fmt(r.send_interval_p99_ms)} / {fmt(r.send_interval_max_ms)}",
+            f"{fmt(r.dtmf_next_prompt_p50_ms)} / {fmt(r.dtmf_next_prompt_p99_ms)}",
+            f"{fmt(r.ivr_cpu_avg_pct)} / {fmt(r.ivr_cpu_peak_pct)}", fmt(r.ivr_rss_peak_mb),
+            fmt(r.ivr_rss_per_call_mb), f"{fmt(r.sipp_cpu_avg_pct)} / {fmt(r.sipp_cpu_peak_pct)}",
+        ])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"  {r.impl} N={r.calls}: " + "; ".join(r.notes + [
+        f"{r.attempted} attempted", f"{r.streams} RTP streams", f"{r.packets_captured} packets captured",
+        f"capture dropped {fmt(r.capture_dropped)}", f"dumpcap CPU {fmt(r.capture_cpu_avg_pct)} %",
+        f"INVITEs unanswered {r.invites_unanswered}",
+        f"keys without a next prompt {r.keys_without_prompt}"]
+        + ([f"send interval in the window p50/p99/max {fmt(r.window_send_interval_p50_ms)} / "
+            f"{fmt(r.window_send_interval_p99_ms)} / {fmt(r.window_send_interval_max_ms)} ms ({r.window_gaps} gaps)"]
+           if r.window else [])) for r in results]
+    return "\n".join(lines + ["", *notes])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--calls", default="10,50,100,200,300", help="comma-separated concurrent call counts")
+    p.add_argument("--impl", default="ivr,pyvoip", help="ivr, pyvoip or both")
+    p.add_argument("--rate", type=float, default=10.0,
+                   help="new calls per second (default 10: the appliance admits 10 INVITEs/s per source, burst 20)")
+    p.add_argument("--settle", type=float, default=8.0,
+                   help="seconds all N calls are up together before the first key (default 8)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--json-file", type=Path, default=None, help="also write that JSON object to this file")
+    p.add_argument("--window-file", type=Path, default=None,
+                   help="a file 'START END' (Unix times) written by another bench during the run: send interval "
+                        "figures are also given for that interval (bench/speech.py --beside-load)")
+    p.add_argument("--keep", type=Path, default=None, help="keep captures, logs and configs under this folder")
+    args = p.parse_args()
+    counts = [int(x) for x in args.calls.split(",") if x.strip()]
+    impls = [x.strip() for x in args.impl.split(",") if x.strip()]
+    for impl in impls:
+        if impl not in RTP_RANGES:
+            p.error(f"unknown --impl {impl!r} (ivr, pyvoip)")
+    missing = [t for t in ("sipp", "dumpcap", "espeak-ng", "sox") if shutil.which(t) is None]
+    if missing:
+        p.error(f"not installed: {', '.join(missing)}")
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="ivr-load-", dir=args.keep))
+    else:
+        root = Path(tempfile.mkdtemp(prefix="ivr-load-"))
+    try:
+        prompts = make_prompts(root, max(counts) / args.rate + args.settle + 10)
+        first_frame = pyvoip_first_frame(prompts["chosen_u8"].read_bytes())
+        results: list[RunResult] = []
+        for n in counts:
+            for impl in impls:
+                r = run_one(impl, n, args, prompts, root, first_frame)
+                results.append(r)
+                if not args.json:
+                    print(table([r]).splitlines()[2], file=sys.stderr, flush=True)
+        doc = json.dumps({"command": sys.argv, "results": [asdict(r) for r in results]}, indent=2)
+        if args.json_file is not None:
+            args.json_file.write_text(doc + "\n")
+        print(doc if args.json else table(results))
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

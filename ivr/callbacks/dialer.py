@@ -1,0 +1,789 @@
+"""The automatic callback dialer: takes due callback requests in order of arrival and calls the customers back.
+
+Shape (docs/callbacks.md, "The dialer"):
+- Pure decisions, no I/O: ``clock_verdict`` (is the system clock known good?), ``plan_batch`` (which due
+  requests to dial now: arrival order, pacing by free agents or a configured concurrency), ``settle`` (what
+  an attempt's result means for the request).
+- ``Dialer``: the asyncio scheduler. One pass (``tick``) every ``poll_seconds`` on the monotonic clock; it
+  dials nothing until the clock is known synchronised (a box without a real-time clock boots in 1970, and a
+  wrong clock dials at 3 a.m.). Each attempt is committed by ``CallbackStore.begin_attempt`` (attempt id,
+  the SIP Call-ID or the AMI channel, the request id as CALLBACK_ID) **before** the INVITE or Originate is
+  sent; after a crash, ``reconcile`` decides attempts found in flight.
+- ``DialPort``: how a call goes out. ``SipDialPort`` places the call with the appliance's own SIP stack
+  (X-Callback-ID header) and runs the callback flow on the answered leg ("press 1 to be connected", then a
+  transfer to the queue by the site's transfer mode); ``AmiDialPort`` sends an AMI Originate through the
+  PBX (docs/asterisk, section 5) with CALLBACK_ID as a channel variable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import subprocess
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from ivr.callbacks import policy as policy_mod
+from ivr.callbacks.desk import QueueWaits
+from ivr.callbacks.ewt import EwtEstimate
+from ivr.callbacks.policy import CallbackPolicy
+from ivr.store.callbacks import Attempt, CallbackRequest, CallbackStore, IllegalTransition
+from ivr.store.eventlog import EventLog
+
+log = logging.getLogger("ivr.callbacks.dialer")
+
+# -- the clock ---------------------------------------------------------------------------------------------
+
+#: adjtimex(2): ``TIME_ERROR`` return value and the ``STA_UNSYNC`` status bit (include/uapi/linux/timex.h).
+TIME_ERROR = 5
+STA_UNSYNC = 0x0040
+
+
+@dataclass(frozen=True)
+class ClockStatus:
+    synced: bool
+    source: str  # adjtimex, timedatectl, trust, none
+    detail: str = ""
+
+
+def clock_verdict(adjtimex: tuple[int, int] | None, timedatectl: str | None) -> ClockStatus:
+    """Pure: the kernel's NTP state (adjtimex return value and status word) wins; else ``timedatectl show
+    -p NTPSynchronized`` output; neither: unknown, which counts as not synchronised."""
+    if adjtimex is not None:
+        state, status = adjtimex
+        if state == TIME_ERROR or status & STA_UNSYNC:
+            return ClockStatus(False, "adjtimex", f"kernel clock not synchronised (state {state}, status {status:#x})")
+        return ClockStatus(True, "adjtimex", f"kernel clock synchronised (state {state})")
+    if timedatectl is not None:
+        value = timedatectl.strip().partition("=")[2].strip().lower()
+        return ClockStatus(value == "yes", "timedatectl", f"NTPSynchronized={value or '?'}")
+    return ClockStatus(False, "none", "no way to ask whether the clock is synchronised")
+
+
+class _Timex(ctypes.Structure):
+    # struct timex (include/uapi/linux/timex.h): modes, offset, freq, maxerror, esterror, status, ... ; the
+    # tail is padding we never read (the kernel writes at most sizeof(struct timex) = 208 bytes on 64-bit).
+    _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
+                ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
+                ("_rest", ctypes.c_char * 256)]
+
+
+def read_adjtimex() -> tuple[int, int] | None:
+    """(return value, status) of a read-only adjtimex(2) call, or None where there is none."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        tx = _Timex()
+        state = int(libc.adjtimex(ctypes.byref(tx)))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return state, int(tx.status)
+
+
+def read_timedatectl() -> str | None:
+    try:
+        out = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized"], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 and "=" in out.stdout else None
+
+
+def probe_clock(mode: str) -> ClockStatus:
+    """``trust``: the admin says the clock is right (a real-time clock, tests). ``ntp``: ask the kernel."""
+    if mode == "trust":
+        return ClockStatus(True, "trust", "callbacks.clock: trust")
+    adj = read_adjtimex()
+    return clock_verdict(adj, None if adj is not None else read_timedatectl())
+
+
+# -- settings and pure decisions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DialerSettings:
+    mode: Literal["agent-first", "customer-first"] = "agent-first"
+    """agent-first: dial only when an agent is free; customer-first: also when the queue's head is about to be
+    served (its wait is within ``lead_seconds``), so the customer waits a moment at the front instead."""
+    max_concurrent: int = 2
+    """Callback attempts at once, all queues together; also the pace when free agents are unknown."""
+    lead_seconds: float = 30.0
+    poll_seconds: float = 2.0
+    """How often due requests are looked for (monotonic clock)."""
+    clock: Literal["ntp", "trust"] = "ntp"
+    flow: str = "callback"
+    """The flow run on an answered SIP callback leg (flows/callback.yaml)."""
+
+
+def pacing_slots(active_in_queue: int, free_agents: int | None, estimate: EwtEstimate | None,
+                 settings: DialerSettings) -> int:
+    """How many more callbacks of one queue may be dialled now. Free agents known: no more attempts at once
+    than free agents (customer-first: at least one when the head of the queue is about to be served). Free
+    agents unknown: the configured concurrency (the caller applies it across queues)."""
+    if free_agents is None:
+        return settings.max_concurrent - active_in_queue
+    allowed = free_agents
+    if (settings.mode == "customer-first" and allowed < 1 and estimate is not None and estimate.seconds is not None
+            and estimate.seconds <= settings.lead_seconds):
+        allowed = 1
+    return allowed - active_in_queue
+
+
+def plan_batch(due: Sequence[CallbackRequest], active_by_queue: Mapping[str, int], waits: QueueWaits | None,
+               settings: DialerSettings, held: frozenset[str] = frozenset()) -> tuple[list[CallbackRequest],
+                                                                                     dict[str, str]]:
+    """Which of ``due`` (already in arrival order, windows open) to dial now, and why each other one waits
+    (``pacing`` / ``held``: a retry interval still running on the monotonic clock / ``in-flight``)."""
+    total = sum(active_by_queue.values())
+    counts = dict(active_by_queue)
+    chosen: list[CallbackRequest] = []
+    waiting: dict[str, str] = {}
+    slots: dict[str, int] = {}
+    for req in due:
+        if req.id in held:
+            waiting[req.id] = "held"
+            continue
+        if total >= settings.max_concurrent:
+            waiting[req.id] = "pacing"
+            continue
+        if req.queue not in slots:
+            free = waits.free_agents(req.queue) if waits is not None else None
+            est = waits.estimate(req.queue) if waits is not None and settings.mode == "customer-first" else None
+            slots[req.queue] = pacing_slots(counts.get(req.queue, 0), free, est, settings)
+        if slots[req.queue] <= 0:
+            waiting[req.id] = "pacing"
+            continue
+        slots[req.queue] -= 1
+        counts[req.queue] = counts.get(req.queue, 0) + 1
+        total += 1
+        chosen.append(req)
+    return chosen, waiting
+
+
+@dataclass(frozen=True)
+class DialResult:
+    """How one attempt went. ``outcome``: answered, busy, no-answer, invalid, failed, interrupted."""
+
+    outcome: str
+    confirmed: bool = False
+    """Answered and pressed 1 (transferred or queued)."""
+    detail: str = ""
+    answered_at: datetime | None = None
+    agent_at: datetime | None = None
+    """When the customer was handed to the queue or agent."""
+    action_id: str = ""
+    leg_call_id: str = ""
+    """The call record of the customer's leg (SIP: the flow ran there)."""
+
+
+@dataclass(frozen=True)
+class Settlement:
+    attempt_outcome: str  # what the attempt row records (store.ATTEMPT_OUTCOMES)
+    done: bool  # the callback reached an agent: the request is done
+    retry_reason: str | None  # the outcome ``policy.next_attempt`` judges (None when done)
+
+
+def settle(result: DialResult) -> Settlement:
+    """An answered customer who pressed 1 is done; answered without a press is not-confirmed (a machine or a
+    busy person: retry later); invalid is never retried (next_attempt expires it); the rest retry."""
+    if result.outcome == "answered":
+        return Settlement("connected", result.confirmed, None if result.confirmed else "not-confirmed")
+    if result.outcome in ("busy", "no-answer", "invalid", "failed", "interrupted"):
+        return Settlement(result.outcome, False, result.outcome)
+    return Settlement("failed", False, "failed")
+
+
+def _parse(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def promise_record(req: CallbackRequest, first_dial: datetime | None, result: DialResult | None,
+                   now: datetime) -> dict[str, Any]:
+    """The honest numbers of one finished callback: the wait quoted to the caller against the time from the
+    original arrival to the first dial and to the agent; kept when the agent came within the quoted range."""
+    arrival = _parse(req.arrival_at) or now
+    agent_at = result.agent_at if result is not None else None
+    to_agent = (agent_at - arrival).total_seconds() if agent_at else None
+    to_dial = (first_dial - arrival).total_seconds() if first_dial else None
+    quoted = (req.quoted_low, req.quoted_high) if req.quoted_high is not None else None
+    kept: bool | None = None
+    if quoted is not None:
+        kept = to_agent is not None and to_agent <= float(req.quoted_high or 0)
+    error = None
+    if to_agent is not None and req.quoted_low is not None and req.quoted_high is not None:
+        error = round(to_agent - (req.quoted_low + req.quoted_high) / 2, 1)
+    return {"request_id": req.id, "queue": req.queue, "quoted_low": req.quoted_low, "quoted_high": req.quoted_high,
+            "arrival_at": req.arrival_at, "time_to_dial": None if to_dial is None else round(to_dial, 1),
+            "time_to_agent": None if to_agent is None else round(to_agent, 1), "kept": kept,
+            "ewt_error": error, "attempts": req.attempts}
+
+
+# -- dialling ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DialIds:
+    """Chosen before the attempt is committed, so the record names the call before it exists."""
+
+    sip_call_id: str = ""
+    channel: str = ""
+
+
+class DialPort(Protocol):
+    name: str
+
+    def ids(self, req: CallbackRequest) -> DialIds: ...
+
+    async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult: ...
+
+    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Active:
+    request: CallbackRequest
+    attempt: Attempt
+    task: asyncio.Task[None]
+
+
+@dataclass
+class DialerStatus:
+    clock: ClockStatus = field(default_factory=lambda: ClockStatus(False, "none", "not checked yet"))
+    ticks: int = 0
+    dialed: int = 0
+    last_waiting: dict[str, str] = field(default_factory=dict)
+
+
+class Dialer:
+    """The scheduler; see the module docstring. ``now`` is the wall clock (UTC) stored times compare to; the
+    loop's own waits and the retry guard run on the monotonic clock."""
+
+    def __init__(self, store: CallbackStore, policy: CallbackPolicy, port: DialPort, settings: DialerSettings, *,
+                 waits: QueueWaits | None = None, events: EventLog | None = None,
+                 now: Callable[[], datetime] = _utc_now,
+                 clock_probe: Callable[[str], ClockStatus] = probe_clock) -> None:
+        self.store = store
+        self.policy = policy
+        self.port = port
+        self.settings = settings
+        self.waits = waits
+        self.events = events or store.log
+        self.now = now
+        self.clock_probe = clock_probe
+        self.state = DialerStatus()
+        self.active: dict[str, _Active] = {}  # request id -> attempt in progress
+        self._held: dict[str, float] = {}  # request id -> monotonic time before which it is not redialled
+        self._clock_checked = -1e18
+        self._due_count = 0
+        self._stopping = False
+        self.reconciled = False
+
+    # -- life cycle
+    async def reconcile(self) -> dict[str, str]:
+        """Attempts found in flight after a crash: up at the PBX → connected (the call goes on without us);
+        gone, or no PBX to ask → interrupted, retried only after the retry interval (or expired)."""
+        in_flight = await self.store.in_flight()
+        if not in_flight:
+            await self._settle_leftovers()
+            self.reconciled = True
+            return {}
+        try:
+            view = await self.port.pbx_view(in_flight)
+        except Exception as exc:
+            # The PBX cannot say now (AMI down): decide nothing, since a call still up must not be dialled again.
+            # The requests stay "dialing" (never due); the next pass asks again.
+            log.warning("callback reconcile postponed: the PBX cannot be asked (%s); %d attempts wait", exc,
+                        len(in_flight))
+            return {}
+        now = self.now()
+
+        def next_at(req: CallbackRequest) -> datetime | None:
+            d = policy_mod.next_attempt("interrupted", req.attempts, _parse(req.arrival_at) or now, now, req.zones,
+                                        self.policy.retry, self.policy.windows)
+            return d.at if d.state == "retry" else None
+
+        decided = await self.store.reconcile(view, now, next_at)
+        loop = asyncio.get_running_loop()
+        for att in in_flight:
+            if decided.get(att.id) == "connected":
+                req = await self.store.get(att.request_id)
+                with contextlib.suppress(IllegalTransition):
+                    await self.store.complete(req.id, now, "connected (found up at the PBX after a restart)")
+                    await self.events.append("callback.kept", req.call_id,
+                                             **promise_record(req, _parse(att.started_at), None, now))
+            else:
+                req = await self.store.get(att.request_id)
+                at = _parse(req.next_attempt_at)
+                if at is not None:
+                    self._held[req.id] = loop.time() + max(0.0, (at - now).total_seconds())
+            log.info("callback reconciled request=%s attempt=%s outcome=%s", att.request_id, att.id,
+                     decided.get(att.id))
+        await self.events.append("callback.reconciled", None, decided=decided, via=self.port.name)
+        await self._settle_leftovers()
+        self.reconciled = True
+        return decided
+
+    async def _settle_leftovers(self) -> None:
+        """A crash between an attempt's outcome and the request's next state (two commits) leaves a request in
+        an outcome state with nothing in flight: decide it now as ``_finish`` would have, the retry counted
+        from the attempt's end (never inside the interval)."""
+        loop = asyncio.get_running_loop()
+        now = self.now()
+        for req in await self.store.active():
+            if req.state not in ("connected", "no-answer", "busy", "invalid", "failed") or req.site != self.store.site:
+                continue
+            atts = await self.store.attempts(req.id)
+            last = atts[-1] if atts else None
+            if last is None or last.outcome is None:
+                continue
+            if req.state == "connected" and (last.detail.startswith("confirmed") or "found up" in last.detail):
+                await self.store.complete(req.id, now, "connected to an agent (settled after a restart)")
+                continue
+            reason = "not-confirmed" if req.state == "connected" else (last.outcome or req.state)
+            ended = _parse(last.ended_at) or now
+            d = policy_mod.next_attempt(reason, req.attempts, _parse(req.arrival_at) or now, ended, req.zones,
+                                        self.policy.retry, self.policy.windows)
+            if d.state == "retry" and d.at is not None:
+                await self.store.schedule_retry(req.id, d.at, now, f"{reason} (settled after a restart)")
+                self._held[req.id] = loop.time() + max(0.0, (d.at - now).total_seconds())
+            else:
+                await self.store.expire(req.id, now, f"{reason}: {d.reason}")
+            log.info("callback settled after restart request=%s state=%s -> %s", req.id, req.state, d.state)
+
+    async def run(self) -> None:
+        """Until cancelled: one pass every ``poll_seconds``."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stopping:
+                started = loop.time()
+                try:
+                    if not self.reconciled:
+                        await self.reconcile()
+                    await self.tick()
+                except Exception:  # a request moved under us (cancelled by the CLI), a busy database: next pass
+                    log.exception("callback pass failed")
+                await asyncio.sleep(max(0.05, self.settings.poll_seconds - (loop.time() - started)))
+        finally:
+            self._stopping = True
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Dial nothing new; let attempts in progress finish within ``grace``, then cut them (recorded as
+        interrupted: retried after the interval)."""
+        self._stopping = True
+        tasks = [a.task for a in self.active.values()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=10)
+
+    # -- one pass
+    def _clock_ok(self) -> bool:
+        loop = asyncio.get_running_loop()
+        every = 60.0 if self.state.clock.synced else 10.0
+        if loop.time() - self._clock_checked >= every:
+            self._clock_checked = loop.time()
+            status = self.clock_probe(self.settings.clock)
+            if status != self.state.clock:
+                (log.info if status.synced else log.warning)(
+                    "callback clock synced=%s source=%s detail=%s%s", status.synced, status.source, status.detail,
+                    "" if status.synced else "; nothing is dialled until it is")
+            self.state.clock = status
+        return self.state.clock.synced
+
+    async def tick(self) -> int:
+        """Expire what is past its expiry, then dial what is due and paced. Returns attempts started."""
+        self.state.ticks += 1
+        now = self.now()
+        if not self._clock_ok():
+            return 0
+        await self._expire_overdue(now)
+        loop = asyncio.get_running_loop()
+        self._held = {k: v for k, v in self._held.items() if v > loop.time()}
+
+        def is_open(req: CallbackRequest, at: datetime) -> bool:
+            return policy_mod.window_open(at, req.zones, self.policy.windows)
+
+        due = [r for r in await self.store.due(now, 500, is_open) if r.id not in self.active]
+        self._due_count = len(due)
+        by_queue: dict[str, int] = {}
+        for a in self.active.values():
+            by_queue[a.request.queue] = by_queue.get(a.request.queue, 0) + 1
+        chosen, waiting = plan_batch(due, by_queue, self.waits, self.settings, frozenset(self._held))
+        if waiting != self.state.last_waiting and waiting:
+            log.info("callback waiting %s", " ".join(f"{k}={v}" for k, v in waiting.items()))
+        self.state.last_waiting = waiting
+        started = 0
+        for req in chosen:
+            if self._stopping:
+                break
+            ids = self.port.ids(req)
+            try:
+                # Committed before anything is sent: a crash from here on finds this attempt in flight.
+                att = await self.store.begin_attempt(req.id, now, channel=ids.channel or self.port.name,
+                                                     sip_call_id=ids.sip_call_id)
+            except Exception as exc:  # refused (cancelled meanwhile, not due): the store said no, nothing sent
+                log.info("callback attempt not started request=%s: %s", req.id, exc)
+                continue
+            log.info("callback dialing request=%s attempt=%s n=%d queue=%s via=%s", req.id, att.id, att.n,
+                     req.queue, self.port.name)
+            task = asyncio.create_task(self._attempt(req, att, ids), name=f"callback-{req.id}")
+            self.active[req.id] = _Active(req, att, task)
+            task.add_done_callback(self._forget(req.id))
+            self.state.dialed += 1
+            started += 1
+        return started
+
+    def _forget(self, request_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self.active.pop(request_id, None)
+
+        return done
+
+    async def _expire_overdue(self, now: datetime) -> None:
+        for req in await self.store.active():
+            if req.state not in ("requested", "retry") or req.site != self.store.site:
+                continue
+            arrival = _parse(req.arrival_at)
+            if arrival is not None and now > arrival + timedelta(seconds=self.policy.retry.expiry):
+                with contextlib.suppress(IllegalTransition):
+                    await self.store.expire(req.id, now, "expiry passed before it could be dialled")
+                    await self.events.append("callback.kept", req.call_id, **promise_record(req, None, None, now))
+
+    async def _attempt(self, req: CallbackRequest, att: Attempt, ids: DialIds) -> None:
+        try:
+            result = await self.port.dial(req, att, ids)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._finish(req, att, DialResult("interrupted", detail="dialer stopped")))
+            raise
+        except Exception as exc:  # a bug or an adapter failure: the attempt failed, the request retries
+            log.exception("callback attempt failed request=%s attempt=%s", req.id, att.id)
+            result = DialResult("failed", detail=f"{type(exc).__name__}: {exc}")
+        await self._finish(req, att, result)
+
+    async def _finish(self, req: CallbackRequest, att: Attempt, result: DialResult) -> None:
+        now = self.now()
+        st = settle(result)
+        detail = result.detail + (f" action_id={result.action_id}" if result.action_id else "")
+        if result.outcome == "answered":  # read back by _settle_leftovers after a crash right after this commit
+            detail = ("confirmed: " if st.done else "not-confirmed: ") + detail
+        try:
+            await self.store.finish_attempt(att.id, st.attempt_outcome, now, detail.strip())
+        except Exception:
+            log.exception("callback attempt outcome not recorded attempt=%s", att.id)
+            return
+        fresh = await self.store.get(req.id)
+        if st.done:
+            await self.store.complete(req.id, now, "connected to an agent")
+            attempts = await self.store.attempts(req.id)
+            first = _parse(attempts[0].started_at) if attempts else None
+            record = promise_record(await self.store.get(req.id), first, result, now)
+            await self.events.append("callback.kept", fresh.call_id, **record, leg_call_id=result.leg_call_id)
+            log.info("callback done request=%s kept=%s time_to_agent=%s", req.id, record["kept"],
+                     record["time_to_agent"])
+            return
+        assert st.retry_reason is not None
+        d = policy_mod.next_attempt(st.retry_reason, fresh.attempts, _parse(fresh.arrival_at) or now, now,
+                                    fresh.zones, self.policy.retry, self.policy.windows)
+        if d.state == "retry" and d.at is not None:
+            await self.store.schedule_retry(req.id, d.at, now, st.retry_reason)
+            self._held[req.id] = asyncio.get_running_loop().time() + max(0.0, (d.at - now).total_seconds())
+            log.info("callback retry request=%s outcome=%s at=%s", req.id, st.attempt_outcome, d.at.isoformat())
+        else:
+            await self.store.expire(req.id, now, f"{st.retry_reason}: {d.reason}")
+            await self.events.append("callback.kept", fresh.call_id,
+                                     **promise_record(await self.store.get(req.id), None, None, now))
+            log.info("callback expired request=%s outcome=%s reason=%s", req.id, st.attempt_outcome, d.reason)
+
+    def status(self) -> dict[str, Any]:
+        c = self.state.clock
+        return {"via": self.port.name, "mode": self.settings.mode, "clock_synced": c.synced,
+                "clock": f"{c.source}: {c.detail}", "due": self._due_count, "active": len(self.active),
+                "dialed": self.state.dialed, "ticks": self.state.ticks, "reconciled": self.reconciled,
+                "waiting": dict(self.state.last_waiting)}
+
+
+# -- the SIP way out ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SipDialSettings:
+    proxy: tuple[str, int]
+    """Where the INVITE goes (the PBX or trunk)."""
+    domain: str | None = None
+    """Host of the Request-URI ``sip:<number>@domain``; default the proxy's host."""
+    from_uri: str = "sip:ivr@127.0.0.1"
+    from_display: str | None = None
+    asserted_identity: str | None = None
+    credentials: tuple[str, str] | None = None
+    ring_timeout: float = 30.0
+
+
+StartCall = Callable[..., "asyncio.Task[Any]"]
+
+
+class SipDialPort:
+    """Calls the customer with the appliance's SIP stack; the answered leg runs the callback flow."""
+
+    name = "sip"
+
+    def __init__(self, settings: SipDialSettings, telephony: Any, start_call: StartCall, events: EventLog, *,
+                 flow: str = "callback", rtp_timeout: float = 30.0,
+                 now: Callable[[], datetime] = _utc_now) -> None:
+        self.settings = settings
+        self.telephony = telephony  # ivr.adapters.telephony.Telephony: endpoint, media, config, ami
+        self.start_call = start_call
+        self.events = events
+        self.flow = flow
+        self.rtp_timeout = rtp_timeout
+        self.now = now
+
+    def ids(self, req: CallbackRequest) -> DialIds:
+        host = self.telephony.endpoint.local_address[0]
+        return DialIds(sip_call_id=f"cb-{uuid.uuid4().hex}@{host}", channel="sip")
+
+    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]:
+        return {}  # our own SIP stack: a call of a process that died is gone
+
+    async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
+        from ivr.adapters.sip_call import SipCall
+        from ivr.adapters.telephony import SUPPORTED, local_ip_towards
+        from ivr.adapters.transfer import TransferContext, Transferer, _configure
+        from ivr.sip.sdp import build_offer
+
+        tel = self.telephony
+        s = self.settings
+        domain = s.domain or s.proxy[0]
+        leg_call_id = str(uuid.uuid4())
+        session = await tel.media.open_session(call_id=leg_call_id)
+        leg: Any = None
+        try:
+            address = tel._configured_address() or local_ip_towards(s.proxy[0], "127.0.0.1")
+            offer = build_offer(SUPPORTED, local_address=address, local_port=session.local_port,
+                                session_id=str(session.local_port), session_version="1")
+            leg = await tel.endpoint.call(
+                f"sip:{req.number}@{domain}", from_uri=s.from_uri, sdp_offer=offer.to_bytes(), proxy=s.proxy,
+                from_display=s.from_display, asserted_identity=s.asserted_identity, credentials=s.credentials,
+                ring_timeout=s.ring_timeout, call_id=ids.sip_call_id,
+                extra_headers=(("X-Callback-ID", req.id), ("X-Callback-Attempt", attempt.id)))
+            result = leg.result
+            if not leg.answered:
+                status = result.status if result is not None else None
+                outcome = _SIP_OUTCOMES.get(result.outcome.value, "failed") if result is not None else "failed"
+                return DialResult(outcome, detail=f"SIP {status or '-'} {result.reason if result else ''}".strip())
+            answered_at = self.now()
+            if not _configure(session, leg.remote_sdp):
+                return DialResult("failed", detail="no usable codec in the answer", answered_at=answered_at)
+            call = SipCall(leg_call_id, leg, session, rtp_timeout=self.rtp_timeout)
+            call.transferer = Transferer(TransferContext(tel.config.transfer, tel.endpoint, tel.media, tel.ami,
+                                                         tel._configured_address()))
+            rec = _LegRecorder(self.events, leg_call_id, self.now)
+            await self.events.append("callback.leg", leg_call_id, request_id=req.id, attempt_id=attempt.id,
+                                     sip_call_id=ids.sip_call_id, number=req.number, queue=req.queue)
+            task = self.start_call(call, rec, entry=self.flow,
+                                   variables={"queue": req.queue, "callback_id": req.id, "attempt_id": attempt.id})
+            outcome = await task
+            confirmed = outcome.kind in ("transferred", "queued")
+            return DialResult("answered", confirmed, detail=f"flow {outcome.kind}: {outcome.detail}".strip(),
+                              answered_at=answered_at, agent_at=rec.handed_at if confirmed else None,
+                              leg_call_id=leg_call_id)
+        finally:
+            if leg is not None and leg.answered and not leg.ended.is_set():
+                with contextlib.suppress(Exception):
+                    await leg.hangup()
+            await session.close()
+
+
+#: uac.OutboundOutcome values → attempt outcomes (uac.classify holds the SIP status / Q.850 table)
+_SIP_OUTCOMES = {"busy": "busy", "no_answer": "no-answer", "invalid_number": "invalid", "trunk_failure": "failed",
+                 "failed": "failed", "cancelled": "interrupted"}
+
+
+class _LegRecorder:
+    """The customer leg's call record, noting when the flow handed the customer to a queue or agent."""
+
+    def __init__(self, events: EventLog, call_id: str, now: Callable[[], datetime]) -> None:
+        from ivr.store.eventlog import CallRecorder
+
+        self.inner = CallRecorder(events, call_id)
+        self.now = now
+        self.handed_at: datetime | None = None
+
+    async def begin(self, call: Any, flow: Any, version: str) -> None:
+        await self.inner.begin(call, flow, version)
+
+    async def event(self, type: str, **data: Any) -> None:
+        if type == "node.entered" and data.get("kind") in ("transfer", "queue") and self.handed_at is None:
+            self.handed_at = self.now()
+        await self.inner.event(type, **data)
+
+    async def end(self, outcome: Any, path: list[str], variables: dict[str, object]) -> None:
+        await self.inner.end(outcome, path, variables)
+
+
+# -- the AMI way out ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AmiDialSettings:
+    channel: str = "Local/{number}@ivr-callback-dial"
+    """Originate Channel; ``{number}`` is the E.164 number, ``{digits}`` the same without "+"."""
+    context: str = "ivr-callback"
+    exten: str = "s"
+    caller_id: str | None = None
+    ring_timeout: float = 30.0
+    confirm_seconds: float = 30.0
+    """After the answer, how long to listen for the dialplan's IvrCallbackDeclined (nobody pressed 1)."""
+
+
+#: OriginateOutcome values → attempt outcomes
+_AMI_OUTCOMES = {"busy": "busy", "no_answer": "no-answer", "congestion": "failed", "failed": "failed"}
+
+
+def queue_position(joined: Sequence[float], arrival: float) -> int:
+    """Where a callback enters the PBX queue: behind the callers who joined before its original arrival,
+    ahead of those who came after (1 = head). Pure; epoch seconds."""
+    return 1 + sum(1 for t in joined if t <= arrival)
+
+
+def ami_channel(template: str, number: str) -> str:
+    return template.format(number=number, digits=number.lstrip("+"))
+
+
+def channel_matches(dial_string: str, channel: str) -> bool:
+    """Asterisk names a channel after its dial string plus ``-<sequence>`` (and ``;1``/``;2`` for Local)."""
+    return channel == dial_string or channel.startswith(dial_string + "-")
+
+
+class AmiDialPort:
+    """Callbacks through the PBX: Originate with CALLBACK_ID (docs/asterisk/README.md, section 5)."""
+
+    name = "ami"
+
+    def __init__(self, settings: AmiDialSettings, ami: Any, *, now: Callable[[], datetime] = _utc_now,
+                 queues: Any = None) -> None:
+        self.settings = settings
+        self.ami = ami  # ivr.adapters.ami.AmiAdapter
+        self.now = now
+        self.queues = queues  # ivr.pbx.queues.QueueState (the QueueMonitor's): who waits since when
+
+    def ids(self, req: CallbackRequest) -> DialIds:
+        return DialIds(channel=ami_channel(self.settings.channel, req.number))
+
+    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]:
+        """An attempt is up when a channel of its dial string is still there and does not name another
+        callback in CALLBACK_ID (Getvar; an empty answer does not contradict)."""
+        channels = await self.ami.core_show_channels()
+        view: dict[str, Literal["up", "gone"]] = {}
+        for att in attempts:
+            view[att.id] = "gone"
+            for ch in channels:
+                if not channel_matches(att.channel, ch.channel):
+                    continue
+                try:
+                    owner = await self.ami.getvar("CALLBACK_ID", ch.channel)
+                except Exception:  # the channel hung up between the two actions
+                    owner = None
+                if owner in (None, att.request_id):
+                    view[att.id] = "up"
+                    break
+        return view
+
+    async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
+        from ivr.adapters.ami import AmiConnectionLost, OriginateOutcome
+
+        s = self.settings
+        variables = {"CALLBACK_ID": req.id, "CALLBACK_ATTEMPT": attempt.id, "IVR_QUEUE": req.queue}
+        snap = self.queues.snapshot(req.queue) if self.queues is not None else None
+        arrival = _parse(req.arrival_at)
+        if snap is not None and arrival is not None:
+            # the place in line the original arrival earned, not a priority over everyone (docs/asterisk §5)
+            variables["IVR_QUEUE_POSITION"] = str(queue_position([c.joined_at for c in snap.callers],
+                                                                 arrival.timestamp()))
+        declined = self.ami.events({"UserEvent"}, maxsize=100)
+        try:
+            try:
+                res = await self.ami.originate(
+                    ids.channel, context=s.context, exten=s.exten, caller_id=s.caller_id, ring_timeout=s.ring_timeout,
+                    variables=variables)
+            except AmiConnectionLost:
+                return DialResult("interrupted", detail="AMI link lost before OriginateResponse")
+            if res.outcome is not OriginateOutcome.ANSWERED:
+                return DialResult(_AMI_OUTCOMES.get(res.outcome.value, "failed"),
+                                  detail=f"OriginateResponse reason {res.reason}", action_id=res.action_id)
+            answered = self.now()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + s.confirm_seconds
+            while loop.time() < deadline:  # bounded by confirm_seconds
+                try:
+                    async with asyncio.timeout(deadline - loop.time()):
+                        ev = await declined.get()
+                except TimeoutError:
+                    break
+                if ev is not None and ev.get("UserEvent") == "IvrCallbackDeclined" and \
+                        ev.get("CallbackID") == req.id:
+                    return DialResult("answered", False, detail="answered; nobody pressed 1",
+                                      answered_at=answered, action_id=res.action_id)
+            return DialResult("answered", True, detail=f"answered; in queue {req.queue} via {s.context}",
+                              answered_at=answered, agent_at=answered, action_id=res.action_id)
+        finally:
+            declined.close()
+
+
+
+# -- from config ----------------------------------------------------------------------------------------------
+
+
+def build_policy(cb: Any) -> CallbackPolicy:
+    """The ``CallbackPolicy`` of an ``ivr.config.CallbacksConfig``."""
+    from datetime import time as dtime
+
+    from ivr.callbacks.policy import CallingWindow, CapRules, NumberRules, OfferRules, RetryRules
+
+    def hhmm(text: str) -> dtime:
+        h, m = (int(x) for x in text.split(":"))
+        return dtime(0, 0) if h == 24 else dtime(h, m)
+
+    windows = tuple(CallingWindow(hhmm(w.start), hhmm(w.end), w.zone, frozenset(w.weekdays)) for w in cb.windows)
+    numbers = NumberRules(region=cb.region, allow_international=cb.allow_international,
+                          allowed_countries=frozenset(cb.allowed_countries), deny_patterns=tuple(cb.deny),
+                          allow_patterns=tuple(cb.allow))
+    return CallbackPolicy(site_zone=cb.zone, numbers=numbers,
+                          offer=OfferRules(threshold=cb.offer_threshold, dial_margin=cb.dial_margin),
+                          caps=CapRules(cb.per_number_per_day, cb.per_site_per_hour),
+                          retry=RetryRules(tuple(cb.retry_intervals), cb.max_attempts, cb.expiry), windows=windows)
+
+
+def build_settings(cb: Any) -> DialerSettings:
+    mode: Literal["agent-first", "customer-first"] = "customer-first" if cb.mode == "customer-first" else "agent-first"
+    clock: Literal["ntp", "trust"] = "trust" if cb.clock == "trust" else "ntp"
+    return DialerSettings(mode=mode, max_concurrent=cb.max_concurrent, lead_seconds=cb.lead_seconds,
+                          poll_seconds=cb.poll_seconds, clock=clock, flow=cb.flow)
+
+
+def sip_dial_settings(cb: Any, accounts: Sequence[Any], local_host: str) -> SipDialSettings:
+    """Proxy, From and credentials: from the named ``sip.accounts`` entry where there is one."""
+    host, _, port = str(cb.sip_proxy).rpartition(":")
+    account = next((a for a in accounts if a.aor == cb.sip_account), None) if cb.sip_account else None
+    from_uri = cb.from_uri or (account.aor if account is not None else f"sip:ivr@{local_host}")
+    creds = (account.username, account.password) if account is not None else None
+    return SipDialSettings(proxy=(host.strip("[]"), int(port)), domain=cb.sip_domain, from_uri=from_uri,
+                           from_display=cb.display, asserted_identity=cb.asserted_identity, credentials=creds,
+                           ring_timeout=cb.ring_timeout)

@@ -1,0 +1,241 @@
+"""The callback offer of a queue node (virtual hold, issue 7), and what a queue transfer does to a pending one.
+
+The order is the promise: the request and the caller's consent (when, which number, what they heard, which
+keys) are committed by the desk before the caller hears "confirmed". A caller who declines, says nothing,
+or gives no usable number goes on to the queue as if no offer had been made. Every decision is an event.
+Spoken pieces (minutes, digits, pauses) are pre-rendered built-ins (ivr/flows/callback_prompts.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ivr.callbacks.desk import CANCELLABLE
+from ivr.callbacks.policy import NumberCheck
+from ivr.engine import turns
+from ivr.engine.context import CallbackDesk, CallContext, Outcome
+from ivr.flows.model import (
+    REFUSAL_PROMPTS,
+    SPOKEN_MINUTES,
+    CallbackPrompts,
+    Node,
+    Pos,
+    PromptRef,
+    Prompts,
+    QueueWithCallback,
+)
+from ivr.flows.prompts import DIGIT_NAMES
+from ivr.store.callbacks import Consent
+
+HERE = Pos("", 0, 0)
+ENTRY_ATTEMPTS = 3
+"""Numbers a caller may key (refused, silent or not confirmed) before staying in the queue."""
+ENTRY_MAX_DIGITS = 20  # E.164 allows 15 digits; an international prefix (011, 00) comes on top
+ENTRY_INTER_DIGIT = 5.0
+"""Seconds between keys of a phone number: callers copy it from somewhere, so longer than a menu's."""
+SILENT_REFUSALS = ("invalid", "emergency", "short-code")
+"""A caller ID refused for these is withheld or junk: straight to number entry without a refusal prompt."""
+REACHED_QUEUE = "reached the queue another way"
+
+
+@dataclass
+class Dialog:
+    """What the caller heard and pressed during the offer: their consent, as text."""
+
+    heard: list[str] = field(default_factory=list)
+    pressed: list[str] = field(default_factory=list)
+
+
+def wait_prompts(cp: CallbackPrompts, minutes: tuple[int, int] | None) -> Prompts:
+    """ "Your wait is about 5 to 8 minutes." from pre-rendered numbers; past an hour, ``wait_long``."""
+    if minutes is None:
+        return ()
+    lo, hi = minutes
+    if hi > SPOKEN_MINUTES:
+        return cp.wait_long
+    return (*cp.wait_about, PromptRef(f"number_{lo}", HERE), *cp.wait_to, PromptRef(f"number_{hi}", HERE),
+            *cp.wait_minutes)
+
+
+def number_prompts(groups: list[str]) -> Prompts:
+    """A number read back digit by digit, with a pause between its groups ("201, 555, 0123")."""
+    items: list[PromptRef] = []
+    for i, group in enumerate(groups):
+        if i:
+            items.append(PromptRef("pause", HERE))
+        items += [PromptRef(DIGIT_NAMES[c], HERE) for c in group if c in DIGIT_NAMES]
+    return tuple(items)
+
+
+def heard_text(ctx: CallContext, prompts: Prompts) -> str:
+    """The words of prompts as the caller hears them (the consent record's "heard")."""
+    out = ""
+    for audio in turns.resolve(ctx, prompts):
+        if audio.name == "pause":
+            out += ","
+        else:
+            out += (" " if out else "") + audio.text
+    return out
+
+
+async def _ask(ctx: CallContext, dialog: Dialog, prompts: Prompts, timeout: float) -> str | None:
+    """Play and wait for one key; None for silence (or speech: the offer takes keys only)."""
+    dialog.heard.append(heard_text(ctx, prompts))
+    got = await turns.ask(ctx, prompts, timeout=timeout, barge_in=True, grammar=None)
+    if got is None or got.kind != "dtmf":
+        return None
+    dialog.pressed.append(got.value)
+    return got.value
+
+
+async def _say(ctx: CallContext, dialog: Dialog, prompts: Prompts) -> None:
+    dialog.heard.append(heard_text(ctx, prompts))
+    await turns.play(ctx, prompts, barge_in=False)
+
+
+async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arrival: datetime) -> bool:
+    """Offer a callback and take it; True when a request was filed and confirmed (the call then ends with
+    outcome ``callback``), False when the caller should go on to the queue."""
+    desk = ctx.callbacks
+    if not q.offer_callback or desk is None:
+        reason = "offer disabled" if not q.offer_callback else "no callback desk"
+        ctx.log.info("no callback offer queue=%s reason=%s", q.name, reason)
+        await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=False, reason=reason)
+        return False
+    try:
+        offer = await desk.offer(q.name, ctx.call.caller, min_wait=q.min_wait_seconds)
+    except Exception as exc:  # virtual hold failing must never keep a caller from the queue
+        ctx.log.exception("callback offer failed queue=%s", q.name)
+        await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=False,
+                            reason=f"desk error: {type(exc).__name__}: {exc}")
+        return False
+    est = offer.estimate
+    await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=offer.offer, reason=offer.reason,
+                        estimate=est.seconds, low=est.low, high=est.high, method=est.method,
+                        estimate_unknown=est.reason or None, basis=est.basis, threshold=offer.threshold,
+                        minutes=list(offer.minutes) if offer.minutes else None, zones=list(offer.zones),
+                        dial_at=offer.dial_at.isoformat() if offer.dial_at else None)
+    ctx.log.info("callback offer queue=%s offered=%s reason=%s estimate=%s", q.name, offer.offer, offer.reason,
+                 est.seconds)
+    if not offer.offer:
+        return False
+    cp = q.callback_prompts
+    assert cp is not None, "the loader builds prompts for every queue that offers"
+    dialog = Dialog()
+    key = await _ask(ctx, dialog, wait_prompts(cp, offer.minutes) + cp.offer, q.timeout)
+    if key != "1":
+        await ctx.rec.event("callback.offer.declined", node=node.name, queue=q.name, key=key,
+                            reason="no key" if key is None else "other key")
+        return False
+    await ctx.rec.event("callback.offer.accepted", node=node.name, queue=q.name)
+    number = await _choose_number(ctx, node, q, cp, desk, dialog)
+    if number is None:
+        return False
+    consent = Consent(at=ctx.now(), number=number.e164, heard=" | ".join(dialog.heard),
+                      pressed=" ".join(dialog.pressed))
+    quoted = (est.low, est.high) if est.low is not None and est.high is not None else None
+    try:
+        result = await desk.request(queue=q.name, number=number.e164, zones=number.zones, arrival_at=arrival,
+                                    consent=consent, call_id=ctx.call.call_id, quoted=quoted)
+    except Exception as exc:  # not stored: never say "confirmed"; the caller keeps the queue instead
+        ctx.log.exception("callback request not stored queue=%s", q.name)
+        await ctx.rec.event("callback.request_failed", node=node.name, queue=q.name, number=number.e164,
+                            error=f"{type(exc).__name__}: {exc}")
+        await turns.play(ctx, cp.no_number, barge_in=False)
+        return False
+    # Committed: only now may the caller hear that it is confirmed.
+    await ctx.rec.event("callback.confirmed", node=node.name, queue=q.name, request_id=result.id,
+                        created=result.created, number=number.e164)
+    ctx.variables["callback_id"] = result.id
+    ctx.outcome = Outcome("callback", f"{q.name} {result.id}")
+    await turns.play(ctx, cp.confirmed, barge_in=False)
+    return True
+
+
+async def _refuse(ctx: CallContext, dialog: Dialog, cp: CallbackPrompts, reason: str) -> None:
+    await _say(ctx, dialog, getattr(cp, REFUSAL_PROMPTS.get(reason, "refused_denied")))
+
+
+async def _choose_number(ctx: CallContext, node: Node, q: QueueWithCallback, cp: CallbackPrompts,
+                         desk: CallbackDesk, dialog: Dialog) -> NumberCheck | None:
+    """The caller ID confirmed, or a keyed number checked and confirmed; None: stay in the queue."""
+    caller = ctx.call.caller
+    check = await desk.check_number(caller) if caller else NumberCheck(False, reason="invalid")
+    if check.ok:
+        await ctx.rec.event("callback.number.checked", node=node.name, source="caller-id", number=check.e164)
+        key = await _ask(ctx, dialog, cp.confirm_number + number_prompts(desk.readback(check.e164))
+                         + cp.confirm_choice, q.timeout)
+        if key == "1":
+            await ctx.rec.event("callback.number.confirmed", node=node.name, source="caller-id",
+                                number=check.e164)
+            return check
+        if key != "2" or not q.allow_other_number:
+            await ctx.rec.event("callback.offer.declined", node=node.name, queue=q.name, key=key,
+                                reason="caller ID not confirmed")
+            return None
+        await ctx.rec.event("callback.number.other", node=node.name)
+    else:
+        await ctx.rec.event("callback.number.refused", node=node.name, source="caller-id",
+                            number=check.e164 or caller, reason=check.reason)
+        if check.reason not in SILENT_REFUSALS:
+            await _refuse(ctx, dialog, cp, check.reason)
+        if check.reason == "site-cap" or not q.allow_other_number:
+            await _say(ctx, dialog, cp.no_number)
+            return None
+    for attempt in range(1, ENTRY_ATTEMPTS + 1):
+        entry = await _read_number(ctx, dialog, cp.enter_number, q.timeout)
+        if not entry:
+            await ctx.rec.event("callback.number.no_input", node=node.name, count=attempt, max=ENTRY_ATTEMPTS)
+            continue
+        check = await desk.check_number(entry)
+        if not check.ok:
+            await ctx.rec.event("callback.number.refused", node=node.name, source="entered", entry=entry,
+                                number=check.e164 or None, reason=check.reason, count=attempt,
+                                max=ENTRY_ATTEMPTS)
+            await _refuse(ctx, dialog, cp, check.reason)
+            if check.reason == "site-cap":
+                break
+            continue
+        key = await _ask(ctx, dialog, cp.confirm_number + number_prompts(desk.readback(check.e164))
+                         + cp.entered_choice, q.timeout)
+        if key == "1":
+            await ctx.rec.event("callback.number.confirmed", node=node.name, source="entered", number=check.e164)
+            return check
+        await ctx.rec.event("callback.number.not_confirmed", node=node.name, number=check.e164, count=attempt,
+                            max=ENTRY_ATTEMPTS)
+    await ctx.rec.event("callback.number.none", node=node.name, queue=q.name)
+    await _say(ctx, dialog, cp.no_number)
+    return None
+
+
+async def _read_number(ctx: CallContext, dialog: Dialog, prompt: Prompts, timeout: float) -> str:
+    """Keys up to # (or 20 digits, or a pause); "" when the caller keyed nothing."""
+    dialog.heard.append(heard_text(ctx, prompt))
+    got = await turns.ask(ctx, prompt, timeout=timeout, barge_in=True, grammar=None)
+    entry = ""
+    key = got.value if got is not None and got.kind == "dtmf" else None
+    while key is not None and key != "#":
+        entry += key
+        if len(entry) >= ENTRY_MAX_DIGITS:
+            break
+        key = await turns.more_digits(ctx, ENTRY_INTER_DIGIT)
+    if entry or key == "#":
+        dialog.pressed.append(entry + ("#" if key == "#" else ""))
+    return entry
+
+
+async def cancel_on_reaching_queue(ctx: CallContext, node: Node, q: QueueWithCallback) -> None:
+    """The caller reached the queue in person: a callback still waiting for this number and queue is
+    cancelled, so nobody is called back for a question already answered (issue 7 item 4)."""
+    desk = ctx.callbacks
+    if desk is None or not ctx.call.caller:
+        return
+    try:
+        pending = await desk.pending(ctx.call.caller, q.name)
+        for req in pending:
+            done = req.state in CANCELLABLE and await desk.cancel(req.id, REACHED_QUEUE)
+            await ctx.rec.event("callback.cancelled" if done else "callback.cancel.skipped", node=node.name,
+                                queue=q.name, request_id=req.id, state=req.state, reason=REACHED_QUEUE)
+    except Exception:  # the caller is already in the queue; a leftover callback is the dialer's to settle
+        ctx.log.exception("could not cancel pending callbacks queue=%s", q.name)

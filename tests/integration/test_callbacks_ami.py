@@ -1,0 +1,172 @@
+"""The callback dialer through Asterisk (dial via ami) against the test AMI peer (tests/ami/peer.py, the real
+protocol on loopback): the Originate carries CALLBACK_ID and the queue (docs/asterisk, section 5); its
+OriginateResponse decides the attempt; the dialplan's IvrCallbackDeclined means nobody pressed 1. After a
+SIGKILL, attempts in flight are reconciled through CoreShowChannels: a callback channel still up is
+connected (not dialled again); one that is gone is interrupted and retried only after the interval."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ivr.daemon import control
+from ivr.proto.ami import event
+from ivr.store.callbacks import CallbackStore, Consent
+from ivr.store.eventlog import EventLog, read_events
+from tests.ami.conftest import until
+from tests.ami.peer import AmiPeer
+from tests.conftest import Env
+
+
+def ami_yaml(peer: AmiPeer, *, confirm: float = 2.0, intervals: str = "[1]") -> str:
+    return (f"ami: {{host: 127.0.0.1, port: {peer.port}, username: ivr, secret: s3cret, ping_interval: 30,"
+            " action_timeout: 2, queue_refresh_seconds: 60}\n"
+            "callbacks: {region: US, clock: trust, poll_seconds: 0.2, max_concurrent: 2,"
+            f" dial: {{via: ami, caller_id: '\"Acme\" <+15550100>', ring_timeout: 30, confirm_seconds: {confirm}}},"
+            f" retry: {{intervals: {intervals}, max_attempts: 3, expiry: 3600}},"
+            ' windows: [{start: "00:00", end: "24:00"}]}\n')
+
+
+async def file(env: Env, number: str, queue: str = "support") -> str:
+    now = datetime.now(UTC)
+    async with await EventLog.open(env.state / "ivr.db", "test-site", reconcile=False) as log:
+        r = await CallbackStore(log).request(queue=queue, number=number, zones=("America/New_York",),
+                                             arrival_at=now, consent=Consent(at=now, number=number), now=now)
+        return r.id
+
+
+async def state(env: Env, rid: str) -> str:
+    async with await EventLog.open(env.state / "ivr.db", "test-site", reconcile=False) as log:
+        return (await CallbackStore(log).get(rid)).state
+
+
+async def wait_state(env: Env, rid: str, states: tuple[str, ...], timeout: float = 30) -> None:
+    for _ in range(int(timeout / 0.2)):
+        if await state(env, rid) in states:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{rid} never reached {states}: {await state(env, rid)}")
+
+
+async def start(env: Env) -> asyncio.subprocess.Process:
+    log = env.root / "daemon.log"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run",
+        stdout=asyncio.subprocess.DEVNULL, stderr=log.open("a"))
+    sock: Path = env.state / "ivr.sock"
+    for _ in range(300):  # bounded: start-up takes a second or two
+        if sock.exists():
+            try:
+                st = await control(sock, {"cmd": "status"})
+                if st.get("callbacks") and st.get("ami") == "connected":
+                    return proc
+            except OSError:
+                pass
+        await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError(log.read_text())
+
+
+async def stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> int:
+    if proc.returncode is None:
+        proc.send_signal(sig)
+    try:
+        return await asyncio.wait_for(proc.wait(), 30)
+    except TimeoutError:
+        proc.kill()
+        return await proc.wait()
+
+
+def originates_for(peer: AmiPeer, rid: str) -> list[dict[str, str]]:
+    out = []
+    for a in peer.actions("Originate"):
+        v = a.variables()
+        if v.get("CALLBACK_ID") == rid:
+            out.append({"Channel": a.get("Channel") or "", "Context": a.get("Context") or "",
+                        "Exten": a.get("Exten") or "", **v})
+    return out
+
+
+async def test_originate_carries_the_callback_and_its_answer_decides(env: Env) -> None:
+    peer = AmiPeer()
+    await peer.start()
+    with env.config.open("a") as f:
+        f.write(ami_yaml(peer, intervals="[600]"))
+    proc = await start(env)
+    try:
+        peer.originate_results = [("Success", "4"), ("Success", "4"), ("Failure", "5")]
+        ok = await file(env, "+12125550123")
+        await until(lambda: len(originates_for(peer, ok)) == 1, timeout=20, step=0.05)
+        declined = await file(env, "+12125550124")
+        await until(lambda: len(originates_for(peer, declined)) == 1, timeout=20, step=0.05)
+        # the dialplan's [ivr-callback] heard no key 1 on the second one
+        await peer.push(event("UserEvent", {"UserEvent": "IvrCallbackDeclined", "CallbackID": declined}))
+        busy = await file(env, "+12125550125")
+        await wait_state(env, ok, ("done",))
+        await wait_state(env, declined, ("retry",))
+        await wait_state(env, busy, ("retry",))
+    finally:
+        code = await stop(proc)
+        await peer.stop()
+    assert code == 0
+    [o] = originates_for(peer, ok)
+    assert o["Channel"] == "Local/+12125550123@ivr-callback-dial" and o["Context"] == "ivr-callback"
+    assert o["IVR_QUEUE"] == "support" and o["CALLBACK_ATTEMPT"]
+    # its place in line: behind the two callers already waiting in support (fixtures/queuestatus.txt)
+    assert o["IVR_QUEUE_POSITION"] == "3"
+    [cid] = [a.get("CallerID") for a in peer.actions("Originate") if a.variables().get("CALLBACK_ID") == ok]
+    assert cid == '"Acme" <+15550100>'
+    evs = await read_events(env.state / "ivr.db")
+    started = {e.data["request_id"]: e.data for e in evs if e.type == "callback.attempt.started"}
+    assert started[ok]["channel"] == "Local/+12125550123@ivr-callback-dial"
+    ended = {e.data["request_id"]: e.data for e in evs if e.type == "callback.attempt.ended"}
+    assert ended[ok]["outcome"] == "connected" and ended[declined]["outcome"] == "connected"
+    assert ended[busy]["outcome"] == "busy" and "action_id=" in ended[busy]["detail"]
+    reasons = {e.data["request_id"]: e.data["reason"] for e in evs if e.type == "callback.state"
+               and e.data["to"] == "retry"}
+    assert reasons[declined] == "not-confirmed" and reasons[busy] == "busy"
+
+
+async def test_restart_reconciles_attempts_in_flight_through_core_show_channels(env: Env) -> None:
+    peer = AmiPeer()
+    peer.silent = {"Originate"}  # Asterisk is still ringing the callees when the appliance dies
+    await peer.start()
+    with env.config.open("a") as f:
+        f.write(ami_yaml(peer, intervals="[600]"))
+    proc = await start(env)
+    try:
+        up = await file(env, "+12125550123")
+        gone = await file(env, "+12125550124", queue="billing")  # a queue the PBX does not report
+        await until(lambda: len(peer.actions("Originate")) == 2, timeout=20, step=0.05)
+        assert await state(env, up) == "dialing" and await state(env, gone) == "dialing"
+        # pacing: the PBX says one support agent is free (tests/ami/fixtures/queuestatus.txt), and one support
+        # callback is already ringing, so a second support callback waits
+        paced = await file(env, "+12125550125")
+        await asyncio.sleep(1.0)
+        assert originates_for(peer, paced) == [] and await state(env, paced) == "requested"
+        st = await control(env.state / "ivr.sock", {"cmd": "status"})
+        assert st["callbacks"]["waiting"] == {paced: "pacing"} and st["callbacks"]["active"] == 2
+        await stop(proc, signal.SIGKILL)
+        # the first callee answered meanwhile and is in the queue; the second call is gone
+        channel = "Local/+12125550123@ivr-callback-dial-00000002;1"
+        peer.channels = [{"Channel": channel, "ChannelStateDesc": "Up", "Context": "ivr-callback", "Exten": "s",
+                          "Uniqueid": "1700000100.42", "Application": "Queue", "ApplicationData": "support"}]
+        peer.variables[(channel, "CALLBACK_ID")] = up
+        peer.silent = set()
+        proc = await start(env)
+        await wait_state(env, up, ("done",))
+        await wait_state(env, gone, ("retry",))
+        await asyncio.sleep(1.0)  # several dialer passes: neither is dialled again
+    finally:
+        await stop(proc)
+        await peer.stop()
+    assert len(originates_for(peer, up)) == 1 and len(originates_for(peer, gone)) == 1
+    assert peer.actions("CoreShowChannels")
+    evs = await read_events(env.state / "ivr.db")
+    [rec] = [e.data for e in evs if e.type == "callback.reconciled"]
+    assert sorted(rec["decided"].values()) == ["connected", "interrupted"] and rec["via"] == "ami"
+    ended = {e.data["request_id"]: e.data for e in evs if e.type == "callback.attempt.ended"}
+    assert ended[up]["outcome"] == "connected" and ended[gone]["outcome"] == "interrupted"
