@@ -49,7 +49,8 @@ from ivr.sip.message import (
     parse_name_addr,
     parse_uri,
 )
-from ivr.sip.register import Registration, RegistrationConfig, RegistrationState, RegistrationStatus
+from ivr.sip.register import Registration, RegistrationConfig, RegistrationStatus
+from ivr.sip.registrations import Accounts
 from ivr.sip.resolve import Failover
 from ivr.sip.sdp import SdpParseError, SessionDescription, parse_sdp
 from ivr.sip.session_timer import (
@@ -340,11 +341,8 @@ class UserAgent:
             self._layer, self, via=self._via, contact=self._contact, user_agent=config.user_agent,
             allow=", ".join(ALLOWED_METHODS), timers=config.timers, session_timer=config.session_timer,
         )
-        #: Each account's registration and where its REGISTERs go (RFC 3263 failover between addresses).
-        self._registrations: dict[str, tuple[Registration, Failover]] = {}
-        self._reg_tx: dict[str, Registration] = {}
-        self._keepalive_tx: dict[str, Registration] = {}
-        self._raw: list[tuple[bytes, Address]] = []
+        #: The registered accounts (ivr/sip/registrations.py): REGISTERs, failover, keep-alives.
+        self._accounts = Accounts(self._layer)
         #: Registrars and outbound proxies we chose to talk to: their requests are served too.
         self._trusted_peers: set[str] = set()
 
@@ -359,10 +357,7 @@ class UserAgent:
         )
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        out = self._layer.datagrams_to_send()
-        if self._raw:
-            out, self._raw = out + self._raw, []
-        return out
+        return self._layer.datagrams_to_send() + self._accounts.take_raw()
 
     def next_event(self) -> UaEvent | None:
         return self._events.popleft() if self._events else None
@@ -373,15 +368,14 @@ class UserAgent:
         deadlines += [t for leg in self._legs.values() if leg.state in (LegState.ANSWERED, LegState.CONFIRMED)
                       and (t := leg.timer.get_timer()) is not None]  # the states handle_timer runs it in
         others = [self._layer.get_timer(), self._outbound.get_timer()]
-        others += [reg.get_timer() for reg, _ in self._registrations.values()]
+        others.append(self._accounts.get_timer())
         deadlines += [t for t in others if t is not None]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
         self._layer.handle_timer(now)
         self._outbound.handle_timer(now)
-        for reg, _ in self._registrations.values():
-            reg.handle_timer(now)
+        self._accounts.handle_timer(now)
         for leg in list(self._legs.values()):
             if leg.answer_deadline is not None and leg.answer_deadline <= now and leg.state == LegState.INCOMING:
                 log.info("sip unanswered call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
@@ -560,27 +554,19 @@ class UserAgent:
                          now: float) -> Registration:
         """Register `config.aor` at `destination` (the registrar's resolved IP and port, or every address
         of it in RFC 3263 order) and keep it so."""
-        if config.aor in self._registrations:
-            raise ValueError(f"{config.aor} is registered already")
-        failover = destination if isinstance(destination, Failover) else Failover.fixed(destination)
-        reg = Registration(config, self.advertised, user_agent=self.config.user_agent,
-                           learn_address=self.config.external_address is None)
-        self._registrations[config.aor] = (reg, failover)
+        reg, failover = self._accounts.add(config, destination, self.advertised, user_agent=self.config.user_agent,
+                                           learn_address=self.config.external_address is None, now=now)
         self._trusted_peers.update(host for host, _ in failover.targets)  # the trunk sends our calls from there
-        reg.start(now)
         self._drain(now)
         return reg
 
     def update_registrar(self, aor: str, targets: list[Address], expires_at: float | None) -> None:
         """A new look-up of the account's registrar (its TTL ran out); the current address stays while listed."""
-        entry = self._registrations.get(aor)
-        if entry is not None:
-            entry[1].update(targets, expires_at)
+        if self._accounts.update_registrar(aor, targets, expires_at):
             self._trusted_peers.update(host for host, _ in targets)
 
     def registrar_of(self, aor: str) -> Failover | None:
-        entry = self._registrations.get(aor)
-        return entry[1] if entry is not None else None
+        return self._accounts.registrar_of(aor)
 
     def public_address_for(self, peer_host: str | None) -> Address | None:
         """The address the registrar at `peer_host` saw us at (received/rport of its 2xx): what goes in
@@ -588,31 +574,25 @@ class UserAgent:
         address configured (that one wins)."""
         if self.config.external_address or peer_host is None:
             return None
-        for reg, failover in self._registrations.values():
-            if reg.public_address is not None and any(host == peer_host for host, _ in failover.targets):
-                return reg.public_address
-        return None
+        return self._accounts.public_address_for(peer_host)
 
     def unregister(self, aor: str, now: float) -> None:
         """Withdraw one registration (Expires: 0); it stays listed as unregistered."""
-        entry = self._registrations.get(aor)
-        if entry is not None:
-            entry[0].unregister(now)
+        if self._accounts.unregister(aor, now):
             self._drain(now)
 
     def unregister_all(self, now: float) -> None:
-        for reg, _ in self._registrations.values():
-            reg.unregister(now)
+        self._accounts.unregister_all(now)
         self._drain(now)
 
     def registrations(self) -> list[RegistrationStatus]:
         """The status of every account, in the order they were added (for `ivr status`)."""
-        return [reg.status() for reg, _ in self._registrations.values()]
+        return self._accounts.statuses()
 
     @property
     def registrations_settled(self) -> bool:
         """No REGISTER in flight (shutdown waits for this after unregister_all)."""
-        return not any(reg.in_flight for reg, _ in self._registrations.values())
+        return self._accounts.settled
 
     def leg_state(self, leg_id: str) -> LegState:
         leg = self._legs.get(leg_id)
@@ -632,26 +612,15 @@ class UserAgent:
             elif isinstance(event, AckReceived):
                 self._on_ack(event.request, now)
             elif isinstance(event, ResponseReceived):
-                reg = self._reg_tx.get(event.transaction_id)
-                keepalive = self._keepalive_tx.get(event.transaction_id)
-                if keepalive is not None:
-                    if event.response.status >= 200:
-                        keepalive.on_keepalive_response(now)
-                elif reg is not None:
-                    reg.on_response(event.response, now)
-                    self._registrar_answered(reg, event.response.status, now)
+                if self._accounts.on_response(event.transaction_id, event.response, now):  # REGISTER, keep-alive
+                    pass
                 elif self._outbound.owns(event.transaction_id):
                     self._outbound.on_response(event.transaction_id, event.response, now)
                 else:
                     self._on_response(event.transaction_id, event.response, now)
             elif isinstance(event, TransactionTimeout):
-                reg = self._reg_tx.get(event.transaction_id)
-                keepalive = self._keepalive_tx.get(event.transaction_id)
-                if keepalive is not None:
-                    keepalive.on_keepalive_timeout(now)
-                elif reg is not None:
-                    reg.on_timeout(now)
-                    self._registrar_answered(reg, None, now)
+                if self._accounts.on_timeout(event.transaction_id, now):  # REGISTER, keep-alive
+                    pass
                 elif self._outbound.owns(event.transaction_id):
                     self._outbound.on_timeout(event.transaction_id, now)
                 leg = self._tx_leg.get(event.transaction_id)
@@ -665,43 +634,12 @@ class UserAgent:
                 self._on_ack_timeout(event, now)
             elif isinstance(event, TransactionTerminated):
                 self._tx_leg.pop(event.transaction_id, None)
-                self._reg_tx.pop(event.transaction_id, None)
-                self._keepalive_tx.pop(event.transaction_id, None)
+                self._accounts.on_terminated(event.transaction_id)
                 self._outbound.on_terminated(event.transaction_id)
             elif isinstance(event, StrayResponse) and not self._outbound.on_stray(event.response, now):
                 log.debug("sip stray response status=%d", event.response.status)
-        self._flush_registrations(now)
-
-    def _flush_registrations(self, now: float) -> None:
-        """Send what the registrations queued, and report their status changes."""
-        for reg, failover in self._registrations.values():
-            destination = failover.current
-            for request in reg.requests_to_send():
-                self._reg_tx[self._layer.send_request(request, destination, now)] = reg
-            for keepalive in reg.keepalives_to_send():
-                if isinstance(keepalive, bytes):
-                    self._raw.append((keepalive, destination))
-                else:
-                    self._keepalive_tx[self._layer.send_request(keepalive, destination, now)] = reg
-            if reg.take_changed():
-                self._events.append(RegistrationChanged(reg.config.aor, reg.status()))
-
-    def _registrar_answered(self, reg: Registration, status: int | None, now: float) -> None:
-        """RFC 3263 section 4.3: a REGISTER that timed out (status None) or got 503 moves the account to
-        the registrar's next address at once; a 2xx ends the round of failures. Once every address
-        failed, the registration's own backoff applies and the next try starts from the best one."""
-        failover = self._registrations[reg.config.aor][1]
-        if status is not None and 200 <= status < 300:
-            failover.succeeded()
-            return
-        if (status is not None and status != 503) or reg.state != RegistrationState.RETRYING:
-            return
-        failed = failover.current
-        following = failover.failed()
-        if following is not None:
-            log.warning("sip registrar %s:%d failed (%s) aor=%s: trying %s:%d", failed[0], failed[1],
-                        status or "timeout", reg.config.aor, following[0], following[1])
-            reg.retry_now(now)
+        for aor, status in self._accounts.flush(now):
+            self._events.append(RegistrationChanged(aor, status))
 
     # -- OutboundListener (ivr.sip.uac)
 
