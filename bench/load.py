@@ -629,7 +629,12 @@ def main() -> int:
         results: list[RunResult] = []
         for n in counts:
             for impl in impls:
-                r = run_one(impl, n, args, prompts, root, first_frame)
+                try:
+                    r = run_one(impl, n, args, prompts, root, first_frame)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    # A server that cannot start is a figure of the run too, not the end of the bench.
+                    r = RunResult(impl=impl, calls=n, rate=args.rate, load_avg_before=os.getloadavg(),
+                                  notes=[f"not run: {exc}"[:400]])
                 results.append(r)
                 if not args.json:
                     print(table([r]).splitlines()[2], file=sys.stderr, flush=True)

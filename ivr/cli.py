@@ -83,12 +83,22 @@ async def _flow_for(config: Config, spec: str, *, render: bool) -> tuple[FlowSet
 def cmd_simulate(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.live:
+        if args.header:
+            print("--header is for a simulated call of its own, not with --live", file=sys.stderr)
+            return 2
         return asyncio.run(_simulate_live(config, args))
     return asyncio.run(_simulate(config, args))
 
 
 async def _simulate(config: Config, args: argparse.Namespace) -> int:
-    from ivr.adapters.simulator import NarratingRecorder, SimulatedCall, StatedWaits, parse_waits, scratch_desk
+    from ivr.adapters.simulator import (
+        NarratingRecorder,
+        SimulatedCall,
+        StatedWaits,
+        parse_headers,
+        parse_waits,
+        scratch_desk,
+    )
     from ivr.callbacks.dialer import build_policy
     from ivr.callbacks.policy import CallbackPolicy
     from ivr.engine.runner import run_call
@@ -96,6 +106,7 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
 
     try:
         waits = StatedWaits(parse_waits(args.wait))
+        headers = parse_headers(args.header)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -122,7 +133,7 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
         return 2
     call = SimulatedCall(str(uuid.uuid4()), args.caller, dialed, args.input, interactive=args.interactive,
                          emit=emit, speech=speech.get if config.speech.enabled else None,
-                         speech_verify=config.speech.verify)
+                         speech_verify=config.speech.verify, headers=headers)
     emit(f"call {call.call_id} from {call.caller} to {dialed or '(no number)'}: flow {entry} "
          f"version {flowset.version}" + (f" at {at.isoformat()}" if at else ""))
     try:
@@ -452,6 +463,9 @@ def parser() -> argparse.ArgumentParser:
                         "scratch store, never the real callback queue); without it no offer is made; repeatable")
     s.add_argument("--region", help="the region callback numbers are read in (ISO 3166; default: "
                                     "callbacks.region from the config, else US)")
+    s.add_argument("--header", action="append", default=[], metavar="X-NAME=VALUE",
+                   help="an X- header the call's INVITE carries, as the PBX sends it (flows see "
+                        "X-IVR-Queue as ${sip_x_ivr_queue}); repeatable")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("graph", help="draw a flow (SVG, PNG or DOT by the file's extension)")

@@ -149,7 +149,7 @@ class CallbacksConfig:
     flow: str = "callback"
     """Flow run on an answered SIP callback ("press 1 to be connected", then the transfer)."""
     sip_proxy: str | None = None
-    """host:port the callback INVITE goes to (the PBX or trunk)."""
+    """host[:port] the callback INVITE goes to (the PBX or trunk); a name without port: SRV (RFC 3263)."""
     sip_domain: str | None = None
     sip_account: str | None = None
     """AOR of a ``sip.accounts`` entry: its credentials answer challenges, its AOR is the From."""

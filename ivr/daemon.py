@@ -135,17 +135,9 @@ class Daemon:
     async def _start_callbacks(self) -> None:
         """Virtual hold: the wait source (AMI queue state, else config + our records), the Desk the queue node
         asks, and the dialer (after reconciling attempts a crash left in flight)."""
+        from ivr.adapters.callback_dial import AmiDialPort, AmiDialSettings, SipDialPort, sip_dial_settings
         from ivr.callbacks.desk import Desk
-        from ivr.callbacks.dialer import (
-            AmiDialPort,
-            AmiDialSettings,
-            Dialer,
-            DialPort,
-            SipDialPort,
-            build_policy,
-            build_settings,
-            sip_dial_settings,
-        )
+        from ivr.callbacks.dialer import Dialer, DialPort, build_policy, build_settings
         from ivr.callbacks.queuestate import AmiQueueWaits, RecordsQueueWaits
         from ivr.store.callbacks import CallbackStore
 

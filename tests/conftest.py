@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,17 @@ class Result:
 
     def json(self) -> Any:
         return json.loads(self.out)
+
+
+class SteppingClock:
+    """A ``now()`` whose every reading is one second later, so arrival, consent and commit times differ."""
+
+    def __init__(self, start: datetime) -> None:
+        self.t = start
+
+    def __call__(self) -> datetime:
+        self.t += timedelta(seconds=1)
+        return self.t
 
 
 @dataclass

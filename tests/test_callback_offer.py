@@ -9,7 +9,7 @@ import asyncio
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ivr.flows.model import FlowSet
 from ivr.flows.registry import load_flowset
 from ivr.store.callbacks import CallbackRequest, CallbackStore
 from ivr.store.eventlog import CallRecorder, Event, EventLog, read_events
-from tests.conftest import Env
+from tests.conftest import Env, SteppingClock
 
 CB_FLOW = """
 flow: cb
@@ -90,17 +90,6 @@ def flowset(tmp_path_factory: pytest.TempPathFactory, prompt_cache: Path) -> Flo
     return asyncio.run(load_flowset([d], config))
 
 
-class Clock:
-    """Each reading is one second later: arrival, consent and commit times are told apart."""
-
-    def __init__(self, start: datetime) -> None:
-        self.t = start
-
-    def __call__(self) -> datetime:
-        self.t += timedelta(seconds=1)
-        return self.t
-
-
 @dataclass
 class Run:
     outcome: Outcome
@@ -120,7 +109,7 @@ class Site:
     def __init__(self, log: EventLog, db: Path, flowset: FlowSet, waits: dict[str, float], *,
                  policy: CallbackPolicy = POLICY, clock: Callable[[], datetime] | None = None) -> None:
         self.log, self.db, self.flowset = log, db, flowset
-        self.clock = clock or Clock(NOON_NY)
+        self.clock = clock or SteppingClock(NOON_NY)
         self.store = CallbackStore(log)
         self.desk = Desk(self.store, policy, StatedWaits(waits), region="US", now=self.clock)
         self.n = 0
@@ -233,7 +222,7 @@ def test_offer_only_inside_the_callers_calling_window(flowset: FlowSet, db: Path
         offer = r.first("queue.offer").data
         assert offer["reason"] == reason and offer["offered"] is (reason == "ok")
 
-    scenario(flowset, db, {"support": 420}, body, clock=Clock(start))
+    scenario(flowset, db, {"support": 420}, body, clock=SteppingClock(start))
 
 
 def test_without_a_desk_the_queue_transfers_and_says_why(flowset: FlowSet, db: Path) -> None:

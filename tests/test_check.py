@@ -40,7 +40,7 @@ def edit(path: Path, old: str, new: str) -> None:
 def test_sample_flows_pass(env: Env) -> None:
     r = env.ivr("check")
     assert r.code == 0, r.out + r.err
-    assert r.out.startswith("ok: 5 flows")  # main, billing, survey, voice, callback
+    assert r.out.startswith("ok: 6 flows")  # main, billing, survey, voice, callback, queue_exit
     assert len(r.out.strip().splitlines()) == 1
 
 

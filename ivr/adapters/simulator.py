@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import subprocess
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,8 +128,11 @@ class SimulatedCall:
         ask: Callable[[], Awaitable[str | None]] | None = None,
         speech: Callable[[], Awaitable[SpeechService]] | None = None,
         speech_verify: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.call_id, self.caller, self.dialed = call_id, caller, dialed
+        self.headers: dict[str, str] = dict(headers or {})
+        """X- headers the call pretends its INVITE carried (``ivr simulate --header X-IVR-Queue=support``)."""
         self.script: deque[str] = deque(script)
         self.interactive = interactive
         self.emit = emit
@@ -312,7 +316,10 @@ class NarratingRecorder:
         "queue.offer": lambda d: f"  ☏ callback offer: {'made' if d['offered'] else 'none'} ({d['reason']}"
                                  + (f", wait about {d['minutes'][0]}-{d['minutes'][1]} min" if d.get("minutes")
                                     else "") + ")",
-        "callback.offer.accepted": lambda d: "  ✓ callback offer accepted",
+        "queue.arrival": lambda d: f"  ☏ place in line from {d['arrival']}" + ("" if d["kept"] else
+                                                                               f" (now: {d['reason']})"),
+        "callback.offer.accepted": lambda d: "  ✓ callback "
+                                             + ("asked for in the queue" if d.get("requested") else "offer accepted"),
         "callback.offer.declined": lambda d: f"  ✗ callback offer declined ({d['reason']})",
         "callback.number.refused": lambda d: f"  ✗ number {d.get('entry') or d['number'] or '(none)'} refused "
                                              f"({d['reason']})",
@@ -361,6 +368,19 @@ class StatedWaits:
 
     def free_agents(self, queue: str) -> int | None:
         return None
+
+
+def parse_headers(specs: Sequence[str]) -> dict[str, str]:
+    """``["X-IVR-Queue=support"]`` → {"X-IVR-Queue": "support"}; ValueError saying which one is wrong. Only
+    X- headers: those are the ones a real call hands to its flow."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name = name.strip()
+        if not sep or not re.fullmatch(r"[Xx]-[A-Za-z0-9-]+", name):
+            raise ValueError(f"bad --header {spec!r}: use X-NAME=VALUE, e.g. X-IVR-Queue=support")
+        out[name] = value.strip()
+    return out
 
 
 def parse_waits(specs: Sequence[str]) -> dict[str, float]:

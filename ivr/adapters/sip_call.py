@@ -66,6 +66,10 @@ class SipCall:
         self.media = media
         self.caller = leg.caller
         self.dialed = leg.dialed
+        # An inbound leg keeps its INVITE's X- headers (the PBX's X-IVR-Queue...); an outbound one has none.
+        self.headers: dict[str, str] = {}
+        for name, value in getattr(leg, "extra_headers", ()):
+            self.headers.setdefault(name, value)
         self.rtp_timeout = rtp_timeout
         self.inputs: asyncio.Queue[CallerInput] = asyncio.Queue()
         self.key_down = asyncio.Event()

@@ -43,7 +43,8 @@ class CallbackOffer:
     """Whether to offer a caller a callback from ``queue`` now, and what to tell them.
 
     ``reason``: ``ok``, the policy's ``ewt-unknown``, ``below-threshold``, ``window-closed``,
-    ``closes-before-dial``, or ``site-cap`` (the site took its hourly share of requests)."""
+    ``closes-before-dial``, or ``site-cap`` (the site took its hourly share of requests); ``requested``
+    when the caller asked for it (``offer: always``) and it can be made."""
 
     offer: bool
     reason: str
@@ -80,16 +81,24 @@ class Desk:
         check = policy_mod.check_number(caller, self.rules, self.policy.site_zone) if caller else None
         return check.zones if check is not None and check.ok else (self.policy.site_zone,)
 
-    async def offer(self, queue: str, caller: str, *, min_wait: float | None = None) -> CallbackOffer:
+    async def offer(self, queue: str, caller: str, *, min_wait: float | None = None,
+                    requested: bool = False) -> CallbackOffer:
         """Offer when the estimated wait is at least ``min_wait`` (the node's; else the site's threshold),
         the calling window in the caller's zones is open when the callback would be dialled, and the site's
-        hourly cap is not reached."""
+        hourly cap is not reached.
+
+        ``requested``: the caller already asked (pressed 1 while waiting in the PBX queue), so the wait is
+        no gate and may be unknown; the calling window and the cap still decide."""
         estimate = self.waits.estimate(queue)
         threshold = self.policy.offer.threshold if min_wait is None else float(min_wait)
         zones = self._zones_of(caller)
         now = self.now()
-        decision = policy_mod.decide_offer(estimate, now, zones,
-                                           replace(self.policy.offer, threshold=threshold), self.policy.windows)
+        if requested:
+            decision = self._requested(estimate, now, zones)
+        else:
+            decision = policy_mod.decide_offer(estimate, now, zones,
+                                               replace(self.policy.offer, threshold=threshold),
+                                               self.policy.windows)
         offer = CallbackOffer(decision.offer, decision.reason, estimate, threshold, estimate.minutes_range(),
                               zones, decision.dial_at)
         if offer.offer:
@@ -97,6 +106,18 @@ class Desk:
             if site_hour >= self.policy.caps.per_site_per_hour:
                 offer = replace(offer, offer=False, reason="site-cap")
         return offer
+
+    def _requested(self, estimate: EwtEstimate, now: datetime, zones: tuple[str, ...]) -> policy_mod.OfferDecision:
+        """A callback the caller asked for: dialled at the estimate's high end when there is one, else as
+        soon as may be; it must fall in the calling window with the site's margin, like any offer."""
+        dial_at = now + timedelta(seconds=estimate.high) if estimate.high is not None else now
+        margin = timedelta(seconds=self.policy.offer.dial_margin)
+        for a, b in policy_mod.open_intervals(now, zones, self.policy.windows, days=1):
+            if a <= dial_at and dial_at + margin <= b:
+                return policy_mod.OfferDecision(True, "requested", dial_at)
+            if a <= dial_at < b:
+                return policy_mod.OfferDecision(False, "closes-before-dial", dial_at)
+        return policy_mod.OfferDecision(False, "window-closed", dial_at)
 
     async def check_number(self, raw: str) -> NumberCheck:
         """The policy's verdict on a caller ID or keyed number, then the caps: ``number-cap`` (this number

@@ -9,10 +9,11 @@ Shape (docs/callbacks.md, "The dialer"):
   wrong clock dials at 3 a.m.). Each attempt is committed by ``CallbackStore.begin_attempt`` (attempt id,
   the SIP Call-ID or the AMI channel, the request id as CALLBACK_ID) **before** the INVITE or Originate is
   sent; after a crash, ``reconcile`` decides attempts found in flight.
-- ``DialPort``: how a call goes out. ``SipDialPort`` places the call with the appliance's own SIP stack
-  (X-Callback-ID header) and runs the callback flow on the answered leg ("press 1 to be connected", then a
-  transfer to the queue by the site's transfer mode); ``AmiDialPort`` sends an AMI Originate through the
-  PBX (docs/asterisk, section 5) with CALLBACK_ID as a channel variable.
+- ``DialPort``: how a call goes out. The two ports are adapters (``ivr.adapters.callback_dial``):
+  ``SipDialPort`` places the call with the appliance's own SIP stack (X-Callback-ID header) and runs the
+  callback flow on the answered leg ("press 1 to be connected", then a transfer to the queue by the site's
+  transfer mode); ``AmiDialPort`` sends an AMI Originate through the PBX (docs/asterisk, section 5) with
+  CALLBACK_ID as a channel variable. Their pure helpers (``queue_position``, ``channel_matches``) stay here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import ctypes
 import ctypes.util
 import logging
 import subprocess
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -520,141 +520,7 @@ class Dialer:
                 "waiting": dict(self.state.last_waiting)}
 
 
-# -- the SIP way out ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SipDialSettings:
-    proxy: tuple[str, int]
-    """Where the INVITE goes (the PBX or trunk)."""
-    domain: str | None = None
-    """Host of the Request-URI ``sip:<number>@domain``; default the proxy's host."""
-    from_uri: str = "sip:ivr@127.0.0.1"
-    from_display: str | None = None
-    asserted_identity: str | None = None
-    credentials: tuple[str, str] | None = None
-    ring_timeout: float = 30.0
-
-
-StartCall = Callable[..., "asyncio.Task[Any]"]
-
-
-class SipDialPort:
-    """Calls the customer with the appliance's SIP stack; the answered leg runs the callback flow."""
-
-    name = "sip"
-
-    def __init__(self, settings: SipDialSettings, telephony: Any, start_call: StartCall, events: EventLog, *,
-                 flow: str = "callback", rtp_timeout: float = 30.0,
-                 now: Callable[[], datetime] = _utc_now) -> None:
-        self.settings = settings
-        self.telephony = telephony  # ivr.adapters.telephony.Telephony: endpoint, media, config, ami
-        self.start_call = start_call
-        self.events = events
-        self.flow = flow
-        self.rtp_timeout = rtp_timeout
-        self.now = now
-
-    def ids(self, req: CallbackRequest) -> DialIds:
-        host = self.telephony.endpoint.local_address[0]
-        return DialIds(sip_call_id=f"cb-{uuid.uuid4().hex}@{host}", channel="sip")
-
-    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]:
-        return {}  # our own SIP stack: a call of a process that died is gone
-
-    async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
-        from ivr.adapters.sip_call import SipCall
-        from ivr.adapters.telephony import SUPPORTED, local_ip_towards
-        from ivr.adapters.transfer import TransferContext, Transferer, _configure
-        from ivr.sip.sdp import build_offer
-
-        tel = self.telephony
-        s = self.settings
-        domain = s.domain or s.proxy[0]
-        leg_call_id = str(uuid.uuid4())
-        session = await tel.media.open_session(call_id=leg_call_id)
-        leg: Any = None
-        try:
-            address = tel._configured_address() or local_ip_towards(s.proxy[0], "127.0.0.1")
-            offer = build_offer(SUPPORTED, local_address=address, local_port=session.local_port,
-                                session_id=str(session.local_port), session_version="1")
-            leg = await tel.endpoint.call(
-                f"sip:{req.number}@{domain}", from_uri=s.from_uri, sdp_offer=offer.to_bytes(), proxy=s.proxy,
-                from_display=s.from_display, asserted_identity=s.asserted_identity, credentials=s.credentials,
-                ring_timeout=s.ring_timeout, call_id=ids.sip_call_id,
-                extra_headers=(("X-Callback-ID", req.id), ("X-Callback-Attempt", attempt.id)))
-            result = leg.result
-            if not leg.answered:
-                status = result.status if result is not None else None
-                outcome = _SIP_OUTCOMES.get(result.outcome.value, "failed") if result is not None else "failed"
-                return DialResult(outcome, detail=f"SIP {status or '-'} {result.reason if result else ''}".strip())
-            answered_at = self.now()
-            if not _configure(session, leg.remote_sdp):
-                return DialResult("failed", detail="no usable codec in the answer", answered_at=answered_at)
-            call = SipCall(leg_call_id, leg, session, rtp_timeout=self.rtp_timeout)
-            call.transferer = Transferer(TransferContext(tel.config.transfer, tel.endpoint, tel.media, tel.ami,
-                                                         tel._configured_address()))
-            rec = _LegRecorder(self.events, leg_call_id, self.now)
-            await self.events.append("callback.leg", leg_call_id, request_id=req.id, attempt_id=attempt.id,
-                                     sip_call_id=ids.sip_call_id, number=req.number, queue=req.queue)
-            task = self.start_call(call, rec, entry=self.flow,
-                                   variables={"queue": req.queue, "callback_id": req.id, "attempt_id": attempt.id})
-            outcome = await task
-            confirmed = outcome.kind in ("transferred", "queued")
-            return DialResult("answered", confirmed, detail=f"flow {outcome.kind}: {outcome.detail}".strip(),
-                              answered_at=answered_at, agent_at=rec.handed_at if confirmed else None,
-                              leg_call_id=leg_call_id)
-        finally:
-            if leg is not None and leg.answered and not leg.ended.is_set():
-                with contextlib.suppress(Exception):
-                    await leg.hangup()
-            await session.close()
-
-
-#: uac.OutboundOutcome values → attempt outcomes (uac.classify holds the SIP status / Q.850 table)
-_SIP_OUTCOMES = {"busy": "busy", "no_answer": "no-answer", "invalid_number": "invalid", "trunk_failure": "failed",
-                 "failed": "failed", "cancelled": "interrupted"}
-
-
-class _LegRecorder:
-    """The customer leg's call record, noting when the flow handed the customer to a queue or agent."""
-
-    def __init__(self, events: EventLog, call_id: str, now: Callable[[], datetime]) -> None:
-        from ivr.store.eventlog import CallRecorder
-
-        self.inner = CallRecorder(events, call_id)
-        self.now = now
-        self.handed_at: datetime | None = None
-
-    async def begin(self, call: Any, flow: Any, version: str) -> None:
-        await self.inner.begin(call, flow, version)
-
-    async def event(self, type: str, **data: Any) -> None:
-        if type == "node.entered" and data.get("kind") in ("transfer", "queue") and self.handed_at is None:
-            self.handed_at = self.now()
-        await self.inner.event(type, **data)
-
-    async def end(self, outcome: Any, path: list[str], variables: dict[str, object]) -> None:
-        await self.inner.end(outcome, path, variables)
-
-
-# -- the AMI way out ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AmiDialSettings:
-    channel: str = "Local/{number}@ivr-callback-dial"
-    """Originate Channel; ``{number}`` is the E.164 number, ``{digits}`` the same without "+"."""
-    context: str = "ivr-callback"
-    exten: str = "s"
-    caller_id: str | None = None
-    ring_timeout: float = 30.0
-    confirm_seconds: float = 30.0
-    """After the answer, how long to listen for the dialplan's IvrCallbackDeclined (nobody pressed 1)."""
-
-
-#: OriginateOutcome values → attempt outcomes
-_AMI_OUTCOMES = {"busy": "busy", "no_answer": "no-answer", "congestion": "failed", "failed": "failed"}
+# -- Originate helpers (pure; ivr.adapters.callback_dial.AmiDialPort uses them) --------------------------------
 
 
 def queue_position(joined: Sequence[float], arrival: float) -> int:
@@ -670,82 +536,6 @@ def ami_channel(template: str, number: str) -> str:
 def channel_matches(dial_string: str, channel: str) -> bool:
     """Asterisk names a channel after its dial string plus ``-<sequence>`` (and ``;1``/``;2`` for Local)."""
     return channel == dial_string or channel.startswith(dial_string + "-")
-
-
-class AmiDialPort:
-    """Callbacks through the PBX: Originate with CALLBACK_ID (docs/asterisk/README.md, section 5)."""
-
-    name = "ami"
-
-    def __init__(self, settings: AmiDialSettings, ami: Any, *, now: Callable[[], datetime] = _utc_now,
-                 queues: Any = None) -> None:
-        self.settings = settings
-        self.ami = ami  # ivr.adapters.ami.AmiAdapter
-        self.now = now
-        self.queues = queues  # ivr.pbx.queues.QueueState (the QueueMonitor's): who waits since when
-
-    def ids(self, req: CallbackRequest) -> DialIds:
-        return DialIds(channel=ami_channel(self.settings.channel, req.number))
-
-    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]:
-        """An attempt is up when a channel of its dial string is still there and does not name another
-        callback in CALLBACK_ID (Getvar; an empty answer does not contradict)."""
-        channels = await self.ami.core_show_channels()
-        view: dict[str, Literal["up", "gone"]] = {}
-        for att in attempts:
-            view[att.id] = "gone"
-            for ch in channels:
-                if not channel_matches(att.channel, ch.channel):
-                    continue
-                try:
-                    owner = await self.ami.getvar("CALLBACK_ID", ch.channel)
-                except Exception:  # the channel hung up between the two actions
-                    owner = None
-                if owner in (None, att.request_id):
-                    view[att.id] = "up"
-                    break
-        return view
-
-    async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
-        from ivr.adapters.ami import AmiConnectionLost, OriginateOutcome
-
-        s = self.settings
-        variables = {"CALLBACK_ID": req.id, "CALLBACK_ATTEMPT": attempt.id, "IVR_QUEUE": req.queue}
-        snap = self.queues.snapshot(req.queue) if self.queues is not None else None
-        arrival = _parse(req.arrival_at)
-        if snap is not None and arrival is not None:
-            # the place in line the original arrival earned, not a priority over everyone (docs/asterisk §5)
-            variables["IVR_QUEUE_POSITION"] = str(queue_position([c.joined_at for c in snap.callers],
-                                                                 arrival.timestamp()))
-        declined = self.ami.events({"UserEvent"}, maxsize=100)
-        try:
-            try:
-                res = await self.ami.originate(
-                    ids.channel, context=s.context, exten=s.exten, caller_id=s.caller_id, ring_timeout=s.ring_timeout,
-                    variables=variables)
-            except AmiConnectionLost:
-                return DialResult("interrupted", detail="AMI link lost before OriginateResponse")
-            if res.outcome is not OriginateOutcome.ANSWERED:
-                return DialResult(_AMI_OUTCOMES.get(res.outcome.value, "failed"),
-                                  detail=f"OriginateResponse reason {res.reason}", action_id=res.action_id)
-            answered = self.now()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + s.confirm_seconds
-            while loop.time() < deadline:  # bounded by confirm_seconds
-                try:
-                    async with asyncio.timeout(deadline - loop.time()):
-                        ev = await declined.get()
-                except TimeoutError:
-                    break
-                if ev is not None and ev.get("UserEvent") == "IvrCallbackDeclined" and \
-                        ev.get("CallbackID") == req.id:
-                    return DialResult("answered", False, detail="answered; nobody pressed 1",
-                                      answered_at=answered, action_id=res.action_id)
-            return DialResult("answered", True, detail=f"answered; in queue {req.queue} via {s.context}",
-                              answered_at=answered, agent_at=answered, action_id=res.action_id)
-        finally:
-            declined.close()
-
 
 
 # -- from config ----------------------------------------------------------------------------------------------
@@ -776,14 +566,3 @@ def build_settings(cb: Any) -> DialerSettings:
     clock: Literal["ntp", "trust"] = "trust" if cb.clock == "trust" else "ntp"
     return DialerSettings(mode=mode, max_concurrent=cb.max_concurrent, lead_seconds=cb.lead_seconds,
                           poll_seconds=cb.poll_seconds, clock=clock, flow=cb.flow)
-
-
-def sip_dial_settings(cb: Any, accounts: Sequence[Any], local_host: str) -> SipDialSettings:
-    """Proxy, From and credentials: from the named ``sip.accounts`` entry where there is one."""
-    host, _, port = str(cb.sip_proxy).rpartition(":")
-    account = next((a for a in accounts if a.aor == cb.sip_account), None) if cb.sip_account else None
-    from_uri = cb.from_uri or (account.aor if account is not None else f"sip:ivr@{local_host}")
-    creds = (account.username, account.password) if account is not None else None
-    return SipDialSettings(proxy=(host.strip("[]"), int(port)), domain=cb.sip_domain, from_uri=from_uri,
-                           from_display=cb.display, asserted_identity=cb.asserted_identity, credentials=creds,
-                           ring_timeout=cb.ring_timeout)

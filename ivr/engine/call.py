@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -52,6 +52,11 @@ class Call(Protocol):
     caller: str
     dialed: str
     channel: str  # "sip", "simulator"
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The INVITE's X- headers as sent (X-IVR-Queue: support...); flows see them as ``sip_x_ivr_queue``."""
+        ...
 
     async def play(self, audio: Sequence[Audio]) -> None:
         """Play to the end; cancelling stops the audio at once (barge-in)."""

@@ -50,8 +50,10 @@ class NoSwitches:
 class CallbackDesk(Protocol):
     """Virtual hold as the queue node sees it (ivr.callbacks.desk.Desk): offer, check, file, cancel."""
 
-    async def offer(self, queue: str, caller: str, *, min_wait: float | None = None) -> CallbackOffer:
-        """Whether to offer this caller a callback from ``queue`` now, with the wait to quote."""
+    async def offer(self, queue: str, caller: str, *, min_wait: float | None = None,
+                    requested: bool = False) -> CallbackOffer:
+        """Whether to offer this caller a callback from ``queue`` now, with the wait to quote;
+        ``requested``: the caller already asked (no wait gate, the calling window still decides)."""
         ...
 
     async def check_number(self, raw: str) -> NumberCheck:

@@ -8,12 +8,14 @@ Spoken pieces (minutes, digits, pauses) are pre-rendered built-ins (ivr/flows/ca
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from ivr.callbacks.desk import CANCELLABLE
 from ivr.callbacks.policy import NumberCheck
 from ivr.engine import turns
+from ivr.engine.conditions import interpolate
 from ivr.engine.context import CallbackDesk, CallContext, Outcome
 from ivr.flows.model import (
     REFUSAL_PROMPTS,
@@ -37,6 +39,12 @@ ENTRY_INTER_DIGIT = 5.0
 SILENT_REFUSALS = ("invalid", "emergency", "short-code")
 """A caller ID refused for these is withheld or junk: straight to number entry without a refusal prompt."""
 REACHED_QUEUE = "reached the queue another way"
+ARRIVAL_SKEW = timedelta(minutes=5)
+"""A PBX clock this far ahead of ours still counts (the arrival is then taken as now)."""
+ARRIVAL_MAX_AGE = timedelta(days=1)
+"""An older arrival is not a place in line but a bad header."""
+PBX_QUEUE_KEY = "queue:1"
+"""The consent record's key for a request made in the PBX queue (its ``[ivr-queue-exit]`` extension 1)."""
 
 
 @dataclass
@@ -94,41 +102,86 @@ async def _say(ctx: CallContext, dialog: Dialog, prompts: Prompts) -> None:
     await turns.play(ctx, prompts, barge_in=False)
 
 
+def parse_arrival(text: str, now: datetime) -> tuple[datetime, str | None]:
+    """When the caller joined the line, from a PBX header: epoch seconds (Asterisk's ``${EPOCH}``) or ISO
+    8601 (no offset: UTC). Returns (arrival, None), or (now, why) when it is missing, does not parse, lies
+    in the future or is older than a callback can live: a place in line is never invented."""
+    text = text.strip()
+    if not text:
+        return now, "missing"
+    try:
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            at = datetime.fromtimestamp(float(text), UTC)
+        else:
+            at = datetime.fromisoformat(text)
+            at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        return now, f"not epoch seconds or ISO 8601: {text!r}"
+    if at > now + ARRIVAL_SKEW:
+        return now, f"in the future: {at.isoformat()}"
+    if at < now - ARRIVAL_MAX_AGE:
+        return now, f"older than {ARRIVAL_MAX_AGE}: {at.isoformat()}"
+    return min(at, now), None
+
+
+async def arrival_of(ctx: CallContext, node: Node, q: QueueWithCallback) -> datetime:
+    """The arrival a callback from this node keeps: the node's ``arrival`` (the PBX queue's entry time)
+    when given and sound, else now; which one, and why, is an event."""
+    now = ctx.now()
+    if q.arrival is None:
+        return now
+    given = str(interpolate(q.arrival, ctx.variables))
+    at, why = parse_arrival(given, now)
+    await ctx.rec.event("queue.arrival", node=node.name, queue=q.name, given=given, arrival=at.isoformat(),
+                        kept=why is None, reason=why)
+    if why is not None:
+        ctx.log.warning("arrival %r not used (%s): the callback keeps the time of this call", given, why)
+    return at
+
+
 async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arrival: datetime) -> bool:
     """Offer a callback and take it; True when a request was filed and confirmed (the call then ends with
     outcome ``callback``), False when the caller should go on to the queue."""
     desk = ctx.callbacks
+    dialog = Dialog()
     if not q.offer_callback or desk is None:
         reason = "offer disabled" if not q.offer_callback else "no callback desk"
         ctx.log.info("no callback offer queue=%s reason=%s", q.name, reason)
-        await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=False, reason=reason)
+        await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=False, reason=reason,
+                            **_asked(q))
+        await _unavailable(ctx, dialog, q)
         return False
     try:
-        offer = await desk.offer(q.name, ctx.call.caller, min_wait=q.min_wait_seconds)
+        offer = await desk.offer(q.name, ctx.call.caller, min_wait=q.min_wait_seconds, requested=q.offer_always)
     except Exception as exc:  # virtual hold failing must never keep a caller from the queue
         ctx.log.exception("callback offer failed queue=%s", q.name)
         await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=False,
-                            reason=f"desk error: {type(exc).__name__}: {exc}")
+                            reason=f"desk error: {type(exc).__name__}: {exc}", **_asked(q))
+        await _unavailable(ctx, dialog, q)
         return False
     est = offer.estimate
     await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=offer.offer, reason=offer.reason,
                         estimate=est.seconds, low=est.low, high=est.high, method=est.method,
                         estimate_unknown=est.reason or None, basis=est.basis, threshold=offer.threshold,
                         minutes=list(offer.minutes) if offer.minutes else None, zones=list(offer.zones),
-                        dial_at=offer.dial_at.isoformat() if offer.dial_at else None)
+                        dial_at=offer.dial_at.isoformat() if offer.dial_at else None, **_asked(q))
     ctx.log.info("callback offer queue=%s offered=%s reason=%s estimate=%s", q.name, offer.offer, offer.reason,
                  est.seconds)
     if not offer.offer:
+        await _unavailable(ctx, dialog, q)
         return False
     cp = q.callback_prompts
     assert cp is not None, "the loader builds prompts for every queue that offers"
-    dialog = Dialog()
-    key = await _ask(ctx, dialog, wait_prompts(cp, offer.minutes) + cp.offer, q.timeout)
-    if key != "1":
-        await ctx.rec.event("callback.offer.declined", node=node.name, queue=q.name, key=key,
-                            reason="no key" if key is None else "other key")
-        return False
-    await ctx.rec.event("callback.offer.accepted", node=node.name, queue=q.name)
+    if q.offer_always:  # asked for in the PBX queue (its key 1): no second "press 1", on to the number
+        dialog.pressed.append(PBX_QUEUE_KEY)
+        await ctx.rec.event("callback.offer.accepted", node=node.name, queue=q.name, requested=True)
+    else:
+        key = await _ask(ctx, dialog, wait_prompts(cp, offer.minutes) + cp.offer, q.timeout)
+        if key != "1":
+            await ctx.rec.event("callback.offer.declined", node=node.name, queue=q.name, key=key,
+                                reason="no key" if key is None else "other key")
+            return False
+        await ctx.rec.event("callback.offer.accepted", node=node.name, queue=q.name)
     number = await _choose_number(ctx, node, q, cp, desk, dialog)
     if number is None:
         return False
@@ -151,6 +204,18 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
     ctx.outcome = Outcome("callback", f"{q.name} {result.id}")
     await turns.play(ctx, cp.confirmed, barge_in=False)
     return True
+
+
+def _asked(q: QueueWithCallback) -> dict[str, object]:
+    """``requested: true`` on the offer's events when the caller asked in the PBX queue (else nothing)."""
+    return {"requested": True} if q.offer_always else {}
+
+
+async def _unavailable(ctx: CallContext, dialog: Dialog, q: QueueWithCallback) -> None:
+    """A caller who asked for a callback hears why there is none before going back to the queue; an
+    ordinary caller was never offered one, so hears nothing."""
+    if q.offer_always and q.callback_prompts is not None:
+        await _say(ctx, dialog, q.callback_prompts.unavailable)
 
 
 async def _refuse(ctx: CallContext, dialog: Dialog, cp: CallbackPrompts, reason: str) -> None:

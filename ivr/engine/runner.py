@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from ivr.engine.call import Call
@@ -18,11 +19,28 @@ log = logging.getLogger("ivr.engine")
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+def header_variable(name: str) -> str:
+    """``X-IVR-Queue-Entered`` → ``sip_x_ivr_queue_entered``: a header as a flow variable name."""
+    return "sip_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def header_variables(headers: Mapping[str, str]) -> dict[str, str]:
+    """The call's X- headers as ``sip_x_...`` variables (the first of a repeated header wins)."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if name.lower().startswith("x-"):
+            out.setdefault(header_variable(name), value.strip())
+    return out
+
+
 def builtin_variables(call: Call, flow_name: str, now: datetime, tz: str) -> dict[str, object]:
     from zoneinfo import ZoneInfo
 
     local = now.astimezone(ZoneInfo(tz))
+    # A Call without headers (a test double) is a call that carried none.
+    headers = header_variables(getattr(call, "headers", None) or {})
     return {
+        **headers,
         "caller": call.caller,
         "dialed": call.dialed,
         "call_id": call.call_id,

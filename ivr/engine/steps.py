@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -240,7 +241,11 @@ async def step_transfer(ctx: CallContext, node: Node, t: Transfer) -> str | None
 
 
 async def step_queue(ctx: CallContext, node: Node, q: QueueWithCallback) -> str | None:
-    arrival = ctx.now()  # the callback keeps the place in line this moment earned
+    name = str(interpolate(q.name, ctx.variables)).strip()  # "${sip_x_ivr_queue}": the queue a caller left
+    if not name:
+        return await fail(ctx, node, f"no queue name: {q.name!r} is empty")
+    q = dataclasses.replace(q, name=name)
+    arrival = await offer.arrival_of(ctx, node, q)  # the callback keeps the place in line this earned
     if await offer.offer_callback(ctx, node, q, arrival):
         return None  # filed and confirmed: the call ends with outcome "callback"
     await turns.play(ctx, q.prompt, barge_in=False)

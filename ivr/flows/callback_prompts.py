@@ -52,6 +52,10 @@ CALLBACK_TEXTS: dict[str, dict[str, str]] = {
         "es": "Gracias. Su llamada de regreso está confirmada. Le llamaremos cuando sea su turno, y conserva "
               "su lugar en la fila. Adiós.",
     },
+    "callback_unavailable": {
+        "en": "Sorry, we cannot call you back at this time. Please stay on the line for the next agent.",
+        "es": "Lo sentimos, no podemos devolverle la llamada en este momento. Permanezca en la línea, por favor.",
+    },
     "callback_cancel_ask": {
         "en": "You have a callback booked. To cancel it, press 1. To keep it, press 2.",
         "es": "Tiene una llamada de regreso pendiente. Para cancelarla, oprima 1. Para conservarla, oprima 2.",

@@ -7,6 +7,7 @@ closest existing name.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 from ivr.errors import Problem
@@ -31,6 +32,10 @@ from ivr.flows.model import (
 from ivr.flows.prompts import BUILTIN_PROMPTS
 
 BUILTIN_VARS = ("caller", "dialed", "lang", "time", "weekday", "date", "call_id", "flow", "hours_state")
+SIP_NAME = r"[A-Za-z][A-Za-z0-9._-]*"
+"""A dialed "number" that is a name (a SIP user part), e.g. the PBX's ``callback-request``."""
+HEADER_VAR_PREFIX = "sip_x_"
+"""``sip_x_ivr_queue`` and the like: the INVITE's X- headers (empty when a call has no such header)."""
 NEEDS_NEXT = (Play, Collect, SetVars, CallFlow, Survey, Branch, CallbackCancel)
 
 
@@ -91,7 +96,7 @@ def check_refs(loaded: Loaded) -> list[Problem]:
             if ref.name not in loaded.schedules:
                 sug = _suggest(ref.name, loaded.schedules)
                 problems.append(_p(ref.pos, f"unknown hours schedule '{ref.name}'{sug}"))
-        elif ref.kind == "var" and ref.name not in variables:
+        elif ref.kind == "var" and ref.name not in variables and not ref.name.startswith(HEADER_VAR_PREFIX):
             problems.append(_p(ref.pos, f"unknown variable '{ref.name}'{_suggest(ref.name, variables)}; "
                                "it is never set (declare it under variables:)"))
     return problems
@@ -119,8 +124,11 @@ def check_routing(loaded: Loaded) -> list[Problem]:
                 problems.append(_p(flow.pos, f"number '{number}' routes to both '{first.name}' "
                                    f"({first.file}:{first.pos.line}) and '{flow.name}'"))
             owner[number] = flow
-            if not is_pattern(number) and not all(c.isdigit() or c in "+*#" for c in number):
-                problems.append(_p(flow.pos, f"number '{number}' has characters that are not dialable"))
+            # Digits as dialed, or a name a PBX puts in the request URI (sip:callback-request@box).
+            if not is_pattern(number) and not (all(c.isdigit() or c in "+*#" for c in number)
+                                               or re.fullmatch(SIP_NAME, number)):
+                problems.append(_p(flow.pos, f"number '{number}' has characters that are not dialable "
+                                   "(digits, + * #, or a SIP name such as callback-request)"))
     defaults = [f for f in loaded.flows.values() if f.default]
     if loaded.flows and not defaults and not loaded.broken_flows:
         first = min(loaded.flows.values(), key=lambda f: f.file)

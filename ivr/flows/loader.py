@@ -514,7 +514,12 @@ class _FileBuilder:
 
     def act_queue(self, v: Any, path: tuple) -> QueueWithCallback:
         cb = v.get("callback") or {}
-        offer = bool(cb.get("offer", True))
+        always = cb.get("offer") == "always"  # the caller already asked, in the PBX queue
+        offer = always or bool(cb.get("offer", True))
+        arrival = cb.get("arrival")
+        for key, template in (("name", v["name"]), ("arrival", arrival)):
+            for var in re.findall(r"\$\{([^}]*)\}", template) if isinstance(template, str) else ():
+                self.ref("var", var, self.pos(*path, *(("callback",) if key == "arrival" else ()), key))
         allow_other = bool(cb.get("allow_other_number", True))
         cb_prompts = None
         if offer:  # default prompts are referenced (checked per language) only when an offer can be made
@@ -531,6 +536,8 @@ class _FileBuilder:
             name=str(v["name"]),
             prompt=self.prompts(v.get("prompt"), *path, "prompt"),
             offer_callback=offer,
+            offer_always=always,
+            arrival=str(arrival) if arrival is not None else None,
             min_wait_seconds=float(min_wait) if min_wait is not None else None,
             allow_other_number=allow_other,
             timeout=float(cb.get("timeout", 6)),

@@ -257,6 +257,9 @@ class CallbackPrompts:
     """No usable number: the caller stays in the queue."""
     confirmed: Prompts
     """Played only after the request is committed."""
+    unavailable: Prompts
+    """A caller who asked for a callback (``offer: always``) when none can be made now, e.g. outside the
+    calling window: they go back to the queue."""
 
 
 #: policy refusal reason -> the CallbackPrompts field that explains it
@@ -276,8 +279,15 @@ class QueueWithCallback:
     """Hand the caller to an agents' queue, first offering a callback when the wait is long (virtual hold)."""
 
     name: str
+    """The queue; may hold ``${variables}`` (``${sip_x_ivr_queue}``: the PBX queue a caller left by key)."""
     prompt: Prompts = ()
     offer_callback: bool = True
+    offer_always: bool = False
+    """``offer: always``: the caller already asked (pressed 1 in the PBX queue): no wait estimate or
+    threshold gate, no "press 1" offer; straight to the number. The calling window still decides."""
+    arrival: str | None = None
+    """When the caller joined the line (epoch seconds or ISO 8601, may hold ``${variables}``); the callback
+    keeps this place. None, or a value that does not parse: the moment the node runs."""
     min_wait_seconds: float | None = None
     """Offer only when the estimated wait is at least this; None: the site's threshold."""
     allow_other_number: bool = True

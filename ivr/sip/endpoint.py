@@ -3,6 +3,8 @@
 It only moves bytes between the socket and `UserAgent`, arms `loop.call_at(ua.get_timer())` after
 every input, and turns UA events into `InboundLeg` / `OutboundLeg` state (futures, `ended`,
 callbacks). Outbound calls (`call`) and registrations (`register`, `registrations`) share the socket.
+Both find their server by RFC 3263 (`ivr.sip.dns`) and fail over between its addresses; the address
+that worked is kept per configured name (`ivr.sip.resolve.Failover`) until it fails or its records expire.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ivr.errors import CallerHungUp
 from ivr.sip.dns import DnsResolver
 from ivr.sip.message import SipParseError, SipUri, parse_uri
 from ivr.sip.register import RegistrationConfig, RegistrationStatus
+from ivr.sip.resolve import Failover, parse_host
 from ivr.sip.sdp import SessionDescription
 from ivr.sip.transaction import Address
 from ivr.sip.ua import (
@@ -271,6 +274,8 @@ class OutboundLeg:
     def _complete(self, result: OutboundResult) -> None:
         self.result = result
         self.call_id = result.call_id
+        if result.target is not None:
+            self.source = result.target  # the proxy address that took the call (RFC 3263 failover)
         if not result.answered:
             self.end_reason = result.outcome.value
             self.ended.set()
@@ -337,6 +342,8 @@ class SipEndpoint:
         #: Registrar and proxy names to addresses (RFC 3263: SRV, then A/AAAA).
         self.resolver = resolver or DnsResolver(timeout=RESOLVE_TIMEOUT)
         self._re_resolving: set[asyncio.Task[None]] = set()
+        #: Outbound proxies by configured name: their addresses, and which one is in use (sticky).
+        self._proxies: dict[str, Failover] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._ua: UserAgent | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -377,7 +384,7 @@ class SipEndpoint:
         *,
         from_uri: str,
         sdp_offer: bytes,
-        proxy: tuple[str, int],
+        proxy: str | tuple[str, int],
         from_display: str | None = None,
         asserted_identity: str | None = None,
         credentials: tuple[str, str] | None = None,
@@ -388,15 +395,22 @@ class SipEndpoint:
         """Place a call through `proxy` and wait for its outcome (`leg.result`); never raises for a
         SIP failure. Answered, the leg is confirmed (our ACK sent) and runs until `ended`.
 
-        Bounded: the ring timeout, then at most 64*T1 for the CANCEL to settle. Cancelling the
-        awaiting task sends CANCEL (or BYE, if the answer crossed it) before re-raising.
+        `proxy` is "host[:port]" (a name without port: SRV `_sip._udp` first, RFC 3263 section 4.2) or
+        (host, port). Every address it resolves to may take the call: one that times out or answers 503
+        before any 1xx hands the same INVITE to the next (section 4.3); the one that answers is used
+        first by the next calls. OSError/TimeoutError when the name does not resolve.
+
+        Bounded: 64*T1 per silent address, the ring timeout, then at most 64*T1 for the CANCEL to
+        settle. Cancelling the awaiting task sends CANCEL (or BYE, if the answer crossed it) before
+        re-raising.
         """
         ua = self.user_agent
-        destination = await self._resolve(*proxy)
+        failover = await self._proxy(proxy)
+        first, *alternates = failover.order(self._now())
         spec = OutboundCallSpec(
-            target_uri=target_uri, from_uri=from_uri, sdp_offer=sdp_offer, proxy=destination,
+            target_uri=target_uri, from_uri=from_uri, sdp_offer=sdp_offer, proxy=first,
             from_display=from_display, asserted_identity=asserted_identity, credentials=credentials,
-            ring_timeout=ring_timeout, call_id=call_id, extra_headers=extra_headers,
+            ring_timeout=ring_timeout, call_id=call_id, extra_headers=extra_headers, alternates=tuple(alternates),
         )
         leg_id = ua.start_call(spec, self._now())
         leg = OutboundLeg(self, leg_id, spec)
@@ -404,14 +418,50 @@ class SipEndpoint:
         self._pump()
         t1 = self.config.timers.t1
         try:
-            async with asyncio.timeout(ring_timeout + 2 * 64 * t1 + 5.0):
+            async with asyncio.timeout(ring_timeout + (len(alternates) + 2) * 64 * t1 + 5.0):
                 await asyncio.shield(leg._completed)
         except BaseException:
             if not leg._completed.done() and self._ua is not None:
                 self._ua.cancel_call(leg_id, self._now())
                 self._pump()
             raise
+        result = leg._completed.result()
+        failed = {f.address for f in result.failed_targets}
+        for failure in result.failed_targets:
+            failover.failed_at(failure.address, failure.hold_until)
+        if result.target is not None and result.target not in failed:
+            failover.succeeded_at(result.target)  # sticky: the next call starts there
         return leg
+
+    async def proxy_address(self, proxy: str | tuple[str, int]) -> Address:
+        """The address a call through `proxy` would try first (to pick our own address towards it)."""
+        return (await self._proxy(proxy)).order(self._now())[0]
+
+    async def _proxy(self, proxy: str | tuple[str, int]) -> Failover:
+        """The proxy's addresses, looked up again once their records expired (a failed new look-up
+        keeps the old answer for 30 s rather than no call)."""
+        if isinstance(proxy, tuple):
+            host, port = proxy
+            proxy = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an explicit port: no SRV
+        now = self._now()
+        if parse_host(proxy).literal:  # one address, nothing to remember (a bridge to each caller's host)
+            return await self.resolver.resolve(proxy, self._family(), now)
+        known = self._proxies.get(proxy)
+        if known is not None and not known.refresh_due(now):
+            return known
+        try:
+            fresh = await self.resolver.resolve(proxy, self._family(), now)
+        except (OSError, TimeoutError) as exc:
+            if known is None:
+                raise
+            log.warning("sip dns %s failed: %s; keeping %s", proxy, exc, known.targets)
+            known.expires_at = now + 30.0
+            return known
+        if known is None:
+            self._proxies[proxy] = fresh
+            return fresh
+        known.update(fresh.targets, fresh.expires_at)
+        return known
 
     # -- registrations
 
@@ -475,11 +525,6 @@ class SipEndpoint:
                 await self._registrations_settled.wait()
         except TimeoutError:
             log.warning("sip registrations not withdrawn within %.1fs", timeout)
-
-    async def _resolve(self, host: str, port: int) -> Address:
-        """An IP for `host` (the sans-I/O core never resolves names); the port is explicit: no SRV."""
-        text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return (await self.resolver.resolve(text, self._family(), self._now())).current
 
     def _family(self) -> socket.AddressFamily:
         return socket.AF_INET6 if ":" in self.local_address[0] else socket.AF_INET

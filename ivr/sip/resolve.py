@@ -11,6 +11,10 @@ in which order the answers are tried, and which target to use after one failed:
   row the round starts again from the best one (after the caller's backoff). `refresh_due(now)` says the
   records' TTL ran out and a new look-up is wanted; `update()` keeps the current target when it is still
   in the new answer.
+
+Outbound calls use the same `Failover` per proxy name (`order(now)` gives the addresses one call may
+try), and report back by address (`failed_at`, `succeeded_at`), since several calls share it; a 503's
+Retry-After keeps its server out of `order` for that long (RFC 3261 section 21.5.4).
 """
 
 from __future__ import annotations
@@ -120,6 +124,8 @@ class Failover:
     expires_at: float | None = None
     _index: int = 0
     _failed: set[Address] = field(default_factory=set)
+    #: Servers that answered 503 with Retry-After, until when (loop time).
+    _held: dict[Address, float] = field(default_factory=dict)
 
     @classmethod
     def fixed(cls, address: Address) -> Failover:
@@ -142,10 +148,40 @@ class Failover:
         self.expires_at = expires_at
         self._index = self.targets.index(current) if current in self.targets else 0
         self._failed &= set(self.targets)
+        self._held = {t: until for t, until in self._held.items() if t in self.targets}
 
     def succeeded(self) -> None:
         """The current target answered: the round of failures is over."""
         self._failed.clear()
+
+    def succeeded_at(self, address: Address) -> None:
+        """`address` answered a request: it becomes the current target (sticky) and the round of
+        failures is over. An address no longer listed (a new look-up dropped it) changes nothing."""
+        if address in self.targets:
+            self._index = self.targets.index(address)
+            self._failed.clear()
+            self._held.pop(address, None)
+
+    def order(self, now: float) -> list[Address]:
+        """The addresses one new request may try, in turn: the current target, then the others in
+        their order, leaving out servers held by a 503's Retry-After (all of them, if all are held:
+        better a try than no call)."""
+        ordered = [self.current] + [t for t in self.targets if t != self.current]
+        usable = [t for t in ordered if self._held.get(t, now) <= now]
+        return usable or ordered
+
+    def failed_at(self, address: Address, hold_until: float | None = None) -> None:
+        """`address` timed out or answered 503 (RFC 3263 section 4.3), with Retry-After: not to be
+        used before `hold_until`. When it was the current target the next one not failed becomes
+        current (another call may have moved on already: then the current target stays)."""
+        if address not in self.targets:
+            return
+        if hold_until is not None:
+            self._held[address] = hold_until
+        if address == self.current:
+            self.failed()
+        else:
+            self._failed.add(address)
 
     def failed(self) -> Address | None:
         """The current target timed out or answered 503 (RFC 3263 section 4.3): the next one to try at

@@ -537,7 +537,8 @@ class UserAgent:
         """Send an outbound INVITE; returns the leg id that `OutboundProgress`/`OutboundCompleted` carry."""
         self._counter += 1
         leg_id = f"leg{self._counter}"
-        self._trusted_peers.add(spec.proxy[0])  # the callee's in-dialog requests come through it
+        # the callee's in-dialog requests come through it (whichever address of it takes the call)
+        self._trusted_peers.update(host for host, _ in (spec.proxy, *spec.alternates))
         self._outbound.invite(spec, leg_id, now)
         self._drain(now)
         return leg_id

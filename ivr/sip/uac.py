@@ -9,6 +9,13 @@ runs like an inbound leg (BYE, INFO, re-INVITE).
 
 Every call ends in one `OutboundResult`, whose `OutboundOutcome` comes from the SIP status and the
 Q.850 cause of a `Reason` header (RFC 3326), the cause winning when it is one we know.
+
+Failover (RFC 3263 section 4.3): a spec may name further addresses of the same proxy (`alternates`, in
+the order of its SRV/A records). An INVITE that got no response at all (Timer B) or a 503 before any
+provisional response is sent again, identical but for a new Via branch (a new transaction, same Call-ID,
+From tag and CSeq), to the next address; once any 1xx came the call stays where it is (the callee may
+have rung). Only when every address failed does the last failure become the outcome. The result names
+the address that answered and those that failed, so the caller can stay with the one that works.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
 
@@ -43,6 +50,7 @@ __all__ = [
     "OutboundOutcome",
     "OutboundResult",
     "Q850Reason",
+    "TargetFailure",
     "build_ack_for_2xx",
     "build_cancel",
     "classify",
@@ -133,6 +141,27 @@ def classify(status: int, q850: Q850Reason | None = None) -> OutboundOutcome:
 
 
 @dataclass(frozen=True)
+class TargetFailure:
+    """One address of the proxy that did not take the INVITE (RFC 3263 section 4.3)."""
+
+    address: Address
+    #: "timeout" (Timer B, nothing came back) or "503".
+    reason: str
+    #: A 503's Retry-After, as a time (the clock `now` is given in): do not use the address before then.
+    hold_until: float | None = None
+
+
+#: A Retry-After longer than this is taken as this (a typo must not park a trunk server for days).
+MAX_RETRY_AFTER = 3600.0
+
+
+def retry_after(response: SipResponse) -> float | None:
+    """Retry-After delta-seconds (RFC 3261 section 20.33; a comment or parameters after it ignored)."""
+    value = (response.headers.get("Retry-After") or "").split(";", 1)[0].split("(", 1)[0].strip()
+    return min(float(value), MAX_RETRY_AFTER) if value.isdigit() else None
+
+
+@dataclass(frozen=True)
 class OutboundResult:
     """The end of an outbound INVITE: answered, or why not."""
 
@@ -150,6 +179,11 @@ class OutboundResult:
     remote_sdp: bytes | None = None
     #: The session timer the 2xx set (RFC 4028 section 7.2); None: the session does not expire.
     session_timer: Negotiated | None = None
+    #: The proxy address the final response came from; None when the last one tried answered nothing.
+    target: Address | None = None
+    #: The addresses that timed out or answered 503 before any 1xx, in the order tried (RFC 3263
+    #: failover); the last one tried is among them when it failed too.
+    failed_targets: tuple[TargetFailure, ...] = ()
 
     @property
     def answered(self) -> bool:
@@ -179,6 +213,9 @@ class OutboundCallSpec:
     call_id: str | None = None
     #: Extra headers for the INVITE, e.g. ("X-Callback-ID", id).
     extra_headers: tuple[tuple[str, str], ...] = ()
+    #: Further addresses of the same proxy, tried in turn when `proxy` times out or answers 503 before
+    #: any provisional response (RFC 3263 section 4.3). While the call runs, `proxy` is the one in use.
+    alternates: tuple[Address, ...] = ()
 
 
 class OutboundListener(Protocol):
@@ -220,6 +257,13 @@ class _Call:
     forget_at: float | None = None
     #: A 422 was answered once already (RFC 4028 section 7.4: retry with its Min-SE, once).
     retried_422: bool = False
+    #: Some 1xx came, from any address: no failover from here on (the callee may have rung).
+    any_provisional: bool = False
+    #: The address in use (`spec.proxy`) answered something.
+    responded: bool = False
+    failures: list[TargetFailure] = field(default_factory=list)
+    #: The INVITEs sent to addresses given up on, by Via branch: a late 2xx of theirs gets ACK and BYE.
+    earlier: dict[str, SipRequest] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------ pure builders
@@ -383,7 +427,7 @@ class OutboundCalls:
     def get_timer(self) -> float | None:
         deadlines: list[float] = []
         for call in self._calls.values():
-            if call.state in (_State.CALLING, _State.PROCEEDING):
+            if call.state == _State.PROCEEDING:
                 deadlines.append(call.ring_deadline)
             elif call.state == _State.CANCELLING and call.cancel_deadline is not None:
                 deadlines.append(call.cancel_deadline)
@@ -391,7 +435,9 @@ class OutboundCalls:
 
     def handle_timer(self, now: float) -> None:
         for call in list(self._calls.values()):
-            if call.state in (_State.CALLING, _State.PROCEEDING) and call.ring_deadline <= now:
+            # Before any 1xx the ring timeout waits: Timer B (64*T1) bounds a silent proxy, and its expiry
+            # is the proxy's failure (failover), not the callee's no-answer.
+            if call.state == _State.PROCEEDING and call.ring_deadline <= now:
                 log.info("sip outbound ring timeout call_id=%s leg=%s", call.invite.call_id, call.leg_id)
                 self._start_cancel(call, "ring timeout", now)
             elif (call.state == _State.CANCELLING and call.cancel_deadline is not None
@@ -431,6 +477,8 @@ class OutboundCalls:
             self._finish(call, self._cancel_result(call, None), now)
             return
         # Timer B: not even a 100 Trying from the proxy; the trunk is down, not the callee.
+        if self._failover(call, TargetFailure(call.spec.proxy, "timeout"), now):
+            return
         self._finish(call, self._result(call, OutboundOutcome.TRUNK_FAILURE, 408, "no response"), now)
 
     def on_stray(self, response: SipResponse, now: float) -> bool:
@@ -458,12 +506,14 @@ class OutboundCalls:
     def _provisional(self, call: _Call, response: SipResponse, now: float) -> None:
         if call.state in (_State.ANSWERED, _State.DONE):
             return
-        call.got_provisional = True
+        call.got_provisional = call.any_provisional = call.responded = True
         if response.status > 100:
             call.provisional.append(response.status)
             self._listener.outbound_progress(call.leg_id, response)
         if call.state == _State.CALLING:
             call.state = _State.PROCEEDING
+            if call.ring_deadline <= now:  # the ring timeout passed while the proxy was silent
+                self._start_cancel(call, "ring timeout", now)
         if call.state == _State.CANCELLING and not call.cancel_sent:
             self._send_cancel(call, now)
 
@@ -474,7 +524,9 @@ class OutboundCalls:
             ack, destination = known
             self._layer.send_stateless(ack, destination)  # a 2xx retransmission: our ACK was lost
             return
-        invite = call.invite if response.cseq.seq == call.invite.cseq.seq else None
+        # A 2xx from an address we failed over from (it was slow, not dead): ACKed and ended with BYE.
+        earlier = call.earlier.get(response.via.branch or "")
+        invite = earlier or (call.invite if response.cseq.seq == call.invite.cseq.seq else None)
         if invite is None:
             return
         dialog = dialog_from_2xx(invite, response)
@@ -485,7 +537,8 @@ class OutboundCalls:
         # Keep the ACK while the callee may still retransmit its 2xx (64*T1 from its first send, section
         # 13.3.1.4), with a margin: its retransmissions outlive our Timer M when they arrive late.
         call.forget_at = now + 128 * self._timers.t1
-        if call.state in (_State.CALLING, _State.PROCEEDING):
+        if call.state in (_State.CALLING, _State.PROCEEDING) and earlier is None:
+            call.responded = True
             call.state = _State.ANSWERED
             call.answered_tag = tag
             try:
@@ -507,6 +560,12 @@ class OutboundCalls:
 
     def _failure(self, call: _Call, response: SipResponse, now: float) -> None:
         status = response.status
+        if status == 503 and call.state != _State.CANCELLING:
+            delay = retry_after(response)
+            busy = TargetFailure(call.spec.proxy, "503", now + delay if delay is not None else None)
+            if self._failover(call, busy, now):
+                return
+        call.responded = True
         if status in (401, 407) and call.auth is not None and call.state != _State.CANCELLING:
             failure = call.auth.on_challenge(response)
             if failure is None:
@@ -548,6 +607,35 @@ class OutboundCalls:
         call.state = _State.CALLING
         call.got_provisional = False
 
+    def _failover(self, call: _Call, failure: TargetFailure, now: float) -> bool:
+        """RFC 3263 section 4.3: the same INVITE, new branch, to the next address; False (the failure
+        noted all the same) when no address is left; False and not noted once a 1xx came (a 503 from
+        further on is not this server's failure)."""
+        if call.any_provisional:
+            return False
+        call.failures.append(failure)
+        if not call.spec.alternates:
+            return False
+        following, *rest = call.spec.alternates
+        log.warning("sip outbound %s:%d failed (%s) call_id=%s leg=%s: trying %s:%d", failure.address[0],
+                    failure.address[1], failure.reason, call.invite.call_id, call.leg_id, following[0], following[1])
+        call.earlier[call.invite.via.branch or ""] = call.invite
+        headers = call.invite.headers.copy()
+        headers.set("Via", self._via())
+        request = SipRequest("INVITE", call.invite.uri, headers, call.invite.body)
+        if call.auth is not None:
+            call.auth.begin()  # the next server's challenge is a new one, not a second to the same request
+            if call.auth.has_challenge:
+                call.auth.authorize(request)
+        call.spec = replace(call.spec, proxy=following, alternates=tuple(rest))
+        call.invite = request
+        call.tx = self._layer.send_request(request, following, now)
+        self._by_tx[call.tx] = call
+        call.state = _State.CALLING
+        call.got_provisional = call.responded = False
+        call.ring_deadline = now + call.spec.ring_timeout
+        return True
+
     def _start_cancel(self, call: _Call, reason: str, now: float) -> None:
         call.cancel_reason = reason
         call.state = _State.CANCELLING
@@ -586,6 +674,7 @@ class OutboundCalls:
             outcome=outcome, status=status, reason=reason, q850_cause=q850.cause if q850 else None,
             q850_text=q850.text if q850 else None, provisional=tuple(call.provisional),
             call_id=call.invite.call_id, remote_sdp=remote_sdp, session_timer=session_timer,
+            target=call.spec.proxy if call.responded else None, failed_targets=tuple(call.failures),
         )
 
     def _finish(self, call: _Call, result: OutboundResult, now: float) -> None:

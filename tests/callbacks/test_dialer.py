@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from ivr.adapters.callback_dial import sip_dial_settings
 from ivr.callbacks.dialer import (
     STA_UNSYNC,
     TIME_ERROR,
@@ -29,7 +30,6 @@ from ivr.callbacks.dialer import (
     promise_record,
     queue_position,
     settle,
-    sip_dial_settings,
 )
 from ivr.callbacks.ewt import EwtEstimate, QueueEventKind
 from ivr.callbacks.policy import CallbackPolicy, RetryRules
@@ -374,10 +374,10 @@ def test_sip_callbacks_use_the_named_account_for_from_and_digest() -> None:
     acc = SipAccount("sip:2000@pbx.example.com", "pbx.example.com:5060", "2000", "pw")
     cb = CallbacksConfig(sip_proxy="192.0.2.10:5060", sip_account="sip:2000@pbx.example.com", display="Acme")
     s = sip_dial_settings(cb, [acc], "127.0.0.1")
-    assert s.proxy == ("192.0.2.10", 5060) and s.from_uri == "sip:2000@pbx.example.com"
+    assert s.proxy == "192.0.2.10:5060" and s.from_uri == "sip:2000@pbx.example.com"
     assert s.credentials == ("2000", "pw") and s.from_display == "Acme"
     plain = sip_dial_settings(CallbacksConfig(sip_proxy="[::1]:5070"), [acc], "127.0.0.1")
-    assert plain.proxy == ("::1", 5070) and plain.credentials is None and plain.from_uri == "sip:ivr@127.0.0.1"
+    assert plain.proxy == "[::1]:5070" and plain.credentials is None and plain.from_uri == "sip:ivr@127.0.0.1"
 
 
 async def test_a_number_in_two_zones_is_dialled_only_in_their_overlap(tmp_path: Path) -> None:

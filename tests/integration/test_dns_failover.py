@@ -5,48 +5,18 @@ registers at the third; without SRV records the A record is used on port 5060.""
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import Env
 from tests.integration.appliance import free_port, run_appliance
+from tests.integration.dnsmasq import dnsmasq, needs_dnsmasq, srv_records
 
 SIPP = Path(__file__).parent / "sipp"
 DEFAULT_SIP = "sip: {listen: '127.0.0.1:0', rtp_ports: 31000-31999}\n"
 
-pytestmark = pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq is not installed (setup.sh test)")
-
-
-@contextmanager
-def dnsmasq(root: Path, *records: str) -> Iterator[int]:
-    """A DNS server on 127.0.0.1:<free port> answering only `records` (dnsmasq options), nothing else."""
-    port = free_port()
-    proc = subprocess.Popen(["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                             "--no-poll", "--user=root", "--bind-interfaces", "--listen-address=127.0.0.1",
-                             f"--port={port}", "--local-ttl=60", f"--pid-file={root / 'dnsmasq.pid'}",
-                             "--log-queries", f"--log-facility={root / 'dnsmasq.log'}", *records],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(50):  # bounded: until it logs that it started
-            if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read() if proc.stderr else "dnsmasq died")
-            log = root / "dnsmasq.log"
-            if log.exists() and "started" in log.read_text():
-                break
-            time.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+pytestmark = needs_dnsmasq
 
 
 def sipp_registrar(env: Env, scenario: str, host: str, port: int) -> subprocess.Popen[str]:
@@ -76,11 +46,7 @@ def wait_registered(env: Env, seconds: float) -> list[str]:
 
 def test_srv_failover_past_a_dead_and_a_503_registrar(env: Env) -> None:
     dead, busy, good = free_port(), free_port(), free_port()
-    records = [f"--srv-host=_sip._udp.pbx.test,dead.pbx.test,{dead},10,100",
-               f"--srv-host=_sip._udp.pbx.test,busy.pbx.test,{busy},20,100",
-               f"--srv-host=_sip._udp.pbx.test,good.pbx.test,{good},30,100",
-               "--host-record=dead.pbx.test,127.0.0.1", "--host-record=busy.pbx.test,127.0.0.1",
-               "--host-record=good.pbx.test,127.0.0.1"]
+    records = srv_records("pbx.test", [("dead.pbx.test", dead), ("busy.pbx.test", busy), ("good.pbx.test", good)])
     overloaded = sipp_registrar(env, "reg_503.xml", "127.0.0.1", busy)
     registrar = sipp_registrar(env, "reg_auth.xml", "127.0.0.1", good)
     try:
