@@ -49,14 +49,21 @@ class Audio:
     text: str  # what it says (or the file it came from), for the simulator and logs
     ulaw: bytes
     alaw: bytes
+    _frames: dict[str, tuple[bytes, ...]] = field(default_factory=dict, init=False, repr=False, compare=False,
+                                                  hash=False)
 
     @property
     def duration(self) -> float:
         return len(self.ulaw) / 8000
 
-    def frames(self, law: str = "ulaw") -> list[bytes]:
-        data = self.ulaw if law == "ulaw" else self.alaw
-        return [data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES)]
+    def frames(self, law: str = "ulaw") -> tuple[bytes, ...]:
+        """The 20 ms frames, cut once per law and shared by every call that plays this prompt (a per-play
+        copy was most of a call's memory: bench/README.md, load)."""
+        cached = self._frames.get(law)
+        if cached is None:
+            data = self.ulaw if law == "ulaw" else self.alaw
+            cached = self._frames[law] = tuple(data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES))
+        return cached
 
 
 @dataclass
