@@ -346,6 +346,8 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
     from ivr.store.eventlog import EventLog
 
     config = _config(args)
+    if args.action == "report":
+        return _callbacks_report(config, args)
     if not config.db_path.exists():
         if args.action == "list":
             print("[]" if args.json else "no callbacks yet")
@@ -428,6 +430,57 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
         return 1
 
 
+def _callbacks_report(config: Config, args: argparse.Namespace) -> int:
+    """Requests taken in the period (by ``requested_at``), their final states and their ``callback.kept``
+    records, aggregated by ``ivr.callbacks.report`` (pure)."""
+    from datetime import timedelta
+
+    from ivr.callbacks.report import build_report, render
+    from ivr.store.eventlog import EventLog, utc_now_text
+
+    now = datetime.now(UTC)
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            print(f"--since {args.since!r} is not an ISO 8601 time (e.g. 2026-11-20 or 2026-11-20T08:00Z)",
+                  file=sys.stderr)
+            return 2
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=ZoneInfo(config.timezone))  # a local date means the site's day
+    else:
+        if args.days <= 0:
+            print("--days must be a positive number", file=sys.stderr)
+            return 2
+        since = now - timedelta(days=args.days)
+
+    async def rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if not config.db_path.exists():
+            return [], []
+        async with await EventLog.open(config.db_path, config.site_id, reconcile=False) as events:
+            sql = "SELECT id, state FROM callback_requests WHERE site=? AND requested_at>=?"
+            params: tuple[Any, ...] = (config.site_id, utc_now_text(since))
+            if args.queue:
+                sql += " AND queue=?"
+                params += (args.queue,)
+            async with events.db.execute(sql, params) as cur:
+                reqs = [{"id": r[0], "state": r[1]} for r in await cur.fetchall()]
+            async with events.db.execute("SELECT data FROM events WHERE type='callback.kept' AND site=?"
+                                         " ORDER BY seq", (config.site_id,)) as cur:
+                kept = [json.loads(r[0]) for r in await cur.fetchall()]
+        return reqs, kept
+
+    reqs, kept = asyncio.run(rows())
+    report = build_report(reqs, kept)
+    if args.json:
+        print(json.dumps({"since": since.isoformat(timespec="seconds"), "queue": args.queue or None,
+                          **report.as_dict()}, indent=2))
+        return 0
+    print(render(report, f"callbacks since {since.isoformat(timespec='seconds')}"
+                         + (f" in queue {args.queue}" if args.queue else "")))
+    return 0
+
+
 class _Ambiguous(Exception):  # noqa: N818 - a user's input, not a fault
     def __init__(self, key: str) -> None:
         self.key = key
@@ -506,6 +559,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", default="")
     c = cb.add_parser("retry", help="dial a waiting callback at the next chance (not inside its retry interval)")
     c.add_argument("id")
+    c = cb.add_parser("report", help="honest numbers: outcomes, promises kept, EWT error, time to dial/agent")
+    when = c.add_mutually_exclusive_group()
+    when.add_argument("--since", default="", help="ISO 8601 date or time (no offset: the site's zone)")
+    when.add_argument("--days", type=float, default=7.0, help="the last N days (default 7)")
+    c.add_argument("--queue", default="")
+    c.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_callbacks)
     return p
 

@@ -57,6 +57,15 @@ class CallbackOffer:
     dial_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class SlotChoice:
+    """Times a caller may choose for their callback, and the zone they are said in (the callee's single
+    zone, else the site's)."""
+
+    zone: str
+    slots: tuple[datetime, ...]
+
+
 #: States in which a request waits to be dialled and may still be cancelled (store.TRANSITIONS).
 CANCELLABLE = ("requested", "retry")
 
@@ -132,6 +141,17 @@ class Desk:
         if cap is not None:
             return NumberCheck(False, check.e164, cap, check.zones)
         return check
+
+    def slots(self, zones: tuple[str, ...], earliest: datetime, arrival: datetime, count: int = 3) -> SlotChoice:
+        """The next open slots after ``earliest`` (the soonest the callback could be dialled anyway), today or
+        tomorrow in the zone they are said in, leaving ``dial_margin`` before the windows close and before the
+        request would expire (``arrival + retry.expiry``), so a chosen slot can always be dialled."""
+        say = zones[0] if len(zones) == 1 else self.policy.site_zone
+        margin = timedelta(seconds=self.policy.offer.dial_margin)
+        until = min(policy_mod.end_of_tomorrow(self.now(), say) - timedelta(seconds=1),
+                    arrival + timedelta(seconds=self.policy.retry.expiry) - margin)
+        found = policy_mod.next_slots(earliest, until, zones, say, self.policy.windows, margin=margin, count=count)
+        return SlotChoice(say, tuple(found))
 
     def readback(self, e164: str) -> list[str]:
         """The number in digit groups as a caller here would write it ("201", "555", "0123")."""

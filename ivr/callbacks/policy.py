@@ -204,6 +204,42 @@ def next_open(at: datetime, zones: Sequence[str], windows: Sequence[CallingWindo
     return None
 
 
+# -- scheduled slots ----------------------------------------------------------------------------------------
+
+SLOT_STEP = timedelta(minutes=15)
+"""Candidates are tried every 15 min of UTC, so :00 and :30 are found in zones offset by 30 or 45 minutes."""
+
+
+def next_slots(earliest: datetime, until: datetime, zones: Sequence[str], say_zone: str,
+               windows: Sequence[CallingWindow] = (LEGAL_DEFAULT,), *, margin: timedelta = timedelta(0),
+               count: int = 3) -> list[datetime]:
+    """Up to ``count`` times a caller may choose for their callback ("press 2 to choose a time"): on the hour
+    or half hour of ``say_zone``'s clock (the zone they are told the time in), after ``earliest`` and not
+    after ``until``, with every calling window (each callee zone's and the site's) open from the slot for
+    ``margin`` more. UTC instants; DST-correct because each candidate instant is read on the local clock."""
+    tz = ZoneInfo(say_zone)
+    step = int(SLOT_STEP.total_seconds())
+    t = datetime.fromtimestamp(-(-int(earliest.timestamp()) // step) * step, UTC)
+    if t <= earliest:
+        t += SLOT_STEP
+    days = max(1, -(-int((until - earliest).total_seconds()) // 86400))
+    ivs = open_intervals(earliest, zones, windows, days=days)
+    out: list[datetime] = []
+    while t <= until and len(out) < count:  # bounded: (until - earliest) / 15 min candidates
+        local = t.astimezone(tz)
+        if local.minute in (0, 30) and any(a <= t < b and t + margin <= b for a, b in ivs):
+            out.append(t)
+        t += SLOT_STEP
+    return out
+
+
+def end_of_tomorrow(now: datetime, zone: str) -> datetime:
+    """Local midnight at the end of tomorrow in ``zone`` (slots are said as "today" or "tomorrow")."""
+    tz = ZoneInfo(zone)
+    day = now.astimezone(tz).date() + timedelta(days=2)
+    return datetime.combine(day, time(0, 0), tzinfo=tz).astimezone(UTC)
+
+
 # -- offer --------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

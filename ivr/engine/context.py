@@ -12,7 +12,7 @@ from ivr.engine.call import Call
 from ivr.flows.model import Flow, FlowSet
 
 if TYPE_CHECKING:
-    from ivr.callbacks.desk import CallbackOffer
+    from ivr.callbacks.desk import CallbackOffer, SlotChoice
     from ivr.callbacks.policy import NumberCheck
     from ivr.store.callbacks import CallbackRequest, Consent, RequestResult
 
@@ -62,6 +62,10 @@ class CallbackDesk(Protocol):
 
     def readback(self, e164: str) -> list[str]:
         """Digit groups to read the number back in."""
+        ...
+
+    def slots(self, zones: tuple[str, ...], earliest: datetime, arrival: datetime, count: int = 3) -> SlotChoice:
+        """Times the caller may choose for a scheduled callback (``callback: {schedule: true}``)."""
         ...
 
     async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,

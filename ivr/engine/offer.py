@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from ivr.callbacks.desk import CANCELLABLE
 from ivr.callbacks.policy import NumberCheck
@@ -23,9 +24,11 @@ from ivr.flows.model import (
     CallbackPrompts,
     Node,
     Pos,
+    PromptItem,
     PromptRef,
     Prompts,
     QueueWithCallback,
+    SchedulePrompts,
 )
 from ivr.flows.prompts import DIGIT_NAMES
 from ivr.store.callbacks import Consent
@@ -185,12 +188,18 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
     number = await _choose_number(ctx, node, q, cp, desk, dialog)
     if number is None:
         return False
+    slot: tuple[datetime, str] | None = None
+    if q.schedule_prompts is not None:
+        slot = await _choose_time(ctx, node, q, q.schedule_prompts, desk, dialog, number.zones,
+                                  offer.dial_at or ctx.now(), arrival)
     consent = Consent(at=ctx.now(), number=number.e164, heard=" | ".join(dialog.heard),
                       pressed=" ".join(dialog.pressed))
-    quoted = (est.low, est.high) if est.low is not None and est.high is not None else None
+    # A chosen time is the promise; the wait estimate is not (the report counts only quoted waits).
+    quoted = (est.low, est.high) if est.low is not None and est.high is not None and slot is None else None
     try:
         result = await desk.request(queue=q.name, number=number.e164, zones=number.zones, arrival_at=arrival,
-                                    consent=consent, call_id=ctx.call.call_id, quoted=quoted)
+                                    consent=consent, call_id=ctx.call.call_id, quoted=quoted,
+                                    scheduled_at=slot[0] if slot else None)
     except Exception as exc:  # not stored: never say "confirmed"; the caller keeps the queue instead
         ctx.log.exception("callback request not stored queue=%s", q.name)
         await ctx.rec.event("callback.request_failed", node=node.name, queue=q.name, number=number.e164,
@@ -199,11 +208,63 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
         return False
     # Committed: only now may the caller hear that it is confirmed.
     await ctx.rec.event("callback.confirmed", node=node.name, queue=q.name, request_id=result.id,
-                        created=result.created, number=number.e164)
+                        created=result.created, number=number.e164,
+                        scheduled_at=slot[0].isoformat() if slot else None)
     ctx.variables["callback_id"] = result.id
     ctx.outcome = Outcome("callback", f"{q.name} {result.id}")
-    await turns.play(ctx, cp.confirmed, barge_in=False)
+    if slot is not None and q.schedule_prompts is not None:
+        sp = q.schedule_prompts
+        await turns.play(ctx, sp.scheduled + slot_prompts(sp, slot[0], ctx.now(), slot[1]) + sp.scheduled_end,
+                         barge_in=False)
+    else:
+        await turns.play(ctx, cp.confirmed, barge_in=False)
     return True
+
+
+def slot_prompts(sp: SchedulePrompts, slot: datetime, now: datetime, zone: str) -> Prompts:
+    """ "tomorrow at 9 thirty a.m." on ``zone``'s clock, from pre-rendered pieces (hours: ``number_1`` …
+    ``number_12``)."""
+    tz = ZoneInfo(zone)
+    local = slot.astimezone(tz)
+    day = sp.slot_today if local.date() == now.astimezone(tz).date() else sp.slot_tomorrow
+    return (*day, *sp.slot_at, PromptRef(f"number_{local.hour % 12 or 12}", HERE),
+            *(sp.slot_oclock if local.minute == 0 else sp.slot_thirty),
+            *(sp.slot_am if local.hour < 12 else sp.slot_pm))
+
+
+async def _choose_time(ctx: CallContext, node: Node, q: QueueWithCallback, sp: SchedulePrompts, desk: CallbackDesk,
+                       dialog: Dialog, zones: tuple[str, ...], earliest: datetime, arrival: datetime
+                       ) -> tuple[datetime, str] | None:
+    """ "As soon as possible press 1, to choose a time press 2", then the next open slots; the chosen slot
+    and the zone it was said in, or None for as soon as possible (also on silence or another key: the caller
+    has already accepted a callback). No slot open: the question is not asked."""
+    choice = desk.slots(zones, earliest, arrival)
+    slots = list(choice.slots)[:9]  # one key each
+    if not slots:
+        await ctx.rec.event("callback.schedule", node=node.name, queue=q.name, choice="asap", reason="no open slot")
+        return None
+    key = await _ask(ctx, dialog, sp.schedule_choice, q.timeout)
+    if key != "2":
+        await ctx.rec.event("callback.schedule", node=node.name, queue=q.name, choice="asap",
+                            reason="pressed 1" if key == "1" else ("no key" if key is None else "other key"))
+        return None
+    now = ctx.now()
+    menu: list[PromptItem] = []
+    for i, slot in enumerate(slots, start=1):
+        if i > 1:
+            menu.append(PromptRef("pause", HERE))
+        menu += [*sp.slot_press, PromptRef(DIGIT_NAMES[str(i)], HERE), *sp.slot_for,
+                 *slot_prompts(sp, slot, now, choice.zone)]
+    picked = await _ask(ctx, dialog, tuple(menu), q.timeout)
+    offered = [s.isoformat() for s in slots]
+    if picked is None or not picked.isdigit() or not 1 <= int(picked) <= len(slots):
+        await ctx.rec.event("callback.schedule", node=node.name, queue=q.name, choice="asap", offered=offered,
+                            reason="no key" if picked is None else "other key", zone=choice.zone)
+        return None
+    at = slots[int(picked) - 1]
+    await ctx.rec.event("callback.schedule", node=node.name, queue=q.name, choice="slot", offered=offered,
+                        scheduled_at=at.isoformat(), zone=choice.zone, key=picked)
+    return at, choice.zone
 
 
 def _asked(q: QueueWithCallback) -> dict[str, object]:

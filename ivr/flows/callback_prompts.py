@@ -68,6 +68,28 @@ CALLBACK_TEXTS: dict[str, dict[str, str]] = {
                              "es": "No hay ninguna llamada de regreso pendiente para su número."},
 }
 
+#: ``callback: {schedule: true}``: "as soon as possible, or choose a time", and the pieces a slot is said
+#: with ("press 2 for tomorrow at 9 thirty a.m."); hours come from ``number_1`` … ``number_12``.
+SCHEDULE_TEXTS: dict[str, dict[str, str]] = {
+    "callback_schedule_choice": {
+        "en": "To be called back as soon as possible, press 1. To choose a time, press 2.",
+        "es": "Para que le llamemos lo antes posible, oprima 1. Para elegir una hora, oprima 2.",
+    },
+    "callback_slot_press": {"en": "Press", "es": "Oprima"},
+    "callback_slot_for": {"en": "for", "es": "para"},
+    "callback_slot_today": {"en": "today", "es": "hoy"},
+    "callback_slot_tomorrow": {"en": "tomorrow", "es": "mañana"},
+    "callback_slot_at": {"en": "at", "es": "a las"},
+    "callback_slot_oclock": {"en": "o'clock", "es": "en punto"},
+    "callback_slot_thirty": {"en": "thirty", "es": "y media"},
+    "callback_slot_am": {"en": "a.m.", "es": "de la mañana"},
+    "callback_slot_pm": {"en": "p.m.", "es": "de la tarde"},
+    "callback_scheduled": {"en": "Thank you. Your callback is booked for",
+                           "es": "Gracias. Su llamada de regreso está programada para"},
+    "callback_scheduled_end": {"en": "Goodbye.", "es": "Adiós."},
+}
+CALLBACK_TEXTS.update(SCHEDULE_TEXTS)
+
 MAX_SPOKEN_MINUTES = 60
 """Minutes are spoken up to this; a range reaching past it is "about an hour or more"."""
 

@@ -47,6 +47,7 @@ from ivr.flows.model import (
     PromptVariant,
     QueueWithCallback,
     Return,
+    SchedulePrompts,
     SetVars,
     SpeechSettings,
     Survey,
@@ -531,6 +532,16 @@ class _FileBuilder:
             cb_prompts = CallbackPrompts(**{
                 name: self.prompts(given[name], *ppath, name) if name in given else self.prompts(default, *path)
                 for name, default in defaults.items()})
+        sched_prompts = None
+        if cb.get("schedule", False) is True and not offer:
+            self.problem(self.pos(*path, "callback", "schedule"),
+                         "schedule: true needs a callback offer (offer is false)")
+        if offer and cb.get("schedule", False) is True:
+            given = cb.get("prompts") or {}
+            ppath = (*path, "callback", "prompts")
+            sched_prompts = SchedulePrompts(**{
+                f.name: self.prompts(given[f.name], *ppath, f.name) if f.name in given
+                else self.prompts(f"callback_{f.name}", *path) for f in dataclasses.fields(SchedulePrompts)})
         min_wait = cb.get("min_wait_seconds")
         return QueueWithCallback(
             name=str(v["name"]),
@@ -542,6 +553,7 @@ class _FileBuilder:
             allow_other_number=allow_other,
             timeout=float(cb.get("timeout", 6)),
             callback_prompts=cb_prompts,
+            schedule_prompts=sched_prompts,
         )
 
     def act_callback_cancel(self, v: Any, path: tuple) -> CallbackCancel:

@@ -262,6 +262,28 @@ class CallbackPrompts:
     calling window: they go back to the queue."""
 
 
+@dataclass(frozen=True)
+class SchedulePrompts:
+    """``callback: {schedule: true}``: what a caller hears when choosing a time; each defaults to the
+    built-in ``callback_<field>``. A slot is said as ``slot_press`` digit ``slot_for`` (``slot_today`` |
+    ``slot_tomorrow``) ``slot_at`` hour (``slot_oclock`` | ``slot_thirty``) (``slot_am`` | ``slot_pm``)."""
+
+    schedule_choice: Prompts
+    """"As soon as possible, press 1. To choose a time, press 2." (after the number is confirmed)."""
+    slot_press: Prompts
+    slot_for: Prompts
+    slot_today: Prompts
+    slot_tomorrow: Prompts
+    slot_at: Prompts
+    slot_oclock: Prompts
+    slot_thirty: Prompts
+    slot_am: Prompts
+    slot_pm: Prompts
+    scheduled: Prompts
+    """"Your callback is booked for" (then the slot), played only after the request is committed."""
+    scheduled_end: Prompts
+
+
 #: policy refusal reason -> the CallbackPrompts field that explains it
 REFUSAL_PROMPTS = {
     "emergency": "refused_short", "short-code": "refused_short", "invalid": "refused_invalid",
@@ -296,6 +318,8 @@ class QueueWithCallback:
     """Seconds to wait for the caller's key after an offer or confirmation prompt."""
     callback_prompts: CallbackPrompts | None = None
     """None when no offer is made (nothing extra to render)."""
+    schedule_prompts: SchedulePrompts | None = None
+    """``callback: {schedule: true}`` (and an offer): the caller may choose a time; None: as soon as possible."""
 
     @property
     def spoken_builtins(self) -> tuple[str, ...]:
