@@ -9,7 +9,8 @@ import pytest
 from ivr.sip.digest import digest_response
 from ivr.sip.message import SipRequest, make_response, parse_message
 from ivr.sip.register import Registration, RegistrationConfig, RegistrationState
-from ivr.sip.ua import RegistrationChanged, UaEvent, UserAgent, UserAgentConfig
+from ivr.sip.ua import RegistrationChanged, UserAgent, UserAgentConfig
+from tests.sip.harness import ClockedUa
 
 LOCAL = ("192.0.2.10", 5060)
 REGISTRAR = ("198.51.100.7", 5060)
@@ -18,11 +19,9 @@ CONFIG = RegistrationConfig(aor="sip:2000@pbx.example.com", registrar="pbx.examp
 CHALLENGE = 'Digest realm="pbx", nonce="n1", qop="auth", algorithm=MD5'
 
 
-class Harness:
+class Harness(ClockedUa):
     def __init__(self, config: RegistrationConfig = CONFIG) -> None:
-        self.ua = UserAgent(UserAgentConfig(allowed_peers=("192.0.2.0/24",)), LOCAL)
-        self.now = 1000.0
-        self.events: list[UaEvent] = []
+        super().__init__(UserAgent(UserAgentConfig(allowed_peers=("192.0.2.0/24",)), LOCAL), 1000.0)
         self.reg = self.ua.add_registration(config, REGISTRAR, self.now)
 
     def sent(self) -> list[SipRequest]:
@@ -39,26 +38,11 @@ class Harness:
         assert len(requests) == 1, requests
         return requests[0]
 
-    def drain(self) -> None:
-        while (e := self.ua.next_event()) is not None:
-            self.events.append(e)
-
     def reply(self, request: SipRequest, status: int, *headers: tuple[str, str], via: str | None = None) -> None:
         response = make_response(request, status, to_tag="reg1", headers=headers)
         if via is not None:
             response.headers.set("Via", via)
         self.ua.receive_datagram(response.to_bytes(), REGISTRAR, self.now)
-        self.drain()
-
-    def advance(self, until: float) -> None:
-        """Fire every timer due up to `until` (bounded), like the endpoint's call_at would."""
-        for _ in range(1000):
-            deadline = self.ua.get_timer()
-            if deadline is None or deadline > until:
-                break
-            self.now = max(self.now, deadline)
-            self.ua.handle_timer(self.now)
-        self.now = until
         self.drain()
 
     @property

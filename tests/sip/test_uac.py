@@ -12,11 +12,11 @@ from ivr.sip.ua import (
     LegState,
     OutboundCompleted,
     OutboundProgress,
-    UaEvent,
     UserAgent,
     UserAgentConfig,
 )
 from ivr.sip.uac import OutboundCallSpec, OutboundOutcome, Q850Reason, classify, parse_q850
+from tests.sip.harness import ClockedUa
 
 LOCAL = ("192.0.2.10", 5060)
 PROXY = ("198.51.100.7", 5060)
@@ -33,11 +33,9 @@ def spec(**kw: object) -> OutboundCallSpec:
     return OutboundCallSpec(**base)  # type: ignore[arg-type]
 
 
-class Harness:
+class Harness(ClockedUa):
     def __init__(self, **kw: object) -> None:
-        self.ua = UserAgent(UserAgentConfig(allowed_peers=("192.0.2.0/24",)), LOCAL)
-        self.now = 100.0
-        self.events: list[UaEvent] = []
+        super().__init__(UserAgent(UserAgentConfig(allowed_peers=("192.0.2.0/24",)), LOCAL), 100.0)
         self.leg = self.ua.start_call(spec(**kw), self.now)
 
     def sent(self) -> list[tuple[SipRequest, Address]]:
@@ -54,10 +52,6 @@ class Harness:
         assert len(found) == 1, found
         return found[0]
 
-    def drain(self) -> None:
-        while (e := self.ua.next_event()) is not None:
-            self.events.append(e)
-
     def respond(self, request: SipRequest, status: int, *headers: tuple[str, str], body: bytes = b"",
                 tag: str | None = "callee1", source: Address = PROXY) -> SipResponse:
         response = make_response(request, status, to_tag=tag, headers=headers, body=body)
@@ -68,16 +62,6 @@ class Harness:
     def answer(self, invite: SipRequest, *extra: tuple[str, str], tag: str = "callee1") -> SipResponse:
         return self.respond(invite, 200, ("Contact", f"<sip:callee@{CALLEE[0]}:{CALLEE[1]}>"),
                             ("Content-Type", "application/sdp"), *extra, body=ANSWER, tag=tag)
-
-    def advance(self, until: float) -> None:
-        for _ in range(1000):
-            deadline = self.ua.get_timer()
-            if deadline is None or deadline > until:
-                break
-            self.now = max(self.now, deadline)
-            self.ua.handle_timer(self.now)
-        self.now = until
-        self.drain()
 
     def completed(self) -> OutboundCompleted:
         done = [e for e in self.events if isinstance(e, OutboundCompleted)]
