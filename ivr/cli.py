@@ -343,7 +343,7 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from ivr.store.callbacks import CallbackNotFound, CallbackStore, IllegalTransition
-    from ivr.store.eventlog import EventLog
+    from ivr.store.eventlog import EventLog, parse_utc_text
 
     config = _config(args)
     if args.action == "report":
@@ -409,7 +409,7 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
             at = now
             atts = await store.attempts(rid)
             if atts and atts[-1].ended_at and policy.retry.intervals:
-                ended = datetime.fromisoformat(atts[-1].ended_at.replace("Z", "+00:00"))
+                ended = parse_utc_text(atts[-1].ended_at)
                 at = max(now, ended + timedelta(seconds=policy.retry.intervals[0]))
             await store.reschedule(rid, at, now, "retry asked by an operator")
             print(f"callback {rid} will be dialled from {at.isoformat(timespec='seconds')} (calling windows apply)")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from ivr.callbacks.dialer import DialIds, DialResult, ami_channel, channel_matches, queue_position
 from ivr.sip.resolve import parse_host
-from ivr.store.callbacks import Attempt, CallbackRequest
+from ivr.store.callbacks import Attempt, CallbackRequest, stored_time
 from ivr.store.eventlog import EventLog
 
 __all__ = ["AmiDialPort", "AmiDialSettings", "SipDialPort", "SipDialSettings", "sip_dial_settings"]
@@ -30,12 +30,6 @@ __all__ = ["AmiDialPort", "AmiDialSettings", "SipDialPort", "SipDialSettings", "
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _parse(ts: str | None) -> datetime | None:
-    if not ts:
-        return None
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 # -- the SIP way out ----------------------------------------------------------------------------------------
@@ -219,7 +213,7 @@ class AmiDialPort:
         s = self.settings
         variables = {"CALLBACK_ID": req.id, "CALLBACK_ATTEMPT": attempt.id, "IVR_QUEUE": req.queue}
         snap = self.queues.snapshot(req.queue) if self.queues is not None else None
-        arrival = _parse(req.arrival_at)
+        arrival = stored_time(req.arrival_at)
         if snap is not None and arrival is not None:
             # the place in line the original arrival earned, not a priority over everyone (docs/asterisk §5)
             variables["IVR_QUEUE_POSITION"] = str(queue_position([c.joined_at for c in snap.callers],

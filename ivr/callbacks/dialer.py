@@ -33,7 +33,7 @@ from ivr.callbacks import policy as policy_mod
 from ivr.callbacks.desk import QueueWaits
 from ivr.callbacks.ewt import EwtEstimate
 from ivr.callbacks.policy import CallbackPolicy
-from ivr.store.callbacks import Attempt, CallbackRequest, CallbackStore, IllegalTransition
+from ivr.store.callbacks import Attempt, CallbackRequest, CallbackStore, IllegalTransition, stored_time
 from ivr.store.eventlog import EventLog
 
 log = logging.getLogger("ivr.callbacks.dialer")
@@ -203,17 +203,11 @@ def settle(result: DialResult) -> Settlement:
     return Settlement("failed", False, "failed")
 
 
-def _parse(ts: str | None) -> datetime | None:
-    if not ts:
-        return None
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
-
-
 def promise_record(req: CallbackRequest, first_dial: datetime | None, result: DialResult | None,
                    now: datetime) -> dict[str, Any]:
     """The honest numbers of one finished callback: the wait quoted to the caller against the time from the
     original arrival to the first dial and to the agent; kept when the agent came within the quoted range."""
-    arrival = _parse(req.arrival_at) or now
+    arrival = stored_time(req.arrival_at) or now
     agent_at = result.agent_at if result is not None else None
     to_agent = (agent_at - arrival).total_seconds() if agent_at else None
     to_dial = (first_dial - arrival).total_seconds() if first_dial else None
@@ -314,7 +308,7 @@ class Dialer:
         now = self.now()
 
         def next_at(req: CallbackRequest) -> datetime | None:
-            d = policy_mod.next_attempt("interrupted", req.attempts, _parse(req.arrival_at) or now, now, req.zones,
+            d = policy_mod.next_attempt("interrupted", req.attempts, stored_time(req.arrival_at) or now, now, req.zones,
                                         self.policy.retry, self.policy.windows)
             return d.at if d.state == "retry" else None
 
@@ -326,10 +320,10 @@ class Dialer:
                 with contextlib.suppress(IllegalTransition):
                     await self.store.complete(req.id, now, "connected (found up at the PBX after a restart)")
                     await self.events.append("callback.kept", req.call_id,
-                                             **promise_record(req, _parse(att.started_at), None, now))
+                                             **promise_record(req, stored_time(att.started_at), None, now))
             else:
                 req = await self.store.get(att.request_id)
-                at = _parse(req.next_attempt_at)
+                at = stored_time(req.next_attempt_at)
                 if at is not None:
                     self._held[req.id] = loop.time() + max(0.0, (at - now).total_seconds())
             log.info("callback reconciled request=%s attempt=%s outcome=%s", att.request_id, att.id,
@@ -356,8 +350,8 @@ class Dialer:
                 await self.store.complete(req.id, now, "connected to an agent (settled after a restart)")
                 continue
             reason = "not-confirmed" if req.state == "connected" else (last.outcome or req.state)
-            ended = _parse(last.ended_at) or now
-            d = policy_mod.next_attempt(reason, req.attempts, _parse(req.arrival_at) or now, ended, req.zones,
+            ended = stored_time(last.ended_at) or now
+            d = policy_mod.next_attempt(reason, req.attempts, stored_time(req.arrival_at) or now, ended, req.zones,
                                         self.policy.retry, self.policy.windows)
             if d.state == "retry" and d.at is not None:
                 await self.store.schedule_retry(req.id, d.at, now, f"{reason} (settled after a restart)")
@@ -461,7 +455,7 @@ class Dialer:
         for req in await self.store.active():
             if req.state not in ("requested", "retry") or req.site != self.store.site:
                 continue
-            arrival = _parse(req.arrival_at)
+            arrival = stored_time(req.arrival_at)
             if arrival is not None and now > arrival + timedelta(seconds=self.policy.retry.expiry):
                 with contextlib.suppress(IllegalTransition):
                     await self.store.expire(req.id, now, "expiry passed before it could be dialled")
@@ -493,14 +487,14 @@ class Dialer:
         if st.done:
             await self.store.complete(req.id, now, "connected to an agent")
             attempts = await self.store.attempts(req.id)
-            first = _parse(attempts[0].started_at) if attempts else None
+            first = stored_time(attempts[0].started_at) if attempts else None
             record = promise_record(await self.store.get(req.id), first, result, now)
             await self.events.append("callback.kept", fresh.call_id, **record, leg_call_id=result.leg_call_id)
             log.info("callback done request=%s kept=%s time_to_agent=%s", req.id, record["kept"],
                      record["time_to_agent"])
             return
         assert st.retry_reason is not None
-        d = policy_mod.next_attempt(st.retry_reason, fresh.attempts, _parse(fresh.arrival_at) or now, now,
+        d = policy_mod.next_attempt(st.retry_reason, fresh.attempts, stored_time(fresh.arrival_at) or now, now,
                                     fresh.zones, self.policy.retry, self.policy.windows)
         if d.state == "retry" and d.at is not None:
             await self.store.schedule_retry(req.id, d.at, now, st.retry_reason)

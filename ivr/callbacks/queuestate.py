@@ -27,6 +27,7 @@ from typing import Any
 
 from ivr.callbacks.ewt import EwtConfig, EwtEstimate, QueueEvent, QueueEventKind, QueueEventWindow, estimate
 from ivr.proto.ami import AmiEvent
+from ivr.store.eventlog import parse_utc_text
 
 log = logging.getLogger("ivr.callbacks.queuestate")
 
@@ -91,7 +92,7 @@ class QueueRecords:
 
 
 def _epoch(wall: str) -> float:
-    return datetime.fromisoformat(wall.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+    return parse_utc_text(wall).timestamp()
 
 
 #: A handover shorter than this was a REFER or Redirect (the call left our hands at once): it says nothing

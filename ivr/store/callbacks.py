@@ -24,7 +24,7 @@ import aiosqlite
 import uuid6
 
 from ivr.errors import IvrError
-from ivr.store.eventlog import EventLog, utc_now_text
+from ivr.store.eventlog import EventLog, parse_utc_text, utc_now_text
 
 log = logging.getLogger("ivr.store.callbacks")
 
@@ -135,6 +135,11 @@ def _req(row: Any) -> CallbackRequest:
     r = list(row)
     r[4] = tuple(json.loads(r[4]))
     return CallbackRequest(*r)
+
+
+def stored_time(ts: str | None) -> datetime | None:
+    """A request's or attempt's time column (None when unset) as an aware datetime."""
+    return parse_utc_text(ts) if ts else None
 
 
 def _ts(t: datetime) -> str:

@@ -45,6 +45,11 @@ def utc_now_text(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_utc_text(text: str) -> datetime:
+    """A time stored by ``utc_now_text`` (its trailing Z) back as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def migrations() -> list[tuple[int, str]]:
     files = resources.files("ivr.store").joinpath("migrations")
     out = []
