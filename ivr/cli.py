@@ -368,7 +368,7 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         now = datetime.now(UTC)
-        async with await EventLog.open(config.db_path, config.site_id, reconcile=False) as events:
+        async with await EventLog.open(config.db_path, config.site_id) as events:
             store = CallbackStore(events)
             if args.action == "list":
                 sql = "SELECT id FROM callback_requests" + ("" if args.all else
@@ -457,7 +457,7 @@ def _callbacks_report(config: Config, args: argparse.Namespace) -> int:
     async def rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if not config.db_path.exists():
             return [], []
-        async with await EventLog.open(config.db_path, config.site_id, reconcile=False) as events:
+        async with await EventLog.open(config.db_path, config.site_id) as events:
             sql = "SELECT id, state FROM callback_requests WHERE site=? AND requested_at>=?"
             params: tuple[Any, ...] = (config.site_id, utc_now_text(since))
             if args.queue:

@@ -169,15 +169,14 @@ class EventLog:
         self._writer: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, site: str, *, reconcile: bool = True) -> EventLog:
-        """Open (and migrate) the log. Calls left open by a process that is gone are closed as interrupted
-        (``reconcile``); those of a live process beside us (the daemon, a simulation) are left alone."""
+    async def open(cls, path: Path, site: str) -> EventLog:
+        """Open (and migrate) the log. Calls left open by a process that is gone are closed as interrupted;
+        those of a live process beside us (the daemon, a simulation) are left alone."""
         db = await connect(path)
         await migrate(db)
         self = cls(db, site, OwnerLock(path))
         self._writer = asyncio.create_task(self._write_loop(), name="eventlog-writer")
-        if reconcile:
-            await self.reconcile_interrupted_calls()
+        await self.reconcile_interrupted_calls()
         return self
 
     async def close(self) -> None:

@@ -52,7 +52,7 @@ def test_percentile_is_nearest_rank() -> None:
 def test_report_command_over_a_real_store(env: Env) -> None:
     async def fill() -> None:
         now = datetime.now(UTC)
-        async with await EventLog.open(env.state / "ivr.db", "test-site", reconcile=False) as log:
+        async with await EventLog.open(env.state / "ivr.db", "test-site") as log:
             store = CallbackStore(log)
 
             async def one(number: str, queue: str, quoted: tuple[float, float], *, agent_after: float | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ivr.store.callbacks import CallbackStore, Consent
 from ivr.store.eventlog import EventLog
@@ -14,7 +15,7 @@ from tests.conftest import Env
 def file(env: Env, number: str, *, dialing: bool = False, ended_ago: float | None = None) -> str:
     async def go() -> str:
         now = datetime.now(UTC)
-        async with await EventLog.open(env.state / "ivr.db", "test-site", reconcile=False) as log:
+        async with await EventLog.open(env.state / "ivr.db", "test-site") as log:
             store = CallbackStore(log)
             r = await store.request(queue="support", number=number, zones=("America/New_York",), arrival_at=now,
                                     consent=Consent(at=now, number=number), now=now)
@@ -87,14 +88,18 @@ def test_callbacks_config_errors_are_reported_with_their_place(env: Env) -> None
 def test_the_command_leaves_the_daemons_live_calls_alone(env: Env) -> None:
     """A call in progress has no end yet; `ivr callbacks` beside the daemon must not mark it interrupted."""
 
-    async def live_call() -> None:
+    def commands_beside_it() -> list[dict[str, Any]]:
+        file(env, "+12125550123")
+        rid = env.ivr("callbacks", "list", "--json").json()[0]["id"]
+        assert env.ivr("callbacks", "cancel", rid).code == 0
+        return env.calls()
+
+    async def live_call() -> list[dict[str, Any]]:
+        # The log stays open (its owner lock held) while the commands run, as the daemon's does.
         async with await EventLog.open(env.state / "ivr.db", "test-site") as log:
             await log.begin_call(call_id="live-1", channel="sip", caller="+12125550123", dialed="100",
                                  flow="main", version="v1")
+            return await asyncio.to_thread(commands_beside_it)
 
-    asyncio.run(live_call())
-    file(env, "+12125550123")
-    rid = env.ivr("callbacks", "list", "--json").json()[0]["id"]
-    assert env.ivr("callbacks", "cancel", rid).code == 0
-    [call] = [c for c in env.calls() if c["call_id"] == "live-1"]
+    [call] = [c for c in asyncio.run(live_call()) if c["call_id"] == "live-1"]
     assert call["outcome"] is None and call["ended_at"] is None

@@ -83,7 +83,7 @@ def file_request(env: Env, number: str = NUMBER, queue: str = "support",
 
     async def go() -> tuple[str, bool]:
         now = datetime.now(UTC)
-        async with await EventLog.open(env.state / "ivr.db", "test-site", reconcile=False) as log:
+        async with await EventLog.open(env.state / "ivr.db", "test-site") as log:
             r = await CallbackStore(log).request(
                 queue=queue, number=number, zones=("America/New_York",), arrival_at=now,
                 consent=Consent(at=now, number=number, heard="offer,readback", pressed="1"), now=now,

@@ -32,14 +32,14 @@ def ami_yaml(peer: AmiPeer, *, confirm: float = 2.0, intervals: str = "[1]") -> 
 
 async def file(env: Env, number: str, queue: str = "support") -> str:
     now = datetime.now(UTC)
-    async with await EventLog.open(env.state / "ivr.db", "test-site", reconcile=False) as log:
+    async with await EventLog.open(env.state / "ivr.db", "test-site") as log:
         r = await CallbackStore(log).request(queue=queue, number=number, zones=("America/New_York",),
                                              arrival_at=now, consent=Consent(at=now, number=number), now=now)
         return r.id
 
 
 async def state(env: Env, rid: str) -> str:
-    async with await EventLog.open(env.state / "ivr.db", "test-site", reconcile=False) as log:
+    async with await EventLog.open(env.state / "ivr.db", "test-site") as log:
         return (await CallbackStore(log).get(rid)).state
 
 

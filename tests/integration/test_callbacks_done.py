@@ -63,7 +63,7 @@ def _wall(t: datetime) -> str:
 
 async def seed_records(db: Path, now: datetime) -> list[str]:
     """Past support handovers (the appliance's own records) and three calls in the queue right now."""
-    async with await EventLog.open(db, "test-site", reconcile=False) as log:
+    async with await EventLog.open(db, "test-site") as log:
         async def put(t: datetime, call_id: str, type_: str, data: dict[str, object]) -> None:
             row = (str(uuid6.uuid7()), "test-site", BOOT_ID, _wall(t), time.monotonic_ns(), call_id, type_,
                    json.dumps(data))
@@ -81,7 +81,7 @@ async def seed_records(db: Path, now: datetime) -> list[str]:
 
 
 async def drain(db: Path, calls: list[str]) -> None:
-    async with await EventLog.open(db, "test-site", reconcile=False) as log:
+    async with await EventLog.open(db, "test-site") as log:
         for c in calls:
             await log.append("call.ended", c, outcome="transferred", detail="agent took the call", path=[])
 

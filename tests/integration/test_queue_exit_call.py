@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(subprocess.run(["which", "sipp"], capture_output
 
 async def seed_waiting_caller(db: Path, now: datetime) -> None:
     """One caller in the support queue now (no finished handovers: the wait cannot be estimated)."""
-    async with await EventLog.open(db, "test-site", reconcile=False) as log:
+    async with await EventLog.open(db, "test-site") as log:
         wall = (now - timedelta(seconds=60)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         row = (str(uuid6.uuid7()), "test-site", BOOT_ID, wall, time.monotonic_ns(), "waiting-0", "queue.offer",
                json.dumps({"queue": "support", "offered": False}))
