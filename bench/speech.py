@@ -82,51 +82,75 @@ async def bounded_gather(n: int, jobs: list[Callable[[], Awaitable[Any]]]) -> li
 
 # -- accuracy ------------------------------------------------------------------------------------------------
 
+def conditions(group: str) -> list[tuple[str, int]]:
+    return [(v, s) for v in EVAL[group]["voices"] for s in EVAL[group]["speeds"]]
+
+
+async def keyword_run(service: SpeechService, group: str, noise: bool, keywords: list[str]
+                      ) -> list[tuple[str, str, SpeechResult]]:
+    """Each of ``keywords`` and each out-of-grammar phrase, in every voice and speed of ``group``, decoded
+    with ``keywords`` as the grammar (and the free-form check, so every rule can be scored on one pass):
+    (kind "kw" or "oog", what was said, result)."""
+    items = [(kind, t, v, s) for v, s in conditions(group)
+             for kind, ts in (("kw", keywords), ("oog", EVAL["out_of_grammar"])) for t in ts]
+
+    def job(t: str, v: str, s: int) -> Callable[[], Awaitable[SpeechResult]]:
+        return lambda: decode(service, clip(t, v, s, noise), keywords, verify=True)
+
+    results = await bounded_gather(service.max_streams, [job(t, v, s) for _, t, v, s in items])
+    return [(kind, t, r) for (kind, t, _, _), r in zip(items, results, strict=True)]
+
+
+def default_rule(service: SpeechService, r: SpeechResult, keywords: list[str]) -> bool:
+    return r.text in keywords and r.decision.margin >= service.policy.min_margin
+
+
+def score(runs: list[tuple[str, str, SpeechResult]], accept: Callable[[SpeechResult], bool]
+          ) -> tuple[int, int, int, int, int]:
+    """(keyword right, keyword wrong, keyword utterances, out-of-grammar accepted, out-of-grammar utterances)."""
+    ok = wrong = oog_acc = n_kw = n_oog = 0
+    for kind, t, r in runs:
+        a = accept(r)
+        if kind == "kw":
+            n_kw += 1
+            ok += a and r.text == t
+            wrong += a and r.text != t
+        else:
+            n_oog += 1
+            oog_acc += a
+    return ok, wrong, n_kw, oog_acc, n_oog
+
+
 async def accuracy(service: SpeechService, group: str, noise: bool) -> None:
     kws: list[str] = EVAL["keywords"]
-    conds = [(v, s) for v in EVAL[group]["voices"] for s in EVAL[group]["speeds"]]
-    items = [(kind, t, v, s) for v, s in conds for kind, ts in (("kw", kws), ("oog", EVAL["out_of_grammar"]))
-             for t in ts]
-
-    def job(kind: str, t: str, v: str, s: int) -> Callable[[], Awaitable[SpeechResult]]:
-        return lambda: decode(service, clip(t, v, s, noise), kws, verify=True)
-
-    results = await bounded_gather(service.max_streams, [job(*it) for it in items])
+    runs = await keyword_run(service, group, noise, kws)
     rules: dict[str, Callable[[SpeechResult], bool]] = {
         "none (top hypothesis)": lambda r: bool(r.text),
         "one phrase": lambda r: r.text in kws,
-        "one phrase + margin (default)": lambda r: r.text in kws and r.decision.margin >= service.policy.min_margin,
+        "one phrase + margin (default)": lambda r: default_rule(service, r, kws),
         "… + free-form check (verify)": lambda r: r.accepted,
     }
-    n_kw = sum(1 for it in items if it[0] == "kw")
-    n_oog = len(items) - n_kw
     noisy = f", noise {EVAL['noise_snr_db']} dB SNR" if noise else ""
+    front = f"noise floor {service.noise_floor_dbfs} dBFS at {service.decode_rate} Hz"
+    _, _, n_kw, _, n_oog = score(runs, bool)
     print(f"\n## Keywords ({group} group: voices {EVAL[group]['voices']} × speeds {EVAL[group]['speeds']}, "
-          f"µ-law{noisy}; {len(kws)} keywords in one "
-          f"grammar, {n_kw} keyword and {n_oog} out-of-grammar utterances)")
+          f"µ-law{noisy}; {front}; {len(kws)} keywords in one grammar, {n_kw} keyword and {n_oog} "
+          f"out-of-grammar utterances)")
     print(f"{'rejection rule':32} {'keyword correct':>16} {'wrong keyword':>14} {'OOG rejected':>13}")
     for name, accept in rules.items():
-        ok = wrong = oog_acc = 0
-        for (kind, t, _, _), r in zip(items, results, strict=True):
-            a = accept(r)
-            if kind == "kw":
-                ok += a and r.text == t
-                wrong += a and r.text != t
-            else:
-                oog_acc += a
+        ok, wrong, n_kw, oog_acc, n_oog = score(runs, accept)
         print(f"{name:32} {ok:4}/{n_kw} {ok / n_kw:6.1%} {wrong / n_kw:13.1%} {1 - oog_acc / n_oog:12.1%}")
     per_word: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for (kind, t, _, _), r in zip(items, results, strict=True):
+    for kind, t, r in runs:
         if kind == "kw":
             per_word[t][0] += r.text == t
-            per_word[t][1] += r.decision.margin >= service.policy.min_margin and r.text == t
+            per_word[t][1] += default_rule(service, r, kws) and r.text == t
             per_word[t][2] += 1
     print("per keyword (top correct / accepted by default rule / n): " + ", ".join(
         f"{w} {a}/{b}/{n}" for w, (a, b, n) in per_word.items()))
-    reliable = [w for w, (_, b, n) in per_word.items() if b == n]
-    print(f"reliable set (accepted every time here): {reliable}")
-    reasons = Counter(r.decision.reason for (kind, *_), r in zip(items, results, strict=True) if kind == "oog")
+    reasons = Counter(r.decision.reason for kind, _, r in runs if kind == "oog")
     print(f"out-of-grammar decisions (verify): {dict(reasons)}")
+    conds = conditions(group)
 
     digit_items = [(t, v, s) for v, s in conds for t in EVAL["digits"]]
 
@@ -138,6 +162,33 @@ async def accuracy(service: SpeechService, group: str, noise: bool) -> None:
     exact = sum(r.value == "".join(table[w] for w in t.split()) for (t, _, _), r in zip(digit_items, dres,
                                                                                           strict=True))
     print(f"digit strings exact: {exact}/{len(digit_items)} ({exact / len(digit_items):.1%})")
+
+
+async def reliable_set(service: SpeechService, noise: bool) -> None:
+    """The issue's "keyword accuracy on the reliable set": the keywords the default rule accepted every time
+    on the *tuning* voices (12-keyword grammar) become a menu of their own, which is then scored on the
+    *reporting* voices, so the choice of words is not tuned on the figures it is judged by."""
+    kws: list[str] = EVAL["keywords"]
+    tuning = await keyword_run(service, "tuning", noise, kws)
+    per_word: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for kind, t, r in tuning:
+        if kind == "kw":
+            per_word[t][0] += default_rule(service, r, kws) and r.text == t
+            per_word[t][1] += 1
+    chosen = [w for w, (a, n) in per_word.items() if a == n]
+    print("\n## Reliable set: keywords accepted every time on the tuning voices, scored on the reporting voices")
+    print(f"chosen on tuning ({', '.join(f'{w} {a}/{n}' for w, (a, n) in per_word.items())}): {chosen}")
+    if not chosen:
+        return
+    runs = await keyword_run(service, "reporting", noise, chosen)
+    print(f"{'rejection rule':32} {'keyword correct':>16} {'wrong keyword':>14} {'OOG rejected':>13}")
+    for name, accept in (("one phrase + margin (default)", lambda r: default_rule(service, r, chosen)),
+                         ("… + free-form check (verify)", lambda r: r.accepted)):
+        ok, wrong, n_kw, oog_acc, n_oog = score(runs, accept)
+        print(f"{name:32} {ok:4}/{n_kw} {ok / n_kw:6.1%} {wrong / n_kw:13.1%} {1 - oog_acc / n_oog:12.1%}")
+    misses = Counter(t for kind, t, r in runs if kind == "kw" and not (default_rule(service, r, chosen)
+                                                                       and r.text == t))
+    print(f"keywords missed by the default rule (of {len(conditions('reporting'))} each): {dict(misses)}")
 
 
 # -- cost --------------------------------------------------------------------------------------------------
@@ -209,7 +260,9 @@ async def stream_vosk(service: SpeechService, clips: list[bytes], lat: list[floa
     executor = service._executor
     for pcm in clips:
         true_end = speech_end(pcm)
-        rec = await loop.run_in_executor(executor, vosk.KaldiRecognizer, service._model, SAMPLE_RATE, grammar)
+        front = service.line_front_end()  # what the appliance's turns hear, so both halves decode the same
+        rec = await loop.run_in_executor(executor, vosk.KaldiRecognizer, service._model, service.decode_rate,
+                                         grammar)
         rec.SetMaxAlternatives(3)
         t0 = loop.time()
         fed_end = None
@@ -219,7 +272,8 @@ async def stream_vosk(service: SpeechService, clips: list[bytes], lat: list[floa
             await asyncio.sleep(max(0.0, due - loop.time()))
             if fed_end is None and (i + 1) * F >= true_end:
                 fed_end = loop.time()
-            if await loop.run_in_executor(executor, rec.AcceptWaveform, frame):
+            data = front.process(frame) if front is not None else frame
+            if await loop.run_in_executor(executor, rec.AcceptWaveform, data):
                 text = parse_nbest(rec.Result())
                 if fed_end is not None:
                     got = loop.time() - fed_end
@@ -342,6 +396,7 @@ async def main() -> None:
         await cost(service, args.noise)
     if "accuracy" not in skip:
         await accuracy(service, args.group, args.noise)
+        await reliable_set(service, args.noise)
     if "latency" not in skip:
         levels = [int(x) for x in args.streams.split(",")]
         if args.beside_load:

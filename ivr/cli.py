@@ -170,10 +170,7 @@ class _SimulatorSpeech:
             if self.service is None:
                 from ivr.adapters.speech import SpeechService
 
-                sp = self.config.speech
-                service = SpeechService(sp.model_path, max_streams=sp.max_streams, workers=sp.workers,
-                                        cache_dir=str(self.config.state_dir / "cache" / "vosk"),
-                                        echo_return_loss_db=sp.echo_return_loss_db)
+                service = SpeechService.from_config(self.config.speech, self.config.state_dir)
                 await service.start()
                 self.service = service
             return self.service

@@ -120,6 +120,9 @@ class SpeechConfig:
     """Least attenuation assumed for the prompt's echo coming back from the line (G.168's minimum): to barge
     in by voice a caller must be louder than the prompt less this, plus 3 dB. Raise it where the line's echo
     is weaker (the log's ``speech echo`` line measures it per call) so callers can interrupt more softly."""
+    noise_floor_dbfs: float | None = -70.0
+    """Seeded white noise added under the caller's audio before decoding, dBFS RMS (None: none). The model
+    was trained with noise in every band; telephone audio has nothing above 4 kHz (ivr/speech/frontend.py)."""
 
 
 @dataclass(frozen=True)

@@ -104,9 +104,7 @@ class Daemon:
 
         sp = self.config.speech
         try:
-            service = SpeechService(sp.model_path, max_streams=sp.max_streams, workers=sp.workers,
-                                    cache_dir=str(self.config.state_dir / "cache" / "vosk"),
-                                    echo_return_loss_db=sp.echo_return_loss_db)
+            service = SpeechService.from_config(sp, self.config.state_dir)
             await service.start()
         except Exception:  # no model, a broken install: calls still work by keys, and the log says why
             log.exception("speech recognition unavailable; menus take keys only")

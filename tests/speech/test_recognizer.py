@@ -32,7 +32,8 @@ async def recognize(turn: SpeechTurn, pcm: bytes) -> SpeechResult:
         return await asyncio.wait_for(turn.result(), 30)
 
 
-@pytest.mark.parametrize(("word", "voice"), [("아니요", "ko"), ("아니요", "ko+f2"), ("네", "ko"), ("예약", "ko+f2")])
+@pytest.mark.parametrize(("word", "voice"), [("아니요", "ko"), ("아니요", "ko+f2"), ("네", "ko"), ("예약", "ko+f2"),
+                                           ("확인", "ko"), ("확인", "ko+f2"), ("변경", "ko")])
 async def test_keyword_is_recognised(speech: Any, word: str, voice: str) -> None:
     turn = speech.open_turn(KEYWORDS, digits=False)
     result = await recognize(turn, spoken(word, voice))
@@ -68,7 +69,7 @@ def test_model_says_its_unknown_word_and_vocabulary(speech: Any) -> None:
     assert plan.missing == ("zzqx",)
 
 
-@pytest.mark.parametrize(("text", "voice", "digits"), [("영", "ko", "0"), ("삼", "ko+f2", "3")])
+@pytest.mark.parametrize(("text", "voice", "digits"), [("삼", "ko", "3"), ("사", "ko+f2", "4")])
 async def test_spoken_digit(speech: Any, text: str, voice: str, digits: str) -> None:
     result = await recognize(speech.open_turn(None, digits=True), spoken(text, voice))
     assert result.accepted and result.decision.reason == "digits"
