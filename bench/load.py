@@ -15,7 +15,13 @@ What is measured, per implementation and N:
 - the IVR's CPU (average over the calls, and the peak 1 s) and RSS (before, peak, per call) and sipp's
   CPU, sampled from /proc every 0.2 s.
 
+With ``--speech-calls K`` (ivr only), once the N calls are up K more sipp callers
+(bench/load_files/speech_call.xml) keep speaking keywords to a listening menu (speech_flow.yaml), so the
+daemon decodes speech on its own threads beside the DTMF calls: the send interval is also given for the time
+all K are up, and every recognition (how many, accepted, end of speech → result) from the event log.
+
 Run:  .venv/bin/python bench/load.py [--calls 10,50,100,200,300] [--impl ivr,pyvoip] [--json]
+      .venv/bin/python bench/load.py --calls 100 --impl ivr --settle 60 --speech-calls 24
 Figures only, nothing asserted. Needs sipp, dumpcap (wireshark-common), espeak-ng and sox, and root (or
 capture rights) for dumpcap and sipp's pcap play. The pyVoIP venv (bench/.venv-pyvoip) is made on first
 use with ``python3 -m venv`` and ``pip install pyVoIP==1.6.8``.
@@ -49,6 +55,7 @@ PYVOIP_VENV = BENCH / ".venv-pyvoip"
 PYVOIP_PIN = "pyVoIP==1.6.8"
 RTP_RANGES = {"ivr": (40000, 41999), "pyvoip": (42000, 43999)}
 SERVICE = "700"
+SPEECH_SERVICE = "701"
 TE_PT = 101
 MENU_TEXT = ("Welcome to the load test line. This menu prompt is long on purpose, so that the caller can press "
              "a key while it plays. Press 2 to hear the next prompt.")
@@ -217,6 +224,64 @@ def read_pcap(path: Path) -> list[tuple[float, int, int, bytes]]:
     return out
 
 
+def write_rtp_pcap(path: Path, ulaw: bytes, payload_type: int = 0) -> float:
+    """``ulaw`` as a classic pcap of RTP packets (Ethernet/IPv4/UDP on loopback, 20 ms apart), for sipp's
+    play_pcap_audio; returns the audio's length in seconds."""
+    frames = [ulaw[i:i + 160].ljust(160, b"\xff") for i in range(0, len(ulaw), 160)]
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    ssrc = 0x5EEC4
+    for k, frame in enumerate(frames):
+        rtp = struct.pack("!BBHII", 0x80, payload_type | (0x80 if k == 0 else 0), k & 0xFFFF, k * 160, ssrc) + frame
+        udp = struct.pack("!HHHH", 6000, 6002, 8 + len(rtp), 0) + rtp
+        head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), k & 0xFFFF, 0, 64, 17, 0,
+                           b"\x7f\x00\x00\x01", b"\x7f\x00\x00\x01")
+        csum = sum(struct.unpack("!10H", head))
+        csum = (csum & 0xFFFF) + (csum >> 16)
+        csum = (csum & 0xFFFF) + (csum >> 16)
+        head = head[:10] + struct.pack("!H", ~csum & 0xFFFF) + head[12:]
+        pkt = b"\x00" * 12 + b"\x08\x00" + head + udp
+        t = k * 0.02
+        out.append(struct.pack("<IIII", int(t), round((t % 1) * 1e6), len(pkt), len(pkt)) + pkt)
+    path.write_bytes(b"".join(out))
+    return len(frames) * 0.02
+
+
+def speech_caller(work: Path, settle: float, calls: int, rate: float) -> tuple[Path, int, float]:
+    """The speech callers' scenario: a pcap of three keywords from the sample's reliable set, each after a
+    pause (espeak-ng Korean, µ-law), looped for as long as the DTMF calls stay up together. Returns
+    (scenario, loops, seconds per loop)."""
+    from ivr.proto import g711
+    from ivr.speech import synth
+
+    pcm = synth.silence(0.8)
+    for word in ("아니요", "네", "예약"):
+        pcm += synth.speak(word, "ko", 175) + synth.silence(1.6)
+    seconds = write_rtp_pcap(work / "speech.pcap", g711.ulaw_encode(pcm))
+    play = seconds + 0.2
+    loops = max(1, int((settle - calls / rate - 6.0) / play))
+    xml = (FILES / "speech_call.xml").read_text()
+    xml = xml.replace("@PCAP@", str(work / "speech.pcap")).replace("@PAUSE_MS@", str(round(play * 1000)))
+    (work / "speech_call.xml").write_text(xml.replace("@LOOPS@", str(loops)))
+    return work / "speech_call.xml", loops, play
+
+
+def speech_figures(db: Path) -> dict[str, Any]:
+    """Every recognition the daemon logged (event log ``input.speech``): how many, accepted, and end of
+    speech → result (``after_speech_ms``: the detector's hangover plus decoding, what the caller waits)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = [json.loads(d) for (d,) in con.execute("SELECT data FROM events WHERE type = 'input.speech'")]
+        refused = con.execute("SELECT count(*) FROM events WHERE type = 'speech.unavailable'").fetchone()[0]
+    finally:
+        con.close()
+    after = [float(r["after_speech_ms"]) for r in rows if "after_speech_ms" in r]
+    return {"recognitions": len(rows), "accepted": sum(1 for r in rows if r.get("accepted")),
+            "after_speech_p50_ms": r2(pct(after, 0.5)), "after_speech_p95_ms": r2(pct(after, 0.95)),
+            "after_speech_max_ms": r2(max(after)) if after else None, "turns_refused": refused}
+
+
 def sip_head(payload: bytes) -> tuple[str, str, str] | None:
     """(first line, Call-ID, CSeq method) of a SIP message."""
     try:
@@ -247,7 +312,7 @@ class CaptureFigures:
     dtmf_ms: list[float] = field(default_factory=list)
     keys_without_prompt: int = 0
     window_gaps_ms: list[float] = field(default_factory=list)
-    """Send gaps that ended inside the --window-file interval (e.g. while bench/speech.py ran)."""
+    """Send gaps that ended inside the window (while all --speech-calls were up)."""
 
 
 def analyse(path: Path, sip_port: int, rtp: tuple[int, int], first_frame: bytes | None,
@@ -356,6 +421,11 @@ class RunResult:
     capture_cpu_avg_pct: float | None = None
     packets_captured: int = 0
     capture_dropped: int | None = None
+    speech_calls: int = 0
+    speech_completed: int = 0
+    speech_failed: int = 0
+    speech: dict[str, Any] = field(default_factory=dict)
+    """With --speech-calls: recognitions, accepted, after_speech p50/p95/max ms, turns refused."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -377,12 +447,21 @@ def wait_line(proc: subprocess.Popen[str], want: str, timeout: float) -> bool:
     return bool(box)
 
 
-def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[int, int]) -> subprocess.Popen[Any]:
+def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[int, int], *, speech_calls: int = 0,
+              decode_nice: int | None = None) -> subprocess.Popen[Any]:
     flows = work / "flows"
     flows.mkdir()
     shutil.copy(FILES / "flow.yaml", flows / "load.yaml")
     shutil.copy(prompts["menu"], flows / "menu.wav")
     shutil.copy(prompts["chosen"], flows / "chosen.wav")
+    if speech_calls:
+        shutil.copy(FILES / "speech_flow.yaml", flows / "speech.yaml")
+        subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(flows / "tone.wav"), "synth", "0.25",
+                        "sine", "440", "vol", "0.3"], check=True)
+        nice = "" if decode_nice is None else f", decode_nice: {decode_nice}"
+        speech = f"speech: {{enabled: true, max_streams: {max(24, speech_calls)}{nice}}}\n"
+    else:
+        speech = "speech: {enabled: false}\n"
     config = work / "ivr.yaml"
     config.write_text(
         "site: {id: load-bench}\n"
@@ -391,7 +470,7 @@ def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[in
         "log: {level: warning}\n"
         "calls: {rtp_timeout_seconds: 120}\n"  # callers send no audio before their key (sipp)
         f"sip: {{listen: '127.0.0.1:{sip_port}', rtp_ports: {rtp[0]}-{rtp[1]}}}\n"
-        "speech: {enabled: false}\n",
+        + speech,
         encoding="utf-8",
     )
     log = (work / "ivr.log").open("w")
@@ -458,6 +537,35 @@ def sipp_counts(stats: Path) -> tuple[int, int, int]:
     return int(row.get("TotalCallCreated", 0)), int(row.get("SuccessfulCall(C)", 0)), int(row.get("FailedCall(C)", 0))
 
 
+def speech_calls(work: Path, args: argparse.Namespace, n: int, ivr_sip: int, t_start: float,
+                 res: RunResult) -> tuple[float, float] | None:
+    """Once all N DTMF calls are up, ``--speech-calls`` more callers who keep speaking keywords to the
+    daemon; returns the wall-clock window in which all of them were up (for the send interval beside them)."""
+    k = args.speech_calls
+    rate = 5.0
+    scenario, loops, play = speech_caller(work, args.settle, k, rate)
+    time.sleep(max(0.0, t_start + n / args.rate + 1.0 - time.monotonic()))
+    stats = work / "sipp_speech_stats.csv"
+    cmd = ["sipp", f"127.0.0.1:{ivr_sip}", "-sf", str(scenario), "-s", SPEECH_SERVICE, "-m", str(k), "-l", str(k),
+           "-r", str(rate), "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(free_port()),
+           "-timeout", f"{int(k / rate + loops * play + 120)}s", "-nostdin", "-trace_stat", "-stf", str(stats),
+           "-fd", "1", "-trace_err"]
+    print(f"speech calls starting: {k}, {loops} × {play:.1f} s of keywords each", file=sys.stderr, flush=True)
+    begin = time.time()
+    with (work / "sipp_speech.out").open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=k / rate + loops * play + 150)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            res.notes.append("speech sipp killed after its time limit")
+    res.speech_calls = k
+    _, res.speech_completed, res.speech_failed = sipp_counts(stats)
+    first_up, last_up = begin + k / rate + 1.0, begin + loops * play - 1.0
+    return (first_up, last_up) if last_up > first_up else None
+
+
 def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path], root: Path,
             first_frame: bytes | None) -> RunResult:
     work = root / f"{impl}-{n}"
@@ -468,9 +576,11 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     capture, pcap, cap_err = start_capture(work, impl_sip, rtp)
     sampler = Sampler()
     target: subprocess.Popen[Any] | None = None
+    window: tuple[float, float] | None = None
     try:
         if impl == "ivr":
-            target = start_ivr(work, prompts, impl_sip, rtp)
+            target = start_ivr(work, prompts, impl_sip, rtp, speech_calls=args.speech_calls,
+                               decode_nice=args.decode_nice)
         else:
             target = start_pyvoip(work, prompts, impl_sip, sipp_sip, rtp)
         sampler.watch(impl, target.pid)
@@ -490,6 +600,8 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
         with (work / "sipp.out").open("w") as out:
             sipp = subprocess.Popen(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT)
             sampler.watch("sipp", sipp.pid)
+            if impl == "ivr" and args.speech_calls:
+                window = speech_calls(work, args, n, impl_sip, t_start, res)
             try:
                 sipp.wait(timeout=hold_ms / 1000 + 200)
             except subprocess.TimeoutExpired:
@@ -527,10 +639,6 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     m = re.findall(r"received/dropped on interface [^\n]*?: (\d+)/(\d+)", cap_err.read_text(errors="replace"))
     if m:
         res.capture_dropped = int(m[-1][1])
-    window = None
-    if args.window_file is not None and args.window_file.exists():
-        start_s, end_s = args.window_file.read_text().split()[:2]
-        window = (float(start_s), float(end_s))
     fig = analyse(pcap, impl_sip, rtp, first_frame if impl == "pyvoip" else None, window)
     if window is not None:
         res.window = window
@@ -539,6 +647,8 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
         res.window_send_interval_max_ms = r2(max(w)) if w else None
         res.window_gaps = len(w)
     res.packets_captured = fig.packets
+    if res.speech_calls:
+        res.speech = speech_figures(work / "var" / "ivr.db")
     res.invite_200_p50_ms, res.invite_200_p99_ms = r2(pct(fig.invite_200_ms, 0.5)), r2(pct(fig.invite_200_ms, 0.99))
     res.invites_unanswered = fig.invites_unanswered
     res.send_interval_p50_ms, res.send_interval_p99_ms = r2(pct(fig.gaps_ms, 0.5)), r2(pct(fig.gaps_ms, 0.99))
@@ -591,7 +701,9 @@ def table(results: list[RunResult]) -> str:
         f"keys without a next prompt {r.keys_without_prompt}"]
         + ([f"send interval in the window p50/p99/max {fmt(r.window_send_interval_p50_ms)} / "
             f"{fmt(r.window_send_interval_p99_ms)} / {fmt(r.window_send_interval_max_ms)} ms ({r.window_gaps} gaps)"]
-           if r.window else [])) for r in results]
+           if r.window else [])
+        + ([f"speech calls {r.speech_completed}/{r.speech_failed} of {r.speech_calls}: "
+            + ", ".join(f"{k} {fmt(v)}" for k, v in r.speech.items())] if r.speech_calls else [])) for r in results]
     return "\n".join(lines + ["", *notes])
 
 
@@ -605,10 +717,13 @@ def main() -> int:
                    help="seconds all N calls are up together before the first key (default 8)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--json-file", type=Path, default=None, help="also write that JSON object to this file")
-    p.add_argument("--window-file", type=Path, default=None,
-                   help="a file 'START END' (Unix times) written by another bench during the run: send interval "
-                        "figures are also given for that interval (bench/speech.py --beside-load)")
     p.add_argument("--keep", type=Path, default=None, help="keep captures, logs and configs under this folder")
+    p.add_argument("--speech-calls", type=int, default=0, metavar="K",
+                   help="ivr only: K more callers who keep speaking keywords to a listening menu once the N calls "
+                        "are up, so the daemon decodes speech on its own threads beside them; the send interval is "
+                        "also given for the time they are all up, and the recognitions from the event log")
+    p.add_argument("--decode-nice", type=int, default=None, metavar="N",
+                   help="with --speech-calls: the daemon's speech.decode_nice (default: the config default)")
     args = p.parse_args()
     counts = [int(x) for x in args.calls.split(",") if x.strip()]
     impls = [x.strip() for x in args.impl.split(",") if x.strip()]

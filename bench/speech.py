@@ -2,8 +2,7 @@
 accuracy and out-of-grammar rejection on the frozen espeak-ng set, streams per core.
 
 Run: .venv/bin/python bench/speech.py [--group reporting|tuning] [--streams 1,10,20] [--noise] [--verify]
-Beside 100 DTMF calls on `ivr run` (bench/load.py, same box):
-     .venv/bin/python bench/speech.py --skip accuracy,cost --streams 24 --beside-load 100
+Beside 100 DTMF calls, decoding inside `ivr run` as on a live box: bench/load.py --speech-calls 24.
 Figures only; nothing here is asserted. Thresholds were tuned on the ``tuning`` group; report ``reporting``.
 """
 
@@ -12,10 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
@@ -28,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 import vosk  # noqa: E402
 
 from ivr.adapters.speech import SAMPLE_RATE, SpeechService  # noqa: E402
-from ivr.proto.vad import SpeechEnded, VadConfig, VoiceActivityDetector, frame_dbfs  # noqa: E402
+from ivr.proto.vad import VadConfig, frame_dbfs  # noqa: E402
 from ivr.speech import synth  # noqa: E402
+from ivr.speech.listen import Listening  # noqa: E402
 from ivr.speech.results import SpeechResult, parse_nbest  # noqa: E402
 
 EVAL = json.loads((ROOT / "tests" / "speech" / "data" / "eval_set.json").read_text())
@@ -231,7 +229,8 @@ async def stream_vad(service: SpeechService, clips: list[bytes], lat: list[float
         if turn is None:
             lat.append(float("nan"))
             continue
-        vad = VoiceActivityDetector(VadConfig.for_keywords(), now=0.0)
+        # As a call listens: the detector hears every frame, the recogniser from just before onset on.
+        listening = Listening(turn, digits=False, now=0.0, config=VadConfig.for_keywords())
         t0 = loop.time()
         fed_end = None
         async with turn:
@@ -241,12 +240,8 @@ async def stream_vad(service: SpeechService, clips: list[bytes], lat: list[float
                 lags.append(loop.time() - due)
                 if fed_end is None and (i + 1) * F >= true_end:
                     fed_end = loop.time()
-                turn.feed(frame)
-                vad.receive(frame, (i + 1) * F)
-                ev = vad.next_event()
-                while ev is not None and not isinstance(ev, SpeechEnded):
-                    ev = vad.next_event()
-                if isinstance(ev, SpeechEnded):
+                listening.receive(frame, (i + 1) * F)
+                if listening.ended is not None:
                     break
             turn.end()
             await asyncio.wait_for(turn.result(), 30)
@@ -317,60 +312,6 @@ async def latency(service: SpeechService, levels: list[int], noise: bool,
                   f"{service.turns_refused - refused0:7}{extra}")
 
 
-async def beside_load(service: SpeechService, levels: list[int], noise: bool, calls: int, settle: float) -> None:
-    """The latency section while bench/load.py holds ``calls`` DTMF calls on `ivr run` (all on this box), then
-    the appliance's RTP send interval during exactly that time, from load.py's packet capture."""
-    window = Path(tempfile.gettempdir()) / f"speech-window-{os.getpid()}"
-    window.unlink(missing_ok=True)
-    rate = 10.0  # load.py's default: the appliance admits 10 new INVITEs per second from one source
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "bench" / "load.py"), "--calls", str(calls), "--impl", "ivr", "--rate", str(rate),
-        "--settle", str(settle), "--json", "--window-file", str(window),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    started = asyncio.Event()
-    errors: list[bytes] = []
-
-    async def drain(stream: asyncio.StreamReader) -> None:
-        async for line in stream:
-            errors.append(line)
-            if line.startswith(b"calls starting"):
-                started.set()
-
-    drainer = asyncio.create_task(drain(proc.stderr))
-    try:
-        await asyncio.wait_for(started.wait(), 120)
-    except TimeoutError:
-        proc.kill()
-        raise RuntimeError("bench/load.py did not start its calls:\n" + b"".join(errors).decode()[-2000:]) from None
-    await asyncio.sleep(calls / rate + 2.0)  # all calls up and playing
-    print(f"\n{calls} DTMF calls are up on `ivr run` (bench/load.py); the speech streams run beside them")
-    t0 = time.time()
-    await latency(service, levels, noise)
-    t1 = time.time()
-    window.write_text(f"{t0} {t1}\n")
-    out = await proc.stdout.read()
-    await proc.wait()
-    await drainer
-    window.unlink(missing_ok=True)
-    try:
-        r = json.loads(out)["results"][0]
-    except (ValueError, KeyError, IndexError):
-        print("bench/load.py gave no figures:\n" + b"".join(errors).decode()[-2000:])
-        return
-    plateau = calls / rate + settle - 2.0
-    print(f"\n## `ivr run` beside it: {r['completed']}/{r['attempted']} calls completed, {r['failed']} failed; "
-          f"load average before {r['load_avg_before'][0]:.2f}")
-    print(f"RTP send interval while the speech streams ran (capture, {r['window_gaps']} gaps): "
-          f"p50 {r['window_send_interval_p50_ms']} / p99 {r['window_send_interval_p99_ms']} / "
-          f"max {r['window_send_interval_max_ms']} ms"
-          + ("" if t1 - t0 <= plateau else "  (the speech run outlasted the calls' plateau: raise --load-settle)"))
-    print(f"whole load run: send interval p50 {r['send_interval_p50_ms']} / p99 {r['send_interval_p99_ms']} / max "
-          f"{r['send_interval_max_ms']} ms; INVITE→200 p99 {r['invite_200_p99_ms']} ms; DTMF→next prompt p50 "
-          f"{r['dtmf_next_prompt_p50_ms']} / p99 {r['dtmf_next_prompt_p99_ms']} ms; ivr CPU avg/peak "
-          f"{r['ivr_cpu_avg_pct']} / {r['ivr_cpu_peak_pct']} %")
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--group", default="reporting", choices=["reporting", "tuning"])
@@ -379,11 +320,6 @@ async def main() -> None:
     ap.add_argument("--skip", default="", help="comma list of sections to skip: accuracy,cost,latency")
     ap.add_argument("--verify", action="store_true",
                     help="latency with the free-form check on every turn (vad and verify rows, no vosk rows)")
-    ap.add_argument("--beside-load", type=int, default=0, metavar="N",
-                    help="run the latency section while bench/load.py holds N DTMF calls on `ivr run`, and report "
-                         "the appliance's RTP send interval during it")
-    ap.add_argument("--load-settle", type=float, default=60.0,
-                    help="seconds the N calls stay up together (must cover the latency section)")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     rss0 = rss_mb()
@@ -399,10 +335,7 @@ async def main() -> None:
         await reliable_set(service, args.noise)
     if "latency" not in skip:
         levels = [int(x) for x in args.streams.split(",")]
-        if args.beside_load:
-            await beside_load(service, levels, args.noise, args.beside_load, args.load_settle)
-        else:
-            await latency(service, levels, args.noise, ("vad", "verify") if args.verify else ("vad", "vosk"))
+        await latency(service, levels, args.noise, ("vad", "verify") if args.verify else ("vad", "vosk"))
     print(f"\nRSS at end: {rss_mb():.0f} MB; frames dropped: {service.frames_dropped}")
     await service.aclose()
 

@@ -123,6 +123,9 @@ class SpeechConfig:
     noise_floor_dbfs: float | None = -70.0
     """Seeded white noise added under the caller's audio before decoding, dBFS RMS (None: none). The model
     was trained with noise in every band; telephone audio has nothing above 4 kHz (ivr/speech/frontend.py)."""
+    decode_nice: int = 10
+    """Added to the decoding threads' nice value: the event loop's thread, which sends every call's RTP, then
+    wins the CPU when both want it (bench/README.md, "Speech beside load"). 0 leaves them equal."""
 
 
 @dataclass(frozen=True)

@@ -291,6 +291,10 @@ class Daemon:
             "ami": None if self.ami is None else ("connected" if self.ami.connected else "connecting"),
             "queues": self._queue_summary(),
             "callbacks": self.dialer.status() if self.dialer is not None else None,
+            "speech": None if self.speech is None else {
+                "listening": self.speech.active_turns, "max_streams": self.speech.max_streams,
+                "turns": self.speech.turns_opened, "refused": self.speech.turns_refused,
+                "frames_dropped": self.speech.frames_dropped},
         }
 
     def _queue_summary(self) -> dict[str, Any]:

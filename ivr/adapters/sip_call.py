@@ -306,6 +306,8 @@ class SpeechListener:
             "alternatives": [[h.text, round(h.score, 3)] for h in result.alternatives],
             "grammar": self.grammar,
             "latency_ms": round((self.loop.time() - self.ended_at) * 1000),
+            "after_speech_ms": round((self.loop.time() - (ended.ended if isinstance(ended, SpeechEnded)
+                                                           else ended.at)) * 1000),
             "ended": "max-length" if isinstance(ended, TooLong) else "end-of-speech",
             "speech_ms": round(((ended.ended if isinstance(ended, SpeechEnded) else ended.at) - ended.started)
                                * 1000),

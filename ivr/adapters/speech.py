@@ -118,6 +118,18 @@ def _model_sample_rate(model_dir: Path) -> int:
     return 16000
 
 
+def _lower_thread_priority(increment: int) -> None:
+    """Raise this thread's nice value by ``increment`` (Linux: a thread has its own, set by its id). Raising
+    needs no privilege; where it fails, decoding runs at the process's priority and the log says so."""
+    if increment <= 0:
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    except OSError as err:
+        log.warning("speech decode thread keeps its priority: %s", err)
+
+
 class SpeechService:
     """One Vosk model for the process, shared by every call's listening turns.
 
@@ -144,6 +156,7 @@ class SpeechService:
         free_pool: int | None = None,
         echo_return_loss_db: float | None = None,
         noise_floor_dbfs: float | None = DEFAULT_NOISE_FLOOR_DBFS,
+        decode_nice: int = 0,
     ) -> None:
         if max_streams < 1 or workers < 1:
             raise ValueError("max_streams and workers must be at least 1")
@@ -159,6 +172,9 @@ class SpeechService:
         self.echo_return_loss_db = echo_return_loss_db
         """The config's echo assumption, for every turn's voice detector (None: the detector's 6 dB)."""
         self.noise_floor_dbfs = noise_floor_dbfs
+        self.decode_nice = decode_nice
+        """Added to the decode threads' nice value, so the event loop's thread (RTP every 20 ms) wins the CPU
+        when both want it; a turn's decoding can wait a few ms, a late packet is heard."""
         """Seeded noise under the caller's audio (ivr/speech/frontend.py); None: none."""
         self.decode_rate = SAMPLE_RATE
         """The rate recognisers are fed at: the model's, when ours is a whole fraction of it (we upsample,
@@ -185,7 +201,7 @@ class SpeechService:
         """The service the ``speech:`` config section describes (model cache under ``state_dir``)."""
         return cls(sp.model_path, max_streams=sp.max_streams, workers=sp.workers,
                    cache_dir=str(state_dir / "cache" / "vosk"), echo_return_loss_db=sp.echo_return_loss_db,
-                   noise_floor_dbfs=sp.noise_floor_dbfs)
+                   noise_floor_dbfs=sp.noise_floor_dbfs, decode_nice=sp.decode_nice)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -194,7 +210,8 @@ class SpeechService:
         if self._model is not None:
             return
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vosk-decode")
+            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vosk-decode",
+                                                initializer=_lower_thread_priority, initargs=(self.decode_nice,))
         self._model = await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
         self.unk_token = next((t for t in UNK_CANDIDATES if self.has_word(t)), None)
         self.digit_words = pick_digit_words(self.has_word)

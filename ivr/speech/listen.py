@@ -8,17 +8,28 @@ awaits the recogniser's result itself.
 End of speech is our detector's call (about 0.3 s after the words for keywords, 0.8 s for digit strings),
 not Vosk's slower endpointer (issue: median ~1 s, p95 ~2.4 s); on it the turn is told ``end()`` and the
 recogniser gives its final result.
+
+The recogniser hears nothing until the detector hears speech: frames wait in a short pre-roll, and at onset
+the last ``PRE_ROLL`` seconds before the first voiced frame go to the recogniser, then everything after.
+A listening turn is mostly silence or the prompt's echo (the caller listens before answering), and
+decoding it would cost the CPU that other calls' RTP needs (bench/README.md, "Speech beside load"); the
+recogniser's answer cannot change, because without onset there is no end of speech to ask it for one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from typing import Protocol
 
 from ivr.proto.vad import NoInput, SpeechEnded, SpeechStarted, TooLong, VadConfig, VadEvent, VoiceActivityDetector
 
-__all__ = ["Listening", "RecognizerTurn", "vad_config"]
+__all__ = ["PRE_ROLL", "Listening", "RecognizerTurn", "vad_config"]
+
+PRE_ROLL = 0.3
+"""Seconds before the first voiced frame that the recogniser still hears: the soft start of a word, and
+the lead the accuracy figures were measured with (bench/speech.py clips start with 0.2 s of silence)."""
 
 
 def vad_config(*, digits: bool, end_of_speech: float | None = None, max_length: float | None = None,
@@ -41,7 +52,8 @@ class RecognizerTurn(Protocol):
 
 
 class Listening:
-    """Feeds every frame to the recogniser and the detector; ends the recogniser's turn at end of speech.
+    """Feeds every frame to the detector, and to the recogniser from just before speech onset; ends the
+    recogniser's turn at end of speech.
 
     ``no_input``: seconds from the turn's start with no speech before ``NoInput``; None leaves no-input to
     whoever waits on the caller (a live call's receive timeout), so speech that starts late in a long
@@ -58,6 +70,11 @@ class Listening:
         self.ended: SpeechEnded | TooLong | None = None
         """Set once speech ended (or ran too long): the recogniser's final result is then due."""
         self.no_input: NoInput | None = None
+        # Frames not yet given to the recogniser, with the time each ends; long enough to reach PRE_ROLL
+        # before the first voiced frame when onset is declared (the detector's onset window after it).
+        window = max(self.config.onset_window, self.config.onset / 0.6)
+        self._pre_roll: deque[tuple[bytes, float]] = deque(
+            maxlen=math.ceil((window + PRE_ROLL) / self.config.frame) + 2)
 
     @property
     def done(self) -> bool:
@@ -68,7 +85,10 @@ class Listening:
         (echo immunity). Returns the detector's events; ignored once the turn is done."""
         if self.done:
             return []
-        self.turn.feed(frame)
+        if self.started is None:
+            self._pre_roll.append((frame, now))
+        else:
+            self.turn.feed(frame)
         self.vad.receive(frame, now, played)
         return self._drain()
 
@@ -89,6 +109,10 @@ class Listening:
             events.append(event)
             if isinstance(event, SpeechStarted):
                 self.started = event
+                for frame, ends in self._pre_roll:  # the pre-roll, then (in receive) every frame after
+                    if ends > event.started - PRE_ROLL:
+                        self.turn.feed(frame)
+                self._pre_roll.clear()
             elif isinstance(event, SpeechEnded | TooLong):
                 self.ended = event
                 self.turn.end()

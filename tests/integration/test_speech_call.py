@@ -80,6 +80,9 @@ def test_spoken_keyword_chooses_the_option(appliance: tuple[Env, int, Path]) -> 
     interrupted = [e.data["interrupted"] for e in events if e.type == "prompt.played"]
     assert interrupted[0] is True  # the caller spoke over the menu prompt
     assert heard[0]["accepted"] is True and heard[0]["decision"] == "match" and "latency_ms" in heard[0]
+    assert 0 < heard[0]["latency_ms"] <= heard[0]["after_speech_ms"]  # the hangover comes before the decision
+    speech = env.ivr("status").json()["speech"]  # what an admin sees of the recogniser
+    assert speech["turns"] >= 1 and speech["listening"] == 0 and speech["refused"] == 0
 
 
 def test_speech_after_the_prompt_and_out_of_grammar(appliance: tuple[Env, int, Path]) -> None:
