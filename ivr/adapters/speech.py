@@ -172,10 +172,10 @@ class SpeechService:
         self.echo_return_loss_db = echo_return_loss_db
         """The config's echo assumption, for every turn's voice detector (None: the detector's 6 dB)."""
         self.noise_floor_dbfs = noise_floor_dbfs
+        """Seeded noise under the caller's audio (ivr/speech/frontend.py); None: none."""
         self.decode_nice = decode_nice
         """Added to the decode threads' nice value, so the event loop's thread (RTP every 20 ms) wins the CPU
         when both want it; a turn's decoding can wait a few ms, a late packet is heard."""
-        """Seeded noise under the caller's audio (ivr/speech/frontend.py); None: none."""
         self.decode_rate = SAMPLE_RATE
         """The rate recognisers are fed at: the model's, when ours is a whole fraction of it (we upsample,
         see ``line_front_end``), else the call's (Kaldi resamples, with no noise floor)."""

@@ -78,10 +78,16 @@ class VadConfig:
     echo_margin_db: float = 3.0
     """A voiced frame is this much above the echo estimate."""
     echo_window: float = 0.1
+    """How far back played frames can echo from (hybrid echo arrives 20-60 ms late; jitter adds more)."""
     noise_window: float = 0.5
     """The noise floor is the quietest non-echo frame of this long a window, frozen while speech lasts."""
-    """How far back played frames can echo from (hybrid echo arrives 20-60 ms late; jitter adds more)."""
     frame: float = 0.02
+
+    @property
+    def onset_span(self) -> float:
+        """How far back onset looks: a longer minimum speech gets a proportionally longer window (0.12 of
+        0.2 s by default), since onset must fit in its window and speech has short gaps."""
+        return max(self.onset_window, self.onset / 0.6)
 
     @classmethod
     def for_keywords(cls, **kw: float) -> VadConfig:
@@ -134,10 +140,7 @@ class VoiceActivityDetector:
         self._noise: deque[float] = deque(maxlen=max(1, round(config.noise_window / config.frame)))
         window = max(1, math.ceil(config.echo_window / config.frame) + 1)
         self._played: deque[float] = deque([SILENCE_DBFS] * window, maxlen=window)
-        # A longer minimum speech gets a proportionally longer window (0.12 of 0.2 s by default): onset
-        # must fit in its window, and speech has short gaps.
-        onset_window = max(config.onset_window, config.onset / 0.6)
-        onset_frames = max(1, round(onset_window / config.frame))
+        onset_frames = max(1, round(config.onset_span / config.frame))
         self._recent: deque[tuple[bool, float]] = deque(maxlen=onset_frames)  # (voiced, frame start)
         self._speech_started: float | None = None
         self._last_voiced_end: float | None = None

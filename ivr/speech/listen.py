@@ -72,9 +72,8 @@ class Listening:
         self.no_input: NoInput | None = None
         # Frames not yet given to the recogniser, with the time each ends; long enough to reach PRE_ROLL
         # before the first voiced frame when onset is declared (the detector's onset window after it).
-        window = max(self.config.onset_window, self.config.onset / 0.6)
         self._pre_roll: deque[tuple[bytes, float]] = deque(
-            maxlen=math.ceil((window + PRE_ROLL) / self.config.frame) + 2)
+            maxlen=math.ceil((self.config.onset_span + PRE_ROLL) / self.config.frame) + 2)
 
     @property
     def done(self) -> bool:
