@@ -8,7 +8,6 @@ Keywords are the ones the model hears reliably from espeak-ng (bench/speech.py);
 from __future__ import annotations
 
 import importlib.util
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,7 @@ pytestmark = [
 def recording(root: Path, name: str, text: str | None) -> Path:
     """A caller's answer as a WAV file: espeak-ng Korean after a µ-law round trip, silence after it."""
     pcm = (synth.speak(text, "ko") if text else b"") + synth.silence(1.0)
-    path = root / f"{name}.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(synth.RATE)
-        w.writeframes(pcm)
-    return path
+    return synth.write_wav(root / f"{name}.wav", pcm)
 
 
 @pytest.fixture

@@ -159,13 +159,15 @@ class _LegRecorder:
 
 @dataclass(frozen=True)
 class AmiDialSettings:
-    channel: str = "Local/{number}@ivr-callback-dial"
+    """The ``callbacks:`` config's AMI fields (its defaults are the config's: ``ami_channel`` ...)."""
+
+    channel: str
     """Originate Channel; ``{number}`` is the E.164 number, ``{digits}`` the same without "+"."""
-    context: str = "ivr-callback"
-    exten: str = "s"
-    caller_id: str | None = None
-    ring_timeout: float = 30.0
-    confirm_seconds: float = 30.0
+    context: str
+    exten: str
+    caller_id: str | None
+    ring_timeout: float
+    confirm_seconds: float
     """After the answer, how long to listen for the dialplan's IvrCallbackDeclined (nobody pressed 1)."""
 
 

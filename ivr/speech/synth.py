@@ -14,6 +14,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+import wave
 from array import array
 from pathlib import Path
 
@@ -93,6 +94,17 @@ def add_noise(pcm: bytes, snr_db: float, *, seed: int = 1) -> bytes:
     """``pcm`` with white noise ``snr_db`` below its RMS (speech RMS over the whole clip)."""
     level = rms(pcm) / (10.0 ** (snr_db / 20.0))
     return mix(pcm, noise(len(pcm) / 2 / RATE, level, seed=seed))
+
+
+def write_wav(path: Path, pcm: bytes) -> Path:
+    """``pcm`` (16-bit 8 kHz mono) as a WAV file at ``path``: a caller's answer for ``ivr simulate``, or the
+    audio a test phone plays."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm)
+    return path
 
 
 def frames(pcm: bytes) -> list[bytes]:

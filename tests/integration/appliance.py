@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.conftest import Env
@@ -33,13 +33,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_appliance(env: Env) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_appliance(env: Env, prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Start the daemon with the keys flow; (process, SIP port, daemon log) once it answers `ivr status`.
-    The caller stops it (a failed start is killed here)."""
+    ``prefix`` runs it under another command (``ip netns exec NAME``). The caller stops it
+    (:func:`stop_appliance`); a failed start is killed here."""
     (env.flows / "keys.yaml").write_text(KEYS_FLOW, encoding="utf-8")
     log = env.root / "daemon.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=Path(__file__).parents[2])
     sip_port = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -60,11 +61,16 @@ def run_appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
     try:
         yield env, sip_port, log
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_appliance(proc)
+
+
+def stop_appliance(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM (the daemon drains and exits), killed if it is not gone within ``timeout``."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wait_for_call(env: Env, timeout: float = 20.0) -> dict[str, object]:

@@ -7,7 +7,7 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,17 @@ def appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
 
 
 def sipp(scenario: str, sip_port: int, workdir: Path, service: str = "500", timeout: int = 60) -> None:
+    """One call of the scenario text (tests.integration.scenarios) to ``service``; see :func:`sipp_file`."""
     path = workdir / f"scenario-{time.monotonic_ns()}.xml"
     path.write_text(scenario)
-    cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(path), "-s", service, "-m", "1",
+    sipp_file(path, sip_port, workdir, service, timeout)
+
+
+def sipp_file(scenario: Path, sip_port: int, workdir: Path, service: str = "500", timeout: int = 60,
+              extra: Sequence[str] = ()) -> None:
+    """One call of a scenario file (``extra``: more sipp arguments, e.g. ``-key``); fails the test on any
+    sipp error: an unexpected message (a BYE too early), a failed header check or a timeout."""
+    cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(scenario), "-s", service, "-m", "1", *extra,
            "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(free_port()),
            "-timeout", f"{timeout}s", "-timeout_error", "-nostdin", "-trace_err"]
     r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30)

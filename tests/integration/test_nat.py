@@ -15,9 +15,7 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Env
-from tests.integration.appliance import KEYS_FLOW, wait_for_call
+from tests.integration.appliance import start_appliance, stop_appliance, wait_for_call
 from tests.integration.scenarios import call
 
 SIPP = Path(__file__).parent / "sipp"
@@ -138,28 +136,11 @@ table ip seen {
 @contextmanager
 def appliance_in(net: Net, env: Env) -> Iterator[Path]:
     """`ivr run` inside the lan namespace; yields its log once `ivr status` answers; SIGTERM at the end."""
-    (env.flows / "keys.yaml").write_text(KEYS_FLOW, encoding="utf-8")
-    log = env.root / "daemon.log"
-    proc = subprocess.Popen(net.ns(net.lan, sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"),
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=Path(__file__).parents[2])
+    proc, _port, log = start_appliance(env, prefix=net.ns(net.lan))
     try:
-        for _ in range(300):  # bounded: 60 s
-            if proc.poll() is not None:
-                raise AssertionError(log.read_text())
-            if (env.state / "ivr.sock").exists():
-                r = env.ivr("status")
-                if r.code == 0 and r.json().get("sip"):
-                    break
-            time.sleep(0.2)
-        else:
-            raise AssertionError(log.read_text())
         yield log
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_appliance(proc)
 
 
 def test_registration_keepalive_and_call_through_nat(env: Env) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import time
 import uuid
@@ -24,8 +23,9 @@ import uuid6
 
 from ivr.store.eventlog import BOOT_ID, EventLog, read_events
 from tests.conftest import Env
-from tests.integration.appliance import start_appliance, wait_for_call
+from tests.integration.appliance import start_appliance, stop_appliance, wait_for_call
 from tests.integration.test_callbacks import attempts, callbacks_yaml, free_port, request_row
+from tests.integration.test_calls import sipp_file
 
 SCENARIO = Path(__file__).parent / "sipp" / "uac_queue_exit.xml"
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "sipp"], capture_output=True).returncode != 0,
@@ -42,14 +42,8 @@ async def seed_waiting_caller(db: Path, now: datetime) -> None:
 
 
 def pbx_call(sip_port: int, workdir: Path, *, queue: str, entered: int, arrival: int) -> None:
-    cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(SCENARIO), "-s", "callback-request", "-m", "1",
-           "-key", "queue", queue, "-key", "entered", str(entered), "-key", "arrival", str(arrival),
-           "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(free_port()),
-           "-timeout", "90s", "-timeout_error", "-nostdin", "-trace_err"]
-    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        traces = "\n".join(p.read_text(errors="replace")[-4000:] for p in workdir.glob("*_errors.log"))
-        raise AssertionError(f"sipp exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}\n{traces}")
+    sipp_file(SCENARIO, sip_port, workdir, "callback-request", timeout=90,
+              extra=["-key", "queue", queue, "-key", "entered", str(entered), "-key", "arrival", str(arrival)])
 
 
 def test_a_caller_leaving_the_pbx_queue_by_key_keeps_its_place(env: Env) -> None:
@@ -86,8 +80,4 @@ def test_a_caller_leaving_the_pbx_queue_by_key_keeps_its_place(env: Env) -> None
         assert row["call_id"] == call["call_id"]
         assert attempts(env, rid) == []  # its turn has not come: the agent is busy
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_appliance(proc, timeout=60)

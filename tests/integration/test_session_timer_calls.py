@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import pytest
 
 from ivr.store.eventlog import read_events
 from tests.conftest import Env
-from tests.integration.appliance import free_port, run_appliance, wait_for_call
+from tests.integration.appliance import run_appliance, wait_for_call
+from tests.integration.test_calls import sipp_file
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed")
 
@@ -30,18 +30,6 @@ def short_timers(env: Env) -> None:
                                        "rtp_ports: 31000-31999, session_expires: 30, min_se: 4}"), encoding="utf-8")
 
 
-def sipp(scenario: str, sip_port: int, workdir: Path) -> None:
-    """One call of a scenario file to the keys flow (500); fails the test on any sipp error: an unexpected
-    message (a BYE too early), a failed header check or a timeout."""
-    cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(SCENARIOS / scenario), "-s", "500", "-m", "1",
-           "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(free_port()),
-           "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"]
-    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=90)
-    if r.returncode != 0:
-        traces = "\n".join(p.read_text(errors="replace")[-4000:] for p in workdir.glob("*_errors.log"))
-        raise AssertionError(f"sipp exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}\n{traces}")
-
-
 def sip_events(env: Env, call_id: str) -> dict[str, Any]:
     events = asyncio.run(read_events(env.state / "ivr.db", call_id))
     return {e.type: e.data for e in events if e.type.startswith("sip.")}
@@ -50,7 +38,7 @@ def sip_events(env: Env, call_id: str) -> dict[str, Any]:
 def test_caller_that_stops_refreshing_is_hung_up_and_the_record_says_why(env: Env) -> None:
     short_timers(env)
     for _, port, _log in run_appliance(env):
-        sipp("uac_timer_no_refresh.xml", port, env.root)  # waits for our BYE and answers it
+        sipp_file(SCENARIOS / "uac_timer_no_refresh.xml", port, env.root)  # waits for our BYE and answers it
         call = wait_for_call(env)
         assert call["outcome"] == "session_expired" and call["path"] == ["menu"]
         assert sip_events(env, str(call["call_id"]))["sip.ended"] == {"reason": "session timer expired", "by": "ivr"}
@@ -61,7 +49,7 @@ def test_caller_that_refreshes_keeps_the_call_past_the_interval(env: Env) -> Non
     for _, port, _log in run_appliance(env):
         # 12 s of refreshes (re-INVITE, UPDATE, re-INVITE, UPDATE) against a 9 s interval; a BYE from the
         # appliance in between would fail the scenario. Each 200 is checked for Session-Expires + Require.
-        sipp("uac_timer_refresh.xml", port, env.root)
+        sipp_file(SCENARIOS / "uac_timer_refresh.xml", port, env.root)
         call = wait_for_call(env)
         assert call["outcome"] == "caller_hangup" and call["path"] == ["menu"]
         assert sip_events(env, str(call["call_id"]))["sip.ended"] == {"reason": "caller hung up", "by": "caller"}
@@ -69,5 +57,5 @@ def test_caller_that_refreshes_keeps_the_call_past_the_interval(env: Env) -> Non
 
 def test_too_small_interval_gets_422_with_min_se(env: Env) -> None:
     for _, port, _log in run_appliance(env):  # default config: Min-SE 90
-        sipp("uac_timer_too_small.xml", port, env.root)
+        sipp_file(SCENARIOS / "uac_timer_too_small.xml", port, env.root)
         assert env.calls() == []  # refused before any call started

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import wave
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -157,15 +155,6 @@ nodes:
 """
 
 
-def wav(path: Path, pcm: bytes) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(synth.RATE)
-        w.writeframes(pcm)
-    return path
-
-
 def pauses(pcm: bytes) -> list[float]:
     """Lengths of the quiet runs (below -40 dBFS) between voiced frames."""
     voiced = [frame_dbfs(f) > -40.0 for f in synth.frames(pcm)]
@@ -194,7 +183,8 @@ def test_end_of_speech_and_max_length_change_what_the_caller_gets(empty_env: Env
     # A caller who keeps talking: one 4 s sentence.
     talk = synth.speak("아니요 그런데 오늘 날씨가 정말 좋네요 감사합니다", "ko")
     assert len(talk) / 2 / synth.RATE > 3.0
-    d, t = wav(env.root / "digits.wav", digits + synth.silence(0.5)), wav(env.root / "talk.wav", talk)
+    d = synth.write_wav(env.root / "digits.wav", digits + synth.silence(0.5))
+    t = synth.write_wav(env.root / "talk.wav", talk)
     r = env.ivr("simulate", "settings", "-i", f"wav:{d}", "-i", f"wav:{d}", "-i", f"wav:{t}", "-i", f"wav:{t}",
                 "--json")
     assert r.code == 0, r.err

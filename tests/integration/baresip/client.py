@@ -12,9 +12,10 @@ import json
 import socket
 import subprocess
 import time
-import wave
 from pathlib import Path
 from typing import Any
+
+from ivr.speech import synth
 
 CONFIG = """\
 poll_method\t\tpoll
@@ -62,12 +63,8 @@ class Baresip:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sip_port = free_port()
         self.ctrl_port = free_port(socket.SOCK_STREAM)
-        silence = self.dir / "silence.wav"
-        with wave.open(str(silence), "wb") as w:  # 8 kHz 16-bit mono, longer than any test call
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            w.writeframes(bytes(2 * 8000 * SILENCE_SECONDS))
+        # 8 kHz 16-bit mono, longer than any test call
+        silence = synth.write_wav(self.dir / "silence.wav", synth.silence(SILENCE_SECONDS))
         rtp_min = 20000 + (self.sip_port % 1000) * 10  # a small private range; baresip picks within it
         (self.dir / "config").write_text(
             CONFIG.format(silence=silence, sip_port=self.sip_port, ctrl_port=self.ctrl_port,
