@@ -16,6 +16,7 @@ Pure computation (numpy), no I/O: one instance per listening turn, fed from that
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -31,6 +32,23 @@ TAPS_PER_PHASE = 32
 
 CUTOFF = 0.47
 """Low-pass edge as a fraction of the input rate (3.76 kHz for 8 kHz input): just under its Nyquist."""
+
+
+@functools.cache
+def interpolation_phases(factor: int) -> np.ndarray:
+    """The interpolation filter (a Hann-windowed sinc) split into ``factor`` phases, one row each: output
+    sample k*factor + p is the input convolved with row p. Built once per factor, shared by every turn."""
+    if factor == 1:
+        return np.ones((1, 1))
+    taps = TAPS_PER_PHASE * factor - 1
+    n = np.arange(taps) - (taps - 1) / 2
+    cutoff = CUTOFF / factor  # of the output rate
+    h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hanning(taps)
+    h *= factor / h.sum()  # zero-stuffing divides the level by the factor: give it back
+    h = np.concatenate([h, np.zeros(factor * TAPS_PER_PHASE - taps)])
+    phases = np.stack([h[p::factor] for p in range(factor)])
+    phases.flags.writeable = False
+    return phases
 
 
 def noise_floor_sigma(dbfs: float) -> float:
@@ -52,17 +70,7 @@ class LineFrontEnd:
         self.factor = out_rate // in_rate
         self._sigma = 0.0 if noise_floor_dbfs is None else noise_floor_sigma(noise_floor_dbfs)
         self._rng = np.random.default_rng(seed)
-        if self.factor == 1:
-            self._phases = np.ones((1, 1))
-        else:
-            taps = TAPS_PER_PHASE * self.factor - 1
-            n = np.arange(taps) - (taps - 1) / 2
-            cutoff = CUTOFF / self.factor  # of the output rate
-            h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hanning(taps)
-            h *= self.factor / h.sum()  # zero-stuffing divides the level by the factor: give it back
-            h = np.concatenate([h, np.zeros(self.factor * TAPS_PER_PHASE - taps)])
-            # Polyphase: output sample k*factor + p is input convolved with taps p, p+factor, ...
-            self._phases = np.stack([h[p::self.factor] for p in range(self.factor)])
+        self._phases = interpolation_phases(self.factor)
         self._history = np.zeros(self._phases.shape[1] - 1)
 
     def process(self, pcm: bytes) -> bytes:
