@@ -168,17 +168,23 @@ class CallbacksConfig:
     ami_exten: str = "s"
     caller_id: str | None = None
     confirm_seconds: float = 30.0
+    queue_caller_id: str = "customer"
+    """Caller ID a callback presents into the queue: ``customer`` (their number), ``""`` (as dialled), or a number."""
     max_concurrent: int = 2
     lead_seconds: float = 30.0
     poll_seconds: float = 2.0
     retry_intervals: tuple[float, ...] = (300.0, 900.0, 1800.0)
     max_attempts: int = 3
     expiry: float = 8 * 3600.0
+    after_interruption: float = 60.0
+    """Back-off after an attempt the box or its PBX link cut (doubling); such attempts spend no max_attempts."""
+    max_interruptions: int = 10
     windows: tuple[CallbackWindow, ...] = (CallbackWindow(),)
     offer_threshold: float = 300.0
     dial_margin: float = 600.0
     per_number_per_day: int = 3
     per_site_per_hour: int = 60
+    dials_per_number_per_day: int = 10
     allow_international: bool = False
     allowed_countries: tuple[int, ...] = ()
     deny: tuple[str, ...] = ()
@@ -406,14 +412,18 @@ def _callbacks(doc: Any, name: str, site_zone: str, problems: list[Problem]) -> 
         ami_channel=str(dial.get("channel", "Local/{number}@ivr-callback-dial")),
         ami_context=str(dial.get("context", "ivr-callback")), ami_exten=str(dial.get("exten", "s")),
         caller_id=dial.get("caller_id"), confirm_seconds=float(dial.get("confirm_seconds", 30)),
+        queue_caller_id=str(dial.get("queue_caller_id", "customer")),
         max_concurrent=int(cb.get("max_concurrent", 2)), lead_seconds=float(cb.get("lead_seconds", 30)),
         poll_seconds=float(cb.get("poll_seconds", 2)),
         retry_intervals=tuple(float(x) for x in retry.get("intervals", (300, 900, 1800))),
         max_attempts=int(retry.get("max_attempts", 3)), expiry=float(retry.get("expiry", 8 * 3600)),
+        after_interruption=float(retry.get("after_interruption", 60)),
+        max_interruptions=int(retry.get("max_interruptions", 10)),
         windows=tuple(windows), offer_threshold=float(offer.get("threshold", 300)),
         dial_margin=float(offer.get("dial_margin", 600)),
         per_number_per_day=int(caps.get("per_number_per_day", 3)),
         per_site_per_hour=int(caps.get("per_site_per_hour", 60)),
+        dials_per_number_per_day=int(caps.get("dials_per_number_per_day", 10)),
         allow_international=bool(numbers.get("allow_international", False)),
         allowed_countries=tuple(int(c) for c in numbers.get("allowed_countries", ())),
         deny=tuple(str(p) for p in numbers.get("deny", ())), allow=tuple(str(p) for p in numbers.get("allow", ())),

@@ -154,7 +154,8 @@ class Daemon:
         if cb.via == "ami":
             assert self.ami is not None  # the config refuses via: ami without an ami: section
             port = AmiDialPort(AmiDialSettings(cb.ami_channel, cb.ami_context, cb.ami_exten, cb.caller_id,
-                                               cb.ring_timeout, cb.confirm_seconds), self.ami,
+                                               cb.ring_timeout, cb.confirm_seconds, cb.queue_caller_id),
+                               self.ami,
                                queues=self.queues.state if self.queues is not None else None)
         elif self.telephony is not None:
             local_host = self.telephony.endpoint.local_address[0]

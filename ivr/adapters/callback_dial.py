@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from ivr.callbacks.dialer import DialIds, DialResult, ami_channel, channel_matches, queue_position
+from ivr.callbacks.dialer import DialIds, DialResult, PbxView, ami_channel, channel_matches, queue_position
 from ivr.sip.resolve import parse_host
 from ivr.store.callbacks import Attempt, CallbackRequest, stored_time
 from ivr.store.eventlog import EventLog
@@ -72,7 +72,10 @@ class SipDialPort:
         host = self.telephony.endpoint.local_address[0]
         return DialIds(sip_call_id=f"cb-{uuid.uuid4().hex}@{host}", channel="sip")
 
-    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]:
+    def unavailable(self) -> str | None:
+        return None  # our own SIP stack: a failing proxy is an attempt's outcome, not a pause
+
+    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, PbxView]:
         return {}  # our own SIP stack: a call of a process that died is gone
 
     async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
@@ -168,15 +171,34 @@ class AmiDialSettings:
     caller_id: str | None
     ring_timeout: float
     confirm_seconds: float
-    """After the answer, how long to listen for the dialplan's IvrCallbackDeclined (nobody pressed 1)."""
+    """After the answer, how long to wait for evidence: the customer's channel joining the queue
+    (QueueCallerJoin) or the dialplan's IvrCallbackDeclined (nobody pressed 1)."""
+    queue_caller_id: str = "customer"
+    """What the dialplan presents as caller ID into the queue (``IVR_QUEUE_CALLERID``): ``customer`` (the
+    customer's number, so the agent and queue_log see who is called back), ``""`` (leave the channel's), or a
+    literal number."""
+    link_wait: float = 30.0
+    """After the AMI link drops mid-attempt: how long to wait for it before leaving the attempt in doubt."""
 
 
 #: OriginateOutcome values → attempt outcomes
 _AMI_OUTCOMES = {"busy": "busy", "no_answer": "no-answer", "congestion": "failed", "failed": "failed"}
+#: How often an attempt whose evidence was cut by an outage asks the PBX again (bounded by the attempt's limit).
+_RECHECK = 1.0
+
+
+def queue_caller_id(setting: str, number: str) -> str:
+    return number if setting == "customer" else setting
 
 
 class AmiDialPort:
-    """Callbacks through the PBX: Originate with CALLBACK_ID (docs/asterisk/README.md, section 5)."""
+    """Callbacks through the PBX: Originate with CALLBACK_ID (docs/asterisk/README.md, section 5).
+
+    An attempt is done only on positive evidence from Asterisk that the customer reached the queue: a
+    ``QueueCallerJoin`` of the originated channel into the request's queue, or (after an outage or a missed
+    event) the channel found running app_queue in ``CoreShowChannels``. A missing ``IvrCallbackDeclined`` proves
+    nothing. When the link drops after the Originate went out, the attempt follows the channel once the link
+    is back; if nothing can be proven it is ``interrupted`` (gone) or ``in-doubt`` (maybe still up)."""
 
     name = "ami"
 
@@ -190,11 +212,16 @@ class AmiDialPort:
     def ids(self, req: CallbackRequest) -> DialIds:
         return DialIds(channel=ami_channel(self.settings.channel, req.number))
 
-    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]:
-        """An attempt is up when a channel of its dial string is still there and does not name another
-        callback in CALLBACK_ID (Getvar; an empty answer does not contradict)."""
+    def unavailable(self) -> str | None:
+        return None if self.ami.connected else "AMI link to the PBX is down"
+
+    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, PbxView]:
+        """``queued`` when a channel of the attempt's dial string runs app_queue (waiting, or talking to an
+        agent it was connected to), ``up`` when one is there otherwise (ringing, at "press 1"), else ``gone``.
+        A channel naming another callback in CALLBACK_ID (Getvar; an empty answer does not contradict) is not
+        this attempt's. Raises when the PBX cannot be asked."""
         channels = await self.ami.core_show_channels()
-        view: dict[str, Literal["up", "gone"]] = {}
+        view: dict[str, PbxView] = {}
         for att in attempts:
             view[att.id] = "gone"
             for ch in channels:
@@ -203,51 +230,117 @@ class AmiDialPort:
                 try:
                     owner = await self.ami.getvar("CALLBACK_ID", ch.channel)
                 except Exception:  # the channel hung up between the two actions
-                    owner = None
-                if owner in (None, att.request_id):
-                    view[att.id] = "up"
+                    continue
+                if owner not in (None, att.request_id):
+                    continue
+                if ch.application.lower() == "queue":
+                    view[att.id] = "queued"
                     break
+                view[att.id] = "up"
         return view
 
     async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
-        from ivr.adapters.ami import AmiConnectionLost, OriginateOutcome
+        from ivr.adapters.ami import AmiConnectionLost, AmiError, AmiTimeout, OriginateOutcome
 
         s = self.settings
-        variables = {"CALLBACK_ID": req.id, "CALLBACK_ATTEMPT": attempt.id, "IVR_QUEUE": req.queue}
+        variables = {"CALLBACK_ID": req.id, "CALLBACK_ATTEMPT": attempt.id, "IVR_QUEUE": req.queue,
+                     "CALLBACK_NUMBER": req.number, "IVR_QUEUE_CALLERID": queue_caller_id(s.queue_caller_id,
+                                                                                        req.number)}
         snap = self.queues.snapshot(req.queue) if self.queues is not None else None
         arrival = stored_time(req.arrival_at)
+        if arrival is not None:
+            variables["CALLBACK_ARRIVAL"] = str(int(arrival.timestamp()))
         if snap is not None and arrival is not None:
             # the place in line the original arrival earned, not a priority over everyone (docs/asterisk §5)
             variables["IVR_QUEUE_POSITION"] = str(queue_position([c.joined_at for c in snap.callers],
                                                                  arrival.timestamp()))
-        declined = self.ami.events({"UserEvent"}, maxsize=100)
+        # subscribed before the Originate: the join may come before its OriginateResponse is read
+        watch = self.ami.events({"UserEvent", "QueueCallerJoin", "Hangup"}, maxsize=200)
         try:
             try:
                 res = await self.ami.originate(
                     ids.channel, context=s.context, exten=s.exten, caller_id=s.caller_id, ring_timeout=s.ring_timeout,
                     variables=variables)
+            except AmiTimeout as exc:
+                if exc.reason == "AMI not connected":
+                    return DialResult("interrupted", detail="AMI link down; Originate not sent", sent=False)
+                return await self._follow(req, attempt, None, f"no OriginateResponse ({exc})")
             except AmiConnectionLost:
-                return DialResult("interrupted", detail="AMI link lost before OriginateResponse")
+                return await self._follow(req, attempt, None, "AMI link lost before OriginateResponse")
+            except AmiError as exc:
+                return DialResult("failed", detail=f"Originate refused: {exc}")
             if res.outcome is not OriginateOutcome.ANSWERED:
                 return DialResult(_AMI_OUTCOMES.get(res.outcome.value, "failed"),
                                   detail=f"OriginateResponse reason {res.reason}", action_id=res.action_id)
             answered = self.now()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + s.confirm_seconds
-            while loop.time() < deadline:  # bounded by confirm_seconds
-                try:
-                    async with asyncio.timeout(deadline - loop.time()):
-                        ev = await declined.get()
-                except TimeoutError:
-                    break
-                if ev is not None and ev.get("UserEvent") == "IvrCallbackDeclined" and \
-                        ev.get("CallbackID") == req.id:
-                    return DialResult("answered", False, detail="answered; nobody pressed 1",
-                                      answered_at=answered, action_id=res.action_id)
-            return DialResult("answered", True, detail=f"answered; in queue {req.queue} via {s.context}",
-                              answered_at=answered, agent_at=answered, action_id=res.action_id)
+            return await self._evidence(req, attempt, ids, watch, answered, res.action_id, res.channel)
         finally:
-            declined.close()
+            watch.close()
+
+    async def _evidence(self, req: CallbackRequest, attempt: Attempt, ids: DialIds, watch: Any,
+                        answered: datetime, action_id: str, channel: str) -> DialResult:
+        """After the answer: wait (``confirm_seconds``) for the customer's channel to join the queue, for the
+        dialplan's IvrCallbackDeclined, or for the channel to hang up."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.confirm_seconds
+        ours = {channel, ids.channel}
+        while loop.time() < deadline:  # bounded by confirm_seconds
+            if not self.ami.connected:
+                return await self._follow(req, attempt, answered, "AMI link lost while the customer was at"
+                                          " \"press 1\"", action_id)
+            try:
+                async with asyncio.timeout(min(_RECHECK, max(0.0, deadline - loop.time()))):
+                    ev = await watch.get()
+            except TimeoutError:
+                continue
+            if ev is None:
+                continue
+            name, ev_channel = ev.name, ev.get("Channel") or ""
+            mine = any(channel_matches(c, ev_channel) or ev_channel == c for c in ours if c)
+            if name == "QueueCallerJoin" and mine and (ev.get("Queue") or "") == req.queue:
+                return DialResult("answered", True, detail=f"answered; joined queue {req.queue} at position"
+                                  f" {ev.get('Position') or '?'}", answered_at=answered, agent_at=self.now(),
+                                  action_id=action_id)
+            if name == "UserEvent" and ev.get("UserEvent") == "IvrCallbackDeclined" and \
+                    ev.get("CallbackID") == req.id:
+                return DialResult("answered", False, detail="answered; nobody pressed 1", answered_at=answered,
+                                  action_id=action_id)
+            if name == "Hangup" and ev_channel == channel and channel != ids.channel:
+                return DialResult("answered", False, detail="answered; hung up before joining the queue",
+                                  answered_at=answered, action_id=action_id)
+        # no event within the time: ask Asterisk where the channel is (an event may have been dropped)
+        return await self._follow(req, attempt, answered, f"no queue join within {s.confirm_seconds:g} s",
+                                  action_id, once=True)
+
+    async def _follow(self, req: CallbackRequest, attempt: Attempt, answered: datetime | None, why: str,
+                      action_id: str = "", *, once: bool = False) -> DialResult:
+        """Evidence cut off (the link dropped, or no event came): wait for the link (``link_wait``), then ask
+        the PBX where the attempt's channel is, until it is in the queue (done), gone (interrupted: nothing
+        proves the customer got there) or the attempt's own limit passes (in doubt: left in flight for the
+        dialer's reconcile, never redialled while it may be up). ``once``: ask a single time."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        limit = loop.time() + s.link_wait + (0.0 if once else s.ring_timeout + s.confirm_seconds)
+        while loop.time() < limit:  # bounded by link_wait + ring_timeout + confirm_seconds
+            if self.ami.connected:
+                try:
+                    seen = (await self.pbx_view([attempt])).get(attempt.id, "gone")
+                except Exception:  # the link dropped again while asking
+                    seen = None
+                if seen == "queued":
+                    return DialResult("answered", True, detail=f"{why}; found in queue {req.queue}",
+                                      answered_at=answered or self.now(), agent_at=self.now(), action_id=action_id)
+                if seen == "gone":
+                    if answered is not None and once:
+                        return DialResult("answered", False, detail=f"{why}; the call is gone",
+                                          answered_at=answered, action_id=action_id)
+                    return DialResult("interrupted", detail=f"{why}; the call is gone and nothing proves the"
+                                      " customer reached the queue", action_id=action_id)
+                if seen == "up" and once:
+                    once = False  # still at "press 1" or ringing: keep following it within the limit
+            await asyncio.sleep(_RECHECK)
+        return DialResult("in-doubt", detail=f"{why}; the PBX could not say where the call is", action_id=action_id)
 
 
 # -- from config ------------------------------------------------------------------------------------------------

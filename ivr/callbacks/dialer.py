@@ -33,7 +33,7 @@ from ivr.callbacks import policy as policy_mod
 from ivr.callbacks.desk import QueueWaits
 from ivr.callbacks.ewt import EwtEstimate
 from ivr.callbacks.policy import CallbackPolicy
-from ivr.store.callbacks import Attempt, CallbackRequest, CallbackStore, IllegalTransition, stored_time
+from ivr.store.callbacks import Attempt, AttemptRefused, CallbackRequest, CallbackStore, IllegalTransition, stored_time
 from ivr.store.eventlog import EventLog
 
 log = logging.getLogger("ivr.callbacks.dialer")
@@ -172,11 +172,17 @@ def plan_batch(due: Sequence[CallbackRequest], active_by_queue: Mapping[str, int
 
 @dataclass(frozen=True)
 class DialResult:
-    """How one attempt went. ``outcome``: answered, busy, no-answer, invalid, failed, interrupted."""
+    """How one attempt went. ``outcome``: answered, busy, no-answer, invalid, failed, interrupted, or
+    ``in-doubt``: the call may still be up at the PBX and nothing proves where the customer is (a PBX link
+    outage): the attempt stays in flight and ``Dialer`` reconciles it on later passes, never redialling it
+    while it may be up."""
 
     outcome: str
     confirmed: bool = False
-    """Answered and pressed 1 (transferred or queued)."""
+    """Positive evidence that the customer reached the queue or an agent: the PBX reported their channel
+    joining the queue (AMI QueueCallerJoin, or the channel found in app_queue), or our own transfer of the leg
+    succeeded (REFER's final NOTIFY 2xx, Redirect accepted, the agent's bridge up). Never inferred from a
+    missing "declined" signal."""
     detail: str = ""
     answered_at: datetime | None = None
     agent_at: datetime | None = None
@@ -184,6 +190,8 @@ class DialResult:
     action_id: str = ""
     leg_call_id: str = ""
     """The call record of the customer's leg (SIP: the flow ran there)."""
+    sent: bool = True
+    """False: nothing reached the PBX or the customer (the link was down): retried at once, not counted."""
 
 
 @dataclass(frozen=True)
@@ -194,8 +202,10 @@ class Settlement:
 
 
 def settle(result: DialResult) -> Settlement:
-    """An answered customer who pressed 1 is done; answered without a press is not-confirmed (a machine or a
-    busy person: retry later); invalid is never retried (next_attempt expires it); the rest retry."""
+    """An answered customer with evidence of the queue or an agent is done; answered without it is
+    not-confirmed (a machine, a busy person, a hang-up at "press 1": retry later); invalid is never retried
+    (next_attempt expires it); the rest retry (``interrupted``: the box's failure, not charged to the
+    customer, ``policy.after_interruption``)."""
     if result.outcome == "answered":
         return Settlement("connected", result.confirmed, None if result.confirmed else "not-confirmed")
     if result.outcome in ("busy", "no-answer", "invalid", "failed", "interrupted"):
@@ -235,14 +245,25 @@ class DialIds:
     channel: str = ""
 
 
+#: What the PBX says of an attempt found in flight: its channel is in the queue (or with an agent from it),
+#: still up elsewhere (ringing, at "press 1"), or gone.
+PbxView = Literal["queued", "up", "gone"]
+
+
 class DialPort(Protocol):
     name: str
 
     def ids(self, req: CallbackRequest) -> DialIds: ...
 
+    def unavailable(self) -> str | None:
+        """Why nothing can be dialled now (the PBX link is down), or None: the dialer pauses meanwhile."""
+        ...
+
     async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult: ...
 
-    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]: ...
+    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, PbxView]:
+        """Raises when the PBX cannot be asked now; an attempt left out counts as gone."""
+        ...
 
 
 def _utc_now() -> datetime:
@@ -262,11 +283,20 @@ class DialerStatus:
     ticks: int = 0
     dialed: int = 0
     last_waiting: dict[str, str] = field(default_factory=dict)
+    paused: str | None = None
+    """Why the dialer dials nothing now (the PBX link down), shown in ``ivr status``."""
+    in_doubt: int = 0
+    """Attempts in flight that no task of this process follows (found after a restart or an outage)."""
 
 
 class Dialer:
     """The scheduler; see the module docstring. ``now`` is the wall clock (UTC) stored times compare to; the
-    loop's own waits and the retry guard run on the monotonic clock."""
+    loop's own waits and the retry guard run on the monotonic clock.
+
+    The rule for every transition: a request is done only on positive evidence that the customer reached the
+    queue or an agent (``DialResult.confirmed``, ``CallbackStore.leg_handover``, the PBX's ``queued``); what
+    cannot be proven is ``interrupted`` and retried (not charged to the customer); a call that may still be up
+    at the PBX is never dialled again until the PBX says it is gone."""
 
     def __init__(self, store: CallbackStore, policy: CallbackPolicy, port: DialPort, settings: DialerSettings, *,
                  waits: QueueWaits | None = None, events: EventLog | None = None,
@@ -290,75 +320,81 @@ class Dialer:
 
     # -- life cycle
     async def reconcile(self) -> dict[str, str]:
-        """Attempts found in flight after a crash: up at the PBX → connected (the call goes on without us);
-        gone, or no PBX to ask → interrupted, retried only after the retry interval (or expired)."""
-        in_flight = await self.store.in_flight()
-        if not in_flight:
+        """Decide attempts in flight that no task of this process follows: after a crash, all of them; later,
+        those an outage left in doubt. Each is decided on evidence: the leg's own record (``leg_handover``)
+        or the PBX's ``queued`` → connected and done; still up at the PBX → left in flight (asked again next
+        pass, never redialled meanwhile); gone → interrupted, retried after ``policy.after_interruption``.
+        Legs a crash left ringing or answered are cleaned up by the port first (``clean_up``: CANCEL, or ACK
+        and BYE), so no customer sits in dead air. The PBX cannot be asked (AMI down): nothing is decided."""
+        orphans = [a for a in await self.store.in_flight() if a.request_id not in self.active]
+        if not orphans:
+            self.state.in_doubt = 0
             await self._settle_leftovers()
             self.reconciled = True
             return {}
+        clean_up = getattr(self.port, "clean_up", None)
+        if clean_up is not None and not self.reconciled:
+            numbers = {a.id: (await self.store.get(a.request_id)).number for a in orphans}
+            try:
+                await clean_up(orphans, numbers)
+            except Exception as exc:  # never let a cleanup failure keep the dialer from deciding
+                log.warning("callback legs left by the last run not cleaned up: %s", exc)
         try:
-            view = await self.port.pbx_view(in_flight)
+            view = await self.port.pbx_view(orphans)
         except Exception as exc:
             # The PBX cannot say now (AMI down): decide nothing, since a call still up must not be dialled again.
             # The requests stay "dialing" (never due); the next pass asks again.
             log.warning("callback reconcile postponed: the PBX cannot be asked (%s); %d attempts wait", exc,
-                        len(in_flight))
+                        len(orphans))
+            self.state.in_doubt = len(orphans)
             return {}
         now = self.now()
-
-        def next_at(req: CallbackRequest) -> datetime | None:
-            d = policy_mod.next_attempt("interrupted", req.attempts, stored_time(req.arrival_at) or now, now, req.zones,
-                                        self.policy.retry, self.policy.windows)
-            return d.at if d.state == "retry" else None
-
-        decided = await self.store.reconcile(view, now, next_at)
-        loop = asyncio.get_running_loop()
-        for att in in_flight:
-            if decided.get(att.id) == "connected":
-                req = await self.store.get(att.request_id)
-                with contextlib.suppress(IllegalTransition):
-                    await self.store.complete(req.id, now, "connected (found up at the PBX after a restart)")
-                    await self.events.append("callback.kept", req.call_id,
-                                             **promise_record(req, stored_time(att.started_at), None, now))
+        decided: dict[str, str] = {}
+        for att in orphans:
+            proof = await self.store.leg_handover(att.id)
+            seen = view.get(att.id, "gone")
+            if proof is None and seen == "queued":
+                proof = "found in the queue at the PBX"
+            if proof is None and seen == "up":
+                decided[att.id] = "up"  # ringing or at "press 1": the next pass asks again
+                continue
+            if proof is not None:
+                result = DialResult("answered", True, detail=f"{proof} (reconciled)")
             else:
-                req = await self.store.get(att.request_id)
-                at = stored_time(req.next_attempt_at)
-                if at is not None:
-                    self._held[req.id] = loop.time() + max(0.0, (at - now).total_seconds())
+                result = DialResult("interrupted", detail="found in flight; the call is gone and nothing proves"
+                                                          " the customer reached the queue")
+            with contextlib.suppress(IllegalTransition, AttemptRefused):
+                await self._finish(await self.store.get(att.request_id), att, result, now)
+            decided[att.id] = "connected" if proof is not None else "interrupted"
             log.info("callback reconciled request=%s attempt=%s outcome=%s", att.request_id, att.id,
-                     decided.get(att.id))
-        await self.events.append("callback.reconciled", None, decided=decided, via=self.port.name)
+                     decided[att.id])
+        final = {k: v for k, v in decided.items() if v != "up"}
+        self.state.in_doubt = len(decided) - len(final)
+        if final:
+            await self.events.append("callback.reconciled", None, decided=final, via=self.port.name)
         await self._settle_leftovers()
         self.reconciled = True
-        return decided
+        return final
 
     async def _settle_leftovers(self) -> None:
         """A crash between an attempt's outcome and the request's next state (two commits) leaves a request in
         an outcome state with nothing in flight: decide it now as ``_finish`` would have, the retry counted
         from the attempt's end (never inside the interval)."""
-        loop = asyncio.get_running_loop()
-        now = self.now()
         for req in await self.store.active():
             if req.state not in ("connected", "no-answer", "busy", "invalid", "failed") or req.site != self.store.site:
+                continue
+            if req.id in self.active:
                 continue
             atts = await self.store.attempts(req.id)
             last = atts[-1] if atts else None
             if last is None or last.outcome is None:
                 continue
-            if req.state == "connected" and (last.detail.startswith("confirmed") or "found up" in last.detail):
-                await self.store.complete(req.id, now, "connected to an agent (settled after a restart)")
-                continue
-            reason = "not-confirmed" if req.state == "connected" else (last.outcome or req.state)
-            ended = stored_time(last.ended_at) or now
-            d = policy_mod.next_attempt(reason, req.attempts, stored_time(req.arrival_at) or now, ended, req.zones,
-                                        self.policy.retry, self.policy.windows)
-            if d.state == "retry" and d.at is not None:
-                await self.store.schedule_retry(req.id, d.at, now, f"{reason} (settled after a restart)")
-                self._held[req.id] = loop.time() + max(0.0, (d.at - now).total_seconds())
-            else:
-                await self.store.expire(req.id, now, f"{reason}: {d.reason}")
-            log.info("callback settled after restart request=%s state=%s -> %s", req.id, req.state, d.state)
+            confirmed = req.state == "connected" and last.detail.startswith("confirmed")
+            result = DialResult("answered" if req.state == "connected" else last.outcome, confirmed,
+                                detail=last.detail, sent=not last.detail.startswith("not sent"))
+            ended = stored_time(last.ended_at) or self.now()
+            await self._decide(req, result, ended, self.now(), "settled after a restart")
+            log.info("callback settled after restart request=%s state=%s", req.id, req.state)
 
     async def run(self) -> None:
         """Until cancelled: one pass every ``poll_seconds``."""
@@ -367,8 +403,6 @@ class Dialer:
             while not self._stopping:
                 started = loop.time()
                 try:
-                    if not self.reconciled:
-                        await self.reconcile()
                     await self.tick()
                 except Exception:  # a request moved under us (cancelled by the CLI), a busy database: next pass
                     log.exception("callback pass failed")
@@ -378,7 +412,7 @@ class Dialer:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Dial nothing new; let attempts in progress finish within ``grace``, then cut them (recorded as
-        interrupted: retried after the interval)."""
+        interrupted: retried after the back-off, not charged)."""
         self._stopping = True
         tasks = [a.task for a in self.active.values()]
         if tasks:
@@ -402,9 +436,27 @@ class Dialer:
             self.state.clock = status
         return self.state.clock.synced
 
+    def _paused(self) -> str | None:
+        """The port's reason to dial nothing now; logged once when it changes."""
+        why = self.port.unavailable()
+        if why != self.state.paused:
+            if why:
+                log.warning("callback dialer paused: %s; no attempt is started or charged meanwhile", why)
+            else:
+                log.info("callback dialer resumed")
+        self.state.paused = why
+        return why
+
     async def tick(self) -> int:
-        """Expire what is past its expiry, then dial what is due and paced. Returns attempts started."""
+        """Reconcile attempts nobody follows, expire what is past its expiry, then dial what is due and paced.
+        Returns attempts started."""
         self.state.ticks += 1
+        if self._paused():
+            return 0
+        if not self.reconciled or self.state.in_doubt:
+            await self.reconcile()
+            if not self.reconciled:
+                return 0
         now = self.now()
         if not self._clock_ok():
             return 0
@@ -417,16 +469,20 @@ class Dialer:
 
         due = [r for r in await self.store.due(now, 500, is_open) if r.id not in self.active]
         self._due_count = len(due)
+        dials = await self.store.dials_by_number(now - timedelta(days=1))
+        capped = {r.id for r in due if dials.get(r.number, 0) >= self.policy.caps.dials_per_number_per_day}
         by_queue: dict[str, int] = {}
         for a in self.active.values():
             by_queue[a.request.queue] = by_queue.get(a.request.queue, 0) + 1
-        chosen, waiting = plan_batch(due, by_queue, self.waits, self.settings, frozenset(self._held))
+        chosen, waiting = plan_batch([r for r in due if r.id not in capped], by_queue, self.waits, self.settings,
+                                     frozenset(self._held))
+        waiting.update({rid: "number-cap" for rid in capped})
         if waiting != self.state.last_waiting and waiting:
             log.info("callback waiting %s", " ".join(f"{k}={v}" for k, v in waiting.items()))
         self.state.last_waiting = waiting
         started = 0
         for req in chosen:
-            if self._stopping:
+            if self._stopping or self._paused():
                 break
             ids = self.port.ids(req)
             try:
@@ -458,8 +514,8 @@ class Dialer:
             arrival = stored_time(req.arrival_at)
             if arrival is not None and now > arrival + timedelta(seconds=self.policy.retry.expiry):
                 with contextlib.suppress(IllegalTransition):
-                    await self.store.expire(req.id, now, "expiry passed before it could be dialled")
-                    await self.events.append("callback.kept", req.call_id, **promise_record(req, None, None, now))
+                    await self.store.expire(req.id, now, "expiry passed before it could be dialled",
+                                            kept=self._kept(None, now))
 
     async def _attempt(self, req: CallbackRequest, att: Attempt, ids: DialIds) -> None:
         try:
@@ -468,42 +524,74 @@ class Dialer:
             await asyncio.shield(self._finish(req, att, DialResult("interrupted", detail="dialer stopped")))
             raise
         except Exception as exc:  # a bug or an adapter failure: the attempt failed, the request retries
-            log.exception("callback attempt failed request=%s attempt=%s", req.id, att.id)
-            result = DialResult("failed", detail=f"{type(exc).__name__}: {exc}")
+            log.warning("callback attempt failed request=%s attempt=%s: %s: %s", req.id, att.id,
+                        type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            result = DialResult("interrupted", detail=f"{type(exc).__name__}: {exc}")
+        if result.outcome == "in-doubt":
+            # The call may still be up at the PBX: leave the attempt in flight; reconcile asks again each pass.
+            log.warning("callback attempt in doubt request=%s attempt=%s: %s", req.id, att.id, result.detail)
+            self.state.in_doubt += 1
+            return
         await self._finish(req, att, result)
 
-    async def _finish(self, req: CallbackRequest, att: Attempt, result: DialResult) -> None:
-        now = self.now()
+    def _kept(self, result: DialResult | None, now: datetime,
+                    first_dial: datetime | None = None) -> Callable[[CallbackRequest], dict[str, Any]]:
+        def record(req: CallbackRequest) -> dict[str, Any]:
+            out = promise_record(req, first_dial, result, now)
+            if result is not None and result.leg_call_id:
+                out["leg_call_id"] = result.leg_call_id
+            return out
+
+        return record
+
+    async def _finish(self, req: CallbackRequest, att: Attempt, result: DialResult,
+                      now: datetime | None = None) -> None:
+        now = now or self.now()
         st = settle(result)
         detail = result.detail + (f" action_id={result.action_id}" if result.action_id else "")
         if result.outcome == "answered":  # read back by _settle_leftovers after a crash right after this commit
             detail = ("confirmed: " if st.done else "not-confirmed: ") + detail
+        if not result.sent:
+            detail = "not sent: " + detail
         try:
             await self.store.finish_attempt(att.id, st.attempt_outcome, now, detail.strip())
         except Exception:
             log.exception("callback attempt outcome not recorded attempt=%s", att.id)
             return
-        fresh = await self.store.get(req.id)
+        await self._decide(await self.store.get(req.id), result, now, now, "")
+
+    async def _decide(self, req: CallbackRequest, result: DialResult, ended: datetime, now: datetime,
+                      note: str) -> None:
+        """The request's next state after its attempt ended: done (with ``callback.kept``), a retry (charged to
+        the customer or, for an interruption, backed off and not charged), or expired (``callback.kept``,
+        kept false: an expiry is a broken promise)."""
+        st = settle(result)
+        suffix = f" ({note})" if note else ""
+        attempts = await self.store.attempts(req.id)
+        first = stored_time(attempts[0].started_at) if attempts else None
         if st.done:
-            await self.store.complete(req.id, now, "connected to an agent")
-            attempts = await self.store.attempts(req.id)
-            first = stored_time(attempts[0].started_at) if attempts else None
-            record = promise_record(await self.store.get(req.id), first, result, now)
-            await self.events.append("callback.kept", fresh.call_id, **record, leg_call_id=result.leg_call_id)
-            log.info("callback done request=%s kept=%s time_to_agent=%s", req.id, record["kept"],
-                     record["time_to_agent"])
+            await self.store.complete(req.id, now, "connected to an agent" + suffix,
+                                      kept=self._kept(result, now, first))
+            log.info("callback done request=%s", req.id)
             return
         assert st.retry_reason is not None
-        d = policy_mod.next_attempt(st.retry_reason, fresh.attempts, stored_time(fresh.arrival_at) or now, now,
-                                    fresh.zones, self.policy.retry, self.policy.windows)
+        counts = await self.store.attempt_counts(req.id)
+        arrival = stored_time(req.arrival_at) or now
+        if st.retry_reason == "interrupted" and not result.sent:
+            d = policy_mod.RetryDecision("retry", now)  # nothing went out: due again once the link is back
+        elif st.retry_reason == "interrupted":
+            d = policy_mod.after_interruption(counts.interrupted, arrival, ended, req.zones, self.policy.retry,
+                                              self.policy.windows)
+        else:
+            d = policy_mod.next_attempt(st.retry_reason, counts.charged, arrival, ended, req.zones,
+                                        self.policy.retry, self.policy.windows)
         if d.state == "retry" and d.at is not None:
-            await self.store.schedule_retry(req.id, d.at, now, st.retry_reason)
+            await self.store.schedule_retry(req.id, d.at, now, st.retry_reason + suffix)
             self._held[req.id] = asyncio.get_running_loop().time() + max(0.0, (d.at - now).total_seconds())
             log.info("callback retry request=%s outcome=%s at=%s", req.id, st.attempt_outcome, d.at.isoformat())
         else:
-            await self.store.expire(req.id, now, f"{st.retry_reason}: {d.reason}")
-            await self.events.append("callback.kept", fresh.call_id,
-                                     **promise_record(await self.store.get(req.id), None, None, now))
+            await self.store.expire(req.id, now, f"{st.retry_reason}: {d.reason}{suffix}",
+                                    kept=self._kept(None, now, first))
             log.info("callback expired request=%s outcome=%s reason=%s", req.id, st.attempt_outcome, d.reason)
 
     def status(self) -> dict[str, Any]:
@@ -511,6 +599,7 @@ class Dialer:
         return {"via": self.port.name, "mode": self.settings.mode, "clock_synced": c.synced,
                 "clock": f"{c.source}: {c.detail}", "due": self._due_count, "active": len(self.active),
                 "dialed": self.state.dialed, "ticks": self.state.ticks, "reconciled": self.reconciled,
+                "paused": self.state.paused, "in_doubt": self.state.in_doubt,
                 "waiting": dict(self.state.last_waiting)}
 
 
@@ -551,8 +640,9 @@ def build_policy(cb: Any) -> CallbackPolicy:
                           allow_patterns=tuple(cb.allow))
     return CallbackPolicy(site_zone=cb.zone, numbers=numbers,
                           offer=OfferRules(threshold=cb.offer_threshold, dial_margin=cb.dial_margin),
-                          caps=CapRules(cb.per_number_per_day, cb.per_site_per_hour),
-                          retry=RetryRules(tuple(cb.retry_intervals), cb.max_attempts, cb.expiry), windows=windows)
+                          caps=CapRules(cb.per_number_per_day, cb.per_site_per_hour, cb.dials_per_number_per_day),
+                          retry=RetryRules(tuple(cb.retry_intervals), cb.max_attempts, cb.expiry,
+                                           cb.after_interruption, cb.max_interruptions), windows=windows)
 
 
 def build_settings(cb: Any) -> DialerSettings:

@@ -280,7 +280,11 @@ def decide_offer(ewt: EwtEstimate, now: datetime, zones: Sequence[str], rules: O
 @dataclass(frozen=True)
 class CapRules:
     per_number_per_day: int = 3
+    """Requests taken per number in 24 h (the offer refuses more)."""
     per_site_per_hour: int = 60
+    dials_per_number_per_day: int = 10
+    """Calls placed to one number in 24 h, every attempt of every request counted (interrupted ones too: the
+    phone may have rung): past it the dialer holds the number's requests (``number-cap``)."""
 
 
 def check_caps(requests_for_number_24h: int, requests_for_site_1h: int, rules: CapRules) -> str | None:
@@ -301,6 +305,13 @@ class RetryRules:
     max_attempts: int = 3
     expiry: float = 8 * 3600.0
     """A request older than this (from its original arrival) is not dialled again."""
+    after_interruption: float = 60.0
+    """Seconds before redialling an attempt the box or its PBX link cut (a crash, an outage); doubles with each
+    interruption of the same request, up to the longest retry interval, so a crash loop does not ring the same
+    few customers at every restart while the rest wait."""
+    max_interruptions: int = 10
+    """Interruptions are the box's failures, not the customer's: they spend none of ``max_attempts``, but a
+    request interrupted this often expires (a crash loop must not dial forever)."""
 
 
 RETRYABLE = frozenset({"no-answer", "busy", "failed", "interrupted", "not-confirmed"})
@@ -327,6 +338,21 @@ def next_attempt(outcome: str, attempts: int, arrival: datetime, now: datetime, 
     at = next_open(now + timedelta(seconds=gap), zones, windows)
     deadline = arrival + timedelta(seconds=rules.expiry)
     if at is None or at > deadline:
+        return RetryDecision("expired", reason="expiry")
+    return RetryDecision("retry", at)
+
+
+def after_interruption(interruptions: int, arrival: datetime, now: datetime, zones: Sequence[str],
+                       rules: RetryRules, windows: Sequence[CallingWindow] = (LEGAL_DEFAULT,)) -> RetryDecision:
+    """After the ``interruptions``-th attempt of a request cut by the box or its PBX link (not the customer):
+    back off ``after_interruption`` doubling per interruption (capped at the longest retry interval), never
+    charging ``max_attempts``; expire after ``max_interruptions`` or past the expiry."""
+    if interruptions >= rules.max_interruptions:
+        return RetryDecision("expired", reason=f"interrupted {interruptions} times (box or PBX link failures)")
+    cap = max(rules.intervals, default=rules.after_interruption)
+    gap = min(max(cap, rules.after_interruption), rules.after_interruption * 2 ** max(interruptions - 1, 0))
+    at = next_open(now + timedelta(seconds=gap), zones, windows)
+    if at is None or at > arrival + timedelta(seconds=rules.expiry):
         return RetryDecision("expired", reason="expiry")
     return RetryDecision("retry", at)
 

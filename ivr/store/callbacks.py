@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import aiosqlite
 import uuid6
@@ -117,6 +117,18 @@ class Attempt:
     outcome: str | None
     ended_at: str | None
     detail: str
+
+
+@dataclass(frozen=True)
+class AttemptCounts:
+    charged: int
+    """Attempts that tried the customer's phone (any outcome but ``interrupted``): counted against max_attempts."""
+    interrupted: int
+    """Attempts the box or its PBX link cut (crash, outage), not those never sent: bounded on their own."""
+
+
+#: Builds a request's ``callback.kept`` record from the request as it stands after its final move.
+KeptRecord = Callable[["CallbackRequest"], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -274,11 +286,16 @@ class CallbackStore:
 
     # -- state changes --
     async def transition(self, request_id: str, to: str, now: datetime, reason: str = "",
-                         next_attempt_at: datetime | None = None) -> None:
-        """Move a request to ``to`` (IllegalTransition if the state machine forbids it)."""
+                         next_attempt_at: datetime | None = None, kept: KeptRecord | None = None) -> None:
+        """Move a request to ``to`` (IllegalTransition if the state machine forbids it). ``kept`` builds the
+        ``callback.kept`` record from the moved request, written in the same transaction: a request never ends
+        (done or expired) without the honest numbers of its promise."""
 
         async def op(db: Db) -> None:
             await self._move(db, await self._get(db, request_id), to, now, reason, next_attempt_at)
+            if kept is not None:
+                moved = await self._get(db, request_id)
+                await self._event(db, "callback.kept", moved.call_id, **kept(moved))
 
         await self.log.transaction(op)
 
@@ -304,11 +321,12 @@ class CallbackStore:
     async def schedule_retry(self, request_id: str, at: datetime, now: datetime, reason: str = "") -> None:
         await self.transition(request_id, "retry", now, reason, next_attempt_at=at)
 
-    async def expire(self, request_id: str, now: datetime, reason: str = "") -> None:
-        await self.transition(request_id, "expired", now, reason)
+    async def expire(self, request_id: str, now: datetime, reason: str = "", kept: KeptRecord | None = None) -> None:
+        await self.transition(request_id, "expired", now, reason, kept=kept)
 
-    async def complete(self, request_id: str, now: datetime, reason: str = "connected to an agent") -> None:
-        await self.transition(request_id, "done", now, reason)
+    async def complete(self, request_id: str, now: datetime, reason: str = "connected to an agent",
+                       kept: KeptRecord | None = None) -> None:
+        await self.transition(request_id, "done", now, reason, kept=kept)
 
     # -- attempts --
     async def begin_attempt(self, request_id: str, now: datetime, *, channel: str = "", action_id: str = "",
@@ -376,27 +394,37 @@ class CallbackStore:
             f"SELECT {_ATT_COLS} FROM callback_attempts WHERE outcome IS NULL ORDER BY started_at") as cur:
             return [Attempt(*r) for r in await cur.fetchall()]
 
-    async def reconcile(self, pbx: Mapping[str, Literal["up", "gone"]], now: datetime,
-                        next_attempt: Callable[[CallbackRequest], datetime | None]) -> dict[str, str]:
-        """Decide every in-flight attempt after a crash. ``pbx`` maps attempt id to what the PBX says (AMI
-        CoreShowChannels finds a channel with its CALLBACK_ID: "up"; none: "gone"); an attempt missing from it
-        (no AMI) counts as gone. Up → connected (the call goes on without us). Gone → interrupted, and the
-        request retries at ``next_attempt(request)`` (the caller's policy: never inside the retry interval)
-        or expires when that is None. Returns attempt id → outcome."""
-        decided: dict[str, str] = {}
-        for att in await self.in_flight():
-            if pbx.get(att.id, "gone") == "up":
-                await self.finish_attempt(att.id, "connected", now, "found up after restart")
-                decided[att.id] = "connected"
-                continue
-            await self.finish_attempt(att.id, "interrupted", now, "found in flight after restart")
-            req = await self.get(att.request_id)
-            at = next_attempt(req)
-            if at is None:
-                await self.expire(req.id, now, "interrupted; no attempt left")
-            else:
-                await self.schedule_retry(req.id, at, now, "interrupted by a restart")
-            decided[att.id] = "interrupted"
-        if decided:
-            log.warning("reconciled %d callback attempts found in flight", len(decided))
-        return decided
+    async def attempt_counts(self, request_id: str) -> AttemptCounts:
+        """How many attempts the customer was charged (their phone was tried) and how many the box itself cut
+        (``interrupted``: a crash, a PBX link outage), which are bounded separately."""
+        async with self.log.db.execute(
+            "SELECT coalesce(sum(outcome IS NOT NULL AND outcome!='interrupted'), 0),"
+            " coalesce(sum(outcome='interrupted' AND detail NOT LIKE 'not sent%'), 0)"
+            " FROM callback_attempts WHERE request_id=?", (request_id,)) as cur:
+            row = await cur.fetchone()
+        return AttemptCounts(int(row[0]), int(row[1])) if row else AttemptCounts(0, 0)
+
+    async def dials_by_number(self, since: datetime) -> dict[str, int]:
+        """Attempts started since ``since`` per number, every request and outcome counted: the per-number
+        dial cap (a customer's phone is not rung more often than that, whatever the box went through)."""
+        async with self.log.db.execute(
+            "SELECT r.number, count(*) FROM callback_attempts a JOIN callback_requests r ON r.id=a.request_id"
+            " WHERE r.site=? AND a.started_at>=? GROUP BY r.number", (self.site, _ts(since))) as cur:
+            return {str(n): int(c) for n, c in await cur.fetchall()}
+
+    async def leg_handover(self, attempt_id: str) -> str | None:
+        """What the event log proves about a SIP attempt's leg (``callback.leg`` names it): the customer was
+        handed to the PBX or an agent (``transfer.progress`` or a successful ``transfer``). Returns a short
+        description of the proof, or None when there is none."""
+        async with self.log.db.execute(
+            "SELECT e.type, e.data FROM events l JOIN events e ON e.call_id=l.call_id"
+            " WHERE l.type='callback.leg' AND json_extract(l.data, '$.attempt_id')=?"
+            " AND (e.type='transfer.progress' OR (e.type='transfer' AND json_extract(e.data, '$.ok')))"
+            " ORDER BY e.seq LIMIT 1", (attempt_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[1])
+        if row[0] == "transfer.progress":
+            return f"{data.get('stage', 'handed over')} to {data.get('destination', '?')}"
+        return f"transferred to {data.get('destination', '?')}"

@@ -10,12 +10,23 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from ivr.store.callbacks import AttemptRefused, CallbackStore, Consent, IllegalTransition
+from ivr.callbacks.dialer import Dialer, DialerSettings, DialIds, DialResult, PbxView
+from ivr.callbacks.policy import CallbackPolicy, RetryRules
+from ivr.store.callbacks import (
+    Attempt,
+    AttemptCounts,
+    AttemptRefused,
+    CallbackRequest,
+    CallbackStore,
+    Consent,
+    IllegalTransition,
+)
 from ivr.store.eventlog import EventLog, read_events
 
 T0 = datetime(2026, 7, 1, 16, 0, tzinfo=UTC)
@@ -162,32 +173,34 @@ def test_crash_mid_attempt_then_reconcile(tmp_path: Path) -> None:
             flying = await store.in_flight()
             assert [a.id for a in flying] == [attempt_id] and flying[0].action_id == "act-9"
             now = datetime(2026, 7, 1, 16, 30, tzinfo=UTC)
-            retry_at = now + timedelta(minutes=5)
-            decided = await store.reconcile({}, now, lambda r: retry_at)  # no AMI answer: counted as gone
+            policy = CallbackPolicy(site_zone=NY[0], retry=RetryRules(after_interruption=300.0))
+            dialer = Dialer(store, policy, _GonePort(), DialerSettings(clock="trust"), now=lambda: now)
+            decided = await dialer.reconcile()  # no AMI answer: counted as gone
             assert decided == {attempt_id: "interrupted"}
             assert await store.in_flight() == []
             req = await store.get(request_id)
             assert req.state == "retry" and req.next_attempt_at is not None
-            assert await store.due(now, 10) == []  # not redialled inside the retry interval
+            assert await store.due(now, 10) == []  # not redialled inside the back-off
+            retry_at = now + timedelta(seconds=300)
             assert [r.id for r in await store.due(retry_at, 10)] == [request_id]
+            assert await store.attempt_counts(request_id) == AttemptCounts(charged=0, interrupted=1)
         finally:
             await log.close()
 
     asyncio.run(after())
 
 
-async def test_reconcile_up_means_connected(tmp_path: Path) -> None:
-    log, store = await open_store(tmp_path / "ivr.db")
-    try:
-        r = await store.request(queue="q", number="+14155552671", zones=NY, arrival_at=T0, consent=consent(T0),
-                                now=T0)
-        a = await store.begin_attempt(r.id, T0)
-        assert await store.reconcile({a.id: "up"}, T0, lambda _r: None) == {a.id: "connected"}
-        assert (await store.get(r.id)).state == "connected"
-        r2 = await store.request(queue="q2", number="+14155552671", zones=NY, arrival_at=T0, consent=consent(T0),
-                                 now=T0)
-        await store.begin_attempt(r2.id, T0)
-        await store.reconcile({}, T0, lambda _r: None)  # gone and no attempt left: expired
-        assert (await store.get(r2.id)).state == "expired"
-    finally:
-        await log.close()
+class _GonePort:
+    name = "test"
+
+    def ids(self, r: CallbackRequest) -> DialIds:
+        return DialIds()
+
+    def unavailable(self) -> str | None:
+        return None
+
+    async def dial(self, r: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
+        raise AssertionError("nothing is dialled here")
+
+    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, PbxView]:
+        return {}

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 from ivr.adapters.callback_dial import sip_dial_settings
 from ivr.callbacks.dialer import (
@@ -22,6 +21,7 @@ from ivr.callbacks.dialer import (
     DialerSettings,
     DialIds,
     DialResult,
+    PbxView,
     Settlement,
     channel_matches,
     clock_verdict,
@@ -228,11 +228,14 @@ class RecordingPort:
     def ids(self, r: CallbackRequest) -> DialIds:
         return DialIds(sip_call_id=f"cid-{len(self.dialled)}")
 
+    def unavailable(self) -> str | None:
+        return None
+
     async def dial(self, r: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
         self.dialled.append((r.id, ids.sip_call_id))
         return self.result
 
-    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]:
+    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, PbxView]:
         return {}
 
 
@@ -338,16 +341,17 @@ async def test_restart_settles_an_outcome_left_without_its_next_state(tmp_path: 
 
 
 class FlakyPbxPort(RecordingPort):
-    """A PBX that cannot be asked at first (the AMI link is down), then says the call is still up."""
+    """A PBX that cannot be asked at first (the AMI link is down), then says where the call is."""
 
     def __init__(self) -> None:
         super().__init__(DialResult("answered", True))
         self.down = True
+        self.seen: PbxView = "up"
 
-    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, Literal["up", "gone"]]:
+    async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, PbxView]:
         if self.down:
             raise ConnectionError("AMI not connected")
-        return {a.id: "up" for a in attempts}
+        return {a.id: self.seen for a in attempts}
 
 
 async def test_reconcile_waits_for_the_pbx_rather_than_guess(tmp_path: Path) -> None:
@@ -360,7 +364,10 @@ async def test_reconcile_waits_for_the_pbx_rather_than_guess(tmp_path: Path) -> 
         assert await dialer.reconcile() == {} and not dialer.reconciled
         assert (await store.get(rid)).state == "dialing" and len(await store.in_flight()) == 1
         assert await dialer.tick() == 0 and port.dialled == []  # still "dialing": never dialled again
-        port.down = False
+        port.down = False  # the customer is still ringing or at "press 1": nothing proven, nothing redialled
+        assert await dialer.reconcile() == {} and dialer.status()["in_doubt"] == 1
+        assert await dialer.tick() == 0 and port.dialled == [] and (await store.get(rid)).state == "dialing"
+        port.seen = "queued"  # then Asterisk shows the channel in app_queue: proof
         decided = await dialer.reconcile()
         assert list(decided.values()) == ["connected"] and dialer.reconciled
         assert (await store.get(rid)).state == "done" and port.dialled == []
