@@ -391,6 +391,11 @@ class AmiAdapter:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def link_generation(self) -> int:
+        """Changes each time the link drops: a consumer of live events compares it to know it missed some."""
+        return self._generation
+
     async def wait_connected(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             await self._connected.wait()

@@ -256,6 +256,7 @@ class AmiDialPort:
                                                                  arrival.timestamp()))
         # subscribed before the Originate: the join may come before its OriginateResponse is read
         watch = self.ami.events({"UserEvent", "QueueCallerJoin", "Hangup"}, maxsize=200)
+        generation = self.ami.link_generation
         try:
             try:
                 res = await self.ami.originate(
@@ -273,12 +274,12 @@ class AmiDialPort:
                 return DialResult(_AMI_OUTCOMES.get(res.outcome.value, "failed"),
                                   detail=f"OriginateResponse reason {res.reason}", action_id=res.action_id)
             answered = self.now()
-            return await self._evidence(req, attempt, ids, watch, answered, res.action_id, res.channel)
+            return await self._evidence(req, attempt, ids, watch, answered, res.action_id, res.channel, generation)
         finally:
             watch.close()
 
     async def _evidence(self, req: CallbackRequest, attempt: Attempt, ids: DialIds, watch: Any,
-                        answered: datetime, action_id: str, channel: str) -> DialResult:
+                        answered: datetime, action_id: str, channel: str, generation: int) -> DialResult:
         """After the answer: wait (``confirm_seconds``) for the customer's channel to join the queue, for the
         dialplan's IvrCallbackDeclined, or for the channel to hang up."""
         s = self.settings
@@ -286,7 +287,7 @@ class AmiDialPort:
         deadline = loop.time() + s.confirm_seconds
         ours = {channel, ids.channel}
         while loop.time() < deadline:  # bounded by confirm_seconds
-            if not self.ami.connected:
+            if not self.ami.connected or self.ami.link_generation != generation:  # events were missed
                 return await self._follow(req, attempt, answered, "AMI link lost while the customer was at"
                                           " \"press 1\"", action_id)
             try:

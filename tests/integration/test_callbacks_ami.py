@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ivr.daemon import control
-from ivr.proto.ami import event
+from ivr.proto.ami import AmiMessage, event
 from ivr.store.callbacks import CallbackStore, Consent
 from ivr.store.eventlog import EventLog, read_events
 from tests.ami.conftest import until
@@ -80,6 +80,12 @@ async def stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> i
         return await proc.wait()
 
 
+def queue_join(channel: str, queue: str, position: int = 3) -> AmiMessage:
+    """QueueCallerJoin as Asterisk sends it (tests/ami/fixtures/queue_events.txt)."""
+    return event("QueueCallerJoin", {"Channel": channel, "Uniqueid": "1700000100.43", "CallerIDNum": "2125550123",
+                                     "Queue": queue, "Position": str(position), "Count": str(position)})
+
+
 def originates_for(peer: AmiPeer, rid: str) -> list[dict[str, str]]:
     out = []
     for a in peer.actions("Originate"):
@@ -100,6 +106,8 @@ async def test_originate_carries_the_callback_and_its_answer_decides(env: Env) -
         peer.originate_results = [("Success", "4"), ("Success", "4"), ("Failure", "5")]
         ok = await file(env, "+12125550123")
         await until(lambda: len(originates_for(peer, ok)) == 1, timeout=20, step=0.05)
+        # the dialplan's [ivr-callback] heard 1 and queued the customer: Asterisk's own proof
+        await peer.push(queue_join("Local/+12125550123@ivr-callback-dial-00000001;1", "support"))
         declined = await file(env, "+12125550124")
         await until(lambda: len(originates_for(peer, declined)) == 1, timeout=20, step=0.05)
         # the dialplan's [ivr-callback] heard no key 1 on the second one
@@ -170,3 +178,101 @@ async def test_restart_reconciles_attempts_in_flight_through_core_show_channels(
     assert sorted(rec["decided"].values()) == ["connected", "interrupted"] and rec["via"] == "ami"
     ended = {e.data["request_id"]: e.data for e in evs if e.type == "callback.attempt.ended"}
     assert ended[up]["outcome"] == "connected" and ended[gone]["outcome"] == "interrupted"
+
+
+async def attempts_of(env: Env, rid: str) -> list[tuple[str | None, str]]:
+    async with await EventLog.open(env.state / "ivr.db", "test-site") as log:
+        return [(a.outcome, a.detail) for a in await CallbackStore(log).attempts(rid)]
+
+
+async def test_a_link_drop_at_press_1_is_never_read_as_kept(env: Env) -> None:
+    """Issue 12, defect 1: the PBX restarts while the customer is at "press 1". No IvrCallbackDeclined can
+    arrive during the outage; that silence used to be read as "pressed 1" (done, kept). Now: after the link is
+    back the channel is gone and nothing proves the queue, so the attempt is interrupted and retried."""
+    peer = AmiPeer()
+    peer.channels = []
+    await peer.start()
+    with env.config.open("a") as f:
+        f.write(ami_yaml(peer, confirm=20, intervals="[600]").replace("max_attempts: 3", "max_attempts: 3,"
+                                                                      " after_interruption: 1"))
+    proc = await start(env)
+    try:
+        lost = await file(env, "+12125550123")
+        await until(lambda: len(originates_for(peer, lost)) == 1, timeout=20, step=0.05)
+        await asyncio.sleep(0.5)  # answered, the customer hears "press 1"
+        await peer.restart()  # Asterisk restarts: the call is gone with it
+        await wait_state(env, lost, ("retry", "dialing"), timeout=40)
+        await until(lambda: len(originates_for(peer, lost)) == 2, timeout=40, step=0.1)  # called again
+        await peer.push(queue_join("Local/+12125550123@ivr-callback-dial-00000002;1", "support"))
+        await wait_state(env, lost, ("done",))
+    finally:
+        code = await stop(proc)
+        await peer.stop()
+    assert code == 0
+    atts = await attempts_of(env, lost)
+    assert atts[0][0] == "interrupted" and "nothing proves" in atts[0][1]
+    assert atts[1][0] == "connected" and "joined queue support" in atts[1][1]
+    evs = await read_events(env.state / "ivr.db")
+    kept = [e.data for e in evs if e.type == "callback.kept" and e.data["request_id"] == lost]
+    assert len(kept) == 1 and kept[0]["attempts"] == 2  # one record, for the attempt that reached the queue
+    log_text = (env.root / "daemon.log").read_text()
+    assert "Traceback" not in log_text and " ERROR " not in log_text
+
+
+async def test_after_a_link_drop_the_queue_itself_is_the_proof(env: Env) -> None:
+    """The join happened during the outage: after reconnect CoreShowChannels shows the customer's channel in
+    app_queue, so the attempt is done, without dialling again."""
+    peer = AmiPeer()
+    peer.channels = []
+    await peer.start()
+    with env.config.open("a") as f:
+        f.write(ami_yaml(peer, confirm=20, intervals="[600]"))
+    proc = await start(env)
+    try:
+        rid = await file(env, "+12125550123")
+        await until(lambda: len(originates_for(peer, rid)) == 1, timeout=20, step=0.05)
+        channel = "Local/+12125550123@ivr-callback-dial-00000003;1"
+        peer.channels = [{"Channel": channel, "ChannelStateDesc": "Up", "Context": "ivr-callback", "Exten": "s",
+                          "Uniqueid": "1700000100.44", "Application": "Queue", "ApplicationData": "support"}]
+        peer.variables[(channel, "CALLBACK_ID")] = rid
+        peer.drop_all()  # a network blip, not a restart: the call lives on in Asterisk
+        await wait_state(env, rid, ("done",), timeout=40)
+    finally:
+        code = await stop(proc)
+        await peer.stop()
+    assert code == 0
+    assert len(originates_for(peer, rid)) == 1
+    [(outcome, detail)] = await attempts_of(env, rid)
+    assert outcome == "connected" and "found in queue support" in detail
+
+
+async def test_while_the_link_is_down_nothing_is_dialled_and_no_attempt_is_charged(env: Env) -> None:
+    """Issue 12, defect 2: AMI reconnecting: the dialer pauses (shown in ivr status) instead of starting
+    Originates that time out and burn attempts."""
+    peer = AmiPeer()
+    await peer.start()
+    port = peer.port
+    with env.config.open("a") as f:
+        f.write(ami_yaml(peer))
+    proc = await start(env)
+    try:
+        await peer.stop()
+        sock = env.state / "ivr.sock"
+        for _ in range(100):  # bounded: the daemon notices the drop at once (the socket closes)
+            st = await control(sock, {"cmd": "status"})
+            if st["callbacks"]["paused"] and st["ami"] != "connected":
+                break
+            await asyncio.sleep(0.1)
+        assert st["ami"] != "connected" and "AMI" in st["callbacks"]["paused"]
+        rid = await file(env, "+12125550123")
+        await asyncio.sleep(3.0)  # many dialer passes
+        assert await attempts_of(env, rid) == [] and await state(env, rid) == "requested"
+        peer.port = port
+        await peer.start()
+        await until(lambda: len(originates_for(peer, rid)) == 1, timeout=60, step=0.1)
+    finally:
+        code = await stop(proc)
+        await peer.stop()
+    assert code == 0
+    log_text = (env.root / "daemon.log").read_text()
+    assert "Traceback" not in log_text
