@@ -742,6 +742,14 @@ QUEUE_EVENTS = frozenset(
         "QueueMemberRemoved",
         "QueueMemberPause",
         "QueueMemberPaused",
+        "QueueMemberPenalty",
+        "QueueMemberRinginuse",
+        "AgentLogin",
+        "AgentLogoff",
+        "DialEnd",  # a member's ring cancelled by the caller (RINGCANCELED)
+        "BlindTransfer",  # where an agent transferred the caller (BLINDTRANSFER / ATTENDEDTRANSFER)
+        "AttendedTransfer",
+        "Hangup",  # confirms a QueueCallerAbandon as an ABANDON (not a timeout)
         "UserEvent",
     }
 )
