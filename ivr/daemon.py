@@ -289,7 +289,7 @@ class Daemon:
             "config": self.config.source,
             "sip": "{}:{}".format(*self.telephony.endpoint.local_address) if self.telephony else None,
             "registrations": self.telephony.registrations() if self.telephony else [],
-            "ami": None if self.ami is None else ("connected" if self.ami.connected else "connecting"),
+            "ami": self._ami_link(),
             "queues": self._queue_summary(),
             "callbacks": self.dialer.status() if self.dialer is not None else None,
             "speech": None if self.speech is None else {
@@ -298,15 +298,39 @@ class Daemon:
                 "frames_dropped": self.speech.frames_dropped},
         }
 
+    def _ami_link(self) -> str | None:
+        """``connected``; ``connecting`` before the first login; ``down`` after a drop, until logged in again."""
+        if self.ami is None:
+            return None
+        if self.ami.connected:
+            return "connected"
+        return "down" if self.ami.logins else "connecting"
+
     def _queue_summary(self) -> dict[str, Any]:
+        """Each queue as the PBX last said, flagged ``stale`` (with ``stale_since``) while the AMI link is down
+        or not yet re-read: those figures are the last known ones, not the present. Callers in queue order
+        with their wait (seconds since they joined)."""
         if self.queues is None:
             return {}
         now = time.time()
-        return {
-            snap.name: {"callers": len(snap.callers), "logged_in": snap.logged_in, "available": snap.available,
-                        "longest_wait": round(snap.longest_wait(now), 1)}
-            for snap in self.queues.state.snapshots().values()
-        }
+
+        def iso(t: float | None) -> str | None:
+            return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+        fresh = bool(self.queues.fresh)
+        out: dict[str, Any] = {}
+        for snap in self.queues.state.snapshots().values():
+            stale = snap.stale or not fresh
+            out[snap.name] = {
+                "callers": len(snap.callers), "logged_in": snap.logged_in, "available": snap.available,
+                "longest_wait": round(snap.longest_wait(now), 1),
+                "waiting": [{"position": c.position, "caller": c.caller_id_num, "name": c.caller_id_name,
+                             "wait": round(c.wait(now), 1)} for c in snap.callers],
+                "stale": stale,
+                "stale_since": iso(snap.stale_since or self.queues.stale_since) if stale else None,
+                "refreshed_at": iso(snap.refreshed_at),
+            }
+        return out
 
     # -- control socket --
     async def _control_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

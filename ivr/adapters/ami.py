@@ -321,6 +321,8 @@ class EventStream:
 
 
 ConnectHook = Callable[[], Awaitable[None]]
+#: called (synchronously, on the loop) the moment a logged-in link is given up
+DisconnectHook = Callable[[], None]
 
 
 # -- the adapter --------------------------------------------------------------------------------------------
@@ -351,6 +353,7 @@ class AmiAdapter:
         self._futures: dict[str, asyncio.Future[ActionResult]] = {}
         self._streams: list[EventStream] = []
         self._hooks: list[ConnectHook] = []
+        self._down_hooks: list[DisconnectHook] = []
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
         self._closing = asyncio.Event()
@@ -403,6 +406,11 @@ class AmiAdapter:
     def add_connect_hook(self, hook: ConnectHook) -> None:
         """Run ``hook()`` (as a task) after every login+subscribe: resync what events may have missed."""
         self._hooks.append(hook)
+
+    def add_disconnect_hook(self, hook: DisconnectHook) -> None:
+        """Call ``hook()`` when a logged-in link is lost (or closed), before the actions in flight fail:
+        state kept from events (queue figures) is no longer current from that moment."""
+        self._down_hooks.append(hook)
 
     def events(self, names: Collection[str] | None = None, maxsize: int = 1000) -> EventStream:
         stream = EventStream(self, names, maxsize)
@@ -503,8 +511,15 @@ class AmiAdapter:
 
     async def _teardown(self) -> None:
         """Forget the connection: fail every action in flight, close the socket, stop the reader."""
+        was_connected = self._connected.is_set()
         self._connected.clear()
         self._generation += 1
+        if was_connected:
+            for hook in self._down_hooks:
+                try:
+                    hook()
+                except Exception:  # one consumer's bug must not keep the link from being torn down
+                    log.exception("ami disconnect hook failed hook=%s", getattr(hook, "__name__", hook))
         for aid, action in self._correlator.pending().items():
             response, events = self._correlator.partial(aid)
             fut = self._futures.pop(aid, None)
@@ -732,6 +747,14 @@ QUEUE_EVENTS = frozenset(
         "QueueMemberRemoved",
         "QueueMemberPause",
         "QueueMemberPaused",
+        "QueueMemberPenalty",
+        "QueueMemberRinginuse",
+        "AgentLogin",
+        "AgentLogoff",
+        "DialEnd",  # a member's ring cancelled by the caller (RINGCANCELED)
+        "BlindTransfer",  # where an agent transferred the caller (BLINDTRANSFER / ATTENDEDTRANSFER)
+        "AttendedTransfer",
+        "Hangup",  # confirms a QueueCallerAbandon as an ABANDON (not a timeout)
         "UserEvent",
     }
 )
@@ -746,6 +769,9 @@ class QueueMonitor:
 
     Events that arrive while a snapshot is being fetched wait in the stream and are applied after it;
     QueueState's handlers are idempotent, so one that the snapshot already reflects does no harm.
+
+    The moment the link drops the state is marked stale (events are being missed); it is live again only
+    after a full QueueStatus read on the new session. Ask ``link_up`` / ``fresh`` / ``stale_since``.
     """
 
     def __init__(
@@ -766,13 +792,38 @@ class QueueMonitor:
         self._stream = ami.events(QUEUE_EVENTS, maxsize=5000)
         self._resync = True
         ami.add_connect_hook(self._on_connect)
+        ami.add_disconnect_hook(self._on_disconnect)
+
+    @property
+    def link_up(self) -> bool:
+        """The AMI link is logged in now."""
+        return bool(self._ami.connected)
+
+    @property
+    def fresh(self) -> bool:
+        """The queue figures may be trusted: the link is up and a full QueueStatus was read since it came up."""
+        return self.link_up and self.state.live
+
+    @property
+    def stale_since(self) -> float | None:
+        """When (epoch s) the figures stopped being current; None while fresh or before the first read."""
+        return self.state.stale_since
 
     async def _on_connect(self) -> None:
         self._resync = True
         self._stream.wake()
 
+    def _on_disconnect(self) -> None:
+        self.state.mark_stale(self._clock())
+        log.warning("queue state stale: PBX link down")
+
     async def refresh(self) -> None:
+        logins = self._ami.logins
         events = await self._ami.queue_status()
+        if not self._ami.connected or self._ami.logins != logins:
+            # the answer came from a session that has since ended: its figures may already be outdated, and
+            # the connect hook asks for another read on the new session
+            raise AmiConnectionLost("QueueStatus")
         self.state.apply_status(events, self._clock())
         self.refreshes += 1
 

@@ -3,7 +3,8 @@
 - ``AmiQueueWaits`` (the PBX is Asterisk, ``ami:`` configured): agent counts and callers waiting from the AMI
   ``QueueMonitor``'s snapshot; the recent queue events (QueueCallerJoin, AgentConnect, ...) from AMI fed
   through ``QueueEventWindow.observe_ami`` into the head-of-line estimator (``ewt.estimate``). Free agents
-  are the members the PBX says are available.
+  are the members the PBX says are available. While the link is down, or up but not yet re-read, the
+  figures are stale: free agents unknown and every estimate unknown, so nothing is promised on them.
 - ``RecordsQueueWaits`` (no AMI): agents per queue from config; callers and handle times from the
   appliance's own event log — the queue node's ``queue.offer`` (the caller joins), its ``transfer`` event
   (the handover ended: for a bridged call, the agent's talk ended) and the call's end. Calls handed to a
@@ -36,9 +37,15 @@ EWT_EVENTS = frozenset({"QueueCallerJoin", "AgentConnect", "QueueCallerAbandon",
                         "AgentComplete"})
 
 
+#: ``EwtEstimate.reason`` while the AMI link is down / up but the queue figures not yet re-read
+PBX_LINK_DOWN = "pbx-link-down"
+QUEUE_STATE_STALE = "queue-state-stale"
+
+
 class AmiQueueWaits:
     """Wait estimates from the PBX: ``monitor`` is an ``ivr.adapters.ami.QueueMonitor`` (its ``state`` holds
-    the snapshots), ``ami`` the adapter whose live events feed the per-queue event windows."""
+    the snapshots; ``link_up``/``fresh`` say whether to trust them), ``ami`` the adapter whose live events
+    feed the per-queue event windows."""
 
     def __init__(self, monitor: Any, ami: Any, *, cfg: EwtConfig | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -69,7 +76,26 @@ class AmiQueueWaits:
         finally:
             stream.close()
 
+    @property
+    def link_up(self) -> bool:
+        """The PBX link (AMI) is logged in now."""
+        return bool(self.monitor.link_up)
+
+    @property
+    def fresh(self) -> bool:
+        """The queue figures are current: link up and a full QueueStatus read since it came up."""
+        return bool(self.monitor.fresh)
+
+    def stale_reason(self) -> str | None:
+        """Why the figures cannot be trusted now (``pbx-link-down`` / ``queue-state-stale``), else None."""
+        if not self.link_up:
+            return PBX_LINK_DOWN
+        return None if self.fresh else QUEUE_STATE_STALE
+
     def estimate(self, queue: str) -> EwtEstimate:
+        stale = self.stale_reason()
+        if stale is not None:
+            return EwtEstimate.unknown(stale)
         snap = self.monitor.state.snapshot(queue)
         if snap is None:
             return EwtEstimate.unknown("unknown-queue")
@@ -79,6 +105,9 @@ class AmiQueueWaits:
                         agents_available=snap.available, now=self.clock(), cfg=self.cfg)
 
     def free_agents(self, queue: str) -> int | None:
+        """Available agents as the PBX says; None when unknown (no such queue, or the figures are stale)."""
+        if self.stale_reason() is not None:
+            return None
         snap = self.monitor.state.snapshot(queue)
         return None if snap is None else int(snap.available)
 
@@ -146,6 +175,10 @@ class RecordsQueueWaits:
         self.clock = clock
         self.interval = interval
         self.queues: dict[str, QueueRecords] = {}
+
+    #: no PBX link to lose: the appliance's own records are always as current as the event log
+    link_up = True
+    fresh = True
 
     async def refresh(self) -> None:
         now = self.clock()

@@ -123,6 +123,13 @@ class QueueSnapshot:
     summary_longest_hold: int | None = None
     #: when this queue was last refreshed from a QueueStatus/QueueSummary list (epoch s)
     refreshed_at: float | None = None
+    #: since when (epoch s) these figures are only the last known ones: the PBX link dropped and no full
+    #: QueueStatus has been read since. None while live.
+    stale_since: float | None = None
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_since is not None
 
     @property
     def logged_in(self) -> int:
@@ -187,9 +194,30 @@ def _event_time(ev: AmiEvent, now: float) -> float:
 @dataclass
 class QueueState:
     """All queues by name. ``apply_status``/``apply_summary`` install a list action's answer;
-    ``apply`` folds one live event in. Read with ``snapshot(name)`` / ``snapshots()``."""
+    ``apply`` folds one live event in. Read with ``snapshot(name)`` / ``snapshots()``.
+
+    Staleness: events missed while the PBX link is down make every figure a guess, so ``mark_stale`` (the
+    link dropped) flags all snapshots until the next full ``apply_status`` (the QueueStatus read after the
+    reconnect). ``live`` says whether the figures may be trusted.
+    """
 
     _queues: dict[str, QueueSnapshot] = field(default_factory=dict)
+    #: when the last full QueueStatus answer was installed (epoch s); None before the first
+    refreshed_at: float | None = None
+    #: when the figures stopped being current (the link dropped); None while live
+    stale_since: float | None = None
+
+    @property
+    def live(self) -> bool:
+        """A full QueueStatus has been read and no link drop since: the figures may be trusted."""
+        return self.refreshed_at is not None and self.stale_since is None
+
+    def mark_stale(self, now: float) -> None:
+        """The PBX link dropped at ``now``: keep the last figures but flag them (the first drop's time stays)."""
+        if self.stale_since is None:
+            self.stale_since = now
+        since = self.stale_since
+        self._queues = {k: v if v.stale else replace(v, stale_since=since) for k, v in self._queues.items()}
 
     def snapshot(self, name: str) -> QueueSnapshot | None:
         return self._queues.get(name)
@@ -239,6 +267,7 @@ class QueueState:
                 )
         if only_queue is None:
             self._queues = {k: v for k, v in self._queues.items() if k in params}
+            self.refreshed_at, self.stale_since = now, None  # the whole picture read again: live
         for name, snap in params.items():
             old = self._queues.get(name)
             self._queues[name] = replace(
@@ -248,6 +277,7 @@ class QueueState:
                 summary_logged_in=old.summary_logged_in if old else None,
                 summary_available=old.summary_available if old else None,
                 summary_longest_hold=old.summary_longest_hold if old else None,
+                stale_since=self.stale_since,
             )
 
     def apply_summary(self, events: Iterable[AmiEvent], now: float) -> None:
@@ -256,7 +286,7 @@ class QueueState:
             if ev.name != "QueueSummary":
                 continue
             name = ev.get("Queue") or ""
-            snap = self._queues.get(name) or QueueSnapshot(name=name)
+            snap = self._queues.get(name) or QueueSnapshot(name=name, stale_since=self.stale_since)
             self._queues[name] = replace(
                 snap,
                 calls=_int(ev.get("Callers"), snap.calls),
@@ -277,7 +307,7 @@ class QueueState:
         queue = ev.get("Queue")
         if not queue:
             return False
-        snap = self._queues.get(queue) or QueueSnapshot(name=queue)
+        snap = self._queues.get(queue) or QueueSnapshot(name=queue, stale_since=self.stale_since)
         self._queues[queue] = handler(snap, ev, _event_time(ev, now))
         return True
 

@@ -235,3 +235,31 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
         for _ in range(50):
             d = backoff_delay(attempt, 0.5, 30.0, rng)
             assert base / 2 <= d <= base
+
+
+async def test_queue_log_over_the_link_is_what_asterisk_writes(ami: AmiAdapter, peer: AmiPeer) -> None:
+    """The monitor's sink gets, from the live AMI events, the queue_log lines app_queue writes: RINGCANCELED
+    for a ring the caller cut short, one ABANDON per hang-up and none for a queue timeout."""
+    from tests.ami.test_ami_queues import asterisk_lines, realtime_columns
+
+    entries: list[QueueLogEntry] = []
+
+    async def sink(entry: QueueLogEntry) -> None:
+        entries.append(entry)
+
+    monitor = QueueMonitor(ami, refresh_interval=60.0, sink=sink, clock=lambda: 1700000400.0)
+    runner = asyncio.create_task(monitor.run())
+    try:
+        await until(lambda: monitor.refreshes == 1)
+        expected = asterisk_lines("events") + asterisk_lines("more")
+        for section in ("events", "more"):
+            await peer.push(*[m for m in transcript("queue_events.txt", section) if isinstance(m, AmiEvent)])
+        # a last event whose line marks the end: whatever the pushed events stand for came before it
+        await peer.push(event("QueueMemberPause", {"Queue": "support", "MemberName": "End", "Paused": "1"}))
+        await until(lambda: bool(entries) and entries[-1].agent == "End")
+        for entry, (line, unknowable) in zip(entries[:-1], expected, strict=True):
+            have = {k: str(int(v)) if k == "time" else str(v) for k, v in entry.as_record().items()}
+            assert have == realtime_columns(line) | unknowable, line
+    finally:
+        runner.cancel()
+        await asyncio.wait({runner}, timeout=2)

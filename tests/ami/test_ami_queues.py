@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from ivr.pbx.queue_log import QueueLogMapper
+import pytest
+
+from ivr.pbx.queue_log import QueueLogEntry, QueueLogMapper
 from ivr.pbx.queues import DeviceState, QueueState
 from ivr.proto.ami import AmiEvent, event
-from tests.ami.peer import transcript
+from tests.ami.peer import load_sections, transcript
 
 NOW = 1700000400.0
 
@@ -114,18 +116,61 @@ def test_a_full_refresh_drops_removed_queues() -> None:
     assert set(state.snapshots()) == {"sales"}
 
 
-def test_queue_log_lines_map_one_to_one() -> None:
+def asterisk_lines(section: str) -> list[tuple[str, dict[str, str]]]:
+    """queue_log.txt: Asterisk's own lines, each with the fields AMI cannot supply (``;ami FIELD=VALUE``)."""
+    out = []
+    for raw in load_sections("queue_log.txt")[section].strip().splitlines():
+        line, _, note = raw.partition("  ;ami ")
+        out.append((line, dict(kv.split("=", 1) for kv in note.split()) if note else {}))
+    return out
+
+
+def realtime_columns(line: str) -> dict[str, str]:
+    """A queue_log line as logger.c stores it in the realtime table: five columns, then the data split at
+    ``|`` into data1..data5 (AST_NONSTANDARD_APP_ARGS into five: data5 keeps the rest)."""
+    time_, callid, queuename, agent, event, data = line.split("|", 5)
+    parts = data.split("|", 4)
+    cols = {"time": time_, "callid": callid, "queuename": queuename, "agent": agent, "event": event}
+    cols.update({f"data{i + 1}": parts[i] if i < len(parts) else "" for i in range(5)})
+    return cols
+
+
+def mapped(section: str) -> list[QueueLogEntry]:
+    """The mapping's entries for one section of queue_events.txt ("more" follows "events" on one link)."""
     mapper = QueueLogMapper()
-    lines = [entry.line() for ev in live_events() for entry in mapper.map(ev, NOW)]
-    assert lines == [
-        "1700000400|1700000000.30|support|NONE|ENTERQUEUE||3035550111",
-        "1700000404|1700000000.17|support|Alice|CONNECT|380|1700000400.50|3",
-        "1700000410|1700000000.21|support|NONE|ABANDON|1|2|60",
-        "1700000436|1700000000.30|support|Bob|RINGNOANSWER|15000",
-        # joined before we were watching: its original position is unknown, left empty
-        "1700000499|1700000000.17|support|Alice|COMPLETECALLER|380|95|",
-        "1700000500|1700000000.30|support|NONE|EXITWITHKEY|1|1|3|100",
-    ]
+    entries = [entry for ev in live_events() for entry in mapper.map(ev, NOW)]
+    if section == "events":
+        return entries
+    more = [m for m in transcript("queue_events.txt", section) if isinstance(m, AmiEvent)]
+    return [entry for ev in more for entry in mapper.map(ev, NOW)]
+
+
+@pytest.mark.parametrize("section", ["events", "more"])
+def test_queue_log_matches_asterisks_own_lines_field_by_field(section: str) -> None:
+    """Defect 6 of issue #12: the lines are compared with those app_queue.c writes for the same calls."""
+    expected = asterisk_lines(section)
+    got = mapped(section)
+    assert [e.event for e in got] == [realtime_columns(line)["event"] for line, _ in expected]
+    for entry, (line, unknowable) in zip(got, expected, strict=True):
+        want = realtime_columns(line) | unknowable
+        have = {k: str(int(v)) if k == "time" else str(v) for k, v in entry.as_record().items()}
+        assert have == want, line
+        if not unknowable:
+            assert entry.line() == line
+
+
+def test_realtime_data5_keeps_the_rest_of_a_long_data_list() -> None:
+    m = QueueLogMapper()
+    m.map(event("QueueCallerJoin", {"Queue": "q", "Uniqueid": "u1", "Position": 2}), 100.0)
+    link = event("AttendedTransfer", {"Result": "Success", "TransfereeUniqueid": "u1", "DestType": "Link",
+                                      "LocalOneChannel": "Local/x@c-1;1", "LocalTwoChannel": "Local/x@c-1;2"})
+    assert m.map(link, 150.0) == []
+    done = event("AgentComplete", {"Queue": "q", "Uniqueid": "u1", "MemberName": "A", "HoldTime": 5, "TalkTime": 9,
+                                   "Reason": "transfer"})
+    (entry,) = m.map(done, 200.0)
+    assert entry.line() == "200|u1|q|A|ATTENDEDTRANSFER|LINK|Local/x@c-1;1|Local/x@c-1;2|5|9|2"
+    rec = entry.as_record()
+    assert (rec["data1"], rec["data4"], rec["data5"]) == ("LINK", "5", "9|2")
 
 
 def test_queue_log_record_has_the_realtime_table_columns() -> None:
@@ -139,7 +184,7 @@ def test_queue_log_record_has_the_realtime_table_columns() -> None:
         "event": "ENTERQUEUE",
         "data1": "",
         "data2": "3035550111",
-        "data3": "",
+        "data3": "3",
         "data4": "",
         "data5": "",
     }
@@ -156,7 +201,8 @@ def test_other_verbs() -> None:
     assert m.map(agent_done, 200.0)[0].line() == "200|u1|q|A|COMPLETEAGENT|5|9|2"
     m.map(join, 100.0)
     transfer = event("AgentComplete", {"Queue": "q", "Uniqueid": "u1", "MemberName": "A", "Reason": "transfer"})
-    assert m.map(transfer, 200.0)[0].event == "TRANSFER"
+    # no BlindTransfer/AttendedTransfer event seen: Asterisk 12+ has no plain TRANSFER any more
+    assert m.map(transfer, 200.0)[0].line() == "200|u1|q|A|BLINDTRANSFER|||||2"
     m.map(join, 100.0)
     timeout = event(
         "UserEvent", {"UserEvent": "IvrQueueExit", "Queue": "q", "Uniqueid": "u1", "Reason": "EXITWITHTIMEOUT"}

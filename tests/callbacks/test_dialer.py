@@ -185,6 +185,8 @@ class _Snap:
 
 
 class _Monitor:
+    link_up = fresh = True
+
     def __init__(self, snaps: dict[str, _Snap]) -> None:
         self.state = self
         self.snaps = snaps
