@@ -439,6 +439,8 @@ class Dialer:
     def _paused(self) -> str | None:
         """The port's reason to dial nothing now; logged once when it changes."""
         why = self.port.unavailable()
+        if why is None and not getattr(self.waits, "fresh", True):  # AmiQueueWaits: re-reading QueueStatus
+            why = "queue figures stale since the PBX link dropped"
         if why != self.state.paused:
             if why:
                 log.warning("callback dialer paused: %s; no attempt is started or charged meanwhile", why)

@@ -1,0 +1,121 @@
+"""20 SIGKILLs of `ivr run` while it calls customers back who answer and press 1 and bridges them to an agent
+(dial via SIP, transfer by bridge; sipp plays every customer's phone and the agent). The kills come at random
+moments, so some land during "press 1" and some while a customer talks to the agent. Issue 12, "the box's own
+crashes": afterwards, from the phones' own message traces and the database:
+- no customer reached an agent twice (the agent's sipp counts the INVITEs it answered per customer number);
+- no request expired because of the box's crashes: with every customer answering and pressing 1, all are done;
+- every finished request has exactly one ``callback.kept`` (an expiry would be a counted broken promise);
+- no attempt left open after the last, orderly run; interruptions spent none of the customer's attempts.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env
+from tests.integration.appliance import free_port, start_appliance, stop_appliance
+from tests.integration.test_callbacks import SCENARIOS, configure, file_request
+
+pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed")
+
+KILLS = 20
+CUSTOMERS = 8
+
+
+def sipp_phone(scenario: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    workdir.mkdir()
+    return subprocess.Popen(
+        ["sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port), "-mi", "127.0.0.1",
+         "-mp", str(free_port()), "-nostdin", "-timeout", "900s", "-trace_msg"],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def invites_by_from(workdir: Path) -> Counter[str]:
+    """INVITEs a sipp phone received, by the From user (the bridge presents the customer's number)."""
+    text = "".join(p.read_text(errors="replace") for p in workdir.glob("*_messages.log"))
+    found: Counter[str] = Counter()
+    for block in re.split(r"\n(?=-{5,} )", text):
+        if "message received" not in block or not re.search(r"^INVITE ", block, re.M):
+            continue
+        m = re.search(r"^From:\s*.*?<sip:([^@>]+)@", block, re.M | re.I)
+        if m:
+            found[m.group(1)] += 1
+    return found
+
+
+def test_twenty_sigkills_never_put_a_customer_through_twice(env: Env) -> None:
+    customer_port, agent_port = free_port(), free_port()
+    configure(env, customer_port, agent_port, intervals="[2]", max_attempts=3, ring_timeout=5)
+    # a crash backs a request off 1 s, doubling (policy.after_interruption), instead of the default 60 s
+    env.config.write_text(env.config.read_text().replace(
+        "max_attempts: 3, expiry: 3600", "max_attempts: 3, expiry: 3600, after_interruption: 1"))
+    env.state.mkdir(parents=True, exist_ok=True)
+    customer = sipp_phone("cb_customer_press1.xml", customer_port, env.root / "customer")
+    agent = sipp_phone("cb_agent_talk.xml", agent_port, env.root / "agent")
+    rng = random.Random(20261202)
+    numbers = [f"+1212555{2000 + i:04d}" for i in range(CUSTOMERS)]
+    ids = [file_request(env, number=n)[0] for n in numbers]
+    log = env.root / "daemon.log"
+    try:
+        for _ in range(KILLS):
+            proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
+                                    stdout=subprocess.DEVNULL, stderr=log.open("a"))
+            try:
+                time.sleep(rng.uniform(1.5, 6.0))  # start-up ~1.5 s, then "press 1" and bridges in progress
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+        # a last, orderly run until every request is settled (bounded)
+        proc, _port, _log = start_appliance(env)
+        try:
+            deadline = time.monotonic() + 150
+            while time.monotonic() < deadline:
+                with sqlite3.connect(env.state / "ivr.db", timeout=10) as db:
+                    states = [r[0] for r in db.execute("SELECT state FROM callback_requests")]
+                if all(s in ("done", "expired", "cancelled") for s in states):
+                    break
+                time.sleep(0.5)
+        finally:
+            stop_appliance(proc)
+    finally:
+        for phone in (customer, agent):
+            phone.send_signal(signal.SIGINT)
+        for phone in (customer, agent):
+            try:
+                phone.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                phone.kill()
+                phone.wait()
+
+    with sqlite3.connect(env.state / "ivr.db") as db:
+        db.row_factory = sqlite3.Row
+        reqs = {r["id"]: dict(r) for r in db.execute("SELECT * FROM callback_requests")}
+        atts = [dict(r) for r in db.execute("SELECT * FROM callback_attempts ORDER BY request_id, n")]
+        kept = Counter(r[0] for r in db.execute(
+            "SELECT json_extract(data, '$.request_id') FROM events WHERE type='callback.kept'"))
+    assert set(ids) <= set(reqs)
+    interrupted = sum(1 for a in atts if a["outcome"] == "interrupted")
+    assert all(a["outcome"] is not None for a in atts), "an attempt left open after a clean stop"
+    # no request expired because of the box's crashes: every customer answers and presses 1
+    assert {r["state"] for r in reqs.values()} == {"done"}, {
+        rid: (r["state"], r["reason"]) for rid, r in reqs.items() if r["state"] != "done"}
+    assert all(kept[rid] == 1 for rid in reqs), kept
+    # no customer reached an agent twice
+    at_agent = invites_by_from(env.root / "agent")
+    assert at_agent, "the agent was never reached: the test proved nothing"
+    twice = {n: c for n, c in at_agent.items() if c > 1}
+    assert not twice, f"customers put through to an agent more than once: {twice}"
+    for n in numbers:
+        assert at_agent[n] == 1 or at_agent[n.lstrip("+")] == 1, (n, at_agent)
+    assert interrupted >= 3, "the kills hardly ever hit an attempt in flight; the test proved little"
