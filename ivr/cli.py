@@ -327,6 +327,22 @@ def cmd_closed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pbx_prompts(args: argparse.Namespace) -> int:
+    """The prompts docs/asterisk's sample dialplan plays, rendered into the PBX's sounds folder."""
+    from ivr.adapters.pbx_prompts import render_pbx_prompts
+
+    config = _config(args)
+    try:
+        paths = asyncio.run(render_pbx_prompts(Path(args.dir), voice=args.voice,
+                                               target_rms_db=config.target_rms_db))
+    except (RuntimeError, OSError) as exc:
+        print(f"cannot render the PBX prompts: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def _callback_policy(config: Config) -> Any:
     from ivr.callbacks.dialer import build_policy
     from ivr.callbacks.policy import CallbackPolicy
@@ -542,6 +558,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("state", choices=["on", "off"])
     s.add_argument("--reason", default="")
     s.set_defaults(func=cmd_closed)
+
+    s = sub.add_parser("pbx-prompts", help="render the prompts of docs/asterisk's sample dialplan as WAV files")
+    s.add_argument("dir", help="the PBX's sounds folder, e.g. /var/lib/asterisk/sounds/en (files go to DIR/custom/)")
+    s.add_argument("--voice", default="en", help="espeak-ng voice (default en)")
+    s.set_defaults(func=cmd_pbx_prompts)
 
     s = sub.add_parser("callbacks", help="list, show, cancel or retry callback requests")
     cb = s.add_subparsers(dest="action", required=True)
