@@ -83,9 +83,6 @@ async def _flow_for(config: Config, spec: str, *, render: bool) -> tuple[FlowSet
 def cmd_simulate(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.live:
-        if args.header:
-            print("--header is for a simulated call of its own, not with --live", file=sys.stderr)
-            return 2
         return asyncio.run(_simulate_live(config, args))
     return asyncio.run(_simulate(config, args))
 
@@ -181,14 +178,37 @@ class _SimulatorSpeech:
             self.service = None
 
 
+#: simulator options a call inside the daemon cannot honour, and why (``ivr simulate --live`` refuses them)
+_NOT_LIVE = {
+    "at": "--at cannot be used with --live: the daemon runs on the real clock (and files real callbacks)",
+    "json": "--json cannot be used with --live: the daemon narrates the call line by line",
+}
+
+
 async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
+    """The call runs in the daemon on its live flows; --wait, --region and --header go with it (a callback
+    accepted there is filed in the daemon's real callback queue and will be dialled)."""
+    from ivr.adapters.simulator import parse_headers, parse_waits
+
+    for option, why in _NOT_LIVE.items():
+        if getattr(args, option):
+            print(why, file=sys.stderr)
+            return 2
+    if any(t.strip().startswith("wav:") for t in args.input):
+        print("wav: inputs cannot be used with --live: they are heard by this process's recogniser", file=sys.stderr)
+        return 2
+    try:
+        waits, headers = parse_waits(args.wait), parse_headers(args.header)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         reader, writer = await asyncio.open_unix_connection(str(config.control_socket))
     except OSError as exc:
         print(f"no daemon at {config.control_socket}: {exc}", file=sys.stderr)
         return 1
     req = {"cmd": "simulate", "flow": args.flow, "caller": args.caller, "dialed": args.dialed or "",
-           "inputs": args.input}
+           "inputs": args.input, "waits": waits, "region": args.region or "", "headers": headers}
     writer.write(json.dumps(req).encode() + b"\n")
     await writer.drain()
     result: dict[str, Any] = {}
@@ -207,7 +227,7 @@ async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
             await writer.drain()
         elif "error" in msg:
             print(msg["error"], file=sys.stderr)
-            return 1
+            return 2 if msg.get("usage") else 1
         elif "outcome" in msg:
             result = msg
             print(f"outcome: {msg['outcome']}" + (f" ({msg['detail']})" if msg["detail"] else ""))
@@ -324,6 +344,22 @@ def cmd_closed(args: argparse.Namespace) -> int:
     asyncio.run(go())
     state = "CLOSED (emergency)" if args.state == "on" else "back to its normal hours"
     print(f"schedule '{args.schedule}' is {state}")
+    return 0
+
+
+def cmd_pbx_prompts(args: argparse.Namespace) -> int:
+    """The prompts docs/asterisk's sample dialplan plays, rendered into the PBX's sounds folder."""
+    from ivr.adapters.pbx_prompts import render_pbx_prompts
+
+    config = _config(args)
+    try:
+        paths = asyncio.run(render_pbx_prompts(Path(args.dir), voice=args.voice,
+                                               target_rms_db=config.target_rms_db))
+    except (RuntimeError, OSError) as exc:
+        print(f"cannot render the PBX prompts: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 
@@ -542,6 +578,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("state", choices=["on", "off"])
     s.add_argument("--reason", default="")
     s.set_defaults(func=cmd_closed)
+
+    s = sub.add_parser("pbx-prompts", help="render the prompts of docs/asterisk's sample dialplan as WAV files")
+    s.add_argument("dir", help="the PBX's sounds folder, e.g. /var/lib/asterisk/sounds/en (files go to DIR/custom/)")
+    s.add_argument("--voice", default="en", help="espeak-ng voice (default en)")
+    s.set_defaults(func=cmd_pbx_prompts)
 
     s = sub.add_parser("callbacks", help="list, show, cancel or retry callback requests")
     cb = s.add_subparsers(dest="action", required=True)

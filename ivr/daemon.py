@@ -264,13 +264,14 @@ class Daemon:
 
     # -- calls --
     def start_call(self, call: Call, recorder: Recorder | None = None, *, entry: str | None = None,
-                   variables: dict[str, object] | None = None) -> asyncio.Task[Outcome]:
-        """Run a call on the current flows; the task is tracked so shutdown can drain it."""
+                   variables: dict[str, object] | None = None, desk: Any = None) -> asyncio.Task[Outcome]:
+        """Run a call on the current flows; the task is tracked so shutdown can drain it. ``desk``: the
+        callback desk for this call instead of the daemon's (``ivr simulate --live --wait``)."""
         assert self.flows is not None and self.events is not None
         rec = recorder or CallRecorder(self.events, call.call_id)
         task = asyncio.create_task(
             run_call(call, self.flows, rec, switches=self.events, max_call_seconds=self.config.max_call_seconds,
-                     entry=entry, callbacks=self.desk, variables=variables),
+                     entry=entry, callbacks=desk or self.desk, variables=variables),
             name=f"call-{call.call_id}",
         )
         self.calls.add(task)
@@ -384,6 +385,19 @@ class Daemon:
             except ValueError:
                 return ""
 
+        desk = self.desk
+        waits, region = req.get("waits") or {}, req.get("region") or None
+        if (waits or region) and desk is None:
+            await send({"error": "--wait and --region try the callback offer, but this daemon offers no callbacks "
+                                 f"(no callbacks: section in {self.config.source}, or not enabled)", "usage": True})
+            return
+        if waits or region:
+            from ivr.adapters.simulator import StatedWaits
+            from ivr.callbacks.desk import Desk
+
+            # the stated waits and region for this call only; the store is the daemon's: a request is real
+            desk = Desk(desk.store, desk.policy, StatedWaits({str(q): float(s) for q, s in waits.items()})
+                        if waits else desk.waits, region=str(region or desk.region))
         call = SimulatedCall(
             call_id=str(uuid.uuid4()),
             caller=str(req.get("caller", "+15550000000")),
@@ -392,6 +406,7 @@ class Daemon:
             interactive=True,
             emit=lines.put_nowait,
             ask=ask,
+            headers={str(k): str(v) for k, v in (req.get("headers") or {}).items()},
         )
         assert self.events is not None
         rec = NarratingRecorder(CallRecorder(self.events, call.call_id), lines.put_nowait)
@@ -401,7 +416,7 @@ class Daemon:
             await send({"error": f"unknown flow {entry!r}"})
             return
         await send({"call_id": call.call_id, "version": version})
-        outcome = await self.start_call(call, rec, entry=entry)
+        outcome = await self.start_call(call, rec, entry=entry, desk=desk)
         while not lines.empty():
             await send({"out": lines.get_nowait()})
         await send({"outcome": outcome.kind, "detail": outcome.detail, "version": version})

@@ -118,25 +118,12 @@ async def _render_cached(key: str, v: PromptVariant, settings: RenderSettings) -
         return ulaw_path.read_bytes(), alaw_path.read_bytes()
     with tempfile.TemporaryDirectory(prefix="ivr-prompt-") as tmp:
         t = Path(tmp)
-        if v.kind == "say":
-            src = t / "tts.wav"
-            await _run("espeak-ng", "-v", v.voice, "-w", str(src), "--stdin", stdin=v.source.encode())
-        else:
-            src = Path(v.source)
-        pcm = t / "pcm.wav"
-        await _run("sox", str(src), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(pcm))
-        _, stats = await _run("sox", str(pcm), "-n", "stats")
-        m = re.search(rb"RMS lev dB\s+(-?[\d.]+|-inf)", stats)
-        rms = float(m.group(1)) if m and m.group(1) != b"-inf" else None
-        gain = 0.0 if rms is None else max(-30.0, min(30.0, settings.target_rms_db - rms))
+        pcm, gain = await _leveled_pcm(v, t, settings.target_rms_db)
         encoded = []
         for law, silence in (("u-law", ULAW_SILENCE), ("a-law", ALAW_SILENCE)):
             out = t / f"out.{law}"
-            # Boosts go through sox's limiter so peaks cannot clip; cuts need none (and sox misreads
-            # "gain -l" followed by a negative number).
-            effect = ["gain", "-l", f"{gain:.2f}"] if gain > 0 else ["gain", f"{gain:.2f}"]
             await _run("sox", str(pcm), "-t", "raw", "-e", law, "-b", "8", "-r", "8000", "-c", "1", str(out),
-                       *effect)
+                       *_gain_effect(gain))
             data = out.read_bytes()
             pad = (-len(data)) % FRAME_BYTES
             encoded.append(data + silence * pad)
@@ -145,3 +132,45 @@ async def _render_cached(key: str, v: PromptVariant, settings: RenderSettings) -
         tmp_path.write_bytes(data)
         os.replace(tmp_path, path)
     return encoded[0], encoded[1]
+
+
+async def _leveled_pcm(v: PromptVariant, t: Path, target_rms_db: float) -> tuple[Path, float]:
+    """The prompt as 8 kHz 16-bit mono PCM in folder ``t``, and the gain in dB that brings it to
+    ``target_rms_db`` (bounded to +-30 dB; 0 for silence)."""
+    if v.kind == "say":
+        src = t / "tts.wav"
+        await _run("espeak-ng", "-v", v.voice, "-w", str(src), "--stdin", stdin=v.source.encode())
+    else:
+        src = Path(v.source)
+    pcm = t / "pcm.wav"
+    await _run("sox", str(src), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(pcm))
+    _, stats = await _run("sox", str(pcm), "-n", "stats")
+    m = re.search(rb"RMS lev dB\s+(-?[\d.]+|-inf)", stats)
+    rms = float(m.group(1)) if m and m.group(1) != b"-inf" else None
+    gain = 0.0 if rms is None else max(-30.0, min(30.0, target_rms_db - rms))
+    return pcm, gain
+
+
+def _gain_effect(gain: float) -> list[str]:
+    # Boosts go through sox's limiter so peaks cannot clip; cuts need none (and sox misreads "gain -l"
+    # followed by a negative number).
+    return ["gain", "-l", f"{gain:.2f}"] if gain > 0 else ["gain", f"{gain:.2f}"]
+
+
+async def render_wav(v: PromptVariant, out: Path, target_rms_db: float = -20.0) -> None:
+    """One prompt as an 8 kHz 16-bit mono WAV file (what Asterisk's format_wav plays) at the loudness of the
+    appliance's own prompts, for the PBX's sounds folder (``ivr pbx-prompts``). RuntimeError when espeak-ng
+    or sox fails."""
+    with tempfile.TemporaryDirectory(prefix="ivr-prompt-") as tmp:
+        t = Path(tmp)
+        try:
+            pcm, gain = await _leveled_pcm(v, t, target_rms_db)
+            part = t / "out.wav"
+            await _run("sox", str(pcm), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(part),
+                       *_gain_effect(gain))
+        except _RenderFailed as exc:
+            raise RuntimeError(str(exc)) from None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = out.with_name(out.name + ".tmp")
+        shutil.copyfile(part, tmp_out)
+        os.replace(tmp_out, out)
