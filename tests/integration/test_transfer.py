@@ -151,3 +151,28 @@ def test_refer_declined_and_agent_busy_takes_the_failure_target(xfer: tuple[Env,
     assert call["path"] == ["menu", "agent", "sorry"] and call["outcome"] == "hangup"
     [event] = transfer_events(env, call)
     assert event["ok"] is False and "REFER 603" in str(event["detail"]) and "busy" in str(event["detail"])
+
+
+def test_bridge_answers_the_pbx_digest_challenge_with_the_matching_account(env: Env) -> None:
+    """Issue #12 defect 4: the PBX behind the bridge challenges our INVITE (401); the `sip.accounts` entry
+    registered at that host answers it (digest checked by the agent's scenario), and the bridge comes up."""
+    agent_port, registrar_port = free_port(), free_port()  # the registrar port is silent: only its host matters
+    (env.flows / "xfer.yaml").write_text(XFER_FLOW, encoding="utf-8")
+    text = env.config.read_text().replace(
+        "sip: {listen: '127.0.0.1:0', rtp_ports: 31000-31999}\n",
+        "sip: {listen: '127.0.0.1:0', rtp_ports: 31000-31999, accounts: [{aor: 'sip:2000@pbx.test',"
+        f" registrar: '127.0.0.1:{registrar_port}', username: '2000', password: agentpass}}]}}\n", 1)
+    assert "agentpass" in text
+    env.config.write_text(text + f"transfer: {{mode: refer, bridge_proxy: '127.0.0.1:{agent_port}', ring_timeout: 10,"
+                                 " refer_timeout: 10}\n")
+    for e, port, _log in run_appliance(env):
+        agent = start_agent("xfer_agent_auth_401.xml", agent_port, e.root)
+        try:
+            run_caller("xfer_caller_refer_405.xml", port, e.root)
+        finally:
+            check(agent, "agent", e.root / "agent", 60)
+        call = wait_for_call(e)
+        [event] = transfer_events(e, call)
+        assert event["ok"] is True and str(event["detail"]).endswith("bridged"), event
+        [progress] = transfer_events(e, call, "transfer.progress")
+        assert progress["stage"] == "bridged"
