@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ivr.config import Config
-from ivr.engine.call import CallerInput, Grammar, TransferResult, TransferTarget
+from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResult, TransferTarget
 from ivr.engine.context import Outcome
 from ivr.engine.runner import run_call
 from ivr.errors import CallerHungUp
@@ -93,7 +93,9 @@ class TimedCall:
     async def listen(self, grammar: Grammar | None) -> AsyncIterator[bool]:
         yield grammar is not None
 
-    async def transfer(self, target: TransferTarget) -> TransferResult:
+    async def transfer(self, target: TransferTarget, progress: TransferProgress | None = None) -> TransferResult:
+        if progress is not None:
+            await progress("referred", {})
         return TransferResult(True, "test")
 
     async def hangup(self) -> None:
@@ -176,3 +178,39 @@ def test_max_call_length_ends_call(flowset: Any) -> None:
         return await run_call(TimedCall([]), flowset, MemoryRecorder(), max_call_seconds=0.2)
 
     assert asyncio.run(go()).kind == "max_length"
+
+
+def test_transfer_progress_is_recorded_before_the_transfer_goes_on(flowset: Any) -> None:
+    call = TimedCall([(0.7, "2")])
+    _outcome, rec = asyncio.run(drive(flowset, call))
+    types = [t for t, _ in rec.events]
+    assert types.index("transfer.progress") < types.index("transfer")
+    [progress] = [d for t, d in rec.events if t == "transfer.progress"]
+    assert progress == {"node": progress["node"], "stage": "referred", "kind": "extension", "destination": "22"}
+
+
+def test_a_hang_up_seen_by_prompt_and_key_wait_at_once_leaves_no_unretrieved_error() -> None:
+    """Both racers of a barge-in prompt fail with CallerHungUp in the same loop turn: the loser's error must be
+    retrieved, or asyncio logs "Task exception was never retrieved" at ERROR when it is collected."""
+    import gc
+
+    from ivr.engine.turns import race
+
+    unretrieved: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unretrieved.append(context))
+        gone = asyncio.Event()
+
+        async def until_gone() -> None:
+            await gone.wait()
+            raise CallerHungUp()
+
+        asyncio.get_running_loop().call_soon(gone.set)
+        with pytest.raises(CallerHungUp):
+            await race(until_gone(), until_gone())
+        gc.collect()
+
+    asyncio.run(main())
+    gc.collect()
+    assert not unretrieved, unretrieved

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from ivr.callbacks.desk import Desk
 from ivr.callbacks.ewt import EwtEstimate
 from ivr.callbacks.policy import CallbackPolicy
-from ivr.engine.call import CallerInput, Grammar, TransferResult, TransferTarget
+from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
 from ivr.flows.prompts import Audio
 from ivr.proto.vad import TooLong
@@ -281,10 +281,12 @@ class SimulatedCall:
         finally:
             self.grammar = previous
 
-    async def transfer(self, target: TransferTarget) -> TransferResult:
+    async def transfer(self, target: TransferTarget, progress: TransferProgress | None = None) -> TransferResult:
         self._check()
         self.transfers.append(target)
         self.say(f"  ⇒ transfer to {target.kind} {target.destination}")
+        if progress is not None:  # a pretend transfer always succeeds, as an accepted REFER would
+            await progress("referred", {})
         return TransferResult(True, "simulated")
 
     async def hangup(self) -> None:

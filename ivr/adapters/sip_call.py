@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-from ivr.engine.call import CallerInput, Grammar, TransferResult, TransferTarget
+from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
 from ivr.flows.prompts import Audio
 from ivr.proto.dtmf import DtmfDeduplicator
@@ -54,6 +54,12 @@ class Media(Protocol):
     def last_received(self) -> float | None: ...
 
     async def play(self, frames: Sequence[bytes]) -> None: ...
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned task's outcome as seen (no "Task exception was never retrieved" at ERROR)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class SipCall:
@@ -138,6 +144,8 @@ class SipCall:
                 if not t.done():
                     t.cancel()
             await asyncio.wait({work, gone}, timeout=1.0)
+            if not work.done():  # slower to stop than the bound: whatever it ends with is nobody's to raise
+                work.add_done_callback(_retrieve)
         if work.done() and not work.cancelled():
             return work.result()
         raise self._hung_up()
@@ -204,13 +212,13 @@ class SipCall:
     #: Set by the wiring (ivr.adapters.telephony): an ivr.adapters.transfer.Transferer; None: no transfer.
     transferer: Any = None
 
-    async def transfer(self, target: TransferTarget) -> TransferResult:
+    async def transfer(self, target: TransferTarget, progress: TransferProgress | None = None) -> TransferResult:
         """REFER, AMI Redirect or a bridge we hold, as ``transfer.mode`` says (ivr.adapters.transfer). A
         bridged call stays in here until the bridge ends; ``ok=False`` sends the engine to the node's
-        failure target, with the reason in the record."""
+        failure target, with the reason in the record. ``progress`` hears referred/redirected/bridged."""
         if self.transferer is None:
             return TransferResult(False, "transfer not available: no SIP endpoint")
-        result: TransferResult = await self.transferer.transfer(self, target)
+        result: TransferResult = await self.transferer.transfer(self, target, progress)
         log.info("transfer call_id=%s to=%s %s ok=%s detail=%s", self.call_id, target.kind, target.destination,
                  result.ok, result.detail)
         return result

@@ -1,8 +1,9 @@
 """Handing a SIP caller to an agent: blind REFER, AMI Redirect, or a bridge the appliance holds itself.
 
 ``transfer.mode`` (ivr.config.TransferConfig):
-- ``refer``: REFER in the caller's dialog (RFC 3515); accepted and a 2xx sipfrag NOTIFY = transferred (the
-  peer BYEs us). Refused (405/501/603..., a failing sipfrag, a timeout): bridge instead.
+- ``refer``: REFER in the caller's dialog (RFC 3515); accepted and a 2xx sipfrag NOTIFY = transferred, and we
+  end our dialog with the caller at once (RFC 5589 section 6: the transferor's BYE; chan_sip never sends one).
+  Refused (405/501/603..., a failing sipfrag, a timeout): bridge instead.
 - ``bridge``: call the destination ourselves (SipEndpoint.call) and relay audio and keys between the two
   legs (ivr.rtp.bridge) until either side hangs up, then hang up the other.
 - ``ami``: AMI Redirect of the caller's Asterisk channel (X-IVR-Caller-Channel, set by docs/asterisk's
@@ -10,7 +11,9 @@
 
 The engine stays in its transfer step for the whole bridged call (``transfer`` returns when the bridge
 ends), so the call record ends with the bridge. A transfer that fails returns ``ok=False`` and the engine
-takes the node's failure target.
+takes the node's failure target. Where the caller is provably with the PBX or an agent (``referred``,
+``redirected``, ``bridged``), the engine's progress callback is awaited before anything else happens, so its
+``transfer.progress`` event is committed first (ivr.engine.call.TransferProgress).
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ivr.config import TransferConfig
-from ivr.engine.call import TransferResult, TransferTarget
+from ivr.engine.call import TransferProgress, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
 from ivr.rtp.bridge import MediaBridge
 from ivr.sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, build_offer, parse_sdp, remote_media
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 
 #: Where the caller's Asterisk channel name arrives (docs/asterisk/README.md section 2), first match wins.
 CALLER_CHANNEL_HEADERS = ("X-IVR-Caller-Channel", "X-Asterisk-Channel")
-#: After a successful REFER or Redirect the peer ends our leg; we wait this long for its BYE.
+#: After a successful AMI Redirect Asterisk ends our leg; we wait this long for its BYE.
 BYE_WAIT = 5.0
 OFFER_CODECS = (PCMU, PCMA, TELEPHONE_EVENT)
 
@@ -59,6 +62,10 @@ class TransferContext:
     sdp_address: str | None = None  # our address for SDP c= (default: towards the peer)
 
 
+class _Report(Protocol):
+    async def __call__(self, stage: str, **data: Any) -> None: ...
+
+
 class Transferer:
     """Runs one transfer of one call according to ``transfer.mode``."""
 
@@ -66,7 +73,8 @@ class Transferer:
         self.context = context
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def transfer(self, call: SipCall, target: TransferTarget) -> TransferResult:
+    async def transfer(self, call: SipCall, target: TransferTarget,
+                       progress: TransferProgress | None = None) -> TransferResult:
         settings = self.context.settings
         if settings is None:
             return TransferResult(False, "transfer not configured (no transfer: section)")
@@ -74,20 +82,25 @@ class Transferer:
         if leg.ended.is_set():
             raise CallerHungUp()
         why: list[str] = []
+
+        async def report(stage: str, **data: Any) -> None:
+            if progress is not None:
+                await progress(stage, data)
+
         if settings.mode == "ami":
-            result = await self._redirect(call, target, settings, why)
+            result = await self._redirect(call, target, settings, why, report)
             if result is not None:
                 return result
         elif settings.mode == "refer":
-            result = await self._refer(call, target, settings, why)
+            result = await self._refer(call, target, settings, why, report)
             if result is not None:
                 return result
-        return await self._bridge(call, target, settings, why)
+        return await self._bridge(call, target, settings, why, report)
 
     # -- REFER
 
     async def _refer(self, call: SipCall, target: TransferTarget, settings: TransferConfig,
-                     why: list[str]) -> TransferResult | None:
+                     why: list[str], report: _Report) -> TransferResult | None:
         leg: Any = call.leg
         host = settings.refer_domain or leg.source[0]
         uri = refer_uri(target.destination, host)
@@ -104,7 +117,12 @@ class Transferer:
                      outcome.detail)
             why.append(f"REFER refused ({outcome.detail})")
             return None
-        await self._wait_peer_bye(call)
+        await report("referred")
+        # RFC 5589 section 6: the transfer succeeded, the transferor ends the dialog. Waiting for the
+        # transferee's BYE instead kept the node open 5 s with chan_sip, which never sends one.
+        if not leg.ended.is_set():
+            with contextlib.suppress(TimeoutError, CallerHungUp):
+                await call.hangup()
         return TransferResult(True, f"REFER 202 / {outcome.detail}")
 
     async def _wait_peer_bye(self, call: SipCall) -> None:
@@ -116,7 +134,7 @@ class Transferer:
     # -- AMI Redirect
 
     async def _redirect(self, call: SipCall, target: TransferTarget, settings: TransferConfig,
-                        why: list[str]) -> TransferResult | None:
+                        why: list[str], report: _Report) -> TransferResult | None:
         ami = self.context.ami
         leg: Any = call.leg
         header = getattr(leg, "header", None)
@@ -131,13 +149,14 @@ class Transferer:
             log.warning("ami redirect failed call_id=%s channel=%s: %s", call.call_id, channel, exc)
             why.append(f"AMI Redirect failed ({exc})")
             return None
+        await report("redirected", channel=channel)
         await self._wait_peer_bye(call)
         return TransferResult(True, f"AMI Redirect {channel} to {context},{target.destination},1")
 
     # -- bridging
 
     async def _bridge(self, call: SipCall, target: TransferTarget, settings: TransferConfig,
-                      why: list[str]) -> TransferResult:
+                      why: list[str], report: _Report) -> TransferResult:
         leg: Any = call.leg
         endpoint, media = self.context.endpoint, self.context.media
         prefix = "; ".join(why) + "; " if why else ""
@@ -167,7 +186,7 @@ class Transferer:
             try:
                 if not _configure(session, agent.remote_sdp):
                     return TransferResult(False, f"{prefix}bridge: no usable codec in the agent's answer")
-                return await self._relay(call, agent, session, prefix)
+                return await self._relay(call, agent, session, prefix, report)
             finally:
                 if not agent.ended.is_set():
                     with contextlib.suppress(TimeoutError, CallerHungUp):
@@ -175,7 +194,8 @@ class Transferer:
         finally:
             await session.close()
 
-    async def _relay(self, call: SipCall, agent: Any, session: Any, prefix: str) -> TransferResult:
+    async def _relay(self, call: SipCall, agent: Any, session: Any, prefix: str,
+                     report: _Report) -> TransferResult:
         leg: Any = call.leg
         bridge = MediaBridge(call.media, session, digit_to_a=lambda d: self._spawn(leg.send_dtmf(d)),
                              digit_to_b=lambda d: self._spawn(agent.send_dtmf(d)))
@@ -184,14 +204,19 @@ class Transferer:
         agent.on_dtmf = lambda d: bridge.digit_to_a(d)
         log.info("bridge up call_id=%s agent_call_id=%s", call.call_id, agent.call_id)
         bridge.start()
-        caller_gone = asyncio.ensure_future(call._until_gone())
-        agent_gone = asyncio.ensure_future(agent.ended.wait())
+        caller_gone: asyncio.Future[None] | None = None
+        agent_gone: asyncio.Future[bool] | None = None
         try:
+            await report("bridged", agent_call_id=agent.call_id)
+            caller_gone = asyncio.ensure_future(call._until_gone())
+            agent_gone = asyncio.ensure_future(agent.ended.wait())
             await asyncio.wait({caller_gone, agent_gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (caller_gone, agent_gone):
+            waiters = {t for t in (caller_gone, agent_gone) if t is not None}
+            for task in waiters:
                 task.cancel()
-            await asyncio.wait({caller_gone, agent_gone}, timeout=1.0)
+            if waiters:
+                await asyncio.wait(waiters, timeout=1.0)
             await bridge.stop()
             leg.on_dtmf, agent.on_dtmf = saved_leg, saved_agent
         by = "agent" if agent.ended.is_set() else "caller"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ivr.flows.model import SpeechSettings
 from ivr.flows.prompts import Audio
@@ -37,6 +37,13 @@ class Grammar:
 class TransferTarget:
     kind: Literal["extension", "queue"]
     destination: str
+
+
+#: Told by a transfer when the caller is provably with the PBX or an agent: ``(stage, data)`` with stage
+#: ``referred`` (REFER accepted, final NOTIFY 2xx), ``redirected`` (AMI Redirect answered Success) or
+#: ``bridged`` (the agent answered, the bridge is up; data has ``agent_call_id``). Awaited before the transfer
+#: goes on, so the engine can commit it (``transfer.progress``): after a crash it proves where the caller went.
+TransferProgress = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class Call(Protocol):
         caller is told to use the keypad), None when this turn does not listen (keys only, nothing said)."""
         ...
 
-    async def transfer(self, target: TransferTarget) -> TransferResult: ...
+    async def transfer(self, target: TransferTarget, progress: TransferProgress | None = None) -> TransferResult:
+        """Hand the caller over; ``progress`` is awaited at each point that proves where the caller went."""
+        ...
 
     async def hangup(self) -> None: ...

@@ -10,7 +10,7 @@ from typing import Any
 
 from ivr.callbacks.desk import CANCELLABLE
 from ivr.engine import offer, turns
-from ivr.engine.call import CallerInput, Grammar, TransferTarget
+from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferTarget
 from ivr.engine.conditions import evaluate, interpolate
 from ivr.engine.context import CallContext, Outcome
 from ivr.flows.hours import HoursState, decide
@@ -226,12 +226,23 @@ async def step_return(ctx: CallContext, node: Node, r: Return) -> str | None:
     return after
 
 
+def _progress(ctx: CallContext, node: Node, target: TransferTarget) -> TransferProgress:
+    """Commits ``transfer.progress`` before the transfer goes on: the durable proof that the caller reached the
+    PBX or an agent, which reconciliation after a crash relies on."""
+
+    async def progress(stage: str, data: dict[str, Any]) -> None:
+        await ctx.rec.event("transfer.progress", node=node.name, stage=stage, kind=target.kind,
+                            destination=target.destination, **data)
+
+    return progress
+
+
 async def step_transfer(ctx: CallContext, node: Node, t: Transfer) -> str | None:
     await turns.play(ctx, t.prompt, barge_in=False)
     # "${queue}" and the like: the callback flow transfers to the queue its request came from
     dest = str(interpolate(t.queue or t.extension or "", ctx.variables))
     target = TransferTarget("queue", dest) if t.queue else TransferTarget("extension", dest)
-    result = await ctx.call.transfer(target)
+    result = await ctx.call.transfer(target, _progress(ctx, node, target))
     await ctx.rec.event("transfer", node=node.name, kind=target.kind, destination=target.destination,
                         ok=result.ok, detail=result.detail)
     if result.ok:
@@ -249,7 +260,8 @@ async def step_queue(ctx: CallContext, node: Node, q: QueueWithCallback) -> str 
     if await offer.offer_callback(ctx, node, q, arrival):
         return None  # filed and confirmed: the call ends with outcome "callback"
     await turns.play(ctx, q.prompt, barge_in=False)
-    result = await ctx.call.transfer(TransferTarget("queue", q.name))
+    target = TransferTarget("queue", q.name)
+    result = await ctx.call.transfer(target, _progress(ctx, node, target))
     await ctx.rec.event("transfer", node=node.name, kind="queue", destination=q.name, ok=result.ok,
                         detail=result.detail)
     if result.ok:

@@ -54,6 +54,9 @@ async def race(first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]
             if not t.done():
                 await _cancel(t)
     winner = 0 if tasks[0] in done else 1
+    loser = tasks[1 - winner]
+    if loser.done() and not loser.cancelled():
+        loser.exception()  # both ended in one turn (a hang-up wakes both): its error is the winner's, retrieved
     tasks[winner].result()  # re-raise CallerHungUp and friends
     return winner
 

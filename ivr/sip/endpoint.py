@@ -20,6 +20,7 @@ from ivr.errors import CallerHungUp
 from ivr.sip.dns import DnsResolver
 from ivr.sip.message import SipParseError, SipUri, parse_uri
 from ivr.sip.register import RegistrationConfig, RegistrationStatus
+from ivr.sip.registrations import credentials_for, uri_host
 from ivr.sip.resolve import Failover, parse_host
 from ivr.sip.sdp import SessionDescription
 from ivr.sip.transaction import Address
@@ -352,6 +353,9 @@ class SipEndpoint:
         self._registrations_settled = asyncio.Event()
         #: Called with each registration status change (the daemon may log or export it).
         self.on_registration: Callable[[RegistrationStatus], None] | None = None
+        #: Every account handed to `register` (resolved or not yet): the credentials outbound calls answer
+        #: a 401/407 with (`credentials_for`).
+        self._accounts: dict[str, RegistrationConfig] = {}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -400,6 +404,9 @@ class SipEndpoint:
         before any 1xx hands the same INVITE to the next (section 4.3); the one that answers is used
         first by the next calls. OSError/TimeoutError when the name does not resolve.
 
+        `credentials` None: the registered account at the target's or proxy's host answers a 401/407
+        (`credentials_for`), so every outbound leg authenticates alike.
+
         Bounded: 64*T1 per silent address, the ring timeout, then at most 64*T1 for the CANCEL to
         settle. Cancelling the awaiting task sends CANCEL (or BYE, if the answer crossed it) before
         re-raising.
@@ -407,6 +414,8 @@ class SipEndpoint:
         ua = self.user_agent
         failover = await self._proxy(proxy)
         first, *alternates = failover.order(self._now())
+        if credentials is None:
+            credentials = self.credentials_for(target_uri, proxy, (first, *alternates))
         spec = OutboundCallSpec(
             target_uri=target_uri, from_uri=from_uri, sdp_offer=sdp_offer, proxy=first,
             from_display=from_display, asserted_identity=asserted_identity, credentials=credentials,
@@ -432,6 +441,26 @@ class SipEndpoint:
         if result.target is not None and result.target not in failed:
             failover.succeeded_at(result.target)  # sticky: the next call starts there
         return leg
+
+    def credentials_for(self, target_uri: str, proxy: str | tuple[str, int],
+                        addresses: tuple[Address, ...] = ()) -> tuple[str, str] | None:
+        """The `sip.accounts` credentials for a call to `target_uri` through `proxy` (any of its `addresses`):
+        the account registered at that host (ivr.sip.registrations.credentials_for), or None."""
+        if isinstance(proxy, tuple):
+            proxy_host = proxy[0]
+        else:
+            try:
+                proxy_host = parse_host(proxy).host
+            except ValueError:
+                proxy_host = ""
+        hosts = [proxy_host, uri_host(target_uri) or "", *(host for host, _ in addresses)]
+        resolved: dict[str, list[Address]] = {}
+        if self._ua is not None:
+            for aor in self._accounts:
+                failover = self._ua.registrar_of(aor)
+                if failover is not None:
+                    resolved[aor] = list(failover.targets)
+        return credentials_for(list(self._accounts.values()), hosts, resolved)
 
     async def proxy_address(self, proxy: str | tuple[str, int]) -> Address:
         """The address a call through `proxy` would try first (to pick our own address towards it)."""
@@ -470,6 +499,7 @@ class SipEndpoint:
         `_sip._udp`, else A/AAAA) into every address to fail over to, and looked up again when its TTL
         runs out. Raises OSError/TimeoutError when the name does not resolve."""
         ua = self.user_agent
+        self._accounts[config.aor] = config  # its credentials serve outbound calls even before it resolves
         failover = await self.resolver.resolve(config.registrar, self._family(), self._now())
         ua.add_registration(config, failover, self._now())
         self._pump()

@@ -9,13 +9,54 @@ queued. No I/O: requests go through the shared `TransactionLayer`, raw keep-aliv
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 
-from ivr.sip.message import SipResponse
+from ivr.sip.message import SipParseError, SipResponse, SipUri, parse_uri
 from ivr.sip.register import Registration, RegistrationConfig, RegistrationState, RegistrationStatus
-from ivr.sip.resolve import Failover
+from ivr.sip.resolve import Failover, parse_host
 from ivr.sip.transaction import Address, TransactionLayer
 
 log = logging.getLogger("ivr.sip.ua")
+
+
+def _norm(host: str) -> str:
+    return host.strip().strip("[]").lower()
+
+
+def uri_host(uri: str) -> str | None:
+    """The host of a sip:/sips: URI ("sip:200@pbx.example.com:5060" -> "pbx.example.com"); None otherwise."""
+    try:
+        parsed = parse_uri(uri.strip().strip("<>"))
+    except SipParseError:
+        return None
+    return parsed.host_port[0] if isinstance(parsed, SipUri) else None
+
+
+def account_hosts(config: RegistrationConfig, resolved: Iterable[Address] = ()) -> set[str]:
+    """Every name an account's server goes by: its AOR's domain, its registrar's host, and the addresses that
+    registrar resolved to (so a call to the PBX by IP finds an account configured by name)."""
+    hosts = {_norm(host) for host, _ in resolved}
+    try:
+        hosts.add(_norm(parse_host(config.registrar).host))
+    except ValueError:
+        pass
+    aor = uri_host(config.aor)
+    if aor:
+        hosts.add(_norm(aor))
+    return hosts
+
+
+def credentials_for(accounts: Sequence[RegistrationConfig], hosts: Iterable[str],
+                    resolved: Mapping[str, Sequence[Address]] | None = None) -> tuple[str, str] | None:
+    """The digest user and password for an outbound call to ``hosts`` (its Request-URI host, its proxy's name
+    and addresses): those of the first ``sip.accounts`` entry whose server is one of them. One rule for every
+    outbound leg (bridge, callback, ...): a PBX that challenges our INVITE knows us by the account we register
+    there. ``resolved`` maps an AOR to its registrar's addresses. None when no account matches."""
+    wanted = {_norm(h) for h in hosts if h}
+    for config in accounts:
+        if account_hosts(config, (resolved or {}).get(config.aor, ())) & wanted:
+            return config.username, config.password
+    return None
 
 
 class Accounts:

@@ -1,9 +1,12 @@
 """Transfer on real calls into `ivr run`: sipp plays the caller (tests/integration/sipp/xfer_caller_*.xml)
 and, when the appliance bridges, a second sipp plays the agent (xfer_agent_answer.xml, uas_busy.xml).
 
-(a) REFER accepted (202, NOTIFY sipfrag 200, the caller's BYE): outcome transferred.
+(a) REFER accepted (202, NOTIFY sipfrag 200): outcome transferred, `transfer.progress` stage referred committed,
+    and our BYE at once (the caller, like chan_sip, sends none; the scenario allows 4 s, our old wait was 5 s);
+    the daemon logged no ERROR and no "never retrieved" task exception.
 (b) REFER refused (405): the appliance calls the agent itself, relays the caller's key 5 (RFC 2833 in, SIP
-    INFO out, checked by the agent's scenario), and sends the agent BYE when the caller hangs up.
+    INFO out, checked by the agent's scenario), and sends the agent BYE when the caller hangs up; the bridge up
+    is committed as `transfer.progress` stage bridged with the agent leg's Call-ID.
 (c) REFER declined (603) and the agent busy (486): the node's failure target plays and hangs up.
 """
 
@@ -83,10 +86,23 @@ def start_agent(scenario: str, port: int, workdir: Path, timeout: int = 60) -> s
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def transfer_events(env: Env, call: dict[str, Any]) -> list[dict[str, Any]]:
+def transfer_events(env: Env, call: dict[str, Any], type_: str = "transfer") -> list[dict[str, Any]]:
     from tests.integration.test_calls import events_of
 
-    return [e.data for e in events_of(env, str(call["call_id"])) if e.type == "transfer"]
+    return [e.data for e in events_of(env, str(call["call_id"])) if e.type == type_]
+
+
+def event_types(env: Env, call: dict[str, Any]) -> list[str]:
+    from tests.integration.test_calls import events_of
+
+    return [e.type for e in events_of(env, str(call["call_id"]))]
+
+
+def clean_log(env: Env) -> None:
+    """Ordinary calls write no ERROR line and leave no task exception unretrieved."""
+    text = (env.root / "daemon.log").read_text()
+    bad = [line for line in text.splitlines() if "level=error" in line.lower() or "never retrieved" in line]
+    assert not bad, "\n".join(bad)
 
 
 def test_refer_accepted_ends_the_call_as_transferred(xfer: tuple[Env, int, int]) -> None:
@@ -97,6 +113,13 @@ def test_refer_accepted_ends_the_call_as_transferred(xfer: tuple[Env, int, int])
     assert call["outcome"] == "transferred"
     [event] = transfer_events(env, call)
     assert event["ok"] is True and "NOTIFY sipfrag 200" in str(event["detail"])
+    [progress] = transfer_events(env, call, "transfer.progress")
+    assert progress == {"node": "agent", "stage": "referred", "kind": "extension", "destination": "200"}
+    types = event_types(env, call)
+    assert types.index("transfer.progress") < types.index("transfer")
+    [ended] = transfer_events(env, call, "sip.ended")
+    assert ended["by"] == "ivr"  # our BYE ended it, not the caller's
+    clean_log(env)
 
 
 def test_refer_refused_bridges_caller_and_agent(xfer: tuple[Env, int, int]) -> None:
@@ -111,6 +134,10 @@ def test_refer_refused_bridges_caller_and_agent(xfer: tuple[Env, int, int]) -> N
     [event] = transfer_events(env, call)
     assert event["ok"] is True and str(event["detail"]).endswith("bridged")
     assert "REFER refused (REFER 405" in str(event["detail"])
+    [progress] = transfer_events(env, call, "transfer.progress")
+    assert progress["stage"] == "bridged" and progress["kind"] == "extension" and progress["destination"] == "200"
+    assert str(progress["agent_call_id"]).endswith("@127.0.0.1")
+    clean_log(env)
 
 
 def test_refer_declined_and_agent_busy_takes_the_failure_target(xfer: tuple[Env, int, int]) -> None:
@@ -124,3 +151,28 @@ def test_refer_declined_and_agent_busy_takes_the_failure_target(xfer: tuple[Env,
     assert call["path"] == ["menu", "agent", "sorry"] and call["outcome"] == "hangup"
     [event] = transfer_events(env, call)
     assert event["ok"] is False and "REFER 603" in str(event["detail"]) and "busy" in str(event["detail"])
+
+
+def test_bridge_answers_the_pbx_digest_challenge_with_the_matching_account(env: Env) -> None:
+    """Issue #12 defect 4: the PBX behind the bridge challenges our INVITE (401); the `sip.accounts` entry
+    registered at that host answers it (digest checked by the agent's scenario), and the bridge comes up."""
+    agent_port, registrar_port = free_port(), free_port()  # the registrar port is silent: only its host matters
+    (env.flows / "xfer.yaml").write_text(XFER_FLOW, encoding="utf-8")
+    text = env.config.read_text().replace(
+        "sip: {listen: '127.0.0.1:0', rtp_ports: 31000-31999}\n",
+        "sip: {listen: '127.0.0.1:0', rtp_ports: 31000-31999, accounts: [{aor: 'sip:2000@pbx.test',"
+        f" registrar: '127.0.0.1:{registrar_port}', username: '2000', password: agentpass}}]}}\n", 1)
+    assert "agentpass" in text
+    env.config.write_text(text + f"transfer: {{mode: refer, bridge_proxy: '127.0.0.1:{agent_port}', ring_timeout: 10,"
+                                 " refer_timeout: 10}\n")
+    for e, port, _log in run_appliance(env):
+        agent = start_agent("xfer_agent_auth_401.xml", agent_port, e.root)
+        try:
+            run_caller("xfer_caller_refer_405.xml", port, e.root)
+        finally:
+            check(agent, "agent", e.root / "agent", 60)
+        call = wait_for_call(e)
+        [event] = transfer_events(e, call)
+        assert event["ok"] is True and str(event["detail"]).endswith("bridged"), event
+        [progress] = transfer_events(e, call, "transfer.progress")
+        assert progress["stage"] == "bridged"
