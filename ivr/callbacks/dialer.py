@@ -305,6 +305,8 @@ class Dialer:
             log.warning("callback reconcile postponed: the PBX cannot be asked (%s); %d attempts wait", exc,
                         len(in_flight))
             return {}
+        if hasattr(self.port, "clean_up"):  # legs a crash left up or ringing end (ACK+BYE, CANCEL) before any redial
+            await self.port.clean_up(in_flight, {a.id: (await self.store.get(a.request_id)).number for a in in_flight})
         now = self.now()
 
         def next_at(req: CallbackRequest) -> datetime | None:
