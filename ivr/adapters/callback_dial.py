@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from ivr.store.callbacks import Attempt, CallbackRequest, stored_time
 from ivr.store.eventlog import EventLog
 
 __all__ = ["AmiDialPort", "AmiDialSettings", "SipDialPort", "SipDialSettings", "sip_dial_settings"]
+
+log = logging.getLogger(__name__)
 
 
 def _utc_now() -> datetime:
@@ -77,6 +80,31 @@ class SipDialPort:
 
     async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, PbxView]:
         return {}  # our own SIP stack: a call of a process that died is gone
+
+    async def clean_up(self, attempts: Sequence[Attempt], numbers: Mapping[str, str]) -> dict[str, int | None]:
+        """After a restart, before anything is redialled: end every SIP leg a crash left in flight, so no
+        customer sits in dead air. An answered leg's 2xx retransmissions get ACK and BYE; a ringing one gets
+        CANCEL, rebuilt from the attempt's Call-ID (its From tag and Via branches derive from it) and the
+        number (``numbers``: attempt id → the request's number, for the Request-URI ``sip:<number>@<domain>``
+        as ``dial`` built it). All legs at once, bounded (about 8.5 s); returns attempt id → the INVITE's final
+        status seen (200: answered, ended by BYE; 487: cancelled; None: nothing answered, the call is gone)."""
+        s = self.settings
+        domain = s.domain or parse_host(s.proxy).host
+        mine = [a for a in attempts if a.channel == "sip" and a.sip_call_id and a.id in numbers]
+
+        async def one(att: Attempt) -> int | None:
+            try:
+                return await self.telephony.endpoint.end_orphan_invite(
+                    f"sip:{numbers[att.id]}@{domain}", from_uri=s.from_uri, from_display=s.from_display,
+                    proxy=s.proxy, call_id=att.sip_call_id)
+            except (OSError, TimeoutError) as exc:  # the proxy's name does not resolve now
+                log.warning("callback leg not cleaned up attempt=%s call_id=%s: %s", att.id, att.sip_call_id, exc)
+                return None
+
+        results = await asyncio.gather(*(one(a) for a in mine))
+        for att, status in zip(mine, results, strict=True):
+            log.info("callback leg cleaned up attempt=%s call_id=%s final=%s", att.id, att.sip_call_id, status)
+        return {att.id: status for att, status in zip(mine, results, strict=True)}
 
     async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
         from ivr.adapters.sip_call import SipCall

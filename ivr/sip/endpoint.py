@@ -33,6 +33,8 @@ from ivr.sip.ua import (
     LegStateError,
     MediaAnswered,
     MediaChanged,
+    OrphanCancelAnswered,
+    OrphanInviteEnded,
     OutboundCompleted,
     OutboundProgress,
     ReferCompleted,
@@ -356,6 +358,11 @@ class SipEndpoint:
         #: Every account handed to `register` (resolved or not yet): the credentials outbound calls answer
         #: a 401/407 with (`credentials_for`).
         self._accounts: dict[str, RegistrationConfig] = {}
+        #: Orphan INVITEs (sent before a restart) whose final response came and was ACKed (and BYEd), by
+        #: Call-ID, and who waits for one (`end_orphan_invite`); CANCELs of orphans awaiting their answer.
+        self._orphans_ended: dict[str, int] = {}
+        self._orphan_waiters: dict[str, list[asyncio.Future[int]]] = {}
+        self._orphan_cancels: dict[str, asyncio.Future[int]] = {}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -461,6 +468,56 @@ class SipEndpoint:
                 if failover is not None:
                     resolved[aor] = list(failover.targets)
         return credentials_for(list(self._accounts.values()), hosts, resolved)
+
+    async def end_orphan_invite(self, target_uri: str, *, from_uri: str, proxy: str | tuple[str, int],
+                                call_id: str, from_display: str | None = None, max_cseq: int = 3,
+                                answer_wait: float | None = None, cancel_wait: float = 4.0) -> int | None:
+        """End an INVITE a crashed process sent with `call_id` (as `call` built it: same target, From and
+        proxy, a Call-ID it chose, so the tag and branches follow from it). Answered, the callee retransmits
+        its 2xx (at least every T2 = 4 s) and the UA ACKs and BYEs it: that is waited for first
+        (`answer_wait`, default T2 + 0.5 s). Still nothing: it is ringing (or gone), so CANCEL, trying CSeq 1
+        .. `max_cseq` (the INVITE again after a 401/407 or 422) until one is found (200, then its 487 is
+        ACKed), within `cancel_wait`. Returns the INVITE's final status seen (2xx ended by BYE, 487...) or None
+        (nothing answered: the callee is gone). Bounded by `answer_wait + cancel_wait`."""
+        ua = self.user_agent
+        loop = asyncio.get_running_loop()
+        if call_id in self._orphans_ended:
+            return self._orphans_ended[call_id]
+        failover = await self._proxy(proxy)
+        first = failover.order(self._now())[0]
+        ua.trust_peer(first[0])  # the callee's orphan 2xx comes back through it
+        ended: asyncio.Future[int] = loop.create_future()
+        self._orphan_waiters.setdefault(call_id, []).append(ended)
+        try:
+            wait = self.config.timers.t2 + 0.5 if answer_wait is None else answer_wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ended), wait)
+            if ended.done():
+                return ended.result()
+            spec = OutboundCallSpec(target_uri=target_uri, from_uri=from_uri, sdp_offer=b"", proxy=first,
+                                    from_display=from_display, call_id=call_id)
+            deadline = loop.time() + cancel_wait
+            for cseq in range(1, max_cseq + 1):
+                answered: asyncio.Future[int] = loop.create_future()
+                tx = ua.cancel_orphan(spec, call_id, cseq, self._now())
+                self._orphan_cancels[tx] = answered
+                self._pump()
+                try:
+                    await asyncio.wait({answered, ended}, timeout=max(0.0, deadline - loop.time()),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._orphan_cancels.pop(tx, None)
+                if ended.done() or (answered.done() and answered.result() == 200) or loop.time() >= deadline:
+                    break  # found (its final follows) or out of time; a 481 tries the next CSeq
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ended), max(0.0, deadline - loop.time()))
+            return ended.result() if ended.done() else None
+        finally:
+            waiters = self._orphan_waiters.get(call_id, [])
+            if ended in waiters:
+                waiters.remove(ended)
+            if not waiters:
+                self._orphan_waiters.pop(call_id, None)
 
     async def proxy_address(self, proxy: str | tuple[str, int]) -> Address:
         """The address a call through `proxy` would try first (to pick our own address towards it)."""
@@ -660,6 +717,19 @@ class SipEndpoint:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _dispatch(self, event: UaEvent) -> None:
+        if isinstance(event, OrphanInviteEnded):
+            if len(self._orphans_ended) >= 1000:
+                self._orphans_ended.pop(next(iter(self._orphans_ended)))  # bounded: oldest first
+            self._orphans_ended[event.call_id] = event.status
+            for waiter in self._orphan_waiters.get(event.call_id, []):
+                if not waiter.done():
+                    waiter.set_result(event.status)
+            return
+        if isinstance(event, OrphanCancelAnswered):
+            future = self._orphan_cancels.get(event.transaction_id)
+            if future is not None and not future.done():
+                future.set_result(event.status)
+            return
         if isinstance(event, RegistrationChanged):
             log.info("sip registration aor=%s state=%s reason=%s", event.aor, event.status.state.value,
                      event.status.reason)

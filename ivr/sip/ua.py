@@ -76,7 +76,16 @@ from ivr.sip.transaction import (
     TransactionTimeout,
     new_branch,
 )
-from ivr.sip.uac import OutboundCalls, OutboundCallSpec, OutboundResult, build_ack_for_2xx
+from ivr.sip.uac import (
+    OutboundCalls,
+    OutboundCallSpec,
+    OutboundResult,
+    build_ack_for_2xx,
+    next_hop,
+    orphan_ack_and_bye,
+    orphan_ack_for_error,
+    orphan_cancel,
+)
 
 __all__ = [
     "CallConfirmed",
@@ -86,6 +95,8 @@ __all__ = [
     "LegState",
     "LegStateError",
     "MediaAnswered",
+    "OrphanCancelAnswered",
+    "OrphanInviteEnded",
     "MediaChanged",
     "OutboundCompleted",
     "OutboundProgress",
@@ -234,6 +245,24 @@ class OutboundCompleted(UaEvent):
 
 
 @dataclass(frozen=True)
+class OrphanInviteEnded(UaEvent):
+    """A final response to an INVITE we hold no transaction or dialog for (sent before a restart): a 2xx was
+    ACKed and ended with BYE, a 3xx-6xx ACKed. Once per response received (retransmissions too)."""
+
+    call_id: str
+    status: int
+
+
+@dataclass(frozen=True)
+class OrphanCancelAnswered(UaEvent):
+    """The final response to a `cancel_orphan` CANCEL (200: the INVITE was there; 481: no such INVITE), or 408
+    when none came."""
+
+    transaction_id: str
+    status: int
+
+
+@dataclass(frozen=True)
 class RegistrationChanged(UaEvent):
     """An account's registration status changed (registered, failed and retrying, unregistered)."""
 
@@ -345,6 +374,11 @@ class UserAgent:
         self._accounts = Accounts(self._layer)
         #: Registrars and outbound proxies we chose to talk to: their requests are served too.
         self._trusted_peers: set[str] = set()
+        #: Orphan 2xx already ended, by (Call-ID, From tag, To tag): a retransmission gets the same ACK again
+        #: and no second BYE; with the time it may be forgotten.
+        self._orphans: dict[tuple[str, str, str], tuple[SipRequest, Address, float]] = {}
+        #: Our CANCELs of orphan INVITEs (`cancel_orphan`) awaiting their final response.
+        self._orphan_cancels: set[str] = set()
 
     # -- aioquic-style surface
 
@@ -543,6 +577,24 @@ class UserAgent:
         self._drain(now)
         return leg_id
 
+    def trust_peer(self, host: str) -> None:
+        """Serve requests and orphan responses from `host` too (a proxy we are about to talk to)."""
+        self._trusted_peers.add(host)
+
+    def cancel_orphan(self, spec: OutboundCallSpec, call_id: str, cseq: int, now: float, index: int = 0) -> str:
+        """CANCEL an INVITE a previous process sent with this `call_id` (its tag and branch are derived from it,
+        ivr.sip.uac.derived_branch) to `spec.proxy`; returns the CANCEL's transaction id, answered by one
+        `OrphanCancelAnswered`. The INVITE's own final (487, or a 2xx that crossed) arrives as an orphan:
+        `OrphanInviteEnded` once it is ACKed (and BYEd)."""
+        self._trusted_peers.add(spec.proxy[0])  # its orphan responses are answered
+        cancel = orphan_cancel(spec, call_id, self._via(), cseq, index)
+        cancel.headers.add("User-Agent", self.config.user_agent)
+        tx = self._layer.send_request(cancel, spec.proxy, now)
+        self._orphan_cancels.add(tx)
+        log.info("sip orphan cancel call_id=%s cseq=%d to=%s:%d", call_id, cseq, spec.proxy[0], spec.proxy[1])
+        self._drain(now)
+        return tx
+
     def cancel_call(self, leg_id: str, now: float) -> None:
         """Give up on an outbound call not answered yet (CANCEL); `OutboundCompleted` says cancelled.
         No-op once it has its outcome (hang up an answered call with `hangup`)."""
@@ -615,6 +667,10 @@ class UserAgent:
             elif isinstance(event, ResponseReceived):
                 if self._accounts.on_response(event.transaction_id, event.response, now):  # REGISTER, keep-alive
                     pass
+                elif event.transaction_id in self._orphan_cancels:
+                    if event.response.status >= 200:
+                        self._orphan_cancels.discard(event.transaction_id)
+                        self._events.append(OrphanCancelAnswered(event.transaction_id, event.response.status))
                 elif self._outbound.owns(event.transaction_id):
                     self._outbound.on_response(event.transaction_id, event.response, now)
                 else:
@@ -622,6 +678,9 @@ class UserAgent:
             elif isinstance(event, TransactionTimeout):
                 if self._accounts.on_timeout(event.transaction_id, now):  # REGISTER, keep-alive
                     pass
+                elif event.transaction_id in self._orphan_cancels:
+                    self._orphan_cancels.discard(event.transaction_id)
+                    self._events.append(OrphanCancelAnswered(event.transaction_id, 408))
                 elif self._outbound.owns(event.transaction_id):
                     self._outbound.on_timeout(event.transaction_id, now)
                 leg = self._tx_leg.get(event.transaction_id)
@@ -638,9 +697,46 @@ class UserAgent:
                 self._accounts.on_terminated(event.transaction_id)
                 self._outbound.on_terminated(event.transaction_id)
             elif isinstance(event, StrayResponse) and not self._outbound.on_stray(event.response, now):
-                log.debug("sip stray response status=%d", event.response.status)
+                self._on_orphan(event.response, event.source, now)
         for aor, status in self._accounts.flush(now):
             self._events.append(RegistrationChanged(aor, status))
+
+    def _on_orphan(self, response: SipResponse, source: Address, now: float) -> None:
+        """A final response to an INVITE of nobody's (sent before a restart, its transaction gone): a 2xx gets
+        ACK and BYE (RFC 3261 section 13.2.2.4: a dialog we do not want), a 3xx-6xx its ACK, so the far end
+        stops retransmitting and nobody sits in dead air. Only from peers we talk to (no reflection)."""
+        try:
+            if response.cseq.method != "INVITE" or response.status < 200:
+                log.debug("sip stray response status=%d", response.status)
+                return
+            key = (response.call_id, response.from_addr.tag or "", response.to_addr.tag or "")
+        except SipParseError:
+            return
+        if key in self._dialogs or not self._peer_allowed(source[0]):
+            # A late 2xx retransmission of a live dialog's re-INVITE, or a stranger: not ours to end.
+            log.debug("sip stray response status=%d call_id=%s", response.status, key[0])
+            return
+        self._orphans = {k: v for k, v in self._orphans.items() if v[2] > now}
+        known = self._orphans.get(key)
+        if known is not None:
+            self._layer.send_stateless(known[0], known[1])  # a retransmission: the ACK again, no second BYE
+        elif response.status >= 300:
+            self._layer.send_stateless(orphan_ack_for_error(response), source)
+            log.info("sip orphan final call_id=%s status=%d: ACK", key[0], response.status)
+        else:
+            try:
+                ack, bye, dialog = orphan_ack_and_bye(response, self._via(), self._via())
+            except SipParseError as exc:
+                log.info("sip orphan 2xx call_id=%s unusable (%s)", key[0], exc.reason)
+                return
+            bye.headers.add("User-Agent", self.config.user_agent)
+            hop = next_hop(dialog, source)
+            self._layer.send_stateless(ack, hop)
+            self._layer.send_request(bye, hop, now)
+            self._orphans[key] = (ack, hop, now + 128 * self.config.timers.t1)
+            log.info("sip orphan 2xx call_id=%s from=%s:%d: ACK and BYE (no call of ours)", key[0], source[0],
+                     source[1])
+        self._events.append(OrphanInviteEnded(key[0], response.status))
 
     # -- OutboundListener (ivr.sip.uac)
 

@@ -16,10 +16,18 @@ provisional response is sent again, identical but for a new Via branch (a new tr
 From tag and CSeq), to the next address; once any 1xx came the call stays where it is (the callee may
 have rung). Only when every address failed does the last failure become the outcome. The result names
 the address that answered and those that failed, so the caller can stay with the one that works.
+
+A Call-ID chosen by the caller (`OutboundCallSpec.call_id`, committed before the INVITE goes out) also fixes
+the From tag and every Via branch (`derived_tag`, `derived_branch`: functions of the Call-ID, the CSeq and the
+address index), so a restarted process can CANCEL an INVITE a crash left ringing from the recorded Call-ID
+alone (`orphan_cancel`). A 2xx that matches nothing of ours (`orphan_ack_and_bye`, e.g. the answer to an INVITE
+of the process before a restart) is ACKed and ended with BYE, as RFC 3261 section 13.2.2.4 has a UAC do with
+a dialog it does not want.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import re
@@ -54,8 +62,13 @@ __all__ = [
     "build_ack_for_2xx",
     "build_cancel",
     "classify",
+    "derived_branch",
+    "derived_tag",
     "dialog_from_2xx",
     "next_hop",
+    "orphan_ack_and_bye",
+    "orphan_ack_for_error",
+    "orphan_cancel",
     "parse_q850",
 ]
 
@@ -269,6 +282,33 @@ class _Call:
 # ------------------------------------------------------------------------------------ pure builders
 
 
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def derived_tag(call_id: str) -> str:
+    """The From tag of an INVITE whose Call-ID was chosen (and recorded) by the caller."""
+    return _digest(call_id, "tag")[:12]
+
+
+def derived_branch(call_id: str, cseq: int, index: int = 0) -> str:
+    """The Via branch of that INVITE with CSeq ``cseq`` sent to the proxy's ``index``-th address tried (the
+    INVITE again after a 401/407 or 422 has CSeq + 1; failover keeps the CSeq, one more address)."""
+    return "z9hG4bK" + _digest(call_id, cseq, index)[:16]
+
+
+def with_branch(via: str, branch: str) -> str:
+    """``via`` with its branch parameter replaced."""
+    return re.sub(r"branch=[^;,\s]+", f"branch={branch}", via, count=1)
+
+
+def from_header(spec: OutboundCallSpec, tag: str) -> str:
+    display = ""
+    if spec.from_display is not None:
+        display = '"' + spec.from_display.replace("\\", "\\\\").replace('"', '\\"') + '" '
+    return f"{display}<{spec.from_uri}>;tag={tag}"
+
+
 def build_invite(
     spec: OutboundCallSpec, *, via: str, contact: str, user_agent: str, call_id: str, from_tag: str, cseq: int,
     allow: str,
@@ -277,10 +317,7 @@ def build_invite(
     headers = Headers()
     headers.add("Via", via)
     headers.add("Max-Forwards", "70")
-    display = ""
-    if spec.from_display is not None:
-        display = '"' + spec.from_display.replace("\\", "\\\\").replace('"', '\\"') + '" '
-    headers.add("From", f"{display}<{spec.from_uri}>;tag={from_tag}")
+    headers.add("From", from_header(spec, from_tag))
     headers.add("To", f"<{spec.target_uri}>")
     headers.add("Call-ID", call_id)
     headers.add("CSeq", f"{cseq} INVITE")
@@ -308,6 +345,47 @@ def build_cancel(invite: SipRequest) -> SipRequest:
         headers.add(name, invite.headers.get(name) or "")
     headers.add("CSeq", f"{invite.cseq.seq} CANCEL")
     return SipRequest("CANCEL", invite.uri, headers)
+
+
+def orphan_cancel(spec: OutboundCallSpec, call_id: str, via: str, cseq: int, index: int = 0) -> SipRequest:
+    """The CANCEL of an INVITE sent by a process that is gone (section 9.1), rebuilt from what it was built
+    from: the spec (Request-URI, To, From), the recorded Call-ID, and the derived tag and branch."""
+    headers = Headers()
+    headers.add("Via", with_branch(via, derived_branch(call_id, cseq, index)))
+    headers.add("Max-Forwards", "70")
+    headers.add("From", from_header(spec, derived_tag(call_id)))
+    headers.add("To", f"<{spec.target_uri}>")
+    headers.add("Call-ID", call_id)
+    headers.add("CSeq", f"{cseq} CANCEL")
+    return SipRequest("CANCEL", spec.target_uri, headers)
+
+
+def orphan_ack_and_bye(response: SipResponse, via_ack: str, via_bye: str) -> tuple[SipRequest, SipRequest, Dialog]:
+    """ACK and BYE for a 2xx to an INVITE we know nothing of (section 13.2.2.4), from the response alone: our
+    From (tag), its To tag, its Contact as the remote target, its Record-Route reversed as the route set."""
+    contacts = response.contacts
+    if not contacts:
+        raise SipParseError("2xx without Contact")
+    seq = response.cseq.seq
+    dialog = Dialog(
+        call_id=response.call_id, local_tag=response.from_addr.tag or "", remote_tag=response.to_addr.tag,
+        local_header=response.headers.get("From") or "", remote_header=response.headers.get("To") or "",
+        remote_target=str(contacts[0].uri), route_set=list(reversed(response.headers.values("Record-Route"))),
+        local_seq=seq,
+    )
+    return dialog.make_request("ACK", via_ack, cseq=seq), dialog.make_request("BYE", via_bye), dialog
+
+
+def orphan_ack_for_error(response: SipResponse) -> SipRequest:
+    """The ACK for a 300-699 to an INVITE whose transaction is gone (the 487 after an orphan CANCEL): the
+    response's Via (the INVITE's branch), From, To, Call-ID; the To URI as Request-URI (ours are equal)."""
+    headers = Headers()
+    headers.add("Via", response.headers.values("Via")[0])
+    headers.add("Max-Forwards", "70")
+    for name in ("From", "To", "Call-ID"):
+        headers.add(name, response.headers.get(name) or "")
+    headers.add("CSeq", f"{response.cseq.seq} ACK")
+    return SipRequest("ACK", str(response.to_addr.uri), headers)
 
 
 def dialog_from_2xx(invite: SipRequest, response: SipResponse) -> Dialog:
@@ -393,8 +471,12 @@ class OutboundCalls:
         contact = self._contact(spec.proxy[0])  # the public address when we registered there behind NAT
         host = contact.rsplit("@", 1)[-1].split(":", 1)[0].strip("[]<>")
         call_id = spec.call_id or f"{secrets.token_hex(10)}@{host}"
-        invite = build_invite(spec, via=self._via(), contact=contact, user_agent=self._user_agent,
-                              call_id=call_id, from_tag=secrets.token_hex(6), cseq=1, allow=self._allow)
+        via = self._via()
+        from_tag = secrets.token_hex(6)
+        if spec.call_id is not None:  # recorded before sending: tag and branch follow from it (orphan_cancel)
+            via, from_tag = with_branch(via, derived_branch(call_id, 1)), derived_tag(call_id)
+        invite = build_invite(spec, via=via, contact=contact, user_agent=self._user_agent,
+                              call_id=call_id, from_tag=from_tag, cseq=1, allow=self._allow)
         for name, value in request_headers(self._session_timer.session_expires, self._session_timer.min_se):
             invite.headers.add(name, value)  # RFC 4028 section 7.1: the UAS picks the refresher
         auth = DigestAuth(*spec.credentials) if spec.credentials is not None else None
@@ -594,7 +676,7 @@ class OutboundCalls:
         timer headers after a 422): same Call-ID and From tag, CSeq + 1, new branch."""
         invite = call.invite
         headers = invite.headers.copy()
-        headers.set("Via", self._via())
+        headers.set("Via", self._branch_via(call, invite.cseq.seq + 1, len(call.failures)))
         headers.set("CSeq", f"{invite.cseq.seq + 1} INVITE")
         for name, value in changes or ():
             headers.set(name, value)
@@ -621,7 +703,7 @@ class OutboundCalls:
                     failure.address[1], failure.reason, call.invite.call_id, call.leg_id, following[0], following[1])
         call.earlier[call.invite.via.branch or ""] = call.invite
         headers = call.invite.headers.copy()
-        headers.set("Via", self._via())
+        headers.set("Via", self._branch_via(call, call.invite.cseq.seq, len(call.failures)))
         request = SipRequest("INVITE", call.invite.uri, headers, call.invite.body)
         if call.auth is not None:
             call.auth.begin()  # the next server's challenge is a new one, not a second to the same request
@@ -635,6 +717,11 @@ class OutboundCalls:
         call.got_provisional = call.responded = False
         call.ring_deadline = now + call.spec.ring_timeout
         return True
+
+    def _branch_via(self, call: _Call, cseq: int, index: int) -> str:
+        """A Via for the INVITE again: a fresh branch, derived from the Call-ID when the caller chose it."""
+        via = self._via()
+        return with_branch(via, derived_branch(call.invite.call_id, cseq, index)) if call.spec.call_id else via
 
     def _start_cancel(self, call: _Call, reason: str, now: float) -> None:
         call.cancel_reason = reason
