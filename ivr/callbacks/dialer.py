@@ -348,8 +348,6 @@ class Dialer:
                         len(orphans))
             self.state.in_doubt = len(orphans)
             return {}
-        if hasattr(self.port, "clean_up"):  # legs a crash left up or ringing end (ACK+BYE, CANCEL) before any redial
-            await self.port.clean_up(in_flight, {a.id: (await self.store.get(a.request_id)).number for a in in_flight})
         now = self.now()
         decided: dict[str, str] = {}
         for att in orphans:
