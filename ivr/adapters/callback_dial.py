@@ -50,6 +50,8 @@ class SipDialSettings:
     asserted_identity: str | None = None
     credentials: tuple[str, str] | None = None
     ring_timeout: float = 30.0
+    queue_caller_id: str = "customer"
+    """What the PBX presents into the queue (``X-IVR-Queue-CallerID``), as ``AmiDialSettings.queue_caller_id``."""
 
 
 StartCall = Callable[..., "asyncio.Task[Any]"]
@@ -129,7 +131,7 @@ class SipDialPort:
                 f"sip:{req.number}@{domain}", from_uri=s.from_uri, sdp_offer=offer.to_bytes(), proxy=s.proxy,
                 from_display=s.from_display, asserted_identity=s.asserted_identity, credentials=s.credentials,
                 ring_timeout=s.ring_timeout, call_id=ids.sip_call_id,
-                extra_headers=(("X-Callback-ID", req.id), ("X-Callback-Attempt", attempt.id)))
+                extra_headers=callback_headers(req, attempt, s.queue_caller_id))
             result = leg.result
             if not leg.answered:
                 status = result.status if result is not None else None
@@ -156,6 +158,19 @@ class SipDialPort:
                 with contextlib.suppress(Exception):
                     await leg.hangup()
             await session.close()
+
+
+def callback_headers(req: CallbackRequest, attempt: Attempt,
+                     queue_caller_id_setting: str) -> tuple[tuple[str, str], ...]:
+    """The callback INVITE's X- headers: which request and attempt (reconciliation, the dialplan's
+    CALLBACK_ID), and what the PBX keeps on the channel into the queue (docs/asterisk: the customer's number
+    as caller ID, the original arrival), the same values the AMI Originate sets as channel variables."""
+    headers = [("X-Callback-ID", req.id), ("X-Callback-Attempt", attempt.id), ("X-Callback-Number", req.number),
+               ("X-IVR-Queue-CallerID", queue_caller_id(queue_caller_id_setting, req.number))]
+    arrival = stored_time(req.arrival_at)
+    if arrival is not None:
+        headers.append(("X-Callback-Arrival", str(int(arrival.timestamp()))))
+    return tuple(headers)
 
 
 #: uac.OutboundOutcome values → attempt outcomes (uac.classify holds the SIP status / Q.850 table)
@@ -382,4 +397,4 @@ def sip_dial_settings(cb: Any, accounts: Sequence[Any], local_host: str) -> SipD
     creds = (account.username, account.password) if account is not None else None
     return SipDialSettings(proxy=str(cb.sip_proxy), domain=cb.sip_domain, from_uri=from_uri,
                            from_display=cb.display, asserted_identity=cb.asserted_identity, credentials=creds,
-                           ring_timeout=cb.ring_timeout)
+                           ring_timeout=cb.ring_timeout, queue_caller_id=cb.queue_caller_id)
