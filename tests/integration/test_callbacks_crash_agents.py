@@ -30,7 +30,7 @@ from tests.integration.test_callbacks import SCENARIOS, configure, file_request
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed")
 
 KILLS = 20
-CUSTOMERS = 8
+CUSTOMERS = 12
 
 
 def sipp_phone(scenario: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -72,7 +72,7 @@ def test_twenty_sigkills_never_put_a_customer_through_twice(env: Env) -> None:
             proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
                                     stdout=subprocess.DEVNULL, stderr=log.open("a"))
             try:
-                time.sleep(rng.uniform(1.5, 6.0))  # start-up ~1.5 s, then "press 1" and bridges in progress
+                time.sleep(rng.uniform(2.5, 8.0))  # start-up ~1.5 s, then "press 1" and bridges in progress
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
@@ -118,4 +118,6 @@ def test_twenty_sigkills_never_put_a_customer_through_twice(env: Env) -> None:
     assert not twice, f"customers put through to an agent more than once: {twice}"
     for n in numbers:
         assert at_agent[n] == 1 or at_agent[n.lstrip("+")] == 1, (n, at_agent)
-    assert interrupted >= 3, "the kills hardly ever hit an attempt in flight; the test proved little"
+    # attempts the kills cut: found in flight after a restart (interrupted, or proven with the agent by the log)
+    hit = interrupted + sum(1 for a in atts if "(reconciled)" in a["detail"])
+    assert hit >= 3, "the kills hardly ever hit an attempt in flight; the test proved little"
