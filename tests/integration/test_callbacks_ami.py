@@ -123,6 +123,9 @@ async def test_originate_carries_the_callback_and_its_answer_decides(env: Env) -
     [o] = originates_for(peer, ok)
     assert o["Channel"] == "Local/+12125550123@ivr-callback-dial" and o["Context"] == "ivr-callback"
     assert o["IVR_QUEUE"] == "support" and o["CALLBACK_ATTEMPT"]
+    # the customer's number is what the dialplan presents into the queue; the original arrival goes along
+    assert o["CALLBACK_NUMBER"] == "+12125550123" and o["IVR_QUEUE_CALLERID"] == "+12125550123"
+    assert o["CALLBACK_ARRIVAL"].isdigit()
     # its place in line: behind the two callers already waiting in support (fixtures/queuestatus.txt)
     assert o["IVR_QUEUE_POSITION"] == "3"
     [cid] = [a.get("CallerID") for a in peer.actions("Originate") if a.variables().get("CALLBACK_ID") == ok]
