@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -93,6 +94,17 @@ class SipDialPort:
         s = self.settings
         domain = s.domain or parse_host(s.proxy).host
         mine = [a for a in attempts if a.channel == "sip" and a.sip_call_id and a.id in numbers]
+        # answered and set up (the dialog was committed with callback.leg): BYE the customer, and the agent
+        # the bridge was holding; no waiting for retransmissions that will never come
+        ended: dict[str, int | None] = {}
+        for att in mine:
+            dialogs = await self._dialogs_left(att.id)
+            for record in dialogs:
+                self.telephony.endpoint.end_dialog(record)
+            if dialogs:
+                ended[att.id] = 200
+                log.info("callback leg ended after a restart attempt=%s dialogs=%d", att.id, len(dialogs))
+        mine = [a for a in mine if a.id not in ended]
 
         async def one(att: Attempt) -> int | None:
             try:
@@ -106,7 +118,23 @@ class SipDialPort:
         results = await asyncio.gather(*(one(a) for a in mine))
         for att, status in zip(mine, results, strict=True):
             log.info("callback leg cleaned up attempt=%s call_id=%s final=%s", att.id, att.sip_call_id, status)
-        return {att.id: status for att, status in zip(mine, results, strict=True)}
+        return ended | {att.id: status for att, status in zip(mine, results, strict=True)}
+
+    async def _dialogs_left(self, attempt_id: str) -> list[Mapping[str, Any]]:
+        """Dialogs the attempt's leg had up, from its own record: the customer's (``callback.leg``) and the
+        agent's of a bridge in progress (``transfer.progress`` bridged, with no ``call.ended`` after it)."""
+        async with self.events.db.execute(
+            "SELECT call_id, json_extract(data, '$.dialog') FROM events WHERE type='callback.leg'"
+            " AND json_extract(data, '$.attempt_id')=?", (attempt_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None or row[1] is None:
+            return []
+        out: list[Mapping[str, Any]] = [json.loads(row[1])]
+        async with self.events.db.execute(
+            "SELECT json_extract(data, '$.agent_dialog') FROM events WHERE call_id=? AND type='transfer.progress'"
+            " AND json_extract(data, '$.agent_dialog') IS NOT NULL", (row[0],)) as cur:
+            out.extend(json.loads(r[0]) for r in await cur.fetchall())
+        return out
 
     async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
         from ivr.adapters.sip_call import SipCall
@@ -144,8 +172,10 @@ class SipDialPort:
             call.transferer = Transferer(TransferContext(tel.config.transfer, tel.endpoint, tel.media, tel.ami,
                                                          tel._configured_address()))
             rec = _LegRecorder(self.events, leg_call_id, self.now)
+            # committed with the dialog, before the flow: a crash from here on is ended by an in-dialog BYE
             await self.events.append("callback.leg", leg_call_id, request_id=req.id, attempt_id=attempt.id,
-                                     sip_call_id=ids.sip_call_id, number=req.number, queue=req.queue)
+                                     sip_call_id=ids.sip_call_id, number=req.number, queue=req.queue,
+                                     dialog=leg.dialog_record())
             task = self.start_call(call, rec, entry=self.flow,
                                    variables={"queue": req.queue, "callback_id": req.id, "attempt_id": attempt.id})
             outcome = await task

@@ -207,7 +207,9 @@ class Transferer:
         caller_gone: asyncio.Future[None] | None = None
         agent_gone: asyncio.Future[bool] | None = None
         try:
-            await report("bridged", agent_call_id=agent.call_id)
+            # the agent's dialog goes with the proof: a crash during the bridge must not leave the agent in silence
+            record = agent.dialog_record() if hasattr(agent, "dialog_record") else None
+            await report("bridged", agent_call_id=agent.call_id, agent_dialog=record)
             caller_gone = asyncio.ensure_future(call._until_gone())
             agent_gone = asyncio.ensure_future(agent.ended.wait())
             await asyncio.wait({caller_gone, agent_gone}, return_when=asyncio.FIRST_COMPLETED)

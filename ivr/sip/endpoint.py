@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from ivr.errors import CallerHungUp
@@ -272,6 +272,11 @@ class OutboundLeg:
         async with asyncio.timeout(64 * self._endpoint.config.timers.t1 + 1.0):
             await self.ended.wait()
 
+    def dialog_record(self) -> dict[str, Any] | None:
+        """The answered leg's dialog as plain data (`SipEndpoint.end_dialog` after a crash), None otherwise."""
+        ua = self._endpoint._ua
+        return ua.dialog_record(self.leg_id) if ua is not None and self.answered else None
+
     # -- from the endpoint
 
     def _complete(self, result: OutboundResult) -> None:
@@ -518,6 +523,10 @@ class SipEndpoint:
                 waiters.remove(ended)
             if not waiters:
                 self._orphan_waiters.pop(call_id, None)
+
+    def end_dialog(self, record: Mapping[str, Any]) -> None:
+        """BYE in a dialog a crashed process left up (`OutboundLeg.dialog_record`, committed while it lived)."""
+        self._command(lambda ua, now: ua.end_dialog(record, now))
 
     async def proxy_address(self, proxy: str | tuple[str, int]) -> Address:
         """The address a call through `proxy` would try first (to pick our own address towards it)."""

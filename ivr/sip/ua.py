@@ -23,9 +23,10 @@ import ipaddress
 import logging
 import secrets
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from ivr.sip.content import (
     DTMF_CONTENT_TYPES,
@@ -495,6 +496,32 @@ class UserAgent:
             leg.hangup_pending = True
         else:
             self._send_bye(leg, "hangup", now)
+
+    def dialog_record(self, leg_id: str) -> dict[str, Any] | None:
+        """What it takes to end a confirmed leg's dialog from another process (``end_dialog``), as plain
+        data to commit before the call goes on: a crash then leaves nobody in dead air."""
+        leg = self._legs.get(leg_id)
+        if leg is None or leg.dialog is None:
+            return None
+        d = leg.dialog
+        hop = next_hop(d, leg.source)
+        return {"call_id": d.call_id, "local": d.local_header, "remote": d.remote_header,
+                "target": d.remote_target, "route": list(d.route_set), "seq": d.local_seq,
+                "hop": [hop[0], hop[1]]}
+
+    def end_dialog(self, record: Mapping[str, Any], now: float) -> None:
+        """BYE in a dialog a crashed process left up (``dialog_record``): its CSeq well above any the dead
+        process can have used (in-dialog CSeq need only grow, RFC 3261 section 12.2.1.1)."""
+        local_header = str(record["local"])
+        dialog = Dialog(call_id=str(record["call_id"]), local_tag="", remote_tag=None, local_header=local_header,
+                        remote_header=str(record["remote"]), remote_target=str(record["target"]),
+                        route_set=[str(r) for r in record.get("route", [])], local_seq=int(record["seq"]) + 1000)
+        hop = (str(record["hop"][0]), int(record["hop"][1]))
+        self._trusted_peers.add(hop[0])
+        bye = dialog.make_request("BYE", self._via())
+        bye.headers.add("User-Agent", self.config.user_agent)
+        self._layer.send_request(bye, hop, now)
+        log.info("sip dialog left by a restart call_id=%s: BYE to %s:%d", dialog.call_id, hop[0], hop[1])
 
     def answer_reinvite(self, leg_id: str, sdp: bytes, now: float) -> None:
         """200 OK with our answer to the offer of a pending re-INVITE (`MediaChanged`)."""
