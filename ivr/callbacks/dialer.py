@@ -317,6 +317,9 @@ class Dialer:
         self._due_count = 0
         self._stopping = False
         self.reconciled = False
+        self._cleaning: set[str] = set()  # attempt ids whose legs the port is ending now
+        self._cleaned: set[str] = set()
+        self._clean_tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle
     async def reconcile(self) -> dict[str, str]:
@@ -332,13 +335,13 @@ class Dialer:
             await self._settle_leftovers()
             self.reconciled = True
             return {}
-        clean_up = getattr(self.port, "clean_up", None)
-        if clean_up is not None and not self.reconciled:
-            numbers = {a.id: (await self.store.get(a.request_id)).number for a in orphans}
-            try:
-                await clean_up(orphans, numbers)
-            except Exception as exc:  # never let a cleanup failure keep the dialer from deciding
-                log.warning("callback legs left by the last run not cleaned up: %s", exc)
+        cleaning = self._start_clean_up(orphans)
+        orphans = [a for a in orphans if a.id not in cleaning]
+        if not orphans:  # every one still being cleaned up: decided on a later pass, the rest dial meanwhile
+            self.state.in_doubt = len(cleaning)
+            await self._settle_leftovers()
+            self.reconciled = True
+            return {}
         try:
             view = await self.port.pbx_view(orphans)
         except Exception as exc:
@@ -369,12 +372,40 @@ class Dialer:
             log.info("callback reconciled request=%s attempt=%s outcome=%s", att.request_id, att.id,
                      decided[att.id])
         final = {k: v for k, v in decided.items() if v != "up"}
-        self.state.in_doubt = len(decided) - len(final)
+        self.state.in_doubt = len(decided) - len(final) + len(cleaning)
         if final:
             await self.events.append("callback.reconciled", None, decided=final, via=self.port.name)
         await self._settle_leftovers()
         self.reconciled = True
         return final
+
+    def _start_clean_up(self, orphans: Sequence[Attempt]) -> set[str]:
+        """Start the port's ``clean_up`` (CANCEL a ringing leg, BYE an answered one: it may wait seconds for
+        retransmissions) in the background for orphans not cleaned yet; returns the attempt ids still being
+        cleaned. Those are decided, and so may be redialled, only once their legs are ended; every other
+        request is dialled meanwhile."""
+        clean_up = getattr(self.port, "clean_up", None)
+        if clean_up is None:
+            return set()
+        new = [a for a in orphans if a.id not in self._cleaned and a.id not in self._cleaning]
+        if new:
+            ids = {a.id for a in new}
+            self._cleaning |= ids
+
+            async def run() -> None:
+                try:
+                    numbers = {a.id: (await self.store.get(a.request_id)).number for a in new}
+                    await clean_up(new, numbers)
+                except Exception as exc:  # never let a cleanup failure keep the dialer from deciding
+                    log.warning("callback legs left by the last run not cleaned up: %s", exc)
+                finally:
+                    self._cleaning -= ids
+                    self._cleaned |= ids
+
+            task = asyncio.create_task(run(), name="callback-clean-up")
+            self._clean_tasks.add(task)
+            task.add_done_callback(self._clean_tasks.discard)
+        return {a.id for a in orphans if a.id in self._cleaning}
 
     async def _settle_leftovers(self) -> None:
         """A crash between an attempt's outcome and the request's next state (two commits) leaves a request in
@@ -414,7 +445,7 @@ class Dialer:
         """Dial nothing new; let attempts in progress finish within ``grace``, then cut them (recorded as
         interrupted: retried after the back-off, not charged)."""
         self._stopping = True
-        tasks = [a.task for a in self.active.values()]
+        tasks = [a.task for a in self.active.values()] + list(self._clean_tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
             for t in pending:

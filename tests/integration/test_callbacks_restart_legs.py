@@ -52,6 +52,10 @@ def crash_mid_invite_then_restart(env: Env, phone: subprocess.Popen[str]) -> tup
     proc, _port, log = start_appliance(env)
     try:
         sipp_ok(phone, "customer phone", timeout=60)
+        for _ in range(100):  # bounded: the attempt is decided on the pass after its leg is ended
+            if all(a["outcome"] is not None for a in attempts(env, rid)):
+                break
+            time.sleep(0.1)
         text = log.read_text()
     finally:
         stop_appliance(proc)
