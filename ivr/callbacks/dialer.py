@@ -320,6 +320,7 @@ class Dialer:
         self._cleaning: set[str] = set()  # attempt ids whose legs the port is ending now
         self._cleaned: set[str] = set()
         self._clean_tasks: set[asyncio.Task[None]] = set()
+        self._reconcile_lock = asyncio.Lock()
 
     # -- life cycle
     async def reconcile(self) -> dict[str, str]:
@@ -329,6 +330,10 @@ class Dialer:
         pass, never redialled meanwhile); gone → interrupted, retried after ``policy.after_interruption``.
         Legs a crash left ringing or answered are cleaned up by the port first (``clean_up``: CANCEL, or ACK
         and BYE), so no customer sits in dead air. The PBX cannot be asked (AMI down): nothing is decided."""
+        async with self._reconcile_lock:  # a pass and a finished clean-up never decide one attempt twice
+            return await self._reconcile()
+
+    async def _reconcile(self) -> dict[str, str]:
         orphans = [a for a in await self.store.in_flight() if a.request_id not in self.active]
         if not orphans:
             self.state.in_doubt = 0
@@ -401,6 +406,10 @@ class Dialer:
                 finally:
                     self._cleaning -= ids
                     self._cleaned |= ids
+                try:  # decide them now: a stop may come before the next pass
+                    await self.reconcile()
+                except Exception as exc:
+                    log.warning("callback reconcile after clean-up failed: %s", exc)
 
             task = asyncio.create_task(run(), name="callback-clean-up")
             self._clean_tasks.add(task)

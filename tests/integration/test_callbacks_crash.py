@@ -32,6 +32,9 @@ INTERVAL = 2.0
 def test_fifty_sigkills_lose_nothing_and_never_dial_twice(env: Env) -> None:
     customer_port, agent_port = free_port(), free_port()
     configure(env, customer_port, agent_port, intervals=f"[{INTERVAL}]", max_attempts=1000, ring_timeout=1)
+    # an interrupted attempt backs off the same interval here (policy.after_interruption), not the default 60 s
+    env.config.write_text(env.config.read_text().replace(
+        "expiry: 3600", f"expiry: 3600, after_interruption: {INTERVAL}"))
     (env.state).mkdir(parents=True, exist_ok=True)
     phone_dir = env.root / "phone"
     phone_dir.mkdir()
