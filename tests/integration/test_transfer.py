@@ -114,7 +114,8 @@ def test_refer_accepted_ends_the_call_as_transferred(xfer: tuple[Env, int, int])
     [event] = transfer_events(env, call)
     assert event["ok"] is True and "NOTIFY sipfrag 200" in str(event["detail"])
     [progress] = transfer_events(env, call, "transfer.progress")
-    assert progress == {"node": "agent", "stage": "referred", "kind": "extension", "destination": "200"}
+    assert progress == {"node": "agent", "stage": "referred", "kind": "extension", "destination": "200",
+                        "flow": "xfer", "flow_version": call["flow_version"]}
     types = event_types(env, call)
     assert types.index("transfer.progress") < types.index("transfer")
     [ended] = transfer_events(env, call, "sip.ended")
