@@ -197,8 +197,9 @@ def callback_headers(req: CallbackRequest, attempt: Attempt,
     as caller ID, the original arrival, the IVR call that asked for the callback: IVR_CALL_ID, so the queue_log
     rows of the callback join to it), the same values the AMI Originate sets as channel variables."""
     headers = [("X-Callback-ID", req.id), ("X-Callback-Attempt", attempt.id), ("X-Callback-Number", req.number),
-               ("X-IVR-Queue-CallerID", queue_caller_id(queue_caller_id_setting, req.number)),
-               ("X-IVR-Call-ID", req.call_id or "")]
+               ("X-IVR-Queue-CallerID", queue_caller_id(queue_caller_id_setting, req.number))]
+    if req.call_id:  # a request filed outside a call (an operator's) names no IVR call
+        headers.append(("X-IVR-Call-ID", req.call_id))
     arrival = stored_time(req.arrival_at)
     if arrival is not None:
         headers.append(("X-Callback-Arrival", str(int(arrival.timestamp()))))
