@@ -300,7 +300,7 @@ class _FileBuilder:
                 self.ref("node", spec[edge], self.pos(*base, edge))
         resolved = spec.get("resolved", False)
         if resolved is True and kind in HAND_OVERS:
-            self.problem(self.pos(*base, "resolved"),
+            self.problem(self.kpos(*base, "resolved"),
                          f"node '{name}': resolved: true marks a task done in the IVR, but a {kind} node hands the "
                          "caller to the PBX (its outcome already says so)")
         builder = getattr(self, f"act_{kind}")
