@@ -99,7 +99,7 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     from ivr.callbacks.dialer import build_policy
     from ivr.callbacks.policy import CallbackPolicy
     from ivr.engine.runner import run_call
-    from ivr.store.eventlog import CallRecorder, EventLog, read_calls
+    from ivr.store.eventlog import CallRecorder, EventLog, LogSwitches, read_calls
 
     try:
         waits = StatedWaits(parse_waits(args.wait))
@@ -133,16 +133,19 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
                          speech_verify=config.speech.verify, headers=headers)
     emit(f"call {call.call_id} from {call.caller} to {dialed or '(no number)'}: flow {entry} "
          f"version {flowset.version}" + (f" at {at.isoformat()}" if at else ""))
+    # Recorded in its own log: the site's log (and every KPI read from it) holds only real calls (and --live
+    # ones, which the daemon runs); the emergency switches are still the site's.
+    db_path = config.simulate_db_path
     try:
-        async with (await EventLog.open(config.db_path, config.site_id) as events,
+        async with (await EventLog.open(db_path, config.site_id, config.timezone) as events,
                     scratch_desk(waits, site=config.site_id, policy=policy, region=region, now=now) as desk):
             rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
-            outcome = await run_call(call, flowset, rec, now=now, switches=events, entry=entry,
-                                     max_call_seconds=config.max_call_seconds, callbacks=desk)
+            outcome = await run_call(call, flowset, rec, now=now, switches=LogSwitches(config.db_path),
+                                     entry=entry, max_call_seconds=config.max_call_seconds, callbacks=desk)
     finally:
         await speech.aclose()
 
-    rows = [r for r in await read_calls(config.db_path, 50) if r["call_id"] == call.call_id]
+    rows = [r for r in await read_calls(db_path, 50) if r["call_id"] == call.call_id]
     path = rows[0]["path"] if rows else []
     if args.json:
         print(json.dumps({"call_id": call.call_id, "flow": entry, "version": flowset.version,
@@ -264,14 +267,20 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_path(config: Config, args: argparse.Namespace) -> Path:
+    """The site's log, or with ``--simulated`` the one ``ivr simulate`` records in."""
+    return config.simulate_db_path if getattr(args, "simulated", False) else config.db_path
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     from ivr.store.eventlog import read_calls
 
     config = _config(args)
-    if not config.db_path.exists():
+    db_path = _log_path(config, args)
+    if not db_path.exists():
         rows: list[dict[str, Any]] = []
     else:
-        rows = asyncio.run(read_calls(config.db_path, args.last))
+        rows = asyncio.run(read_calls(db_path, args.last))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -281,20 +290,26 @@ def cmd_calls(args: argparse.Namespace) -> int:
               + (f" ({r['outcome_detail']})" if r["outcome_detail"] else ""))
         print(f"    {' > '.join(r['path'])}")
     if not rows:
-        print("no calls recorded yet")
+        print("no calls recorded yet" + ("" if args.simulated else " (simulated calls: ivr calls --simulated)"))
     return 0
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from ivr.store.eventlog import read_events
+    """Streams off the cursor, one line per event (``--json``: NDJSON, one object per line), so a consumer can
+    follow the log from its last ``seq`` without the whole log in memory on either side."""
+    from ivr.store.eventlog import iter_events
 
     config = _config(args)
-    events = asyncio.run(read_events(config.db_path, args.call)) if config.db_path.exists() else []
-    if args.json:
-        print(json.dumps([e.__dict__ for e in events], indent=2))
-    else:
-        for e in events:
-            print(f"{e.seq:>6} {e.wall_time} {e.type:<16} {json.dumps(e.data)}")
+    db_path = _log_path(config, args)
+    if not db_path.exists():
+        return 0
+    out = sys.stdout
+    for e in iter_events(db_path, call_id=args.call, after_seq=args.after_seq, types=args.type):
+        if args.json:
+            out.write(json.dumps(e.__dict__, separators=(",", ":")) + "\n")
+        else:
+            out.write(f"{e.seq:>6} {e.wall_time} {e.type:<16} {json.dumps(e.data)}\n")
+    out.flush()
     return 0
 
 
@@ -562,11 +577,18 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("calls", help="list recorded calls with their path and outcome")
     s.add_argument("--last", type=int, default=20)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--simulated", action="store_true",
+                   help="the calls of ivr simulate (recorded apart from the site's, in STATE_DIR/simulate.db)")
     s.set_defaults(func=cmd_calls)
 
     s = sub.add_parser("events", help="print the event log (optionally of one call)")
     s.add_argument("--call")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--after-seq", type=int, default=0, metavar="N",
+                   help="only events after sequence number N (the last one a consumer has seen)")
+    s.add_argument("--type", action="append", default=[], metavar="TYPE",
+                   help="only events of this type, e.g. queue.log; repeatable")
+    s.add_argument("--json", action="store_true", help="NDJSON: one JSON object per line")
+    s.add_argument("--simulated", action="store_true", help="the log of ivr simulate (STATE_DIR/simulate.db)")
     s.set_defaults(func=cmd_events)
 
     for name, help_ in (("status", "ask the running daemon how it is"), ("reload", "reload flows now")):

@@ -230,6 +230,12 @@ class Config:
         return self.state_dir / "ivr.db"
 
     @property
+    def simulate_db_path(self) -> Path:
+        """Where ``ivr simulate`` records its calls (``--live`` ones go to the daemon's log): never counted as
+        the site's traffic, read with ``ivr calls --simulated``."""
+        return self.state_dir / "simulate.db"
+
+    @property
     def prompt_cache(self) -> Path:
         return self.prompt_cache_dir or self.state_dir / "cache" / "prompts"
 

@@ -63,8 +63,9 @@ class Daemon:
 
     # -- life cycle --
     async def start(self) -> None:
-        self.events = await EventLog.open(self.config.db_path, self.config.site_id)
-        await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid())
+        self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone)
+        await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid(),
+                                 zone=self.config.timezone)
         try:
             self.flows = await load_flowset([self.config.flows_dir], self.config)
         except FlowError as exc:
@@ -220,7 +221,7 @@ class Daemon:
         if self.speech is not None:
             await self.speech.aclose()
         if self.events is not None:
-            await self.events.append("daemon.stopped", None)
+            await self.events.append("daemon.stopped", None, config=self.config.source, pid=os.getpid())
             await self.events.close()
         with contextlib.suppress(FileNotFoundError):
             self.config.control_socket.unlink()

@@ -53,8 +53,9 @@ class Env:
             code = main(["--config", str(self.config), *args])
         return Result(code, out.getvalue(), err.getvalue())
 
-    def calls(self) -> list[dict[str, Any]]:
-        return self.ivr("calls", "--json", "--last", "1000").json()
+    def calls(self, *, simulated: bool = False) -> list[dict[str, Any]]:
+        """``ivr calls --json`` (``simulated``: the calls ``ivr simulate`` recorded apart, ``--simulated``)."""
+        return self.ivr("calls", "--json", "--last", "1000", *(["--simulated"] if simulated else [])).json()
 
 
 @pytest.fixture(scope="session")

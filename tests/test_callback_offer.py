@@ -229,8 +229,9 @@ def test_without_a_desk_the_queue_transfers_and_says_why(flowset: FlowSet, db: P
     async def body(site: Site) -> None:
         r = await site.call([], desk=False)
         assert r.outcome == Outcome("queued", "support")
-        assert r.first("queue.offer").data == {"node": "q", "queue": "support", "offered": False,
-                                               "reason": "no callback desk"}
+        offer = r.first("queue.offer").data
+        assert offer == {"node": "q", "queue": "support", "offered": False, "reason": "no callback desk",
+                         "flow": "cb", "flow_version": offer["flow_version"]}
 
     scenario(flowset, db, {"support": 420}, body)
 
@@ -271,8 +272,9 @@ def test_caller_gives_another_number(flowset: FlowSet, db: Path) -> None:
         r = await site.call(["1", "2", "2015550123#", "1"])
         assert r.outcome.kind == "callback"
         assert "  ♪ Please enter the number we should call, with the area code, then press pound." in r.lines
-        assert r.first("callback.number.confirmed").data == {"node": "q", "source": "entered",
-                                                             "number": "+12015550123"}
+        confirmed = r.first("callback.number.confirmed").data
+        assert confirmed == {"node": "q", "source": "entered", "number": "+12015550123", "flow": "cb",
+                             "flow_version": confirmed["flow_version"]}
         [req] = await site.requests()
         assert req.number == "+12015550123" and req.consent_pressed == "1 2 2015550123# 1"
         assert "We will call you at 2 0 1, 5 5 5, 0 1 2 3" in req.consent_heard

@@ -186,7 +186,8 @@ def test_transfer_progress_is_recorded_before_the_transfer_goes_on(flowset: Any)
     types = [t for t, _ in rec.events]
     assert types.index("transfer.progress") < types.index("transfer")
     [progress] = [d for t, d in rec.events if t == "transfer.progress"]
-    assert progress == {"node": progress["node"], "stage": "referred", "kind": "extension", "destination": "22"}
+    assert progress == {"node": progress["node"], "stage": "referred", "kind": "extension", "destination": "22",
+                        "flow": "t", "flow_version": progress["flow_version"]}
 
 
 def test_a_hang_up_seen_by_prompt_and_key_wait_at_once_leaves_no_unretrieved_error() -> None:

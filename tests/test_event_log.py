@@ -21,7 +21,7 @@ from tests.conftest import Env
 def test_simulated_call_events_in_order(env: Env) -> None:
     r = env.ivr("simulate", "main", "--at", "2026-12-01T10:00", "-i", "2", "--json")
     call_id = r.json()["call_id"]
-    events = asyncio.run(read_events(env.state / "ivr.db", call_id))
+    events = asyncio.run(read_events(env.state / "simulate.db", call_id))
     types = [e.type for e in events]
     assert types[0] == "call.started" and types[-1] == "call.ended"
     assert types[1:6] == ["node.entered", "branch.taken", "node.entered", "prompt.played", "node.entered"]
@@ -42,7 +42,7 @@ def test_simulated_call_events_in_order(env: Env) -> None:
 
 def test_events_are_append_only(env: Env) -> None:
     env.ivr("simulate", "survey", "-i", "hangup")
-    db = sqlite3.connect(env.state / "ivr.db")
+    db = sqlite3.connect(env.state / "simulate.db")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("UPDATE events SET type='x'")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -82,17 +82,17 @@ def test_crash_mid_call_is_reconciled(env: Env) -> None:
         assert "[main_menu] menu" in seen, seen
         # Another process opening the log meanwhile (an admin's `ivr simulate`) leaves the live call open.
         assert env.ivr("simulate", "survey", "-i", "hangup").code == 0
-        assert [c["outcome"] for c in env.calls() if c["flow"] == "main"] == [None]
+        assert [c["outcome"] for c in env.calls(simulated=True) if c["flow"] == "main"] == [None]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    main_calls = [c for c in env.calls() if c["flow"] == "main"]
+    main_calls = [c for c in env.calls(simulated=True) if c["flow"] == "main"]
     assert main_calls[-1]["outcome"] is None  # the summary row was committed when the call started
     # The next start of anything that opens the log closes it as interrupted, with the path it had.
     r = env.ivr("simulate", "survey", "-i", "hangup")
     assert r.code == 0
-    interrupted = [c for c in env.calls() if c["outcome"] == "interrupted"]
+    interrupted = [c for c in env.calls(simulated=True) if c["outcome"] == "interrupted"]
     assert len(interrupted) == 1
     assert interrupted[0]["path"] == ["greet", "say_morning", "check_hours", "main_menu"]

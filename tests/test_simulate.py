@@ -15,7 +15,7 @@ def simulate(env: Env, *args: str) -> dict[str, Any]:
     r = env.ivr("simulate", *args, "--json")
     assert r.code == 0, r.err
     result = r.json()
-    recorded = {c["call_id"]: c for c in env.calls()}[result["call_id"]]
+    recorded = {c["call_id"]: c for c in env.calls(simulated=True)}[result["call_id"]]
     assert recorded["path"] == result["path"] and recorded["outcome"] == result["outcome"]
     assert recorded["flow_version"] == result["version"] and recorded["ended_at"]
     return result

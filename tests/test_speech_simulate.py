@@ -8,6 +8,7 @@ Keywords are the ones the model hears reliably from espeak-ng (bench/speech.py);
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,8 @@ def test_out_of_grammar_speech_takes_no_match(voice_env: Env) -> None:
     assert "hello.wav: heard '" in text and ", rejected (" in text
     assert "no match for '' (1 of 2)" in text and "no input" not in text
     assert r["path"] == ["welcome", "menu"] and r["outcome"] == "caller_hangup"
-    heard = [e for e in voice_env.ivr("events", "--call", r["call_id"], "--json").json()
-             if e["type"] == "input.speech"]
+    out = voice_env.ivr("events", "--simulated", "--call", r["call_id"], "--type", "input.speech", "--json").out
+    heard = [json.loads(line) for line in out.splitlines()]  # NDJSON
     assert heard[0]["data"]["source"] == "asr" and heard[0]["data"]["accepted"] is False
 
 

@@ -50,7 +50,7 @@ from typing import Any, Literal
 from asterisk.ami import AMIClient  # type: ignore[import-untyped]
 
 from ivr.errors import IvrError
-from ivr.pbx.queue_log import EXIT_USER_EVENT, QueueLogEntry, QueueLogMapper
+from ivr.pbx.queue_log import EXIT_USER_EVENT, IVR_CALL_ID_VARIABLE, QueueLogEntry, QueueLogMapper
 from ivr.pbx.queues import QueueState
 from ivr.proto.ami import (
     ActionCorrelator,
@@ -863,7 +863,24 @@ class QueueMonitor:
             self.state.apply(ev, now)
         elif (ev.get("UserEvent") or "") != EXIT_USER_EVENT:
             return
+        if ev.name == "QueueCallerJoin" and not self.mapper.carries_ivr_call_id(ev):
+            await self._learn_ivr_call_id(ev)
         entries = self.mapper.map(ev, now)
         if self._sink is not None:
             for entry in entries:
                 await self._sink(entry)
+
+    async def _learn_ivr_call_id(self, ev: AmiEvent) -> None:
+        """A caller joined and its event does not say (manager.conf ``channelvars`` without IVR_CALL_ID): ask
+        the channel, so its queue_log rows join to the IVR call that sent it. A channel gone already, or the
+        link down, leaves the rows without the join: never a guess."""
+        channel = ev.get("Channel") or ""
+        uid = ev.get("Uniqueid") or ""
+        if not channel or not uid or not self._ami.connected:
+            return
+        try:
+            value = await self._ami.getvar(IVR_CALL_ID_VARIABLE, channel)
+        except AmiError as exc:
+            log.debug("getvar %s failed channel=%s: %r", IVR_CALL_ID_VARIABLE, channel, exc)
+            return
+        self.mapper.learn(uid, value)

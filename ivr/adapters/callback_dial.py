@@ -194,9 +194,12 @@ def callback_headers(req: CallbackRequest, attempt: Attempt,
                      queue_caller_id_setting: str) -> tuple[tuple[str, str], ...]:
     """The callback INVITE's X- headers: which request and attempt (reconciliation, the dialplan's
     CALLBACK_ID), and what the PBX keeps on the channel into the queue (docs/asterisk: the customer's number
-    as caller ID, the original arrival), the same values the AMI Originate sets as channel variables."""
+    as caller ID, the original arrival, the IVR call that asked for the callback: IVR_CALL_ID, so the queue_log
+    rows of the callback join to it), the same values the AMI Originate sets as channel variables."""
     headers = [("X-Callback-ID", req.id), ("X-Callback-Attempt", attempt.id), ("X-Callback-Number", req.number),
                ("X-IVR-Queue-CallerID", queue_caller_id(queue_caller_id_setting, req.number))]
+    if req.call_id:  # a request filed outside a call (an operator's) names no IVR call
+        headers.append(("X-IVR-Call-ID", req.call_id))
     arrival = stored_time(req.arrival_at)
     if arrival is not None:
         headers.append(("X-Callback-Arrival", str(int(arrival.timestamp()))))
@@ -318,7 +321,8 @@ class AmiDialPort:
         s = self.settings
         variables = {"CALLBACK_ID": req.id, "CALLBACK_ATTEMPT": attempt.id, "IVR_QUEUE": req.queue,
                      "CALLBACK_NUMBER": req.number, "IVR_QUEUE_CALLERID": queue_caller_id(s.queue_caller_id,
-                                                                                        req.number)}
+                                                                                        req.number),
+                     "IVR_CALL_ID": req.call_id or ""}
         snap = self.queues.snapshot(req.queue) if self.queues is not None else None
         arrival = stored_time(req.arrival_at)
         if arrival is not None:

@@ -9,6 +9,12 @@
 - ``ami``: AMI Redirect of the caller's Asterisk channel (X-IVR-Caller-Channel, set by docs/asterisk's
   dialplan) to the queue/extension context; without an AMI link or a channel name: bridge.
 
+Every way hands the PBX the IVR call id, so its queue_log rows join to the IVR call (issue 13): an
+``X-IVR-Call-ID`` header on the REFER (Asterisk: ``HASH(TRANSFER_DATA,X-IVR-Call-ID)`` with
+``GET_TRANSFERRER_DATA``) and in its Refer-To URI (RFC 3261 section 19.1.1: a transferee that follows RFC 3515
+copies it into the INVITE it sends), the same header on the bridge's INVITE, and the channel variable
+``IVR_CALL_ID`` (Setvar) before an AMI Redirect.
+
 The engine stays in its transfer step for the whole bridged call (``transfer`` returns when the bridge
 ends), so the call record ends with the bridge. A transfer that fails returns ``ok=False`` and the engine
 takes the node's failure target. Where the caller is provably with the PBX or an agent (``referred``,
@@ -23,6 +29,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from ivr.config import TransferConfig
 from ivr.engine.call import TransferProgress, TransferResult, TransferTarget
@@ -33,12 +40,16 @@ from ivr.sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, build_offer, parse_sdp, rem
 if TYPE_CHECKING:
     from ivr.adapters.sip_call import SipCall
 
-__all__ = ["CALLER_CHANNEL_HEADERS", "TransferContext", "Transferer", "refer_uri"]
+__all__ = ["CALLER_CHANNEL_HEADERS", "CALL_ID_HEADER", "CALL_ID_VARIABLE", "TransferContext", "Transferer",
+           "refer_uri"]
 
 log = logging.getLogger(__name__)
 
 #: Where the caller's Asterisk channel name arrives (docs/asterisk/README.md section 2), first match wins.
 CALLER_CHANNEL_HEADERS = ("X-IVR-Caller-Channel", "X-Asterisk-Channel")
+#: The IVR call id as a SIP header (REFER, the bridge's INVITE) and as an Asterisk channel variable (Redirect).
+CALL_ID_HEADER = "X-IVR-Call-ID"
+CALL_ID_VARIABLE = "IVR_CALL_ID"
 #: After a successful AMI Redirect Asterisk ends our leg; we wait this long for its BYE.
 BYE_WAIT = 5.0
 OFFER_CODECS = (PCMU, PCMA, TELEPHONE_EVENT)
@@ -49,6 +60,11 @@ def refer_uri(destination: str, host: str) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"sip:{destination}@{host}"
+
+
+def with_header(uri: str, name: str, value: str) -> str:
+    """``uri?Name=value``: a header the referred INVITE should carry (RFC 3261 section 19.1.1, escaped)."""
+    return f"{uri}?{name}={quote(value, safe='')}"
 
 
 @dataclass
@@ -106,7 +122,8 @@ class Transferer:
         uri = refer_uri(target.destination, host)
         try:
             async with asyncio.timeout(settings.refer_timeout + 5.0):
-                outcome = await leg.refer(uri)
+                outcome = await leg.refer(with_header(uri, CALL_ID_HEADER, call.call_id),
+                                          extra_headers=((CALL_ID_HEADER, call.call_id),))
         except TimeoutError:
             why.append("REFER: no final NOTIFY")
             return None
@@ -143,6 +160,10 @@ class Transferer:
             why.append("AMI: no link" if ami is None else "AMI: no caller channel header")
             return None
         context = settings.ami_queue_context if target.kind == "queue" else settings.ami_extension_context
+        try:  # on the channel before it moves: the queue's events then name this IVR call ("__": inherited)
+            await ami.setvar(f"__{CALL_ID_VARIABLE}", call.call_id, channel)
+        except Exception as exc:  # the Redirect says whether the caller can still be moved
+            log.warning("ami setvar %s failed call_id=%s channel=%s: %s", CALL_ID_VARIABLE, call.call_id, channel, exc)
         try:
             await ami.redirect(channel, context, target.destination)
         except Exception as exc:  # AmiError, the link down: the caller is still ours, bridge instead
@@ -177,7 +198,7 @@ class Transferer:
             agent = await call._or_hangup(endpoint.call(
                 refer_uri(target.destination, settings.refer_domain or proxy[0]),
                 from_uri=refer_uri(from_user, local_host), sdp_offer=offer.to_bytes(), proxy=proxy,
-                ring_timeout=settings.ring_timeout,
+                ring_timeout=settings.ring_timeout, extra_headers=((CALL_ID_HEADER, call.call_id),),
             ))
             if not agent.answered:
                 result = agent.result

@@ -20,10 +20,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Outcome:
     """How a call ended: hangup, caller_hangup, transferred, queued, callback (a callback request was
-    filed and confirmed; detail: queue and request id), failed, error, max_length, shutdown."""
+    filed and confirmed; detail: queue and request id), transfer_failed (a transfer or queue hand-over failed
+    and the call then ended in the IVR, however politely), failed, error, max_length, shutdown.
+
+    ``resolved``: a node marked ``resolved: true`` completed during the call (the caller's task was done in
+    the IVR), so containment is counted from the record, not guessed from the path."""
 
     kind: str
     detail: str = ""
+    resolved: bool = False
 
 
 class Recorder(Protocol):
@@ -99,6 +104,26 @@ class CallContext:
     node: str = ""
     told_speech_busy: bool = False  # the "please use your keypad" notice is given once per call
     callbacks: CallbackDesk | None = None  # virtual hold; None: queue nodes never offer a callback
+    entry: str = ""  # the flow the call started on (what KPIs group by); set by run_call
+    node_failed: bool = False  # the current node failed (node.failed): a resolved: mark does not count
+    resolved: str | None = None  # the first resolved: node completed (qualified name)
+    transfer_failed: str | None = None  # the last failed hand-over ("queue payments"), until one succeeds
+
+    def label(self, name: str) -> str:
+        """A node of the flow running now as events and paths name it: ``flow.node`` inside a sub-flow,
+        bare in the call's own flow (one naming everywhere, so KPIs join events without guessing)."""
+        return name if not self.stack else f"{self.flow.name}.{name}"
+
+    async def event(self, type: str, **data: Any) -> None:
+        """Record a node-level event: ``node`` (and ``target``/``failure``, nodes of the same flow) qualified
+        like the path, plus ``flow`` and ``flow_version`` of the call, so a KPI groups without a join."""
+        if isinstance(data.get("node"), str):
+            for key in ("node", "target", "failure"):
+                if isinstance(data.get(key), str):
+                    data[key] = self.label(data[key])
+            data.setdefault("flow", self.entry)
+            data.setdefault("flow_version", self.flows.version)
+        await self.rec.event(type, **data)
 
     @property
     def lang(self) -> str:

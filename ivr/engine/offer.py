@@ -135,8 +135,8 @@ async def arrival_of(ctx: CallContext, node: Node, q: QueueWithCallback) -> date
         return now
     given = str(interpolate(q.arrival, ctx.variables))
     at, why = parse_arrival(given, now)
-    await ctx.rec.event("queue.arrival", node=node.name, queue=q.name, given=given, arrival=at.isoformat(),
-                        kept=why is None, reason=why)
+    await ctx.event("queue.arrival", node=node.name, queue=q.name, given=given, arrival=at.isoformat(),
+                    kept=why is None, reason=why)
     if why is not None:
         ctx.log.warning("arrival %r not used (%s): the callback keeps the time of this call", given, why)
     return at
@@ -150,24 +150,24 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
     if not q.offer_callback or desk is None:
         reason = "offer disabled" if not q.offer_callback else "no callback desk"
         ctx.log.info("no callback offer queue=%s reason=%s", q.name, reason)
-        await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=False, reason=reason,
-                            **_asked(q))
+        await ctx.event("queue.offer", node=node.name, queue=q.name, offered=False, reason=reason,
+                        **_asked(q))
         await _unavailable(ctx, dialog, q)
         return False
     try:
         offer = await desk.offer(q.name, ctx.call.caller, min_wait=q.min_wait_seconds, requested=q.offer_always)
     except Exception as exc:  # virtual hold failing must never keep a caller from the queue
         ctx.log.exception("callback offer failed queue=%s", q.name)
-        await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=False,
-                            reason=f"desk error: {type(exc).__name__}: {exc}", **_asked(q))
+        await ctx.event("queue.offer", node=node.name, queue=q.name, offered=False,
+                        reason=f"desk error: {type(exc).__name__}: {exc}", **_asked(q))
         await _unavailable(ctx, dialog, q)
         return False
     est = offer.estimate
-    await ctx.rec.event("queue.offer", node=node.name, queue=q.name, offered=offer.offer, reason=offer.reason,
-                        estimate=est.seconds, low=est.low, high=est.high, method=est.method,
-                        estimate_unknown=est.reason or None, basis=est.basis, threshold=offer.threshold,
-                        minutes=list(offer.minutes) if offer.minutes else None, zones=list(offer.zones),
-                        dial_at=offer.dial_at.isoformat() if offer.dial_at else None, **_asked(q))
+    await ctx.event("queue.offer", node=node.name, queue=q.name, offered=offer.offer, reason=offer.reason,
+                    estimate=est.seconds, low=est.low, high=est.high, method=est.method,
+                    estimate_unknown=est.reason or None, basis=est.basis, threshold=offer.threshold,
+                    minutes=list(offer.minutes) if offer.minutes else None, zones=list(offer.zones),
+                    dial_at=offer.dial_at.isoformat() if offer.dial_at else None, **_asked(q))
     ctx.log.info("callback offer queue=%s offered=%s reason=%s estimate=%s", q.name, offer.offer, offer.reason,
                  est.seconds)
     if not offer.offer:
@@ -177,14 +177,14 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
     assert cp is not None, "the loader builds prompts for every queue that offers"
     if q.offer_always:  # asked for in the PBX queue (its key 1): no second "press 1", on to the number
         dialog.pressed.append(PBX_QUEUE_KEY)
-        await ctx.rec.event("callback.offer.accepted", node=node.name, queue=q.name, requested=True)
+        await ctx.event("callback.offer.accepted", node=node.name, queue=q.name, requested=True)
     else:
         key = await _ask(ctx, dialog, wait_prompts(cp, offer.minutes) + cp.offer, q.timeout)
         if key != "1":
-            await ctx.rec.event("callback.offer.declined", node=node.name, queue=q.name, key=key,
-                                reason="no key" if key is None else "other key")
+            await ctx.event("callback.offer.declined", node=node.name, queue=q.name, key=key,
+                            reason="no key" if key is None else "other key")
             return False
-        await ctx.rec.event("callback.offer.accepted", node=node.name, queue=q.name)
+        await ctx.event("callback.offer.accepted", node=node.name, queue=q.name)
     number = await _choose_number(ctx, node, q, cp, desk, dialog)
     if number is None:
         return False
@@ -202,14 +202,14 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
                                     scheduled_at=slot[0] if slot else None)
     except Exception as exc:  # not stored: never say "confirmed"; the caller keeps the queue instead
         ctx.log.exception("callback request not stored queue=%s", q.name)
-        await ctx.rec.event("callback.request_failed", node=node.name, queue=q.name, number=number.e164,
-                            error=f"{type(exc).__name__}: {exc}")
+        await ctx.event("callback.request_failed", node=node.name, queue=q.name, number=number.e164,
+                        error=f"{type(exc).__name__}: {exc}")
         await turns.play(ctx, cp.no_number, barge_in=False)
         return False
     # Committed: only now may the caller hear that it is confirmed.
-    await ctx.rec.event("callback.confirmed", node=node.name, queue=q.name, request_id=result.id,
-                        created=result.created, number=number.e164,
-                        scheduled_at=slot[0].isoformat() if slot else None)
+    await ctx.event("callback.confirmed", node=node.name, queue=q.name, request_id=result.id,
+                    created=result.created, number=number.e164,
+                    scheduled_at=slot[0].isoformat() if slot else None)
     ctx.variables["callback_id"] = result.id
     ctx.outcome = Outcome("callback", f"{q.name} {result.id}")
     if slot is not None and q.schedule_prompts is not None:
@@ -241,12 +241,12 @@ async def _choose_time(ctx: CallContext, node: Node, q: QueueWithCallback, sp: S
     choice = desk.slots(zones, earliest, arrival)
     slots = list(choice.slots)[:9]  # one key each
     if not slots:
-        await ctx.rec.event("callback.schedule", node=node.name, queue=q.name, choice="asap", reason="no open slot")
+        await ctx.event("callback.schedule", node=node.name, queue=q.name, choice="asap", reason="no open slot")
         return None
     key = await _ask(ctx, dialog, sp.schedule_choice, q.timeout)
     if key != "2":
-        await ctx.rec.event("callback.schedule", node=node.name, queue=q.name, choice="asap",
-                            reason="pressed 1" if key == "1" else ("no key" if key is None else "other key"))
+        await ctx.event("callback.schedule", node=node.name, queue=q.name, choice="asap",
+                        reason="pressed 1" if key == "1" else ("no key" if key is None else "other key"))
         return None
     now = ctx.now()
     menu: list[PromptItem] = []
@@ -258,12 +258,12 @@ async def _choose_time(ctx: CallContext, node: Node, q: QueueWithCallback, sp: S
     picked = await _ask(ctx, dialog, tuple(menu), q.timeout)
     offered = [s.isoformat() for s in slots]
     if picked is None or not picked.isdigit() or not 1 <= int(picked) <= len(slots):
-        await ctx.rec.event("callback.schedule", node=node.name, queue=q.name, choice="asap", offered=offered,
-                            reason="no key" if picked is None else "other key", zone=choice.zone)
+        await ctx.event("callback.schedule", node=node.name, queue=q.name, choice="asap", offered=offered,
+                        reason="no key" if picked is None else "other key", zone=choice.zone)
         return None
     at = slots[int(picked) - 1]
-    await ctx.rec.event("callback.schedule", node=node.name, queue=q.name, choice="slot", offered=offered,
-                        scheduled_at=at.isoformat(), zone=choice.zone, key=picked)
+    await ctx.event("callback.schedule", node=node.name, queue=q.name, choice="slot", offered=offered,
+                    scheduled_at=at.isoformat(), zone=choice.zone, key=picked)
     return at, choice.zone
 
 
@@ -289,21 +289,21 @@ async def _choose_number(ctx: CallContext, node: Node, q: QueueWithCallback, cp:
     caller = ctx.call.caller
     check = await desk.check_number(caller) if caller else NumberCheck(False, reason="invalid")
     if check.ok:
-        await ctx.rec.event("callback.number.checked", node=node.name, source="caller-id", number=check.e164)
+        await ctx.event("callback.number.checked", node=node.name, source="caller-id", number=check.e164)
         key = await _ask(ctx, dialog, cp.confirm_number + number_prompts(desk.readback(check.e164))
                          + cp.confirm_choice, q.timeout)
         if key == "1":
-            await ctx.rec.event("callback.number.confirmed", node=node.name, source="caller-id",
-                                number=check.e164)
+            await ctx.event("callback.number.confirmed", node=node.name, source="caller-id",
+                            number=check.e164)
             return check
         if key != "2" or not q.allow_other_number:
-            await ctx.rec.event("callback.offer.declined", node=node.name, queue=q.name, key=key,
-                                reason="caller ID not confirmed")
+            await ctx.event("callback.offer.declined", node=node.name, queue=q.name, key=key,
+                            reason="caller ID not confirmed")
             return None
-        await ctx.rec.event("callback.number.other", node=node.name)
+        await ctx.event("callback.number.other", node=node.name)
     else:
-        await ctx.rec.event("callback.number.refused", node=node.name, source="caller-id",
-                            number=check.e164 or caller, reason=check.reason)
+        await ctx.event("callback.number.refused", node=node.name, source="caller-id",
+                        number=check.e164 or caller, reason=check.reason)
         if check.reason not in SILENT_REFUSALS:
             await _refuse(ctx, dialog, cp, check.reason)
         if check.reason == "site-cap" or not q.allow_other_number:
@@ -312,13 +312,13 @@ async def _choose_number(ctx: CallContext, node: Node, q: QueueWithCallback, cp:
     for attempt in range(1, ENTRY_ATTEMPTS + 1):
         entry = await _read_number(ctx, dialog, cp.enter_number, q.timeout)
         if not entry:
-            await ctx.rec.event("callback.number.no_input", node=node.name, count=attempt, max=ENTRY_ATTEMPTS)
+            await ctx.event("callback.number.no_input", node=node.name, count=attempt, max=ENTRY_ATTEMPTS)
             continue
         check = await desk.check_number(entry)
         if not check.ok:
-            await ctx.rec.event("callback.number.refused", node=node.name, source="entered", entry=entry,
-                                number=check.e164 or None, reason=check.reason, count=attempt,
-                                max=ENTRY_ATTEMPTS)
+            await ctx.event("callback.number.refused", node=node.name, source="entered", entry=entry,
+                            number=check.e164 or None, reason=check.reason, count=attempt,
+                            max=ENTRY_ATTEMPTS)
             await _refuse(ctx, dialog, cp, check.reason)
             if check.reason == "site-cap":
                 break
@@ -326,11 +326,11 @@ async def _choose_number(ctx: CallContext, node: Node, q: QueueWithCallback, cp:
         key = await _ask(ctx, dialog, cp.confirm_number + number_prompts(desk.readback(check.e164))
                          + cp.entered_choice, q.timeout)
         if key == "1":
-            await ctx.rec.event("callback.number.confirmed", node=node.name, source="entered", number=check.e164)
+            await ctx.event("callback.number.confirmed", node=node.name, source="entered", number=check.e164)
             return check
-        await ctx.rec.event("callback.number.not_confirmed", node=node.name, number=check.e164, count=attempt,
-                            max=ENTRY_ATTEMPTS)
-    await ctx.rec.event("callback.number.none", node=node.name, queue=q.name)
+        await ctx.event("callback.number.not_confirmed", node=node.name, number=check.e164, count=attempt,
+                        max=ENTRY_ATTEMPTS)
+    await ctx.event("callback.number.none", node=node.name, queue=q.name)
     await _say(ctx, dialog, cp.no_number)
     return None
 
@@ -361,7 +361,7 @@ async def cancel_on_reaching_queue(ctx: CallContext, node: Node, q: QueueWithCal
         pending = await desk.pending(ctx.call.caller, q.name)
         for req in pending:
             done = req.state in CANCELLABLE and await desk.cancel(req.id, REACHED_QUEUE)
-            await ctx.rec.event("callback.cancelled" if done else "callback.cancel.skipped", node=node.name,
-                                queue=q.name, request_id=req.id, state=req.state, reason=REACHED_QUEUE)
+            await ctx.event("callback.cancelled" if done else "callback.cancel.skipped", node=node.name,
+                            queue=q.name, request_id=req.id, state=req.state, reason=REACHED_QUEUE)
     except Exception:  # the caller is already in the queue; a leftover callback is the dialer's to settle
         ctx.log.exception("could not cancel pending callbacks queue=%s", q.name)

@@ -87,6 +87,7 @@ async def run_call(
     ctx.variables.update(builtin_variables(call, flow.name, now(), flow.timezone))
     ctx.variables.update(variables or {})  # set by who started the call (the callback dialer: queue, callback_id)
     ctx.variables["lang"] = flow.language
+    ctx.entry = flow.name
     await rec.begin(call, flow, flows.version)
     outcome = Outcome("error")
     try:
@@ -95,30 +96,51 @@ async def run_call(
             while name is not None:
                 node = ctx.flow.nodes[name]
                 ctx.node = name
-                label = name if not ctx.stack else f"{ctx.flow.name}.{name}"
+                ctx.node_failed = False
+                label = ctx.label(name)
                 ctx.path.append(label)
-                await rec.event("node.entered", node=label, kind=node.kind)
+                await ctx.event("node.entered", node=name, kind=node.kind)
                 name = await STEPS[type(node.action)](ctx, node, node.action)
+                if node.resolved and not ctx.node_failed and ctx.resolved is None:
+                    ctx.resolved = label
+                    await ctx.rec.event("call.resolved", node=label, flow=ctx.entry, flow_version=flows.version)
         outcome = ctx.outcome or Outcome("hangup", "end of flow")
         if outcome.kind not in ("transferred", "queued"):
             await call.hangup()
     except CallerHungUp as exc:
-        outcome = Outcome(exc.outcome, ctx.node)
+        outcome = Outcome(exc.outcome, ctx.label(ctx.node))
     except TimeoutError:
         outcome = Outcome("max_length", f"{max_call_seconds:g} s")
         await _hangup_quietly(call)
     except asyncio.CancelledError:
-        outcome = Outcome("shutdown", ctx.node)
+        outcome = Outcome("shutdown", ctx.label(ctx.node))
         raise
     except Exception as exc:
         ctx.log.exception("call failed in node %s", ctx.node)
-        outcome = Outcome("error", f"{ctx.node}: {type(exc).__name__}: {exc}")
+        outcome = Outcome("error", f"{ctx.label(ctx.node)}: {type(exc).__name__}: {exc}")
         await _hangup_quietly(call)
     finally:
+        outcome = final_outcome(ctx, outcome)
         # Shielded: a shutdown cancels the call, but its record is still committed.
         await asyncio.shield(rec.end(outcome, ctx.path, ctx.variables))
         ctx.log.info("call ended outcome=%s detail=%s path=%s", outcome.kind, outcome.detail,
                      ">".join(ctx.path))
+    return outcome
+
+
+#: outcomes a failed hand-over turns into ``transfer_failed``: the call ended in the IVR after it, whether the
+#: flow said goodbye, took its failure path to the end, or the caller hung up on the apology
+AFTER_FAILED_TRANSFER = ("hangup", "caller_hangup", "failed")
+
+
+def final_outcome(ctx: CallContext, outcome: Outcome) -> Outcome:
+    """The call's recorded outcome: a failed transfer is its own outcome (never counted as contained), and
+    ``resolved`` says whether a ``resolved: true`` node completed."""
+    if ctx.transfer_failed is not None and outcome.kind in AFTER_FAILED_TRANSFER:
+        then = f"{outcome.kind} {outcome.detail}".strip()
+        outcome = Outcome("transfer_failed", f"{ctx.transfer_failed} (then {then})")
+    if ctx.resolved is not None:
+        outcome = Outcome(outcome.kind, outcome.detail, resolved=True)
     return outcome
 
 

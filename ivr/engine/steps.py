@@ -46,10 +46,11 @@ SPOKEN_DIGITS = {
 
 async def fail(ctx: CallContext, node: Node, why: str) -> str | None:
     """Retries used up or an action refused: to the node's failure target, else end the call."""
-    await ctx.rec.event("node.failed", node=node.name, reason=why, failure=node.failure)
+    ctx.node_failed = True
+    await ctx.event("node.failed", node=node.name, reason=why, failure=node.failure)
     if node.failure:
         return node.failure
-    ctx.outcome = Outcome("failed", f"{node.name}: {why}")
+    ctx.outcome = Outcome("failed", f"{ctx.label(node.name)}: {why}")
     return None
 
 
@@ -98,19 +99,19 @@ async def step_menu(ctx: CallContext, node: Node, m: Menu) -> str | None:
         got = await turns.ask(ctx, prompt, timeout=m.timeout, barge_in=m.barge_in, grammar=grammar)
         if got is None:
             no_input += 1
-            await ctx.rec.event("menu.no_input", node=node.name, count=no_input, max=m.max_no_input)
+            await ctx.event("menu.no_input", node=node.name, count=no_input, max=m.max_no_input)
             if no_input >= m.max_no_input:
                 return await fail(ctx, node, f"no input {no_input} times")
             prompt = m.no_input + m.reprompt
             continue
         option = await _match_menu(ctx, m, got)
         if option is not None:
-            await ctx.rec.event("menu.choice", node=node.name, key=option.key, via=got.kind,
-                                target=option.target)
+            await ctx.event("menu.choice", node=node.name, key=option.key, via=got.kind,
+                            target=option.target)
             return option.target
         no_match += 1
-        await ctx.rec.event("menu.no_match", node=node.name, input=got.value, count=no_match,
-                            max=m.max_no_match)
+        await ctx.event("menu.no_match", node=node.name, input=got.value, count=no_match,
+                        max=m.max_no_match)
         if no_match >= m.max_no_match:
             return await fail(ctx, node, f"no match {no_match} times")
         prompt = m.no_match + m.reprompt
@@ -145,14 +146,14 @@ async def step_collect(ctx: CallContext, node: Node, c: Collect) -> str | None:
         got = await turns.ask(ctx, prompt, timeout=c.timeout, barge_in=c.barge_in, grammar=grammar)
         if got is None:
             attempts += 1
-            await ctx.rec.event("collect.no_input", node=node.name, count=attempts, max=c.max_attempts)
+            await ctx.event("collect.no_input", node=node.name, count=attempts, max=c.max_attempts)
             prompt = c.no_input + c.prompt
             continue
         entry = await _read_entry(ctx, c, got)
         if not _valid(c, entry):
             attempts += 1
-            await ctx.rec.event("collect.invalid", node=node.name, entry=entry, count=attempts,
-                                max=c.max_attempts)
+            await ctx.event("collect.invalid", node=node.name, entry=entry, count=attempts,
+                            max=c.max_attempts)
             prompt = c.invalid + c.prompt
             continue
         if c.confirm is not None:
@@ -160,14 +161,14 @@ async def step_collect(ctx: CallContext, node: Node, c: Collect) -> str | None:
             answer = await turns.ask(ctx, c.confirm.before + (_digits_ref(c),) + c.confirm.after,
                                      timeout=c.timeout, barge_in=True, grammar=None)
             confirmed = answer is not None and answer.value == c.confirm.yes
-            await ctx.rec.event("collect.confirm", node=node.name, entry=entry, confirmed=confirmed)
+            await ctx.event("collect.confirm", node=node.name, entry=entry, confirmed=confirmed)
             if not confirmed:
                 ctx.variables.pop(c.into, None)
                 attempts += 1
                 prompt = c.prompt
                 continue
         ctx.variables[c.into] = entry
-        await ctx.rec.event("collect.value", node=node.name, var=c.into, value=entry)
+        await ctx.event("collect.value", node=node.name, var=c.into, value=entry)
         return node.next
     return await fail(ctx, node, f"no valid entry in {attempts} attempts")
 
@@ -179,9 +180,9 @@ def _digits_ref(c: Collect) -> DigitsRef:
 async def step_branch(ctx: CallContext, node: Node, b: Branch) -> str | None:
     for i, (cond, target) in enumerate(b.cases):
         if evaluate(cond, ctx.variables):
-            await ctx.rec.event("branch.taken", node=node.name, case=i + 1, target=target)
+            await ctx.event("branch.taken", node=node.name, case=i + 1, target=target)
             return target
-    await ctx.rec.event("branch.taken", node=node.name, case=None, target=node.next)
+    await ctx.event("branch.taken", node=node.name, case=None, target=node.next)
     return node.next
 
 
@@ -189,8 +190,8 @@ async def step_hours(ctx: CallContext, node: Node, h: Hours) -> str | None:
     schedule = ctx.flows.schedules[h.schedule]
     decision = decide(schedule, ctx.now(), emergency_closed=await ctx.switches.emergency_closed(h.schedule))
     ctx.variables["hours_state"] = decision.state.value
-    await ctx.rec.event("hours.decided", node=node.name, schedule=h.schedule, state=decision.state.value,
-                        reason=decision.reason)
+    await ctx.event("hours.decided", node=node.name, schedule=h.schedule, state=decision.state.value,
+                    reason=decision.reason)
     if decision.state is HoursState.OPEN:
         return h.open
     if decision.state is HoursState.HOLIDAY and h.holiday:
@@ -201,7 +202,7 @@ async def step_hours(ctx: CallContext, node: Node, h: Hours) -> str | None:
 async def step_set(ctx: CallContext, node: Node, s: SetVars) -> str | None:
     for name, value in s.values:
         ctx.variables[name] = interpolate(value, ctx.variables)
-    await ctx.rec.event("vars.set", node=node.name, values={k: ctx.variables[k] for k, _ in s.values})
+    await ctx.event("vars.set", node=node.name, values={k: ctx.variables[k] for k, _ in s.values})
     return node.next
 
 
@@ -211,8 +212,8 @@ async def step_goto(ctx: CallContext, node: Node, g: Goto) -> str | None:
 
 async def step_call(ctx: CallContext, node: Node, c: CallFlow) -> str | None:
     sub = ctx.flows.flows[c.flow]
+    await ctx.event("subflow.enter", node=node.name, to=sub.name)
     ctx.stack.append((ctx.flow, node.next))
-    await ctx.rec.event("subflow.enter", node=node.name, flow=sub.name)
     ctx.flow = sub
     return sub.start
 
@@ -221,8 +222,11 @@ async def step_return(ctx: CallContext, node: Node, r: Return) -> str | None:
     if not ctx.stack:  # a sub-flow reached directly by a number: returning ends the call
         ctx.outcome = Outcome("hangup", "return from top-level flow")
         return None
+    parent, after = ctx.stack[-1]
+    # named before the pop: this node in the sub-flow, ``next`` in the flow returned to
+    nxt = after if after is None or len(ctx.stack) == 1 else f"{parent.name}.{after}"
+    await ctx.event("subflow.return", node=node.name, to=parent.name, next=nxt)
     ctx.flow, after = ctx.stack.pop()
-    await ctx.rec.event("subflow.return", node=node.name, to=ctx.flow.name, next=after)
     return after
 
 
@@ -231,8 +235,8 @@ def _progress(ctx: CallContext, node: Node, target: TransferTarget) -> TransferP
     PBX or an agent, which reconciliation after a crash relies on."""
 
     async def progress(stage: str, data: dict[str, Any]) -> None:
-        await ctx.rec.event("transfer.progress", node=node.name, stage=stage, kind=target.kind,
-                            destination=target.destination, **data)
+        await ctx.event("transfer.progress", node=node.name, stage=stage, kind=target.kind,
+                        destination=target.destination, **data)
 
     return progress
 
@@ -243,11 +247,13 @@ async def step_transfer(ctx: CallContext, node: Node, t: Transfer) -> str | None
     dest = str(interpolate(t.queue or t.extension or "", ctx.variables))
     target = TransferTarget("queue", dest) if t.queue else TransferTarget("extension", dest)
     result = await ctx.call.transfer(target, _progress(ctx, node, target))
-    await ctx.rec.event("transfer", node=node.name, kind=target.kind, destination=target.destination,
-                        ok=result.ok, detail=result.detail)
+    await ctx.event("transfer", node=node.name, kind=target.kind, destination=target.destination,
+                    ok=result.ok, detail=result.detail)
     if result.ok:
+        ctx.transfer_failed = None
         ctx.outcome = Outcome("transferred", f"{target.kind} {target.destination}")
         return None
+    ctx.transfer_failed = f"{target.kind} {target.destination}"
     return await fail(ctx, node, f"transfer refused: {result.detail}")
 
 
@@ -262,12 +268,14 @@ async def step_queue(ctx: CallContext, node: Node, q: QueueWithCallback) -> str 
     await turns.play(ctx, q.prompt, barge_in=False)
     target = TransferTarget("queue", q.name)
     result = await ctx.call.transfer(target, _progress(ctx, node, target))
-    await ctx.rec.event("transfer", node=node.name, kind="queue", destination=q.name, ok=result.ok,
-                        detail=result.detail)
+    await ctx.event("transfer", node=node.name, kind="queue", destination=q.name, ok=result.ok,
+                    detail=result.detail)
     if result.ok:
+        ctx.transfer_failed = None
         ctx.outcome = Outcome("queued", q.name)
         await offer.cancel_on_reaching_queue(ctx, node, q)
         return None
+    ctx.transfer_failed = f"queue {q.name}"
     return await fail(ctx, node, f"queue refused: {result.detail}")
 
 
@@ -280,20 +288,20 @@ async def step_callback_cancel(ctx: CallContext, node: Node, c: CallbackCancel) 
     found = await desk.pending(ctx.call.caller, c.queue) if ctx.call.caller else []
     waiting = [r for r in found if r.state in CANCELLABLE]
     if not waiting:
-        await ctx.rec.event("callback.cancel.none", node=node.name, queue=c.queue,
-                            in_progress=[r.id for r in found])
+        await ctx.event("callback.cancel.none", node=node.name, queue=c.queue,
+                        in_progress=[r.id for r in found])
         await turns.play(ctx, c.none, barge_in=False)
         return node.failure or node.next
     if c.ask:
         got = await turns.ask(ctx, c.ask, timeout=c.timeout, barge_in=True, grammar=None)
         if got is None or got.value != "1":
-            await ctx.rec.event("callback.cancel.kept", node=node.name, request_ids=[r.id for r in waiting],
-                                key=got.value if got else None)
+            await ctx.event("callback.cancel.kept", node=node.name, request_ids=[r.id for r in waiting],
+                            key=got.value if got else None)
             await turns.play(ctx, c.kept, barge_in=False)
             return node.next
     cancelled = [r.id for r in waiting if await desk.cancel(r.id, "cancelled by the caller")]
-    await ctx.rec.event("callback.cancel.done", node=node.name, request_ids=cancelled,
-                        missed=[r.id for r in waiting if r.id not in cancelled])
+    await ctx.event("callback.cancel.done", node=node.name, request_ids=cancelled,
+                    missed=[r.id for r in waiting if r.id not in cancelled])
     if not cancelled:  # each began dialling meanwhile
         return node.failure or node.next
     await turns.play(ctx, c.done, barge_in=False)
@@ -305,7 +313,7 @@ async def step_survey(ctx: CallContext, node: Node, s: Survey) -> str | None:
     for attempt in range(1, s.max_attempts + 1):
         got = await turns.ask(ctx, prompt, timeout=s.timeout, barge_in=True, grammar=None)
         if got is None:
-            await ctx.rec.event("survey.no_input", node=node.name, count=attempt)
+            await ctx.event("survey.no_input", node=node.name, count=attempt)
             prompt = s.no_input + s.prompt
             continue
         entry = spoken_to_digits(got.value) if got.kind == "speech" else got.value
@@ -315,18 +323,18 @@ async def step_survey(ctx: CallContext, node: Node, s: Survey) -> str | None:
                 entry += more
         if entry.isdigit() and s.low <= int(entry) <= s.high:
             ctx.variables[s.into] = int(entry)
-            await ctx.rec.event("survey.answer", node=node.name, scale=s.scale, var=s.into, value=int(entry))
+            await ctx.event("survey.answer", node=node.name, scale=s.scale, var=s.into, value=int(entry))
             await turns.play(ctx, s.thanks, barge_in=False)
             return node.next
-        await ctx.rec.event("survey.invalid", node=node.name, entry=entry, count=attempt)
+        await ctx.event("survey.invalid", node=node.name, entry=entry, count=attempt)
         prompt = s.invalid + s.prompt
-    await ctx.rec.event("survey.skipped", node=node.name, scale=s.scale)
+    await ctx.event("survey.skipped", node=node.name, scale=s.scale)
     return node.next  # a survey never traps a caller: no answer simply goes on
 
 
 async def step_hangup(ctx: CallContext, node: Node, h: Hangup) -> str | None:
     await turns.play(ctx, h.prompt, barge_in=False)
-    ctx.outcome = Outcome("hangup", node.name)
+    ctx.outcome = Outcome("hangup", ctx.label(node.name))
     return None
 
 

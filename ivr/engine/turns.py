@@ -68,14 +68,14 @@ async def play(ctx: CallContext, prompts: Prompts, *, barge_in: bool) -> bool:
     audio = resolve(ctx, prompts)
     names = [a.name for a in audio]
     if barge_in and ctx.call.has_input():
-        await ctx.rec.event("prompt.skipped", prompts=names, reason="type-ahead")
+        await ctx.event("prompt.skipped", prompts=names, reason="type-ahead")
         return True
     if not barge_in:
         await ctx.call.play(audio)
-        await ctx.rec.event("prompt.played", prompts=names, lang=ctx.lang, interrupted=False)
+        await ctx.event("prompt.played", prompts=names, lang=ctx.lang, interrupted=False)
         return False
     winner = await race(ctx.call.play(audio), ctx.call.input_pending())
-    await ctx.rec.event("prompt.played", prompts=names, lang=ctx.lang, interrupted=winner == 1)
+    await ctx.event("prompt.played", prompts=names, lang=ctx.lang, interrupted=winner == 1)
     return winner == 1
 
 
@@ -87,7 +87,7 @@ async def ask(
         if grammar is not None and listening is False and not ctx.told_speech_busy:
             # All speech slots are busy: say so once, rather than let the caller talk to a deaf menu.
             ctx.told_speech_busy = True
-            await ctx.rec.event("speech.unavailable", node=ctx.node)
+            await ctx.event("speech.unavailable", node=ctx.node)
             prompts = (PromptRef("speech_unavailable", Pos("", 0, 0)), *prompts)
         await play(ctx, prompts, barge_in=barge_in)
         got = await ctx.call.receive(timeout)
@@ -98,10 +98,10 @@ async def ask(
 
 async def record_input(ctx: CallContext, got: CallerInput) -> None:
     if got.kind == "dtmf":
-        await ctx.rec.event("input.dtmf", digit=got.value, source=got.source)
+        await ctx.event("input.dtmf", digit=got.value, source=got.source)
     else:
-        await ctx.rec.event("input.speech", text=got.value, confidence=got.confidence, source=got.source,
-                            **(got.details or {}))
+        await ctx.event("input.speech", text=got.value, confidence=got.confidence, source=got.source,
+                        **(got.details or {}))
 
 
 async def more_digits(ctx: CallContext, timeout: float) -> str | None:

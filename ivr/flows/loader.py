@@ -61,6 +61,9 @@ ACTIONS = (
     "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
     "survey", "hangup", "callback_cancel",
 )
+#: actions that hand the caller to the PBX: their outcome (transferred, queued, callback) says what happened,
+#: so ``resolved: true`` (self-service done in the IVR) is refused on them
+HAND_OVERS = ("transfer", "queue")
 TESTS = ("equals", "not_equals", "in", "matches", "starts_with", "lt", "le", "gt", "ge", "is_set")
 SCHEMA = "flows/schema.json"
 MIN_END_OF_SPEECH = 0.1
@@ -295,6 +298,11 @@ class _FileBuilder:
         for edge in ("next", "failure"):
             if edge in spec:
                 self.ref("node", spec[edge], self.pos(*base, edge))
+        resolved = spec.get("resolved", False)
+        if resolved is True and kind in HAND_OVERS:
+            self.problem(self.kpos(*base, "resolved"),
+                         f"node '{name}': resolved: true marks a task done in the IVR, but a {kind} node hands the "
+                         "caller to the PBX (its outcome already says so)")
         builder = getattr(self, f"act_{kind}")
         action = builder(value, path)
         if action is None:
@@ -307,6 +315,7 @@ class _FileBuilder:
             failure=str(spec["failure"]) if "failure" in spec else None,
             pos=self.kpos(*base),
             description=str(spec.get("description", "")),
+            resolved=resolved is True,
         )
 
     def target(self, value: Any, *path: str | int) -> str:

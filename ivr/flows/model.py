@@ -386,6 +386,9 @@ class Node:
     failure: str | None
     pos: Pos
     description: str = ""
+    resolved: bool = False
+    """``resolved: true``: completing this node means the caller's task was done in the IVR (self-service),
+    recorded as ``call.resolved`` and on the call's record, so containment is counted, not guessed."""
 
     def edges(self) -> list[tuple[str, str]]:
         """(label, target node) for every way out of this node, for checks and diagrams."""

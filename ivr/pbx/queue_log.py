@@ -55,17 +55,25 @@ What AMI does not carry, and what the mapping writes instead (each also noted wh
   withdrawn caller (no AMI event) who later hangs up is logged ABANDON instead of WITHDRAW.
 - Verbs with no AMI counterpart are not written: SYSCOMPAT, WITHDRAW, CONFIGRELOAD, QUEUESTART, OUTCALL,
   and lines from the QueueLog() application / QueueLog action.
+
+The join to the IVR (issue 13): a caller the appliance handed to the PBX carries the channel variable
+``IVR_CALL_ID`` (docs/asterisk). The mapper learns it per caller Uniqueid from the events themselves
+(``ChanVariable: IVR_CALL_ID=…``, manager.conf ``channelvars``) or from ``learn`` (the monitor's ``Getvar`` at
+QueueCallerJoin when the events do not carry it), and every entry of that caller gets ``ivr_call_id``: an
+addition to the row, never in ``line()`` (Asterisk's own file has no such column).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from ivr.proto.ami import AmiEvent
 
 NONE = "NONE"
+#: the channel variable naming the IVR call a caller came from (docs/asterisk/extensions-ivr.conf)
+IVR_CALL_ID_VARIABLE = "IVR_CALL_ID"
 #: the UserEvent our dialplan raises when a caller leaves a queue by key, timeout or empty queue
 EXIT_USER_EVENT = "IvrQueueExit"
 _MAX_TRACKED = 10_000
@@ -81,6 +89,8 @@ class QueueLogEntry:
     agent: str
     event: str
     data: tuple[str, ...] = ()
+    ivr_call_id: str = ""
+    """The IVR call that sent this caller (the channel's IVR_CALL_ID); empty when unknown or not one of ours."""
 
     def line(self) -> str:
         """The line exactly as Asterisk writes /var/log/asterisk/queue_log (the ``|`` after the event is
@@ -102,6 +112,8 @@ class QueueLogEntry:
         for i in range(4):
             out[f"data{i + 1}"] = self.data[i] if i < len(self.data) else ""
         out["data5"] = "|".join(self.data[4:])
+        if self.ivr_call_id:
+            out["ivr_call_id"] = self.ivr_call_id
         return out
 
 
@@ -159,8 +171,31 @@ class QueueLogMapper:
         self._transfers: OrderedDict[str, tuple[str, tuple[str, ...]]] = OrderedDict()
         #: caller uniqueid → the ABANDON a QueueCallerAbandon stands for, until the Hangup confirms it
         self._abandoned: OrderedDict[str, QueueLogEntry] = OrderedDict()
+        #: caller uniqueid → the IVR call id its channel carries (IVR_CALL_ID)
+        self._ivr_calls: OrderedDict[str, str] = OrderedDict()
+
+    def learn(self, uniqueid: str, ivr_call_id: str | None) -> None:
+        """The channel ``uniqueid`` carries IVR_CALL_ID ``ivr_call_id`` (a Getvar answer); None/empty: it does not."""
+        if ivr_call_id:
+            _remember(self._ivr_calls, uniqueid, ivr_call_id)
+
+    def carries_ivr_call_id(self, ev: AmiEvent) -> bool:
+        """Whether the event itself says (``ChanVariable``) if its channel carries IVR_CALL_ID, empty or not."""
+        return IVR_CALL_ID_VARIABLE in ev.variables()
+
+    def ivr_call_id(self, uniqueid: str) -> str:
+        return self._ivr_calls.get(uniqueid, "")
 
     def map(self, ev: AmiEvent, now: float) -> list[QueueLogEntry]:
+        uid = ev.get("Uniqueid") or NONE
+        known = ev.variables().get(IVR_CALL_ID_VARIABLE)
+        if known and uid != NONE:
+            _remember(self._ivr_calls, uid, known)
+        entries = self._map(ev, now)
+        return [replace(e, ivr_call_id=self._ivr_calls.get(e.callid, "")) if e.callid in self._ivr_calls else e
+                for e in entries]
+
+    def _map(self, ev: AmiEvent, now: float) -> list[QueueLogEntry]:
         ts = ev.get("Timestamp")
         t = float(ts) if ts and ts.replace(".", "", 1).isdigit() else now
         name = ev.name

@@ -92,14 +92,14 @@ class InboundLeg:
         """The first X- header of the INVITE called `name` (case-insensitive)."""
         return next((v for n, v in self.extra_headers if n.lower() == name.lower()), None)
 
-    async def refer(self, refer_to: str) -> ReferCompleted:
+    async def refer(self, refer_to: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> ReferCompleted:
         """Blind transfer by REFER (RFC 3515) and wait for its outcome: 202 then a final sipfrag NOTIFY,
         or the refusal. Bounded by the UA's refer_timeout; a caller gone meanwhile gives ok=False,
-        status 0. CallerHungUp if the call already ended."""
+        status 0. CallerHungUp if the call already ended. ``extra_headers`` go on the REFER itself."""
         self._check_alive()
         future: asyncio.Future[ReferCompleted] = asyncio.get_running_loop().create_future()
         self._refer = future
-        self._endpoint._command(lambda ua, now: ua.refer(self.leg_id, refer_to, now))
+        self._endpoint._command(lambda ua, now: ua.refer(self.leg_id, refer_to, now, extra_headers=extra_headers))
         config = self._endpoint.config
         ended = asyncio.ensure_future(self.ended.wait())
         try:

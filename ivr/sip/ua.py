@@ -542,7 +542,8 @@ class UserAgent:
         leg.reinvite_tx = leg.reinvite = None
         self._respond(tx, request, status, now, leg=leg)
 
-    def refer(self, leg_id: str, refer_to: str, now: float, *, referred_by: str | None = None) -> None:
+    def refer(self, leg_id: str, refer_to: str, now: float, *, referred_by: str | None = None,
+              extra_headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Blind transfer: REFER in the call's dialog (RFC 3515 section 2.4.1) with `Refer-To: <refer_to>`
         and our Contact (REFER refreshes the target like re-INVITE). Answered by one `ReferCompleted`
         once the NOTIFYs' sipfrag (section 2.4.5) gives a final status, the REFER fails, or
@@ -554,6 +555,8 @@ class UserAgent:
         request.headers.add("Refer-To", f"<{refer_to}>")
         if referred_by is not None:
             request.headers.add("Referred-By", f"<{referred_by}>")  # RFC 3892
+        for name, value in extra_headers:  # e.g. X-IVR-Call-ID: Asterisk keeps a REFER's X- headers (TRANSFER_DATA)
+            request.headers.add(name, value)
         request.headers.add("User-Agent", self.config.user_agent)
         destination = self._next_hop(leg)
         tx = self._layer.send_request(request, destination, now)

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -161,20 +161,23 @@ class OwnerLock:
 class EventLog:
     """The single writer of the local store."""
 
-    def __init__(self, db: aiosqlite.Connection, site: str, owner: OwnerLock | None = None) -> None:
+    def __init__(self, db: aiosqlite.Connection, site: str, owner: OwnerLock | None = None, zone: str = "") -> None:
         self.db = db
         self.site = site
+        self.zone = zone
+        """The site's time zone (``site.timezone``), written on every call so its day is the site's day."""
         self.owner = owner
         self._queue: asyncio.Queue[tuple[Op, asyncio.Future[Any]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, site: str) -> EventLog:
+    async def open(cls, path: Path, site: str, zone: str = "") -> EventLog:
         """Open (and migrate) the log. Calls left open by a process that is gone are closed as interrupted;
-        those of a live process beside us (the daemon, a simulation) are left alone."""
+        those of a live process beside us (the daemon, a simulation) are left alone. ``zone``: the site's
+        time zone, recorded on each call (``zone`` of ``call.started`` and the call row)."""
         db = await connect(path)
         await migrate(db)
-        self = cls(db, site, OwnerLock(path))
+        self = cls(db, site, OwnerLock(path), zone)
         self._writer = asyncio.create_task(self._write_loop(), name="eventlog-writer")
         await self.reconcile_interrupted_calls()
         return self
@@ -265,30 +268,32 @@ class EventLog:
     async def begin_call(self, *, call_id: str, channel: str, caller: str, dialed: str, flow: str,
                          version: str) -> int:
         row = self._row("call.started", call_id, {"channel": channel, "caller": caller, "dialed": dialed,
-                                                 "flow": flow, "flow_version": version})
+                                                 "flow": flow, "flow_version": version, "zone": self.zone})
 
         async def op(db: aiosqlite.Connection) -> int:
             seq = await self.insert(db, row)
             await db.execute(
                 "INSERT INTO calls (call_id, site, channel, started_at, caller, dialed, flow, flow_version,"
-                " first_seq, owner) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " first_seq, owner, zone) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (call_id, self.site, channel, row[3], caller, dialed, flow, version, seq,
-                 self.owner.owner if self.owner else None),
+                 self.owner.owner if self.owner else None, self.zone),
             )
             return seq
 
         return int(await self.transaction(op))
 
     async def end_call(self, *, call_id: str, outcome: str, detail: str, path: list[str],
-                       variables: dict[str, object]) -> int:
-        row = self._row("call.ended", call_id, {"outcome": outcome, "detail": detail, "path": path})
+                       variables: dict[str, object], resolved: bool = False) -> int:
+        row = self._row("call.ended", call_id, {"outcome": outcome, "detail": detail, "path": path,
+                                                "resolved": resolved})
 
         async def op(db: aiosqlite.Connection) -> int:
             seq = await self.insert(db, row)
             await db.execute(
-                "UPDATE calls SET ended_at=?, outcome=?, outcome_detail=?, path=?, variables=?, last_seq=?"
-                " WHERE call_id=?",
-                (row[3], outcome, detail, json.dumps(path), json.dumps(variables, default=str), seq, call_id),
+                "UPDATE calls SET ended_at=?, outcome=?, outcome_detail=?, path=?, variables=?, last_seq=?,"
+                " resolved=? WHERE call_id=?",
+                (row[3], outcome, detail, json.dumps(path), json.dumps(variables, default=str), seq,
+                 int(resolved), call_id),
             )
             return seq
 
@@ -303,11 +308,13 @@ class EventLog:
         open_calls = [call_id for call_id, owner in rows if not owners[owner]]
         for call_id in open_calls:
             async with self.db.execute(
-                "SELECT data FROM events WHERE call_id=? AND type='node.entered' ORDER BY seq", (call_id,)
+                "SELECT type, data FROM events WHERE call_id=? AND type IN ('node.entered', 'call.resolved')"
+                " ORDER BY seq", (call_id,)
             ) as cur:
-                path = [json.loads(r[0])["node"] for r in await cur.fetchall()]
+                rows_ = await cur.fetchall()
+            path = [json.loads(r[1])["node"] for r in rows_ if r[0] == "node.entered"]
             await self.end_call(call_id=call_id, outcome="interrupted", detail="appliance restarted",
-                                path=path, variables={})
+                                path=path, variables={}, resolved=any(r[0] == "call.resolved" for r in rows_))
         if open_calls:
             log.warning("marked %d calls interrupted by a restart", len(open_calls))
         return len(open_calls)
@@ -349,10 +356,29 @@ class CallRecorder:
 
     async def end(self, outcome: Any, path: list[str], variables: dict[str, object]) -> None:
         await self.log.end_call(call_id=self.call_id, outcome=outcome.kind, detail=outcome.detail, path=path,
-                                variables=variables)
+                                variables=variables, resolved=bool(getattr(outcome, "resolved", False)))
 
 
 # -- reading (any process, its own connection) --
+
+class LogSwitches:
+    """The emergency switches as another process's log holds them, read-only: ``ivr simulate`` records in its
+    own log but must still see ``ivr closed office on`` (written to the site's log)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def emergency_closed(self, schedule: str) -> bool:
+        if not self.path.exists():
+            return False
+        async with aiosqlite.connect(self.path) as db:
+            try:
+                async with db.execute("SELECT closed FROM switches WHERE schedule=?", (schedule,)) as cur:
+                    row = await cur.fetchone()
+            except sqlite3.OperationalError:  # a log not migrated yet has no switches
+                return False
+        return bool(row and row[0])
+
 
 async def read_calls(path: Path, last: int) -> list[dict[str, Any]]:
     async with aiosqlite.connect(path) as db:
@@ -378,3 +404,25 @@ async def read_events(path: Path, call_id: str | None = None) -> list[Event]:
             rows = await cur.fetchall()
     return [Event(seq=r[0], id=r[1], site=r[2], boot_id=r[3], wall_time=r[4], mono_ns=r[5], call_id=r[6], type=r[7],
                   data=json.loads(r[8])) for r in rows]
+
+
+def iter_events(path: Path, *, call_id: str | None = None, after_seq: int = 0,
+                types: Sequence[str] = ()) -> Iterator[Event]:
+    """Events in ``seq`` order, one at a time off the cursor (memory stays flat however long the log): those
+    after ``after_seq`` (a consumer's last seen: the order of truth), of one call, of the given types."""
+    sql = "SELECT seq, id, site, boot_id, wall_time, mono_ns, call_id, type, data FROM events WHERE seq>?"
+    args: list[Any] = [after_seq]
+    if call_id is not None:
+        sql += " AND call_id=?"
+        args.append(call_id)
+    if types:
+        sql += f" AND type IN ({','.join('?' * len(types))})"
+        args.extend(types)
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        for r in db.execute(sql + " ORDER BY seq", args):
+            yield Event(seq=r[0], id=r[1], site=r[2], boot_id=r[3], wall_time=r[4], mono_ns=r[5], call_id=r[6],
+                        type=r[7], data=json.loads(r[8]))
+    finally:
+        db.close()

@@ -223,7 +223,9 @@ class AmiPeer:
             await self._send(conn, transcript("actions.txt", "hangup", ActionID=aid))
             return
         if name == "setvar":
-            self.variables[(action.get("Channel") or "", action.get("Variable") or "")] = action.get("Value") or ""
+            # "__NAME"/"_NAME" set NAME, inherited by the channels it creates (Asterisk: pbx_builtin_setvar_helper)
+            var = (action.get("Variable") or "").lstrip("_")
+            self.variables[(action.get("Channel") or "", var)] = action.get("Value") or ""
             await self._send(conn, transcript("actions.txt", "setvar", ActionID=aid))
             return
         if name == "getvar":

@@ -263,3 +263,65 @@ async def test_queue_log_over_the_link_is_what_asterisk_writes(ami: AmiAdapter, 
     finally:
         runner.cancel()
         await asyncio.wait({runner}, timeout=2)
+
+
+async def test_queue_log_rows_name_the_ivr_call_the_caller_came_from(ami: AmiAdapter, peer: AmiPeer) -> None:
+    """Issue 13: a caller the IVR handed to the PBX carries IVR_CALL_ID; its queue_log rows carry ivr_call_id,
+    learnt from the event's ChanVariable (manager.conf channelvars) or, without it, by Getvar at the join.
+    The AMI Redirect sets the variable first, so a redirected caller is joined too."""
+    from ivr.adapters.transfer import TransferContext, Transferer
+    from ivr.config import TransferConfig
+    from ivr.engine.call import TransferTarget
+
+    entries: list[QueueLogEntry] = []
+
+    async def sink(entry: QueueLogEntry) -> None:
+        entries.append(entry)
+
+    class Leg:  # the caller's SIP leg as the transfer sees it: Asterisk names its channel in a header
+        source = ("127.0.0.1", 5060)
+
+        def __init__(self) -> None:
+            self.ended = asyncio.Event()
+
+        def header(self, name: str) -> str | None:
+            return "PJSIP/trunk-0000002c" if name == "X-IVR-Caller-Channel" else None
+
+    class Call:
+        call_id = "ivr-redirected"
+        leg = Leg()
+
+    def join(channel: str, uid: str, **more: str) -> AmiEvent:
+        return event("QueueCallerJoin", {"Channel": channel, "Uniqueid": uid, "CallerIDNum": "3035550111",
+                                         "Queue": "support", "Position": "1", "Count": "1", **more})
+
+    monitor = QueueMonitor(ami, refresh_interval=60.0, sink=sink, clock=lambda: 1700000400.0)
+    runner = asyncio.create_task(monitor.run())
+    try:
+        await until(lambda: monitor.refreshes == 1)
+        # transfer.mode ami: Setvar IVR_CALL_ID, then Redirect; Asterisk then ends our leg (BYE)
+        transferer = Transferer(TransferContext(TransferConfig(mode="ami"), None, None, ami))
+        moving = asyncio.create_task(transferer.transfer(Call(), TransferTarget("queue", "support")))  # type: ignore[arg-type]
+        await until(lambda: bool(peer.actions("Redirect")))
+        Call.leg.ended.set()
+        assert (await moving).ok
+        assert [a.name.lower() for a in peer.received if a.name.lower() in ("setvar", "redirect")] == ["setvar",
+                                                                                                       "redirect"]
+        await peer.push(
+            join("PJSIP/trunk-0000002a", "1700000000.40", ChanVariable="IVR_CALL_ID=ivr-from-event"),
+            join("PJSIP/trunk-0000002b", "1700000000.41", ChanVariable="IVR_CALL_ID="),  # not one of ours
+            join("PJSIP/trunk-0000002c", "1700000000.42"),  # no channelvars: the monitor asks the channel
+            event("AgentConnect", {"Queue": "support", "Uniqueid": "1700000000.40", "MemberName": "Alice",
+                                   "HoldTime": "12", "RingTime": "3", "DestUniqueid": "1700000000.50"}),
+        )
+        await until(lambda: len(entries) == 4)
+    finally:
+        runner.cancel()
+        await asyncio.wait({runner}, timeout=2)
+    by_caller = {(e.callid, e.event): e for e in entries}
+    assert by_caller[("1700000000.40", "ENTERQUEUE")].ivr_call_id == "ivr-from-event"
+    assert by_caller[("1700000000.40", "CONNECT")].as_record()["ivr_call_id"] == "ivr-from-event"
+    assert "ivr_call_id" not in by_caller[("1700000000.41", "ENTERQUEUE")].as_record()
+    assert by_caller[("1700000000.42", "ENTERQUEUE")].ivr_call_id == "ivr-redirected"
+    assert [a.get("Channel") for a in peer.actions("Getvar")] == ["PJSIP/trunk-0000002c"]  # only where needed
+    assert "ivr-redirected" not in by_caller[("1700000000.42", "ENTERQUEUE")].line()  # Asterisk's file as is

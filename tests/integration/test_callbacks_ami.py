@@ -30,11 +30,12 @@ def ami_yaml(peer: AmiPeer, *, confirm: float = 2.0, intervals: str = "[1]") -> 
             ' windows: [{start: "00:00", end: "24:00"}]}\n')
 
 
-async def file(env: Env, number: str, queue: str = "support") -> str:
+async def file(env: Env, number: str, queue: str = "support", call_id: str | None = None) -> str:
     now = datetime.now(UTC)
     async with await EventLog.open(env.state / "ivr.db", "test-site") as log:
         r = await CallbackStore(log).request(queue=queue, number=number, zones=("America/New_York",),
-                                             arrival_at=now, consent=Consent(at=now, number=number), now=now)
+                                             arrival_at=now, consent=Consent(at=now, number=number), now=now,
+                                             call_id=call_id)
         return r.id
 
 
@@ -104,7 +105,7 @@ async def test_originate_carries_the_callback_and_its_answer_decides(env: Env) -
     proc = await start(env)
     try:
         peer.originate_results = [("Success", "4"), ("Success", "4"), ("Failure", "5")]
-        ok = await file(env, "+12125550123")
+        ok = await file(env, "+12125550123", call_id="ivr-call-7")
         await until(lambda: len(originates_for(peer, ok)) == 1, timeout=20, step=0.05)
         # the dialplan's [ivr-callback] heard 1 and queued the customer: Asterisk's own proof
         await peer.push(queue_join("Local/+12125550123@ivr-callback-dial-00000001;1", "support"))
@@ -126,6 +127,8 @@ async def test_originate_carries_the_callback_and_its_answer_decides(env: Env) -
     # the customer's number is what the dialplan presents into the queue; the original arrival goes along
     assert o["CALLBACK_NUMBER"] == "+12125550123" and o["IVR_QUEUE_CALLERID"] == "+12125550123"
     assert o["CALLBACK_ARRIVAL"].isdigit()
+    # the IVR call that asked for it (issue 13): the queue_log rows of the callback join to that call
+    assert o["IVR_CALL_ID"] == "ivr-call-7"
     # its place in line: behind the two callers already waiting in support (fixtures/queuestatus.txt)
     assert o["IVR_QUEUE_POSITION"] == "3"
     [cid] = [a.get("CallerID") for a in peer.actions("Originate") if a.variables().get("CALLBACK_ID") == ok]

@@ -100,7 +100,10 @@ def test_sample_billing_flow_by_each_dtmf_method(appliance: tuple[Env, int, Path
     call = last_call(env)
     assert call["flow"] == "billing"
     assert call["path"] == ["account", "billing_menu", "payments", "done"]
-    assert call["variables"]["account"] == "345678" and call["outcome"] == "hangup"
+    assert call["variables"]["account"] == "345678"
+    # the agent transfer failed: its own outcome, though the flow then ended politely (issue 13)
+    assert call["outcome"] == "transfer_failed"
+    assert call["outcome_detail"] == "queue payments (then hangup return from top-level flow)"
     assert [d for d, _ in dtmf_of(env, call["call_id"])] == list("345678#12")
     assert {src for _, src in dtmf_of(env, call["call_id"])} == {SOURCE[method]}
     failed = [e.data for e in events_of(env, call["call_id"]) if e.type == "transfer"]

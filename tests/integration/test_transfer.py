@@ -73,7 +73,7 @@ def xfer(env: Env) -> Iterator[tuple[Env, int, int]]:
 
 
 def run_caller(scenario: str, sip_port: int, workdir: Path, timeout: int = 60) -> None:
-    cmd = sipp_args(scenario, free_port(), workdir, timeout)
+    cmd = sipp_args(scenario, free_port(), workdir, timeout) + ["-trace_logs"]
     cmd[1:1] = [f"127.0.0.1:{sip_port}", "-s", "700"]
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     check(proc, scenario, workdir, timeout)
@@ -114,9 +114,13 @@ def test_refer_accepted_ends_the_call_as_transferred(xfer: tuple[Env, int, int])
     [event] = transfer_events(env, call)
     assert event["ok"] is True and "NOTIFY sipfrag 200" in str(event["detail"])
     [progress] = transfer_events(env, call, "transfer.progress")
-    assert progress == {"node": "agent", "stage": "referred", "kind": "extension", "destination": "200"}
+    assert progress == {"node": "agent", "stage": "referred", "kind": "extension", "destination": "200",
+                        "flow": "xfer", "flow_version": call["flow_version"]}
     types = event_types(env, call)
     assert types.index("transfer.progress") < types.index("transfer")
+    # the PBX is told which IVR call this is, on the REFER and in its Refer-To (issue 13: queue_log joins)
+    [logged] = [p.read_text() for p in env.root.glob("xfer_caller_refer_ok_*_logs.log")]
+    assert f"REFER X-IVR-Call-ID={call['call_id']} Refer-To X-IVR-Call-ID={call['call_id']}" in logged
     [ended] = transfer_events(env, call, "sip.ended")
     assert ended["by"] == "ivr"  # our BYE ended it, not the caller's
     clean_log(env)
@@ -148,7 +152,9 @@ def test_refer_declined_and_agent_busy_takes_the_failure_target(xfer: tuple[Env,
     finally:
         check(agent, "busy agent", env.root / "agent", 60)
     call = wait_for_call(env)
-    assert call["path"] == ["menu", "agent", "sorry"] and call["outcome"] == "hangup"
+    # the failed transfer is its own outcome, though the flow then said sorry and hung up (issue 13)
+    assert call["path"] == ["menu", "agent", "sorry"] and call["outcome"] == "transfer_failed"
+    assert call["outcome_detail"] == "extension 200 (then hangup sorry)"
     [event] = transfer_events(env, call)
     assert event["ok"] is False and "REFER 603" in str(event["detail"]) and "busy" in str(event["detail"])
 

@@ -31,10 +31,10 @@ E164 = "+12125550123"
 #: The code's own header names are added below from ivr/adapters/callback_dial.py, so a new one is checked too.
 CALLBACK_HEADERS = {"X-Callback-ID": "CALLBACK_ID", "X-Callback-Attempt": "CALLBACK_ATTEMPT",
                     "X-Callback-Number": "CALLBACK_NUMBER", "X-IVR-Queue-CallerID": "IVR_QUEUE_CALLERID",
-                    "X-Callback-Arrival": "CALLBACK_ARRIVAL"}
+                    "X-Callback-Arrival": "CALLBACK_ARRIVAL", "X-IVR-Call-ID": "IVR_CALL_ID"}
 #: Channel variables the Originate carries (the agreed set; the code's own are added from callback_dial.py).
 ORIGINATE_VARIABLES = {"CALLBACK_ID", "CALLBACK_ATTEMPT", "IVR_QUEUE", "IVR_QUEUE_POSITION", "CALLBACK_NUMBER",
-                       "IVR_QUEUE_CALLERID", "CALLBACK_ARRIVAL"}
+                       "IVR_QUEUE_CALLERID", "CALLBACK_ARRIVAL", "IVR_CALL_ID"}
 #: Fields of the IvrQueueExit UserEvent the queue_log mapper needs (ivr/pbx/queue_log.py, QueueLogMapper._exit).
 EXIT_FIELDS = {"Queue", "Reason", "Position", "EnterTime"}
 
@@ -248,8 +248,25 @@ def test_refer_to_a_queue_finds_an_extension_named_after_it(plan: Dialplan) -> N
     for queue in flow_queues():
         assert queue in ctx.patterns, f"[{ctx.name}] has no extension '{queue}': a REFER to it fails"
         steps = ctx.extension(queue)
-        assert [TransferConfig().ami_queue_context, "${EXTEN}", "1"] == split_args(steps[0].args)
+        goto = next(s for s in steps if s.app == "Goto")
+        assert [TransferConfig().ami_queue_context, "${EXTEN}", "1"] == split_args(goto.args)
+        assert before(steps, "Goto", "Gosub(ivr-call-id,s,1)")  # the IVR call id kept before the queue
     assert ctx.matching("2000")  # transfers to an extension
+
+
+def test_the_ivr_call_id_of_a_refer_or_bridge_is_kept_on_the_channel(plan: Dialplan) -> None:
+    """Issue 13: the box's X-IVR-Call-ID (REFER header, bridge INVITE header) becomes the inherited channel
+    variable IVR_CALL_ID the queue events carry; a REFER's headers reach the dialplan only with
+    GET_TRANSFERRER_DATA set on the caller before the Dial to the box."""
+    from ivr.adapters.transfer import CALL_ID_HEADER, CALL_ID_VARIABLE
+
+    text = " ".join(f"{a}({b})" for s in plan.contexts["ivr-call-id"].extension("s") for a, b in s.apps())
+    assert f"Set(__{CALL_ID_VARIABLE}=${{PJSIP_HEADER(read,{CALL_ID_HEADER})}})" in text
+    assert f"Set(__{CALL_ID_VARIABLE}=${{SIP_HEADER({CALL_ID_HEADER})}})" in text
+    assert f"Set(__{CALL_ID_VARIABLE}=${{HASH(TRANSFER_DATA,{CALL_ID_HEADER})}})" in text
+    steps = one_extension(plan.contexts["ivr-in"], "100")
+    prefix = next(s.args.split("=", 1)[1] for s in steps if s.args.startswith("__GET_TRANSFERRER_DATA="))
+    assert CALL_ID_HEADER.startswith(prefix) and before(steps, "Dial", f"Set(__GET_TRANSFERRER_DATA={prefix})")
 
 
 def test_leaving_a_queue_by_key_reaches_the_box_with_its_headers(plan: Dialplan) -> None:
