@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -269,9 +270,9 @@ class MetricsServer:
         try:
             self._server = await asyncio.start_server(self._client, config.host, config.port)
         except OSError as exc:
-            raise MetricsListenError(f"metrics: cannot listen on {config.address}: "
-                                     f"{exc.strerror or exc} (set metrics.listen, or metrics: {{enabled: false}})"
-                                     ) from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # uvloop's own text repeats the address
+            raise MetricsListenError(f"metrics: cannot listen on {config.address}: {reason} "
+                                     "(set metrics.listen, or metrics: {enabled: false})") from None
         host, port = self._server.sockets[0].getsockname()[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._monitor = asyncio.create_task(self._watch_loop(), name="metrics-loop-monitor")
