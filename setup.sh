@@ -13,8 +13,9 @@ case "$mode" in run|test) ;; *) echo "usage: bash setup.sh run|test [args...]" >
 # What the appliance needs at run time: Python, sox + espeak-ng (prompt audio), Graphviz (ivr graph).
 packages=(python3 python3-venv python3-dev gcc sox libsox-fmt-all espeak-ng graphviz sqlite3 ca-certificates)
 # What the tests add: real SIP peers and packet capture for the SIP/RTP work.
-# dnsmasq: a DNS server for the SRV failover tests; nftables + iproute2: the NAT test's namespaces and masquerade.
-if [ "$mode" = test ]; then packages+=(sip-tester tshark baresip dnsmasq nftables iproute2); fi
+# dnsmasq: a DNS server for the SRV failover tests; nftables + iproute2: the NAT test's namespaces and masquerade;
+# prometheus: a real server scraping the daemon's /metrics (tests/integration/test_metrics_prometheus.py).
+if [ "$mode" = test ]; then packages+=(sip-tester tshark baresip dnsmasq nftables iproute2 prometheus); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -196,6 +196,21 @@ class CallbacksConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (docs/metrics.md): on loopback unless the site's config says where."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Address the endpoint listens on; on an appliance, its management interface's address."""
+    port: int = 9464
+    """TCP port of ``/metrics`` (0 picks a free one; ``ivr status`` shows which)."""
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Config:
     site_id: str
     """Stamped on every event; unique per box across the central store."""
@@ -222,6 +237,8 @@ class Config:
     """Transfer settings; None (no ``transfer:`` section): transfer nodes take their failure target."""
     callbacks: CallbacksConfig | None = None
     """Virtual hold and the dialer; None (no ``callbacks:`` section): no callbacks offered or dialled."""
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    """The Prometheus endpoint; on 127.0.0.1:9464 when the config has no ``metrics:`` section."""
     source: str = "built-in defaults"
     """Where this config came from, for logs and ``ivr check``."""
 
@@ -318,6 +335,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
     if session_expires < min_se:
         problems.append(Problem(name, *at("sip", "session_expires"),
                                 f"session_expires ({session_expires}) is below min_se ({min_se})"))
+    metrics = _metrics(doc, name, problems)
     if problems:
         raise ConfigError(problems)
     accounts = []
@@ -365,8 +383,25 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         speech=speech,
         transfer=transfer,
         callbacks=_callbacks(doc, name, tz, problems),
+        metrics=metrics,
         source=name,
     )
+
+
+def _metrics(doc: Any, name: str, problems: list[Problem]) -> MetricsConfig:
+    """The ``metrics:`` section: ``listen`` as host:port (a bracketed IPv6 host too), checked here so a
+    typo is reported at its line rather than as a bind error at start."""
+    m = doc.get("metrics") or {}
+    enabled = bool(m.get("enabled", True))
+    if "listen" not in m:
+        return MetricsConfig(enabled=enabled)
+    host, _, port = str(m["listen"]).rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        problems.append(Problem(name, *position(doc, ["metrics", "listen"]),
+                                "listen is host:port, e.g. 127.0.0.1:9464"))
+        return MetricsConfig(enabled=enabled)
+    return MetricsConfig(enabled=enabled, host=host, port=int(port))
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

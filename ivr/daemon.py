@@ -34,6 +34,7 @@ from ivr.engine.runner import run_call
 from ivr.errors import FlowError
 from ivr.flows.model import FlowSet
 from ivr.flows.registry import load_flowset, summary
+from ivr.metrics import MetricsListenError
 from ivr.store.eventlog import CallRecorder, EventLog
 
 log = logging.getLogger("ivr.daemon")
@@ -50,6 +51,7 @@ class Daemon:
         self._ami_task: asyncio.Task[None] | None = None
         self.dialer: Any = None  # ivr.callbacks.dialer.Dialer when callbacks are on
         self.desk: Any = None  # ivr.callbacks.desk.Desk: the queue node's virtual hold
+        self.metrics: Any = None  # ivr.metrics.exporter.MetricsServer unless metrics: {enabled: false}
         self._callback_tasks: list[asyncio.Task[None]] = []
         self.flows: FlowSet | None = None
         self.events: EventLog | None = None
@@ -63,6 +65,10 @@ class Daemon:
 
     # -- life cycle --
     async def start(self) -> None:
+        if self.config.metrics.enabled:  # first: a taken address stops the start before anything is opened
+            from ivr.metrics.exporter import start_metrics
+
+            self.metrics = await start_metrics(self)
         self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone)
         await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid(),
                                  zone=self.config.timezone)
@@ -220,6 +226,8 @@ class Daemon:
             await self.ami.close()
         if self.speech is not None:
             await self.speech.aclose()
+        if self.metrics is not None:
+            await self.metrics.close()
         if self.events is not None:
             await self.events.append("daemon.stopped", None, config=self.config.source, pid=os.getpid())
             await self.events.close()
@@ -290,6 +298,7 @@ class Daemon:
             "started_at": self.started_at.isoformat(),
             "config": self.config.source,
             "sip": "{}:{}".format(*self.telephony.endpoint.local_address) if self.telephony else None,
+            "metrics": self.metrics.address if self.metrics is not None else None,
             "registrations": self.telephony.registrations() if self.telephony else [],
             "ami": self._ami_link(),
             "queues": self._queue_summary(),
@@ -429,8 +438,13 @@ async def run_daemon(config: Config) -> int:
         await daemon.start()
     except FlowError:
         log.error("not starting: the flows have errors (run 'ivr check')")
+        if daemon.metrics is not None:
+            await daemon.metrics.close()
         if daemon.events is not None:
             await daemon.events.close()
+        return 1
+    except MetricsListenError as exc:  # nothing else was started yet
+        log.error("%s", exc)
         return 1
     await daemon.serve()
     return 0

@@ -77,6 +77,8 @@ def make_env(root: Path, prompt_cache: Path, flows_src: Path | None = REPO / "fl
         f"flows_dir: {flows}\n"
         f"prompts: {{cache_dir: {prompt_cache}}}\n"
         f"sip: {{listen: '127.0.0.1:0', rtp_ports: 31000-31999}}\n"
+        # Daemons of parallel tests (and worktrees) would collide on the default 127.0.0.1:9464.
+        f"metrics: {{listen: '127.0.0.1:0'}}\n"
         # The 550 MB speech model loads only in the tests about speech (they turn it on).
         f"speech: {{enabled: false}}\n",
         encoding="utf-8",

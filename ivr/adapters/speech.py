@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import vosk
 
+from ivr.metrics.buckets import RECOGNITION_BOUNDS, Buckets
 from ivr.speech.frontend import DEFAULT_NOISE_FLOOR_DBFS, LineFrontEnd
 from ivr.speech.grammar import GrammarPlan, build_grammar, pick_digit_words
 from ivr.speech.rejection import Decision, Hypothesis, RejectionPolicy, decide, posterior
@@ -190,6 +191,8 @@ class SpeechService:
         self.turns_opened = 0
         self.turns_refused = 0
         self.frames_dropped = 0
+        self.latency = Buckets(RECOGNITION_BOUNDS)
+        """End of speech to each turn's final result (observed on the event loop), for docs/metrics.md."""
         self.free_pool = max_streams if free_pool is None else max(0, free_pool)
         self._free_idle: list[Any] = []
         self._free_lock = threading.Lock()  # the pool is taken from and given back to on worker threads
@@ -371,6 +374,7 @@ class SpeechTurn:
         self._pending: deque[bytes] = deque(maxlen=service.queue_frames)
         self._job: asyncio.Future[SpeechResult | None] | None = None
         self._ended = False
+        self._ended_at: float | None = None
         self._closed = False
         self._final: asyncio.Future[SpeechResult] = self._loop.create_future()
         # Worker-thread state: touched only by this turn's one job at a time.
@@ -408,6 +412,7 @@ class SpeechTurn:
         """End of speech (from the VAD): decode what is queued, then ``FinalResult()``."""
         if not self._ended:
             self._ended = True
+            self._ended_at = self._loop.time()
             self._kick()
 
     async def result(self) -> SpeechResult:
@@ -467,6 +472,8 @@ class SpeechTurn:
             return
         result = job.result()
         if result is not None:
+            if self._ended_at is not None:
+                self._service.latency.observe(self._loop.time() - self._ended_at)
             self._final.set_result(result)
         else:
             self._kick()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ivr.errors import IvrError
+from ivr.metrics.buckets import LATENESS_BOUNDS, Buckets
 from ivr.proto.g711 import alaw_decode, ulaw_decode
 from ivr.rtp.media import (
     FRAME_SECONDS,
@@ -303,6 +304,8 @@ class MediaEngine:
         self._timer: asyncio.TimerHandle | None = None
         self._lateness: deque[float] = deque(maxlen=_LATENESS_WINDOW)
         self._lateness_max = 0.0
+        self.lateness = Buckets(LATENESS_BOUNDS)
+        """Every phase tick's lateness since start, for the Prometheus histogram (one bisect per tick)."""
         self._ticks = 0
         self._packets_sent = 0
 
@@ -382,6 +385,7 @@ class MediaEngine:
         assert loop is not None and clock is not None
         times, lateness = clock.advance(loop.time())
         self._lateness.append(lateness)
+        self.lateness.observe(lateness)
         if lateness > self._lateness_max:
             self._lateness_max = lateness
         sent = 0

@@ -26,6 +26,8 @@ from typing import Any
 import aiosqlite
 import uuid6
 
+from ivr.metrics.buckets import COMMIT_BOUNDS, Buckets
+
 log = logging.getLogger("ivr.store")
 
 Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
@@ -169,6 +171,8 @@ class EventLog:
         self.owner = owner
         self._queue: asyncio.Queue[tuple[Op, asyncio.Future[Any]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self.commit_seconds = Buckets(COMMIT_BOUNDS)
+        """Each group commit's BEGIN to COMMIT (fsync included): how long durability costs (docs/metrics.md)."""
 
     @classmethod
     async def open(cls, path: Path, site: str, zone: str = "") -> EventLog:
@@ -211,6 +215,7 @@ class EventLog:
             while not self._queue.empty() and len(batch) < 256:
                 batch.append(self._queue.get_nowait())
             results: list[Any] = []
+            began = time.perf_counter()
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
                 for op, _ in batch:
@@ -223,6 +228,7 @@ class EventLog:
                         await self.db.execute("RELEASE op")
                         results.append(exc)
                 await self.db.execute("COMMIT")
+                self.commit_seconds.observe(time.perf_counter() - began)
             except Exception as exc:
                 log.exception("event log commit failed")
                 try:

@@ -114,6 +114,23 @@ async def test_vad_ends_the_turn(speech: Any) -> None:
     assert result.accepted and result.value == "아니요"
 
 
+async def test_each_result_is_timed_from_the_end_of_speech(speech: Any) -> None:
+    """The recognition latency histogram (docs/metrics.md) gets one observation per result: the time from
+    end() to the final result, which cannot exceed what the caller of end() waited."""
+    loop = asyncio.get_running_loop()
+    count, total = speech.latency.count, speech.latency.sum
+    turn = speech.open_turn(KEYWORDS, digits=False)
+    async with turn:
+        for frame in synth.frames(spoken("네")):
+            turn.feed(frame)
+        ended = loop.time()
+        turn.end()
+        await asyncio.wait_for(turn.result(), 30)
+        waited = loop.time() - ended
+    assert speech.latency.count == count + 1
+    assert 0 <= speech.latency.sum - total <= waited
+
+
 async def test_admission_limit(speech: Any) -> None:
     turns = [speech.open_turn(KEYWORDS, digits=False) for _ in range(speech.max_streams)]
     assert all(t is not None for t in turns)
