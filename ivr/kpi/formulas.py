@@ -74,6 +74,8 @@ def service_level(answered_within: int, answered: int, abandoned_after: int, var
     """Service level = answered within T over a denominator named by ``variant`` (``SL_VARIANTS``).
     ``abandoned_after`` counts abandons that waited longer than T; ``offered`` and ``short_abandoned`` are
     needed by the offered variants only."""
+    if variant not in SL_VARIANTS:
+        raise ValueError(f"unknown service level variant {variant!r}; known: {', '.join(SL_VARIANTS)}")
     if variant == SL_ANSWERED_ABANDONED:
         return ratio(answered_within, answered + abandoned_after)
     if variant == SL_ANSWERED:
@@ -82,9 +84,7 @@ def service_level(answered_within: int, answered: int, abandoned_after: int, var
         raise ValueError(f"service level variant {variant!r} needs offered")
     if variant == SL_OFFERED:
         return ratio(answered_within, offered)
-    if variant == SL_OFFERED_NO_SHORT:
-        return ratio(answered_within, offered - (short_abandoned or 0))
-    raise ValueError(f"unknown service level variant {variant!r}; known: {', '.join(SL_VARIANTS)}")
+    return ratio(answered_within, offered - (short_abandoned or 0))
 
 
 # -- abandonment ---------------------------------------------------------------------------------------------

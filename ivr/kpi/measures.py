@@ -42,8 +42,9 @@ def _kpi(name: str, m: f.Measure, unit: str, variant: str, **detail: Any) -> Kpi
     return Kpi(name, m.value, m.n, unit, variant, detail=detail)
 
 
-def _count(name: str, k: int, variant: str) -> Kpi:
-    return Kpi(name, float(k), k, "calls", variant)
+def _count(name: str, k: int, variant: str, n: int | None = None) -> Kpi:
+    """A count; its n is the population it was counted in (the calls, the queue entries), itself by default."""
+    return Kpi(name, float(k), k if n is None else n, "calls", variant)
 
 
 # -- the PBX queue (queue_log) -------------------------------------------------------------------------------
@@ -61,11 +62,11 @@ def queue_counts(visits: Sequence[QueueVisit], short_abandon_s: float = DEFAULT_
     short = sum(1 for v in visits if _short(v, short_abandon_s))
     return [
         _count("offered", len(visits), "queue entries (ENTERQUEUE)"),
-        _count("answered", by["answered"], "answered by an agent (CONNECT)"),
-        _count("abandoned", by["abandoned"], "caller hung up in the queue (ABANDON), short ones included"),
-        _count("short_abandoned", short, f"abandoned after less than {short_abandon_s:g} s"),
-        _count("exited", exited, "left by timeout, key or empty queue (EXITWITH*, EXITEMPTY)"),
-        _count("waiting", by["waiting"], "no end seen yet"),
+        _count("answered", by["answered"], "answered by an agent (CONNECT)", len(visits)),
+        _count("abandoned", by["abandoned"], "caller hung up in the queue (ABANDON), short ones included", len(visits)),
+        _count("short_abandoned", short, f"abandoned after less than {short_abandon_s:g} s", len(visits)),
+        _count("exited", exited, "left by timeout, key or empty queue (EXITWITH*, EXITEMPTY)", len(visits)),
+        _count("waiting", by["waiting"], "no end seen yet", len(visits)),
     ]
 
 
@@ -144,7 +145,7 @@ def ivr_counts(calls: Sequence[CallFacts]) -> list[Kpi]:
                     ("callback", "a callback was filed"),
                     ("other", "error, failed, max_length, rtp_timeout, session_expired, shutdown, interrupted"),
                     ("open", "no call.ended yet")):
-        out.append(_count(f"ivr_{d}", counts.get(d, 0), what))
+        out.append(_count(f"ivr_{d}", counts.get(d, 0), what, len(calls)))
     return out
 
 
@@ -426,7 +427,7 @@ def callback_kpis(calls: Sequence[CallFacts], requests: Sequence[CallbackRequest
              "calls offered a callback / calls at a queue node's offer decision", offered=len(offered)),
         _kpi("callback_accepted", f.ratio(len(accepted), len(offered)), "share", "accepted / offered",
              accepted=len(accepted)),
-        _count("callback_filed", filed, "requests stored and confirmed to the caller"),
+        _count("callback_filed", filed, "requests stored and confirmed to the caller", len(accepted)),
         _kpi("callback_completed", f.ratio(done, finished), "share", "done / (done + expired)", done=done,
              requests=len(requests)),
         _kpi("callback_first_attempt_connect", f.ratio(first_ok, len(first)), "share",
