@@ -21,7 +21,7 @@ class Log:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def add(self, at: datetime, call_id: str | None, type_: str, **data: Any) -> None:
+    def add(self, at: datetime, call_id: str | None, type_: str, /, **data: Any) -> None:
         self.events.append({"seq": len(self.events) + 1, "wall_time": iso(at), "call_id": call_id, "type": type_,
                             "data": data})
 
