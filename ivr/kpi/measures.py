@@ -5,9 +5,11 @@ variant and carrying its sample size. Pure: "now", the period and the zone are p
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -215,6 +217,7 @@ def time_to_queue(calls: Sequence[CallFacts]) -> list[Kpi]:
 ANONYMOUS = frozenset({"", "anonymous", "unknown", "restricted", "private", "unavailable", "withheld"})
 
 
+@lru_cache(maxsize=65536)
 def normalise_number(raw: str, region: str) -> str | None:
     """A caller ID as E.164 (libphonenumber, national numbers read in ``region``), or None for a withheld,
     anonymous or unusable one (``sip:`` / ``tel:`` and ``@host`` are stripped first)."""
@@ -234,43 +237,60 @@ def normalise_number(raw: str, region: str) -> str | None:
     return phonenumbers.format_number(p, phonenumbers.PhoneNumberFormat.E164)
 
 
-def fcr_counts(calls: Sequence[CallFacts], history: Iterable[CallFacts], window: timedelta, *, now: datetime,
-               region: str) -> tuple[int, int, int, int]:
+@dataclass(frozen=True)
+class CallerIndex:
+    """Every call's start by normalised number (built once: a report asks it for every group)."""
+
+    region: str
+    starts: Mapping[str, list[datetime]]
+    numbers: Mapping[str, str]  # call_id -> E.164
+
+    @classmethod
+    def of(cls, history: Iterable[CallFacts], region: str) -> CallerIndex:
+        starts: dict[str, list[datetime]] = {}
+        ids: dict[str, str] = {}
+        for h in history:
+            num = normalise_number(h.caller, region)
+            if num is not None:
+                starts.setdefault(num, []).append(h.started_at)
+                ids[h.call_id] = num
+        for lst in starts.values():
+            lst.sort()
+        return cls(region, starts, ids)
+
+
+def fcr_counts(calls: Sequence[CallFacts], history: Iterable[CallFacts] | CallerIndex, window: timedelta, *,
+               now: datetime, region: str) -> tuple[int, int, int, int]:
     """(resolved first time, calls counted, anonymous left out, windows still open at ``now``).
 
     A call counts when its caller ID normalises to E.164; it was resolved first time when no other call from
     that number (in ``history``, which should reach up to ``now``) started in ``(start, start + window]``.
     A call without a repeat whose window ends after ``now`` is counted as resolved for now, and open."""
-    starts: dict[str, list[datetime]] = {}
-    ids: dict[str, str] = {}
-    for h in history:
-        num = normalise_number(h.caller, region)
-        if num is not None:
-            starts.setdefault(num, []).append(h.started_at)
-            ids[h.call_id] = num
-    for lst in starts.values():
-        lst.sort()
+    index = history if isinstance(history, CallerIndex) else CallerIndex.of(history, region)
     resolved = counted = anonymous = still_open = 0
     for c in calls:
-        num = ids.get(c.call_id) or normalise_number(c.caller, region)
+        num = index.numbers.get(c.call_id) or normalise_number(c.caller, region)
         if num is None:
             anonymous += 1
             continue
         counted += 1
-        repeat = any(c.started_at < t <= c.started_at + window for t in starts.get(num, ()))
-        if not repeat:
-            resolved += 1
-            if c.started_at + window > now:
-                still_open += 1
+        lst = index.starts.get(num, [])
+        i = bisect_right(lst, c.started_at)  # the first start after this call's
+        if i < len(lst) and lst[i] <= c.started_at + window:
+            continue
+        resolved += 1
+        if c.started_at + window > now:
+            still_open += 1
     return resolved, counted, anonymous, still_open
 
 
-def first_call_resolution(calls: Sequence[CallFacts], history: Iterable[CallFacts], *, now: datetime, region: str,
+def first_call_resolution(calls: Sequence[CallFacts], history: Iterable[CallFacts] | CallerIndex, *, now: datetime,
+                          region: str,
                           windows: Sequence[tuple[str, timedelta]] = FCR_WINDOWS) -> list[Kpi]:
     """FCR by repeat caller = calls with no repeat from the same number within the window / calls with a
     usable number (E.164 in ``region``; anonymous left out). A window that reaches past ``now`` is
     provisional: a repeat may still come."""
-    hist = list(history)
+    hist = history if isinstance(history, CallerIndex) else CallerIndex.of(history, region)
     out = []
     for label, w in windows:
         res, n, anon, still_open = fcr_counts(calls, hist, w, now=now, region=region)
@@ -340,17 +360,23 @@ def busy_hour(calls: Sequence[CallFacts], since: datetime, until: datetime, now:
     """The site's clock hour with the most carried traffic (Erlangs in that hour; ties: the earlier), over
     the hours of the period; a repeated hour on a DST day is two hours."""
     ivs = _intervals(calls, since, until, now)
+    load: dict[datetime, float] = {}
+    for x, y in ivs:  # each call into the hours it spans
+        h = buckets.hour_of(x, zone)
+        while h.start < y:
+            load[h.start] = load.get(h.start, 0.0) + buckets.overlap(x, y, h.start, h.end)
+            h = buckets.hour_of(h.end, zone)
     best: tuple[float, buckets.Bucket] | None = None
     for b in buckets.hours(since, until, zone):
-        load = sum(buckets.overlap(x, y, b.start, b.end) for x, y in ivs) / b.seconds
-        if best is None or load > best[0]:
-            best = (load, b)
+        erl = load.get(b.start, 0.0) / b.seconds
+        if best is None or erl > best[0]:
+            best = (erl, b)
     if best is None or best[0] == 0:
         return Kpi("busy_hour_erlangs", None, len(ivs), "erlang", "the clock hour with the most traffic",
                    detail={"hour": None, "calls": 0})
-    load, b = best
+    erl, b = best
     started = sum(1 for c in calls if b.holds(c.started_at))
-    return Kpi("busy_hour_erlangs", load, len(ivs), "erlang", "the clock hour with the most traffic",
+    return Kpi("busy_hour_erlangs", erl, len(ivs), "erlang", "the clock hour with the most traffic",
                detail={"hour": b.key, "calls": started})
 
 

@@ -168,7 +168,7 @@ class _Sel:
     kept: list[Mapping[str, Any]]
 
 
-def _kpis(sel: _Sel, *, history: Sequence[CallFacts], since: datetime, until: datetime, now: datetime,
+def _kpis(sel: _Sel, *, history: m.CallerIndex, since: datetime, until: datetime, now: datetime,
           zone: str | tzinfo, region: str, p: Params) -> tuple[Kpi, ...]:
     calls, v = sel.started, sel.visits
     return (
@@ -304,7 +304,9 @@ def build(events: Iterable[Any], queue_rows: Iterable[Mapping[str, Any]] | None 
     visits = visits_from_queue_log(facts.queue_rows if queue_rows is None else queue_rows)
     kept = list(facts.kept if kept_rows is None else kept_rows)
     requests = facts.requests
-    common: dict[str, Any] = {"history": calls, "now": now, "zone": tz, "region": region, "p": p}
+    # FCR looks for repeats among every call given, whatever the group
+    common: dict[str, Any] = {"history": m.CallerIndex.of(calls, region), "now": now, "zone": tz, "region": region,
+                              "p": p}
 
     sel = _select(calls, visits, requests, kept, since, end, now)
     totals = _kpis(sel, since=since, until=end, **common)

@@ -135,3 +135,13 @@ def test_calls_still_running_and_store_events_after_the_end() -> None:
     assert calls["cb"].disposition == "callback" and calls["cb"].queue == "support"
     # an open call is not in containment's denominator
     assert m.containment(list(calls.values())).n == 1
+
+
+def test_event_objects_from_the_store_read_like_dicts() -> None:
+    from ivr.store.eventlog import Event
+
+    objs = [Event(seq=e["seq"], id=str(e["seq"]), site="s", boot_id="b", wall_time=e["wall_time"], mono_ns=0,
+                  call_id=e["call_id"], type=e["type"], data=e["data"]) for e in day_log().events]
+    assert [c.disposition for c in facts_from_events(objs).calls] == \
+        [c.disposition for c in facts_from_events(day_log().events).calls]
+    assert len(facts_from_events(objs).calls) == 9
