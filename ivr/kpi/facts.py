@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-#: events the engine writes for a call; callback store events also carry the original call's id but are
-#: not part of the call's life (they come after it ends), so they never stretch a call
+#: the resolved mark, in the shapes issue 13 item 1 may give it (an event of its own, or a named mark)
 _RESOLVED_TYPES = frozenset({"resolved", "call.resolved", "mark.resolved"})
 _MARK_TYPES = frozenset({"mark", "call.mark", "flow.mark", "mark.set"})
 _MARK_KEYS = ("mark", "name", "value", "what")
