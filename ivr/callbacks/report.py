@@ -4,24 +4,25 @@ often the quoted wait was kept, and how wrong the estimated wait was against the
 Pure: rows in, a ``Report`` out. The rows are the ``callback_requests`` of the period (their final state) and
 the ``callback.kept`` records the dialer writes when a callback is done or expires (quoted range, time from
 the original arrival to the first dial and to the agent). ``ivr callbacks report`` reads them from the store.
+
+The maths (last record per request, promise kept, EWT error, nearest-rank percentiles) is the KPIs' own
+(``ivr.kpi.measures`` / ``ivr.kpi.formulas``), so ``ivr kpi`` and this report give the same figures; here
+they are rounded for the operator (seconds to 0.1, shares to 0.001).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ivr.kpi.facts import number
+from ivr.kpi.formulas import Measure, percentile
+from ivr.kpi.measures import ewt_error, last_kept, promise_kept
+
+__all__ = ["WAITING", "Report", "build_report", "percentile", "render"]
+
 WAITING = ("requested", "retry")
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile (a value that occurred, no interpolation between two callers' waits)."""
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ class Report:
         return asdict(self)
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+def _r(m: Measure, digits: int) -> float | None:
+    return None if m.value is None else round(m.value, digits)
 
 
 def build_report(requests: Iterable[Mapping[str, Any]], kept: Iterable[Mapping[str, Any]]) -> Report:
@@ -56,34 +57,17 @@ def build_report(requests: Iterable[Mapping[str, Any]], kept: Iterable[Mapping[s
     ``quoted_low``, ``quoted_high``, ``time_to_dial``, ``time_to_agent``, ``kept``). Records of requests not in
     ``requests`` are ignored (another period or queue); a request's last record counts."""
     states: dict[str, str] = {str(r["id"]): str(r["state"]) for r in requests}
-    last: dict[str, Mapping[str, Any]] = {}
-    for k in kept:
-        rid = str(k.get("request_id", ""))
-        if rid in states:
-            last[rid] = k
+    last = last_kept(kept, states)
     count = {s: sum(1 for v in states.values() if v == s) for s in ("done", "expired", "cancelled")}
-    promised = [k for k in last.values() if isinstance(k.get("kept"), bool)]
-    n_kept = sum(1 for k in promised if k["kept"])
-    errors: list[float] = []
-    inside = 0
-    for k in last.values():
-        low, high, actual = _num(k.get("quoted_low")), _num(k.get("quoted_high")), _num(k.get("time_to_agent"))
-        if low is None or high is None or actual is None:
-            continue
-        errors.append(actual - (low + high) / 2)
-        inside += low <= actual <= high
-    dial = [v for k in last.values() if (v := _num(k.get("time_to_dial"))) is not None]
-    agent = [v for k in last.values() if (v := _num(k.get("time_to_agent"))) is not None]
-
-    def mean(xs: list[float]) -> float | None:
-        return round(sum(xs) / len(xs), 1) if xs else None
-
+    promised = promise_kept(last)
+    e = ewt_error(last)
+    dial = [v for k in last if (v := number(k.get("time_to_dial"))) is not None]
+    agent = [v for k in last if (v := number(k.get("time_to_agent"))) is not None]
     return Report(
         requests=len(states), done=count["done"], expired=count["expired"], cancelled=count["cancelled"],
         in_progress=len(states) - sum(count.values()),
-        promises=len(promised), kept=n_kept, kept_rate=round(n_kept / len(promised), 3) if promised else None,
-        ewt_samples=len(errors), ewt_mae=mean([abs(e) for e in errors]), ewt_bias=mean(errors),
-        ewt_in_range=round(inside / len(errors), 3) if errors else None,
+        promises=promised.n, kept=sum(1 for k in last if k.get("kept") is True), kept_rate=_r(promised, 3),
+        ewt_samples=e.mae.n, ewt_mae=_r(e.mae, 1), ewt_bias=_r(e.bias, 1), ewt_in_range=_r(e.in_range, 3),
         dial_p50=percentile(dial, 50), dial_p90=percentile(dial, 90),
         agent_p50=percentile(agent, 50), agent_p90=percentile(agent, 90))
 
