@@ -6,6 +6,7 @@ Pure: events (and optionally queue_log rows and ``callback.kept`` records from e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
@@ -326,3 +327,20 @@ def build(events: Iterable[Any], queue_rows: Iterable[Mapping[str, Any]] | None 
             groups.append(Group(key, g))
     return KpiReport(since=since, until=until, now=now, zone=zone, by=by, params=p, totals=totals,
                      groups=tuple(groups), abandon_by_node=abandon)
+
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+_SPAN_UNITS = {"m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_when(text: str, *, zone: str, now: datetime) -> datetime:
+    """``24h``, ``7d``, ``90m``, ``2w`` (that long before ``now``), or an ISO 8601 date or time; without an
+    offset it is read in the site's ``zone`` (a date is its midnight there). ValueError with the reason."""
+    m = _SPAN.match(text)
+    if m:
+        return now - timedelta(seconds=float(m.group(1)) * _SPAN_UNITS[m.group(2)])
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a span (24h, 7d, 90m, 2w) nor an ISO 8601 date or time") from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=buckets.as_zone(zone))
