@@ -16,12 +16,16 @@ from tests.ami.peer import AmiPeer, transcript
 from tests.conftest import Env
 
 
+def ami_section(peer: AmiPeer) -> str:
+    return (f"ami: {{host: 127.0.0.1, port: {peer.port}, username: ivr, secret: s3cret, ping_interval: 30,"
+            " action_timeout: 2, queue_refresh_seconds: 60}\n")
+
+
 async def test_daemon_keeps_queues_and_logs_queue_events(env: Env) -> None:
     peer = AmiPeer()
     await peer.start()
     with env.config.open("a") as f:
-        f.write(f"ami: {{host: 127.0.0.1, port: {peer.port}, username: ivr, secret: s3cret, ping_interval: 30,"
-                " action_timeout: 2, queue_refresh_seconds: 60}\n")
+        f.write(ami_section(peer))
     log = env.root / "daemon.log"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run",
@@ -77,8 +81,7 @@ async def test_ivr_kpi_reads_the_queue_figures_asterisk_reported(env: Env) -> No
     peer = AmiPeer()
     await peer.start()
     with env.config.open("a") as f:
-        f.write(f"ami: {{host: 127.0.0.1, port: {peer.port}, username: ivr, secret: s3cret, ping_interval: 30,"
-                " action_timeout: 2, queue_refresh_seconds: 60}\n")
+        f.write(ami_section(peer))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run",
         stdout=asyncio.subprocess.DEVNULL, stderr=(env.root / "daemon.log").open("w"))

@@ -19,6 +19,7 @@ from ivr.config import load_config
 from ivr.daemon import Daemon
 from tests.ami.conftest import until
 from tests.ami.peer import AmiPeer
+from tests.ami.test_daemon_ami import ami_section
 from tests.conftest import Env
 
 
@@ -79,8 +80,7 @@ async def test_status_shows_staleness_link_state_and_each_callers_position_and_w
     peer = AmiPeer()
     await peer.start()
     with env.config.open("a") as f:
-        f.write(f"ami: {{host: 127.0.0.1, port: {peer.port}, username: ivr, secret: s3cret, ping_interval: 30,"
-                " action_timeout: 2, queue_refresh_seconds: 60}\n")
+        f.write(ami_section(peer))
     daemon = Daemon(load_config(str(env.config)), with_sip=False)
     await daemon.start()
     try:
