@@ -107,6 +107,9 @@ class Transferer:
             result = await self._redirect(call, target, settings, why, report)
             if result is not None:
                 return result
+        elif settings.mode == "refer" and not hasattr(call.leg, "refer"):
+            # a leg we placed (a SIP callback) cannot REFER yet: the bridge keeps the transfer working
+            why.append("REFER: not available on a call the appliance placed")
         elif settings.mode == "refer":
             result = await self._refer(call, target, settings, why, report)
             if result is not None:

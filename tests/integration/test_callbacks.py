@@ -70,10 +70,10 @@ def callbacks_yaml(customer_port: int, *, intervals: str = "[1]", max_attempts: 
             f" retry: {{intervals: {intervals}, max_attempts: {max_attempts}, expiry: 3600}}, windows: {windows}}}\n")
 
 
-def configure(env: Env, customer_port: int, agent_port: int, **kw: Any) -> None:
+def configure(env: Env, customer_port: int, agent_port: int, mode: str = "bridge", **kw: Any) -> None:
     (env.flows / "callback.yaml").write_text(SHORT_CALLBACK_FLOW, encoding="utf-8")
     with env.config.open("a") as f:
-        f.write(f"transfer: {{mode: bridge, bridge_proxy: '127.0.0.1:{agent_port}', ring_timeout: 10}}\n")
+        f.write(f"transfer: {{mode: {mode}, bridge_proxy: '127.0.0.1:{agent_port}', ring_timeout: 10}}\n")
         f.write(callbacks_yaml(customer_port, **kw))
 
 
@@ -160,9 +160,12 @@ def appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
     yield from run_appliance(env)
 
 
-def test_answered_and_pressed_1_is_transferred_and_done(env: Env, ports: tuple[int, int]) -> None:
+@pytest.mark.parametrize("mode", ["bridge", "refer"])
+def test_answered_and_pressed_1_is_transferred_and_done(env: Env, ports: tuple[int, int], mode: str) -> None:
+    """With transfer.mode refer too: the leg the appliance placed cannot REFER, so it bridges (it used to fail
+    the transfer and retry the customer until the attempts ran out)."""
     customer_port, agent_port = ports
-    configure(env, customer_port, agent_port)
+    configure(env, customer_port, agent_port, mode=mode)
     customer = sipp_uas("cb_customer_press1.xml", customer_port, env.root)
     agent = sipp_uas("uas_answer_bye.xml", agent_port, env.root)
     try:
