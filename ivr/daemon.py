@@ -446,8 +446,24 @@ async def run_daemon(config: Config) -> int:
     except MetricsListenError as exc:  # nothing else was started yet
         log.error("%s", exc)
         return 1
-    await daemon.serve()
+    except OSError as exc:  # a taken SIP port, no free RTP port: one line, then stop what did start
+        return await _failed_start(daemon, exc)
+    try:
+        await daemon.serve()
+    except OSError as exc:  # the control socket cannot be made
+        return await _failed_start(daemon, exc)
     return 0
+
+
+async def _failed_start(daemon: Daemon, exc: OSError) -> int:
+    """A bind or I/O failure at start: one clear line naming what failed (the OSError names the address), the
+    parts already started stopped, ``daemon.stopped`` recorded, exit status 1 — never a traceback or a hang."""
+    log.error("cannot start: %s", exc)
+    try:
+        await daemon.shutdown(grace=0)
+    except Exception as later:  # what did start may be half up: the first failure is the one to report
+        log.warning("stopping after the failed start: %s", later)
+    return 1
 
 
 async def control(socket_path: Path, request: dict[str, Any]) -> dict[str, Any]:

@@ -184,3 +184,25 @@ def test_daemon_refuses_to_start_on_broken_flows(env: Env) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "unknown node 'y'" in r.stderr and "not starting" in r.stderr
+
+
+def test_a_taken_sip_port_is_one_line_and_a_clean_exit(env: Env) -> None:
+    """Issue 18 item 1 and the standard: a bind failure is one clear line naming the address and a non-zero
+    exit, never a traceback or a hang; what had started is stopped and `daemon.stopped` recorded."""
+    import socket
+    import sqlite3
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        text = env.config.read_text()
+        env.config.write_text(text.replace("listen: '127.0.0.1:0', rtp", f"listen: '127.0.0.1:{port}', rtp"))
+        r = subprocess.run([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
+                           capture_output=True, text=True, timeout=90)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if "level=error" in line]
+    assert len(errors) == 1 and f"127.0.0.1', {port})" in errors[0], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    with sqlite3.connect(env.state / "ivr.db") as db:
+        last = db.execute("SELECT type FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    assert last == "daemon.stopped"
