@@ -178,7 +178,7 @@ class CallbacksConfig:
     expiry: float = 8 * 3600.0
     after_interruption: float = 60.0
     """Back-off after an attempt the box or its PBX link cut (doubling); such attempts spend no max_attempts."""
-    max_interruptions: int = 10
+    max_interruptions: int = 20
     windows: tuple[CallbackWindow, ...] = (CallbackWindow(),)
     offer_threshold: float = 300.0
     dial_margin: float = 600.0
@@ -459,7 +459,7 @@ def _callbacks(doc: Any, name: str, site_zone: str, problems: list[Problem]) -> 
         retry_intervals=tuple(float(x) for x in retry.get("intervals", (300, 900, 1800))),
         max_attempts=int(retry.get("max_attempts", 3)), expiry=float(retry.get("expiry", 8 * 3600)),
         after_interruption=float(retry.get("after_interruption", 60)),
-        max_interruptions=int(retry.get("max_interruptions", 10)),
+        max_interruptions=int(retry.get("max_interruptions", 20)),
         windows=tuple(windows), offer_threshold=float(offer.get("threshold", 300)),
         dial_margin=float(offer.get("dial_margin", 600)),
         per_number_per_day=int(caps.get("per_number_per_day", 3)),

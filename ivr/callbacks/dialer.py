@@ -510,6 +510,10 @@ class Dialer:
             return policy_mod.window_open(at, req.zones, self.policy.windows)
 
         due = [r for r in await self.store.due(now, 500, is_open) if r.id not in self.active]
+        # arrival order, but a request a crash or an outage already cut goes behind those it has not: repeated
+        # failures of the box spread over the customers instead of ringing the oldest few at every restart
+        cut = await self.store.interruptions()
+        due.sort(key=lambda r: cut.get(r.id, 0))  # stable: arrival order within each count
         self._due_count = len(due)
         dials = await self.store.dials_by_number(now - timedelta(days=1))
         capped = {r.id for r in due if dials.get(r.number, 0) >= self.policy.caps.dials_per_number_per_day}

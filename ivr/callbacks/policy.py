@@ -309,7 +309,7 @@ class RetryRules:
     """Seconds before redialling an attempt the box or its PBX link cut (a crash, an outage); doubles with each
     interruption of the same request, up to the longest retry interval, so a crash loop does not ring the same
     few customers at every restart while the rest wait."""
-    max_interruptions: int = 10
+    max_interruptions: int = 20
     """Interruptions are the box's failures, not the customer's: they spend none of ``max_attempts``, but a
     request interrupted this often expires (a crash loop must not dial forever)."""
 

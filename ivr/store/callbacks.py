@@ -404,6 +404,15 @@ class CallbackStore:
             row = await cur.fetchone()
         return AttemptCounts(int(row[0]), int(row[1])) if row else AttemptCounts(0, 0)
 
+    async def interruptions(self) -> dict[str, int]:
+        """Interrupted attempts (not those never sent) per waiting request: the dialer puts the requests a
+        crash or an outage cut behind the others, so repeated crashes do not fall on the same customers."""
+        async with self.log.db.execute(
+            "SELECT a.request_id, count(*) FROM callback_attempts a JOIN callback_requests r ON r.id=a.request_id"
+            " WHERE r.state IN ('requested','retry') AND r.site=? AND a.outcome='interrupted'"
+            " AND a.detail NOT LIKE 'not sent%' GROUP BY a.request_id", (self.site,)) as cur:
+            return {str(rid): int(n) for rid, n in await cur.fetchall()}
+
     async def dials_by_number(self, since: datetime) -> dict[str, int]:
         """Attempts started since ``since`` per number, every request and outcome counted: the per-number
         dial cap (a customer's phone is not rung more often than that, whatever the box went through)."""

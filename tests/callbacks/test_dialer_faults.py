@@ -257,3 +257,25 @@ async def test_the_per_number_dial_cap_holds_every_attempt(tmp_path: Path) -> No
         assert len(port.dialled) == 5
     finally:
         await log.close()
+
+
+async def test_a_request_a_crash_cut_goes_behind_the_others(tmp_path: Path) -> None:
+    """Defect 13: the oldest requests used to soak every crash (redialled first at each restart). Among due
+    requests, one already interrupted waits behind those that were not, arrival order otherwise."""
+    log, store = await _open(tmp_path)
+    try:
+        older = await _file(store, "+12125550123", T0)
+        newer = await _file(store, "+12125550124", T0 + timedelta(seconds=5))
+        port = Port(DialResult("interrupted", detail="dialer stopped"), DialResult("answered", True))
+        now = [T0 + timedelta(seconds=10)]
+        dialer = Dialer(store, CallbackPolicy(site_zone=NY[0], retry=RetryRules(after_interruption=0.0)), port,
+                        DialerSettings(clock="trust", max_concurrent=1), now=lambda: now[0])
+        await dialer.tick()  # the older one first, and a crash cuts it
+        await _settle(dialer)
+        now[0] += timedelta(seconds=1)
+        dialer._held.clear()
+        await dialer.tick()
+        await _settle(dialer)
+        assert port.dialled == [older, newer]
+    finally:
+        await log.close()
