@@ -33,7 +33,16 @@ from ivr.callbacks import policy as policy_mod
 from ivr.callbacks.desk import QueueWaits
 from ivr.callbacks.ewt import EwtEstimate
 from ivr.callbacks.policy import CallbackPolicy
-from ivr.store.callbacks import Attempt, AttemptRefused, CallbackRequest, CallbackStore, IllegalTransition, stored_time
+from ivr.store.callbacks import (
+    NOT_SENT,
+    Attempt,
+    AttemptCounts,
+    AttemptRefused,
+    CallbackRequest,
+    CallbackStore,
+    IllegalTransition,
+    stored_time,
+)
 from ivr.store.eventlog import EventLog
 
 log = logging.getLogger("ivr.callbacks.dialer")
@@ -431,7 +440,7 @@ class Dialer:
                 continue
             confirmed = req.state == "connected" and last.detail.startswith("confirmed")
             result = DialResult("answered" if req.state == "connected" else last.outcome, confirmed,
-                                detail=last.detail, sent=not last.detail.startswith("not sent"))
+                                detail=last.detail, sent=not last.detail.startswith(NOT_SENT))
             ended = stored_time(last.ended_at) or self.now()
             await self._decide(req, result, ended, self.now(), "settled after a restart")
             log.info("callback settled after restart request=%s state=%s", req.id, req.state)
@@ -510,13 +519,15 @@ class Dialer:
             return policy_mod.window_open(at, req.zones, self.policy.windows)
 
         due = [r for r in await self.store.due(now, 500, is_open) if r.id not in self.active]
-        # arrival order, but a request a crash or an outage already cut goes behind those it has not: repeated
-        # failures of the box spread over the customers instead of ringing the oldest few at every restart
-        cut = await self.store.interruptions()
-        due.sort(key=lambda r: cut.get(r.id, 0))  # stable: arrival order within each count
+        capped: set[str] = set()
+        if due:  # the two look-ups below only when something is due
+            # arrival order, but a request a crash or an outage already cut goes behind those it has not:
+            # repeated failures of the box spread over the customers instead of ringing the oldest few each time
+            cut = await self.store.interruptions()
+            due.sort(key=lambda r: cut.get(r.id, 0))  # stable: arrival order within each count
+            dials = await self.store.dials_by_number(now - timedelta(days=1))
+            capped = {r.id for r in due if dials.get(r.number, 0) >= self.policy.caps.dials_per_number_per_day}
         self._due_count = len(due)
-        dials = await self.store.dials_by_number(now - timedelta(days=1))
-        capped = {r.id for r in due if dials.get(r.number, 0) >= self.policy.caps.dials_per_number_per_day}
         by_queue: dict[str, int] = {}
         for a in self.active.values():
             by_queue[a.request.queue] = by_queue.get(a.request.queue, 0) + 1
@@ -581,7 +592,7 @@ class Dialer:
         await self._finish(req, att, result)
 
     def _kept(self, result: DialResult | None, now: datetime,
-                    first_dial: datetime | None = None) -> Callable[[CallbackRequest], dict[str, Any]]:
+              first_dial: datetime | None = None) -> Callable[[CallbackRequest], dict[str, Any]]:
         def record(req: CallbackRequest) -> dict[str, Any]:
             out = promise_record(req, first_dial, result, now)
             if result is not None and result.leg_call_id:
@@ -598,7 +609,7 @@ class Dialer:
         if result.outcome == "answered":  # read back by _settle_leftovers after a crash right after this commit
             detail = ("confirmed: " if st.done else "not-confirmed: ") + detail
         if not result.sent:
-            detail = "not sent: " + detail
+            detail = NOT_SENT + detail
         try:
             await self.store.finish_attempt(att.id, st.attempt_outcome, now, detail.strip())
         except Exception:
@@ -621,7 +632,7 @@ class Dialer:
             log.info("callback done request=%s", req.id)
             return
         assert st.retry_reason is not None
-        counts = await self.store.attempt_counts(req.id)
+        counts = AttemptCounts.of(attempts)
         arrival = stored_time(req.arrival_at) or now
         if st.retry_reason == "interrupted" and not result.sent:
             d = policy_mod.RetryDecision("retry", now)  # nothing went out: due again once the link is back

@@ -6,8 +6,9 @@ Guarantees (issue 7, ANCHORS.md "never loses a request and never dials one twice
 - one active request per (site, queue, number): a second one updates the first and keeps the earlier arrival;
 - an attempt row is committed by ``begin_attempt()`` before anything is dialled; a partial unique index
   forbids two attempts in flight for one request, and ``begin_attempt`` refuses before ``next_attempt_at``;
-- after a crash, ``in_flight()`` lists attempts without an outcome and ``reconcile()`` decides them from what
-  the PBX says (still up / gone).
+- after a crash, ``in_flight()`` lists attempts without an outcome; the dialer (``Dialer.reconcile``) decides
+  them on evidence (``leg_handover``, what the PBX says), and every end of a request carries its
+  ``callback.kept`` in the same transaction (``transition(kept=...)``).
 Times are aware ``datetime``s stored as UTC text (``utc_now_text``), which sorts in time order.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -119,12 +120,22 @@ class Attempt:
     detail: str
 
 
+#: Detail prefix of an interrupted attempt that never left the box (the PBX link was down): counted nowhere.
+NOT_SENT = "not sent: "
+
+
 @dataclass(frozen=True)
 class AttemptCounts:
     charged: int
     """Attempts that tried the customer's phone (any outcome but ``interrupted``): counted against max_attempts."""
     interrupted: int
     """Attempts the box or its PBX link cut (crash, outage), not those never sent: bounded on their own."""
+
+    @classmethod
+    def of(cls, attempts: Iterable[Attempt]) -> AttemptCounts:
+        ended = [a for a in attempts if a.outcome is not None]
+        return cls(sum(1 for a in ended if a.outcome != "interrupted"),
+                   sum(1 for a in ended if a.outcome == "interrupted" and not a.detail.startswith(NOT_SENT)))
 
 
 #: Builds a request's ``callback.kept`` record from the request as it stands after its final move.
@@ -397,12 +408,7 @@ class CallbackStore:
     async def attempt_counts(self, request_id: str) -> AttemptCounts:
         """How many attempts the customer was charged (their phone was tried) and how many the box itself cut
         (``interrupted``: a crash, a PBX link outage), which are bounded separately."""
-        async with self.log.db.execute(
-            "SELECT coalesce(sum(outcome IS NOT NULL AND outcome!='interrupted'), 0),"
-            " coalesce(sum(outcome='interrupted' AND detail NOT LIKE 'not sent%'), 0)"
-            " FROM callback_attempts WHERE request_id=?", (request_id,)) as cur:
-            row = await cur.fetchone()
-        return AttemptCounts(int(row[0]), int(row[1])) if row else AttemptCounts(0, 0)
+        return AttemptCounts.of(await self.attempts(request_id))
 
     async def interruptions(self) -> dict[str, int]:
         """Interrupted attempts (not those never sent) per waiting request: the dialer puts the requests a
@@ -410,7 +416,7 @@ class CallbackStore:
         async with self.log.db.execute(
             "SELECT a.request_id, count(*) FROM callback_attempts a JOIN callback_requests r ON r.id=a.request_id"
             " WHERE r.state IN ('requested','retry') AND r.site=? AND a.outcome='interrupted'"
-            " AND a.detail NOT LIKE 'not sent%' GROUP BY a.request_id", (self.site,)) as cur:
+            " AND a.detail NOT LIKE ? GROUP BY a.request_id", (self.site, NOT_SENT + "%")) as cur:
             return {str(rid): int(n) for rid, n in await cur.fetchall()}
 
     async def dials_by_number(self, since: datetime) -> dict[str, int]:
