@@ -14,8 +14,9 @@ case "$mode" in run|test) ;; *) echo "usage: bash setup.sh run|test [args...]" >
 packages=(python3 python3-venv python3-dev gcc sox libsox-fmt-all espeak-ng graphviz sqlite3 ca-certificates)
 # What the tests add: real SIP peers and packet capture for the SIP/RTP work.
 # dnsmasq: a DNS server for the SRV failover tests; nftables + iproute2: the NAT test's namespaces and masquerade;
-# prometheus: a real server scraping the daemon's /metrics (tests/integration/test_metrics_prometheus.py).
-if [ "$mode" = test ]; then packages+=(sip-tester tshark baresip dnsmasq nftables iproute2 prometheus); fi
+# postgresql-15: the central store the collector writes to (tests/central); chromium: the dashboard in a real
+# browser; prometheus: a real server scraping the daemon's /metrics (tests/integration/test_metrics_prometheus.py).
+if [ "$mode" = test ]; then packages+=(sip-tester tshark baresip dnsmasq nftables iproute2 prometheus postgresql-15 chromium); fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -41,6 +42,6 @@ target="."; [ "$mode" = test ] && target=".[test]"
 if [ "$mode" = run ]; then
   exec .venv/bin/ivr run "$@"
 fi
-.venv/bin/ruff check ivr tests bench
-.venv/bin/mypy ivr
+.venv/bin/ruff check ivr ivr_central tests bench
+.venv/bin/mypy ivr ivr_central
 exec .venv/bin/python -m pytest "$@"
