@@ -96,3 +96,23 @@ def test_crash_mid_call_is_reconciled(env: Env) -> None:
     interrupted = [c for c in env.calls(simulated=True) if c["outcome"] == "interrupted"]
     assert len(interrupted) == 1
     assert interrupted[0]["path"] == ["greet", "say_morning", "check_hours", "main_menu"]
+
+
+def test_processes_opening_a_new_log_at_once_all_start(tmp_path) -> None:
+    """The daemon starting while `ivr calls` (or anything) opens a brand-new log: each waits for the other's
+    migration instead of failing on 'table events already exists' (seen in CI)."""
+    code = ("import asyncio, sys\n"
+            "from ivr.store.eventlog import EventLog\n"
+            "async def go():\n"
+            "    log = await EventLog.open(__import__('pathlib').Path(sys.argv[1]), 's')\n"
+            "    await log.append('test.opened', None)\n"
+            "    await log.close()\n"
+            "asyncio.run(go())\n")
+    for round_ in range(3):
+        db = tmp_path / f"new{round_}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, "\n".join(e for e in errors if e)
+        events = asyncio.run(read_events(db))
+        assert sum(1 for e in events if e.type == "test.opened") == 6

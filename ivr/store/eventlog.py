@@ -85,15 +85,21 @@ async def connect(path: Path) -> aiosqlite.Connection:
 
 
 async def migrate(db: aiosqlite.Connection) -> int:
-    """Apply migrations newer than PRAGMA user_version, each in its own transaction."""
-    async with db.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
-    current = int(row[0]) if row else 0
+    """Apply migrations newer than PRAGMA user_version, each in its own transaction.
+
+    The version is read again inside each migration's write transaction: two processes opening a new log at
+    once (the daemon starting while ``ivr calls`` or a test opens it) would otherwise both see version 0
+    and the second would fail on ``table events already exists``."""
+    current = await _user_version(db)
     for version, sql in migrations():
         if version <= current:
             continue
         await db.execute("BEGIN IMMEDIATE")
         try:
+            current = await _user_version(db)
+            if version <= current:  # another process applied it while we waited for the write lock
+                await db.execute("COMMIT")
+                continue
             for statement in _statements(sql):
                 await db.execute(statement)
             await db.execute(f"PRAGMA user_version={version}")
@@ -104,6 +110,12 @@ async def migrate(db: aiosqlite.Connection) -> int:
         log.info("database migrated to version %d", version)
         current = version
     return current
+
+
+async def _user_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _statements(sql: str) -> list[str]:
