@@ -104,9 +104,6 @@ class Outbox:
             " ORDER BY seq LIMIT 1", (after, young.boot_id, young.mono_floor_ns, young.boot_id, young.wall_cutoff))
         return None if seq is None else int(seq)
 
-    async def count(self, first: int, last: int) -> int:
-        return int(await self._one("SELECT count(*) FROM events WHERE seq BETWEEN ? AND ?", (first, last)) or 0)
-
     async def oldest_unsent(self, after: int) -> tuple[int, str] | None:
         """(seq, wall_time) of the oldest unsent event."""
         async with self._db.execute(
@@ -149,18 +146,35 @@ class Outbox:
 
         await self.events.transaction(op)
 
-    async def skip(self, first: int, last: int, count: int, reason: str, *, now: datetime) -> int:
+    async def skip(self, first: int, last: int, reason: str, *, now: datetime) -> tuple[int, dict[str, Any], int]:
         """Move the cursor past ``first``..``last`` and append ``sync.gap`` in the same transaction, so the
-        skip is itself delivered and never silent. Returns the gap event's seq."""
-        row = self.events._row("sync.gap", None, {"from_seq": first, "to_seq": last, "count": count,
-                                                   "reason": reason})  # same package: the row format
+        skip is itself delivered and never silent. Returns the gap event's seq and data, and how many events
+        this skip left behind (``count`` less what folded gaps had already counted).
 
-        async def op(db: aiosqlite.Connection) -> int:
+        Earlier ``sync.gap`` events inside the range (a long outage: the first gap's record waited too, and is
+        skipped now) are folded in: this gap then starts where the earliest began and counts their events,
+        so the center still learns of every event it will never get."""
+
+        async def op(db: aiosqlite.Connection) -> tuple[int, dict[str, Any], int]:
+            async with db.execute("SELECT count(*) FROM events WHERE seq BETWEEN ? AND ?", (first, last)) as cur:
+                row = await cur.fetchone()
+            count = new = int(row[0]) if row else 0
+            start = first
+            async with db.execute("SELECT data FROM events WHERE type='sync.gap' AND seq BETWEEN ? AND ?",
+                                  (first, last)) as cur:
+                for (text,) in await cur.fetchall():
+                    folded = json.loads(text)
+                    start = min(start, int(folded["from_seq"]))
+                    count += int(folded["count"])
+            data = {"from_seq": start, "to_seq": last, "count": count, "reason": reason}
             await db.execute("UPDATE sync_cursor SET acked_seq=max(acked_seq, ?), updated_at=? WHERE id=1",
                              (last, utc_now_text(now)))
-            return await EventLog.insert(db, row)
+            seq = await EventLog.insert(db, self.events._row("sync.gap", None, {  # same package: the row format
+                "from_seq": start, "to_seq": last, "count": count, "reason": reason}))
+            return seq, data, new
 
-        return int(await self.events.transaction(op))
+        result: tuple[int, dict[str, Any], int] = await self.events.transaction(op)
+        return result
 
     async def record_failure(self, error: str, *, central: str, now: datetime) -> None:
         at = utc_now_text(now)
@@ -216,7 +230,10 @@ def read_status(path: Path, *, now: datetime, limit: int = 1000) -> dict[str, An
                                 (limit,))]
         gaps = [{"seq": r[0], "wall_time": r[1], **json.loads(r[2])}
                 for r in db.execute("SELECT seq, wall_time, data FROM events WHERE type='sync.gap' ORDER BY seq")]
-        out["skipped"] = sum(int(g.get("count", 0)) for g in gaps)
+        outermost: list[dict[str, Any]] = []  # a later gap that folded an earlier one counts its events
+        for g in gaps:
+            outermost = [f for f in outermost if not g["from_seq"] <= f["seq"] <= g["to_seq"]] + [g]
+        out["skipped"] = sum(int(g["count"]) for g in outermost)
         out["gaps"] = gaps[-limit:]
     finally:
         db.close()

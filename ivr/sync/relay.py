@@ -270,14 +270,12 @@ class Relay:
                        first_young=await self.outbox.first_young(pos.acked_seq, young))
         if gap is None:
             return False
-        count = await self.outbox.count(gap.from_seq, gap.to_seq)
-        seq = await self.outbox.skip(gap.from_seq, gap.to_seq, count, gap.reason, now=now)
-        self.skipped_total += count
-        report.skipped += count
-        report.gaps.append({"seq": seq, "from_seq": gap.from_seq, "to_seq": gap.to_seq, "count": count,
-                            "reason": gap.reason})
-        self.log.warning("outbox over outbox.%s: %d unsent events (seq %d-%d) skipped, never sent to the center; "
-                         "sync.gap seq %d tells it", gap.reason, count, gap.from_seq, gap.to_seq, seq)
+        seq, data, new = await self.outbox.skip(gap.from_seq, gap.to_seq, gap.reason, now=now)
+        self.skipped_total += new
+        report.skipped += new
+        report.gaps.append({"seq": seq, **data})
+        self.log.warning("outbox over central.outbox.%s: %d unsent events (seq %d-%d) skipped, never to reach the "
+                         "center; sync.gap seq %d tells it", gap.reason, new, gap.from_seq, gap.to_seq, seq)
         return True
 
     async def _record(self, batch: Batch, answer: Answer, report: PushReport) -> str | Failed:

@@ -244,19 +244,25 @@ class Gap:
     from_seq: int
     to_seq: int
     reason: str
-    """``max_events`` or ``max_age``: the bound that cut deeper."""
+    """``max_events`` or ``max_age``: the bound that decided where the gap ends."""
 
 
 def plan_gap(*, acked: int, head: int, max_events: int, first_young: int | None) -> Gap | None:
-    """The oldest unsent events to skip so that at most ``max_events`` seqs stay after the cursor and none of
-    them is older than the age bound. ``first_young``: the first seq after the cursor young enough to keep
-    (None: every one is too old)."""
-    by_count = head - max_events
+    """The oldest unsent events to skip so that no unsent event is older than the age bound and at most
+    ``max_events`` seqs follow the cursor. ``first_young``: the first seq after the cursor young enough to keep
+    (None: every one is too old).
+
+    A gap leaves room for its own ``sync.gap`` event: with it the outbox holds at most ``max_events``, so the
+    next look finds the outbox within bounds (a gap event must never push out the next event, and that one's
+    gap the next: a cascade that would skip everything)."""
     by_age = head if first_young is None else first_young - 1
-    to = max(by_count, by_age)
-    if to <= acked:
+    cut = max(acked, by_age)
+    left = head - cut + (1 if cut > acked else 0)  # what would follow the cursor, a gap event included
+    if left > max_events:
+        cut = head + 1 - max_events
+    if cut <= acked:
         return None
-    return Gap(acked + 1, to, "max_age" if by_age >= by_count else "max_events")
+    return Gap(acked + 1, cut, "max_age" if cut == by_age else "max_events")
 
 
 # -- helpers --
