@@ -11,7 +11,6 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 import aiohttp
 
@@ -47,20 +46,8 @@ def user_agent() -> str:
     return f"edge-ivr/{version}"
 
 
-def tls_context(ca_file: Path | None = None, client_cert: Path | None = None,
-                client_key: Path | None = None) -> ssl.SSLContext:
-    """Always verified, chain and host name (``ssl.create_default_context``): ``ca_file`` is the site's CA
-    bundle instead of the system store; ``client_cert`` (and ``client_key`` when the key is not in the same
-    file) is presented for mutual TLS. Raises ``ssl.SSLError``/``OSError`` for an unreadable or bad file."""
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if client_cert is not None:
-        ctx.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
-    return ctx
-
-
 class CentralClient:
-    """POSTs batches to ``{url}/v1/events`` on one keep-alive session."""
+    """POSTs batches to ``{url}/v1/events`` on one keep-alive session; ``tls``: ``CentralConfig.tls()``."""
 
     def __init__(self, url: str, token: str, *, tls: ssl.SSLContext | None, timeout: float,
                  agent: str | None = None) -> None:
