@@ -87,6 +87,8 @@ class CentralClient:
             raise CentralUnreachable(f"no answer from {self.url} within {self.timeout:g} s") from exc
         except aiohttp.ClientError as exc:
             raise CentralUnreachable(f"{self.url}: {type(exc).__name__}: {_reason(exc)}") from exc
+        except OSError as exc:  # a socket error the library let through unwrapped
+            raise CentralUnreachable(f"{self.url}: {_reason(exc)}") from exc
 
     def _where(self, exc: aiohttp.ClientConnectorError) -> str:
         return f"{exc.host}:{exc.port}"

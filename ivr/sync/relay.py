@@ -55,8 +55,9 @@ LOCK_GRACE = 10.0
 """Seconds beyond ``central.timeout`` to wait for the lock: a step holds it for one POST and one commit."""
 LOCK_TURN = 0.02
 """Pause between steps with the lock released, so a process waiting for it gets its turn."""
-LINGER = 0.5
-"""After a commit wakes the relay, wait this long so a call's burst of events travels as one batch."""
+LINGER = 1.0
+"""After a commit wakes the relay, wait this long so a call's burst of events travels as one batch: the center
+sees events about a second after they happen, and a busy box posts about once a second, not once per event."""
 WARN_EVERY = 300.0
 """The same delivery failure is logged once, then at most once per this many seconds (a center down for a
 day must not flood the journal)."""

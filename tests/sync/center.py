@@ -54,8 +54,10 @@ class Answer:
 
 
 class Center:
-    def __init__(self, root: Path, *, token: str = "site-token-0123", require_client_cert: bool = False) -> None:
+    def __init__(self, root: Path, *, token: str = "site-token-0123", require_client_cert: bool = False,
+                 tls: bool = True) -> None:
         self.root = root
+        self.tls = tls
         self.token = token
         self.ca = trustme.CA()
         self.ca_pem = root / "central-ca.pem"
@@ -94,10 +96,10 @@ class Center:
         app.router.add_post("/v1/events", self._post)
         self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)  # check the gzip ourselves
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx if self.tls else None)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"https://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
         return self.url
 
     async def stop(self) -> None:

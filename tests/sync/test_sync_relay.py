@@ -233,6 +233,19 @@ async def test_mutual_tls_presents_the_client_certificate(box: Box, tmp_path: Pa
         await center.stop()
 
 
+async def test_plain_http_to_a_loopback_collector(box: Box, tmp_path: Path) -> None:
+    """The one place http is allowed (docs/config.md): a collector or a tunnel's end on the box itself."""
+    (tmp_path / "plain").mkdir()
+    center = Center(tmp_path / "plain", tls=False)
+    await center.start()
+    try:
+        await box.write(2)
+        relay = await box.relay(central_for(center, ca_file=None))
+        assert (await relay.push()).caught_up and center.stored_seqs() == [1, 2]
+    finally:
+        await center.stop()
+
+
 async def test_the_outbox_bound_skips_the_oldest_with_a_gap_event_that_is_delivered(box: Box,
                                                                                   center: Center) -> None:
     await box.write(12)
