@@ -167,8 +167,7 @@ class Relay:
         self.last_success: datetime | None = None
         self.last_error: str | None = None
         self.next_try: datetime | None = None
-        self.delays: list[float] = []
-        """The waits chosen after failures, newest last (bounded): ``ivr status`` shows the last."""
+        """While backing off: when the next try is due."""
 
     @property
     def url(self) -> str:
@@ -203,7 +202,6 @@ class Relay:
                 await self._idle()
                 continue
             delay = retry_delay(self.failures, report.retry_after, self._rng)
-            self.delays = [*self.delays[-99:], delay]
             self.next_try = datetime.fromtimestamp(self._now().timestamp() + delay, UTC)
             await self._sleep(delay)
             self.next_try = None
