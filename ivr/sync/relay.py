@@ -356,8 +356,8 @@ class Relay:
             self._suppressed += 1
             return
         more = f" ({self._suppressed} more like it)" if self._suppressed else ""
-        self.log.warning("central: not delivered: %s; retrying with back-off (%d failures since the last "
-                         "success)%s", error, self.failures, more)
+        self.log.warning("central: not delivered: %s; retrying with back-off (%d failure%s since the last "
+                         "success)%s", error, self.failures, "" if self.failures == 1 else "s", more)
         self._warned, self._suppressed = (error, now), 0
 
     def status(self) -> dict[str, Any]:
