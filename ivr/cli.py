@@ -306,7 +306,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     out = sys.stdout
     for e in iter_events(db_path, call_id=args.call, after_seq=args.after_seq, types=args.type):
         if args.json:
-            out.write(json.dumps(e.__dict__, separators=(",", ":")) + "\n")
+            out.write(e.to_json() + "\n")
         else:
             out.write(f"{e.seq:>6} {e.wall_time} {e.type:<16} {json.dumps(e.data)}\n")
     out.flush()
@@ -378,6 +378,64 @@ def cmd_control(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(answer, indent=2))
     return 0 if answer.get("ok", True) and "error" not in answer else 1
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """``ivr sync --once``: this process pushes now, taking turns with the daemon's relay batch by batch under
+    ``STATE_DIR/sync.lock`` (ivr/sync/relay.py says why a lock); ``ivr sync status``: the outbox, read only."""
+    from ivr.store.outbox import read_status
+    from ivr.sync.report import render_push, render_status
+
+    config = _config(args)
+    central = config.central.url if config.central is not None else None
+    if args.action == "status":
+        status = read_status(config.db_path, now=datetime.now(UTC))
+        if args.json:
+            print(json.dumps({"central": central, **status}, indent=2))
+        else:
+            print("\n".join(render_status(central, status, config.source)))
+        return 0
+    if not args.once:
+        print("ivr sync: --once pushes now; ivr sync status shows the outbox", file=sys.stderr)
+        return 2
+    if config.central is None:
+        print(f"ivr sync: no central configured (central.url in {config.source}); nothing is sent, the event log "
+              "keeps every event", file=sys.stderr)
+        return 1
+    report = asyncio.run(_sync_once(config)) if config.db_path.exists() else None
+    if report is None:
+        print(f"nothing recorded yet ({config.db_path} does not exist)")
+        return 0
+    if args.json:
+        print(json.dumps({"central": central, **report}, indent=2))
+    else:
+        print("\n".join(render_push(central or "", report)))
+    if report["error"] is not None:
+        print(f"ivr sync: not delivered: {report['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _sync_once(config: Config) -> dict[str, Any]:
+    import logging
+
+    from ivr.store.eventlog import EventLog
+    from ivr.sync.relay import open_relay
+
+    # the report says what the relay would log (the daemon's journal gets the lines; a terminal gets the report)
+    quiet = logging.getLogger("ivr.sync.once")
+    quiet.propagate = False
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+    assert config.central is not None
+    async with await EventLog.open(config.db_path, config.site_id, config.timezone) as events:
+        relay = await open_relay(config.central, events, db_path=config.db_path, lock_path=config.sync_lock,
+                                 logger=quiet)
+        try:
+            report = await relay.push()
+        finally:
+            await relay.close()
+    return report.as_dict()
 
 
 def cmd_closed(args: argparse.Namespace) -> int:
@@ -634,6 +692,13 @@ def parser() -> argparse.ArgumentParser:
     for name, help_ in (("status", "ask the running daemon how it is"), ("reload", "reload flows now")):
         s = sub.add_parser(name, help=help_)
         s.set_defaults(func=cmd_control, command=name)
+
+    s = sub.add_parser("sync", help="deliver the event log to the central collector now, or show how far it is")
+    s.add_argument("action", nargs="?", choices=["status"], help="status: the outbox, the last error, quarantine")
+    s.add_argument("--once", action="store_true", help="push everything unsent now (until caught up or the first "
+                                                       "failure) and report")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sync)
 
     s = sub.add_parser("closed", help="flip a schedule's emergency 'closed now' switch")
     s.add_argument("schedule")

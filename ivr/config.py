@@ -9,9 +9,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import ssl
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import ConfigError, Problem
@@ -211,6 +215,44 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class CentralConfig:
+    """The central collector the event log is delivered to (docs/central.md); present only with ``central.url``."""
+
+    url: str
+    """Base URL; batches go to ``{url}/v1/events``. https, or http to a loopback host only."""
+    token: str = field(default="", repr=False)
+    """The site's bearer token (read from ``token_file`` when given). Never logged, printed or shown."""
+    token_file: Path | None = None
+    ca_file: Path | None = None
+    """The site's CA bundle to verify the center with; default the system store. Verification is never off."""
+    client_cert: Path | None = None
+    """A client certificate (PEM) presented for mutual TLS; its key in ``client_key`` or in the same file."""
+    client_key: Path | None = None
+    interval: float = 5.0
+    """Seconds between looks at the outbox when idle (new events also wake the relay at once)."""
+    timeout: float = 30.0
+    """Seconds one POST may take, connection and answer included."""
+    batch_max_events: int = 500
+    batch_max_bytes: int = 1 << 20
+    """A batch's uncompressed NDJSON, about (an event larger than this goes alone)."""
+    outbox_max_events: int = 1_000_000
+    """Unsent events kept for the center at most; beyond it the oldest are skipped with a ``sync.gap`` event."""
+    outbox_max_age: float = 30 * 86400.0
+    """Seconds an event waits for the center at most; older unsent ones are skipped with a ``sync.gap`` event."""
+
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context of every connection to the center (None for an http:// loopback URL): chain and host
+        name always verified, against ``ca_file`` or the system store; ``client_cert`` presented when set."""
+        if not self.url.startswith("https:"):
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.client_cert is not None:
+            ctx.load_cert_chain(str(self.client_cert), str(self.client_key) if self.client_key else None)
+        return ctx
+
+
+@dataclass(frozen=True)
 class Config:
     site_id: str
     """Stamped on every event; unique per box across the central store."""
@@ -239,6 +281,8 @@ class Config:
     """Virtual hold and the dialer; None (no ``callbacks:`` section): no callbacks offered or dialled."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     """The Prometheus endpoint; on 127.0.0.1:9464 when the config has no ``metrics:`` section."""
+    central: CentralConfig | None = None
+    """The central collector; None (no ``central.url``): the box keeps its log and sends nothing."""
     source: str = "built-in defaults"
     """Where this config came from, for logs and ``ivr check``."""
 
@@ -259,6 +303,11 @@ class Config:
     @property
     def control_socket(self) -> Path:
         return self.state_dir / "ivr.sock"
+
+    @property
+    def sync_lock(self) -> Path:
+        """Held around every batch sent to the center, by the daemon's relay and ``ivr sync --once`` alike."""
+        return self.state_dir / "sync.lock"
 
 
 def find_config(explicit: str | None) -> Path | None:
@@ -336,6 +385,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         problems.append(Problem(name, *at("sip", "session_expires"),
                                 f"session_expires ({session_expires}) is below min_se ({min_se})"))
     metrics = _metrics(doc, name, problems)
+    central = _central(doc, name, base, problems)
     if problems:
         raise ConfigError(problems)
     accounts = []
@@ -384,6 +434,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         transfer=transfer,
         callbacks=_callbacks(doc, name, tz, problems),
         metrics=metrics,
+        central=central,
         source=name,
     )
 
@@ -402,6 +453,106 @@ def _metrics(doc: Any, name: str, problems: list[Problem]) -> MetricsConfig:
                                 "listen is host:port, e.g. 127.0.0.1:9464"))
         return MetricsConfig(enabled=enabled)
     return MetricsConfig(enabled=enabled, host=host, port=int(port))
+
+
+def _central(doc: Any, name: str, base: Path, problems: list[Problem]) -> CentralConfig | None:
+    """The ``central:`` section (shape checked by the schema): the URL's rule, one token, the TLS files loaded
+    once here so a bad one is reported at its line rather than at the first send."""
+    c = doc.get("central")
+    if not isinstance(c, dict) or not c.get("url"):
+        return None
+    found: list[Problem] = []
+
+    def problem(keys: list[str | int], message: str) -> None:
+        found.append(Problem(name, *position(doc, ["central", *keys]), message))
+
+    url = str(c["url"]).rstrip("/")
+    why = _url_problem(url)
+    if why:
+        problem(["url"], why)
+    token = str(c.get("token", ""))
+    token_file = base / str(c["token_file"]) if c.get("token_file") else None
+    if token and token_file is not None:
+        problem(["token_file"], "give token_file or token, not both")
+    elif token_file is not None:
+        try:
+            mode = token_file.stat().st_mode
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problem(["token_file"], f"cannot read token_file: {exc.strerror}")
+        else:
+            if mode & (stat.S_IROTH | stat.S_IWOTH):
+                problem(["token_file"], f"token_file {token_file} is readable or writable by every user "
+                        f"(mode {stat.S_IMODE(mode):04o}): chmod o-rw it")
+            elif not token:
+                problem(["token_file"], f"token_file {token_file} is empty")
+    elif not token:
+        problem([], "central needs token_file: (or token:), the site's bearer token")
+
+    def path(key: str) -> Path | None:
+        return base / str(c[key]) if c.get(key) else None
+
+    settings = CentralConfig(
+        url=url, token=token, token_file=token_file, ca_file=path("ca_file"), client_cert=path("client_cert"),
+        client_key=path("client_key"), interval=float(c.get("interval", 5)), timeout=float(c.get("timeout", 30)),
+        batch_max_events=int((c.get("batch") or {}).get("max_events", 500)),
+        batch_max_bytes=int((c.get("batch") or {}).get("max_bytes", 1 << 20)),
+        outbox_max_events=int((c.get("outbox") or {}).get("max_events", 1_000_000)),
+        outbox_max_age=float((c.get("outbox") or {}).get("max_age", 30 * 86400)))
+    if settings.client_key is not None and settings.client_cert is None:
+        problem(["client_key"], "client_key needs client_cert")
+    elif not found and url.startswith("https:"):
+        _tls_problems(settings, problem)
+    problems.extend(found)
+    return None if found else settings
+
+
+def _tls_problems(settings: CentralConfig, problem: Callable[[list[str | int], str], None]) -> None:
+    """Each TLS file loaded as ``CentralConfig.tls`` will load it, a failure reported at its own key."""
+    ctx = ssl.create_default_context()
+    if settings.ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(settings.ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            problem(["ca_file"], f"cannot load ca_file {settings.ca_file}: {_ssl_reason(exc)}")
+    if settings.client_cert is not None:
+        try:
+            ctx.load_cert_chain(str(settings.client_cert),
+                                str(settings.client_key) if settings.client_key else None)
+        except (ssl.SSLError, OSError) as exc:
+            problem(["client_cert"], f"cannot load client_cert (and client_key): {_ssl_reason(exc)}")
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError):
+        return exc.strerror
+    return " ".join(str(exc).split())
+
+
+def _url_problem(url: str) -> str:
+    """Why ``url`` cannot be the center's: TLS always, except to this box itself (a collector or a tunnel's
+    end on loopback); no credentials, query or fragment in it (the token goes in a file, never a URL)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        return f"url is not a URL: {exc}"  # never echoed: it may hold a password
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "url is not an https:// URL"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "url takes no user, password, query or fragment (the token goes in token_file)"
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        return "url is plain http: the center is reached over https (TLS verified); http only to a loopback address"
+    return ""
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

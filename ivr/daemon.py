@@ -52,6 +52,8 @@ class Daemon:
         self.dialer: Any = None  # ivr.callbacks.dialer.Dialer when callbacks are on
         self.desk: Any = None  # ivr.callbacks.desk.Desk: the queue node's virtual hold
         self.metrics: Any = None  # ivr.metrics.exporter.MetricsServer unless metrics: {enabled: false}
+        self.relay: Any = None  # ivr.sync.relay.Relay when central.url is configured
+        self._sync_task: asyncio.Task[None] | None = None
         self._callback_tasks: list[asyncio.Task[None]] = []
         self.flows: FlowSet | None = None
         self.events: EventLog | None = None
@@ -96,6 +98,20 @@ class Daemon:
         cb = self.config.callbacks
         if cb is not None and cb.enabled:
             await self._start_callbacks()
+        await self._start_sync()
+
+    async def _start_sync(self) -> None:
+        """The relay to the central collector (docs/central.md); without ``central.url`` the log is only kept."""
+        if self.config.central is None:
+            log.info("no central configured: events are kept in the log only")
+            return
+        from ivr.sync.relay import open_relay
+
+        assert self.events is not None
+        self.relay = await open_relay(self.config.central, self.events, db_path=self.config.db_path,
+                                      lock_path=self.config.sync_lock)
+        self._sync_task = asyncio.create_task(self.relay.run(), name="sync-relay")
+        log.info("central sync on url=%s", self.config.central.url)
 
     def _flows_listen(self) -> bool:
         """Any menu with spoken keywords or any collection by voice: only then is the model worth loading."""
@@ -226,6 +242,11 @@ class Daemon:
             await self.ami.close()
         if self.speech is not None:
             await self.speech.aclose()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.wait({self._sync_task}, timeout=5)
+        if self.relay is not None:
+            await self.relay.close()
         if self.metrics is not None:
             await self.metrics.close()
         if self.events is not None:
@@ -303,6 +324,7 @@ class Daemon:
             "ami": self._ami_link(),
             "queues": self._queue_summary(),
             "callbacks": self.dialer.status() if self.dialer is not None else None,
+            "sync": self.relay.status() if self.relay is not None else None,
             "speech": None if self.speech is None else {
                 "listening": self.speech.active_turns, "max_streams": self.speech.max_streams,
                 "turns": self.speech.turns_opened, "refused": self.speech.turns_refused,

@@ -44,6 +44,7 @@ from ivr.metrics import MetricsListenError
 from ivr.metrics.buckets import LOOP_LAG_BOUNDS, Buckets
 from ivr.store.callbacks import ACTIVE, ATTEMPT_OUTCOMES
 from ivr.store.eventlog import parse_utc_text
+from ivr.store.outbox import Outbox, Position
 
 log = logging.getLogger("ivr.metrics")
 
@@ -63,6 +64,16 @@ class _EventTail:
     seq: int = 0
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Outbox:
+    """The outbox to the center as last read: its position, the oldest unsent event's wall time, the last
+    acknowledgement (any process's: ``ivr sync --once`` too)."""
+
+    position: Position | None = None
+    oldest_unsent: float | None = None
+    last_success: float | None = None
 
 
 @dataclass
@@ -94,6 +105,7 @@ class DaemonCollector(Collector):
         self.loop_lag = Buckets(LOOP_LAG_BOUNDS)
         self._tail = _EventTail(seq=_log_end(db_path))
         self._queue = _Queue()
+        self._outbox = _Outbox()
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -108,6 +120,8 @@ class DaemonCollector(Collector):
             await self._read_ended(self._db)
             if self.daemon.dialer is not None:
                 await self._read_queue(self._db)
+            if self.daemon.relay is not None:
+                await self._read_outbox(self._db)
 
     async def _read_ended(self, db: aiosqlite.Connection) -> None:
         """Calls and dialer attempts ended since the last scrape (seq is gap-free in commit order, and this
@@ -132,6 +146,14 @@ class DaemonCollector(Collector):
             rows = await cur.fetchall()
         arrivals = [parse_utc_text(str(a)).timestamp() for _, _, a in rows if a]
         self._queue = _Queue({str(s): int(n) for s, n, _ in rows}, min(arrivals) if arrivals else None)
+
+    async def _read_outbox(self, db: aiosqlite.Connection) -> None:
+        outbox = Outbox(self.daemon.events, db)
+        pos = await outbox.position()
+        oldest = await outbox.oldest_unsent(pos.acked_seq)
+        last = await outbox.last_success()
+        self._outbox = _Outbox(pos, parse_utc_text(oldest[1]).timestamp() if oldest else None,
+                               parse_utc_text(last).timestamp() if last else None)
 
     async def close(self) -> None:
         async with self._lock:
@@ -163,6 +185,7 @@ class DaemonCollector(Collector):
             yield _gauge("ivr_ami_up", "1 while the AMI link to Asterisk is logged in, else 0 (ivr status: ami).",
                          1 if d.ami.connected else 0)
         yield from self._callbacks()
+        yield from self._sync()
         yield from self._speech()
         yield from self._media()
         yield _hist("ivr_event_loop_lag_seconds", "How late the event loop ran a timer due every "
@@ -212,6 +235,36 @@ class DaemonCollector(Collector):
                      "callbacks.active).", st["active"])
         yield _gauge("ivr_callback_dialer_paused", "1 while the dialer dials nothing (the PBX link down or its queue "
                      "figures stale; ivr status: callbacks.paused), else 0.", 1 if st["paused"] else 0)
+
+    def _sync(self) -> Iterator[Metric]:
+        """The outbox and the relay to the center (docs/central.md); only with ``central.url``: without a center
+        there is no outbox, and a 0 backlog would claim that everything was sent."""
+        relay = self.daemon.relay
+        if relay is None:
+            return
+        ob = self._outbox
+        pos = ob.position
+        yield _gauge("ivr_outbox_events", "Events not yet delivered to the center (after the cursor, not "
+                     "quarantined).", pos.backlog if pos else 0)
+        age = 0.0 if ob.oldest_unsent is None else max(0.0, time.time() - ob.oldest_unsent)
+        yield _gauge("ivr_outbox_oldest_unsent_age_seconds", "Since the oldest undelivered event was written; 0 "
+                     "when caught up.", age)
+        yield _gauge("ivr_sync_acked_seq", "The outbox cursor: the center acknowledged every event up to this seq "
+                     "(or a sync.gap skipped it).", pos.acked_seq if pos else 0)
+        batches = CounterMetricFamily("ivr_sync_batches", "Batches posted to the center since the daemon started, "
+                                      "by result.", labels=["result"])
+        for result, n in sorted(relay.batches.items()):
+            batches.add_metric([result], n)
+        yield batches
+        yield CounterMetricFamily("ivr_sync_events_sent", "Events in batches the center acknowledged since the "
+                                  "daemon started.", value=relay.events_sent)
+        yield CounterMetricFamily("ivr_sync_quarantined_events", "Events the center refused as invalid, kept out of "
+                                  "every later batch (ivr sync status lists them).", value=relay.quarantined_total)
+        yield CounterMetricFamily("ivr_sync_gap_events", "Unsent events skipped because the outbox outgrew "
+                                  "central.outbox.max_events or max_age (each skip is a sync.gap event).",
+                                  value=relay.skipped_total)
+        yield _gauge("ivr_sync_last_success_timestamp_seconds", "When the center last acknowledged a batch (Unix "
+                     "time); 0 if never.", ob.last_success or 0.0)
 
     def _speech(self) -> Iterator[Metric]:
         sp = self.daemon.speech

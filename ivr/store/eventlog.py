@@ -73,6 +73,10 @@ class Event:
     type: str
     data: dict[str, Any]
 
+    def to_json(self) -> str:
+        """One NDJSON line (no newline): ``ivr events --json`` and the central collector's wire both use it."""
+        return json.dumps(self.__dict__, separators=(",", ":"))
+
 
 async def connect(path: Path) -> aiosqlite.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,6 +189,8 @@ class EventLog:
         self._writer: asyncio.Task[None] | None = None
         self.commit_seconds = Buckets(COMMIT_BOUNDS)
         """Each group commit's BEGIN to COMMIT (fsync included): how long durability costs (docs/metrics.md)."""
+        self.commit_listeners: list[Callable[[], None]] = []
+        """Called after each commit (the relay to the center wakes on it: events go out as they are written)."""
 
     @classmethod
     async def open(cls, path: Path, site: str, zone: str = "") -> EventLog:
@@ -228,6 +234,7 @@ class EventLog:
                 batch.append(self._queue.get_nowait())
             results: list[Any] = []
             began = time.perf_counter()
+            committed = False
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
                 for op, _ in batch:
@@ -241,6 +248,7 @@ class EventLog:
                         results.append(exc)
                 await self.db.execute("COMMIT")
                 self.commit_seconds.observe(time.perf_counter() - began)
+                committed = True
             except Exception as exc:
                 log.exception("event log commit failed")
                 try:
@@ -255,6 +263,9 @@ class EventLog:
                     else:
                         fut.set_result(res)
                 self._queue.task_done()
+            if committed:
+                for listener in self.commit_listeners:
+                    listener()
 
     def _row(self, type: str, call_id: str | None, data: dict[str, Any]) -> tuple[Any, ...]:
         return (
