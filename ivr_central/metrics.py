@@ -17,10 +17,11 @@ from prometheus_client.registry import Collector
 
 from ivr_central.sites import Delivery
 
-RESULTS = ("ok", "duplicate_only", "rejected", "unauthorized", "forbidden", "too_large", "unavailable", "error")
+RESULTS = ("ok", "duplicate_only", "rejected", "unauthorized", "forbidden", "too_large", "unavailable", "incomplete",
+           "error")
 """A batch's result: committed with new events, committed with only events already stored, refused as invalid
 (400/415/422), no valid token (401), another site's (403), over a limit (413), PostgreSQL unreachable or the
-collector busy (503), a bug (500)."""
+collector busy (503), a body cut short by the client or its network, a bug (500)."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import asyncpg
-from aiohttp import web
+from aiohttp import ClientError, http_exceptions, web
 
 from ivr_central import db, sites
 from ivr_central.config import CentralConfig, TlsConfig, format_address
@@ -54,6 +54,10 @@ T = TypeVar("T")
 
 class StartError(Exception):
     """The collector cannot start; the message is the one line ``ivr-central serve`` prints before exit 1."""
+
+
+class BodyCut(Exception):  # noqa: N818 - the client's doing, answered (if anyone listens) with 400
+    """The body stopped before its end: the box went away or its network did. Not a refusal of its data."""
 
 
 class Unavailable(Exception):  # noqa: N818 - a state of the world, answered with 503
@@ -256,10 +260,13 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise BatchRefused(413, f"the body is {request.content_length} bytes: more than limits.max_body_bytes "
                                 f"({limit})")
     buf = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        buf += chunk
-        if len(buf) > limit:
-            raise BatchRefused(413, f"the body is more than limits.max_body_bytes ({limit})")
+    try:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            buf += chunk
+            if len(buf) > limit:
+                raise BatchRefused(413, f"the body is more than limits.max_body_bytes ({limit})")
+    except (ClientError, OSError, http_exceptions.HttpProcessingError, asyncio.IncompleteReadError) as exc:
+        raise BodyCut(describe(exc)) from None
     return bytes(buf)
 
 
@@ -320,6 +327,10 @@ async def ingest(request: web.Request) -> web.Response:
         return await _refuse(c, site, key, refusal)
     except Unavailable as exc:
         return _unavailable(c, exc)
+    except BodyCut as exc:
+        log.info("batch %s from site %s: the body stopped short (%s)", key or "-", site, exc)
+        c.metrics.batches.labels("incomplete").inc()
+        return _json(400, {"error": "the body ended before its end"})
     except Exception:
         log.exception("batch %s from site %s failed", key or "-", site)
         c.metrics.batches.labels("error").inc()

@@ -241,3 +241,34 @@ async def test_health_readiness_and_metrics_after_traffic(
     assert values['ivr_central_site_lag_events{site="s1"}'] == 15
     assert 0 <= values['ivr_central_site_last_event_age_seconds{site="s1"}'] < 60
     assert values["ivr_central_database_up"] == 1
+
+
+async def test_a_box_that_goes_away_mid_body_costs_no_traceback_and_writes_nothing(
+        collector: CentralService, pg: asyncpg.Connection, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import logging
+
+    caplog.set_level(logging.INFO)
+    token = await add_site(pg, "s1")
+    evs = events("s1", 1, 50)
+    body = gz(ndjson(evs))
+    host, port = collector.addresses[0].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=pki.client_context(),
+                                                   server_hostname="127.0.0.1")
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers("s1", token, evs, ndjson(evs)).items())
+    writer.write(f"POST /v1/events HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
+                 + body[: len(body) // 2])
+    await writer.drain()
+    writer.close()  # gone, half the body sent
+    async with client(pki) as s:
+        for _ in range(100):
+            async with s.get(f"{collector.url}/metrics") as r:
+                if 'ivr_central_batches_total{result="incomplete"} 1.0' in await r.text():
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the cut body was never counted")
+        status, doc, _ = await post(s, collector.url, "s1", token, evs)  # the resend
+        assert (status, doc["inserted"]) == (200, 50)
+    assert not [r for r in caplog.records if r.exc_info]
+    assert await pg.fetchval("SELECT count(*) FROM rejects") == 0
