@@ -77,9 +77,9 @@ def key_position(doc: Any, path: list[str | int] | tuple[str | int, ...]) -> tup
 
 
 @cache
-def schema(name: str) -> dict[str, Any]:
-    """A JSON Schema shipped in the package (the same file editors use for completion)."""
-    text = resources.files("ivr").joinpath(name).read_text(encoding="utf-8")
+def schema(name: str, package: str = "ivr") -> dict[str, Any]:
+    """A JSON Schema shipped in ``package`` (the same file editors use for completion)."""
+    text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -94,9 +94,9 @@ def _plain(value: Any) -> Any:
     return str(value)  # dates, timestamps: validated as strings
 
 
-def schema_problems(doc: Any, schema_name: str, file: str) -> list[Problem]:
+def schema_problems(doc: Any, schema_name: str, file: str, package: str = "ivr") -> list[Problem]:
     """Every schema violation in ``doc``, each at the position of the offending value."""
-    validator = jsonschema.Draft202012Validator(schema(schema_name))
+    validator = jsonschema.Draft202012Validator(schema(schema_name, package))
     problems: list[Problem] = []
     for err in _leaf_errors(validator.iter_errors(_plain(doc))):
         path = list(err.absolute_path)
