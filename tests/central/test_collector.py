@@ -83,7 +83,7 @@ async def test_a_missing_unknown_or_disabled_token_is_401_and_writes_nothing(
     assert await pg.fetchval("SELECT count(*) FROM rejects") == 0  # nobody to record it against
 
 
-async def test_a_valid_token_for_another_site_or_its_events_is_403(
+async def test_a_valid_token_for_another_site_is_403_and_another_sites_line_422(
         collector: CentralService, pg: asyncpg.Connection, pki: Pki) -> None:
     t1 = await add_site(pg, "s1")
     await sites.add_site(pg, "s2")
@@ -93,9 +93,9 @@ async def test_a_valid_token_for_another_site_or_its_events_is_403(
         evs = events("s1", 1, 3)
         evs[2]["site"] = "s2"
         status, doc, _ = await post(s, collector.url, "s1", t1, evs)  # s1's token, one line of s2's
-        assert status == 403 and doc["invalid"] == [{"line": 3, "seq": 3, "error": doc["invalid"][0]["error"]}]
+        assert status == 422 and doc["invalid"] == [{"line": 3, "seq": 3, "error": doc["invalid"][0]["error"]}]
     assert await count(pg) == 0
-    assert [r["status"] for r in await pg.fetch("SELECT status FROM rejects WHERE site_id = 's1'")] == [403, 403]
+    assert [r["status"] for r in await pg.fetch("SELECT status FROM rejects WHERE site_id = 's1'")] == [403, 422]
 
 
 def _break(kind: str, evs: list[dict[str, Any]]) -> None:

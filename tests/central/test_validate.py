@@ -77,13 +77,15 @@ def test_unknown_fields_wrong_types_nan_and_repeated_ids_are_refused() -> None:
     assert "NaN is not a JSON number" in msgs[5]
 
 
-def test_another_sites_events_are_403_before_any_other_fault() -> None:
+def test_another_sites_lines_are_named_among_the_invalid_ones() -> None:
+    """422, so the box quarantines just those lines (a 403 it would retry for ever)."""
     evs = events("s1", 1, 3)
     evs[1]["site"] = "s2"
     evs[2]["id"] = "x"
     err = refused(gz(ndjson(evs)))
-    assert err.status == 403
-    assert [(i.line, i.seq) for i in err.invalid] == [(2, 2)]
+    assert err.status == 422
+    assert [(i.line, i.seq) for i in err.invalid] == [(2, 2), (3, 3)]
+    assert "is not this token's site 's1'" in err.invalid[0].error
 
 
 def test_body_faults_have_their_own_statuses() -> None:
