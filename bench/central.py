@@ -233,7 +233,7 @@ def main() -> int:
                        f"tls:\n  cert: {work / 'tls' / 'server.pem'}\n  key: {work / 'tls' / 'server.pem'}\n")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(work / "collector.log", "wb") as log:
-            server = subprocess.Popen([sys.executable, "-m", "ivr_central.cli", "serve", "--config", str(cfg)],
+            server = subprocess.Popen([sys.executable, "-m", "ivr_central.cli", "--config", str(cfg), "serve"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=log)
         url = f"https://127.0.0.1:{port}"
         ctx = ssl.create_default_context(cafile=str(work / "tls" / "ca.pem"))

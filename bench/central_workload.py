@@ -55,6 +55,7 @@ def uuid7_at(t: datetime, rng: random.Random) -> str:
 def record_templates(work: Path | None = None) -> list[tuple[list[dict[str, Any]], int]]:
     """Run every scenario through ``ivr simulate`` once; each call's events (relative times) and its weight."""
     work = Path(tempfile.mkdtemp(prefix="central-bench-")) if work is None else work
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "ivr.yaml"
     config.write_text(f"site:\n  id: template\n  timezone: America/New_York\nstate_dir: {work / 'var'}\n"
                       f"flows_dir: {REPO / 'flows'}\n")
