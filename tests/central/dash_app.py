@@ -11,7 +11,7 @@ import itertools
 import sys
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ivr_central.dashboard import add_dashboard, token_hash
 from ivr_central.pgtemp import PgTemp
-from tests.central.fleet import load_fleet
+from tests.central.fleet import FLEET, load_fleet
 
 FIRST_DAY = date(2026, 3, 3)  # a week over the US change to summer time (Sunday 2026-03-08)
 DAYS = 7
@@ -31,12 +31,13 @@ POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 _names = itertools.count(1)
 
 
-async def fleet_db(pg: PgTemp) -> str:
-    """A new database on ``pg`` with the fleet's week in it."""
+async def fleet_db(pg: PgTemp, scale: float = 1.0) -> str:
+    """A new database on ``pg`` with the fleet's week in it (``scale``: of each site's calls a day)."""
     dsn = pg.create_db(f"dash{next(_names)}")
     conn = await asyncpg.connect(dsn)
     try:
-        await load_fleet(conn, FIRST_DAY, DAYS)
+        fleet = tuple(replace(s, calls_per_day=round(s.calls_per_day * scale)) for s in FLEET)
+        await load_fleet(conn, FIRST_DAY, DAYS, fleet)
     finally:
         await conn.close()
     return dsn
