@@ -38,17 +38,6 @@
     const wd = new Date(Date.UTC(y, m - 1, d)).getUTCDay();
     return `${DAYS[wd]} ${d} ${MONTHS[m - 1]}`;
   }
-  function bucketLabels(keys) { // day keys as dates; hour keys (with offset) as "Sun 8 Mar 06:00"
-    if (!keys.length || keys[0].length <= 10) return keys;
-    const seen = {};
-    return keys.map((k) => {
-      let label = `${dayLabel(k)} ${k.slice(11, 16)}`;
-      if (seen[label]) label += ` (${k.slice(16)})`; // the hour repeated when clocks go back
-      seen[label] = true;
-      return label;
-    });
-  }
-
   // -- the API ------------------------------------------------------------------------------------------
   function query(extra) {
     const q = new URLSearchParams();
@@ -105,9 +94,18 @@
     return Plotly.react(el, traces, layout(lay), CONFIG);
   }
   function xaxis(series) {
+    // days and hours on a date axis at the site's wall-clock time (Plotly has no zones: the keys' local
+    // time is drawn as is). The hour repeated when clocks go back falls on one x: its bars stack.
     const keys = col(series, "bucket");
-    if (series.filters.by === "day") return { x: keys, axis: { type: "date", tickformat: "%a %-d %b", gridcolor: "#f1f3f5" } };
-    return { x: bucketLabels(keys), axis: { type: "category", nticks: 14, gridcolor: "#f1f3f5", tickangle: 0 } };
+    if (series.filters.by === "day") {
+      return { x: keys, axis: { type: "date", tickformat: "%a %-d %b", hoverformat: "%a %-d %b %Y", gridcolor: "#f1f3f5" } };
+    }
+    return { x: keys.map((k) => `${k.slice(0, 10)} ${k.slice(11, 16)}`),
+      axis: { type: "date", hoverformat: "%a %-d %b %H:%M", gridcolor: "#f1f3f5" } };
+  }
+  function sizes(ns) { // a point's size tells its n: the larger, the more calls or answers behind it
+    const top = Math.max(1, ...ns);
+    return ns.map((n) => (n ? 5 + 9 * Math.sqrt(n / top) : 0));
   }
   const has = (ns) => ns.some((n) => n > 0);
   function pct(vs) { return vs.map((v) => (v === null ? null : v * 100)); }
@@ -127,7 +125,7 @@
     else draw(el("chart-traffic"), [
       { x, y: col(s, "answered"), type: "bar", name: "Answered", marker: { color: COLORS.answered } },
       { x, y: col(s, "abandoned"), type: "bar", name: "Abandoned", marker: { color: COLORS.abandoned } },
-      { x, y: offered, type: "scatter", mode: "lines+markers", name: "Offered (incl. exits and waiting)",
+      { x, y: offered, type: "scatter", mode: "lines+markers", cliponaxis: false, name: "Offered (incl. exits and waiting)",
         line: { color: COLORS.offered, width: 2 }, marker: { size: 7 } },
     ], { barmode: "stack", bargap: 0.25, xaxis: axis, yaxis: { title: { text: "calls" }, rangemode: "tozero", gridcolor: "#e9ecef" } });
 
@@ -135,8 +133,8 @@
     if (slThreshold) document.getElementById("sl-unit").textContent = `(% answered within ${slThreshold} s; target dashed)`;
     if (!has(slN)) noData(el("chart-sl"));
     else draw(el("chart-sl"), [
-      { x, y: pct(sl), type: "scatter", mode: "lines+markers", name: "Service level", line: { color: COLORS.sl, width: 3 },
-        customdata: nText(slN), hovertemplate: "%{y:.1f} % (%{customdata})<extra></extra>", connectgaps: false },
+      { x, y: pct(sl), type: "scatter", mode: "lines+markers", cliponaxis: false, name: "Service level", line: { color: COLORS.sl, width: 2 },
+        marker: { size: sizes(slN) }, customdata: nText(slN), hovertemplate: "%{y:.1f} % (%{customdata})<extra></extra>", connectgaps: false },
       targetLine(x, targets.service_level * 100, `Target ${Math.round(targets.service_level * 100)} %`),
     ], { xaxis: axis, yaxis: { title: { text: "%" }, range: [0, 100], gridcolor: "#e9ecef" } });
 
@@ -151,7 +149,7 @@
     const cont = col(s, "containment"); const contN = col(s, "containment_n");
     if (!has(contN)) noData(el("chart-containment"), "No IVR calls ended for these sites and dates.");
     else draw(el("chart-containment"), [
-      { x, y: pct(cont), type: "scatter", mode: "lines+markers", name: "Containment", fill: "tozeroy",
+      { x, y: pct(cont), type: "scatter", mode: "lines+markers", cliponaxis: false, name: "Containment", fill: "tozeroy",
         line: { color: COLORS.containment, width: 3 }, fillcolor: "rgba(0,158,115,0.12)",
         customdata: nText(contN), hovertemplate: "%{y:.1f} % (%{customdata})<extra></extra>" },
     ], { xaxis: axis, yaxis: { title: { text: "%" }, range: [0, 100], gridcolor: "#e9ecef" }, showlegend: false });
@@ -161,8 +159,8 @@
     if (!has(col(s, "callback_requests_n")) && !has(keptN)) noData(el("chart-callbacks"), "No callbacks for these sites and dates.");
     else draw(el("chart-callbacks"), [
       { x, y: req, type: "bar", name: "Requested", marker: { color: COLORS.requests } },
-      { x, y: pct(kept), type: "scatter", mode: "lines+markers", name: "Promise kept (%)", yaxis: "y2",
-        line: { color: COLORS.kept, width: 3 }, customdata: nText(keptN),
+      { x, y: pct(kept), type: "scatter", mode: "lines+markers", cliponaxis: false, name: "Promise kept (%)", yaxis: "y2",
+        line: { color: COLORS.kept, width: 2 }, marker: { size: sizes(keptN) }, customdata: nText(keptN),
         hovertemplate: "%{y:.1f} % (%{customdata})<extra></extra>" },
     ], { xaxis: axis, yaxis: { title: { text: "requests" }, rangemode: "tozero", gridcolor: "#e9ecef" },
       yaxis2: { title: { text: "% kept" }, overlaying: "y", side: "right", range: [0, 100], tickmode: "linear",
@@ -172,9 +170,9 @@
     const maeN = col(s, "ewt_mae_n");
     if (!has(maeN)) noData(el("chart-ewt"), "No connected callbacks with a quoted wait for these sites and dates.");
     else draw(el("chart-ewt"), [
-      { x, y: col(s, "ewt_mae"), type: "scatter", mode: "lines+markers", name: "Mean absolute error",
-        line: { color: COLORS.mae, width: 3 }, customdata: nText(maeN), hovertemplate: "%{y:.1f} s (%{customdata})<extra></extra>" },
-      { x, y: col(s, "ewt_bias"), type: "scatter", mode: "lines+markers", name: "Bias",
+      { x, y: col(s, "ewt_mae"), type: "scatter", mode: "lines+markers", cliponaxis: false, name: "Mean absolute error",
+        line: { color: COLORS.mae, width: 2 }, marker: { size: sizes(maeN) }, customdata: nText(maeN), hovertemplate: "%{y:.1f} s (%{customdata})<extra></extra>" },
+      { x, y: col(s, "ewt_bias"), type: "scatter", mode: "lines+markers", cliponaxis: false, name: "Bias",
         line: { color: COLORS.bias, width: 2, dash: "dot" }, hovertemplate: "%{y:+.1f} s<extra></extra>" },
     ], { xaxis: axis, yaxis: { title: { text: "seconds" }, gridcolor: "#e9ecef", rangemode: "normal" } });
 
@@ -187,8 +185,8 @@
     draw(el, [
       { x, y: ns, type: "bar", name: "Answers (n)", yaxis: "y2", marker: { color: COLORS.n },
         hovertemplate: "n = %{y}<extra></extra>" },
-      { x, y: values, type: "scatter", mode: "lines+markers", name, line: { color, width: 3 },
-        hovertemplate: `%{y:.1f} ${unit === "%" ? "%" : "points"}<extra></extra>` },
+      { x, y: values, type: "scatter", mode: "lines+markers", cliponaxis: false, name, line: { color, width: 2 },
+        marker: { size: sizes(ns) }, hovertemplate: `%{y:.1f} ${unit === "%" ? "%" : "points"}<extra></extra>` },
     ], { xaxis: axis, yaxis: { title: { text: unit }, range, gridcolor: "#e9ecef", zeroline: true },
       yaxis2: { title: { text: "answers" }, overlaying: "y", side: "right", rangemode: "tozero", tickmode: "auto",
         nticks: 5, showgrid: false },

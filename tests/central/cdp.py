@@ -187,6 +187,12 @@ class Browser:
         if not ok:
             raise CdpError(f"nothing to click at {selector}")
 
+    async def click_to_load(self, selector: str, timeout: float = 30.0) -> None:
+        """Click something that navigates (a submit button, a link) and wait for the new page's load."""
+        before = self.load_events
+        await self.click(selector)
+        await self._until(lambda: self.load_events > before, timeout, f"page load after clicking {selector}")
+
     async def screenshot(self, path: Path, clip: tuple[float, float, float, float] | None = None) -> Path:
         """The whole page (beyond the window), or the ``clip`` (x, y, width, height) of it, as PNG."""
         if clip is None:
