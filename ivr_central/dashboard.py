@@ -23,6 +23,7 @@ configured as their SHA-256, never in clear.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -34,7 +35,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -93,7 +94,7 @@ class Viewer:
 
 @dataclass
 class _Settings:
-    pool_key: Any
+    pool_of: Callable[[web.Request], asyncpg.Pool | None]
     tokens: dict[str, str]  # sha256 hex -> viewer name
     proxy_header: str | None
     proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -123,23 +124,32 @@ def _tokens(viewer_tokens: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
     return out
 
 
-def add_dashboard(app: web.Application, *, pool_key: Any, viewer_tokens: Mapping[str, str] | Iterable[str],
+def add_dashboard(app: web.Application, *, viewer_tokens: Mapping[str, str] | Iterable[str], pool_key: Any = None,
+                  get_pool: Callable[[web.Request], asyncpg.Pool | None] | None = None,
                   trusted_proxy_header: str | None = None, trusted_proxies: Iterable[str] = (),
                   session_secret: bytes | None = None, session_hours: float = 12.0,
                   targets: data.Targets | None = None, clock: Callable[[], datetime] | None = None,
                   prefix: str = PREFIX) -> web.Application:
     """Mount the dashboard on ``app`` under ``prefix``; returns the sub-application.
 
-    ``pool_key``: the key under which ``app`` holds its ``asyncpg.Pool`` (looked up per request, so the pool
-    may be created in ``app``'s cleanup context). ``viewer_tokens``: SHA-256 hex of each read-only viewer
-    token, as ``{name: hash}`` or a list. ``trusted_proxy_header`` (e.g. ``X-Forwarded-User``): the viewer
-    the SSO proxy authenticated, believed only from an address in ``trusted_proxies`` (addresses or CIDR
-    networks). ``session_secret``: the HMAC key of login cookies (default: random per process, so a
-    restart signs everyone out). ``clock``: "now" (tests)."""
+    The database: ``pool_key``, the key under which ``app`` holds its ``asyncpg.Pool`` (looked up per
+    request, so the pool may be created in ``app``'s cleanup context), or ``get_pool(request)``: the pool, or
+    None while there is none yet (the page then answers 503 with Retry-After). ``viewer_tokens``: the SHA-256
+    hex of each read-only viewer's token, as ``{name: hash}`` or a list. ``trusted_proxy_header`` (e.g.
+    ``X-Forwarded-User``): the viewer the SSO proxy authenticated, believed only from an address in
+    ``trusted_proxies`` (addresses or CIDR networks). ``session_secret``: the HMAC key of login cookies
+    (default: random per process, so a restart signs everyone out; give one when several collectors serve
+    the dashboard). ``targets``: the target lines. ``clock``: "now" (tests)."""
+    if (pool_key is None) == (get_pool is None):
+        raise ValueError("give the dashboard's database as pool_key or get_pool (one of them)")
+    if get_pool is None:
+        def get_pool(request: web.Request) -> asyncpg.Pool | None:
+            pool: asyncpg.Pool | None = request.config_dict.get(pool_key)
+            return pool
     if trusted_proxy_header and not trusted_proxies:
         raise ValueError("trusted_proxy_header needs trusted_proxies: the addresses of the SSO proxy")
     settings = _Settings(
-        pool_key=pool_key, tokens=_tokens(viewer_tokens), proxy_header=trusted_proxy_header or None,
+        pool_of=get_pool, tokens=_tokens(viewer_tokens), proxy_header=trusted_proxy_header or None,
         proxies=tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies),
         secret=session_secret or secrets.token_bytes(32), session_s=int(session_hours * 3600),
         targets=targets or data.Targets(), clock=clock or (lambda: datetime.now(UTC)), plotly=plotly_js(),
@@ -373,10 +383,33 @@ async def _plotly(request: web.Request) -> web.StreamResponse:
 
 # -- the figures -------------------------------------------------------------------------------------------------
 
+ACQUIRE_TIMEOUT_S = 5.0
+_DB_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+            asyncpg.InterfaceError)
+
+
+def _unavailable(reason: str) -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(text=json.dumps({"error": reason}), content_type="application/json",
+                                      headers={"Retry-After": "10"})
+
+
+@contextlib.asynccontextmanager
+async def _connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; the database down or the pool exhausted is a 503 the page shows, not a 500."""
+    pool = request.app[SETTINGS].pool_of(request)
+    if pool is None:
+        raise _unavailable("the center's database is not connected yet")
+    try:
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+            yield conn
+    except _DB_DOWN as exc:
+        log.warning("dashboard: database unavailable: %s", exc)
+        raise _unavailable("the center's database is unavailable; try again shortly") from None
+
+
 async def _meta(request: web.Request) -> web.Response:
     s = request.app[SETTINGS]
-    pool: asyncpg.Pool = request.config_dict[s.pool_key]
-    async with pool.acquire() as conn:
+    async with _connection(request) as conn:
         sites = await data.load_sites(conn)
     viewer = request[VIEWER]
     out = data.meta(sites, targets=s.targets, now=s.clock())
@@ -390,8 +423,7 @@ async def _table(request: web.Request) -> dict[str, Any]:
     if table not in data.TABLES:
         raise web.HTTPNotFound(text=json.dumps({"error": f"no table {table!r}"}), content_type="application/json")
     now = s.clock()
-    pool: asyncpg.Pool = request.config_dict[s.pool_key]
-    async with pool.acquire() as conn:
+    async with _connection(request) as conn:
         sites = await data.load_sites(conn)
         try:
             f = data.parse_filters(request.query, sites, now=now)

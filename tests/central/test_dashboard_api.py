@@ -16,13 +16,14 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from ivr.kpi import buckets
 from ivr_central import dashboard_data as data
 from ivr_central import kpi
-from ivr_central.dashboard import COOKIE, CSP, token_hash
-from ivr_central.pgtemp import PgTemp
+from ivr_central.dashboard import COOKIE, CSP, add_dashboard, token_hash
+from ivr_central.pgtemp import PgTemp, free_port
 from tests.central.dash_app import NOW, TOKEN, Served, fleet_db, make_app, serve
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -355,3 +356,25 @@ def test_default_filters() -> None:
     assert f.since == buckets.midnight(date(2026, 1, 26), "Europe/Paris")
     with pytest.raises(data.FilterError, match="no site has reported yet"):
         data.parse_filters({}, [], now=NOW)
+
+
+async def test_database_down_is_503_not_500(fleet_dsn: str) -> None:
+    """No pool yet (the collector still connecting), or PostgreSQL refusing connections: 503 + Retry-After
+    with the reason, which the page shows."""
+    dead = await asyncpg.create_pool(f"postgresql://nobody@127.0.0.1:{free_port()}/none", min_size=0)
+    pools: list[asyncpg.Pool | None] = [None, dead]
+    app = web.Application()
+    add_dashboard(app, get_pool=lambda request: pools[0], viewer_tokens={"manager": token_hash(TOKEN)})
+    s = await serve(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for reason in ("not connected yet", "unavailable"):
+                async with http.get(f"{s.url}/dashboard/api/summary", headers=AUTH) as r:
+                    assert r.status == 503 and r.headers["Retry-After"] == "10"
+                    assert reason in (await r.json())["error"]
+                pools.pop(0)
+    finally:
+        await s.close()
+        await dead.close()
+    with pytest.raises(ValueError, match="pool_key or get_pool"):
+        add_dashboard(web.Application(), viewer_tokens=[])
