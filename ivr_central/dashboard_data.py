@@ -140,15 +140,6 @@ class Filters:
                 "heat": self.heat, "site_ids": self.site_ids,
                 "today": self.today.isoformat() if self.today else None}
 
-    def query(self) -> dict[str, str]:
-        """The filters as query parameters (what the page's links and the CSV links carry)."""
-        q = {"since": self.first.isoformat(), "until": self.last.isoformat(), "zone": self.zone, "by": self.by}
-        if self.chosen:
-            q["sites"] = ",".join(self.chosen)
-        if self.group:
-            q["group"] = self.group
-        return q
-
 
 def _values(query: Mapping[str, Any], name: str) -> list[str]:
     """A parameter's values: repeated (``sites=a&sites=b``, an HTML multiple select) or comma separated."""
@@ -301,14 +292,11 @@ async def summary(conn: asyncpg.Connection, f: Filters, *, now: datetime, target
                   now=rep["now"])
 
 
-SERIES_KPIS = tuple(s for s in KPIS)
-
-
 async def series(conn: asyncpg.Connection, f: Filters, *, now: datetime) -> dict[str, Any]:
     """One row per day or hour of the period (the zone's, DST-correct; hours not yet come are left out)."""
     rep = await _report(conn, f, now=now, by=f.by)
-    cols, units = _kpi_columns(SERIES_KPIS)
-    rows = [[g["key"], *_kpi_cells(g["kpis"], SERIES_KPIS)] for g in rep["groups"]]
+    cols, units = _kpi_columns(KPIS)
+    rows = [[g["key"], *_kpi_cells(g["kpis"], KPIS)] for g in rep["groups"]]
     return _table("series", f, ["bucket", *cols], ["", *units], rows)
 
 

@@ -231,7 +231,7 @@
     document.getElementById("rank-label").textContent = spec.label.toLowerCase() + (spec.better ? (spec.better === "high" ? " (best first: highest)" : " (best first: lowest)") : " (largest first)");
     const el = document.getElementById("chart-sites");
     const i = t.columns.indexOf(t.rank);
-    const rows = t.rows.filter((r) => r[i] !== null);
+    const rows = t.rows.filter((r) => r[i] !== null && r[i + 1] > 0); // a figure over nothing is no figure
     const scale = spec.unit === "share" ? 100 : 1;
     if (!rows.length) noData(el, `No ${spec.label} figure for these sites and dates.`);
     else {

@@ -192,7 +192,7 @@ async def test_dashboard_in_headless_chromium(served: Served, tmp_path: Path) ->
         await b.wait_for(READY, 90)
         empty = await b.eval("[...document.querySelectorAll('.chart')].filter(c => c.querySelector('.nodata'))"
                              ".map(c => c.id)")
-        assert sorted(empty) == sorted(set(PANELS) - {"chart-sites"}) or sorted(empty) == sorted(PANELS)
+        assert sorted(empty) == sorted(PANELS)
         assert await b.eval("[...document.querySelectorAll('.tile')].filter(t => t.dataset.kpi !== 'offered' "
                             "&& t.dataset.kpi !== 'answered' && t.dataset.kpi !== 'abandoned' "
                             "&& t.dataset.kpi !== 'callback_requests').every(t => t.textContent.includes('no data'))")
