@@ -226,16 +226,19 @@
       xaxis: { type: "category", side: "top", tickangle: 0 }, margin: { l: 90, r: 24, t: 40, b: 16 } });
   }
 
+  const TOP_SITES = 20;
   function drawSites(t) {
     const spec = meta.kpis.find((k) => k.name === t.rank);
-    document.getElementById("rank-label").textContent = spec.label.toLowerCase() + (spec.better ? (spec.better === "high" ? " (best first: highest)" : " (best first: lowest)") : " (largest first)");
+    const order = spec.better ? (spec.better === "high" ? "best first: highest" : "best first: lowest") : "largest first";
+    const top = t.rows.length > TOP_SITES ? `; the top ${TOP_SITES} of ${t.rows.length}` : "";
+    document.getElementById("rank-label").textContent = `${spec.label.toLowerCase()} (${order}${top})`;
     const el = document.getElementById("chart-sites");
     const i = t.columns.indexOf(t.rank);
     const rows = t.rows.filter((r) => r[i] !== null && r[i + 1] > 0); // a figure over nothing is no figure
     const scale = spec.unit === "share" ? 100 : 1;
     if (!rows.length) noData(el, `No ${spec.label} figure for these sites and dates.`);
     else {
-      const shown = rows.slice().reverse();
+      const shown = rows.slice(0, TOP_SITES).reverse(); // the best TOP_SITES; the table below has them all
       draw(el, [{
         y: shown.map((r) => r[1]), x: shown.map((r) => r[i] * scale), type: "bar", orientation: "h",
         marker: { color: COLORS.answered }, text: shown.map((r) => `${fmt(r[i], spec.unit)}  (n = ${intFmt.format(r[i + 1])})`),
