@@ -66,9 +66,17 @@ class Viewer:
 
 @dataclass(frozen=True)
 class DashboardConfig:
-    """Read-only access to the manager's dashboard (being built): viewers by the SHA-256 of their token."""
+    """The manager's read-only dashboard (docs/central-dashboard.md): viewers by the SHA-256 of their token,
+    or the user an SSO proxy in front names (believed only from ``trusted_proxies``)."""
 
     viewers: tuple[Viewer, ...] = ()
+    enabled: bool = True
+    trusted_proxy_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    session_secret_file: Path | None = None
+    """The HMAC key of login cookies (the same on every collector behind one name); None: random per process."""
+    target_service_level: float = 0.80
+    target_asa_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -199,15 +207,28 @@ def build(doc: Any, base: Path, name: str, env: dict[str, str]) -> CentralConfig
         metrics_listen = parse_listen(str(m["listen"]))
         if metrics_listen is None:
             problems.append(Problem(name, *at("metrics", "listen"), "listen is host:port, e.g. 127.0.0.1:9465"))
-    viewers = tuple(Viewer(str(v["name"]), str(v["token_sha256"]))
-                    for v in (doc.get("dashboard") or {}).get("viewers") or ())
+    d = doc.get("dashboard") or {}
+    viewers = tuple(Viewer(str(v["name"]), str(v["token_sha256"])) for v in d.get("viewers") or ())
+    if d.get("trusted_proxy_header") and not d.get("trusted_proxies"):
+        problems.append(Problem(name, *at("dashboard", "trusted_proxy_header"),
+                                "trusted_proxy_header needs trusted_proxies: the SSO proxy's addresses, the only "
+                                "ones whose header is believed"))
+    targets = d.get("targets") or {}
+    secret_file = d.get("session_secret_file")
+    dashboard = DashboardConfig(
+        viewers=viewers, enabled=bool(d.get("enabled", True)),
+        trusted_proxy_header=str(d["trusted_proxy_header"]) if d.get("trusted_proxy_header") else None,
+        trusted_proxies=tuple(str(x) for x in d.get("trusted_proxies") or ()),
+        session_secret_file=(Path(name).parent / str(secret_file)) if secret_file else None,
+        target_service_level=float(targets.get("service_level", 0.80)),
+        target_asa_s=float(targets.get("asa_seconds", 20.0)))
     if problems:
         raise ConfigError(problems)
     log = doc.get("log") or {}
     return CentralConfig(
         host=host, port=port,
         dsn=env.get(DSN_ENV) or (str(doc["database"]) if "database" in doc else None),
-        tls=tls, limits=limits, pool=pool, dashboard=DashboardConfig(viewers),
+        tls=tls, limits=limits, pool=pool, dashboard=dashboard,
         metrics=MetricsConfig(bool(m.get("enabled", True)), metrics_listen),
         log_level=str(log.get("level", "info")), log_format=str(log.get("format", "text")),
         access_log=bool(log.get("access", False)),

@@ -32,6 +32,8 @@ from aiohttp import ClientError, http_exceptions, web
 
 from ivr_central import db, sites
 from ivr_central.config import CentralConfig, TlsConfig, format_address
+from ivr_central.dashboard import add_dashboard
+from ivr_central.dashboard_data import Targets
 from ivr_central.metrics import CentralMetrics
 from ivr_central.store import Stored, insert_batch
 from ivr_central.validate import BatchRefused, check_content_type, check_encoding, read_batch
@@ -405,6 +407,13 @@ def make_app(c: Collector, *, ingest_routes: bool = True, metrics_route: bool = 
     app.router.add_get("/readyz", readyz)
     if metrics_route:
         app.router.add_get("/metrics", metrics)
+    d = c.config.dashboard
+    if d.enabled and ingest_routes:
+        add_dashboard(app, get_pool=lambda request: request.config_dict[COLLECTOR].pool,
+                      viewer_tokens={v.name: v.token_sha256 for v in d.viewers},
+                      trusted_proxy_header=d.trusted_proxy_header, trusted_proxies=d.trusted_proxies,
+                      session_secret=d.session_secret_file.read_bytes().strip() if d.session_secret_file else None,
+                      targets=Targets(service_level=d.target_service_level, asa_s=d.target_asa_s))
     return app
 
 

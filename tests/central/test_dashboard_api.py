@@ -22,7 +22,7 @@ from yarl import URL
 from ivr.kpi import buckets
 from ivr_central import dashboard_data as data
 from ivr_central import kpi, server
-from ivr_central.config import CentralConfig
+from ivr_central.config import CentralConfig, DashboardConfig, Viewer
 from ivr_central.dashboard import COOKIE, CSP, add_dashboard, token_hash
 from ivr_central.pgtemp import PgTemp, free_port
 from tests.central.dash_app import NOW, TOKEN, Served, fleet_db, make_app, serve
@@ -382,17 +382,18 @@ async def test_database_down_is_503_not_500(fleet_dsn: str) -> None:
 
 
 async def test_mounted_on_the_collectors_app(fleet_dsn: str) -> None:
-    """The collector's own app (ivr_central.server.make_app) with the dashboard mounted beside ingest: the
-    pool is the collector's, looked up per request; the collector's routes are untouched."""
-    c = server.Collector(CentralConfig(dsn=fleet_dsn))
+    """The collector's own app (ivr_central.server.make_app) mounts the dashboard beside ingest from its
+    config (dashboard.viewers): the pool is the collector's, looked up per request; the collector's routes
+    are untouched."""
+    c = server.Collector(CentralConfig(dsn=fleet_dsn, dashboard=DashboardConfig(
+        viewers=(Viewer("manager", token_hash(TOKEN)),))))
     await c.open_pool()
     app = server.make_app(c)
-    add_dashboard(app, get_pool=lambda request: request.config_dict[server.COLLECTOR].pool,
-                  viewer_tokens={"manager": token_hash(TOKEN)}, clock=lambda: NOW)
     s = await serve(app)
     try:
         async with aiohttp.ClientSession() as http:
-            t = await get_json(http, f"{s.url}/dashboard/api/summary", params={"sites": "nyc-1"})
+            t = await get_json(http, f"{s.url}/dashboard/api/summary",
+                               params={"sites": "nyc-1", "since": "2026-03-03", "until": "2026-03-09"})
             assert t["filters"]["site_ids"] == ["nyc-1"] and t["rows"][0][2] > 0
             async with http.get(f"{s.url}/healthz") as r:
                 assert r.status == 200 and "Content-Security-Policy" not in r.headers  # the dashboard's only
