@@ -247,10 +247,16 @@ class CallerIndex:
 
     @classmethod
     def of(cls, history: Iterable[CallFacts], region: str) -> CallerIndex:
+        """Every number read in ``region``."""
+        return cls.of_numbers(((h, normalise_number(h.caller, region)) for h in history), region)
+
+    @classmethod
+    def of_numbers(cls, history: Iterable[tuple[CallFacts, str | None]], region: str) -> CallerIndex:
+        """From numbers normalised already (the central store reads each site's callers in that site's
+        region at ingest, so one caller is one number across sites); None: withheld."""
         starts: dict[str, list[datetime]] = {}
         ids: dict[str, str] = {}
-        for h in history:
-            num = normalise_number(h.caller, region)
+        for h, num in history:
             if num is not None:
                 starts.setdefault(num, []).append(h.started_at)
                 ids[h.call_id] = num
@@ -402,17 +408,27 @@ class EwtError:
     in_range: f.Measure
 
 
+def quote_error(k: Mapping[str, Any]) -> tuple[float, bool] | None:
+    """(error, inside) of one ``callback.kept`` record quoted a range and connected: error = time_to_agent -
+    middle of [quoted_low, quoted_high], inside = the actual wait fell in the range; None otherwise. The
+    central store keeps both per record (ivr_central/facts.py) for its SQL."""
+    low, high, actual = number(k.get("quoted_low")), number(k.get("quoted_high")), number(k.get("time_to_agent"))
+    if low is None or high is None or actual is None:
+        return None
+    return actual - (low + high) / 2, low <= actual <= high
+
+
 def ewt_error(records: Iterable[Mapping[str, Any]]) -> EwtError:
     """Over records quoted a range and connected: error = time_to_agent - middle of [quoted_low,
     quoted_high]; MAE, bias and the share of actual waits inside the range."""
     errors: list[float] = []
     inside = 0
     for k in records:
-        low, high, actual = number(k.get("quoted_low")), number(k.get("quoted_high")), number(k.get("time_to_agent"))
-        if low is None or high is None or actual is None:
+        q = quote_error(k)
+        if q is None:
             continue
-        errors.append(actual - (low + high) / 2)
-        inside += low <= actual <= high
+        errors.append(q[0])
+        inside += q[1]
     mae, bias = f.ewt_error(sum(abs(e) for e in errors), sum(errors), len(errors))
     return EwtError(mae, bias, f.ratio(inside, len(errors)))
 
