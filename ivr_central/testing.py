@@ -238,13 +238,14 @@ class SiteLog:
             row(end, "EXITWITHKEY", "1", "1", "1", str(round(wait)))
 
     def _request(self, rid: str, cid: str, q: str, at: datetime, number: str) -> None:
-        """A callback request's life: states, attempts, the outbound leg when answered, kept records."""
+        """A callback request's life: states, attempts, the outbound leg when answered, kept records. Like the
+        box's callback store, every event of the request carries the id of the call that filed it."""
         rng, add = self.rng, self.tl.add
         low, high = float(rng.choice([60, 120, 180])), float(rng.choice([240, 300, 480]))
         add(at, cid, "callback.requested", request_id=rid, queue=q, number=number, arrival_at=iso(at),
             quoted_low=low, quoted_high=high, at=iso(at), state="requested")
         t = at
-        add(t + self._s(0, 1), None, "callback.state", request_id=rid, queue=q, **{"from": "requested"},
+        add(t + self._s(0, 1), cid, "callback.state", request_id=rid, queue=q, **{"from": "requested"},
             to="scheduled")
         outcomes = rng.choice([["connected"], ["interrupted", "connected"], ["no-answer", "connected"],
                                ["no-answer", "busy", "no-answer"], ["busy"]])
@@ -252,7 +253,10 @@ class SiteLog:
             t += self._s(30, 400)
             if t >= self.end:
                 return
-            add(t, None, "callback.attempt.ended", request_id=rid, attempt_id=self._id("a"), n=n, outcome=o)
+            aid = self._id("a")
+            add(t - self._s(20, 25), cid, "callback.attempt.started", request_id=rid, attempt_id=aid, n=n,
+                channel="sip")
+            add(t, cid, "callback.attempt.ended", request_id=rid, attempt_id=aid, n=n, outcome=o)
             if o == "connected":
                 leg = self._id("leg")
                 add(t - self._s(1, 5), leg, "call.started", channel="sip", caller="+15550100", dialed=number,
@@ -261,18 +265,18 @@ class SiteLog:
                 add(t + self._s(60, 300), leg, "call.ended", outcome="queued", detail=f"queue {q}", path=[],
                     resolved=False)
                 to_agent = (t - at).total_seconds() + rng.uniform(5, 60)
-                add(t + self._s(1, 2), None, "callback.state", request_id=rid, queue=q, to="done")
-                add(t + self._s(2, 3), None, "callback.kept", request_id=rid, queue=q, quoted_low=low,
+                add(t + self._s(1, 2), cid, "callback.state", request_id=rid, queue=q, to="done")
+                add(t + self._s(2, 3), cid, "callback.kept", request_id=rid, queue=q, quoted_low=low,
                     quoted_high=high, arrival_at=iso(at), time_to_dial=to_agent - 10, time_to_agent=to_agent,
                     kept=to_agent <= high, leg_call_id=leg)
                 return
         t += self._s(60, 600)
         if t < self.end:
             if rng.random() < 0.5:  # an expiry written twice (a pass, then reconciliation): the last counts
-                add(t, None, "callback.kept", request_id=rid, queue=q, quoted_low=low, quoted_high=high,
+                add(t, cid, "callback.kept", request_id=rid, queue=q, quoted_low=low, quoted_high=high,
                     arrival_at=iso(at), time_to_agent=None, kept=False)
-            add(t + self._s(1, 2), None, "callback.state", request_id=rid, queue=q, to="expired")
-            add(t + self._s(2, 3), None, "callback.kept", request_id=rid, queue=q, quoted_low=low, quoted_high=high,
+            add(t + self._s(1, 2), cid, "callback.state", request_id=rid, queue=q, to="expired")
+            add(t + self._s(2, 3), cid, "callback.kept", request_id=rid, queue=q, quoted_low=low, quoted_high=high,
                 arrival_at=iso(at), time_to_agent=None, kept=False)
 
     def orphan_kept(self, at: datetime) -> None:

@@ -27,6 +27,7 @@ from ivr.kpi.report import KpiReport, build
 from ivr_central import aggregates, db, kpi, store
 from ivr_central.testing import SiteLog, batches, numbers, uuid7_at
 from tests.kpi.log import Log
+from tests.kpi.log import q as q_row
 from tests.kpi.test_kpi_callbacks_report import callback_log, grouped_log
 from tests.kpi.test_kpi_fcr import fcr_log
 from tests.kpi.test_kpi_ivr import day_log
@@ -433,3 +434,22 @@ async def test_aggregates_agree_with_report(conn: asyncpg.Connection) -> None:
     twice = sum(g.get("ivr_calls").value or 0 for g in by_hour.groups if g.key.startswith("2026-11-01T01:00"))
     cell = [c for c in heat if c.day.isoformat() == "2026-11-01" and c.hour == 1]
     assert twice and cell and cell[0].calls == twice
+
+
+async def test_a_queue_visit_after_midnight_is_grouped_by_the_call_before_it(conn: asyncpg.Connection) -> None:
+    """The IVR call ends at 23:59:59 and the PBX enters the caller at 00:00:01: by flow, node or queue the
+    next day's visit still belongs to the call's flow (ivr_central.kpi fetches the calls visits link to)."""
+    midnight = buckets.midnight(datetime(2026, 12, 2).date(), NY)
+    log = Log()
+    log.call("late", midnight - timedelta(seconds=10), 9, "queued", flow="sales", path=("hello", "sales_q"),
+             between=((8.0, "transfer.progress", {"node": "sales_q", "stage": "referred", "kind": "queue",
+                                                  "destination": "sales"}),))
+    for row in (q_row(midnight + timedelta(seconds=1), "pbx-9", "sales", "ENTERQUEUE", "", "", "1", ivr_call_id="late"),
+                q_row(midnight + timedelta(seconds=31), "pbx-9", "sales", "CONNECT", "30", "x", "1")):
+        log.add(midnight + timedelta(seconds=1), None, "queue.log", **row)
+    events = with_ids(log.events, "late")
+    await add_site(conn, "late")
+    await ingest(conn, "late", events, random.Random(16))
+    r = await three_ways(conn, events, "late", since=midnight, until=midnight + timedelta(days=1),
+                         now=midnight + timedelta(days=9), by_all=("flow", "node", "queue"))
+    assert r.group("sales").get("offered").value == 1 and r.group("sales").get("ivr_calls").value == 0
