@@ -35,44 +35,82 @@ REQUEST_TYPES = ("callback.requested", "callback.state", "callback.attempt.ended
 KEPT_TYPE = "callback.kept"
 
 _READ = f"""
-SELECT seq, wall_time, type, call_id, payload FROM events
-WHERE site_id = $1 AND (call_id = ANY($2::text[])
-    OR (type = 'queue.log' AND payload ->> 'callid' = ANY($3::text[]))
-    OR (type IN ({", ".join(f"'{t}'" for t in (*REQUEST_TYPES, KEPT_TYPE))})
-        AND payload ->> 'request_id' = ANY($4::text[])))
-ORDER BY seq
+SELECT e.seq, e.wall_time, e.type, e.call_id, e.payload, s.region FROM events e
+LEFT JOIN sites s ON s.site_id = e.site_id
+WHERE e.site_id = $1 AND (e.call_id = ANY($2::text[])
+    OR (e.type = 'queue.log' AND e.payload ->> 'callid' = ANY($3::text[]))
+    OR (e.type IN ({", ".join(f"'{t}'" for t in (*REQUEST_TYPES, KEPT_TYPE))})
+        AND e.payload ->> 'request_id' = ANY($4::text[])))
+ORDER BY e.seq
 """
 
-CALL_COLUMNS = ("site_id", "call_id", "first_seq", "started_at", "ended_at", "channel", "caller", "caller_e164",
-                "dialed", "flow", "flow_version", "zone", "outcome", "detail", "disposition", "resolved",
-                "transfer_failed", "handoff", "queue", "queued_at", "time_to_queue", "offer_decided",
-                "callback_offered", "callback_accepted", "callback_request_id", "callback_leg", "path", "entry_node",
-                "last_node", "survey_scale", "survey_value", "survey_node", "survey_flow")
-VISIT_COLUMNS = ("site_id", "callid", "n", "queue", "entered_at", "ended_at", "at", "result", "wait", "talk", "agent",
-                 "transferred", "ivr_call_id")
-REQUEST_COLUMNS = ("site_id", "request_id", "queue", "call_id", "requested_at", "state", "first_attempt_outcome",
-                   "attempts", "kept_records", "kept", "quoted_low", "quoted_high", "time_to_agent", "ewt_error")
-KEPT_COLUMNS = ("site_id", "request_id", "n", "last", "queue", "arrival_at", "quoted_low", "quoted_high",
-                "time_to_agent", "kept", "ewt_error", "in_range", "record")
+#: each fact table's columns after site_id, with their types (migration 0002); array columns travel as jsonb
+CALL_COLUMNS = (("call_id", "text"), ("first_seq", "bigint"), ("started_at", "timestamptz"),
+                ("ended_at", "timestamptz"), ("channel", "text"), ("caller", "text"), ("caller_e164", "text"),
+                ("dialed", "text"), ("flow", "text"), ("flow_version", "text"), ("zone", "text"),
+                ("outcome", "text"), ("detail", "text"), ("disposition", "text"), ("resolved", "boolean"),
+                ("transfer_failed", "boolean"), ("handoff", "text"), ("queue", "text"), ("queued_at", "timestamptz"),
+                ("time_to_queue", "float8"), ("offer_decided", "boolean"), ("callback_offered", "boolean"),
+                ("callback_accepted", "boolean"), ("callback_request_id", "text"), ("callback_leg", "boolean"),
+                ("path", "text[]"), ("entry_node", "text"), ("last_node", "text"), ("survey_scale", "text[]"),
+                ("survey_value", "int[]"), ("survey_node", "text[]"), ("survey_flow", "text[]"))
+VISIT_COLUMNS = (("callid", "text"), ("n", "int"), ("queue", "text"), ("entered_at", "timestamptz"),
+                 ("ended_at", "timestamptz"), ("at", "timestamptz"), ("result", "text"), ("wait", "float8"),
+                 ("talk", "float8"), ("agent", "text"), ("transferred", "boolean"), ("ivr_call_id", "text"))
+REQUEST_COLUMNS = (("request_id", "text"), ("queue", "text"), ("call_id", "text"), ("requested_at", "timestamptz"),
+                   ("state", "text"), ("first_attempt_outcome", "text"), ("attempts", "int"),
+                   ("kept_records", "int"), ("kept", "boolean"), ("quoted_low", "float8"),
+                   ("quoted_high", "float8"), ("time_to_agent", "float8"), ("ewt_error", "float8"))
+KEPT_COLUMNS = (("request_id", "text"), ("n", "int"), ("last", "boolean"), ("queue", "text"),
+                ("arrival_at", "timestamptz"), ("quoted_low", "float8"), ("quoted_high", "float8"),
+                ("time_to_agent", "float8"), ("kept", "boolean"), ("ewt_error", "float8"), ("in_range", "boolean"),
+                ("record", "jsonb"))
+_TABLES = (("call_facts", CALL_COLUMNS, ("call_id",)), ("queue_visit_facts", VISIT_COLUMNS, ("callid", "n")),
+           ("callback_facts", REQUEST_COLUMNS, ("request_id",)), ("callback_kept_facts", KEPT_COLUMNS,
+                                                                 ("request_id", "n")))
 
 
-def _upsert(table: str, columns: Sequence[str], key: Sequence[str], casts: Mapping[str, str] | None = None) -> str:
-    casts = casts or {}
-    values = ", ".join(f"${i}{casts.get(c, '')}" for i, c in enumerate(columns, 1))
-    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) "
-            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}, derived_at = now()")
+def _write_sql() -> str:
+    """One statement for every fact row of a batch: an upsert per table from ``unnest`` of one array per
+    column ($1 the site), and the trims of entities rebuilt shorter than before (rows arriving out of time
+    order can merge two visits). Data-modifying CTEs all run, on disjoint rows; one round trip."""
+    ctes = []
+    i = 2
+    for table, cols, key in _TABLES:
+        params, exprs = [], []
+        for name, type_ in cols:
+            if type_.endswith("[]"):  # an array per row: unnest would flatten it, so it travels as jsonb
+                params.append(f"${i}::jsonb[]")
+                elem = "e" if type_ == "text[]" else f"e::{type_[:-2]}"
+                exprs.append(f"ARRAY(SELECT {elem} FROM jsonb_array_elements_text(x.{name}) WITH ORDINALITY "
+                             f"AS a(e, o) ORDER BY o)")
+            else:
+                params.append(f"${i}::{type_}[]")
+                exprs.append(f"x.{name}")
+            i += 1
+        names = [n for n, _ in cols]
+        sets = ", ".join(f"{n} = excluded.{n}" for n in names if n not in key)
+        ctes.append(f"w_{table} AS (INSERT INTO {table} (site_id, {', '.join(names)}) "
+                    f"SELECT $1, {', '.join(exprs)} FROM unnest({', '.join(params)}) AS x({', '.join(names)}) "
+                    f"ON CONFLICT (site_id, {', '.join(key)}) DO UPDATE SET {sets}, derived_at = now())")
+    for name, table, col in (("trim_visits", "queue_visit_facts", "callid"),
+                             ("trim_kept", "callback_kept_facts", "request_id")):
+        ctes.append(f"{name} AS (DELETE FROM {table} f USING unnest(${i}::text[], ${i + 1}::int[]) AS k(id, n) "
+                    f"WHERE f.site_id = $1 AND f.{col} = k.id AND f.n >= k.n)")
+        i += 2
+    return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
 
 
-_UPSERT_CALL = _upsert("call_facts", CALL_COLUMNS, ("site_id", "call_id"))
-_UPSERT_VISIT = _upsert("queue_visit_facts", VISIT_COLUMNS, ("site_id", "callid", "n"))
-_UPSERT_REQUEST = _upsert("callback_facts", REQUEST_COLUMNS, ("site_id", "request_id"))
-_UPSERT_KEPT = _upsert("callback_kept_facts", KEPT_COLUMNS, ("site_id", "request_id", "n"), {"record": "::jsonb"})
-# an entity rebuilt with fewer visits / records than before (rows arriving out of time order): the rest go
-_TRIM_VISITS = ("DELETE FROM queue_visit_facts f USING unnest($2::text[], $3::int[]) AS k(id, n) "
-                "WHERE f.site_id = $1 AND f.callid = k.id AND f.n >= k.n")
-_TRIM_KEPT = ("DELETE FROM callback_kept_facts f USING unnest($2::text[], $3::int[]) AS k(id, n) "
-              "WHERE f.site_id = $1 AND f.request_id = k.id AND f.n >= k.n")
+_WRITE = _write_sql()
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], cols: Sequence[tuple[str, str]]) -> list[list[Any]]:
+    """Rows (site_id first) as one list per column; array columns as JSON text."""
+    out: list[list[Any]] = [[] for _ in cols]
+    for row in rows:
+        for j, ((_, type_), v) in enumerate(zip(cols, row[1:], strict=True)):
+            out[j].append(json.dumps(v) if type_.endswith("[]") else v)
+    return out
 
 
 # -- which entities a batch touches ------------------------------------------------------------------------------
@@ -221,19 +259,14 @@ async def derive(conn: asyncpg.Connection, site_id: str, events: Sequence[dict[s
     if not (calls or callids or requests):
         return
     rows = await conn.fetch(_READ, site_id, sorted(calls), sorted(callids), sorted(requests))
-    region = await conn.fetchval("SELECT region FROM sites WHERE site_id = $1", site_id) if calls else None
+    if not rows:
+        return
     c_rows, v_rows, r_rows, k_rows, v_count, k_count = rebuild(
-        site_id, region or "US", [_event(r) for r in rows], calls, callids, requests)
-    if c_rows:
-        await conn.executemany(_UPSERT_CALL, c_rows)
-    if v_rows:
-        await conn.executemany(_UPSERT_VISIT, v_rows)
-    if callids:
-        await conn.execute(_TRIM_VISITS, site_id, [c for c, _ in v_count], [n for _, n in v_count])
-    if r_rows:
-        await conn.executemany(_UPSERT_REQUEST, r_rows)
-    if k_rows:
-        await conn.executemany(_UPSERT_KEPT, k_rows)
-    if requests:
-        await conn.execute(_TRIM_KEPT, site_id, [r for r, _ in k_count], [n for _, n in k_count])
+        site_id, rows[0]["region"] or "US", [_event(r) for r in rows], calls, callids, requests)
+    args: list[Any] = []
+    for table_rows, (_, cols, _) in zip((c_rows, v_rows, r_rows, k_rows), _TABLES, strict=True):
+        args += _columns(table_rows, cols)
+    for counts in (v_count, k_count):
+        args += [[k for k, _ in counts], [n for _, n in counts]]
+    await conn.execute(_WRITE, site_id, *args)
 
