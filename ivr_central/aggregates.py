@@ -7,9 +7,10 @@ formula — so a chart over 10⁷ events stays a few small result sets. Each SQL
 ``ivr.kpi.measures`` function named beside it; tests/central/test_kpi_agree.py holds them to ``report``'s
 figures on the same events. Rows are plain frozen dataclasses; their methods return ``formulas.Measure``.
 
-Buckets are the box's (``ivr.kpi.buckets``): an hour starts where the zone's clock shows a full hour (so the
-repeated hour of a DST change is two buckets, keyed with their offsets), a day runs from local midnight. A
-bucket with nothing in it has no row.
+Buckets are the box's own (``ivr.kpi.buckets``: an hour starts where the zone's clock shows a full hour, so the
+repeated hour of a DST change is two buckets keyed with their offsets; a day runs from local midnight): Python
+lists their bounds and SQL only places each row between them (``width_bucket``), so no time-zone rule is
+written twice and no row pays for a time-zone conversion. A bucket with nothing in it has no row.
 """
 
 from __future__ import annotations
@@ -51,28 +52,25 @@ def _key_sql(by: str | None, alias: str) -> tuple[str, str]:
     raise ValueError(f"by must be one of {', '.join(BY)} or None, not {by!r}")
 
 
-def _bucket_sql(bucket: str | None, col: str) -> str:
-    """The bucket of ``col`` in the zone ``$4``: an hour's UTC start — the instant less the local clock's
-    minutes and seconds, as ``buckets.hour_of`` takes it — or the local date."""
+def _bounds(bucket: str | None, since: datetime, until: datetime, zone: str) -> list[buckets.Bucket]:
+    """The buckets of ``[since, until)``: the whole period as one, or the zone's hours or days."""
     if bucket is None:
-        return "NULLIF($4::text, $4::text)::timestamptz"  # no bucket; $4 named so PostgreSQL knows its type
-    local = f"({col} AT TIME ZONE $4)"
-    if bucket == "hour":
-        return (f"({col} - make_interval(mins => extract(minute FROM {local})::int, "
-                f"secs => extract(second FROM {local})::float8))")
-    if bucket == "day":
-        return f"{local}::date"
-    raise ValueError(f"bucket must be one of {', '.join(BUCKETS)} or None, not {bucket!r}")
+        return [buckets.Bucket("", since, until)]
+    if bucket not in BUCKETS:
+        raise ValueError(f"bucket must be one of {', '.join(BUCKETS)} or None, not {bucket!r}")
+    return list((buckets.hours if bucket == "hour" else buckets.days)(since, until, zone))
 
 
-def _slice(r: asyncpg.Record, bucket: str | None, zone: str) -> Slice:
-    b = r["bucket"]
-    if bucket is None or b is None:
+def _bucket_sql(col: str) -> str:
+    """The 1-based bucket of ``col`` among the bounds ``$4`` (every start, then the last end)."""
+    return f"width_bucket({col}, $4::timestamptz[])"
+
+
+def _slice(r: asyncpg.Record, bucket: str | None, bounds: Sequence[buckets.Bucket]) -> Slice:
+    if bucket is None:
         return Slice(r["key"], None, None)
-    if isinstance(b, datetime):
-        return Slice(r["key"], buckets.hour_of(b, zone).key, b)
-    assert isinstance(b, date)
-    return Slice(r["key"], b.isoformat(), buckets.midnight(b, zone))
+    b = bounds[r["bucket"] - 1]
+    return Slice(r["key"], b.key, b.start)
 
 
 def _counts(r: asyncpg.Record) -> dict[str, Any]:
@@ -81,14 +79,15 @@ def _counts(r: asyncpg.Record) -> dict[str, Any]:
 
 
 async def _fetch(conn: asyncpg.Connection, sql: str, sites: Sequence[str], since: datetime, until: datetime,
-                 zone: str, *extra: Any) -> list[asyncpg.Record]:
-    return list(await conn.fetch(sql, sorted(set(sites)), since, until, zone, *extra))
+                 bounds: Sequence[buckets.Bucket], *extra: Any) -> list[asyncpg.Record]:
+    edges = [b.start for b in bounds] + [bounds[-1].end] if bounds else [since, until]
+    return list(await conn.fetch(sql, sorted(set(sites)), since, until, edges, *extra))
 
 
-def _frame(table: str, alias: str, col: str, by: str | None, bucket: str | None, where: str = "") -> tuple[str, str]:
-    """(SELECT head, FROM … WHERE … GROUP BY tail) of one series: $1 sites, $2 since, $3 until, $4 zone."""
+def _frame(table: str, alias: str, col: str, by: str | None, where: str = "") -> tuple[str, str]:
+    """(SELECT head, FROM … WHERE … GROUP BY tail) of one series: $1 sites, $2 since, $3 until, $4 bounds."""
     key, join = _key_sql(by, alias)
-    head = f"SELECT {key} AS key, {_bucket_sql(bucket, f'{alias}.{col}')} AS bucket"
+    head = f"SELECT {key} AS key, {_bucket_sql(f'{alias}.{col}')} AS bucket"
     tail = (f" FROM {table} {alias}{join} WHERE {alias}.site_id = ANY($1::text[]) AND {alias}.{col} >= $2 "
             f"AND {alias}.{col} < $3{where} GROUP BY 1, 2 ORDER BY 1, 2")
     return head, tail
@@ -175,10 +174,11 @@ async def queue_series(conn: asyncpg.Connection, *, sites: Sequence[str], since:
                        threshold_s: float = DEFAULT_SL_THRESHOLD_S,
                        short_abandon_s: float = DEFAULT_SHORT_ABANDON_S) -> list[QueueRow]:
     """Offered / answered / abandoned / short abandoned, service level and ASA, waits and talk time."""
-    head, tail = _frame("queue_visit_facts", "v", "at", by, bucket)
-    rows = await _fetch(conn, head + _QUEUE + tail, sites, since, until, zone, short_abandon_s, threshold_s)
-    return [QueueRow(_slice(r, bucket, zone), **_counts(r), threshold_s=threshold_s, short_abandon_s=short_abandon_s)
-            for r in rows]
+    head, tail = _frame("queue_visit_facts", "v", "at", by)
+    bounds = _bounds(bucket, since, until, zone)
+    rows = await _fetch(conn, head + _QUEUE + tail, sites, since, until, bounds, short_abandon_s, threshold_s)
+    return [QueueRow(_slice(r, bucket, bounds), **_counts(r), threshold_s=threshold_s,
+                     short_abandon_s=short_abandon_s) for r in rows]
 
 
 # -- the IVR -------------------------------------------------------------------------------------------------------
@@ -261,9 +261,10 @@ _IVR = """,
 async def ivr_series(conn: asyncpg.Connection, *, sites: Sequence[str], since: datetime, until: datetime,
                      zone: str, by: str | None = None, bucket: str | None = None) -> list[IvrRow]:
     """IVR calls and how they left, containment, transfers, time to queue, the callback offer funnel."""
-    head, tail = _frame("call_facts", "c", "started_at", by, bucket, _COUNTED)
-    rows = await _fetch(conn, head + _IVR + tail, sites, since, until, zone)
-    return [IvrRow(_slice(r, bucket, zone), **_counts(r)) for r in rows]
+    head, tail = _frame("call_facts", "c", "started_at", by, _COUNTED)
+    bounds = _bounds(bucket, since, until, zone)
+    rows = await _fetch(conn, head + _IVR + tail, sites, since, until, bounds)
+    return [IvrRow(_slice(r, bucket, bounds), **_counts(r)) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -299,10 +300,11 @@ async def ivr_abandon_by_node(conn: asyncpg.Connection, *, sites: Sequence[str],
     """Per node (qualified ``flow.node``): entered and abandoned there. A node known only as the end of a
     path-less call counts as entered once (the box's ``setdefault(node, 1)``)."""
     key, join = _key_sql(by, "c")
-    sql = _NODES.format(key=key, join=join, bucket=_bucket_sql(bucket, "c.started_at"), counted=_COUNTED)
-    rows = await _fetch(conn, sql, sites, since, until, zone)
-    return [NodeRow(_slice(r, bucket, zone), r["node"], r["entered"] or (1 if r["abandoned"] else 0), r["abandoned"])
-            for r in rows]
+    sql = _NODES.format(key=key, join=join, bucket=_bucket_sql("c.started_at"), counted=_COUNTED)
+    bounds = _bounds(bucket, since, until, zone)
+    rows = await _fetch(conn, sql, sites, since, until, bounds)
+    return [NodeRow(_slice(r, bucket, bounds), r["node"], r["entered"] or (1 if r["abandoned"] else 0),
+                    r["abandoned"]) for r in rows]
 
 
 # -- callbacks -----------------------------------------------------------------------------------------------------
@@ -382,21 +384,18 @@ GROUP BY 1, 2 ORDER BY 1, 2
 async def callback_series(conn: asyncpg.Connection, *, sites: Sequence[str], since: datetime, until: datetime,
                           zone: str, by: str | None = None, bucket: str | None = None) -> list[CallbackRow]:
     """Callbacks requested, completed, first-attempt connect, promises kept, callback ASA and EWT error."""
-    head, tail = _frame("callback_facts", "r", "requested_at", by, bucket)
-    req = await _fetch(conn, head + _REQUESTS + tail, sites, since, until, zone)
+    head, tail = _frame("callback_facts", "r", "requested_at", by)
+    bounds = _bounds(bucket, since, until, zone)
+    req = await _fetch(conn, head + _REQUESTS + tail, sites, since, until, bounds)
     key, join = _key_sql(by, "k")
     kept = await _fetch(conn, _KEPT.format(key=key, join=join,
-                                           bucket=_bucket_sql(bucket, "coalesce(r.requested_at, k.arrival_at)")),
-                        sites, since, until, zone)
-    out: dict[tuple[str, Any], dict[str, Any]] = {}
+                                           bucket=_bucket_sql("coalesce(r.requested_at, k.arrival_at)")),
+                        sites, since, until, bounds)
+    out: dict[tuple[str, int], dict[str, Any]] = {}
     for r in [*req, *kept]:
-        d = out.setdefault((r["key"], r["bucket"]), {"at": _slice(r, bucket, zone)})
+        d = out.setdefault((r["key"], r["bucket"]), {"at": _slice(r, bucket, bounds)})
         d.update(_counts(r))
-    return [CallbackRow(**out[k]) for k in sorted(out, key=_order)]
-
-
-def _order(k: tuple[str, Any]) -> tuple[str, Any]:
-    return (k[0], k[1] if k[1] is not None else datetime.min)
+    return [CallbackRow(**out[k]) for k in sorted(out)]
 
 
 # -- surveys -------------------------------------------------------------------------------------------------------
@@ -432,12 +431,13 @@ async def survey_series(conn: asyncpg.Connection, *, sites: Sequence[str], since
                         zone: str, by: str | None = None, bucket: str | None = None) -> list[SurveyRow]:
     """CSAT and NPS with their n; answers count with their call's start."""
     key, join = _key_sql(by, "c")
-    sql = (f"SELECT {key} AS key, {_bucket_sql(bucket, 'c.started_at')} AS bucket{_SURVEYS}"
+    sql = (f"SELECT {key} AS key, {_bucket_sql('c.started_at')} AS bucket{_SURVEYS}"
            f" FROM call_facts c CROSS JOIN LATERAL unnest(c.survey_scale, c.survey_value) AS a(scale, value){join}"
            f" WHERE c.site_id = ANY($1::text[]) AND c.started_at >= $2 AND c.started_at < $3{_COUNTED}"
            f" GROUP BY 1, 2 ORDER BY 1, 2")
-    rows = await _fetch(conn, sql, sites, since, until, zone)
-    return [SurveyRow(_slice(r, bucket, zone), **_counts(r)) for r in rows]
+    bounds = _bounds(bucket, since, until, zone)
+    rows = await _fetch(conn, sql, sites, since, until, bounds)
+    return [SurveyRow(_slice(r, bucket, bounds), **_counts(r)) for r in rows]
 
 
 # -- the day × hour heat map ---------------------------------------------------------------------------------------
@@ -455,24 +455,31 @@ class HeatCell:
 
 
 _HEAT = """
-SELECT key, day, hour, sum(calls)::bigint AS calls, sum(offered)::bigint AS offered FROM (
-  SELECT {ckey} AS key, (c.started_at AT TIME ZONE $4)::date AS day,
-         extract(hour FROM c.started_at AT TIME ZONE $4)::int AS hour, count(*) AS calls, 0 AS offered
+SELECT key, bucket, sum(calls)::bigint AS calls, sum(offered)::bigint AS offered FROM (
+  SELECT {ckey} AS key, width_bucket(c.started_at, $4::timestamptz[]) AS bucket, count(*) AS calls, 0 AS offered
   FROM call_facts c{cjoin}
-  WHERE c.site_id = ANY($1::text[]) AND c.started_at >= $2 AND c.started_at < $3{counted} GROUP BY 1, 2, 3
+  WHERE c.site_id = ANY($1::text[]) AND c.started_at >= $2 AND c.started_at < $3{counted} GROUP BY 1, 2
   UNION ALL
-  SELECT {vkey}, (v.at AT TIME ZONE $4)::date, extract(hour FROM v.at AT TIME ZONE $4)::int, 0, count(*)
+  SELECT {vkey}, width_bucket(v.at, $4::timestamptz[]), 0, count(*)
   FROM queue_visit_facts v{vjoin}
-  WHERE v.site_id = ANY($1::text[]) AND v.at >= $2 AND v.at < $3 GROUP BY 1, 2, 3
-) x GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+  WHERE v.site_id = ANY($1::text[]) AND v.at >= $2 AND v.at < $3 GROUP BY 1, 2
+) x GROUP BY 1, 2 ORDER BY 1, 2
 """
 
 
 async def heat_map(conn: asyncpg.Connection, *, sites: Sequence[str], since: datetime, until: datetime, zone: str,
                    by: str | None = None) -> list[HeatCell]:
-    """Traffic per local day and clock hour: IVR calls started and queue entries."""
+    """Traffic per local day and clock hour: IVR calls started and queue entries (counted per hour bucket,
+    then laid on the clock)."""
     ckey, cjoin = _key_sql(by, "c")
     vkey, vjoin = _key_sql(by, "v")
     sql = _HEAT.format(ckey=ckey, cjoin=cjoin, vkey=vkey, vjoin=vjoin, counted=_COUNTED)
-    rows = await _fetch(conn, sql, sites, since, until, zone)
-    return [HeatCell(r["key"], r["day"], r["hour"], r["calls"], r["offered"]) for r in rows]
+    bounds = _bounds("hour", since, until, zone)
+    tz = buckets.as_zone(zone)
+    cells: dict[tuple[str, date, int], list[int]] = {}
+    for r in await _fetch(conn, sql, sites, since, until, bounds):
+        local = bounds[r["bucket"] - 1].start.astimezone(tz)
+        cell = cells.setdefault((r["key"], local.date(), local.hour), [0, 0])
+        cell[0] += r["calls"]
+        cell[1] += r["offered"]
+    return [HeatCell(k, d, h, calls, offered) for (k, d, h), (calls, offered) in sorted(cells.items())]

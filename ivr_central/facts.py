@@ -185,6 +185,13 @@ def kept_rows(site_id: str, request_id: str, kept: Sequence[Mapping[str, Any]]) 
 
 # -- rows → facts (pure): what the report reads back ------------------------------------------------------------
 
+#: the call_facts columns ``call_of`` reads (and FCR's ``caller_e164``): what the report selects
+CALL_READ = ("site_id, call_id, started_at, ended_at, channel, caller, caller_e164, dialed, flow, flow_version, zone, "
+             "outcome, detail, resolved, transfer_failed, handoff, queue, queued_at, offer_decided, callback_offered, "
+             "callback_accepted, callback_request_id, callback_leg, path, survey_scale, survey_value, survey_node, "
+             "survey_flow")
+
+
 def call_of(r: Mapping[str, Any]) -> CallFacts:
     surveys = tuple(SurveyAnswer(s, v, n, f) for s, v, n, f in zip(
         r["survey_scale"], r["survey_value"], r["survey_node"], r["survey_flow"], strict=True))

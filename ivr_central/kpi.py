@@ -23,7 +23,6 @@ from typing import Any
 import asyncpg
 
 from ivr.kpi import measures
-from ivr.kpi.facts import CallFacts
 from ivr.kpi.report import GROUP_BY, SITE_GROUP_BY, KpiReport, Params, build, build_from_facts
 from ivr_central import facts as rows_of
 
@@ -56,14 +55,21 @@ async def reference_report(conn: asyncpg.Connection, *, sites: Sequence[str], si
 
 # -- the report from the fact rows --------------------------------------------------------------------------------
 
-_CALLS = """
-SELECT * FROM call_facts
-WHERE site_id = ANY($1::text[]) AND NOT callback_leg AND ($5 OR channel <> 'simulator') AND started_at < $4
-  AND ((started_at >= $2 AND started_at <= $3) OR (started_at < $2 AND coalesce(ended_at, $4) >= $2))
+# the calls of the period, and those that started before it and were still on the box in it (traffic)
+_CALLS = f"""
+SELECT {rows_of.CALL_READ} FROM call_facts
+WHERE site_id = ANY($1::text[]) AND NOT callback_leg AND ($4 OR channel <> 'simulator') AND started_at < $3
+  AND (started_at >= $2 OR coalesce(ended_at, $5) >= $2)
 ORDER BY site_id, first_seq
 """
-_LINKED_CALLS = """
-SELECT * FROM call_facts
+# later calls, looked at only as repeats (FCR): their number and start are all it needs
+_REPEATS = """
+SELECT call_id, started_at, caller_e164 FROM call_facts
+WHERE site_id = ANY($1::text[]) AND NOT callback_leg AND ($4 OR channel <> 'simulator')
+  AND started_at >= $2 AND started_at <= $3 AND started_at < $5 AND caller_e164 IS NOT NULL
+"""
+_LINKED_CALLS = f"""
+SELECT {rows_of.CALL_READ} FROM call_facts
 WHERE site_id = ANY($1::text[]) AND call_id = ANY($2::text[]) AND NOT callback_leg
   AND ($4 OR channel <> 'simulator') AND started_at < $3
 ORDER BY site_id, first_seq
@@ -103,7 +109,8 @@ async def report(conn: asyncpg.Connection, *, sites: Sequence[str], since: datet
     site_list = sorted(set(sites))
     end = min(now if until is None else until, now)
     horizon = end + max((w for _, w in p.fcr_windows), default=timedelta(0))
-    call_rows = await conn.fetch(_CALLS, site_list, since, horizon, now, include_simulated)
+    call_rows = await conn.fetch(_CALLS, site_list, since, end, include_simulated, now)
+    repeats = await conn.fetch(_REPEATS, site_list, end, horizon, include_simulated, now) if horizon > end else []
     visits = [rows_of.visit_of(r) for r in await conn.fetch(_VISITS, site_list, since, end)]
     requests = [rows_of.request_of(r) for r in await conn.fetch(_REQUESTS, site_list, since, end)]
     kept = [rows_of.kept_of(r) for r in await conn.fetch(_KEPT, site_list, since, end)]
@@ -113,12 +120,8 @@ async def report(conn: asyncpg.Connection, *, sites: Sequence[str], since: datet
         if linked:
             call_rows = [*call_rows, *await conn.fetch(_LINKED_CALLS, site_list, sorted(linked), now,
                                                         include_simulated)]
-    calls: list[CallFacts] = []
-    numbers: list[tuple[CallFacts, str | None]] = []
-    for r in call_rows:
-        c = rows_of.call_of(r)
-        calls.append(c)
-        numbers.append((c, r["caller_e164"]))
+    calls = [rows_of.call_of(r) for r in call_rows]
+    numbers = [(r["call_id"], r["started_at"], r["caller_e164"]) for r in (*call_rows, *repeats)]
     groups = None
     if by == "group":
         groups = {r["site_id"]: r["grp"] for r in await conn.fetch(

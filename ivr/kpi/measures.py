@@ -248,18 +248,20 @@ class CallerIndex:
     @classmethod
     def of(cls, history: Iterable[CallFacts], region: str) -> CallerIndex:
         """Every number read in ``region``."""
-        return cls.of_numbers(((h, normalise_number(h.caller, region)) for h in history), region)
+        return cls.of_numbers(((h.call_id, h.started_at, normalise_number(h.caller, region)) for h in history),
+                              region)
 
     @classmethod
-    def of_numbers(cls, history: Iterable[tuple[CallFacts, str | None]], region: str) -> CallerIndex:
-        """From numbers normalised already (the central store reads each site's callers in that site's
-        region at ingest, so one caller is one number across sites); None: withheld."""
+    def of_numbers(cls, history: Iterable[tuple[str, datetime, str | None]], region: str) -> CallerIndex:
+        """From (call id, start, number) with numbers normalised already (the central store reads each
+        site's callers in that site's region at ingest, so one caller is one number across sites); None:
+        withheld."""
         starts: dict[str, list[datetime]] = {}
         ids: dict[str, str] = {}
-        for h, num in history:
+        for call_id, started_at, num in history:
             if num is not None:
-                starts.setdefault(num, []).append(h.started_at)
-                ids[h.call_id] = num
+                starts.setdefault(num, []).append(started_at)
+                ids[call_id] = num
         for lst in starts.values():
             lst.sort()
         return cls(region, starts, ids)
@@ -366,15 +368,17 @@ def busy_hour(calls: Sequence[CallFacts], since: datetime, until: datetime, now:
     """The site's clock hour with the most carried traffic (Erlangs in that hour; ties: the earlier), over
     the hours of the period; a repeated hour on a DST day is two hours."""
     ivs = _intervals(calls, since, until, now)
-    load: dict[datetime, float] = {}
-    for x, y in ivs:  # each call into the hours it spans
-        h = buckets.hour_of(x, zone)
-        while h.start < y:
-            load[h.start] = load.get(h.start, 0.0) + buckets.overlap(x, y, h.start, h.end)
-            h = buckets.hour_of(h.end, zone)
+    hours = list(buckets.hours(since, until, zone))
+    starts = [h.start for h in hours]
+    load = [0.0] * len(hours)
+    for x, y in ivs:  # each call into the hours it spans (clipped to the period: inside these hours)
+        i = bisect_right(starts, x) - 1
+        while i < len(hours) and hours[i].start < y:
+            load[i] += buckets.overlap(x, y, hours[i].start, hours[i].end)
+            i += 1
     best: tuple[float, buckets.Bucket] | None = None
-    for b in buckets.hours(since, until, zone):
-        erl = load.get(b.start, 0.0) / b.seconds
+    for b, busy in zip(hours, load, strict=True):
+        erl = busy / b.seconds
         if best is None or erl > best[0]:
             best = (erl, b)
     if best is None or best[0] == 0:
