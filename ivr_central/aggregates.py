@@ -15,16 +15,16 @@ written twice and no row pays for a time-zone conversion. A bucket with nothing 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from ivr.kpi import buckets
 from ivr.kpi import formulas as f
-from ivr.kpi.measures import DEFAULT_SHORT_ABANDON_S, DEFAULT_SL_THRESHOLD_S
+from ivr.kpi.measures import DEFAULT_SHORT_ABANDON_S, DEFAULT_SL_THRESHOLD_S, FCR_WINDOWS
 from ivr.kpi.report import NO_KEY
 
 BY = ("site", "group")
@@ -438,6 +438,62 @@ async def survey_series(conn: asyncpg.Connection, *, sites: Sequence[str], since
     bounds = _bounds(bucket, since, until, zone)
     rows = await _fetch(conn, sql, sites, since, until, bounds)
     return [SurveyRow(_slice(r, bucket, bounds), **_counts(r)) for r in rows]
+
+
+# -- first-call resolution across sites -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FcrRow:
+    """Calls of the slice by repeat caller (``measures.fcr_counts``): a call with a usable number is resolved
+    first time within W when no call from that number, at any site chosen, started in ``(start, start + W]``
+    (up to ``now``); ``open``: resolved so far but the window reaches past ``now`` (provisional)."""
+
+    at: Slice
+    counted: int  # calls with a usable number (caller_e164)
+    anonymous: int
+    resolved: Mapping[str, int]  # window label -> resolved first time
+    open: Mapping[str, int]  # window label -> windows still open at now
+
+    def fcr(self, label: str) -> f.Measure:
+        return f.ratio(self.resolved[label], self.counted)
+
+    def provisional(self, label: str) -> bool:
+        return self.open[label] > 0
+
+
+_FCR = """
+SELECT {key} AS key, {bucket} AS bucket,
+  count(*) FILTER (WHERE c.caller_e164 IS NOT NULL) AS counted,
+  count(*) FILTER (WHERE c.caller_e164 IS NULL) AS anonymous{windows}
+FROM call_facts c{join}
+LEFT JOIN LATERAL (  -- the next call from the number at any site chosen: bisect_right in measures.fcr_counts
+  SELECT min(h.started_at) AS next FROM call_facts h
+  WHERE h.caller_e164 = c.caller_e164 AND h.started_at > c.started_at AND h.started_at < $5
+    AND h.site_id = ANY($1::text[]) AND NOT h.callback_leg AND h.channel <> 'simulator') n ON true
+WHERE c.site_id = ANY($1::text[]) AND c.started_at >= $2 AND c.started_at < $3{counted}
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+async def fcr_series(conn: asyncpg.Connection, *, sites: Sequence[str], since: datetime, until: datetime,
+                     now: datetime, zone: str, by: str | None = None, bucket: str | None = None,
+                     windows: Sequence[tuple[str, timedelta]] = FCR_WINDOWS) -> list[FcrRow]:
+    """First-call resolution within each window, the same caller (``call_facts.caller_e164``, read in its
+    site's region) at any of ``sites`` counted once: one index probe per call."""
+    key, join = _key_sql(by, "c")
+    cols = []
+    for i, (label, _) in enumerate(windows):
+        w = f"${6 + i}::interval"
+        resolved = f"c.caller_e164 IS NOT NULL AND (n.next IS NULL OR n.next > c.started_at + {w})"
+        cols.append(f",\n  count(*) FILTER (WHERE {resolved}) AS \"resolved {label}\"")
+        cols.append(f",\n  count(*) FILTER (WHERE {resolved} AND c.started_at + {w} > $5) AS \"open {label}\"")
+    sql = _FCR.format(key=key, join=join, bucket=_bucket_sql("c.started_at"), windows="".join(cols),
+                      counted=_COUNTED)
+    bounds = _bounds(bucket, since, until, zone)
+    rows = await _fetch(conn, sql, sites, since, until, bounds, now, *(w for _, w in windows))
+    return [FcrRow(_slice(r, bucket, bounds), r["counted"], r["anonymous"],
+                   {label: r[f"resolved {label}"] for label, _ in windows},
+                   {label: r[f"open {label}"] for label, _ in windows}) for r in rows]
 
 
 # -- the day × hour heat map ---------------------------------------------------------------------------------------

@@ -453,3 +453,30 @@ async def test_a_queue_visit_after_midnight_is_grouped_by_the_call_before_it(con
     r = await three_ways(conn, events, "late", since=midnight, until=midnight + timedelta(days=1),
                          now=midnight + timedelta(days=9), by_all=("flow", "node", "queue"))
     assert r.group("sales").get("offered").value == 1 and r.group("sales").get("ivr_calls").value == 0
+
+
+async def test_fcr_in_sql_agrees_with_report_across_sites(conn: asyncpg.Connection) -> None:
+    """``aggregates.fcr_series`` (one index probe per call for the caller's next call at any site chosen)
+    against ``report``: in total, by hour, and by site (a site's row still sees repeats at the others)."""
+    start, end = datetime(2026, 12, 1, 5, tzinfo=UTC), datetime(2026, 12, 4, 5, tzinfo=UTC)
+    shared = numbers(random.Random(17), 200)
+    for i, site in enumerate(("f1", "f2")):
+        await add_site(conn, site)
+        rng = random.Random(18 + i)
+        await ingest(conn, site, SiteLog(site, rng, start=start, end=end, callers=shared).calls(150).events(), rng)
+    sites = ["f1", "f2"]
+    since, until = start, start + timedelta(days=1)
+    for now in (end + timedelta(days=8), start + timedelta(days=2)):  # every window closed; some still open
+        for by, bucket in ((None, None), (None, "hour"), ("site", None)):
+            rows = await aggregates.fcr_series(conn, sites=sites, since=since, until=until, now=now, zone=NY, by=by,
+                                               bucket=bucket)
+            r = await kpi.report(conn, sites=sites, since=since, until=until, now=now, zone=NY, by=by or bucket)
+            assert rows
+            for fr in rows:
+                g: Any = r if (by, bucket) == (None, None) else r.group(fr.at.bucket if bucket else fr.at.key)
+                for label in ("24h", "72h", "7d"):
+                    k = g.get(f"fcr_{label}")
+                    _eq(fr.fcr(label), k, f"{now} by {by} {bucket} {fr.at}")
+                    assert (fr.provisional(label), fr.anonymous) == (k.provisional, k.detail["anonymous"])
+            if now < end:
+                assert any(fr.provisional("7d") for fr in rows)
