@@ -81,7 +81,14 @@ def _counts(r: asyncpg.Record) -> dict[str, Any]:
 async def _fetch(conn: asyncpg.Connection, sql: str, sites: Sequence[str], since: datetime, until: datetime,
                  bounds: Sequence[buckets.Bucket], *extra: Any) -> list[asyncpg.Record]:
     edges = [b.start for b in bounds] + [bounds[-1].end] if bounds else [since, until]
-    return list(await conn.fetch(sql, sorted(set(sites)), since, until, edges, *extra))
+    args = (sorted(set(sites)), since, until, edges, *extra)
+    if conn.is_in_transaction():  # the caller's transaction, the caller's settings
+        return list(await conn.fetch(sql, *args))
+    async with conn.transaction(readonly=True):
+        # JIT compiling these plans (their row estimates reach its thresholds at a thousand sites) costs seconds
+        # on a 2-core box and wins nothing on queries that run in a fraction of one (bench/central_kpi.py)
+        await conn.execute("SET LOCAL jit = off")
+        return list(await conn.fetch(sql, *args))
 
 
 def _frame(table: str, alias: str, col: str, by: str | None, where: str = "") -> tuple[str, str]:
@@ -287,8 +294,8 @@ WITH c AS (SELECT {key} AS key, {bucket} AS bucket, c.path, c.last_node, c.dispo
            WHERE c.site_id = ANY($1::text[]) AND c.started_at >= $2 AND c.started_at < $3
              AND c.outcome IS NOT NULL{counted})
 SELECT key, bucket, node, sum(entered)::bigint AS entered, sum(abandoned)::bigint AS abandoned FROM (
-  SELECT key, bucket, p.node, 1 AS entered, 0 AS abandoned
-  FROM c, LATERAL (SELECT DISTINCT unnest(c.path) AS node) p
+  SELECT key, bucket, p.node, 1 AS entered, 0 AS abandoned  -- each node once per call: its first place
+  FROM c, unnest(c.path) WITH ORDINALITY AS p(node, i) WHERE array_position(c.path, p.node) = p.i
   UNION ALL
   SELECT key, bucket, last_node, 0, 1 FROM c WHERE disposition = 'abandoned' AND coalesce(last_node, '') <> ''
 ) x GROUP BY 1, 2, 3 ORDER BY 1, 2, 3

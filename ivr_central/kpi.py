@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from ivr.kpi import measures
+from ivr.kpi.facts import CallbackRequestFacts, CallFacts, QueueVisit
 from ivr.kpi.report import GROUP_BY, SITE_GROUP_BY, KpiReport, Params, build, build_from_facts
 from ivr_central import facts as rows_of
 
@@ -109,6 +110,25 @@ async def report(conn: asyncpg.Connection, *, sites: Sequence[str], since: datet
     site_list = sorted(set(sites))
     end = min(now if until is None else until, now)
     horizon = end + max((w for _, w in p.fcr_windows), default=timedelta(0))
+    if conn.is_in_transaction():
+        facts = await _read(conn, site_list, since, end, horizon, now, by, include_simulated)
+    else:  # one snapshot for every read, while ingest goes on; no JIT (bench/central_kpi.py: it only costs)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute("SET LOCAL jit = off")
+            facts = await _read(conn, site_list, since, end, horizon, now, by, include_simulated)
+    calls, visits, requests, kept, numbers, groups = facts
+    return build_from_facts(calls, visits, requests, kept, zone=zone, since=since, until=until, by=by, now=now,
+                            region=region, params=p, history=measures.CallerIndex.of_numbers(numbers, region),
+                            site_groups=groups)
+
+
+_Read = tuple[list[CallFacts], list[QueueVisit], list[CallbackRequestFacts], list[dict[str, Any]],
+              list[tuple[str, datetime, str | None]], dict[str, str] | None]
+
+
+async def _read(conn: asyncpg.Connection, site_list: list[str], since: datetime, end: datetime, horizon: datetime,
+                now: datetime, by: str | None, include_simulated: bool) -> _Read:
+    """The fact rows ``report`` needs, as the box's records."""
     call_rows = await conn.fetch(_CALLS, site_list, since, end, include_simulated, now)
     repeats = await conn.fetch(_REPEATS, site_list, end, horizon, include_simulated, now) if horizon > end else []
     visits = [rows_of.visit_of(r) for r in await conn.fetch(_VISITS, site_list, since, end)]
@@ -126,6 +146,4 @@ async def report(conn: asyncpg.Connection, *, sites: Sequence[str], since: datet
     if by == "group":
         groups = {r["site_id"]: r["grp"] for r in await conn.fetch(
             "SELECT site_id, grp FROM sites WHERE site_id = ANY($1::text[])", site_list)}
-    return build_from_facts(calls, visits, requests, kept, zone=zone, since=since, until=until, by=by, now=now,
-                            region=region, params=p, history=measures.CallerIndex.of_numbers(numbers, region),
-                            site_groups=groups)
+    return calls, visits, requests, kept, numbers, groups
