@@ -45,10 +45,12 @@ def _key_sql(by: str | None, alias: str) -> tuple[str, str]:
     """(key expression, join) for ``by``."""
     if by is None:
         return "''", ""
+    # byte order (COLLATE "C"): grouping sorts by it, and memcmp is what Python's sorted() of the keys does
     if by == "site":
-        return f"{alias}.site_id", ""
+        return f"{alias}.site_id COLLATE \"C\"", ""
     if by == "group":
-        return f"coalesce(nullif(s.grp, ''), '{NO_KEY}')", f" JOIN sites s ON s.site_id = {alias}.site_id"
+        return (f"coalesce(nullif(s.grp, ''), '{NO_KEY}') COLLATE \"C\"",
+                f" JOIN sites s ON s.site_id = {alias}.site_id")
     raise ValueError(f"by must be one of {', '.join(BY)} or None, not {by!r}")
 
 
@@ -289,17 +291,22 @@ class NodeRow:
 
 
 _NODES = """
-WITH c AS (SELECT {key} AS key, {bucket} AS bucket, c.path, c.last_node, c.disposition
-           FROM call_facts c{join}
-           WHERE c.site_id = ANY($1::text[]) AND c.started_at >= $2 AND c.started_at < $3
-             AND c.outcome IS NOT NULL{counted})
 SELECT key, bucket, node, sum(entered)::bigint AS entered, sum(abandoned)::bigint AS abandoned FROM (
-  SELECT key, bucket, p.node, 1 AS entered, 0 AS abandoned  -- each node once per call: its first place
-  FROM c, unnest(c.path) WITH ORDINALITY AS p(node, i) WHERE array_position(c.path, p.node) = p.i
+  SELECT key, bucket, node, count(*) AS entered, 0 AS abandoned FROM (
+    -- set-returning functions in the select list stream (in FROM they fill a tuplestore per call)
+    SELECT {key} AS key, {bucket} AS bucket, c.path, unnest(c.path) COLLATE "C" AS node,
+           generate_subscripts(c.path, 1) AS i
+    FROM call_facts c{join} WHERE {where}) p
+  WHERE array_position(p.path, p.node) = p.i  -- each node once per call: its first place
+  GROUP BY 1, 2, 3
   UNION ALL
-  SELECT key, bucket, last_node, 0, 1 FROM c WHERE disposition = 'abandoned' AND coalesce(last_node, '') <> ''
+  SELECT {key}, {bucket}, c.last_node COLLATE "C", 0, count(*) FROM call_facts c{join}
+  WHERE {where} AND c.disposition = 'abandoned' AND coalesce(c.last_node, '') <> ''
+  GROUP BY 1, 2, 3
 ) x GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
+_NODES_WHERE = ("c.site_id = ANY($1::text[]) AND c.started_at >= $2 AND c.started_at < $3 AND c.outcome IS NOT NULL"
+                + _COUNTED)
 
 
 async def ivr_abandon_by_node(conn: asyncpg.Connection, *, sites: Sequence[str], since: datetime, until: datetime,
@@ -307,7 +314,7 @@ async def ivr_abandon_by_node(conn: asyncpg.Connection, *, sites: Sequence[str],
     """Per node (qualified ``flow.node``): entered and abandoned there. A node known only as the end of a
     path-less call counts as entered once (the box's ``setdefault(node, 1)``)."""
     key, join = _key_sql(by, "c")
-    sql = _NODES.format(key=key, join=join, bucket=_bucket_sql("c.started_at"), counted=_COUNTED)
+    sql = _NODES.format(key=key, join=join, bucket=_bucket_sql("c.started_at"), where=_NODES_WHERE)
     bounds = _bounds(bucket, since, until, zone)
     rows = await _fetch(conn, sql, sites, since, until, bounds)
     return [NodeRow(_slice(r, bucket, bounds), r["node"], r["entered"] or (1 if r["abandoned"] else 0),
