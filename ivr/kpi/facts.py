@@ -119,6 +119,7 @@ class CallFacts:
     callback_request_id: str | None = None  # filed and confirmed
     callback_leg: bool = False  # the customer leg of a SIP callback (outbound), not an inbound call
     surveys: tuple[SurveyAnswer, ...] = ()
+    site: str = ""  # the site it was taken at (the central store's reports group by it; a box leaves it empty)
 
     @property
     def last_node(self) -> str | None:
@@ -170,6 +171,7 @@ class QueueVisit:
     agent: str = ""
     transferred: bool = False  # the agent transferred the caller (BLINDTRANSFER / ATTENDEDTRANSFER)
     ivr_call_id: str | None = None  # the IVR call that sent the caller (``ivr_call_id`` on the rows)
+    site: str = ""
 
     @property
     def at(self) -> datetime | None:
@@ -186,6 +188,7 @@ class CallbackRequestFacts:
     state: str = "requested"  # the last ``callback.state`` to
     first_attempt_outcome: str | None = None  # of the first attempt that tried the phone (not interrupted)
     attempts: int = 0
+    site: str = ""
 
 
 @dataclass

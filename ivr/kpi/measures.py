@@ -247,13 +247,21 @@ class CallerIndex:
 
     @classmethod
     def of(cls, history: Iterable[CallFacts], region: str) -> CallerIndex:
+        """Every number read in ``region``."""
+        return cls.of_numbers(((h.call_id, h.started_at, normalise_number(h.caller, region)) for h in history),
+                              region)
+
+    @classmethod
+    def of_numbers(cls, history: Iterable[tuple[str, datetime, str | None]], region: str) -> CallerIndex:
+        """From (call id, start, number) with numbers normalised already (the central store reads each
+        site's callers in that site's region at ingest, so one caller is one number across sites); None:
+        withheld."""
         starts: dict[str, list[datetime]] = {}
         ids: dict[str, str] = {}
-        for h in history:
-            num = normalise_number(h.caller, region)
+        for call_id, started_at, num in history:
             if num is not None:
-                starts.setdefault(num, []).append(h.started_at)
-                ids[h.call_id] = num
+                starts.setdefault(num, []).append(started_at)
+                ids[call_id] = num
         for lst in starts.values():
             lst.sort()
         return cls(region, starts, ids)
@@ -360,15 +368,17 @@ def busy_hour(calls: Sequence[CallFacts], since: datetime, until: datetime, now:
     """The site's clock hour with the most carried traffic (Erlangs in that hour; ties: the earlier), over
     the hours of the period; a repeated hour on a DST day is two hours."""
     ivs = _intervals(calls, since, until, now)
-    load: dict[datetime, float] = {}
-    for x, y in ivs:  # each call into the hours it spans
-        h = buckets.hour_of(x, zone)
-        while h.start < y:
-            load[h.start] = load.get(h.start, 0.0) + buckets.overlap(x, y, h.start, h.end)
-            h = buckets.hour_of(h.end, zone)
+    hours = list(buckets.hours(since, until, zone))
+    starts = [h.start for h in hours]
+    load = [0.0] * len(hours)
+    for x, y in ivs:  # each call into the hours it spans (clipped to the period: inside these hours)
+        i = bisect_right(starts, x) - 1
+        while i < len(hours) and hours[i].start < y:
+            load[i] += buckets.overlap(x, y, hours[i].start, hours[i].end)
+            i += 1
     best: tuple[float, buckets.Bucket] | None = None
-    for b in buckets.hours(since, until, zone):
-        erl = load.get(b.start, 0.0) / b.seconds
+    for b, busy in zip(hours, load, strict=True):
+        erl = busy / b.seconds
         if best is None or erl > best[0]:
             best = (erl, b)
     if best is None or best[0] == 0:
@@ -402,17 +412,27 @@ class EwtError:
     in_range: f.Measure
 
 
+def quote_error(k: Mapping[str, Any]) -> tuple[float, bool] | None:
+    """(error, inside) of one ``callback.kept`` record quoted a range and connected: error = time_to_agent -
+    middle of [quoted_low, quoted_high], inside = the actual wait fell in the range; None otherwise. The
+    central store keeps both per record (ivr_central/facts.py) for its SQL."""
+    low, high, actual = number(k.get("quoted_low")), number(k.get("quoted_high")), number(k.get("time_to_agent"))
+    if low is None or high is None or actual is None:
+        return None
+    return actual - (low + high) / 2, low <= actual <= high
+
+
 def ewt_error(records: Iterable[Mapping[str, Any]]) -> EwtError:
     """Over records quoted a range and connected: error = time_to_agent - middle of [quoted_low,
     quoted_high]; MAE, bias and the share of actual waits inside the range."""
     errors: list[float] = []
     inside = 0
     for k in records:
-        low, high, actual = number(k.get("quoted_low")), number(k.get("quoted_high")), number(k.get("time_to_agent"))
-        if low is None or high is None or actual is None:
+        q = quote_error(k)
+        if q is None:
             continue
-        errors.append(actual - (low + high) / 2)
-        inside += low <= actual <= high
+        errors.append(q[0])
+        inside += q[1]
     mae, bias = f.ewt_error(sum(abs(e) for e in errors), sum(errors), len(errors))
     return EwtError(mae, bias, f.ratio(inside, len(errors)))
 

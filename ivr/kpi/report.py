@@ -26,6 +26,8 @@ from ivr.kpi.facts import (
 from ivr.kpi.measures import Kpi
 
 GROUP_BY = ("flow", "queue", "hour", "day", "node")
+#: the central store's groupings besides (ivr_central.kpi.report): a box is one site
+SITE_GROUP_BY = ("site", "group")
 NO_KEY = "-"  # the group of records that have none (a call never queued, a queue visit with no IVR call)
 
 
@@ -225,33 +227,54 @@ class _Keys:
     request: Callable[[CallbackRequestFacts], frozenset[str]]
     kept: Callable[[Mapping[str, Any]], frozenset[str]]
 
-    def all(self, sel: _Sel) -> list[str]:
-        keys: set[str] = set()
+    def split(self, sel: _Sel) -> list[tuple[str, _Sel]]:
+        """The selection cut into one per key, keys sorted: a record goes to each of its keys in one pass
+        over each list (not one pass per key: a report by site may have a thousand keys). The keys are those
+        of the records counted; calls merely present (traffic) join the groups those made."""
+        parts: dict[str, _Sel] = {}
+
+        def part(key: str) -> _Sel:
+            if key not in parts:
+                parts[key] = _Sel([], [], [], [], [])
+            return parts[key]
+
         for c in sel.started:
-            keys |= self.call(c)
+            for key in self.call(c):
+                part(key).started.append(c)
         for v in sel.visits:
-            keys |= self.visit(v)
+            for key in self.visit(v):
+                part(key).visits.append(v)
         for r in sel.requests:
-            keys |= self.request(r)
+            for key in self.request(r):
+                part(key).requests.append(r)
         for k in sel.kept:
-            keys |= self.kept(k)
-        return sorted(keys)
-
-    def narrow(self, sel: _Sel, key: str) -> _Sel:
-        return _Sel([c for c in sel.started if key in self.call(c)],
-                    [c for c in sel.present if key in self.call(c)],
-                    [v for v in sel.visits if key in self.visit(v)],
-                    [r for r in sel.requests if key in self.request(r)],
-                    [k for k in sel.kept if key in self.kept(k)])
+            for key in self.kept(k):
+                part(key).kept.append(k)
+        for c in sel.present:
+            for key in self.call(c):
+                if key in parts:
+                    parts[key].present.append(c)
+        return sorted(parts.items())
 
 
-def _keys(by: str, calls: Sequence[CallFacts], requests: Sequence[CallbackRequestFacts]) -> _Keys:
+def _keys(by: str, calls: Sequence[CallFacts], requests: Sequence[CallbackRequestFacts],
+          site_groups: Mapping[str, str] | None = None) -> _Keys:
     """By flow: a call's entry flow, and for queue visits, requests and their records the flow of the IVR
     call they came from (``ivr_call_id``, the request's call); by queue: the queue each names; by node: every
-    node of the call's path, and the call's nodes for what came from it. Without a link: ``NO_KEY``."""
+    node of the call's path, and the call's nodes for what came from it; by site: the site each record was
+    taken at; by group: that site's group (``site_groups``). Without a link: ``NO_KEY``."""
+    none = frozenset({NO_KEY})
+    if by in SITE_GROUP_BY:
+        groups = site_groups or {}
+
+        def of_site(site: str) -> frozenset[str]:
+            key = site if by == "site" else groups.get(site, "")
+            return frozenset({key or NO_KEY})
+
+        return _Keys(lambda c: of_site(c.site), lambda v: of_site(v.site), lambda r: of_site(r.site),
+                     lambda k: of_site(str(k.get("site") or "")))
     by_id = {c.call_id: c for c in calls}
     req_by_id = {r.request_id: r for r in requests}
-    none = frozenset({NO_KEY})
 
     def of_call(c: CallFacts | None) -> frozenset[str]:
         if c is None:
@@ -296,18 +319,37 @@ def build(events: Iterable[Any], queue_rows: Iterable[Mapping[str, Any]] | None 
     ``include_simulated``."""
     if by is not None and by not in GROUP_BY:
         raise ValueError(f"--by must be one of {', '.join(GROUP_BY)}, not {by!r}")
-    p = params or Params()
-    until = now if until is None else until
-    end = min(until, now)  # rates and buckets run to now: the rest of the period has not happened
-    tz = buckets.as_zone(zone)
     facts = facts_from_events(events)
     calls = [c for c in facts.calls if not c.callback_leg and (include_simulated or c.channel != "simulator")]
     visits = visits_from_queue_log(facts.queue_rows if queue_rows is None else queue_rows)
     kept = list(facts.kept if kept_rows is None else kept_rows)
-    requests = facts.requests
+    return build_from_facts(calls, visits, facts.requests, kept, zone=zone, since=since, until=until, by=by,
+                            now=now, region=region, params=params)
+
+
+def build_from_facts(calls: Sequence[CallFacts], visits: Sequence[QueueVisit],
+                     requests: Sequence[CallbackRequestFacts], kept: Sequence[Mapping[str, Any]], *, zone: str,
+                     since: datetime, until: datetime | None = None, by: str | None = None, now: datetime,
+                     region: str = "US", params: Params | None = None, history: m.CallerIndex | None = None,
+                     site_groups: Mapping[str, str] | None = None) -> KpiReport:
+    """``build`` over records already extracted: where the box's ``build`` and the central store's report
+    (ivr_central.kpi) meet, so both compute every KPI by the same code.
+
+    ``calls``: the IVR calls to count (callback legs and simulations already left out), in seq order, up to
+    ``now`` (repeats after ``until`` for FCR); ``visits``, ``requests``, ``kept``: the queue visits, callback
+    requests and ``callback.kept`` records (the requests every ``kept`` record could name, so one of a
+    request outside the period is not taken for an orphan). ``history``: the callers' index for FCR (default:
+    ``calls``, numbers read in ``region``). ``by``: one of ``GROUP_BY`` or ``SITE_GROUP_BY`` (the facts'
+    ``site``, and ``site_groups``: site → group)."""
+    if by is not None and by not in (*GROUP_BY, *SITE_GROUP_BY):
+        raise ValueError(f"by must be one of {', '.join((*GROUP_BY, *SITE_GROUP_BY))}, not {by!r}")
+    p = params or Params()
+    until = now if until is None else until
+    end = min(until, now)  # rates and buckets run to now: the rest of the period has not happened
+    tz = buckets.as_zone(zone)
     # FCR looks for repeats among every call given, whatever the group
-    common: dict[str, Any] = {"history": m.CallerIndex.of(calls, region), "now": now, "zone": tz, "region": region,
-                              "p": p}
+    index = history if history is not None else m.CallerIndex.of(calls, region)
+    common: dict[str, Any] = {"history": index, "now": now, "zone": tz, "region": region, "p": p}
 
     sel = _select(calls, visits, requests, kept, since, end, now)
     totals = _kpis(sel, since=since, until=end, **common)
@@ -319,9 +361,8 @@ def build(events: Iterable[Any], queue_rows: Iterable[Mapping[str, Any]] | None 
             groups.append(Group(b.key, _kpis(_select(calls, visits, requests, kept, lo, hi, now),
                                              since=lo, until=hi, **common)))
     elif by is not None:
-        keys = _keys(by, calls, requests)
-        for key in keys.all(sel):
-            g = _kpis(keys.narrow(sel, key), since=since, until=end, **common)
+        for key, part in _keys(by, calls, requests, site_groups).split(sel):
+            g = _kpis(part, since=since, until=end, **common)
             if by == "node" and key in abandon:
                 g = (*g, abandon[key])
             groups.append(Group(key, g))
