@@ -237,9 +237,10 @@ def parse_filters(query: Mapping[str, Any], sites: Sequence[Site], *, now: datet
 
 async def _report(conn: asyncpg.Connection, f: Filters, *, now: datetime, sites: Sequence[str] | None = None,
                   by: str | None = None) -> dict[str, Any]:
-    """``KpiReport.to_json()`` of the filters' period over ``sites`` (default: the filters' sites)."""
-    r = await kpi.reference_report(conn, sites=list(sites if sites is not None else f.site_ids), since=f.since,
-                                   until=f.until, now=now, zone=f.zone, region=f.region, by=by)
+    """``KpiReport.to_json()`` of the filters' period over ``sites`` (default: the filters' sites), from the
+    fact rows (``ivr_central.kpi.report``; ``by="site"``: one group per site)."""
+    r = await kpi.report(conn, sites=list(sites if sites is not None else f.site_ids), since=f.since,
+                         until=f.until, now=now, zone=f.zone, region=f.region, by=by)
     return r.to_json()
 
 
@@ -342,10 +343,13 @@ async def sites_table(conn: asyncpg.Connection, f: Filters, *, now: datetime) ->
     """One row per site with every KPI over the period, ranked by ``rank`` (best first: high or low by the
     KPI; volumes largest first; no figure last) — each site on its own, in the filters' zone."""
     cols, units = _kpi_columns(KPIS)
+    rep = await _report(conn, f, now=now, by="site")
+    per_site = {g["key"]: g["kpis"] for g in rep["groups"]}
+    empty = (await _report(conn, f, now=now, sites=[])).get("totals") if len(per_site) < len(f.sites) else {}
     rows = []
     for s in f.sites:
-        rep = await _report(conn, f, now=now, sites=[s.site_id])
-        rows.append([s.site_id, s.name or s.site_id, s.group, *_kpi_cells(rep["totals"], KPIS)])
+        kpis = per_site.get(s.site_id, empty) or {}
+        rows.append([s.site_id, s.name or s.site_id, s.group, *_kpi_cells(kpis, KPIS)])
     columns = ["site_id", "name", "group", *cols]
     i = columns.index(f.rank)
     key = _rank_key(SPECS[f.rank])
