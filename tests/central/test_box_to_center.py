@@ -327,3 +327,60 @@ def test_two_boxes_every_event_once_through_every_fault(
     resolved_both = round(both["fcr_24h"]["value"] * both["fcr_24h"]["n"])
     resolved_each = sum(round(t["fcr_24h"]["value"] * t["fcr_24h"]["n"]) for t in each)
     assert resolved_both == 1 and resolved_each == 2
+
+
+def test_the_real_collector_refuses_what_it_cannot_store_and_the_box_quarantines_just_that(
+        tmp_path: Path, prompt_cache: Path, center: tuple[PgTemp, str, Collector, Collector, Path]) -> None:
+    """A line PostgreSQL cannot store (a NUL in a string: SQLite keeps it, jsonb cannot) is a 422 at the
+    center naming that line, nothing of its batch is written, the box quarantines that one event and delivers
+    the rest; and a box that does not trust the center's certificate sends nothing and says why in one line."""
+    _pg, dsn, secure, _plain, ca = center
+    r = secure.cli("site", "add", "site-q", "--token-file", str(tmp_path / "q.token"))
+    assert r.returncode == 0, r.stderr
+    secure.start()
+    env = box(tmp_path / "q", prompt_cache, "site-q",
+              f"central: {{url: '{secure.url}', token_file: {tmp_path / 'q.token'}, ca_file: {ca}}}\n")
+
+    async def write() -> int:
+        log = await EventLog.open(env.state / "ivr.db", "site-q")
+        try:
+            for i in range(5):
+                await log.append("note", None, n=i)
+            bad = await log.append("note", None, text="a NUL \x00 here")
+            for i in range(5):
+                await log.append("note", None, n=10 + i)
+            return bad
+        finally:
+            await log.close()
+
+    bad_seq = asyncio.run(write())
+
+    # a box with another CA: the TLS check fails, one line, nothing sent, nothing lost
+    other = trustme.CA()
+    other.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+    wrong = env.config.read_text().replace(f"ca_file: {ca}", f"ca_file: {tmp_path / 'other-ca.pem'}")
+    right = env.config.read_text()
+    env.config.write_text(wrong)
+    r = env.ivr("sync", "--once")
+    assert r.code == 1 and len(r.err.strip().splitlines()) == 1 and "certificate" in r.err.lower(), r.err
+    assert asyncio.run(center_rows(dsn, "site-q")) == []
+
+    env.config.write_text(right)
+    r = env.ivr("sync", "--once")
+    assert r.code == 0 and "quarantined 1 event" in r.out, r.out + r.err
+    status = sync_status(env)
+    assert [q["seq"] for q in status["quarantine"]] == [bad_seq]
+    assert status["quarantine"][0]["http_status"] == 422
+    events = box_events(env)
+    stored = {str(row["event_id"]) for row in asyncio.run(center_rows(dsn, "site-q"))}
+    assert stored == {e["id"] for e in events if e["seq"] != bad_seq}
+
+    async def rejects() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return list(await conn.fetch("SELECT status, error FROM rejects WHERE site_id = 'site-q'"))
+        finally:
+            await conn.close()
+
+    refused = asyncio.run(rejects())
+    assert refused and all(row["status"] == 422 for row in refused)
