@@ -207,15 +207,28 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=200, help="client connections open at once")
     ap.add_argument("--repeats", type=int, default=10, help="runs of each query for its p95")
     ap.add_argument("--work", type=Path, default=None, help="keep the batches and the database here")
+    ap.add_argument("--make-only", action="store_true",
+                    help="only make the workload in --work (a later run with the same --work and sizes reuses it)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="central-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    (work / "batches").mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    batches, events, raw = make_batches(work, args.sites, args.calls, args.batch)
+    manifest = work / "batches" / "manifest.json"
+    wanted = {"sites": args.sites, "calls": args.calls, "batch": args.batch}
+    if manifest.exists() and json.loads(manifest.read_text())["wanted"] == wanted:  # made by --make-only
+        m = json.loads(manifest.read_text())
+        batches = {site: [Path(f) for f in files] for site, files in m["batches"].items()}
+        events, raw = m["events"], m["raw"]
+    else:
+        batches, events, raw = make_batches(work, args.sites, args.calls, args.batch)
+        manifest.write_text(json.dumps({"wanted": wanted, "events": events, "raw": raw,
+                                        "batches": {s: [str(f) for f in fs] for s, fs in batches.items()}}))
     nbatches = sum(len(v) for v in batches.values())
     print(f"workload: {args.sites} sites, {events} events in {nbatches} batches "
-          f"({raw / events:.0f} B/event raw), made in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+          f"({raw / events:.0f} B/event raw), ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if args.make_only:
+        return 0
 
     pg = PgTemp(work / "pg")
     pg.start()
