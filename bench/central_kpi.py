@@ -192,6 +192,30 @@ async def dashboard(dsn: str, sites: int, runs: int) -> None:
                     p50, p95, n = await timed(runs, one)
                     label = f"{name}, {who}, by {by}"
                     print(f"{label:<48} {p50:>9.1f} {p95:>9.1f} {n:>6}", flush=True)
+        # one page view: the five tables asked for at once, each on its own pooled connection (as the page does)
+        pool = await asyncpg.create_pool(dsn, min_size=5, max_size=5)
+        try:
+            for who, chosen in (("all sites", ""), ("1 site", "site0000")):
+                query = {"since": first.isoformat(), "until": DAY.isoformat(), "zone": ZONE}
+                if chosen:
+                    query["sites"] = chosen
+                f = dash.parse_filters(query, known, now=now)
+
+                async def table(name: str, f: dash.Filters = f) -> None:
+                    async with pool.acquire() as c:
+                        t = await {"summary": lambda: dash.summary(c, f, now=now, targets=targets),
+                                   "series": lambda: dash.series(c, f, now=now),
+                                   "heatmap": lambda: dash.heatmap(c, f, now=now),
+                                   "exits": lambda: dash.exits(c, f, now=now),
+                                   "sites": lambda: dash.sites_table(c, f, now=now)}[name]()
+                        json.dumps(t)
+
+                async def page() -> None:
+                    await asyncio.gather(*(table(name) for name in tables))
+                p50, p95, _ = await timed(runs, page)
+                print(f"{'page (5 tables at once), ' + who + ', by day':<48} {p50:>9.1f} {p95:>9.1f}", flush=True)
+        finally:
+            await pool.close()
     finally:
         await conn.close()
 
