@@ -1,8 +1,10 @@
 """The central KPIs at scale: load synthetic sites' events through ``insert_batch`` (facts derived at ingest),
-then time ``ivr_central.kpi.report`` and the dashboard's SQL aggregates. Prints figures, asserts nothing.
+then time ``ivr_central.kpi.report``, the dashboard's SQL aggregates (``--mode queries``) and the dashboard's
+API functions, ``ivr_central.dashboard_data`` (``--mode dashboard``). Prints figures, asserts nothing.
 
     .venv/bin/python bench/central_kpi.py [--sites 1000] [--events 1000000] [--workers 2] [--runs 5]
-                                          [--dsn postgresql://…]   (default: a throwaway PostgreSQL in /tmp)
+                                          [--mode all|queries|dashboard] [--dsn postgresql://…] [--skip-load]
+                                          (default: a throwaway PostgreSQL in /tmp)
 
 One busy day (the synthetic mix of ivr_central.testing: self service, queue visits, callbacks, surveys,
 repeat callers) spread over ``--sites`` sites of America/New_York, posted as 100-event batches by ``--workers``
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivr.kpi import buckets  # noqa: E402
 from ivr_central import aggregates, db, kpi, store  # noqa: E402
+from ivr_central import dashboard_data as dash  # noqa: E402
 from ivr_central.pgtemp import PgTemp  # noqa: E402
 from ivr_central.testing import SiteLog, numbers  # noqa: E402
 
@@ -157,6 +160,66 @@ async def queries(dsn: str, sites: int, runs: int) -> None:
         await conn.close()
 
 
+async def dashboard(dsn: str, sites: int, runs: int) -> None:
+    """Each table of the dashboard's API (what one page view asks for) as the HTTP handler computes it, from the
+    query string to the JSON text: the week to ``DAY`` (the default view; the traffic is that day's), every site
+    and one site, by day and by hour."""
+    import json
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("ANALYZE")
+        known = await dash.load_sites(conn)
+        now = buckets.midnight(DAY, ZONE) + timedelta(days=1, hours=1)
+        targets = dash.Targets()
+        tables: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+            "summary": lambda f: dash.summary(conn, f, now=now, targets=targets),
+            "series": lambda f: dash.series(conn, f, now=now), "heatmap": lambda f: dash.heatmap(conn, f, now=now),
+            "exits": lambda f: dash.exits(conn, f, now=now), "sites": lambda f: dash.sites_table(conn, f, now=now)}
+        first = DAY - timedelta(days=dash.DEFAULT_DAYS - 1)
+        print(f"\ndashboard API, {first} to {DAY} ({ZONE}), {runs} runs{'':<9} {'p50 ms':>9} {'p95 ms':>9} {'rows':>6}")
+        for who, chosen in (("all sites", ""), ("1 site", "site0000")):
+            for by in ("day", "hour"):
+                query = {"since": first.isoformat(), "until": DAY.isoformat(), "by": by, "zone": ZONE}
+                if chosen:
+                    query["sites"] = chosen
+                for name, fn in tables.items():
+                    async def one(fn: Callable[..., Awaitable[dict[str, Any]]] = fn,
+                                  query: dict[str, str] = query) -> int:
+                        t = await fn(dash.parse_filters(query, known, now=now))
+                        json.dumps(t)
+                        return len(t["rows"])
+                    p50, p95, n = await timed(runs, one)
+                    label = f"{name}, {who}, by {by}"
+                    print(f"{label:<48} {p50:>9.1f} {p95:>9.1f} {n:>6}", flush=True)
+        # one page view: the five tables asked for at once, each on its own pooled connection (as the page does)
+        pool = await asyncpg.create_pool(dsn, min_size=5, max_size=5)
+        try:
+            for who, chosen in (("all sites", ""), ("1 site", "site0000")):
+                query = {"since": first.isoformat(), "until": DAY.isoformat(), "zone": ZONE}
+                if chosen:
+                    query["sites"] = chosen
+                f = dash.parse_filters(query, known, now=now)
+
+                async def table(name: str, f: dash.Filters = f) -> None:
+                    async with pool.acquire() as c:
+                        t = await {"summary": lambda: dash.summary(c, f, now=now, targets=targets),
+                                   "series": lambda: dash.series(c, f, now=now),
+                                   "heatmap": lambda: dash.heatmap(c, f, now=now),
+                                   "exits": lambda: dash.exits(c, f, now=now),
+                                   "sites": lambda: dash.sites_table(c, f, now=now)}[name]()
+                        json.dumps(t)
+
+                async def page() -> None:
+                    await asyncio.gather(*(table(name) for name in tables))
+                p50, p95, _ = await timed(runs, page)
+                print(f"{'page (5 tables at once), ' + who + ', by day':<48} {p50:>9.1f} {p95:>9.1f}", flush=True)
+        finally:
+            await pool.close()
+    finally:
+        await conn.close()
+
+
 async def main(args: argparse.Namespace) -> None:
     if args.dsn:
         dsn = args.dsn
@@ -175,7 +238,10 @@ async def main(args: argparse.Namespace) -> None:
                   f"{n / secs:.0f} events/s, {b / secs:.0f} batches/s; batch latency p50 "
                   f"{statistics.median(lat):.1f} ms, p99 {lat[int(0.99 * (len(lat) - 1))]:.1f} ms "
                   f"({args.workers} connections, facts derived in each batch's transaction)", flush=True)
-        await queries(dsn, args.sites, args.runs)
+        if args.mode in ("all", "queries"):
+            await queries(dsn, args.sites, args.runs)
+        if args.mode in ("all", "dashboard"):
+            await dashboard(dsn, args.sites, args.runs)
     finally:
         if pg is not None:
             pg.stop()
@@ -190,4 +256,6 @@ if __name__ == "__main__":
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--dsn", default="", help="an existing database (else a throwaway PostgreSQL)")
     p.add_argument("--skip-load", action="store_true", help="query what --dsn holds already")
+    p.add_argument("--mode", choices=("all", "queries", "dashboard"), default="all",
+                   help="queries: report() and the aggregates; dashboard: the dashboard API's tables")
     asyncio.run(main(p.parse_args()))

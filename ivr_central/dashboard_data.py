@@ -1,11 +1,12 @@
 """The dashboard's figures (issue 14 item 4): filters in, plain JSON-ready tables out.
 
-This is the only module of the dashboard that reads PostgreSQL. Every figure comes from a ``KpiReport``
-made by ``_report`` — today ``ivr_central.kpi.reference_report`` (the box's own ``ivr kpi`` code over the
-events read back: right by construction, not fast); when the fact tables and their SQL aggregates land,
-``_report`` is the one place that changes. The HTTP side (ivr_central.dashboard) never computes a figure:
-it shows these tables as charts and writes the same rows as CSV, so a download is exactly what the page
-showed.
+This is the only module of the dashboard that reads PostgreSQL. Every figure is counted in SQL over the fact
+rows by ``ivr_central.aggregates`` (the counting rules of ``ivr.kpi.measures``, the arithmetic of
+``ivr.kpi.formulas``), so a view of the whole fleet is a few small result sets; tests/central/test_kpi_agree.py
+holds those counts to ``ivr_central.kpi.report``'s figures and tests/central/test_dashboard_api.py holds the
+tables to ``kpi.reference_report`` (the box's own ``ivr kpi`` code over the events). The HTTP side
+(ivr_central.dashboard) never computes a figure: it shows these tables as charts and writes the same rows as
+CSV, so a download is exactly what the page showed.
 
 Every table has the same shape: ``{"table", "filters", "columns", "units", "rows", ...}``; ``rows`` are lists
 in ``columns`` order, values as ``KpiReport.to_json`` rounds them (shares 0-1, seconds, NPS points), ``None``
@@ -15,16 +16,19 @@ where there is nothing to measure; every value column ``k`` has its sample size 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
-from ivr.kpi import buckets
-from ivr_central import kpi
+from ivr.kpi import buckets, formulas
+from ivr.kpi.measures import DEFAULT_SHORT_ABANDON_S, DEFAULT_SL_THRESHOLD_S
+from ivr.kpi.report import json_value
+from ivr_central import aggregates as agg
 
 BY = ("day", "hour")
 MAX_DAYS = 366  # a year by day
@@ -234,25 +238,99 @@ def parse_filters(query: Mapping[str, Any], sites: Sequence[Site], *, now: datet
 
 
 # -- the one source of figures -----------------------------------------------------------------------------------
+#
+# Every figure the dashboard shows is a count or a sum PostgreSQL takes over the fact rows (ivr_central.aggregates:
+# the counting rules of ivr.kpi.measures, held to ``kpi.report``'s figures by tests/central/test_kpi_agree.py) fed
+# to ivr.kpi.formulas, and rounded as ``KpiReport.to_json`` rounds. ``kpi.report`` (every fact row of the period
+# into Python) stays the reference and the tool for what the dashboard does not show (first-call resolution,
+# traffic, by flow / node / queue): at 10^6 events over 1,000 sites it takes ~10 s for the fleet, the aggregates
+# a fraction of that (docs/central-dashboard.md, "Speed"). No dashboard figure needs it, so none reads it.
 
-async def _report(conn: asyncpg.Connection, f: Filters, *, now: datetime, sites: Sequence[str] | None = None,
-                  by: str | None = None) -> dict[str, Any]:
-    """``KpiReport.to_json()`` of the filters' period over ``sites`` (default: the filters' sites), from the
-    fact rows (``ivr_central.kpi.report``; ``by="site"``: one group per site)."""
-    r = await kpi.report(conn, sites=list(sites if sites is not None else f.site_ids), since=f.since,
-                         until=f.until, now=now, zone=f.zone, region=f.region, by=by)
-    return r.to_json()
+@dataclass(frozen=True)
+class _Counts:
+    """The aggregate rows of one slice (the period, a bucket or a site); None: nothing counted there."""
+
+    queue: agg.QueueRow | None = None
+    ivr: agg.IvrRow | None = None
+    callbacks: agg.CallbackRow | None = None
+    surveys: agg.SurveyRow | None = None
+
+    def measures(self) -> dict[str, formulas.Measure]:
+        """Every dashboard KPI as a ``Measure`` (value unrounded, n), as ``kpi.report`` has it: a count's n is
+        the population it was counted in (answered / abandoned: the queue entries), a ratio's its denominator."""
+        q, i = self.queue or _EMPTY_QUEUE, self.ivr or _EMPTY_IVR
+        cb, sv = self.callbacks or _EMPTY_CALLBACKS, self.surveys or _EMPTY_SURVEYS
+        return {
+            "offered": _count(q.offered, q.offered),
+            "answered": _count(q.answered, q.offered),
+            "abandoned": _count(q.abandoned, q.offered),
+            "abandonment_rate": q.abandonment_rate(),
+            "service_level": q.service_level(),
+            "asa": q.asa(),
+            "ivr_calls": _count(i.calls, i.calls),
+            "containment": i.containment(),
+            "callback_requests": _count(cb.requested, cb.requested),  # callback_completed's detail "requests"
+            "callback_completed": cb.completed(),
+            "callback_promise_kept": cb.promise_kept(),
+            "ewt_mae": cb.ewt_mae(),
+            "ewt_bias": cb.ewt_bias(),
+            "csat": sv.csat(),
+            "nps": sv.nps(),
+        }
 
 
-def _figure(kpis: Mapping[str, Any], spec: Spec) -> tuple[Any, int, Mapping[str, Any]]:
-    """(value, n, detail) of one KPI in a report's ``totals`` or group."""
-    if spec.source is not None:
-        name, key = spec.source
-        k = kpis.get(name) or {}
-        v = (k.get("detail") or {}).get(key)
-        return v, int(v or 0), {}
-    k = kpis.get(spec.name) or {}
-    return k.get("value"), int(k.get("n") or 0), k.get("detail") or {}
+def _count(k: int, n: int) -> formulas.Measure:
+    return formulas.Measure(float(k), n)
+
+
+def _empty(cls: type[Any], **kw: Any) -> Any:
+    """A row of ``cls`` with nothing counted (every count and sum 0)."""
+    zero = {fl.name: 0 for fl in fields(cls) if fl.name != "at"}
+    return cls(at=agg.Slice("", None, None), **{**zero, **kw})
+
+
+_EMPTY_QUEUE: agg.QueueRow = _empty(agg.QueueRow, ended_wait_max=None, threshold_s=DEFAULT_SL_THRESHOLD_S,
+                                    short_abandon_s=DEFAULT_SHORT_ABANDON_S)
+_EMPTY_IVR: agg.IvrRow = _empty(agg.IvrRow)
+_EMPTY_CALLBACKS = agg.CallbackRow(agg.Slice("", None, None))
+_EMPTY_SURVEYS: agg.SurveyRow = _empty(agg.SurveyRow)
+
+
+def _end(f: Filters, now: datetime) -> datetime:
+    """Where the period's figures stop: its end, or now (the rest has not happened; ``kpi.report`` alike)."""
+    return min(f.until, now)
+
+
+@asynccontextmanager
+async def _snapshot(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """One read-only snapshot for a table's queries (its figures agree with each other while boxes post), JIT
+    off as ``aggregates`` has it (compiling these plans costs seconds on a small box and wins nothing)."""
+    if conn.is_in_transaction():
+        yield
+        return
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute("SET LOCAL jit = off")
+        yield
+
+
+async def _counts(conn: asyncpg.Connection, f: Filters, *, now: datetime, by: str | None = None,
+                  bucket: str | None = None) -> dict[tuple[str, str | None], _Counts]:
+    """The aggregate rows of the filters' sites and period (to ``now``) by ``(key, bucket key)``: ``key`` the
+    site (``by="site"``) or ``""``, the bucket key that of ``ivr.kpi.buckets`` (None: the whole period)."""
+    a: dict[str, Any] = {"sites": f.site_ids, "since": f.since, "until": _end(f, now), "zone": f.zone, "by": by,
+                         "bucket": bucket}
+    parts: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for name, rows in (("queue", await agg.queue_series(conn, **a)), ("ivr", await agg.ivr_series(conn, **a)),
+                       ("callbacks", await agg.callback_series(conn, **a)),
+                       ("surveys", await agg.survey_series(conn, **a))):
+        for r in rows:
+            parts.setdefault((r.at.key, r.at.bucket), {})[name] = r
+    return {k: _Counts(**v) for k, v in parts.items()}
+
+
+def _buckets(f: Filters, now: datetime, by: str) -> list[buckets.Bucket]:
+    """The period's hours or days up to now (those ``kpi.report`` has a group for, empty ones included)."""
+    return list((buckets.hours if by == "hour" else buckets.days)(f.since, _end(f, now), f.zone))
 
 
 def _kpi_columns(specs: Iterable[Spec]) -> tuple[list[str], list[str]]:
@@ -264,11 +342,11 @@ def _kpi_columns(specs: Iterable[Spec]) -> tuple[list[str], list[str]]:
     return cols, units
 
 
-def _kpi_cells(kpis: Mapping[str, Any], specs: Iterable[Spec]) -> list[Any]:
+def _kpi_cells(c: _Counts, specs: Iterable[Spec]) -> list[Any]:
+    ms = c.measures()
     out: list[Any] = []
     for s in specs:
-        v, n, _ = _figure(kpis, s)
-        out += [v, n]
+        out += [json_value(ms[s.name].value, s.unit), ms[s.name].n]
     return out
 
 
@@ -278,26 +356,24 @@ def _table(name: str, f: Filters, columns: list[str], units: list[str], rows: li
 
 
 async def summary(conn: asyncpg.Connection, f: Filters, *, now: datetime, targets: Targets) -> dict[str, Any]:
-    """One row per KPI over the whole period: the tiles."""
-    rep = await _report(conn, f, now=now)
-    rows = []
-    sl_threshold = None
-    for s in KPIS:
-        v, n, detail = _figure(rep["totals"], s)
-        if s.name == "service_level":
-            sl_threshold = detail.get("threshold_s")
-        provisional = bool((rep["totals"].get(s.name) or {}).get("provisional"))
-        rows.append([s.name, s.label, v, n, s.unit, provisional])
+    """One row per KPI over the whole period: the tiles. None of them is provisional (only first-call
+    resolution is, and the dashboard does not show it); the column stays for the page and the CSV."""
+    async with _snapshot(conn):
+        c = (await _counts(conn, f, now=now)).get(("", None), _Counts())
+    ms = c.measures()
+    rows = [[s.name, s.label, json_value(ms[s.name].value, s.unit), ms[s.name].n, s.unit, False] for s in KPIS]
     return _table("summary", f, ["kpi", "label", "value", "n", "unit", "provisional"],
-                  ["", "", "", "n", "", ""], rows, targets=targets.as_dict(), sl_threshold_s=sl_threshold,
-                  now=rep["now"])
+                  ["", "", "", "n", "", ""], rows, targets=targets.as_dict(),
+                  sl_threshold_s=(c.queue or _EMPTY_QUEUE).threshold_s,
+                  now=now.astimezone(buckets.as_zone(f.zone)).isoformat())
 
 
 async def series(conn: asyncpg.Connection, f: Filters, *, now: datetime) -> dict[str, Any]:
     """One row per day or hour of the period (the zone's, DST-correct; hours not yet come are left out)."""
-    rep = await _report(conn, f, now=now, by=f.by)
+    async with _snapshot(conn):
+        per = await _counts(conn, f, now=now, bucket=f.by)
     cols, units = _kpi_columns(KPIS)
-    rows = [[g["key"], *_kpi_cells(g["kpis"], KPIS)] for g in rep["groups"]]
+    rows = [[b.key, *_kpi_cells(per.get(("", b.key), _Counts()), KPIS)] for b in _buckets(f, now, f.by)]
     return _table("series", f, ["bucket", *cols], ["", *units], rows)
 
 
@@ -305,15 +381,17 @@ async def heatmap(conn: asyncpg.Connection, f: Filters, *, now: datetime) -> dic
     """Calls by local day (rows) and hour of the day (columns 00-23): ``heat`` = queue entries (offered) or
     calls into the IVR. A repeated hour (clocks back) adds into its hour; an hour that did not exist (clocks
     forward) or has not come yet is None."""
-    rep = await _report(conn, f, now=now, by="hour")
-    spec = SPECS[f.heat]
+    async with _snapshot(conn):
+        cells = await agg.heat_map(conn, sites=f.site_ids, since=f.since, until=_end(f, now), zone=f.zone)
+    tz = buckets.as_zone(f.zone)
     grid: dict[str, list[Any]] = {}
-    for g in rep["groups"]:
-        day, hour = g["key"][:10], int(g["key"][11:13])
-        row = grid.setdefault(day, [None] * 24)
-        v, _, _ = _figure(g["kpis"], spec)
-        row[hour] = (row[hour] or 0) + int(v or 0)
-    rows = [[day, *cells, sum(c for c in cells if c is not None)] for day, cells in grid.items()]
+    for b in _buckets(f, now, "hour"):  # every hour of the clock the period had: 0 until counted
+        local = b.start.astimezone(tz)
+        grid.setdefault(local.date().isoformat(), [None] * 24)[local.hour] = 0
+    for cell in cells:
+        row = grid[cell.day.isoformat()]
+        row[cell.hour] = (row[cell.hour] or 0) + (cell.offered if f.heat == "offered" else cell.calls)
+    rows = [[day, *cells_, sum(c for c in cells_ if c is not None)] for day, cells_ in grid.items()]
     return _table("heatmap", f, ["day", *[f"{h:02d}" for h in range(24)], "total"],
                   ["", *["calls"] * 24, "calls"], rows, measure=f.heat)
 
@@ -321,11 +399,11 @@ async def heatmap(conn: asyncpg.Connection, f: Filters, *, now: datetime) -> dic
 async def exits(conn: asyncpg.Connection, f: Filters, *, now: datetime) -> dict[str, Any]:
     """Where callers leave the menu: per node, the callers who hung up there and the calls that entered it
     (``ivr_abandon_rate`` by node), most left first."""
-    rep = await _report(conn, f, now=now)
-    rows = []
-    for node, k in rep["ivr_abandon_by_node"].items():
-        rows.append([node, int((k.get("detail") or {}).get("abandoned", 0)), int(k["n"]), k["value"]])
-    rows.sort(key=lambda r: (-r[1], -(r[3] or 0), r[0]))
+    async with _snapshot(conn):
+        nodes = await agg.ivr_abandon_by_node(conn, sites=f.site_ids, since=f.since, until=_end(f, now),
+                                              zone=f.zone)
+    nodes = sorted(nodes, key=lambda r: (-r.abandoned, -(r.abandon_rate().value or 0), r.node))
+    rows = [[r.node, r.abandoned, r.entered, json_value(r.abandon_rate().value, "share")] for r in nodes]
     return _table("exits", f, ["node", "abandoned", "entered", "abandon_rate"], ["", "calls", "calls", "share"],
                   rows)
 
@@ -343,13 +421,12 @@ async def sites_table(conn: asyncpg.Connection, f: Filters, *, now: datetime) ->
     """One row per site with every KPI over the period, ranked by ``rank`` (best first: high or low by the
     KPI; volumes largest first; no figure last) — each site on its own, in the filters' zone."""
     cols, units = _kpi_columns(KPIS)
-    rep = await _report(conn, f, now=now, by="site")
-    per_site = {g["key"]: g["kpis"] for g in rep["groups"]}
-    empty = (await _report(conn, f, now=now, sites=[])).get("totals") if len(per_site) < len(f.sites) else {}
+    async with _snapshot(conn):
+        per_site = await _counts(conn, f, now=now, by="site")
     rows = []
     for s in f.sites:
-        kpis = per_site.get(s.site_id, empty) or {}
-        rows.append([s.site_id, s.name or s.site_id, s.group, *_kpi_cells(kpis, KPIS)])
+        c = per_site.get((s.site_id, None), _Counts())
+        rows.append([s.site_id, s.name or s.site_id, s.group, *_kpi_cells(c, KPIS)])
     columns = ["site_id", "name", "group", *cols]
     i = columns.index(f.rank)
     key = _rank_key(SPECS[f.rank])

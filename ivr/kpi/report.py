@@ -130,11 +130,18 @@ def _get(kpis: Sequence[Kpi], name: str) -> Kpi:
 _DIGITS = {"share": 4, "s": 1, "erlang": 3, "points": 1, "calls/h": 2}
 
 
+def json_value(value: float | None, unit: str) -> float | int | None:
+    """A KPI's value as ``to_json`` writes it: counts as integers, the rest rounded by unit (shares to 4
+    digits, seconds and NPS points to 1); None stays None. The central dashboard rounds its SQL figures with it."""
+    if value is None:
+        return None
+    return int(value) if unit == "calls" else round(value, _DIGITS.get(unit, 3))
+
+
 def _json(k: Kpi) -> dict[str, Any]:
     d = k.as_dict()
     del d["name"]
-    if k.value is not None:
-        d["value"] = int(k.value) if k.unit == "calls" else round(k.value, _DIGITS.get(k.unit, 3))
+    d["value"] = json_value(k.value, k.unit)
     return d
 
 

@@ -4,7 +4,7 @@ fact rows are derived at ingest, and ``ivr_central.kpi.report`` (from the fact r
 ``ivr_central.kpi.reference_report`` (the box's ``build`` over PostgreSQL's events) and ``ivr.kpi.report.build``
 over the original events give the same figures, KPI by KPI, value and n — in total and by day, hour, node, flow
 and queue. Across sites one caller is one caller (first-call resolution counted once), and the dashboard's SQL
-aggregates agree with ``report`` for the KPIs they cover."""
+aggregates agree with ``report`` for the KPIs they cover, as do the dashboard's tables made from them."""
 
 from __future__ import annotations
 
@@ -480,3 +480,52 @@ async def test_fcr_in_sql_agrees_with_report_across_sites(conn: asyncpg.Connecti
                     assert (fr.provisional(label), fr.anonymous) == (k.provisional, k.detail["anonymous"])
             if now < end:
                 assert any(fr.provisional("7d") for fr in rows)
+
+
+async def test_dashboard_tables_are_reports_over_the_fall_back_night(conn: asyncpg.Connection) -> None:
+    """The dashboard's tables (ivr_central.dashboard_data, every figure from the aggregates) are ``report()``'s
+    figures over the fall-back night — the repeated hour two series rows and one heat map cell — with ``now``
+    inside the period (hours not yet come are left out, the figures stop at now)."""
+    from ivr_central import dashboard_data as dash
+    from tests.central.test_dashboard_api import agrees, figure
+
+    events, _, _ = dst_site(21, site="dash", calls=300)
+    await add_site(conn, "dash", grp="g1")
+    await ingest(conn, "dash", events, random.Random(22))
+    known = await dash.load_sites(conn)
+    now = datetime(2026, 11, 2, 15, 10, tzinfo=UTC)
+    for by in ("day", "hour"):
+        f = dash.parse_filters({"sites": "dash", "since": "2026-10-31", "until": "2026-11-03", "by": by}, known,
+                               now=now)
+        kw: dict[str, Any] = {"sites": ["dash"], "since": f.since, "until": f.until, "now": now, "zone": NY}
+        total = (await kpi.report(conn, **kw)).to_json()
+        groups = (await kpi.report(conn, by=by, **kw)).to_json()["groups"]
+        summary = await dash.summary(conn, f, now=now, targets=dash.Targets())
+        site_row = (await dash.sites_table(conn, f, now=now))["rows"][0]
+        series = await dash.series(conn, f, now=now)
+        assert [r[0] for r in series["rows"]] == [g["key"] for g in groups]
+        if by == "hour":
+            assert sum(1 for r in series["rows"] if r[0].startswith("2026-11-01T01:00")) == 2
+        for spec in dash.KPIS:
+            want = figure(total["totals"], spec)
+            tile = next(r for r in summary["rows"] if r[0] == spec.name)
+            assert agrees((tile[2], tile[3]), want, spec), (by, spec.name)
+            i = dash.KPIS.index(spec) * 2 + 3
+            assert agrees((site_row[i], site_row[i + 1]), want, spec), (by, spec.name)
+            for r, g in zip(series["rows"], groups, strict=True):
+                j = dash.KPIS.index(spec) * 2 + 1
+                assert agrees((r[j], r[j + 1]), figure(g["kpis"], spec), spec), (g["key"], spec.name)
+        exits = await dash.exits(conn, f, now=now)
+        assert {r[0]: r[1:] for r in exits["rows"]} == {
+            node: [k["detail"]["abandoned"], k["n"], k["value"]] for node, k in total["ivr_abandon_by_node"].items()}
+        if by == "hour":
+            heat = await dash.heatmap(conn, f, now=now)
+            cells: dict[tuple[str, int], int] = {}
+            for g in groups:
+                k = (g["key"][:10], int(g["key"][11:13]))
+                cells[k] = cells.get(k, 0) + g["kpis"]["offered"]["value"]
+            assert [r[0] for r in heat["rows"]] == ["2026-10-31", "2026-11-01", "2026-11-02"]
+            for r in heat["rows"]:
+                for h in range(24):
+                    assert r[1 + h] == cells.get((r[0], h)), (r[0], h)
+            assert heat["rows"][-1][1 + 11] is None  # 11:00 on 2 November has not come yet at now
