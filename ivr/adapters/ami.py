@@ -714,6 +714,20 @@ class AmiAdapter:
         value = result.response.get("Value")
         return value if value else None
 
+    async def dbget(self, family: str, key: str) -> str | None:
+        """An AstDB value (``DBGet``: main/db.c, a list of one ``DBGetResponse``); None when there is no such
+        entry (``Response: Error`` "Database entry not found"). Other failures raise."""
+        try:
+            result = await self.action("DBGet", {"Family": family, "Key": key}, list_events=True)
+        except AmiError as exc:
+            if type(exc) is AmiError and exc.response is not None and "not found" in exc.reason.lower():
+                return None
+            raise
+        for ev in result.events:
+            if ev.name == "DBGetResponse":
+                return ev.get("Val") or None
+        return None
+
     async def hangup(self, channel: str, cause: int | None = None) -> None:
         await self.action("Hangup", {"Channel": channel, "Cause": cause})
 

@@ -267,6 +267,11 @@ def queue_caller_id(setting: str, number: str) -> str:
     return number if setting == "customer" else setting
 
 
+#: The AstDB family the sample dialplan marks an attempt in as its customer enters the queue (key: the
+#: attempt id, CALLBACK_ATTEMPT); read with DBGet (write permission "reporting" suffices, main/db.c).
+ASTDB_FAMILY = "ivr_callback"
+
+
 class AmiDialPort:
     """Callbacks through the PBX: Originate with CALLBACK_ID (docs/asterisk/README.md, section 5).
 
@@ -293,7 +298,9 @@ class AmiDialPort:
 
     async def pbx_view(self, attempts: Sequence[Attempt]) -> Mapping[str, PbxView]:
         """``queued`` when a channel of the attempt's dial string runs app_queue (waiting, or talking to an
-        agent it was connected to), ``up`` when one is there otherwise (ringing, at "press 1"), else ``gone``.
+        agent it was connected to), or when none is left but the dialplan marked the attempt in AstDB as it
+        entered the queue (``DB(ivr_callback/<attempt>)``, docs/asterisk: the customer was served and hung up
+        while the box was down); ``up`` when one is there otherwise (ringing, at "press 1"), else ``gone``.
         A channel naming another callback in CALLBACK_ID (Getvar; an empty answer does not contradict) is not
         this attempt's. Raises when the PBX cannot be asked."""
         channels = await self.ami.core_show_channels()
@@ -313,6 +320,10 @@ class AmiDialPort:
                     view[att.id] = "queued"
                     break
                 view[att.id] = "up"
+            if view[att.id] == "gone" and await self.ami.dbget(ASTDB_FAMILY, att.id) is not None:
+                # the customer joined the queue and the call has ended since (while we were down or cut
+                # off): the dialplan's mark outlives the channel, so they are not called again
+                view[att.id] = "queued"
         return view
 
     async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:

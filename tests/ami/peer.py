@@ -72,6 +72,7 @@ class AmiPeer:
     #: (Response, Reason) for the next Originates' OriginateResponse events
     originate_results: list[tuple[str, str]] = field(default_factory=list)
     variables: dict[tuple[str, str], str] = field(default_factory=dict)
+    astdb: dict[tuple[str, str], str] = field(default_factory=dict)  # (family, key) -> value: DB() of the dialplan
     #: channels CoreShowChannels lists instead of the fixture's (each a CoreShowChannel event's fields)
     channels: list[dict[str, str]] | None = None
     port: int = 0
@@ -232,6 +233,14 @@ class AmiPeer:
             var = action.get("Variable") or ""
             value = self.variables.get((action.get("Channel") or "", var), "")
             await self._send(conn, transcript("actions.txt", "getvar", ActionID=aid, Variable=var, Value=value))
+            return
+        if name == "dbget":
+            family, key = action.get("Family") or "", action.get("Key") or ""
+            if (family, key) in self.astdb:
+                await self._list(conn, transcript("actions.txt", "dbget", ActionID=aid, Family=family, Key=key,
+                                                  Val=self.astdb[(family, key)]))
+            else:
+                await self._send(conn, transcript("actions.txt", "dbget_not_found", ActionID=aid))
             return
         if name == "originate":
             await self._originate(conn, action)

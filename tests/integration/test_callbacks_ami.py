@@ -186,6 +186,43 @@ async def test_restart_reconciles_attempts_in_flight_through_core_show_channels(
     assert ended[up]["outcome"] == "connected" and ended[gone]["outcome"] == "interrupted"
 
 
+async def test_served_while_the_box_was_down_the_dialplans_mark_is_the_proof(env: Env) -> None:
+    """The box dies with an attempt ringing; meanwhile the customer presses 1, waits, talks to an agent and
+    hangs up, so at restart no channel is left to find. The sample dialplan marked the attempt in AstDB as the
+    customer entered the queue (DB(ivr_callback/<attempt>)): DBGet finds it, the request is done and the
+    customer is not called again. (Without the mark this was 'gone': interrupted, and dialled again.)"""
+    peer = AmiPeer()
+    peer.channels = []
+    peer.silent = {"Originate"}  # ringing when the box dies
+    await peer.start()
+    with env.config.open("a") as f:
+        f.write(ami_yaml(peer, intervals="[1]").replace("max_attempts: 3", "max_attempts: 3, after_interruption: 1"))
+    proc = await start(env)
+    try:
+        served = await file(env, "+12125550123")
+        unmarked = await file(env, "+12125550124", queue="billing")
+        await until(lambda: len(peer.actions("Originate")) == 2, timeout=20, step=0.05)
+        await stop(proc, signal.SIGKILL)
+        [orig] = originates_for(peer, served)
+        peer.astdb[("ivr_callback", orig["CALLBACK_ATTEMPT"])] = "1764720000"  # [ivr-queue] set it; call over
+        peer.silent = set()
+        proc = await start(env)
+        await wait_state(env, served, ("done",))
+        await wait_state(env, unmarked, ("retry", "dialing", "done"))
+        await asyncio.sleep(2.0)  # several dialer passes
+    finally:
+        await stop(proc)
+        await peer.stop()
+    assert len(originates_for(peer, served)) == 1  # never called again
+    assert len(originates_for(peer, unmarked)) == 2  # nothing proves it: interrupted, dialled again
+    assert [a for a in peer.actions("DBGet") if a.get("Family") == "ivr_callback"]
+    [(outcome, _detail)] = await attempts_of(env, served)
+    assert outcome == "connected"
+    evs = await read_events(env.state / "ivr.db")
+    kept = [e.data for e in evs if e.type == "callback.kept" and e.data["request_id"] == served]
+    assert len(kept) == 1
+
+
 async def attempts_of(env: Env, rid: str) -> list[tuple[str | None, str]]:
     async with await EventLog.open(env.state / "ivr.db", "test-site") as log:
         return [(a.outcome, a.detail) for a in await CallbackStore(log).attempts(rid)]

@@ -28,7 +28,8 @@ DROPS = 20
 
 class CallbackPbx(AmiPeer):
     """The test AMI peer with a model of the callback leg: every Originate is answered; 0.3-1.5 s later the
-    customer presses 1 (70 %: the channel joins the queue and stays in app_queue for 2-6 s) or declines."""
+    customer presses 1 (70 %: the channel joins the queue, marked in AstDB as the sample dialplan does, and stays
+    in app_queue for 2-6 s) or declines."""
 
     def __init__(self, rng: random.Random) -> None:
         super().__init__()
@@ -49,16 +50,19 @@ class CallbackPbx(AmiPeer):
         assert self.channels is not None
         self.channels.append(row)
         await super()._originate(conn, action)
-        task = asyncio.ensure_future(self._customer(rid, channel, row))
+        task = asyncio.ensure_future(self._customer(rid, action.variables().get("CALLBACK_ATTEMPT", ""), channel,
+                                                    row))
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
 
-    async def _customer(self, rid: str, channel: str, row: dict[str, str]) -> None:
+    async def _customer(self, rid: str, attempt: str, channel: str, row: dict[str, str]) -> None:
         await asyncio.sleep(self.rng.uniform(0.3, 1.5))
         assert self.channels is not None
         if self.rng.random() < 0.7:
             row["Application"], row["ApplicationData"] = "Queue", "support"
             self.joined.setdefault(rid, asyncio.get_running_loop().time())
+            # [ivr-queue] marks the attempt in AstDB as the customer enters (docs/asterisk/extensions-ivr.conf)
+            self.astdb[("ivr_callback", attempt)] = str(int(asyncio.get_running_loop().time()))
             await self.push(event("QueueCallerJoin", {"Channel": channel, "Uniqueid": row["Uniqueid"],
                                                       "Queue": "support", "Position": "1", "Count": "1"}))
             await asyncio.sleep(self.rng.uniform(2.0, 6.0))  # waiting, then with an agent

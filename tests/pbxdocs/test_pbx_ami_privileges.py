@@ -25,6 +25,7 @@ ACTION_CLASSES: dict[str, frozenset[str]] = {
     "Hangup": frozenset({"system", "call"}), "Setvar": frozenset({"call"}),
     "Getvar": frozenset({"call", "reporting"}), "Redirect": frozenset({"call"}),
     "Originate": frozenset({"originate"}), "CoreShowChannels": frozenset({"system", "reporting"}),
+    "DBGet": frozenset({"system", "reporting"}),  # main/db.c: EVENT_FLAG_SYSTEM | EVENT_FLAG_REPORTING
 }
 
 
