@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import ConfigError, Problem
 from ivr.sip.resolve import parse_host
-from ivr.yamlpos import load_yaml, position, schema_problems
+from ivr.yamlpos import is_loopback, load_settings, position
 
 SYSTEM_CONFIG = Path("/etc/ivr/ivr.yaml")
 
@@ -324,19 +324,7 @@ def load_config(explicit: str | None = None) -> Config:
     path = find_config(explicit)
     if path is None:
         return Config(site_id=_default_site_id())
-    name = str(path)
-    if not path.is_file():
-        raise ConfigError([Problem(name, 1, 1, "config file not found")])
-    doc, problems = load_yaml(path, name)
-    if problems:
-        raise ConfigError(problems)
-    doc = doc if doc is not None else {}
-    if not isinstance(doc, dict):
-        raise ConfigError([Problem(name, 1, 1, "the config is a mapping of settings")])
-    problems = schema_problems(doc, "config.schema.json", name)
-    if problems:
-        raise ConfigError(problems)
-    return _build(doc, path, name)
+    return _build(load_settings(path, "config.schema.json"), path, str(path))
 
 
 def _build(doc: Any, path: Path, name: str) -> Config:
@@ -541,18 +529,9 @@ def _url_problem(url: str) -> str:
         return "url is not an https:// URL"
     if parts.username or parts.password or parts.query or parts.fragment:
         return "url takes no user, password, query or fragment (the token goes in token_file)"
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         return "url is plain http: the center is reached over https (TLS verified); http only to a loopback address"
     return ""
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -6,6 +6,7 @@ so a schema error's path (``nodes/main/menu/timeout``) can be pointed at the exa
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterator
@@ -92,6 +93,36 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bool | int | float | str) or value is None:
         return value
     return str(value)  # dates, timestamps: validated as strings
+
+
+def load_settings(path: Path, schema_name: str, package: str = "ivr") -> dict[str, Any]:
+    """A settings file (the box's ivr.yaml, the center's central.yaml) read with positions and checked
+    against its schema; ConfigError listing every problem, each at its file:line:column."""
+    from ivr.errors import ConfigError
+
+    name = str(path)
+    if not path.is_file():
+        raise ConfigError([Problem(name, 1, 1, "config file not found")])
+    doc, problems = load_yaml(path, name)
+    if problems:
+        raise ConfigError(problems)
+    doc = doc if doc is not None else {}
+    if not isinstance(doc, dict):
+        raise ConfigError([Problem(name, 1, 1, "the config is a mapping of settings")])
+    problems = schema_problems(doc, schema_name, name, package=package)
+    if problems:
+        raise ConfigError(problems)
+    return doc
+
+
+def is_loopback(host: str | None) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): where plain HTTP is allowed."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def schema_problems(doc: Any, schema_name: str, file: str, package: str = "ivr") -> list[Problem]:

@@ -7,14 +7,13 @@ same machinery as the box's config (ivr/yamlpos.py). Relative paths in a file ar
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ivr.errors import ConfigError, Problem
-from ivr.yamlpos import load_yaml, position, schema_problems
+from ivr.yamlpos import is_loopback, load_settings, position
 
 SYSTEM_CONFIG = Path("/etc/ivr/central.yaml")
 DSN_ENV = "IVR_CENTRAL_DSN"
@@ -125,15 +124,6 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def find_config(explicit: str | None) -> Path | None:
     if explicit:
         return Path(explicit)
@@ -149,19 +139,7 @@ def load_config(explicit: str | None = None, env: dict[str, str] | None = None) 
     path = find_config(explicit)
     if path is None:
         return CentralConfig(dsn=env.get(DSN_ENV) or None)
-    name = str(path)
-    if not path.is_file():
-        raise ConfigError([Problem(name, 1, 1, "config file not found")])
-    doc, problems = load_yaml(path, name)
-    if problems:
-        raise ConfigError(problems)
-    doc = doc if doc is not None else {}
-    if not isinstance(doc, dict):
-        raise ConfigError([Problem(name, 1, 1, "the config is a mapping of settings")])
-    problems = schema_problems(doc, "config.schema.json", name, package="ivr_central")
-    if problems:
-        raise ConfigError(problems)
-    return build(doc, path.parent, name, env)
+    return build(load_settings(path, "config.schema.json", package="ivr_central"), path.parent, str(path), env)
 
 
 def build(doc: Any, base: Path, name: str, env: dict[str, str]) -> CentralConfig:
