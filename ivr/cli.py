@@ -20,7 +20,25 @@ from ivr.flows.model import FlowSet
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    config = load_config(args.config)
+    _as_state_owner(config.state_dir)
+    return config
+
+
+def _as_state_owner(state_dir: Path) -> None:
+    """Run as root on the appliance, become the service's user (the state folder's owner) first: a root-owned
+    ``ivr.db-wal`` or ``-shm`` left by an admin's ``ivr calls`` or ``ivr restore`` would stop the daemon, which
+    runs as ``ivr``, from writing its log."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = state_dir.stat()
+    except OSError:
+        return
+    if owner.st_uid != 0:
+        os.setgroups([])
+        os.setgid(owner.st_gid)
+        os.setuid(owner.st_uid)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -453,6 +471,63 @@ def cmd_closed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """``ivr backup``: a consistent copy of the state while the daemon runs (ivr/store/backup.py says how)."""
+    from ivr.store.backup import BackupError, backup, backup_name, prune, summarize
+
+    config = _config(args)
+    now = datetime.now(UTC)
+    to_folder = not args.to or args.to.endswith("/") or Path(args.to).is_dir()
+    folder = Path(args.to) if args.to else config.state_dir / "backups"
+    dest = folder / backup_name(config.site_id, now) if to_folder else Path(args.to)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        backup(config.db_path, dest)
+        summary = summarize(dest)
+    except (BackupError, OSError) as exc:
+        print(f"ivr backup: {exc}", file=sys.stderr)
+        return 1
+    gone = prune(dest.parent, config.site_id, args.keep) if args.keep else []
+    print(f"backed up {config.db_path} to {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+    for line in summary.lines():
+        print(f"  {line}")
+    for path in gone:
+        print(f"removed the older {path.name}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """``ivr restore FILE``: the backup in place of the state, with the daemon stopped."""
+    from ivr.store.backup import BackupError, daemon_running, restore
+    from ivr.store.eventlog import EventLog
+
+    config = _config(args)
+    if daemon_running(config.control_socket):
+        print(f"ivr restore: the daemon is running ({config.control_socket} answers): stop it first "
+              "(systemctl stop ivr), then restore", file=sys.stderr)
+        return 1
+    try:
+        summary, moved = restore(Path(args.file), config.db_path, site=config.site_id, force=args.force,
+                                 now=datetime.now(UTC))
+    except BackupError as exc:
+        print(f"ivr restore: {exc}", file=sys.stderr)
+        return 1
+
+    async def record() -> None:  # opening it also brings an older backup's schema up to date
+        async with await EventLog.open(config.db_path, config.site_id, config.timezone) as events:
+            await events.append("state.restored", None, source=str(args.file), backup_last_seq=summary.last_seq,
+                                backup_last_event_at=summary.last_event_at, replaced=str(moved) if moved else None)
+
+    asyncio.run(record())
+    print(f"restored {args.file} into {config.db_path}")
+    for line in summary.lines():
+        print(f"  {line}")
+    if moved is not None:
+        print(f"the database it replaced is kept as {moved}")
+    print("start the daemon (systemctl start ivr): it reconciles callbacks in flight before dialling")
+    return 0
+
+
 def cmd_pbx_prompts(args: argparse.Namespace) -> int:
     """The prompts docs/asterisk's sample dialplan plays, rendered into the PBX's sounds folder."""
     from ivr.adapters.pbx_prompts import render_pbx_prompts
@@ -705,6 +780,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("state", choices=["on", "off"])
     s.add_argument("--reason", default="")
     s.set_defaults(func=cmd_closed)
+
+    s = sub.add_parser("backup", help="copy the state (event log, callbacks, outbox) to a file, daemon running or not")
+    s.add_argument("--to", help="a folder (a dated file is made in it) or a file; default STATE_DIR/backups/")
+    s.add_argument("--keep", type=int, default=0, metavar="N",
+                   help="then remove all but the N newest backups of this site in that folder")
+    s.set_defaults(func=cmd_backup)
+    s = sub.add_parser("restore", help="put a backup in place of the state (the daemon stopped)")
+    s.add_argument("file", help="a file made by 'ivr backup'")
+    s.add_argument("--force", action="store_true", help="restore another site's backup onto this box")
+    s.set_defaults(func=cmd_restore)
 
     s = sub.add_parser("pbx-prompts", help="render the prompts of docs/asterisk's sample dialplan as WAV files")
     s.add_argument("dir", help="the PBX's sounds folder, e.g. /var/lib/asterisk/sounds/en (files go to DIR/custom/)")
