@@ -92,6 +92,7 @@ class Daemon:
             self.metrics = await start_metrics(self)
         self._phase(f"opening the event log {self.config.db_path}")
         self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone)
+        self.events.unsaved_seconds = self.config.navigation_unsaved_seconds
         await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid(),
                                  zone=self.config.timezone)
         self._phase(f"loading flows from {self.config.flows_dir} and rendering their prompts")
