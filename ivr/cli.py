@@ -188,7 +188,7 @@ class _SimulatorSpeech:
             if self.service is None:
                 from ivr.adapters.speech import SpeechService
 
-                service = SpeechService.from_config(self.config.speech, self.config.state_dir)
+                service = SpeechService.from_config(self.config.speech, self.config.prompt_cache.parent)
                 await service.start()
                 self.service = service
             return self.service
