@@ -81,7 +81,8 @@ class SipCall:
         self.inputs: asyncio.Queue[CallerInput] = asyncio.Queue()
         self.key_down = asyncio.Event()
         self.dedup = DtmfDeduplicator()
-        self.on_hold = False
+        self._on_hold = False
+        self._resumed_at: float | None = None
         self.hung_up_by_us = False
         self.rtp_timed_out = False
         self.speech = speech  # ivr.adapters.speech.SpeechService, or None: keys only
@@ -109,12 +110,23 @@ class SipCall:
         if self.dedup.accept(digit, source, self._loop.time()):
             self.inputs.put_nowait(CallerInput("dtmf", digit, None, source))
 
+    @property
+    def on_hold(self) -> bool:
+        """The caller's side holds the call (sendonly/inactive): silence from it then is no hang-up."""
+        return self._on_hold
+
+    @on_hold.setter
+    def on_hold(self, held: bool) -> None:
+        if self._on_hold and not held:
+            self._resumed_at = self._loop.time()  # the inactivity clock restarts on resume, not at the last packet
+        self._on_hold = held
+
     # -- hang-up detection --
     def _gone(self) -> bool:
         if self.leg.ended.is_set():
             return True
         # From the answer until the first packet too: a caller whose audio never arrives is gone as well.
-        last = self.media.last_received or self.answered_at
+        last = max(t for t in (self.media.last_received, self.answered_at, self._resumed_at) if t is not None)
         if not self.on_hold and self._loop.time() - last > self.rtp_timeout:
             self.rtp_timed_out = True
             self.hung_up_by_us = True  # the adapter sends the BYE once the engine has finished
