@@ -51,6 +51,7 @@ def _suggest(name: str, options: Iterable[str]) -> str:
 def check(loaded: Loaded) -> list[Problem]:
     problems: list[Problem] = []
     problems += check_refs(loaded)
+    problems += check_unused_prompts(loaded)
     problems += check_routing(loaded)
     for flow in loaded.flows.values():
         problems += check_graph(flow)
@@ -89,6 +90,8 @@ def check_refs(loaded: Loaded) -> list[Problem]:
                 problems.append(_p(ref.pos, f"unknown prompt '{ref.name}'{_suggest(ref.name, choices)}"))
             else:
                 problems += _builtin_languages(flow, ref)
+        elif loaded.unread and ref.kind in ("flow", "schedule", "var"):
+            continue  # it may be defined in the file that did not read; that file's error is reported
         elif ref.kind == "flow":
             if ref.name not in loaded.flows and ref.name not in loaded.broken_flows:
                 problems.append(_p(ref.pos, f"unknown flow '{ref.name}'{_suggest(ref.name, loaded.flows)}"))
@@ -100,6 +103,16 @@ def check_refs(loaded: Loaded) -> list[Problem]:
             problems.append(_p(ref.pos, f"unknown variable '{ref.name}'{_suggest(ref.name, variables)}; "
                                "it is never set (declare it under variables:)"))
     return problems
+
+
+def check_unused_prompts(loaded: Loaded) -> list[Problem]:
+    """A prompt no node plays is a warning: usually a typo'd reference elsewhere, or a leftover. Overrides
+    of built-in prompts count as used (the engine plays them itself: digits, numbers, callbacks)."""
+    used = {(ref.flow, ref.name) for ref in loaded.refs if ref.kind == "prompt"}
+    return [Problem(p.pos.file, p.pos.line, p.pos.column,
+                    f"prompt '{name}' is never played (no node uses it): use it or remove it", warning=True)
+            for flow in loaded.flows.values() for name, p in flow.prompts.items()
+            if (flow.name, name) not in used and name not in BUILTIN_PROMPTS]
 
 
 def _builtin_languages(flow: Flow, ref: Ref) -> list[Problem]:
@@ -130,7 +143,7 @@ def check_routing(loaded: Loaded) -> list[Problem]:
                 problems.append(_p(flow.pos, f"number '{number}' has characters that are not dialable "
                                    "(digits, + * #, or a SIP name such as callback-request)"))
     defaults = [f for f in loaded.flows.values() if f.default]
-    if loaded.flows and not defaults and not loaded.broken_flows:
+    if loaded.flows and not defaults and not loaded.broken_flows and not loaded.unread:
         first = min(loaded.flows.values(), key=lambda f: f.file)
         problems.append(_p(first.pos, "no flow is the default (set default: true on the flow that takes "
                            "calls to unlisted numbers)"))

@@ -1,0 +1,212 @@
+"""`ivr check` on mistakes admins make (issue #18): each is reported at the right file:line:column with a
+message that says what to do, and nothing else is reported beside it (no knock-on errors)."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env
+from tests.test_check import at, edit
+
+TAIL = """
+  a: {hangup: true}
+  b: {hangup: true}
+"""
+
+
+def write(env: Env, name: str, text: str) -> Path:
+    path = env.flows / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def menu_flow(options: str, extra: str = "") -> str:
+    """A flow ``keys`` (not routed anywhere) with one menu whose options are ``options``."""
+    opts = textwrap.indent(textwrap.dedent(options).strip("\n"), " " * 8)
+    head = f"flow: keys\nstart: m\nnodes:\n  m:\n    menu:\n      prompt: goodbye\n{extra}"
+    return f"{head}      options:\n{opts}\n{TAIL}"
+
+
+def lines_of(env: Env, *args: str) -> tuple[int, list[str]]:
+    r = env.ivr("check", "--no-render", *args)
+    return r.code, r.out.strip().splitlines()
+
+
+def assert_reported(lines: list[str], where: str, message: str) -> None:
+    assert any(line.startswith(f"{where}: ") and message in line for line in lines), \
+        f"expected {where}: …{message}…\ngot:\n" + "\n".join(lines)
+
+
+# -- 13: a key that is the start of a longer key --------------------------------------------------
+
+def test_prefix_key_is_a_warning_at_the_longer_key(env: Env) -> None:
+    path = write(env, "keys.yaml", menu_flow("1: a\n11: b\n"))
+    code, lines = lines_of(env)
+    assert code == 0  # the inter-digit pause tells them apart: a warning, not an error
+    assert_reported(lines, at(path, "11:"),
+                    "warning: key '11' starts with key '1': a caller who wants 1 waits inter_digit_timeout (2 s)")
+    assert lines[-1].startswith("ok: 7 flows") and lines[-1].endswith("1 warning")
+
+
+# -- 14: node ids ---------------------------------------------------------------------------------
+
+def test_node_id_with_a_space_is_an_error_at_the_node(env: Env) -> None:
+    path = write(env, "keys.yaml", """
+        flow: keys
+        start: main menu
+        nodes:
+          main menu: {hangup: true}
+        """)
+    code, lines = lines_of(env)
+    assert code == 1
+    assert_reported(lines, at(path, "main menu:"),
+                    "node id 'main menu' is not a valid name: use letters, digits, _ and - "
+                    "(^[A-Za-z_][A-Za-z0-9_-]*$)")
+    assert len(lines) == 1
+
+
+# -- 15: anyOf / oneOf report the closest branch ---------------------------------------------------
+
+def test_bad_hour_in_a_time_range_names_the_hour(env: Env) -> None:
+    path = env.flows / "hours.yaml"
+    edit(path, 'sat: "10:00-14:00"', 'sat: "25:00-26:00"')
+    code, lines = lines_of(env)
+    assert code == 1
+    assert_reported(lines, at(path, '"25:00'), "hours/office/weekly/sat: '25:00-26:00' is not a time range: "
+                    "hour 25 is not an hour (00-23; 24:00 only as an end)")
+    assert len(lines) == 1
+
+
+def test_confirm_keys_as_numbers_say_to_quote_them(env: Env) -> None:
+    path = env.flows / "billing.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert "confirm: true" in text
+    edit(path, "confirm: true", "confirm: {yes: 1, no: 2}")
+    code, lines = lines_of(env)
+    assert code == 1
+    assert_reported(lines, at(path, "yes: |1"), "confirm/yes: expected string, got int 1 (quote it: \"1\")")
+    assert_reported(lines, at(path, "no: |2"), "confirm/no: expected string, got int 2 (quote it: \"2\")")
+    assert len(lines) == 2
+
+
+# -- 16: YAML errors at the right place, and no knock-on errors ------------------------------------
+
+def test_unclosed_quote_is_reported_where_it_opens(env: Env) -> None:
+    path = env.flows / "survey.yaml"
+    edit(path, '{en: "Thank you for your feedback.",', '{en: "Thank you for your feedback.,')
+    code, lines = lines_of(env)
+    assert code == 1
+    assert_reported(lines, at(path, '"Thank you for your'), "unclosed quote")
+    assert len(lines) == 1
+
+
+def test_unclosed_quote_in_block_style_is_reported_where_it_opens(env: Env) -> None:
+    path = write(env, "keys.yaml", """
+        flow: keys
+        start: a
+        prompts:
+          hi: "Hello there
+          bye: "Goodbye."
+        nodes:
+          a: {hangup: bye}
+        """)
+    code, lines = lines_of(env)
+    assert code == 1
+    assert_reported(lines, at(path, '"Hello'), "unclosed quote")
+    assert len(lines) == 1
+
+
+def test_impossible_date_is_reported_at_the_date(env: Env) -> None:
+    path = env.flows / "hours.yaml"
+    edit(path, "      - 2026-12-25\n", "      - 2027-02-30\n")
+    code, lines = lines_of(env)
+    assert code == 1
+    assert_reported(lines, at(path, "2027-02-30"), "bad date '2027-02-30': day is out of range for month (YYYY-MM-DD)")
+    assert len(lines) == 1
+
+
+@pytest.mark.parametrize("file", ["hours.yaml", "main.yaml", "billing.yaml", "survey.yaml"])
+def test_a_file_that_does_not_parse_causes_no_errors_elsewhere(env: Env, file: str) -> None:
+    path = env.flows / file
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("\n", "\n  bad: [unclosed\n", 1), encoding="utf-8")
+    code, lines = lines_of(env)
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith(f"{os.path.relpath(path)}:"), "\n".join(lines)
+
+
+# -- 17: menu keys as typed -------------------------------------------------------------------------
+
+def test_menu_keys_are_kept_as_typed(env: Env) -> None:
+    write(env, "keys.yaml", menu_flow("007: a\n1: b\n"))
+    r = env.ivr("simulate", str(env.flows / "keys.yaml"), "--input", "007")
+    assert r.code == 0, r.out + r.err
+    assert "✓ chose 007 → a" in r.out and "no match" not in r.out
+
+
+def test_same_key_quoted_and_unquoted_is_a_duplicate_at_the_second(env: Env) -> None:
+    path = write(env, "keys.yaml", menu_flow('4: a\n"4": b\n'))
+    code, lines = lines_of(env)
+    assert code == 1
+    assert_reported(lines, at(path, '"4":'), "duplicate key '4' (first at line 8)")
+    assert len(lines) == 1
+
+
+def test_zero_and_double_zero_are_two_keys(env: Env) -> None:
+    path = write(env, "keys.yaml", menu_flow("0: a\n00: b\n"))
+    code, lines = lines_of(env)
+    assert code == 0
+    assert_reported(lines, at(path, "00:"), "warning: key '00' starts with key '0'")
+
+
+@pytest.mark.parametrize("key", ["*", "#"])
+def test_unquoted_star_and_pound_keys_say_to_quote_them(env: Env, key: str) -> None:
+    path = write(env, "keys.yaml", menu_flow(f"1: a\n{key}: b\n"))
+    code, lines = lines_of(env)
+    assert code == 1
+    assert_reported(lines, at(path, f"{key}:"), f"quote the key: \"{key}\":")
+    assert len(lines) == 1
+
+
+# -- 18: warnings ------------------------------------------------------------------------------------
+
+def test_oddities_are_warnings_with_positions(env: Env) -> None:
+    hours = env.flows / "hours.yaml"
+    edit(hours, 'sat: "10:00-14:00"', 'sat: ["09:00-09:00", "10:00-14:00", "13:00-15:00"]\n      sun: "00:00-24:00"')
+    path = write(env, "keys.yaml", """
+        flow: keys
+        start: a
+        languages: [en, es]
+        prompts:
+          hi: {say: {en: Hello, es: Hola}}
+          never: {say: {en: Unused, es: Nunca}}
+        nodes:
+          a:
+            set: {lang: fr}
+            next: b
+          b:
+            play: hi
+            next: c
+          c: {hangup: true}
+        """)
+    code, lines = lines_of(env)
+    assert code == 0, "\n".join(lines)
+    assert_reported(lines, at(hours, '"09:00-09:00"'),
+                    "warning: range 09:00-09:00 starts and ends at the same time")
+    assert_reported(lines, at(hours, '"13:00-15:00"'), "warning: range 13:00-15:00 overlaps 10:00-14:00 on sat")
+    assert_reported(lines, at(path, "never:"), "warning: prompt 'never' is never played")
+    assert_reported(lines, at(path, "fr}"), "warning: lang 'fr' is not one of this flow's languages (en, es)")
+    assert lines[-1].endswith("4 warnings")
+
+
+def test_warnings_are_shown_beside_errors_and_do_not_count_as_problems(env: Env) -> None:
+    write(env, "keys.yaml", menu_flow("1: a\n11: b\n"))
+    edit(env.flows / "main.yaml", "goto: operator, say:", "goto: operatr, say:")
+    r = env.ivr("check", "--no-render")
+    assert r.code == 1
+    assert "warning: key '11'" in r.out and "unknown node 'operatr'" in r.out
+    assert "1 problem found (and 1 warning)" in r.err
