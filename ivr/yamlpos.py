@@ -6,6 +6,7 @@ so a schema error's path (``nodes/main/menu/timeout``) can be pointed at the exa
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -129,8 +130,17 @@ def _explain(exc: MarkedYAMLError, text: str) -> tuple[int, int, str]:
                            "has ': ' in it (line it up with the keys beside it, or quote the value)")
     if "expected <block end>" in problem:
         first = len(source) - len(source.lstrip()) + 1
-        return line, first, ("this line does not line up with the keys around it (check its indentation: "
-                             "keys of one mapping start in the same column)")
+        above = next(((i + 1, len(t) - len(t.lstrip()) + 1) for i in range(line - 2, -1, -1)
+                      if (t := lines[i]).strip() and not t.lstrip().startswith("#")
+                      and len(t) - len(t.lstrip()) + 1 > first), None)
+        where = f": line {above[0]} starts in column {above[1]}, this one in column {first}" if above else ""
+        return line, first, (f"this line does not line up with the keys around it{where} (keys of one mapping "
+                             "start in the same column; check which of the two is indented wrongly)")
+    if problem.startswith("could not find expected ':'") and cm is not None:
+        key = lines[cm.line][cm.column:].split()[0] if cm.line < len(lines) and lines[cm.line][cm.column:].split() \
+            else "the key"
+        return cm.line + 1, cm.column + 1, (f"'{key}' has no ':' after it (write {key}: — or, if it is text that "
+                                            "goes on from the line above, indent it further or quote it)")
     if isinstance(exc, _DuplicateKeyError):
         return line, col, problem
     return line, col, problem or context or "invalid YAML"
@@ -287,23 +297,49 @@ def schema_problems(doc: Any, schema_name: str, file: str, package: str = "ivr",
     match '^([01][0-9]|2[0-3]):...'" tells an admin nothing."""
     validator = jsonschema.Draft202012Validator(schema(schema_name, package))
     problems: list[Problem] = []
-    for err in _leaf_errors(validator.iter_errors(_plain(doc))):
+    errors = list(_leaf_errors(validator.iter_errors(_plain(doc))))
+    typos: set[tuple[tuple[str | int, ...], str]] = set()  # (mapping, required key) a typo'd key stands for
+    for err in errors:
         path = list(err.absolute_path)
         if err.validator == "additionalProperties":
-            extra = _extra_keys(err)
-            for k in extra:
+            allowed = sorted(err.schema.get("properties", {}))
+            for k in _extra_keys(err):
                 line, col = key_position(doc, [*path, k])
-                allowed = sorted(err.schema.get("properties", {}))
-                problems.append(Problem(file, line, col, f"unknown key '{k}' (allowed: {', '.join(allowed)})"))
+                close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.7)
+                if close:
+                    typos.add((tuple(path), close[0]))
+                problems.append(Problem(file, line, col, _unknown_key(k, allowed, close)))
+    for err in errors:
+        path = list(err.absolute_path)
+        if err.validator == "additionalProperties":
             continue
+        if err.validator == "required" and all((tuple(path), r) in typos for r in _missing(err)):
+            continue  # "did you mean 'prompt'?" on the typo says it; "'prompt' is required" would say it twice
         if "propertyNames" in err.relative_schema_path:
             line, col = key_position(doc, [*path, err.instance])
             problems.append(Problem(file, line, col, _name_message(path, err)))
             continue
-        line, col = position(doc, path)
+        # A missing key is missed by the mapping's own key (``menu:``), not by its first entry.
+        # (And a key with nothing after it: its value's position would be the next line's.)
+        keyed = path and (err.validator == "required" or err.instance is None)
+        line, col = key_position(doc, path) if keyed else position(doc, path)
         where = "/".join(str(p) for p in path) or "top level"
         problems.append(Problem(file, line, col, f"{where}: {_message(err, explain or {})}"))
     return problems
+
+
+def _unknown_key(key: str, allowed: list[str], close: list[str]) -> str:
+    listed = f"(allowed: {', '.join(allowed)})"
+    if close:
+        return f"unknown key '{key}' — did you mean '{close[0]}'? {listed}"
+    if re.fullmatch(r"[0-9*#]{1,4}", key) and "options" in allowed:
+        return (f"unknown key '{key}': a menu option goes under options:, indented like the other options "
+                f"{listed}")
+    return f"unknown key '{key}' {listed}"
+
+
+def _missing(err: jsonschema.ValidationError) -> list[str]:
+    return [r for r in err.validator_value if isinstance(err.instance, dict) and r not in err.instance]
 
 
 def _name_message(path: list[str | int], err: jsonschema.ValidationError) -> str:
@@ -361,11 +397,23 @@ def _message(err: jsonschema.ValidationError, explain: Mapping[str, Explain]) ->
                                   else [err.validator_value])
         if wants_text and isinstance(err.instance, int | float) and not isinstance(err.instance, bool):
             got += f' (quote it: "{err.instance}")'
+        elif err.instance is None:
+            got = (f"nothing is given here (expected {_types(err.validator_value)}); if its content is on the "
+                   "lines below, indent those lines under it")
+        elif "boolean" in str(err.validator_value) and isinstance(err.instance, str):
+            got += " (write true or false)"
         return got
     if err.validator == "pattern" and err.validator_value in explain:
         why = explain[err.validator_value](err.instance)
         if why:
             return why
+    if err.validator == "dependentRequired" and isinstance(err.instance, dict):
+        for key, needs in err.validator_value.items():
+            missing = [n for n in needs if key in err.instance and n not in err.instance]
+            if missing:
+                return f"{key}: needs {' and '.join(m + ':' for m in missing)} too (a flow has flow:, start:, nodes:)"
+    if err.validator == "minProperties" and not err.instance:
+        return "is empty: give at least one entry"
     return str(err.message)
 
 

@@ -210,3 +210,119 @@ def test_warnings_are_shown_beside_errors_and_do_not_count_as_problems(env: Env)
     assert r.code == 1
     assert "warning: key '11'" in r.out and "unknown node 'operatr'" in r.out
     assert "1 problem found (and 1 warning)" in r.err
+
+
+# -- mistakes admins make: each at its place, with what to do, and nothing else ---------------------
+
+KEYS = """\
+flow: keys
+start: m
+prompts:
+  hi: {say: Hello}
+nodes:
+  m:
+    menu:
+      prompt: hi
+      options:
+        1: a
+        2: b
+  a: {hangup: true}
+  b: {hangup: true}
+"""
+
+# (what, old text in KEYS → new text, anchor of the error ("|" marks the column), message)
+ADMIN = [
+    ("option indented out of options", "        2: b", "      2: b", "2: b",
+     "unknown key '2': a menu option goes under options:, indented like the other options"),
+    ("key indented too deep", "      prompt: hi", "        prompt: hi", "options:",
+     "this line does not line up with the keys around it: line 8 starts in column 9, this one in column 7"),
+    ("node body not indented", "  a: {hangup: true}", "  a:\n  hangup: true", "hangup: true",
+     "'hangup' is an action, but here it is a node id: indent it (and next:, failure:) under the node"),
+    ("goto a missing node", "2: b", "2: c", "2: |c", "unknown node 'c' (this flow's nodes: a, b, m)"),
+    ("goto a flow", "2: b", "2: billing", "billing", "unknown node 'billing' ('billing' is a flow: to run it, "
+     "go to a node with call: billing and next:)"),
+    ("typo in an option name", "      prompt: hi", "      promt: hi", "promt",
+     "unknown key 'promt' — did you mean 'prompt'? (allowed: barge_in,"),
+    ("typo in next", "  a: {hangup: true}", "  a: {play: hi, nxt: b}", "nxt",
+     "unknown key 'nxt' — did you mean 'next'?"),
+    ("wrong type", "      prompt: hi", "      prompt: hi\n      timeout: five", "five",
+     "nodes/m/menu/timeout: expected number, got str 'five'"),
+    ("missing required field", "  a: {hangup: true}", "  a:\n    collect: {prompt: hi}\n    next: b", "collect:",
+     "nodes/a/collect: 'into' is required"),
+    ("sub-flow that does not exist", "  a: {hangup: true}", "  a:\n    call: biling\n    next: b", "biling",
+     "unknown flow 'biling' (did you mean 'billing'?)"),
+    ("unknown prompt", "prompt: hi", "prompt: hello", "hello", "unknown prompt 'hello' (define it under prompts:)"),
+    ("bad time zone", "start: m", "timezone: Europe/Pariss\nstart: m", "Europe/Pariss",
+     "unknown time zone 'Europe/Pariss' (use an IANA name such as 'America/New_York')"),
+    ("schedule never defined", "  a: {hangup: true}", "  a: {hours: {schedule: weekend, open: b, closed: b}}",
+     "weekend", "unknown hours schedule 'weekend'"),
+    ("menu with no options", "      options:\n        1: a\n        2: b\n", "      options: {}\n", "{}",
+     "nodes/m/menu/options: is empty: give at least one entry"),
+    ("options with nothing under them", "      options:\n        1: a\n        2: b\n", "      options:\n",
+     "options:", "nodes/m/menu/options: nothing is given here (expected object); if its content is on the lines "
+     "below, indent those lines under it"),
+    ("collect min above max", "  a: {hangup: true}",
+     "  a:\n    collect: {prompt: hi, into: acct, min_digits: 8, max_digits: 4}\n    next: b", "8,",
+     "min_digits (8) is more than max_digits (4)"),
+    ("duplicate node id", "  b: {hangup: true}\n", "  b: {hangup: true}\n  a: {hangup: false}\n", "a: {hangup: f",
+     "YAML syntax error: duplicate key 'a' (first at line 12): a key may appear once in a mapping"),
+    ("tab indentation", "  a: {hangup: true}", "\ta: {hangup: true}", "\ta:",
+     "YAML syntax error: a tab: YAML indents with spaces only (replace the tab with spaces)"),
+    ("start names a missing node", "start: m", "start: main", "main", "unknown node 'main' (this flow's nodes:"),
+    ("node without an action", "  a: {hangup: true}", "  a: {next: b}", "a: {next",
+     "node 'a' has no action (one of: play, menu,"),
+    ("flow name with a space", "flow: keys", "flow: my keys", "my keys",
+     "flow: 'my keys' is not a valid name: use letters, digits, _ and -, starting with a letter"),
+    ("nodes without flow:", "flow: keys\n", "", "start",
+     "top level: nodes: needs flow: too (a flow has flow:, start:, nodes:)"),
+    ("yes for true", "  a: {hangup: true}", "  a:\n    collect: {prompt: hi, into: acct, confirm: yes}\n    next: b",
+     "yes}", "nodes/a/collect/confirm: expected boolean, got str 'yes' (write true or false)"),
+    ("key without a colon", "  a: {hangup: true}", "  a\n    hangup: true", "  |a\n",
+     "YAML syntax error: 'a' has no ':' after it (write a:"),
+    ("number where a node goes", "2: b", "2: 3", "2: |3", "nodes/m/menu/options/2: expected string, got int 3 "
+     "(quote it: \"3\")"),
+]
+
+
+@pytest.mark.parametrize("case", ADMIN, ids=[c[0] for c in ADMIN])
+def test_admin_mistake_is_reported_alone_at_its_place(env: Env, case: tuple) -> None:
+    _, old, new, anchor, message = case
+    assert KEYS.count(old) == 1, old
+    path = env.flows / "keys.yaml"
+    path.write_text(KEYS.replace(old, new), encoding="utf-8")
+    code, lines = lines_of(env)
+    assert code == 1
+    if anchor.startswith("  |a\n"):  # a bare key: its line, not the first "a" in the file
+        anchor = "  |a"
+        text = path.read_text(encoding="utf-8").splitlines()
+        where = f"{os.path.relpath(path)}:{text.index('  a') + 1}:3"
+    else:
+        where = at(path, anchor)
+    assert_reported(lines, where, message)
+    assert len(lines) == 1, "\n".join(lines)
+
+
+@pytest.mark.parametrize("text", ["", "# TODO: the holiday menu\n"], ids=["empty", "only a comment"])
+def test_empty_file_says_what_to_do(env: Env, text: str) -> None:
+    path = write(env, "keys.yaml", text)
+    code, lines = lines_of(env)
+    assert code == 1
+    assert lines == [f"{os.path.relpath(path)}:1:1: file is empty (or only comments): write a flow "
+                     "(flow:, start:, nodes:) or hours:, or delete the file"]
+
+
+@pytest.mark.parametrize("old,new,anchor,message", [
+    ("      - 2026-12-25\n", "      - 12/25/2026\n", "12/25/2026",
+     "hours/support/holidays/0: '12/25/2026' is not a date: write YYYY-MM-DD, e.g. 2026-12-25"),
+    ('sat: "10:00-14:00"', 'sat: "9:00-14:00"', '"9:00',
+     "hours/office/weekly/sat: '9:00-14:00' is not a time range: write hours and minutes with two digits each"),
+    ('      sat: "10:00-14:00"', '      saturday: "10:00-14:00"', "saturday",
+     "bad day 'saturday' (use mon..sun, ranges like mon-fri, lists like sat,sun)"),
+], ids=["US date", "one-digit hour", "day's full name"])
+def test_hours_mistakes(env: Env, old: str, new: str, anchor: str, message: str) -> None:
+    path = env.flows / "hours.yaml"
+    edit(path, old, new)
+    code, lines = lines_of(env)
+    assert code == 1
+    assert_reported(lines, at(path, anchor), message)
+    assert len(lines) == 1, "\n".join(lines)

@@ -53,8 +53,11 @@ def check(loaded: Loaded) -> list[Problem]:
     problems += check_refs(loaded)
     problems += check_unused_prompts(loaded)
     problems += check_routing(loaded)
+    dangling = {r.flow for r in loaded.refs if r.kind == "node" and r.flow in loaded.flows
+                and r.name not in loaded.flows[r.flow].nodes} | {f for f, _ in loaded.unbuilt}
     for flow in loaded.flows.values():
-        problems += check_graph(flow)
+        # A goto to a missing node cuts the graph: what looks unreachable or stuck may be fine once it is fixed.
+        problems += check_graph(flow, paths=flow.name not in dangling)
     problems += check_subflow_cycles(loaded)
     return problems
 
@@ -78,16 +81,22 @@ def check_refs(loaded: Loaded) -> list[Problem]:
     for ref in loaded.refs:
         flow = loaded.flows.get(ref.flow or "")
         if ref.kind == "node":
-            if flow is None:
+            if flow is None or (flow.name, ref.name) in loaded.unbuilt:
                 continue
             if ref.name not in flow.nodes:
-                problems.append(_p(ref.pos, f"unknown node '{ref.name}'{_suggest(ref.name, flow.nodes)}"))
+                hint = _suggest(ref.name, flow.nodes)
+                if not hint and ref.name in loaded.flows and ref.role != "start":
+                    hint = f" ('{ref.name}' is a flow: to run it, go to a node with call: {ref.name} and next:)"
+                elif not hint and len(flow.nodes) <= 12:
+                    hint = f" (this flow's nodes: {', '.join(sorted(flow.nodes))})"
+                problems.append(_p(ref.pos, f"unknown node '{ref.name}'{hint}"))
         elif ref.kind == "prompt":
             if flow is None:
                 continue
             if ref.name not in flow.prompts and ref.name not in BUILTIN_PROMPTS:
                 choices = [*flow.prompts, *BUILTIN_PROMPTS]
-                problems.append(_p(ref.pos, f"unknown prompt '{ref.name}'{_suggest(ref.name, choices)}"))
+                hint = _suggest(ref.name, choices) or " (define it under prompts:)"
+                problems.append(_p(ref.pos, f"unknown prompt '{ref.name}'{hint}"))
             else:
                 problems += _builtin_languages(flow, ref)
         elif loaded.unread and ref.kind in ("flow", "schedule", "var"):
@@ -109,10 +118,12 @@ def check_unused_prompts(loaded: Loaded) -> list[Problem]:
     """A prompt no node plays is a warning: usually a typo'd reference elsewhere, or a leftover. Overrides
     of built-in prompts count as used (the engine plays them itself: digits, numbers, callbacks)."""
     used = {(ref.flow, ref.name) for ref in loaded.refs if ref.kind == "prompt"}
+    unsure = {ref.flow for ref in loaded.refs if ref.kind == "prompt" and ref.flow in loaded.flows
+              and ref.name not in loaded.flows[ref.flow].prompts and ref.name not in BUILTIN_PROMPTS}
     return [Problem(p.pos.file, p.pos.line, p.pos.column,
                     f"prompt '{name}' is never played (no node uses it): use it or remove it", warning=True)
             for flow in loaded.flows.values() for name, p in flow.prompts.items()
-            if (flow.name, name) not in used and name not in BUILTIN_PROMPTS]
+            if (flow.name, name) not in used and name not in BUILTIN_PROMPTS and flow.name not in unsure]
 
 
 def _builtin_languages(flow: Flow, ref: Ref) -> list[Problem]:
@@ -159,13 +170,16 @@ def _exits(node: Node) -> bool:
     return isinstance(node.action, Menu | Collect | Survey) and node.failure is None
 
 
-def check_graph(flow: Flow) -> list[Problem]:
+def check_graph(flow: Flow, *, paths: bool = True) -> list[Problem]:
+    """``paths``: also reachability and loops (not when an edge points nowhere: they would be guesses)."""
     problems: list[Problem] = []
     nodes = flow.nodes
     for node in nodes.values():
         if isinstance(node.action, NEEDS_NEXT) and node.next is None:
             what = "the else case" if isinstance(node.action, Branch) else "where the call goes after it"
             problems.append(_p(node.pos, f"node '{node.name}' ({node.kind}) needs next: ({what})"))
+    if not paths:
+        return problems
     succ = {n.name: [t for _, t in n.edges() if t in nodes] for n in nodes.values()}
     # Reachability from start.
     seen: set[str] = set()

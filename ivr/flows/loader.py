@@ -80,6 +80,7 @@ class Ref:
     name: str
     pos: Pos
     flow: str | None = None
+    role: str = ""  # "start" for the flow's start node, for a message that fits
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Loaded:
     refs: list[Ref] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     broken_flows: set[str] = field(default_factory=set)  # named in files that failed: no cascades
+    unbuilt: set[tuple[str, str]] = field(default_factory=set)
+    """(flow, node) written in a file but not built because of a problem of its own."""
     unread: list[str] = field(default_factory=list)
     """Files that did not parse or fit the schema: what they define is unknown, so checks that depend on the
     whole set (unknown flows, schedules, variables; the default flow) stay quiet rather than guess."""
@@ -145,7 +148,7 @@ def load(paths: list[Path], *, site_timezone: str = "UTC") -> Loaded:
             loaded.problems.append(Problem(name, 1, 1, "a flow file is a mapping (flow:, start:, nodes: ...)"))
             loaded.unread.append(name)
             continue
-        problems = schema_problems(doc, SCHEMA, name, explain=_explainers())
+        problems = _misplaced_actions(doc, name) or schema_problems(doc, SCHEMA, name, explain=_explainers())
         if problems:
             loaded.problems += problems
             loaded.unread.append(name)
@@ -159,8 +162,30 @@ def load(paths: list[Path], *, site_timezone: str = "UTC") -> Loaded:
 
 @cache
 def _explainers() -> dict[str, Explain]:
-    defs = schema(SCHEMA)["$defs"]
-    return {defs["time_range"]["pattern"]: hours_mod.range_problem, defs["date"]["pattern"]: hours_mod.date_problem}
+    """What a value that fails one of the schema's patterns gets told."""
+    top = schema(SCHEMA)
+    defs = top["$defs"]
+
+    def bad_name(value: object) -> str:
+        return f"'{value}' is not a valid name: use letters, digits, _ and -, starting with a letter"
+
+    return {defs["time_range"]["pattern"]: hours_mod.range_problem, defs["date"]["pattern"]: hours_mod.date_problem,
+            top["properties"]["flow"]["pattern"]: bad_name, defs["name"]["pattern"]: bad_name}
+
+
+def _misplaced_actions(doc: Any, file: str) -> list[Problem]:
+    """``hangup:`` at the indentation of node ids: the node above lost its body, and the schema would say
+    "nodes/a: expected object, got None" and "nodes/hangup: expected object" — say what happened instead."""
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, dict):
+        return []
+    out = []
+    for key, value in nodes.items():
+        if key in ACTIONS and not isinstance(value, dict):
+            line, col = key_position(doc, ["nodes", key])
+            out.append(Problem(file, line, col, f"'{key}' is an action, but here it is a node id: indent it "
+                               "(and next:, failure:) under the node it belongs to"))
+    return out
 
 
 def to_flowset(loaded: Loaded) -> FlowSet:
@@ -227,7 +252,9 @@ class _FileBuilder:
             node = self.node(str(nname), ndoc)
             if node is not None:
                 nodes[str(nname)] = node
-        self.ref("node", self.doc["start"], self.pos("start"))
+            else:  # its own problem is reported: references to it are not "unknown node" too
+                self.loaded.unbuilt.add((self.flow_name, str(nname)))
+        self.loaded.refs.append(Ref("node", str(self.doc["start"]), self.pos("start"), self.flow_name, "start"))
         variables = {str(k): v for k, v in (self.doc.get("variables") or {}).items()}
         flow = Flow(
             name=self.flow_name,
