@@ -27,6 +27,10 @@ from ivr.errors import Problem
 
 STR_TAG = "tag:yaml.org,2002:str"
 TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+INT_TAG = "tag:yaml.org,2002:int"
+_PHONE = re.compile(r"\+[0-9]|0[0-9]")
+"""``+15550100``, ``0044…``, ``007``: a dialed number or an extension, never the integer YAML would make of it
+(15550100 loses the ``+`` and would route other calls)."""
 
 
 class _DuplicateKeyError(MarkedYAMLError):
@@ -34,13 +38,14 @@ class _DuplicateKeyError(MarkedYAMLError):
 
 
 class _AsTypedConstructor(RoundTripConstructor):
-    """Mapping keys as their source text and dates as text: admins write ``007:`` and ``"4":`` as menu keys,
-    and YAML's int/float/null/date readings of them (7, two keys 4, a crash on 2027-02-30) are never meant.
-    Values keep their YAML types (``timeout: 5`` is a number), except dates, which the checks parse with a
-    message at the value."""
+    """Mapping keys as their source text, and dates and phone numbers as text: admins write ``007:`` and
+    ``"4":`` as menu keys, and YAML's int/float/null/date readings of them (7, two keys 4, a crash on
+    2027-02-30) are never meant. Values keep their YAML types (``timeout: 5`` is a number), except dates,
+    which the checks parse with a message at the value, and numbers written with ``+`` or a leading 0."""
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
-        if isinstance(node, ScalarNode) and node.style is None and node.tag == TIMESTAMP_TAG:
+        if isinstance(node, ScalarNode) and node.style is None and (
+                node.tag == TIMESTAMP_TAG or (node.tag == INT_TAG and _PHONE.match(str(node.value)))):
             node.tag = STR_TAG
         return super().construct_object(node, deep=deep)
 
@@ -290,13 +295,15 @@ Explain = Callable[[Any], str | None]
 
 
 def schema_problems(doc: Any, schema_name: str, file: str, package: str = "ivr",
-                    explain: Mapping[str, Explain] | None = None) -> list[Problem]:
+                    explain: Mapping[str, Explain] | None = None, source: str | None = None) -> list[Problem]:
     """Every schema violation in ``doc``, each at the position of the offending value.
 
     ``explain`` maps a schema ``pattern`` to a function naming the value's own problem, since "does not
-    match '^([01][0-9]|2[0-3]):...'" tells an admin nothing."""
+    match '^([01][0-9]|2[0-3]):...'" tells an admin nothing; ``source``, the file's text, lets a hint see
+    what YAML dropped (a ``#`` meant as a value is a comment)."""
     validator = jsonschema.Draft202012Validator(schema(schema_name, package))
     problems: list[Problem] = []
+    text_lines = source.splitlines() if source else []
     errors = list(_leaf_errors(validator.iter_errors(_plain(doc))))
     typos: set[tuple[tuple[str | int, ...], str]] = set()  # (mapping, required key) a typo'd key stands for
     for err in errors:
@@ -306,6 +313,8 @@ def schema_problems(doc: Any, schema_name: str, file: str, package: str = "ivr",
             for k in _extra_keys(err):
                 line, col = key_position(doc, [*path, k])
                 close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.7)
+                if not close and k == "next" and "goto" in allowed:
+                    close = ["goto"]  # a menu option's target
                 if close:
                     typos.add((tuple(path), close[0]))
                 problems.append(Problem(file, line, col, _unknown_key(k, allowed, close)))
@@ -324,14 +333,28 @@ def schema_problems(doc: Any, schema_name: str, file: str, package: str = "ivr",
         keyed = path and (err.validator == "required" or err.instance is None)
         line, col = key_position(doc, path) if keyed else position(doc, path)
         where = "/".join(str(p) for p in path) or "top level"
+        if err.instance is None and err.validator != "required":
+            problem = Problem(file, line, col, f"{where}: {_nothing(text_lines, line)}")
+            if problem not in problems:  # one empty value fails its type and its enum: say it once
+                problems.append(problem)
+            continue
         problems.append(Problem(file, line, col, f"{where}: {_message(err, explain or {})}"))
     return problems
+
+
+def _nothing(lines: list[str], line: int) -> str:
+    source = lines[line - 1] if 0 < line <= len(lines) else ""
+    if re.search(r":\s+#", source):
+        return "nothing is given here: '#' starts a YAML comment (quote it: \"#\")"
+    return "nothing is given here; if its content is on the lines below, indent those lines under it"
 
 
 def _unknown_key(key: str, allowed: list[str], close: list[str]) -> str:
     listed = f"(allowed: {', '.join(allowed)})"
     if close:
         return f"unknown key '{key}' — did you mean '{close[0]}'? {listed}"
+    if key in ("next", "failure", "description", "resolved") and "next" not in allowed:
+        return f"unknown key '{key}': {key}: belongs to the node, beside its action, not inside it {listed}"
     if re.fullmatch(r"[0-9*#]{1,4}", key) and "options" in allowed:
         return (f"unknown key '{key}': a menu option goes under options:, indented like the other options "
                 f"{listed}")
@@ -366,14 +389,28 @@ def _closest_branch(context: list[jsonschema.ValidationError]) -> list[jsonschem
     for e in context:
         branches.setdefault(e.relative_schema_path[0] if e.relative_schema_path else 0, []).append(e)
 
-    def misfit(errs: list[jsonschema.ValidationError]) -> bool:
-        """The value is not even of this branch's kind (wrong type or not the one constant)."""
-        return any(e.validator in ("type", "const") and not e.relative_path for e in errs)
-
     def rank(errs: list[jsonschema.ValidationError]) -> tuple[bool, int, int]:
-        return (not misfit(errs), max(len(e.relative_path) for e in errs), -len(errs))
+        leaves = list(_leaf_errors(errs))
+        return (not _misfit(errs), -len(leaves), max(len(e.relative_path) for e in errs))
 
     return max(branches.values(), key=rank)
+
+
+def _misfit(errs: list[jsonschema.ValidationError]) -> bool:
+    """The value is not even of this branch's kind: wrong type, not the one constant, or (a nested anyOf)
+    of none of its branches' kinds."""
+    for e in errs:
+        if e.relative_path:
+            continue
+        if e.validator in ("type", "const"):
+            return True
+        if e.validator in ("anyOf", "oneOf") and e.context:
+            nested: dict[Any, list[jsonschema.ValidationError]] = {}
+            for c in e.context:
+                nested.setdefault(c.relative_schema_path[0] if c.relative_schema_path else 0, []).append(c)
+            if all(_misfit(b) for b in nested.values()):
+                return True
+    return False
 
 
 def _extra_keys(err: jsonschema.ValidationError) -> list[str]:
@@ -397,11 +434,15 @@ def _message(err: jsonschema.ValidationError, explain: Mapping[str, Explain]) ->
                                   else [err.validator_value])
         if wants_text and isinstance(err.instance, int | float) and not isinstance(err.instance, bool):
             got += f' (quote it: "{err.instance}")'
-        elif err.instance is None:
-            got = (f"nothing is given here (expected {_types(err.validator_value)}); if its content is on the "
-                   "lines below, indent those lines under it")
         elif "boolean" in str(err.validator_value) and isinstance(err.instance, str):
             got += " (write true or false)"
+        elif err.validator_value == "array" and isinstance(err.instance, str | int | float):
+            got += f" (write it as a list: [{err.instance}])"
+        elif err.validator_value in ("number", "integer") and isinstance(err.instance, str) and \
+                (m := re.match(r"\s*([0-9]+(\.[0-9]+)?)\s*[a-z]*\s*$", err.instance)):
+            got += f" (write just the number: {m.group(1)})"
+        elif err.validator_value == "object" and list(err.absolute_path)[-1:] == ["transfer"]:
+            got += f" (write transfer: {{extension: {err.instance}}} or transfer: {{queue: {err.instance}}})"
         return got
     if err.validator == "pattern" and err.validator_value in explain:
         why = explain[err.validator_value](err.instance)

@@ -259,7 +259,7 @@ ADMIN = [
     ("menu with no options", "      options:\n        1: a\n        2: b\n", "      options: {}\n", "{}",
      "nodes/m/menu/options: is empty: give at least one entry"),
     ("options with nothing under them", "      options:\n        1: a\n        2: b\n", "      options:\n",
-     "options:", "nodes/m/menu/options: nothing is given here (expected object); if its content is on the lines "
+     "options:", "nodes/m/menu/options: nothing is given here; if its content is on the lines "
      "below, indent those lines under it"),
     ("collect min above max", "  a: {hangup: true}",
      "  a:\n    collect: {prompt: hi, into: acct, min_digits: 8, max_digits: 4}\n    next: b", "8,",
@@ -279,6 +279,24 @@ ADMIN = [
      "yes}", "nodes/a/collect/confirm: expected boolean, got str 'yes' (write true or false)"),
     ("key without a colon", "  a: {hangup: true}", "  a\n    hangup: true", "  |a\n",
      "YAML syntax error: 'a' has no ':' after it (write a:"),
+    ("keywords not a list", "        1: a", "        1: {goto: a, say: billing}", "billing}",
+     "nodes/m/menu/options/1/say: expected array, got str 'billing' (write it as a list: [billing])"),
+    ("seconds with a unit", "      prompt: hi", "      prompt: hi\n      timeout: 5s", "5s",
+     "nodes/m/menu/timeout: expected number, got str '5s' (write just the number: 5)"),
+    ("next inside the action", "  a: {hangup: true}", "  a:\n    play: {prompt: hi, next: b}", "next",
+     "unknown key 'next': next: belongs to the node, beside its action, not inside it (allowed: barge_in, prompt)"),
+    ("transfer to a bare extension", "  a: {hangup: true}", "  a: {transfer: 2000}", "2000",
+     "nodes/a/transfer: expected object, got int 2000 (write transfer: {extension: 2000} or"),
+    ("unquoted # as a value", "  a: {hangup: true}",
+     "  a:\n    collect:\n      prompt: hi\n      into: acct\n      terminator: #\n    next: b", "terminator",
+     "nodes/a/collect/terminator: nothing is given here: '#' starts a YAML comment (quote it: \"#\")"),
+    ("unquoted * as a value", "  a: {hangup: true}",
+     "  a:\n    collect: {prompt: hi, into: acct, terminator: *}\n    next: b", "*}",
+     "YAML syntax error: '*' starts a YAML alias (a reference to an &anchor): quote it: \"*\""),
+    ("next for goto in an option", "        1: a", "        1: {next: a}", "next",
+     "unknown key 'next' — did you mean 'goto'? (allowed: goto, say)"),
+    ("typo in an action", "  a: {hangup: true}", "  a: {hangpu: true}", "hangpu",
+     "unknown key 'hangpu' — did you mean 'hangup'?"),
     ("number where a node goes", "2: b", "2: 3", "2: |3", "nodes/m/menu/options/2: expected string, got int 3 "
      "(quote it: \"3\")"),
 ]
@@ -326,3 +344,11 @@ def test_hours_mistakes(env: Env, old: str, new: str, anchor: str, message: str)
     assert code == 1
     assert_reported(lines, at(path, anchor), message)
     assert len(lines) == 1, "\n".join(lines)
+
+
+def test_dialed_numbers_keep_their_plus_and_zeros(env: Env) -> None:
+    from ivr.flows.loader import load
+
+    write(env, "keys.yaml", KEYS.replace("start: m", "numbers: [+15550199, 0100]\nstart: m"))
+    loaded = load([env.flows / "keys.yaml"])
+    assert loaded.flows["keys"].numbers == ("+15550199", "0100")

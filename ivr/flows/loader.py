@@ -148,7 +148,8 @@ def load(paths: list[Path], *, site_timezone: str = "UTC") -> Loaded:
             loaded.problems.append(Problem(name, 1, 1, "a flow file is a mapping (flow:, start:, nodes: ...)"))
             loaded.unread.append(name)
             continue
-        problems = _misplaced_actions(doc, name) or schema_problems(doc, SCHEMA, name, explain=_explainers())
+        problems = _misplaced_actions(doc, name) or schema_problems(
+            doc, SCHEMA, name, explain=_explainers(), source=path.read_text(encoding="utf-8"))
         if problems:
             loaded.problems += problems
             loaded.unread.append(name)
