@@ -443,6 +443,10 @@ def _message(err: jsonschema.ValidationError, explain: Mapping[str, Explain]) ->
             got += f" (write just the number: {m.group(1)})"
         elif err.validator_value == "object" and list(err.absolute_path)[-1:] == ["transfer"]:
             got += f" (write transfer: {{extension: {err.instance}}} or transfer: {{queue: {err.instance}}})"
+        elif isinstance(err.instance, str) and (m := re.fullmatch(r"([A-Za-z_]+):(\S.*)", err.instance)):
+            got += f" (put a space after the colon: {m.group(1)}: {m.group(2)})"
+        elif err.validator_value == "object" and len(err.absolute_path) == 2 and err.absolute_path[0] == "nodes":
+            got += " (a node is a mapping with one action, e.g. {goto: next_node} or {hangup: true})"
         return got
     if err.validator == "pattern" and err.validator_value in explain:
         why = explain[err.validator_value](err.instance)

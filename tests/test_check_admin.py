@@ -297,6 +297,14 @@ ADMIN = [
      "unknown key 'next' — did you mean 'goto'? (allowed: goto, say)"),
     ("typo in an action", "  a: {hangup: true}", "  a: {hangpu: true}", "hangpu",
      "unknown key 'hangpu' — did you mean 'hangup'?"),
+    ("next dedented to node ids", "  a: {hangup: true}", "  a:\n    play: hi\n  next: b", "next",
+     "'next' is a node's setting, but here it is a node id: indent it under the node it belongs to"),
+    ("no space after a colon", "  a: {hangup: true}", "  a:\n    goto:b", "goto:b",
+     "nodes/a: expected object, got str 'goto:b' (put a space after the colon: goto: b)"),
+    ("node given as a word", "  a: {hangup: true}", "  a: hangup", "hangup",
+     "nodes/a: expected object, got str 'hangup' (a node is a mapping with one action"),
+    ("language in capitals", "start: m", "languages: [EN]\nstart: m", "EN",
+     "languages/0: 'EN' is not a language code: use a lowercase ISO 639 code such as en, es or ko"),
     ("number where a node goes", "2: b", "2: 3", "2: |3", "nodes/m/menu/options/2: expected string, got int 3 "
      "(quote it: \"3\")"),
 ]

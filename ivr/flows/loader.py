@@ -62,6 +62,7 @@ ACTIONS = (
     "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
     "survey", "hangup", "callback_cancel",
 )
+NODE_SETTINGS = ("next", "failure", "description", "resolved")
 #: actions that hand the caller to the PBX: their outcome (transferred, queued, callback) says what happened,
 #: so ``resolved: true`` (self-service done in the IVR) is refused on them
 HAND_OVERS = ("transfer", "queue")
@@ -170,8 +171,12 @@ def _explainers() -> dict[str, Explain]:
     def bad_name(value: object) -> str:
         return f"'{value}' is not a valid name: use letters, digits, _ and -, starting with a letter"
 
+    def bad_lang(value: object) -> str:
+        return f"'{value}' is not a language code: use a lowercase ISO 639 code such as en, es or ko"
+
     return {defs["time_range"]["pattern"]: hours_mod.range_problem, defs["date"]["pattern"]: hours_mod.date_problem,
-            top["properties"]["flow"]["pattern"]: bad_name, defs["name"]["pattern"]: bad_name}
+            top["properties"]["flow"]["pattern"]: bad_name, defs["name"]["pattern"]: bad_name,
+            defs["lang"]["pattern"]: bad_lang}
 
 
 def _misplaced_actions(doc: Any, file: str) -> list[Problem]:
@@ -186,6 +191,10 @@ def _misplaced_actions(doc: Any, file: str) -> list[Problem]:
             line, col = key_position(doc, ["nodes", key])
             out.append(Problem(file, line, col, f"'{key}' is an action, but here it is a node id: indent it "
                                "(and next:, failure:) under the node it belongs to"))
+        elif key in NODE_SETTINGS and not isinstance(value, dict):
+            line, col = key_position(doc, ["nodes", key])
+            out.append(Problem(file, line, col, f"'{key}' is a node's setting, but here it is a node id: indent it "
+                               "under the node it belongs to, beside its action"))
     return out
 
 
