@@ -28,6 +28,7 @@ from ivr.errors import Problem
 STR_TAG = "tag:yaml.org,2002:str"
 TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 INT_TAG = "tag:yaml.org,2002:int"
+MERGE_TAG = "tag:yaml.org,2002:merge"
 _PHONE = re.compile(r"\+[0-9]|0[0-9]")
 """``+15550100``, ``0044…``, ``007``: a dialed number or an extension, never the integer YAML would make of it
 (15550100 loses the ``+`` and would route other calls)."""
@@ -55,7 +56,7 @@ class _AsTypedConstructor(RoundTripConstructor):
             for key_node, _ in node.value:
                 if not isinstance(key_node, ScalarNode):
                     continue
-                if key_node.style is None:
+                if key_node.style is None and key_node.tag != MERGE_TAG:  # ``<<: *defaults`` still merges
                     key_node.tag = STR_TAG
                 text = str(key_node.value)
                 if text in first and key_node.tag == STR_TAG and first[text].tag == STR_TAG:

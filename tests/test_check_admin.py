@@ -360,3 +360,25 @@ def test_dialed_numbers_keep_their_plus_and_zeros(env: Env) -> None:
     write(env, "keys.yaml", KEYS.replace("start: m", "numbers: [+15550199, 0100]\nstart: m"))
     loaded = load([env.flows / "keys.yaml"])
     assert loaded.flows["keys"].numbers == ("+15550199", "0100")
+
+
+def test_anchors_and_merge_keys_still_work(env: Env) -> None:
+    write(env, "keys.yaml", """
+        flow: keys
+        start: m
+        prompts:
+          hi: {say: Hello}
+        nodes:
+          m:
+            menu: &menu
+              prompt: hi
+              options: {1: a, 2: b}
+          m2:
+            menu:
+              <<: *menu
+              timeout: 3
+          a: {goto: m2}
+          b: {hangup: true}
+        """)
+    code, lines = lines_of(env)
+    assert code == 0, "\n".join(lines)
