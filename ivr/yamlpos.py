@@ -105,11 +105,14 @@ def _explain(exc: MarkedYAMLError, text: str) -> tuple[int, int, str]:
     opened = _open_quote(lines, line, col)
     if opened is not None:
         qline, qcol, quote = opened
+        start = lines[qline - 1][qcol - 1:].rstrip()
+        start = start if len(start) <= 40 else start[:39] + "…"
         if qline < line:
-            return qline, qcol, (f"unclosed quote: the {quote} here is not closed on its line, so YAML read the "
-                                 f"text on to line {line} as part of it (close it with {quote})")
-        return qline, qcol, (f"unclosed quote: the text that starts here runs on to the {quote} meant to open "
-                             f"the next text (close this one with {quote})")
+            return qline, qcol, (f"unclosed quote: {start} is not closed on its line, so YAML read the text on "
+                                 f"to line {line} as part of it (close it with {quote})")
+        read = lines[qline - 1][qcol - 1:col - 1].rstrip()
+        return qline, qcol, (f"unclosed quote: YAML read {read} as one text, up to the {quote} meant to open the "
+                             f"next one (close this text with {quote})")
     cm = exc.context_mark
     if cm is not None and context.startswith("while parsing a flow") and cm.line + 1 < line:
         opening = lines[cm.line][cm.column] if cm.line < len(lines) and cm.column < len(lines[cm.line]) else "["

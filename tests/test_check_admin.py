@@ -100,7 +100,8 @@ def test_unclosed_quote_is_reported_where_it_opens(env: Env) -> None:
     edit(path, '{en: "Thank you for your feedback.",', '{en: "Thank you for your feedback.,')
     code, lines = lines_of(env)
     assert code == 1
-    assert_reported(lines, at(path, '"Thank you for your'), "unclosed quote")
+    assert_reported(lines, at(path, '"Thank you for your'), 'unclosed quote: YAML read "Thank you for your '
+                    'feedback., es: " as one text, up to the " meant to open the next one (close this text with ")')
     assert len(lines) == 1
 
 
@@ -116,7 +117,8 @@ def test_unclosed_quote_in_block_style_is_reported_where_it_opens(env: Env) -> N
         """)
     code, lines = lines_of(env)
     assert code == 1
-    assert_reported(lines, at(path, '"Hello'), "unclosed quote")
+    assert_reported(lines, at(path, '"Hello'), 'unclosed quote: "Hello there is not closed on its line, so YAML '
+                    'read the text on to line 5 as part of it (close it with ")')
     assert len(lines) == 1
 
 
