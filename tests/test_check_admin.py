@@ -257,7 +257,11 @@ ADMIN = [
     ("bad time zone", "start: m", "timezone: Europe/Pariss\nstart: m", "Europe/Pariss",
      "unknown time zone 'Europe/Pariss' (use an IANA name such as 'America/New_York')"),
     ("schedule never defined", "  a: {hangup: true}", "  a: {hours: {schedule: weekend, open: b, closed: b}}",
-     "weekend", "unknown hours schedule 'weekend'"),
+     "weekend", "unknown hours schedule 'weekend' (define it under hours: in any flow file; schedules: office, "
+     "support)"),
+    ("sub-flow named like no flow", "  a: {hangup: true}", "  a:\n    call: payments\n    next: b", "payments",
+     "unknown flow 'payments' (no file says flow: payments; flows: billing, callback, keys, main, queue_exit, "
+     "survey, voice)"),
     ("menu with no options", "      options:\n        1: a\n        2: b\n", "      options: {}\n", "{}",
      "nodes/m/menu/options: is empty: give at least one entry"),
     ("options with nothing under them", "      options:\n        1: a\n        2: b\n", "      options:\n",

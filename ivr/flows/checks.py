@@ -103,10 +103,14 @@ def check_refs(loaded: Loaded) -> list[Problem]:
             continue  # it may be defined in the file that did not read; that file's error is reported
         elif ref.kind == "flow":
             if ref.name not in loaded.flows and ref.name not in loaded.broken_flows:
-                problems.append(_p(ref.pos, f"unknown flow '{ref.name}'{_suggest(ref.name, loaded.flows)}"))
+                hint = _suggest(ref.name, loaded.flows) or f" (no file says flow: {ref.name}; flows: " \
+                    f"{', '.join(sorted(loaded.flows))})"
+                problems.append(_p(ref.pos, f"unknown flow '{ref.name}'{hint}"))
         elif ref.kind == "schedule":
             if ref.name not in loaded.schedules:
-                sug = _suggest(ref.name, loaded.schedules)
+                known = ", ".join(sorted(loaded.schedules)) or "none"
+                sug = _suggest(ref.name, loaded.schedules) or \
+                    f" (define it under hours: in any flow file; schedules: {known})"
                 problems.append(_p(ref.pos, f"unknown hours schedule '{ref.name}'{sug}"))
         elif ref.kind == "var" and ref.name not in variables and not ref.name.startswith(HEADER_VAR_PREFIX):
             problems.append(_p(ref.pos, f"unknown variable '{ref.name}'{_suggest(ref.name, variables)}; "
