@@ -350,7 +350,12 @@ def test_empty_file_says_what_to_do(env: Env, text: str) -> None:
      "hours/office/weekly/sat: '9:00-14:00' is not a time range: write hours and minutes with two digits each"),
     ('      sat: "10:00-14:00"', '      saturday: "10:00-14:00"', "saturday",
      "bad day 'saturday' (use mon..sun, ranges like mon-fri, lists like sat,sun)"),
-], ids=["US date", "one-digit hour", "day's full name"])
+    ('sat: "10:00-14:00"', 'sat: "22:00-24:30"', '"22:00',
+     "hours/office/weekly/sat: '22:00-24:30' is not a time range: 24:30 is past the end of the day (24:00 is the "
+     "latest end)"),
+    ('sat: "10:00-14:00"', 'sat: "10:00-13:75"', '"10:00-13',
+     "hours/office/weekly/sat: '10:00-13:75' is not a time range: minute 75 is not a minute (00-59)"),
+], ids=["US date", "one-digit hour", "day's full name", "past 24:00", "minute 75"])
 def test_hours_mistakes(env: Env, old: str, new: str, anchor: str, message: str) -> None:
     path = env.flows / "hours.yaml"
     edit(path, old, new)

@@ -71,8 +71,10 @@ def range_problem(value: object) -> str | None:
     for hour, minute, end in ((sh, sm, False), (eh, em, True)):
         if hour > 24 or (hour == 24 and not end):
             return f"'{text}' is not a time range: hour {hour} is not an hour (00-23; 24:00 only as an end)"
-        if minute > 59 or (hour == 24 and minute):
+        if minute > 59:
             return f"'{text}' is not a time range: minute {minute} is not a minute (00-59)"
+        if hour == 24 and minute:
+            return f"'{text}' is not a time range: 24:{minute:02d} is past the end of the day (24:00 is the latest end)"
     return f"'{text}' is not a time range: write hours and minutes with two digits each, e.g. 09:00-17:00"
 
 

@@ -168,14 +168,17 @@ def _explainers() -> dict[str, Explain]:
     top = schema(SCHEMA)
     defs = top["$defs"]
 
-    def bad_name(value: object) -> str:
+    def bad_flow_name(value: object) -> str:
         return f"'{value}' is not a valid name: use letters, digits, _ and -, starting with a letter"
+
+    def bad_name(value: object) -> str:
+        return f"'{value}' is not a valid name: use letters, digits, _ and -, starting with a letter or _"
 
     def bad_lang(value: object) -> str:
         return f"'{value}' is not a language code: use a lowercase ISO 639 code such as en, es or ko"
 
     return {defs["time_range"]["pattern"]: hours_mod.range_problem, defs["date"]["pattern"]: hours_mod.date_problem,
-            top["properties"]["flow"]["pattern"]: bad_name, defs["name"]["pattern"]: bad_name,
+            top["properties"]["flow"]["pattern"]: bad_flow_name, defs["name"]["pattern"]: bad_name,
             defs["lang"]["pattern"]: bad_lang}
 
 
