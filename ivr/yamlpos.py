@@ -11,6 +11,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -298,13 +299,29 @@ Explain = Callable[[Any], str | None]
 """Says what is wrong with a value that failed a ``pattern`` (e.g. "hour 25 is not an hour"), or None."""
 
 
+@dataclass(frozen=True)
+class SchemaHints:
+    """What a schema's own domain adds to its errors; the generic ones (quote it, write true or false, did you
+    mean) are built in. The flow loader's know menus, nodes and transfers (``ivr/flows/hints.py``)."""
+
+    patterns: Mapping[str, Explain] = field(default_factory=dict)
+    """A schema ``pattern`` → the value's own problem, since "does not match '^([01][0-9]|2[0-3]):...'"
+    tells an admin nothing."""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    """An unknown key → the allowed key it is usually written for, when no allowed key is spelled close."""
+    unknown_key: Callable[[str, list[str]], str | None] | None = None
+    """(key, allowed keys) → what to do with a key that is not allowed here (it belongs elsewhere)."""
+    value: Callable[[jsonschema.ValidationError], str | None] | None = None
+    """A schema error → a hint to add in parentheses."""
+
+
 def schema_problems(doc: Any, schema_name: str, file: str, package: str = "ivr",
-                    explain: Mapping[str, Explain] | None = None, source: str | None = None) -> list[Problem]:
+                    hints: SchemaHints | None = None, source: str | None = None) -> list[Problem]:
     """Every schema violation in ``doc``, each at the position of the offending value.
 
-    ``explain`` maps a schema ``pattern`` to a function naming the value's own problem, since "does not
-    match '^([01][0-9]|2[0-3]):...'" tells an admin nothing; ``source``, the file's text, lets a hint see
-    what YAML dropped (a ``#`` meant as a value is a comment)."""
+    ``hints`` add what the schema's domain knows; ``source``, the file's text, lets a hint see what YAML
+    dropped (a ``#`` meant as a value is a comment)."""
+    hints = hints or SchemaHints()
     validator = jsonschema.Draft202012Validator(schema(schema_name, package))
     problems: list[Problem] = []
     text_lines = source.splitlines() if source else []
@@ -317,11 +334,12 @@ def schema_problems(doc: Any, schema_name: str, file: str, package: str = "ivr",
             for k in _extra_keys(err):
                 line, col = key_position(doc, [*path, k])
                 close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.7)
-                if not close and k == "next" and "goto" in allowed:
-                    close = ["goto"]  # a menu option's target
+                if not close and hints.aliases.get(k) in allowed:
+                    close = [hints.aliases[k]]
                 if close:
                     typos.add((tuple(path), close[0]))
-                problems.append(Problem(file, line, col, _unknown_key(k, allowed, close)))
+                elsewhere = hints.unknown_key(k, allowed) if hints.unknown_key else None
+                problems.append(Problem(file, line, col, _unknown_key(k, allowed, close, elsewhere)))
     for err in errors:
         path = list(err.absolute_path)
         if err.validator == "additionalProperties":
@@ -342,7 +360,7 @@ def schema_problems(doc: Any, schema_name: str, file: str, package: str = "ivr",
             if problem not in problems:  # one empty value fails its type and its enum: say it once
                 problems.append(problem)
             continue
-        problems.append(Problem(file, line, col, f"{where}: {_message(err, explain or {})}"))
+        problems.append(Problem(file, line, col, f"{where}: {_message(err, hints)}"))
     return problems
 
 
@@ -353,15 +371,12 @@ def _nothing(lines: list[str], line: int) -> str:
     return "nothing is given here; if its content is on the lines below, indent those lines under it"
 
 
-def _unknown_key(key: str, allowed: list[str], close: list[str]) -> str:
+def _unknown_key(key: str, allowed: list[str], close: list[str], elsewhere: str | None) -> str:
     listed = f"(allowed: {', '.join(allowed)})"
     if close:
         return f"unknown key '{key}' — did you mean '{close[0]}'? {listed}"
-    if key in ("next", "failure", "description", "resolved") and "next" not in allowed:
-        return f"unknown key '{key}': {key}: belongs to the node, beside its action, not inside it {listed}"
-    if re.fullmatch(r"[0-9*#]{1,4}", key) and "options" in allowed:
-        return (f"unknown key '{key}': a menu option goes under options:, indented like the other options "
-                f"{listed}")
+    if elsewhere:
+        return f"unknown key '{key}': {elsewhere} {listed}"
     return f"unknown key '{key}' {listed}"
 
 
@@ -427,7 +442,13 @@ def _extra_keys(err: jsonschema.ValidationError) -> list[str]:
     ]
 
 
-def _message(err: jsonschema.ValidationError, explain: Mapping[str, Explain]) -> str:
+def _message(err: jsonschema.ValidationError, hints: SchemaHints) -> str:
+    text = _plain_message(err, hints)
+    extra = hints.value(err) if hints.value else None
+    return f"{text} ({extra})" if extra and not text.endswith(")") else text  # one hint is enough
+
+
+def _plain_message(err: jsonschema.ValidationError, hints: SchemaHints) -> str:
     if err.validator == "required":
         return str(err.message).replace("is a required property", "is required")
     if err.validator == "enum":
@@ -445,22 +466,18 @@ def _message(err: jsonschema.ValidationError, explain: Mapping[str, Explain]) ->
         elif err.validator_value in ("number", "integer") and isinstance(err.instance, str) and \
                 (m := re.match(r"\s*([0-9]+(\.[0-9]+)?)\s*[a-z]*\s*$", err.instance)):
             got += f" (write just the number: {m.group(1)})"
-        elif err.validator_value == "object" and list(err.absolute_path)[-1:] == ["transfer"]:
-            got += f" (write transfer: {{extension: {err.instance}}} or transfer: {{queue: {err.instance}}})"
         elif isinstance(err.instance, str) and (m := re.fullmatch(r"([A-Za-z_]+):(\S.*)", err.instance)):
             got += f" (put a space after the colon: {m.group(1)}: {m.group(2)})"
-        elif err.validator_value == "object" and len(err.absolute_path) == 2 and err.absolute_path[0] == "nodes":
-            got += " (a node is a mapping with one action, e.g. {goto: next_node} or {hangup: true})"
         return got
-    if err.validator == "pattern" and err.validator_value in explain:
-        why = explain[err.validator_value](err.instance)
+    if err.validator == "pattern" and err.validator_value in hints.patterns:
+        why = hints.patterns[err.validator_value](err.instance)
         if why:
             return why
     if err.validator == "dependentRequired" and isinstance(err.instance, dict):
         for key, needs in err.validator_value.items():
             missing = [n for n in needs if key in err.instance and n not in err.instance]
             if missing:
-                return f"{key}: needs {' and '.join(m + ':' for m in missing)} too (a flow has flow:, start:, nodes:)"
+                return f"{key}: needs {' and '.join(m + ':' for m in missing)} too"
     if err.validator == "minProperties" and not err.instance:
         return "is empty: give at least one entry"
     return str(err.message)

@@ -12,13 +12,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import Problem
 from ivr.flows import hours as hours_mod
+from ivr.flows.hints import NODE_SETTINGS, SCHEMA, flow_hints
 from ivr.flows.model import (
     AllOf,
     AnyOf,
@@ -56,18 +56,16 @@ from ivr.flows.model import (
     Transfer,
 )
 from ivr.proto.vad import VadConfig
-from ivr.yamlpos import Explain, key_position, load_yaml, position, schema, schema_problems
+from ivr.yamlpos import key_position, load_yaml, position, schema_problems
 
 ACTIONS = (
     "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
     "survey", "hangup", "callback_cancel",
 )
-NODE_SETTINGS = ("next", "failure", "description", "resolved")
 #: actions that hand the caller to the PBX: their outcome (transferred, queued, callback) says what happened,
 #: so ``resolved: true`` (self-service done in the IVR) is refused on them
 HAND_OVERS = ("transfer", "queue")
 TESTS = ("equals", "not_equals", "in", "matches", "starts_with", "lt", "le", "gt", "ge", "is_set")
-SCHEMA = "flows/schema.json"
 MIN_END_OF_SPEECH = 0.1
 """Shorter than a stop consonant's closure: every word would be cut at its first gap."""
 MIN_BARGE_IN, MAX_BARGE_IN = 0.02, 2.0
@@ -150,7 +148,7 @@ def load(paths: list[Path], *, site_timezone: str = "UTC") -> Loaded:
             loaded.unread.append(name)
             continue
         problems = _misplaced_actions(doc, name) or schema_problems(
-            doc, SCHEMA, name, explain=_explainers(), source=path.read_text(encoding="utf-8"))
+            doc, SCHEMA, name, hints=flow_hints(), source=path.read_text(encoding="utf-8"))
         if problems:
             loaded.problems += problems
             loaded.unread.append(name)
@@ -160,26 +158,6 @@ def load(paths: list[Path], *, site_timezone: str = "UTC") -> Loaded:
         _FileBuilder(loaded, doc, name, path, site_timezone).build()
     loaded.digest = digest.hexdigest()[:12]
     return loaded
-
-
-@cache
-def _explainers() -> dict[str, Explain]:
-    """What a value that fails one of the schema's patterns gets told."""
-    top = schema(SCHEMA)
-    defs = top["$defs"]
-
-    def bad_flow_name(value: object) -> str:
-        return f"'{value}' is not a valid name: use letters, digits, _ and -, starting with a letter"
-
-    def bad_name(value: object) -> str:
-        return f"'{value}' is not a valid name: use letters, digits, _ and -, starting with a letter or _"
-
-    def bad_lang(value: object) -> str:
-        return f"'{value}' is not a language code: use a lowercase ISO 639 code such as en, es or ko"
-
-    return {defs["time_range"]["pattern"]: hours_mod.range_problem, defs["date"]["pattern"]: hours_mod.date_problem,
-            top["properties"]["flow"]["pattern"]: bad_flow_name, defs["name"]["pattern"]: bad_name,
-            defs["lang"]["pattern"]: bad_lang}
 
 
 def _misplaced_actions(doc: Any, file: str) -> list[Problem]:
