@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from ivr import log as ivr_log
 from ivr.config import Config, load_config
-from ivr.errors import ConfigError, FlowError
+from ivr.errors import ConfigError, FlowError, Problem
 from ivr.flows.model import FlowSet
 
 
@@ -47,18 +47,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     paths = [Path(p) for p in args.paths] or [config.flows_dir]
     notes: list[str] = []
+    warnings: list[Problem] = []
     try:
-        flowset = asyncio.run(load_flowset(paths, config, render=not args.no_render, notes=notes))
+        flowset = asyncio.run(load_flowset(paths, config, render=not args.no_render, notes=notes,
+                                           warnings=warnings))
     except FlowError as exc:
-        for p in exc.problems:
+        for p in sorted([*exc.problems, *exc.warnings]):
             print(p)
-        n = len(exc.problems)
-        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        n, w = len(exc.problems), len(exc.warnings)
+        also = f" (and {_plural(w, 'warning')})" if w else ""
+        print(f"{_plural(n, 'problem')} found{also}", file=sys.stderr)
         return 1
-    print(summary(flowset))
+    for p in warnings:
+        print(p)
+    print(summary(flowset) + (f", {_plural(len(warnings), 'warning')}" if warnings else ""))
     for note in notes:
         print(note, file=sys.stderr)
     return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def _resolve_flow(config: Config, spec: str) -> tuple[list[Path], str | None]:
