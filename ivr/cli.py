@@ -122,8 +122,9 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     try:
         waits = StatedWaits(parse_waits(args.wait))
         headers = parse_headers(args.header)
+        _check_inputs(args.input, args.at, speech=config.speech.enabled, config_source=config.source)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
+        print(f"ivr simulate: {exc}", file=sys.stderr)
         return 2
     # The site's own callback rules when it has them (numbers, caps, calling windows), else the defaults.
     cb = config.callbacks
@@ -136,16 +137,21 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     now = (lambda: at) if at else (lambda: datetime.now(UTC))
     out: list[str] = []
 
+    reader_gone = False
+
     def emit(line: str) -> None:
-        if not args.json:
-            print(line, flush=True)
+        """A reader that went away (``| head -1``) must not turn the call into an error: it runs on unseen."""
+        nonlocal reader_gone
         out.append(line)
+        if args.json or reader_gone:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            reader_gone = True
+            _stdout_gone()
 
     speech = _SimulatorSpeech(config)
-    if not config.speech.enabled and any(t.strip().startswith("wav:") for t in args.input):
-        print(f"wav: input needs speech recognition, but speech.enabled is false in {config.source}",
-              file=sys.stderr)
-        return 2
     call = SimulatedCall(str(uuid.uuid4()), args.caller, dialed, args.input, interactive=args.interactive,
                          emit=emit, speech=speech.get if config.speech.enabled else None,
                          speech_verify=config.speech.verify, headers=headers)
@@ -172,7 +178,39 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     else:
         print(f"outcome: {outcome.kind}" + (f" ({outcome.detail})" if outcome.detail else ""))
         print(f"path: {' > '.join(path)}")
-    return 0
+    return 1 if reader_gone else 0
+
+
+def _check_inputs(tokens: list[str], at: str | None, *, speech: bool, config_source: str) -> None:
+    """Every scripted input and ``--at`` before the call starts: a typo is the user's, so it is refused (exit 2)
+    with nothing recorded, rather than becoming a call that went somewhere else."""
+    from ivr.adapters.simulator import AudioInputError, SpokenAudio, parse_token, read_audio
+
+    if at is not None:
+        try:
+            datetime.fromisoformat(at)
+        except ValueError:
+            raise ValueError(f"--at {at!r} is not a local date and time: use e.g. 2026-12-01T10:00") from None
+    for token in tokens:
+        parsed = parse_token(token)
+        if not isinstance(parsed, SpokenAudio):
+            continue
+        if not speech:
+            raise ValueError(f"wav: input needs speech recognition, but speech.enabled is false in {config_source}")
+        try:
+            read_audio(parsed.path)
+        except AudioInputError as exc:
+            raise ValueError(f"{token}: {exc}") from None
+
+
+def _stdout_gone() -> None:
+    """The reader closed our stdout: point it at devnull so nothing more (not even the flush at exit) fails on
+    it. This is the recipe of Python's docs (library/signal.html, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stream without a file descriptor (in-process tests): replace it instead
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives until the process ends
 
 
 class _SimulatorSpeech:
@@ -220,6 +258,7 @@ async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
         return 2
     try:
         waits, headers = parse_waits(args.wait), parse_headers(args.header)
+        _check_inputs(args.input, None, speech=False, config_source=config.source)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -831,6 +870,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `ivr calls | head -1`: the reader has what it wanted
+        _stdout_gone()
+        return 1
 
 
 if __name__ == "__main__":
