@@ -358,16 +358,46 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     config = _config(args)
     db_path = _log_path(config, args)
+    call_id = args.call
+    if call_id is not None:
+        found = _calls_with_prefix(db_path, call_id) if db_path.exists() else []
+        if not found:
+            print(f"ivr events: no call {call_id!r} in {db_path}", file=sys.stderr)
+            return 1
+        if len(found) > 1:
+            shown = ", ".join(found[:_CANDIDATES]) + (", …" if len(found) > _CANDIDATES else "")
+            print(f"ivr events: {call_id!r} names more than one call ({shown}); give more of the id", file=sys.stderr)
+            return 1
+        call_id = found[0]
     if not db_path.exists():
         return 0
     out = sys.stdout
-    for e in iter_events(db_path, call_id=args.call, after_seq=args.after_seq, types=args.type):
+    for e in iter_events(db_path, call_id=call_id, after_seq=args.after_seq, types=args.type):
         if args.json:
             out.write(e.to_json() + "\n")
         else:
             out.write(f"{e.seq:>6} {e.wall_time} {e.type:<16} {json.dumps(e.data)}\n")
     out.flush()
     return 0
+
+
+_CANDIDATES = 10
+"""Ids listed when a prefix names more than one call."""
+
+
+def _calls_with_prefix(db_path: Path, prefix: str) -> list[str]:
+    """The call ids starting with ``prefix`` (``ivr calls`` prints 8 characters), as a range over the
+    ``events_by_call`` index: a busy log is not scanned."""
+    import sqlite3
+
+    db = sqlite3.connect(f"{db_path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        rows = db.execute("SELECT DISTINCT call_id FROM events WHERE call_id >= ? AND call_id < ? ORDER BY call_id"
+                          " LIMIT ?", (prefix, prefix + "\U0010ffff", _CANDIDATES + 1)).fetchall()
+    finally:
+        db.close()
+    return [str(r[0]) for r in rows]
 
 
 def cmd_kpi(args: argparse.Namespace) -> int:
@@ -499,6 +529,15 @@ def cmd_closed(args: argparse.Namespace) -> int:
     from ivr.store.eventlog import EventLog
 
     config = _config(args)
+    known = _schedules(config)
+    if args.schedule not in known:
+        import difflib
+
+        close = difflib.get_close_matches(args.schedule, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"ivr closed: no schedule '{args.schedule}' in {config.flows_dir}{hint}; schedules: "
+              f"{', '.join(sorted(known)) or 'none'}", file=sys.stderr)
+        return 1
 
     async def go() -> None:
         async with await EventLog.open(config.db_path, config.site_id) as events:
@@ -508,6 +547,14 @@ def cmd_closed(args: argparse.Namespace) -> int:
     state = "CLOSED (emergency)" if args.state == "on" else "back to its normal hours"
     print(f"schedule '{args.schedule}' is {state}")
     return 0
+
+
+def _schedules(config: Config) -> list[str]:
+    """The schedules the flows define, read from the files alone (no prompt is rendered): a switch for any other
+    name would be recorded and change nothing."""
+    from ivr.flows.loader import load
+
+    return list(load([config.flows_dir], site_timezone=config.timezone).schedules)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
