@@ -463,7 +463,13 @@ def cmd_control(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"no daemon at {config.control_socket}: {exc}", file=sys.stderr)
         return 1
+    problems = answer.pop("problems", None) or []
     print(json.dumps(answer, indent=2))
+    for p in problems:  # as `ivr check` prints them
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"reload rejected: {len(problems)} problem{'s' if len(problems) != 1 else ''} found; still serving "
+              f"version {answer.get('version')}", file=sys.stderr)
     return 0 if answer.get("ok", True) and "error" not in answer else 1
 
 
