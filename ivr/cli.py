@@ -25,6 +25,21 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _trying_config(args: argparse.Namespace) -> Config:
+    """The config for a command that only looks at flows or tries them (check, graph, simulate, and calls and
+    events, which read what simulate recorded). On built-in defaults with no ``./var`` yet, those keep their
+    files (prompt cache, simulated calls) in the user's cache folder, ``$XDG_CACHE_HOME/edge-ivr``: trying a
+    flow from any folder must not leave a ``var/`` there. Once ``./var`` exists (``ivr run``, ``ivr closed``),
+    it is used as before."""
+    import dataclasses
+
+    config = _config(args)
+    if config.source != "built-in defaults" or config.state_dir.exists():
+        return config
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-ivr"
+    return dataclasses.replace(config, state_dir=cache)
+
+
 def _as_state_owner(state_dir: Path) -> None:
     """Run as root on the appliance, become the service's user (the state folder's owner) first: a root-owned
     ``ivr.db-wal`` or ``-shm`` left by an admin's ``ivr calls`` or ``ivr restore`` would stop the daemon, which
@@ -44,7 +59,7 @@ def _as_state_owner(state_dir: Path) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from ivr.flows.registry import load_flowset, summary
 
-    config = _config(args)
+    config = _trying_config(args)
     paths = [Path(p) for p in args.paths] or [config.flows_dir]
     notes: list[str] = []
     try:
@@ -99,10 +114,9 @@ async def _flow_for(config: Config, spec: str, *, render: bool) -> tuple[FlowSet
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    config = _config(args)
-    if args.live:
-        return asyncio.run(_simulate_live(config, args))
-    return asyncio.run(_simulate(config, args))
+    if args.live:  # the daemon's own state and control socket
+        return asyncio.run(_simulate_live(_config(args), args))
+    return asyncio.run(_simulate(_trying_config(args), args))
 
 
 async def _simulate(config: Config, args: argparse.Namespace) -> int:
@@ -311,7 +325,7 @@ def _parse_at(text: str, tz: str) -> datetime:
 def cmd_graph(args: argparse.Namespace) -> int:
     from ivr.flows import graph
 
-    config = _config(args)
+    config = _trying_config(args)
     flowset, entry = asyncio.run(_flow_for(config, args.flow, render=False))
     dot = graph.to_dot(flowset, graph.flows_to_draw(flowset, entry))
     output = Path(args.output)
@@ -332,7 +346,7 @@ def _log_path(config: Config, args: argparse.Namespace) -> Path:
 def cmd_calls(args: argparse.Namespace) -> int:
     from ivr.store.eventlog import read_calls
 
-    config = _config(args)
+    config = _trying_config(args)
     db_path = _log_path(config, args)
     if not db_path.exists():
         rows: list[dict[str, Any]] = []
@@ -356,7 +370,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     follow the log from its last ``seq`` without the whole log in memory on either side."""
     from ivr.store.eventlog import iter_events
 
-    config = _config(args)
+    config = _trying_config(args)
     db_path = _log_path(config, args)
     call_id = args.call
     if call_id is not None:
