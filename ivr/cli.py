@@ -327,8 +327,32 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
     config = _trying_config(args)
     flowset, entry = asyncio.run(_flow_for(config, args.flow, render=False))
-    dot = graph.to_dot(flowset, graph.flows_to_draw(flowset, entry))
+    flow = flowset.flows[entry]
+    only: dict[str, set[str]] | None = None
+    if args.node is not None:
+        if args.node not in flow.nodes:
+            import difflib
+
+            close = difflib.get_close_matches(args.node, list(flow.nodes), n=1)
+            print(f"ivr graph: flow {entry} has no node '{args.node}'"
+                  + (f" (did you mean '{close[0]}'?)" if close else ""), file=sys.stderr)
+            return 2
+        if args.depth < 0:
+            print("ivr graph: --depth must be 0 or more", file=sys.stderr)
+            return 2
+        names, only = [entry], {entry: graph.neighbourhood(flow, args.node, args.depth)}
+    else:
+        names = [entry] if args.no_subflows else graph.flows_to_draw(flowset, entry)
     output = Path(args.output)
+    count = graph.node_count(flowset, names, only)
+    if output.suffix.lower() not in (".dot", ".gv", "") and count > graph.MAX_NODES:
+        subflows = [n for n in names if n != entry]
+        print(f"ivr graph: {count} nodes to draw, more than Graphviz lays out in time ({graph.MAX_NODES}): draw a "
+              "part with --node NODE [--depth N]"
+              + (f", or one flow at a time with --no-subflows (sub-flows: {', '.join(subflows)})" if subflows else "")
+              + ", or write .dot", file=sys.stderr)
+        return 1
+    dot = graph.to_dot(flowset, names, only, focus=f"{entry}:{args.node}" if args.node else None)
     try:
         graph.render(dot, output)
     except (RuntimeError, OSError) as exc:
@@ -842,8 +866,14 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("graph", help="draw a flow (SVG, PNG or DOT by the file's extension)")
-    s.add_argument("flow")
-    s.add_argument("-o", "--output", required=True)
+    s.add_argument("flow", help="flow name, or a flow file")
+    s.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the drawing: .svg, .png, .pdf (through Graphviz) or .dot (text, any size)")
+    s.add_argument("--node", metavar="NODE", help="draw only this node of FLOW and its neighbourhood (big flows)")
+    s.add_argument("--depth", type=int, default=2, metavar="N",
+                   help="with --node: how many steps away, either way, to draw (default 2)")
+    s.add_argument("--no-subflows", action="store_true",
+                   help="draw FLOW alone, not the sub-flows it calls (give a sub-flow's name to draw that one)")
     s.set_defaults(func=cmd_graph)
 
     s = sub.add_parser("calls", help="list recorded calls with their path and outcome")
