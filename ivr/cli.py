@@ -849,7 +849,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--input", "-i", action="append", default=[],
                    help="scripted input: keys (1, 5551234#), say:WORDS, wav:FILE (spoken, through the real "
                         "recogniser), silence, hangup; repeatable")
-    s.add_argument("--caller", default="+15555550100")
+    s.add_argument("--caller", default="+15555550100", help="the caller's number (default +15555550100)")
     s.add_argument("--dialed", help="dialed number (default: the flow's first number)")
     s.add_argument("--at", help="pretend it is this local time, e.g. 2026-12-25T10:00")
     s.add_argument("--interactive", action="store_true", help="read further input from the terminal")
@@ -877,14 +877,15 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_graph)
 
     s = sub.add_parser("calls", help="list recorded calls with their path and outcome")
-    s.add_argument("--last", type=int, default=20)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--last", type=int, default=20, metavar="N", help="the N most recent calls (default 20)")
+    s.add_argument("--json", action="store_true", help="one JSON array of the calls, with variables")
     s.add_argument("--simulated", action="store_true",
                    help="the calls of ivr simulate (recorded apart from the site's, in STATE_DIR/simulate.db)")
     s.set_defaults(func=cmd_calls)
 
     s = sub.add_parser("events", help="print the event log (optionally of one call)")
-    s.add_argument("--call")
+    s.add_argument("--call", metavar="ID", help="only this call's events: its id or a unique prefix (the 8 "
+                                               "characters ivr calls prints)")
     s.add_argument("--after-seq", type=int, default=0, metavar="N",
                    help="only events after sequence number N (the last one a consumer has seen)")
     s.add_argument("--type", action="append", default=[], metavar="TYPE",
@@ -908,13 +909,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("action", nargs="?", choices=["status"], help="status: the outbox, the last error, quarantine")
     s.add_argument("--once", action="store_true", help="push everything unsent now (until caught up or the first "
                                                        "failure) and report")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the report or the status as one JSON object")
     s.set_defaults(func=cmd_sync)
 
     s = sub.add_parser("closed", help="flip a schedule's emergency 'closed now' switch")
-    s.add_argument("schedule")
-    s.add_argument("state", choices=["on", "off"])
-    s.add_argument("--reason", default="")
+    s.add_argument("schedule", help="a schedule the flows define (hours: in flows_dir), e.g. office")
+    s.add_argument("state", choices=["on", "off"], help="on: closed now, whatever the hours; off: normal hours again")
+    s.add_argument("--reason", default="", help="why, recorded with the switch (e.g. storm)")
     s.set_defaults(func=cmd_closed)
 
     s = sub.add_parser("backup", help="copy the state (event log, callbacks, outbox) to a file, daemon running or not")
@@ -935,22 +936,22 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("callbacks", help="list, show, cancel or retry callback requests")
     cb = s.add_subparsers(dest="action", required=True)
     c = cb.add_parser("list", help="callbacks waiting or in progress (--all: finished ones too)")
-    c.add_argument("--all", action="store_true")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--all", action="store_true", help="finished ones too (done, expired, cancelled)")
+    c.add_argument("--json", action="store_true", help="one JSON array of the requests")
     c = cb.add_parser("show", help="one callback with its attempts")
     c.add_argument("id", help="callback id (or an unambiguous prefix)")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="the request and its attempts as one JSON object")
     c = cb.add_parser("cancel", help="cancel a callback waiting to be dialled")
-    c.add_argument("id")
-    c.add_argument("--reason", default="")
+    c.add_argument("id", help="callback id (or an unambiguous prefix)")
+    c.add_argument("--reason", default="", help="why, recorded with the request (default: cancelled by an operator)")
     c = cb.add_parser("retry", help="dial a waiting callback at the next chance (not inside its retry interval)")
-    c.add_argument("id")
+    c.add_argument("id", help="callback id (or an unambiguous prefix)")
     c = cb.add_parser("report", help="honest numbers: outcomes, promises kept, EWT error, time to dial/agent")
     when = c.add_mutually_exclusive_group()
     when.add_argument("--since", default="", help="ISO 8601 date or time (no offset: the site's zone)")
     when.add_argument("--days", type=float, default=7.0, help="the last N days (default 7)")
-    c.add_argument("--queue", default="")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--queue", default="", help="only the requests for this queue")
+    c.add_argument("--json", action="store_true", help="the figures as one JSON object")
     s.set_defaults(func=cmd_callbacks)
     return p
 
