@@ -240,7 +240,7 @@ class _SimulatorSpeech:
             if self.service is None:
                 from ivr.adapters.speech import SpeechService
 
-                service = SpeechService.from_config(self.config.speech, self.config.state_dir)
+                service = SpeechService.from_config(self.config.speech, self.config.prompt_cache.parent)
                 await service.start()
                 self.service = service
             return self.service
@@ -509,6 +509,33 @@ def cmd_control(args: argparse.Namespace) -> int:
         print(f"reload rejected: {len(problems)} problem{'s' if len(problems) != 1 else ''} found; still serving "
               f"version {answer.get('version')}", file=sys.stderr)
     return 0 if answer.get("ok", True) and "error" not in answer else 1
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """``ivr health``: the daemon answers on its control socket and its SIP address answers an OPTIONS."""
+    from ivr.adapters.health import options_probe
+    from ivr.daemon import control
+
+    config = _config(args)
+    try:
+        status = asyncio.run(asyncio.wait_for(control(config.control_socket, {"cmd": "status"}), args.timeout))
+    except (OSError, TimeoutError) as exc:
+        print(f"unhealthy: no daemon answers at {config.control_socket} ({exc or 'timed out'})")
+        return 1
+    if not status.get("version"):
+        print(f"unhealthy: the daemon has no flows loaded ({status.get('error', 'no version')})")
+        return 1
+    if not status.get("sip"):
+        print(f"healthy: flows {status['version']}; no SIP in this daemon")
+        return 0
+    host, _, port = str(status["sip"]).rpartition(":")
+    probe = options_probe(host.strip("[]"), int(port), timeout=args.timeout)
+    if probe.status is None:
+        print(f"unhealthy: SIP {status['sip']} did not answer an OPTIONS: {probe.reason}")
+        return 1
+    print(f"healthy: flows {status['version']}, {status['calls_in_progress']} calls; SIP {status['sip']} answered "
+          f"OPTIONS {probe.status} {probe.reason} in {probe.seconds * 1000:.0f} ms")
+    return 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -904,6 +931,10 @@ def parser() -> argparse.ArgumentParser:
     for name, help_ in (("status", "ask the running daemon how it is"), ("reload", "reload flows now")):
         s = sub.add_parser(name, help=help_)
         s.set_defaults(func=cmd_control, command=name)
+
+    s = sub.add_parser("health", help="is the running daemon serving? (control socket + a SIP OPTIONS); exit 0 or 1")
+    s.add_argument("--timeout", type=float, default=5.0, help="seconds for each of the two looks (default 5)")
+    s.set_defaults(func=cmd_health)
 
     s = sub.add_parser("sync", help="deliver the event log to the central collector now, or show how far it is")
     s.add_argument("action", nargs="?", choices=["status"], help="status: the outbox, the last error, quarantine")

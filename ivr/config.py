@@ -269,6 +269,8 @@ class Config:
     max_call_seconds: float = 3600.0
     rtp_timeout_seconds: float = 30.0
     """No RTP from the caller for this long (and not on hold): the call is ended with BYE."""
+    navigation_unsaved_seconds: float = 1.0
+    """What a crash may lose of navigation facts at most (ivr/store/eventlog.py ``post``); 0: none."""
     prompt_cache_dir: Path | None = None
     """Rendered prompts by content hash; default ``state_dir/cache/prompts``."""
     runtime_dir: Path | None = None
@@ -449,6 +451,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         target_rms_db=float((doc.get("prompts") or {}).get("target_rms_db", -20)),
         max_call_seconds=float((doc.get("calls") or {}).get("max_call_seconds", 3600)),
         rtp_timeout_seconds=float((doc.get("calls") or {}).get("rtp_timeout_seconds", 30)),
+        navigation_unsaved_seconds=float((doc.get("calls") or {}).get("navigation_unsaved_seconds", 1.0)),
         prompt_cache_dir=base / str(doc["prompts"]["cache_dir"]) if "cache_dir" in (doc.get("prompts") or {})
         else cache / "prompts" if (cache := _service_dir("CACHE_DIRECTORY", path)) else None,
         runtime_dir=base / str(doc["runtime_dir"]) if "runtime_dir" in doc else _service_dir("RUNTIME_DIRECTORY", path),

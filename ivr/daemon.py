@@ -61,6 +61,7 @@ class Daemon:
         self.relay: Any = None  # ivr.sync.relay.Relay when central.url is configured
         self._sync_task: asyncio.Task[None] | None = None
         self._callback_tasks: list[asyncio.Task[None]] = []
+        self._speech_task: asyncio.Task[None] | None = None
         self.flows: FlowSet | None = None
         self.events: EventLog | None = None
         self.calls: set[asyncio.Task[Outcome]] = set()
@@ -93,6 +94,7 @@ class Daemon:
             self.metrics = await start_metrics(self)
         self._phase(f"opening the event log {self.config.db_path}")
         self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone)
+        self.events.unsaved_seconds = self.config.navigation_unsaved_seconds
         await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid(),
                                  zone=self.config.timezone)
         self._phase(f"loading flows from {self.config.flows_dir} and rendering their prompts")
@@ -106,8 +108,6 @@ class Daemon:
         await self.events.append("flows.loaded", None, version=self.flows.version, files=list(self.flows.files))
         if self.config.ami is not None:
             await self._start_ami()
-        if self.with_sip and self.config.speech.enabled and self._flows_listen():
-            await self._start_speech()
         if self.with_sip:
             from ivr.adapters.telephony import Telephony
             from ivr.rtp.session import MediaEngine
@@ -118,6 +118,9 @@ class Daemon:
             self.telephony = Telephony(self.config, self.events, self.start_call, media, speech=self.speech,
                                        ami=self.ami)
             await self.telephony.start()
+            if self.config.speech.enabled and self._flows_listen():
+                # keys work from the first call; listening menus hear speech once the model is up (2.5-35 s)
+                self._speech_task = asyncio.create_task(self._start_speech(), name="speech-load")
         cb = self.config.callbacks
         if cb is not None and cb.enabled:
             self._phase("starting callbacks: reconciling attempts left in flight")
@@ -150,14 +153,19 @@ class Daemon:
         from ivr.adapters.speech import SpeechService
 
         sp = self.config.speech
-        self._phase("loading the speech model")
+        log.info("loading the speech model in the background: until it is up, menus take keys only")
         try:
-            service = SpeechService.from_config(sp, self.config.state_dir)
+            service = SpeechService.from_config(sp, self.config.prompt_cache.parent)
             await service.start()
         except Exception:  # no model, a broken install: calls still work by keys, and the log says why
             log.exception("speech recognition unavailable; menus take keys only")
             return
+        if self.stopping.is_set():
+            await service.aclose()
+            return
         self.speech = service
+        if self.telephony is not None:
+            self.telephony.speech = service  # calls answered from now on listen
         log.info("speech ready model=%s streams=%d", service.model_dir, sp.max_streams)
 
     async def _start_ami(self) -> None:
@@ -259,6 +267,9 @@ class Daemon:
             parts.append(f"flows {self.flows.version}")
         if self.ami is not None:
             parts.append(f"AMI {self._ami_link()}")
+        if self._speech_task is not None:
+            parts.append("speech " + ("ready" if self.speech is not None else "loading: keys only"
+                                      if not self._speech_task.done() else "unavailable: keys only"))
         if self.dialer is not None:
             cb = self.dialer.status()
             parts.append(f"callbacks {cb['due']} due, {cb['active']} dialling"
@@ -302,6 +313,8 @@ class Daemon:
             await asyncio.wait({self._ami_task}, timeout=5)
         if self.ami is not None:
             await self.ami.close()
+        if self._speech_task is not None and not self._speech_task.done():
+            await asyncio.wait({self._speech_task}, timeout=60)  # a model half loaded is closed by its task
         if self.speech is not None:
             await self.speech.aclose()
         if self._sync_task is not None:
@@ -405,7 +418,8 @@ class Daemon:
             "queues": self._queue_summary(),
             "callbacks": self.dialer.status() if self.dialer is not None else None,
             "sync": self.relay.status() if self.relay is not None else None,
-            "speech": None if self.speech is None else {
+            "speech": {"state": "loading"} if self.speech is None and self._speech_task is not None
+            and not self._speech_task.done() else None if self.speech is None else {"state": "ready",
                 "listening": self.speech.active_turns, "max_streams": self.speech.max_streams,
                 "turns": self.speech.turns_opened, "refused": self.speech.turns_refused,
                 "frames_dropped": self.speech.frames_dropped},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -134,6 +135,8 @@ class SipCall:
     async def _or_hangup(self, aw: Awaitable[T]) -> T:
         """Await ``aw`` unless the caller leaves first (then CallerHungUp)."""
         if self._gone():
+            if inspect.iscoroutine(aw):
+                aw.close()  # never started: closed, so no "coroutine ... was never awaited" on a quick hang-up
             raise self._hung_up()
         work = asyncio.ensure_future(aw)
         gone = asyncio.ensure_future(self._until_gone())

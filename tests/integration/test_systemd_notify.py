@@ -121,6 +121,8 @@ def test_ready_only_once_it_answers_then_watchdog_reload_and_stop(tmp_path: Path
                 monkeypatch.setenv(name, value)
         status = env.ivr("status")
         assert status.code == 0 and status.json()["sip"] == sip
+        health = env.ivr("health")  # what the firmware's boot check runs before it keeps a new slot
+        assert health.code == 0 and f"SIP {sip} answered OPTIONS 200" in health.out, health
         assert (tmp_path / "run" / "ivr.sock").exists() and (tmp_path / "state" / "ivr.db").exists()
         assert not (env.root / "var").exists()
 
@@ -144,6 +146,8 @@ def test_ready_only_once_it_answers_then_watchdog_reload_and_stop(tmp_path: Path
         proc.send_signal(signal.SIGTERM)
         manager.until("STOPPING", "1", timeout=30)
         assert proc.wait(timeout=60) == 0
+        gone = env.ivr("health", "--timeout", "1")
+        assert gone.code == 1 and gone.out.startswith("unhealthy: no daemon answers")
     finally:
         if proc.poll() is None:
             proc.kill()
