@@ -25,6 +25,21 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _trying_config(args: argparse.Namespace) -> Config:
+    """The config for a command that only looks at flows or tries them (check, graph, simulate, and calls and
+    events, which read what simulate recorded). On built-in defaults with no ``./var`` yet, those keep their
+    files (prompt cache, simulated calls) in the user's cache folder, ``$XDG_CACHE_HOME/edge-ivr``: trying a
+    flow from any folder must not leave a ``var/`` there. Once ``./var`` exists (``ivr run``, ``ivr closed``),
+    it is used as before."""
+    import dataclasses
+
+    config = _config(args)
+    if config.source != "built-in defaults" or config.state_dir.exists():
+        return config
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-ivr"
+    return dataclasses.replace(config, state_dir=cache)
+
+
 def _as_state_owner(state_dir: Path) -> None:
     """Run as root on the appliance, become the service's user (the state folder's owner) first: a root-owned
     ``ivr.db-wal`` or ``-shm`` left by an admin's ``ivr calls`` or ``ivr restore`` would stop the daemon, which
@@ -44,7 +59,7 @@ def _as_state_owner(state_dir: Path) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from ivr.flows.registry import load_flowset, summary
 
-    config = _config(args)
+    config = _trying_config(args)
     paths = [Path(p) for p in args.paths] or [config.flows_dir]
     notes: list[str] = []
     warnings: list[Problem] = []
@@ -108,10 +123,9 @@ async def _flow_for(config: Config, spec: str, *, render: bool) -> tuple[FlowSet
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    config = _config(args)
-    if args.live:
-        return asyncio.run(_simulate_live(config, args))
-    return asyncio.run(_simulate(config, args))
+    if args.live:  # the daemon's own state and control socket
+        return asyncio.run(_simulate_live(_config(args), args))
+    return asyncio.run(_simulate(_trying_config(args), args))
 
 
 async def _simulate(config: Config, args: argparse.Namespace) -> int:
@@ -131,8 +145,9 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     try:
         waits = StatedWaits(parse_waits(args.wait))
         headers = parse_headers(args.header)
+        _check_inputs(args.input, args.at, speech=config.speech.enabled, config_source=config.source)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
+        print(f"ivr simulate: {exc}", file=sys.stderr)
         return 2
     # The site's own callback rules when it has them (numbers, caps, calling windows), else the defaults.
     cb = config.callbacks
@@ -145,16 +160,21 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     now = (lambda: at) if at else (lambda: datetime.now(UTC))
     out: list[str] = []
 
+    reader_gone = False
+
     def emit(line: str) -> None:
-        if not args.json:
-            print(line, flush=True)
+        """A reader that went away (``| head -1``) must not turn the call into an error: it runs on unseen."""
+        nonlocal reader_gone
         out.append(line)
+        if args.json or reader_gone:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            reader_gone = True
+            _stdout_gone()
 
     speech = _SimulatorSpeech(config)
-    if not config.speech.enabled and any(t.strip().startswith("wav:") for t in args.input):
-        print(f"wav: input needs speech recognition, but speech.enabled is false in {config.source}",
-              file=sys.stderr)
-        return 2
     call = SimulatedCall(str(uuid.uuid4()), args.caller, dialed, args.input, interactive=args.interactive,
                          emit=emit, speech=speech.get if config.speech.enabled else None,
                          speech_verify=config.speech.verify, headers=headers)
@@ -181,7 +201,39 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     else:
         print(f"outcome: {outcome.kind}" + (f" ({outcome.detail})" if outcome.detail else ""))
         print(f"path: {' > '.join(path)}")
-    return 0
+    return 1 if reader_gone else 0
+
+
+def _check_inputs(tokens: list[str], at: str | None, *, speech: bool, config_source: str) -> None:
+    """Every scripted input and ``--at`` before the call starts: a typo is the user's, so it is refused (exit 2)
+    with nothing recorded, rather than becoming a call that went somewhere else."""
+    from ivr.adapters.simulator import AudioInputError, SpokenAudio, parse_token, read_audio
+
+    if at is not None:
+        try:
+            datetime.fromisoformat(at)
+        except ValueError:
+            raise ValueError(f"--at {at!r} is not a local date and time: use e.g. 2026-12-01T10:00") from None
+    for token in tokens:
+        parsed = parse_token(token)
+        if not isinstance(parsed, SpokenAudio):
+            continue
+        if not speech:
+            raise ValueError(f"wav: input needs speech recognition, but speech.enabled is false in {config_source}")
+        try:
+            read_audio(parsed.path)
+        except AudioInputError as exc:
+            raise ValueError(f"{token}: {exc}") from None
+
+
+def _stdout_gone() -> None:
+    """The reader closed our stdout: point it at devnull so nothing more (not even the flush at exit) fails on
+    it. This is the recipe of Python's docs (library/signal.html, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stream without a file descriptor (in-process tests): replace it instead
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives until the process ends
 
 
 class _SimulatorSpeech:
@@ -229,6 +281,7 @@ async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
         return 2
     try:
         waits, headers = parse_waits(args.wait), parse_headers(args.header)
+        _check_inputs(args.input, None, speech=False, config_source=config.source)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -281,10 +334,34 @@ def _parse_at(text: str, tz: str) -> datetime:
 def cmd_graph(args: argparse.Namespace) -> int:
     from ivr.flows import graph
 
-    config = _config(args)
+    config = _trying_config(args)
     flowset, entry = asyncio.run(_flow_for(config, args.flow, render=False))
-    dot = graph.to_dot(flowset, graph.flows_to_draw(flowset, entry))
+    flow = flowset.flows[entry]
+    only: dict[str, set[str]] | None = None
+    if args.node is not None:
+        if args.node not in flow.nodes:
+            import difflib
+
+            close = difflib.get_close_matches(args.node, list(flow.nodes), n=1)
+            print(f"ivr graph: flow {entry} has no node '{args.node}'"
+                  + (f" (did you mean '{close[0]}'?)" if close else ""), file=sys.stderr)
+            return 2
+        if args.depth < 0:
+            print("ivr graph: --depth must be 0 or more", file=sys.stderr)
+            return 2
+        names, only = [entry], {entry: graph.neighbourhood(flow, args.node, args.depth)}
+    else:
+        names = [entry] if args.no_subflows else graph.flows_to_draw(flowset, entry)
     output = Path(args.output)
+    count = graph.node_count(flowset, names, only)
+    if output.suffix.lower() not in (".dot", ".gv", "") and count > graph.MAX_NODES:
+        subflows = [n for n in names if n != entry]
+        print(f"ivr graph: {count} nodes to draw, more than Graphviz lays out in time ({graph.MAX_NODES}): draw a "
+              "part with --node NODE [--depth N]"
+              + (f", or one flow at a time with --no-subflows (sub-flows: {', '.join(subflows)})" if subflows else "")
+              + ", or write .dot", file=sys.stderr)
+        return 1
+    dot = graph.to_dot(flowset, names, only, focus=f"{entry}:{args.node}" if args.node else None)
     try:
         graph.render(dot, output)
     except (RuntimeError, OSError) as exc:
@@ -302,7 +379,7 @@ def _log_path(config: Config, args: argparse.Namespace) -> Path:
 def cmd_calls(args: argparse.Namespace) -> int:
     from ivr.store.eventlog import read_calls
 
-    config = _config(args)
+    config = _trying_config(args)
     db_path = _log_path(config, args)
     if not db_path.exists():
         rows: list[dict[str, Any]] = []
@@ -326,18 +403,48 @@ def cmd_events(args: argparse.Namespace) -> int:
     follow the log from its last ``seq`` without the whole log in memory on either side."""
     from ivr.store.eventlog import iter_events
 
-    config = _config(args)
+    config = _trying_config(args)
     db_path = _log_path(config, args)
+    call_id = args.call
+    if call_id is not None:
+        found = _calls_with_prefix(db_path, call_id) if db_path.exists() else []
+        if not found:
+            print(f"ivr events: no call {call_id!r} in {db_path}", file=sys.stderr)
+            return 1
+        if len(found) > 1:
+            shown = ", ".join(found[:_CANDIDATES]) + (", …" if len(found) > _CANDIDATES else "")
+            print(f"ivr events: {call_id!r} names more than one call ({shown}); give more of the id", file=sys.stderr)
+            return 1
+        call_id = found[0]
     if not db_path.exists():
         return 0
     out = sys.stdout
-    for e in iter_events(db_path, call_id=args.call, after_seq=args.after_seq, types=args.type):
+    for e in iter_events(db_path, call_id=call_id, after_seq=args.after_seq, types=args.type):
         if args.json:
             out.write(e.to_json() + "\n")
         else:
             out.write(f"{e.seq:>6} {e.wall_time} {e.type:<16} {json.dumps(e.data)}\n")
     out.flush()
     return 0
+
+
+_CANDIDATES = 10
+"""Ids listed when a prefix names more than one call."""
+
+
+def _calls_with_prefix(db_path: Path, prefix: str) -> list[str]:
+    """The call ids starting with ``prefix`` (``ivr calls`` prints 8 characters), as a range over the
+    ``events_by_call`` index: a busy log is not scanned."""
+    import sqlite3
+
+    db = sqlite3.connect(f"{db_path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        rows = db.execute("SELECT DISTINCT call_id FROM events WHERE call_id >= ? AND call_id < ? ORDER BY call_id"
+                          " LIMIT ?", (prefix, prefix + "\U0010ffff", _CANDIDATES + 1)).fetchall()
+    finally:
+        db.close()
+    return [str(r[0]) for r in rows]
 
 
 def cmd_kpi(args: argparse.Namespace) -> int:
@@ -403,7 +510,13 @@ def cmd_control(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"no daemon at {config.control_socket}: {exc}", file=sys.stderr)
         return 1
+    problems = answer.pop("problems", None) or []
     print(json.dumps(answer, indent=2))
+    for p in problems:  # as `ivr check` prints them
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"reload rejected: {len(problems)} problem{'s' if len(problems) != 1 else ''} found; still serving "
+              f"version {answer.get('version')}", file=sys.stderr)
     return 0 if answer.get("ok", True) and "error" not in answer else 1
 
 
@@ -496,6 +609,15 @@ def cmd_closed(args: argparse.Namespace) -> int:
     from ivr.store.eventlog import EventLog
 
     config = _config(args)
+    known = _schedules(config)
+    if args.schedule not in known:
+        import difflib
+
+        close = difflib.get_close_matches(args.schedule, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"ivr closed: no schedule '{args.schedule}' in {config.flows_dir}{hint}; schedules: "
+              f"{', '.join(sorted(known)) or 'none'}", file=sys.stderr)
+        return 1
 
     async def go() -> None:
         async with await EventLog.open(config.db_path, config.site_id) as events:
@@ -505,6 +627,14 @@ def cmd_closed(args: argparse.Namespace) -> int:
     state = "CLOSED (emergency)" if args.state == "on" else "back to its normal hours"
     print(f"schedule '{args.schedule}' is {state}")
     return 0
+
+
+def _schedules(config: Config) -> list[str]:
+    """The schedules the flows define, read from the files alone (no prompt is rendered): a switch for any other
+    name would be recorded and change nothing."""
+    from ivr.flows.loader import load
+
+    return list(load([config.flows_dir], site_timezone=config.timezone).schedules)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -755,7 +885,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--input", "-i", action="append", default=[],
                    help="scripted input: keys (1, 5551234#), say:WORDS, wav:FILE (spoken, through the real "
                         "recogniser), silence, hangup; repeatable")
-    s.add_argument("--caller", default="+15555550100")
+    s.add_argument("--caller", default="+15555550100", help="the caller's number (default +15555550100)")
     s.add_argument("--dialed", help="dialed number (default: the flow's first number)")
     s.add_argument("--at", help="pretend it is this local time, e.g. 2026-12-25T10:00")
     s.add_argument("--interactive", action="store_true", help="read further input from the terminal")
@@ -772,19 +902,26 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("graph", help="draw a flow (SVG, PNG or DOT by the file's extension)")
-    s.add_argument("flow")
-    s.add_argument("-o", "--output", required=True)
+    s.add_argument("flow", help="flow name, or a flow file")
+    s.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the drawing: .svg, .png, .pdf (through Graphviz) or .dot (text, any size)")
+    s.add_argument("--node", metavar="NODE", help="draw only this node of FLOW and its neighbourhood (big flows)")
+    s.add_argument("--depth", type=int, default=2, metavar="N",
+                   help="with --node: how many steps away, either way, to draw (default 2)")
+    s.add_argument("--no-subflows", action="store_true",
+                   help="draw FLOW alone, not the sub-flows it calls (give a sub-flow's name to draw that one)")
     s.set_defaults(func=cmd_graph)
 
     s = sub.add_parser("calls", help="list recorded calls with their path and outcome")
-    s.add_argument("--last", type=int, default=20)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--last", type=int, default=20, metavar="N", help="the N most recent calls (default 20)")
+    s.add_argument("--json", action="store_true", help="one JSON array of the calls, with variables")
     s.add_argument("--simulated", action="store_true",
                    help="the calls of ivr simulate (recorded apart from the site's, in STATE_DIR/simulate.db)")
     s.set_defaults(func=cmd_calls)
 
     s = sub.add_parser("events", help="print the event log (optionally of one call)")
-    s.add_argument("--call")
+    s.add_argument("--call", metavar="ID", help="only this call's events: its id or a unique prefix (the 8 "
+                                               "characters ivr calls prints)")
     s.add_argument("--after-seq", type=int, default=0, metavar="N",
                    help="only events after sequence number N (the last one a consumer has seen)")
     s.add_argument("--type", action="append", default=[], metavar="TYPE",
@@ -812,13 +949,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("action", nargs="?", choices=["status"], help="status: the outbox, the last error, quarantine")
     s.add_argument("--once", action="store_true", help="push everything unsent now (until caught up or the first "
                                                        "failure) and report")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the report or the status as one JSON object")
     s.set_defaults(func=cmd_sync)
 
     s = sub.add_parser("closed", help="flip a schedule's emergency 'closed now' switch")
-    s.add_argument("schedule")
-    s.add_argument("state", choices=["on", "off"])
-    s.add_argument("--reason", default="")
+    s.add_argument("schedule", help="a schedule the flows define (hours: in flows_dir), e.g. office")
+    s.add_argument("state", choices=["on", "off"], help="on: closed now, whatever the hours; off: normal hours again")
+    s.add_argument("--reason", default="", help="why, recorded with the switch (e.g. storm)")
     s.set_defaults(func=cmd_closed)
 
     s = sub.add_parser("backup", help="copy the state (event log, callbacks, outbox) to a file, daemon running or not")
@@ -839,22 +976,22 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("callbacks", help="list, show, cancel or retry callback requests")
     cb = s.add_subparsers(dest="action", required=True)
     c = cb.add_parser("list", help="callbacks waiting or in progress (--all: finished ones too)")
-    c.add_argument("--all", action="store_true")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--all", action="store_true", help="finished ones too (done, expired, cancelled)")
+    c.add_argument("--json", action="store_true", help="one JSON array of the requests")
     c = cb.add_parser("show", help="one callback with its attempts")
     c.add_argument("id", help="callback id (or an unambiguous prefix)")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="the request and its attempts as one JSON object")
     c = cb.add_parser("cancel", help="cancel a callback waiting to be dialled")
-    c.add_argument("id")
-    c.add_argument("--reason", default="")
+    c.add_argument("id", help="callback id (or an unambiguous prefix)")
+    c.add_argument("--reason", default="", help="why, recorded with the request (default: cancelled by an operator)")
     c = cb.add_parser("retry", help="dial a waiting callback at the next chance (not inside its retry interval)")
-    c.add_argument("id")
+    c.add_argument("id", help="callback id (or an unambiguous prefix)")
     c = cb.add_parser("report", help="honest numbers: outcomes, promises kept, EWT error, time to dial/agent")
     when = c.add_mutually_exclusive_group()
     when.add_argument("--since", default="", help="ISO 8601 date or time (no offset: the site's zone)")
     when.add_argument("--days", type=float, default=7.0, help="the last N days (default 7)")
-    c.add_argument("--queue", default="")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--queue", default="", help="only the requests for this queue")
+    c.add_argument("--json", action="store_true", help="the figures as one JSON object")
     s.set_defaults(func=cmd_callbacks)
     return p
 
@@ -871,6 +1008,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `ivr calls | head -1`: the reader has what it wanted
+        _stdout_gone()
+        return 1
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.reloads = 0
         self.rejected_reloads = 0
+        self.reload_problems: list[str] = []  # of the last reload, for the control socket's answer
         self.notify = Notifier.from_environment()
         self.ready = False
         self._watchdog: asyncio.Task[None] | None = None
@@ -371,9 +372,10 @@ class Daemon:
                       self.flows.version if self.flows else "none")
             for p in exc.problems:
                 log.error("%s", p)
-            await self.events.append("flows.rejected", None, reason=reason,
-                                     problems=[str(p) for p in exc.problems])
+            self.reload_problems = [str(p) for p in exc.problems]
+            await self.events.append("flows.rejected", None, reason=reason, problems=self.reload_problems)
             return False
+        self.reload_problems = []
         if self.flows is not None and new.version == self.flows.version:
             return True
         old = self.flows.version if self.flows else None
@@ -477,7 +479,7 @@ class Daemon:
                 await send(self.status())
             elif cmd == "reload":
                 ok = await self.reload("control socket")
-                await send({"ok": ok, **self.status()})
+                await send({"ok": ok, **({} if ok else {"problems": self.reload_problems}), **self.status()})
             elif cmd == "simulate":
                 await self._simulate(req, reader, send)
             else:
@@ -531,6 +533,7 @@ class Daemon:
             emit=lines.put_nowait,
             ask=ask,
             headers={str(k): str(v) for k, v in (req.get("headers") or {}).items()},
+            transfer=self.config.transfer,  # a real call's transfer settings: no transfer: section, no transfer
         )
         assert self.events is not None
         rec = NarratingRecorder(CallRecorder(self.events, call.call_id), lines.put_nowait)
