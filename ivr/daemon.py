@@ -32,7 +32,7 @@ from ivr.config import Config
 from ivr.engine.call import Call
 from ivr.engine.context import Outcome, Recorder
 from ivr.engine.runner import run_call
-from ivr.errors import FlowError
+from ivr.errors import FlowError, Problem
 from ivr.flows.model import FlowSet
 from ivr.flows.registry import load_flowset, summary
 from ivr.metrics import MetricsListenError
@@ -73,6 +73,7 @@ class Daemon:
         self.rejected_reloads = 0
         self.reload_problems: list[str] = []  # of the last reload, for the control socket's answer
         self.notify = Notifier.from_environment()
+        self._told: set[str] = set()
         self.ready = False
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -99,7 +100,7 @@ class Daemon:
                                  zone=self.config.timezone)
         self._phase(f"loading flows from {self.config.flows_dir} and rendering their prompts")
         try:
-            self.flows = await load_flowset([self.config.flows_dir], self.config)
+            self.flows = await self._load_flows()
         except FlowError as exc:
             for p in exc.problems:
                 log.error("%s", p)
@@ -362,10 +363,23 @@ class Daemon:
                 if self.ready:
                     self.notify.ready(self._status_line())
 
+    async def _load_flows(self) -> FlowSet:
+        """The flows, checked and rendered. What is worth telling but not wrong (a flow in a language the
+        speech model does not hear, a flow's oddities) is logged once per daemon, not again at every reload."""
+        notes: list[str] = []
+        warnings: list[Problem] = []
+        try:
+            return await load_flowset([self.config.flows_dir], self.config, notes=notes, warnings=warnings)
+        finally:
+            for line in [*notes, *(str(w) for w in warnings)]:
+                if line not in self._told:
+                    self._told.add(line)
+                    log.warning("%s", line)
+
     async def _reload(self, reason: str) -> bool:
         assert self.events is not None
         try:
-            new = await load_flowset([self.config.flows_dir], self.config)
+            new = await self._load_flows()
         except FlowError as exc:
             self.rejected_reloads += 1
             log.error("reload rejected (%s); still serving version %s", reason,

@@ -207,7 +207,7 @@ def test_oddities_are_warnings_with_positions(env: Env) -> None:
 
 def test_warnings_are_shown_beside_errors_and_do_not_count_as_problems(env: Env) -> None:
     write(env, "keys.yaml", menu_flow("1: a\n11: b\n"))
-    edit(env.flows / "main.yaml", "goto: operator, say:", "goto: operatr, say:")
+    edit(env.flows / "main.yaml", "        0: operator\n", "        0: operatr\n")
     r = env.ivr("check", "--no-render")
     assert r.code == 1
     assert "warning: key '11'" in r.out and "unknown node 'operatr'" in r.out
