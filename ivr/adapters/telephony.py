@@ -39,6 +39,9 @@ from ivr.sip.session_timer import SessionTimerConfig
 from ivr.sip.ua import UserAgentConfig
 from ivr.store.eventlog import CallRecorder, EventLog
 
+CALLER_ENDINGS = ("caller hung up", "cancelled")
+"""The leg's end reasons (ivr.sip.ua_events.CallEnded) that are the caller's doing."""
+
 log = logging.getLogger("ivr.telephony")
 
 SUPPORTED = (PCMU, PCMA, TELEPHONE_EVENT)
@@ -69,7 +72,8 @@ class SipRecorder(CallRecorder):
         await self.log.append("sip.answered", self.call_id, **self.facts)
 
     async def end(self, outcome: Any, path: list[str], variables: dict[str, object]) -> None:
-        by = "ivr" if self.sip_call.hung_up_by_us else "caller"
+        # the caller ended it only by a BYE or CANCEL of theirs; a call still up now is ended by our BYE next
+        by = "caller" if not self.sip_call.hung_up_by_us and self.leg.end_reason in CALLER_ENDINGS else "ivr"
         reason = "rtp timeout" if self.sip_call.rtp_timed_out else (self.leg.end_reason or outcome.kind)
         await self.log.append("sip.ended", self.call_id, reason=reason, by=by)
         await super().end(outcome, path, variables)

@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.conftest import Env
 from tests.integration import scenarios
 from tests.integration.appliance import free_port, start_appliance, wait_for_call
+from tests.integration.test_calls import events_of
 
 REFUSED = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -99,3 +100,27 @@ def test_sigterm_lets_the_call_finish_and_refuses_new_ones(env: Env) -> None:
     call = wait_for_call(env)
     assert call["path"] == ["menu", "two"] and call["outcome"] == "hangup"  # finished, not cut off
     assert "waiting up to 10 s for 1 calls" in log.read_text()
+
+
+def test_a_call_cut_off_by_the_stop_is_ended_by_the_box(env: Env) -> None:
+    """A call still in its menu when the drain's 10 s are up is ended by the box: ``sip.ended`` says
+    ``by: ivr`` (issue 15 defect 7: it said ``caller``), the record says ``shutdown``."""
+    daemon, port, _ = start_appliance(env)
+    caller = sipp(scenarios.call("still in the menu at the stop", [("pause", "100")]), port, env.root, "long")
+    try:
+        for _ in range(100):
+            if env.ivr("status").json()["calls_in_progress"] == 1:
+                break
+            time.sleep(0.05)
+        daemon.send_signal(signal.SIGTERM)
+        out, _ = caller.communicate(timeout=60)
+        assert caller.returncode == 0, out[-3000:]  # it got the box's BYE
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        for p in (caller, daemon):
+            if p.poll() is None:
+                p.kill()
+    call = wait_for_call(env)
+    assert call["outcome"] == "shutdown"
+    ended = [e.data for e in events_of(env, str(call["call_id"])) if e.type == "sip.ended"]
+    assert ended == [{"reason": "shutdown", "by": "ivr"}], ended
