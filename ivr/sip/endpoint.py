@@ -18,7 +18,7 @@ from typing import Any
 
 from ivr.errors import CallerHungUp
 from ivr.sip.dns import DnsResolver
-from ivr.sip.message import SipParseError, SipUri, parse_uri
+from ivr.sip.lexical import SipParseError
 from ivr.sip.register import RegistrationConfig, RegistrationStatus
 from ivr.sip.registrations import credentials_for, uri_host
 from ivr.sip.resolve import Failover, parse_host
@@ -44,6 +44,7 @@ from ivr.sip.ua import (
     UserAgentConfig,
 )
 from ivr.sip.uac import OutboundCallSpec, OutboundOutcome, OutboundResult
+from ivr.sip.uri import SipUri, parse_uri
 
 __all__ = ["InboundLeg", "OutboundLeg", "SipEndpoint"]
 

@@ -39,17 +39,8 @@ from ivr.sip.content import (
     user_of,
 )
 from ivr.sip.dialog import Dialog
-from ivr.sip.message import (
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    SipUri,
-    check_message,
-    make_response,
-    parse_message,
-    parse_name_addr,
-    parse_uri,
-)
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import SipRequest, SipResponse, check_message, make_response, parse_message
 from ivr.sip.register import Registration, RegistrationConfig, RegistrationStatus
 from ivr.sip.registrations import Accounts
 from ivr.sip.resolve import Failover
@@ -87,6 +78,7 @@ from ivr.sip.uac import (
     orphan_ack_for_error,
     orphan_cancel,
 )
+from ivr.sip.uri import SipUri, parse_name_addr, parse_uri
 
 __all__ = [
     "CallConfirmed",

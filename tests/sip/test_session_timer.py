@@ -8,7 +8,8 @@ import pytest
 
 from ivr.config import load_config
 from ivr.errors import ConfigError
-from ivr.sip.message import Headers, SipParseError, SipRequest, SipResponse, make_response
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import Headers, SipRequest, SipResponse, make_response
 from ivr.sip.session_timer import (
     Negotiated,
     SessionTimer,

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ivr.sip.message import SipParseError, SipRequest, SipResponse, parse_message
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import SipRequest, SipResponse, parse_message
 from ivr.sip.ua import (
     CallConfirmed,
     CallEnded,
