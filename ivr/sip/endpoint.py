@@ -24,13 +24,12 @@ from ivr.sip.registrations import credentials_for, uri_host
 from ivr.sip.resolve import Failover, parse_host
 from ivr.sip.sdp import SessionDescription
 from ivr.sip.transaction import Address
-from ivr.sip.ua import (
+from ivr.sip.ua import UserAgent, UserAgentConfig
+from ivr.sip.ua_events import (
     CallConfirmed,
     CallEnded,
     DtmfReceived,
     IncomingCall,
-    LegState,
-    LegStateError,
     MediaAnswered,
     MediaChanged,
     OrphanCancelAnswered,
@@ -40,9 +39,8 @@ from ivr.sip.ua import (
     ReferCompleted,
     RegistrationChanged,
     UaEvent,
-    UserAgent,
-    UserAgentConfig,
 )
+from ivr.sip.ua_state import LegState, LegStateError
 from ivr.sip.uac import OutboundCallSpec, OutboundOutcome, OutboundResult
 from ivr.sip.uri import SipUri, parse_uri
 
