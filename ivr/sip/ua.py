@@ -14,7 +14,9 @@ like an inbound one from then on (BYE, INFO, re-INVITE, `hangup`) and ends with 
 each change of its status.
 
 Transactions (retransmissions, 100 Trying, the 2xx retransmission until ACK) are the job of
-`ivr.sip.transaction`; this module owns the dialogs and the call state.
+`ivr.sip.transaction`; this module owns the dialogs and the call state. Its parts: the events in
+`ua_events`, the settings and the per-leg record in `ua_state`, and three mixins of `UserAgent` —
+session-timer wiring (`ua_timers`), REFER (`ua_transfer`) and the client side (`ua_client`).
 """
 
 from __future__ import annotations
@@ -41,11 +43,7 @@ from ivr.sip.lexical import SipParseError
 from ivr.sip.message import SipRequest, SipResponse, check_message, make_response, parse_message
 from ivr.sip.registrations import Accounts
 from ivr.sip.sdp import SdpParseError, SessionDescription, parse_sdp
-from ivr.sip.session_timer import (
-    SessionTimer,
-    TooSmall,
-    negotiate_uas,
-)
+from ivr.sip.session_timer import SessionTimer, TooSmall, negotiate_uas
 from ivr.sip.transaction import (
     AckReceived,
     AckTimeout,
@@ -73,10 +71,7 @@ from ivr.sip.ua_events import (
 from ivr.sip.ua_state import ALLOWED_METHODS, SUPPORTED_OPTIONS, Leg, LegState, LegStateError, UaStats, UserAgentConfig
 from ivr.sip.ua_timers import SessionTimers
 from ivr.sip.ua_transfer import Transfers
-from ivr.sip.uac import (
-    OutboundCalls,
-    next_hop,
-)
+from ivr.sip.uac import OutboundCalls, next_hop
 from ivr.sip.uri import SipUri, parse_name_addr, parse_uri
 
 __all__ = [
@@ -85,6 +80,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class _Bucket:
