@@ -45,4 +45,6 @@ if [ "$mode" = run ]; then
 fi
 .venv/bin/ruff check ivr ivr_central tests bench
 .venv/bin/mypy ivr ivr_central
+# import-linter: the layer and no-circle contracts of pyproject.toml [tool.importlinter] (no cache dir left behind)
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"

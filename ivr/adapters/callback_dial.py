@@ -137,8 +137,9 @@ class SipDialPort:
         return out
 
     async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
+        from ivr.adapters.netutil import local_ip_towards
         from ivr.adapters.sip_call import SipCall
-        from ivr.adapters.telephony import SUPPORTED, local_ip_towards
+        from ivr.adapters.telephony import SUPPORTED
         from ivr.adapters.transfer import TransferContext, Transferer, _configure
         from ivr.sip.sdp import build_offer
 
@@ -327,7 +328,8 @@ class AmiDialPort:
         return view
 
     async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
-        from ivr.adapters.ami import AmiConnectionLost, AmiError, AmiTimeout, OriginateOutcome
+        from ivr.adapters.ami import OriginateOutcome
+        from ivr.adapters.ami_link import AmiConnectionLost, AmiError, AmiTimeout
 
         s = self.settings
         variables = {"CALLBACK_ID": req.id, "CALLBACK_ATTEMPT": attempt.id, "IVR_QUEUE": req.queue,

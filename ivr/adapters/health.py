@@ -15,7 +15,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ivr.sip.message import Headers, SipParseError, SipRequest, SipResponse, parse_message
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import Headers, SipRequest, SipResponse, parse_message
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ivr.adapters.netutil import local_ip_towards
 from ivr.adapters.sip_call import SipCall
 from ivr.adapters.transfer import TransferContext, Transferer
 from ivr.config import Config, SipAccount
@@ -46,16 +46,6 @@ log = logging.getLogger("ivr.telephony")
 
 SUPPORTED = (PCMU, PCMA, TELEPHONE_EVENT)
 StartCall = Callable[..., "asyncio.Task[Outcome]"]
-
-
-def local_ip_towards(peer: str, fallback: str) -> str:
-    """The address this box would send from to reach ``peer`` (for SDP when listening on 0.0.0.0)."""
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in peer else socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect((peer, 9))
-            return str(s.getsockname()[0])
-    except OSError:
-        return fallback
 
 
 class SipRecorder(CallRecorder):

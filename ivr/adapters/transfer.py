@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from ivr.adapters.netutil import local_ip_towards
 from ivr.config import TransferConfig
 from ivr.engine.call import TransferProgress, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
@@ -285,6 +286,4 @@ def _configure(session: Any, sdp: bytes | None) -> bool:
 
 
 def _local_ip_towards(peer: str) -> str:
-    from ivr.adapters.telephony import local_ip_towards
-
     return local_ip_towards(peer, "127.0.0.1")

@@ -1,6 +1,6 @@
 """Asterisk Manager Interface framing, sans-I/O: bytes in, messages out; actions out as bytes.
 
-Shared by the asyncio adapter (``ivr.adapters.ami``) and the test AMI peer (``tests/ami/peer.py``), so both
+Shared by the asyncio adapter (``ivr.adapters.ami_link``) and the test AMI peer (``tests/ami/peer.py``), so both
 ends speak exactly one reading of the protocol. No sockets, no clock, no asyncio.
 
 The wire format (Asterisk docs, "Asterisk Manager Interface (AMI)" / "AMI v2 Specification"):

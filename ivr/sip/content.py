@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ivr.sip.message import AbsoluteUri, SipParseError, SipRequest, SipUri, parse_name_addr
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import SipRequest
 from ivr.sip.sdp import Direction, SdpParseError, SessionDescription, parse_sdp
+from ivr.sip.uri import AbsoluteUri, SipUri, parse_name_addr
 
 __all__ = [
     "DTMF_CONTENT_TYPES",

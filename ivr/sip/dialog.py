@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ivr.sip.message import Headers, SipParseError, SipRequest
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import Headers, SipRequest
 
 __all__ = ["Dialog"]
 

@@ -18,19 +18,18 @@ from typing import Any
 
 from ivr.errors import CallerHungUp
 from ivr.sip.dns import DnsResolver
-from ivr.sip.message import SipParseError, SipUri, parse_uri
+from ivr.sip.lexical import SipParseError
 from ivr.sip.register import RegistrationConfig, RegistrationStatus
 from ivr.sip.registrations import credentials_for, uri_host
 from ivr.sip.resolve import Failover, parse_host
 from ivr.sip.sdp import SessionDescription
 from ivr.sip.transaction import Address
-from ivr.sip.ua import (
+from ivr.sip.ua import UserAgent, UserAgentConfig
+from ivr.sip.ua_events import (
     CallConfirmed,
     CallEnded,
     DtmfReceived,
     IncomingCall,
-    LegState,
-    LegStateError,
     MediaAnswered,
     MediaChanged,
     OrphanCancelAnswered,
@@ -40,10 +39,10 @@ from ivr.sip.ua import (
     ReferCompleted,
     RegistrationChanged,
     UaEvent,
-    UserAgent,
-    UserAgentConfig,
 )
+from ivr.sip.ua_state import LegState, LegStateError
 from ivr.sip.uac import OutboundCallSpec, OutboundOutcome, OutboundResult
+from ivr.sip.uri import SipUri, parse_uri
 
 __all__ = ["InboundLeg", "OutboundLeg", "SipEndpoint"]
 

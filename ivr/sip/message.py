@@ -2,7 +2,8 @@
 
 `parse_message(datagram)` turns one UDP datagram into a `SipRequest` or `SipResponse` and raises only
 `SipParseError`. Header values are kept as text (unfolded) and parsed on demand by the typed helpers
-(`parse_via`, `parse_name_addr`, `parse_cseq`, `parse_uri`), which also raise only `SipParseError`.
+(`parse_via`, `parse_cseq` here; `parse_name_addr`, `parse_uri` in `ivr.sip.uri`), which also raise only
+`SipParseError` (`ivr.sip.lexical`).
 `check_message` applies the semantic checks a UAS makes before handing a request to its core
 (RFC 4475 section 3.1.2 and 3.3), returning the status code to answer with.
 """
@@ -10,28 +11,23 @@
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+from ivr.sip.lexical import SCHEME_RE, TOKEN, TOKEN_FULL_RE, SipParseError, parse_params, parse_port, skip_ws
+from ivr.sip.uri import AbsoluteUri, NameAddr, SipUri, parse_name_addr, parse_name_addrs, parse_uri
 
 __all__ = [
     "CSeq",
     "Headers",
     "MessageProblem",
-    "NameAddr",
-    "AbsoluteUri",
-    "SipParseError",
     "SipRequest",
     "SipResponse",
-    "SipUri",
     "Via",
     "check_message",
     "make_response",
     "parse_cseq",
     "parse_message",
-    "parse_name_addr",
-    "parse_name_addrs",
-    "parse_uri",
     "parse_via",
     "split_header_values",
 ]
@@ -40,20 +36,6 @@ SIP_VERSION = "SIP/2.0"
 #: RFC 3261 section 8.1.1.7: a branch starting with the magic cookie was made by an RFC 3261 element.
 BRANCH_MAGIC_COOKIE = "z9hG4bK"
 
-
-class SipParseError(ValueError):
-    """The bytes or a header value are not valid SIP; `reason` says where."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-# RFC 3261 section 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-_TOKEN_RE = re.compile(_TOKEN)
-_TOKEN_FULL_RE = re.compile(_TOKEN + r"\Z")
-_WS = " \t"
 
 # RFC 3261 section 7.3.3 compact forms, plus the extension compact forms registered since.
 COMPACT_FORMS: dict[str, str] = {
@@ -200,218 +182,7 @@ class Headers:
 
 
 # --------------------------------------------------------------------------------------------------
-# URIs (RFC 3261 section 19.1, 25.1)
-
-_UNRESERVED = "-_.!~*'()"
-_USER_SAFE = _UNRESERVED + "&=+$,;?/"  # user-unreserved
-_PASSWORD_SAFE = _UNRESERVED + "&=+$,"
-_PARAM_SAFE = _UNRESERVED + "[]/:&+$"  # param-unreserved
-_HEADER_SAFE = _UNRESERVED + "[]/?:+$"  # hnv-unreserved
-_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+")
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
-
-
-def _unescape(text: str, where: str) -> str:
-    if _BAD_ESCAPE_RE.search(text):
-        raise SipParseError(f"bad %-escape in {where}")
-    return urllib.parse.unquote(text, errors="surrogateescape")
-
-
-def _escape(text: str, safe: str) -> str:
-    return urllib.parse.quote(text, safe=safe, errors="surrogateescape")
-
-
-def _parse_port(text: str, where: str) -> int:
-    text = text.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 5 or int(text) > 65535:
-        raise SipParseError(f"bad port in {where}")
-    return int(text)
-
-
-@dataclass
-class SipUri:
-    """A sip: or sips: URI; user, password, params and headers are stored %-unescaped."""
-
-    host: str
-    user: str | None = None
-    password: str | None = None
-    port: int | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-    scheme: str = "sip"
-
-    def __str__(self) -> str:
-        out = [self.scheme, ":"]
-        if self.user is not None:
-            out.append(_escape(self.user, _USER_SAFE))
-            if self.password is not None:
-                out += [":", _escape(self.password, _PASSWORD_SAFE)]
-            out.append("@")
-        out.append(self.host)
-        if self.port is not None:
-            out.append(f":{self.port}")
-        for name, value in self.params.items():
-            out += [";", _escape(name, _PARAM_SAFE)]
-            if value is not None:
-                out += ["=", _escape(value, _PARAM_SAFE)]
-        if self.headers:
-            out.append("?")
-            out.append(
-                "&".join(
-                    f"{_escape(k, _HEADER_SAFE)}={_escape(v, _HEADER_SAFE)}" for k, v in self.headers.items()
-                )
-            )
-        return "".join(out)
-
-    @property
-    def host_port(self) -> tuple[str, int | None]:
-        """Host without IPv6 brackets, and the port if one is given."""
-        return self.host.strip("[]"), self.port
-
-
-@dataclass
-class AbsoluteUri:
-    """A URI of a scheme we do not interpret (tel:, http:, isbn:...); kept as written."""
-
-    scheme: str
-    opaque: str
-
-    def __str__(self) -> str:
-        return f"{self.scheme}:{self.opaque}"
-
-
-def parse_uri(text: str) -> SipUri | AbsoluteUri:
-    """Parse a URI; sip/sips URIs in full (RFC 3261 section 19.1.1), others as scheme + opaque part."""
-    m = _SCHEME_RE.match(text)
-    if not m or text[m.end() : m.end() + 1] != ":":
-        raise SipParseError("URI without scheme")
-    scheme = m.group()
-    rest = text[m.end() + 1 :]
-    if not rest or any(ch in rest for ch in " \t\r\n<>\"") or not rest.isprintable():
-        raise SipParseError("bad characters in URI")
-    if scheme.lower() not in ("sip", "sips"):
-        return AbsoluteUri(scheme, rest)
-    user: str | None = None
-    password: str | None = None
-    at = rest.rfind("@")  # '@' may only appear unescaped in userinfo
-    if at >= 0:
-        userinfo, rest = rest[:at], rest[at + 1 :]
-        if not userinfo:
-            raise SipParseError("empty user in URI")
-        raw_user, colon, raw_password = userinfo.partition(":")
-        user = _unescape(raw_user, "URI user")
-        password = _unescape(raw_password, "URI password") if colon else None
-    hm = _HOST_RE.match(rest)
-    if not hm:
-        raise SipParseError("bad host in URI")
-    host = hm.group()
-    rest = rest[hm.end() :]
-    port: int | None = None
-    if rest.startswith(":"):
-        end = len(rest)
-        for stop in ";?":
-            found = rest.find(stop)
-            if found >= 0:
-                end = min(end, found)
-        port = _parse_port(rest[1:end], "URI")
-        rest = rest[end:]
-    raw_headers = ""
-    if "?" in rest:
-        rest, _, raw_headers = rest.partition("?")
-    params: dict[str, str | None] = {}
-    if rest:
-        if not rest.startswith(";"):
-            raise SipParseError("garbage after URI host")
-        for piece in rest[1:].split(";"):
-            if not piece:
-                raise SipParseError("empty URI parameter")
-            name, eq, value = piece.partition("=")
-            if not name:
-                raise SipParseError("empty URI parameter name")
-            params[_unescape(name, "URI parameter").lower()] = (
-                _unescape(value, "URI parameter") if eq else None
-            )
-    headers: dict[str, str] = {}
-    if raw_headers:
-        for piece in raw_headers.split("&"):
-            name, eq, value = piece.partition("=")
-            if not name or not eq:
-                raise SipParseError("bad URI header")
-            headers[_unescape(name, "URI header")] = _unescape(value, "URI header")
-    return SipUri(
-        host=host,
-        user=user,
-        password=password,
-        port=port,
-        params=params,
-        headers=headers,
-        scheme=scheme.lower(),
-    )
-
-
-# --------------------------------------------------------------------------------------------------
 # Header field values
-
-
-def _skip_ws(s: str, pos: int) -> int:
-    while pos < len(s) and s[pos] in _WS:
-        pos += 1
-    return pos
-
-
-def _parse_quoted(s: str, pos: int) -> tuple[str, int]:
-    """Parse a quoted-string at s[pos] == '"' (RFC 3261 section 25.1); returns (unescaped, end)."""
-    out: list[str] = []
-    i = pos + 1
-    while i < len(s):
-        ch = s[i]
-        if ch == "\\":
-            if i + 1 >= len(s):
-                break
-            out.append(s[i + 1])
-            i += 2
-            continue
-        if ch == '"':
-            return "".join(out), i + 1
-        out.append(ch)
-        i += 1
-    raise SipParseError("unterminated quoted string")
-
-
-def _parse_params(s: str, pos: int, where: str) -> tuple[dict[str, str | None], int]:
-    """Parse *( SEMI generic-param ) (RFC 3261 section 25.1); names lower-cased, quoted values kept quoted."""
-    params: dict[str, str | None] = {}
-    while True:
-        pos = _skip_ws(s, pos)
-        if pos >= len(s) or s[pos] != ";":
-            return params, pos
-        pos = _skip_ws(s, pos + 1)
-        m = _TOKEN_RE.match(s, pos)
-        if not m:
-            raise SipParseError(f"empty parameter in {where}")
-        name = m.group().lower()
-        pos = _skip_ws(s, m.end())
-        value: str | None = None
-        if pos < len(s) and s[pos] == "=":
-            pos = _skip_ws(s, pos + 1)
-            if s.startswith('"', pos):
-                _, end = _parse_quoted(s, pos)
-                value = s[pos:end]
-                pos = end
-            elif s.startswith("[", pos):
-                end = s.find("]", pos)
-                if end < 0:
-                    raise SipParseError(f"unterminated IPv6 reference in {where}")
-                value = s[pos : end + 1]
-                pos = end + 1
-            else:
-                vm = _TOKEN_RE.match(s, pos)
-                if not vm:
-                    raise SipParseError(f"parameter {name!r} without value in {where}")
-                value = vm.group()
-                pos = vm.end()
-        params[name] = value
 
 
 @dataclass
@@ -465,7 +236,7 @@ class Via:
 
 
 _VIA_RE = re.compile(
-    rf"\s*({_TOKEN})\s*/\s*({_TOKEN})\s*/\s*({_TOKEN})[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)"
+    rf"\s*({TOKEN})\s*/\s*({TOKEN})\s*/\s*({TOKEN})[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)"
     r"(?:\s*:\s*([0-9]+))?"
 )
 
@@ -475,9 +246,9 @@ def parse_via(value: str) -> Via:
     m = _VIA_RE.match(value)
     if not m:
         raise SipParseError("bad Via")
-    port = _parse_port(m.group(5), "Via") if m.group(5) is not None else None
-    params, pos = _parse_params(value, m.end(), "Via")
-    if _skip_ws(value, pos) != len(value):
+    port = parse_port(m.group(5), "Via") if m.group(5) is not None else None
+    params, pos = parse_params(value, m.end(), "Via")
+    if skip_ws(value, pos) != len(value):
         raise SipParseError("garbage in Via")
     return Via(
         protocol=f"{m.group(1)}/{m.group(2)}",
@@ -486,76 +257,6 @@ def parse_via(value: str) -> Via:
         port=port,
         params=params,
     )
-
-
-@dataclass
-class NameAddr:
-    """A name-addr or addr-spec with header parameters: From, To, Contact, Route (RFC 3261 section 20)."""
-
-    uri: SipUri | AbsoluteUri
-    display_name: str | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-
-    @property
-    def tag(self) -> str | None:
-        return self.params.get("tag")
-
-    def __str__(self) -> str:
-        out = ""
-        if self.display_name is not None:
-            escaped = self.display_name.replace("\\", "\\\\").replace('"', '\\"')
-            out = f'"{escaped}" '
-        out += f"<{self.uri}>"
-        for name, value in self.params.items():
-            out += f";{name}" if value is None else f";{name}={value}"
-        return out
-
-
-_DISPLAY_TOKENS_RE = re.compile(rf"(?:{_TOKEN}[ \t]*)+")
-
-
-def parse_name_addr(value: str) -> NameAddr:
-    """Parse ( name-addr / addr-spec ) *( SEMI param ), RFC 3261 section 20.10 and 25.1."""
-    pos = _skip_ws(value, 0)
-    display: str | None = None
-    if value.startswith('"', pos):
-        display, pos = _parse_quoted(value, pos)
-        pos = _skip_ws(value, pos)
-        if not value.startswith("<", pos):
-            raise SipParseError("display name without <URI>")
-    elif not value.startswith("<", pos) and "<" in value:
-        dm = _DISPLAY_TOKENS_RE.match(value, pos)
-        if not dm or dm.end() >= len(value) or value[dm.end()] != "<":
-            raise SipParseError("bad display name")
-        display = dm.group().strip()
-        pos = dm.end()
-    if value.startswith("<", pos):
-        end = value.find(">", pos)
-        if end < 0:
-            raise SipParseError("unterminated <URI>")
-        raw_uri = value[pos + 1 : end]
-        if raw_uri != raw_uri.strip():
-            # RFC 4475 section 3.1.2.13 (badaspec): no LWS inside the angle brackets.
-            raise SipParseError("whitespace inside <URI>")
-        pos = end + 1
-    else:
-        end = pos
-        while end < len(value) and value[end] not in " \t;":
-            end += 1
-        raw_uri = value[pos:end]
-        if "," in raw_uri or "?" in raw_uri:
-            # RFC 3261 section 20.10: such a URI MUST be enclosed in angle brackets.
-            raise SipParseError("URI with , or ? outside <>")
-        pos = end
-    uri = parse_uri(raw_uri)
-    params, pos = _parse_params(value, pos, "name-addr")
-    if _skip_ws(value, pos) != len(value):
-        raise SipParseError("garbage after name-addr")
-    return NameAddr(uri=uri, display_name=display, params=params)
-
-
-def parse_name_addrs(values: Iterable[str]) -> list[NameAddr]:
-    return [parse_name_addr(v) for v in values]
 
 
 @dataclass(frozen=True)
@@ -567,7 +268,7 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
-_CSEQ_RE = re.compile(rf"\s*([0-9]{{1,10}})\s+({_TOKEN})\s*\Z")
+_CSEQ_RE = re.compile(rf"\s*([0-9]{{1,10}})\s+({TOKEN})\s*\Z")
 
 
 def parse_cseq(value: str) -> CSeq:
@@ -695,7 +396,7 @@ class SipResponse(_Message):
 
 
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.IGNORECASE)
-_HEADER_NAME_RE = re.compile(rf"({_TOKEN})[ \t]*:")
+_HEADER_NAME_RE = re.compile(rf"({TOKEN})[ \t]*:")
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _CONTENT_LENGTH_RE = re.compile(r"[ \t]*([0-9]{1,9})[ \t]*\Z")
 
@@ -724,11 +425,11 @@ def _parse_start_line(line: str) -> SipRequest | SipResponse:
     if len(parts) != 3:
         raise SipParseError("bad request line")
     method, uri, version = parts
-    if not _TOKEN_FULL_RE.match(method):
+    if not TOKEN_FULL_RE.match(method):
         raise SipParseError("bad method")
     if not _VERSION_RE.match(version):
         raise SipParseError("bad SIP version")
-    m = _SCHEME_RE.match(uri)
+    m = SCHEME_RE.match(uri)
     if not m or uri[m.end() : m.end() + 1] != ":" or m.end() + 1 == len(uri) or not uri.isprintable():
         raise SipParseError("bad Request-URI")  # RFC 4475 section 3.1.2.6 (ltgtruri)
     return SipRequest(method=method, uri=uri, version=version.upper())

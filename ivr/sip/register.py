@@ -28,16 +28,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ivr.sip.digest import DigestAuth
-from ivr.sip.message import (
-    Headers,
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    SipUri,
-    parse_name_addr,
-    parse_uri,
-)
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import Headers, SipRequest, SipResponse
 from ivr.sip.transaction import Address, new_branch
+from ivr.sip.uri import SipUri, parse_name_addr, parse_uri
 
 __all__ = [
     "Registration",

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
-from ivr.sip.message import SipParseError, SipResponse, SipUri, parse_uri
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import SipResponse
 from ivr.sip.register import Registration, RegistrationConfig, RegistrationState, RegistrationStatus
 from ivr.sip.resolve import Failover, parse_host
 from ivr.sip.transaction import Address, TransactionLayer
+from ivr.sip.uri import SipUri, parse_uri
 
 log = logging.getLogger("ivr.sip.ua")
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ivr.sip.dialog import Dialog
-from ivr.sip.message import Headers, SipParseError, SipRequest, SipResponse
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import Headers, SipRequest, SipResponse
 
 __all__ = [
     "EXPIRED",

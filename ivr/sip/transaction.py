@@ -15,15 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ivr.sip.message import (
-    BRANCH_MAGIC_COOKIE,
-    Headers,
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    Via,
-    make_response,
-)
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import BRANCH_MAGIC_COOKIE, Headers, SipRequest, SipResponse, Via, make_response
 
 __all__ = [
     "AckReceived",

@@ -14,7 +14,9 @@ like an inbound one from then on (BYE, INFO, re-INVITE, `hangup`) and ends with 
 each change of its status.
 
 Transactions (retransmissions, 100 Trying, the 2xx retransmission until ACK) are the job of
-`ivr.sip.transaction`; this module owns the dialogs and the call state.
+`ivr.sip.transaction`; this module owns the dialogs and the call state. Its parts: the events in
+`ua_events`, the settings and the per-leg record in `ua_state`, and three mixins of `UserAgent` —
+session-timer wiring (`ua_timers`), REFER (`ua_transfer`) and the client side (`ua_client`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Any
 
 from ivr.sip.content import (
@@ -35,35 +36,14 @@ from ivr.sip.content import (
     dtmf_digit,
     reoffer,
     sdp_body,
-    sipfrag_status,
     user_of,
 )
 from ivr.sip.dialog import Dialog
-from ivr.sip.message import (
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    SipUri,
-    check_message,
-    make_response,
-    parse_message,
-    parse_name_addr,
-    parse_uri,
-)
-from ivr.sip.register import Registration, RegistrationConfig, RegistrationStatus
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import SipRequest, SipResponse, check_message, make_response, parse_message
 from ivr.sip.registrations import Accounts
-from ivr.sip.resolve import Failover
 from ivr.sip.sdp import SdpParseError, SessionDescription, parse_sdp
-from ivr.sip.session_timer import (
-    EXPIRED,
-    REFRESH_FAILED,
-    RefreshResult,
-    SessionTimer,
-    SessionTimerConfig,
-    TimerAction,
-    TooSmall,
-    negotiate_uas,
-)
+from ivr.sip.session_timer import SessionTimer, TooSmall, negotiate_uas
 from ivr.sip.transaction import (
     AckReceived,
     AckTimeout,
@@ -71,273 +51,35 @@ from ivr.sip.transaction import (
     RequestReceived,
     ResponseReceived,
     StrayResponse,
-    TimerConfig,
     TransactionLayer,
     TransactionTerminated,
     TransactionTimeout,
     new_branch,
 )
-from ivr.sip.uac import (
-    OutboundCalls,
-    OutboundCallSpec,
-    OutboundResult,
-    build_ack_for_2xx,
-    next_hop,
-    orphan_ack_and_bye,
-    orphan_ack_for_error,
-    orphan_cancel,
+from ivr.sip.ua_client import ClientSide
+from ivr.sip.ua_events import (
+    CallConfirmed,
+    CallEnded,
+    DtmfReceived,
+    IncomingCall,
+    MediaAnswered,
+    MediaChanged,
+    OrphanCancelAnswered,
+    RegistrationChanged,
+    UaEvent,
 )
+from ivr.sip.ua_state import ALLOWED_METHODS, SUPPORTED_OPTIONS, Leg, LegState, LegStateError, UaStats, UserAgentConfig
+from ivr.sip.ua_timers import SessionTimers
+from ivr.sip.ua_transfer import Transfers
+from ivr.sip.uac import OutboundCalls, next_hop
+from ivr.sip.uri import SipUri, parse_name_addr, parse_uri
 
 __all__ = [
-    "CallConfirmed",
-    "CallEnded",
-    "DtmfReceived",
-    "IncomingCall",
-    "LegState",
-    "LegStateError",
-    "MediaAnswered",
-    "OrphanCancelAnswered",
-    "OrphanInviteEnded",
-    "MediaChanged",
-    "OutboundCompleted",
-    "OutboundProgress",
-    "ReferCompleted",
-    "RegistrationChanged",
-    "UaEvent",
-    "UaStats",
     "UserAgent",
-    "UserAgentConfig",
+    "UserAgentConfig",  # defined in ivr.sip.ua_state (the mixins need it too); the UA's settings belong here
 ]
 
 log = logging.getLogger(__name__)
-
-#: Methods we implement (the Allow header, RFC 3261 section 20.5). REFER joins in part 2.
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE")
-#: Option tags we support: session timers (RFC 4028); no 100rel, no replaces.
-SUPPORTED_OPTIONS: frozenset[str] = frozenset({"timer"})
-
-
-@dataclass(frozen=True)
-class UserAgentConfig:
-    """Settings of the user agent; the defaults suit a PBX on the same LAN."""
-
-    #: Addresses or CIDRs (IPv4/IPv6) whose requests we serve; every other source gets a stateless 403.
-    #: Empty means nobody: an appliance must not answer the internet by default.
-    allowed_peers: tuple[str, ...] = ()
-    #: Host (IP or name) put in Contact and Via instead of the bound address, for NAT or a VIP.
-    external_address: str | None = None
-    #: Port put in Contact and Via instead of the bound one.
-    external_port: int | None = None
-    #: User part of our Contact URI.
-    contact_user: str = "ivr"
-    #: Server / User-Agent header value.
-    user_agent: str = "edge-ivr"
-    #: New INVITEs per second allowed per source address (token bucket refill rate).
-    invite_rate: float = 10.0
-    #: Token bucket size: how many new INVITEs a source may send in a burst.
-    invite_burst: float = 20.0
-    #: Retry-After seconds in the 503 sent beyond the rate limit.
-    retry_after: int = 5
-    #: A call neither answered nor rejected by the app within this many seconds gets 480.
-    answer_timeout: float = 120.0
-    #: RFC 3261 timer values (T1, T2, T4, D).
-    timers: TimerConfig = field(default_factory=TimerConfig)
-    #: A REFER we sent without a final sipfrag NOTIFY within this many seconds has failed.
-    refer_timeout: float = 30.0
-    #: RFC 4028 session timers: the interval we ask for and the smallest we accept.
-    session_timer: SessionTimerConfig = field(default_factory=SessionTimerConfig)
-
-
-# ------------------------------------------------------------------------------------------ events
-
-
-class UaEvent:
-    """Base class of what the user agent reports to the app."""
-
-
-@dataclass(frozen=True)
-class IncomingCall(UaEvent):
-    """A new INVITE from an allowed peer; answer with ring/answer/reject.
-
-    `offer` is None for a late-offer INVITE: pass an offer to `answer` and the answer arrives as
-    `MediaAnswered` with the ACK.
-    """
-
-    call_id: str
-    leg_id: str
-    caller: str
-    dialed: str
-    source: Address
-    offer: SessionDescription | None
-    #: The INVITE's extension headers (X-...), as sent: e.g. X-IVR-Caller-Channel from an Asterisk dialplan.
-    extra_headers: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class CallConfirmed(UaEvent):
-    """The ACK for our 2xx arrived: the call is up on both sides."""
-
-    leg_id: str
-
-
-@dataclass(frozen=True)
-class MediaAnswered(UaEvent):
-    """The SDP answer carried by an ACK (late offer: initial INVITE or re-INVITE without SDP)."""
-
-    leg_id: str
-    sdp: SessionDescription
-    body: bytes
-
-
-@dataclass(frozen=True)
-class MediaChanged(UaEvent):
-    """A re-INVITE with an offer (hold, resume, new address); call `answer_reinvite` or `reject_reinvite`."""
-
-    leg_id: str
-    offer: SessionDescription
-
-
-@dataclass(frozen=True)
-class DtmfReceived(UaEvent):
-    leg_id: str
-    digit: str
-    source: str = "info"
-
-
-@dataclass(frozen=True)
-class CallEnded(UaEvent):
-    """The leg is over; `reason` is "cancelled", "caller hung up", "no ACK", "hangup", "rejected 488",
-    "not answered", "bad SDP in ACK", "shutdown", "session timer expired" (the peer did not refresh,
-    RFC 4028 section 10) or "session refresh failed" (our refresh got 408/481 or no answer)."""
-
-    leg_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class ReferCompleted(UaEvent):
-    """The outcome of `refer`, exactly once per REFER (RFC 3515): `ok` when a NOTIFY's sipfrag carried
-    a 2xx (the peer then BYEs us); otherwise `status` is the REFER's error response, the sipfrag's
-    non-2xx status, 408 for no final NOTIFY in time, or 0 when the call ended first."""
-
-    leg_id: str
-    ok: bool
-    status: int
-    detail: str
-
-
-@dataclass(frozen=True)
-class OutboundProgress(UaEvent):
-    """A provisional response (180, 183...) to our outbound INVITE."""
-
-    leg_id: str
-    status: int
-    reason: str
-    #: Early media SDP carried by the provisional, if any.
-    sdp: bytes | None = None
-
-
-@dataclass(frozen=True)
-class OutboundCompleted(UaEvent):
-    """The outcome of `start_call`, exactly once per call; if answered, the leg lives on (CONFIRMED)."""
-
-    leg_id: str
-    result: OutboundResult
-
-
-@dataclass(frozen=True)
-class OrphanInviteEnded(UaEvent):
-    """A final response to an INVITE we hold no transaction or dialog for (sent before a restart): a 2xx was
-    ACKed and ended with BYE, a 3xx-6xx ACKed. Once per response received (retransmissions too)."""
-
-    call_id: str
-    status: int
-
-
-@dataclass(frozen=True)
-class OrphanCancelAnswered(UaEvent):
-    """The final response to a `cancel_orphan` CANCEL (200: the INVITE was there; 481: no such INVITE), or 408
-    when none came."""
-
-    transaction_id: str
-    status: int
-
-
-@dataclass(frozen=True)
-class RegistrationChanged(UaEvent):
-    """An account's registration status changed (registered, failed and retrying, unregistered)."""
-
-    aor: str
-    status: RegistrationStatus
-
-
-class LegState(Enum):
-    INCOMING = "incoming"  # INVITE received, no final response yet
-    ANSWERED = "answered"  # 2xx sent, waiting for the ACK
-    CONFIRMED = "confirmed"
-    TERMINATING = "terminating"  # our BYE is out
-    ENDED = "ended"
-
-
-class LegStateError(Exception):
-    """A command does not fit the leg's state (or the leg is gone: state "ended")."""
-
-    def __init__(self, leg_id: str, state: str, command: str) -> None:
-        super().__init__(f"{command} on leg {leg_id} in state {state}")
-        self.leg_id = leg_id
-        self.state = state
-        self.command = command
-
-
-@dataclass
-class UaStats:
-    """Counters of traffic we refused, for the health page."""
-
-    parse_errors: int = 0
-    bad_requests: int = 0
-    forbidden: int = 0
-    rate_limited: int = 0
-
-
-# ------------------------------------------------------------------------------------------ state
-
-
-@dataclass
-class _Leg:
-    leg_id: str
-    source: Address
-    invite_tx: str
-    invite: SipRequest
-    dialog: Dialog
-    late_offer: bool
-    #: RFC 4028: started by each 2xx that negotiated it, stopped when the call ends.
-    timer: SessionTimer
-    state: LegState = LegState.INCOMING
-    answer_deadline: float | None = None
-    local_sdp: bytes | None = None
-    #: CSeq of the INVITE whose 2xx waits for its ACK.
-    ack_cseq: int | None = None
-    #: That ACK must carry the SDP answer (our 2xx carried an offer).
-    answer_in_ack: bool = False
-    reinvite_tx: str | None = None
-    reinvite: SipRequest | None = None
-    bye_tx: str | None = None
-    hangup_pending: bool = False
-    #: Why our BYE went out; reported as the CallEnded reason when it completes.
-    bye_reason: str | None = None
-    end_reason: str | None = None
-    #: We placed this call (start_call): the peer's BYE means the callee hung up.
-    outbound: bool = False
-    #: A REFER of ours awaiting its outcome (RFC 3515): its client transaction, the overall deadline,
-    #: and whether the peer accepted it (2xx) yet.
-    refer_tx: str | None = None
-    refer_deadline: float | None = None
-    refer_accepted: bool = False
-    refer_active: bool = False
-
-    @property
-    def key(self) -> tuple[str, str, str | None]:
-        return (self.dialog.call_id, self.dialog.local_tag, self.dialog.remote_tag)
 
 
 @dataclass
@@ -352,8 +94,9 @@ _MAX_BUCKETS = 4096
 # -------------------------------------------------------------------------------------- the agent
 
 
-class UserAgent:
-    """UAS core over a `TransactionLayer`: dialogs, call state, and the app's commands."""
+class UserAgent(SessionTimers, Transfers, ClientSide):
+    """UAS core over a `TransactionLayer`: dialogs, call state, and the app's commands. Session timers, REFER
+    and the client side (outbound calls, orphans, registrations) are the mixins' (ivr/sip/ua_*.py)."""
 
     def __init__(self, config: UserAgentConfig, local_address: Address) -> None:
         self.config = config
@@ -361,9 +104,9 @@ class UserAgent:
         self.stats = UaStats()
         self._layer = TransactionLayer(config.timers)
         self._networks = [ipaddress.ip_network(p, strict=False) for p in config.allowed_peers]
-        self._legs: dict[str, _Leg] = {}
-        self._dialogs: dict[tuple[str, str, str | None], _Leg] = {}
-        self._tx_leg: dict[str, _Leg] = {}
+        self._legs: dict[str, Leg] = {}
+        self._dialogs: dict[tuple[str, str, str | None], Leg] = {}
+        self._tx_leg: dict[str, Leg] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._events: deque[UaEvent] = deque()
         self._counter = 0
@@ -542,31 +285,6 @@ class UserAgent:
         leg.reinvite_tx = leg.reinvite = None
         self._respond(tx, request, status, now, leg=leg)
 
-    def refer(self, leg_id: str, refer_to: str, now: float, *, referred_by: str | None = None,
-              extra_headers: tuple[tuple[str, str], ...] = ()) -> None:
-        """Blind transfer: REFER in the call's dialog (RFC 3515 section 2.4.1) with `Refer-To: <refer_to>`
-        and our Contact (REFER refreshes the target like re-INVITE). Answered by one `ReferCompleted`
-        once the NOTIFYs' sipfrag (section 2.4.5) gives a final status, the REFER fails, or
-        `refer_timeout` passes. One REFER at a time per call."""
-        leg = self._leg(leg_id, "refer", LegState.CONFIRMED)
-        if leg.refer_active:
-            raise LegStateError(leg_id, "refer pending", "refer")
-        request = leg.dialog.make_request("REFER", self._via(), contact=self._contact(leg.source[0]))
-        request.headers.add("Refer-To", f"<{refer_to}>")
-        if referred_by is not None:
-            request.headers.add("Referred-By", f"<{referred_by}>")  # RFC 3892
-        for name, value in extra_headers:  # e.g. X-IVR-Call-ID: Asterisk keeps a REFER's X- headers (TRANSFER_DATA)
-            request.headers.add(name, value)
-        request.headers.add("User-Agent", self.config.user_agent)
-        destination = self._next_hop(leg)
-        tx = self._layer.send_request(request, destination, now)
-        self._tx_leg[tx] = leg
-        leg.refer_tx = tx
-        leg.refer_active = True
-        leg.refer_accepted = False
-        leg.refer_deadline = now + self.config.refer_timeout
-        log.info("sip refer call_id=%s leg=%s refer_to=%s", leg.dialog.call_id, leg.leg_id, refer_to)
-        self._drain(now)
 
     def send_dtmf_info(self, leg_id: str, digit: str, now: float, *, duration_ms: int = 160) -> None:
         """A digit as SIP INFO application/dtmf-relay (the Cisco/Asterisk form, RFC 6086 legacy usage);
@@ -595,87 +313,6 @@ class UserAgent:
                 self._send_bye(leg, "shutdown", now)
         self._drain(now)
 
-    # -- outbound calls (UAC)
-
-    def start_call(self, spec: OutboundCallSpec, now: float) -> str:
-        """Send an outbound INVITE; returns the leg id that `OutboundProgress`/`OutboundCompleted` carry."""
-        self._counter += 1
-        leg_id = f"leg{self._counter}"
-        # the callee's in-dialog requests come through it (whichever address of it takes the call)
-        self._trusted_peers.update(host for host, _ in (spec.proxy, *spec.alternates))
-        self._outbound.invite(spec, leg_id, now)
-        self._drain(now)
-        return leg_id
-
-    def trust_peer(self, host: str) -> None:
-        """Serve requests and orphan responses from `host` too (a proxy we are about to talk to)."""
-        self._trusted_peers.add(host)
-
-    def cancel_orphan(self, spec: OutboundCallSpec, call_id: str, cseq: int, now: float, index: int = 0) -> str:
-        """CANCEL an INVITE a previous process sent with this `call_id` (its tag and branch are derived from it,
-        ivr.sip.uac.derived_branch) to `spec.proxy`; returns the CANCEL's transaction id, answered by one
-        `OrphanCancelAnswered`. The INVITE's own final (487, or a 2xx that crossed) arrives as an orphan:
-        `OrphanInviteEnded` once it is ACKed (and BYEd)."""
-        self._trusted_peers.add(spec.proxy[0])  # its orphan responses are answered
-        cancel = orphan_cancel(spec, call_id, self._via(), cseq, index)
-        cancel.headers.add("User-Agent", self.config.user_agent)
-        tx = self._layer.send_request(cancel, spec.proxy, now)
-        self._orphan_cancels.add(tx)
-        log.info("sip orphan cancel call_id=%s cseq=%d to=%s:%d", call_id, cseq, spec.proxy[0], spec.proxy[1])
-        self._drain(now)
-        return tx
-
-    def cancel_call(self, leg_id: str, now: float) -> None:
-        """Give up on an outbound call not answered yet (CANCEL); `OutboundCompleted` says cancelled.
-        No-op once it has its outcome (hang up an answered call with `hangup`)."""
-        self._outbound.cancel(leg_id, now)
-        self._drain(now)
-
-    # -- registrations
-
-    def add_registration(self, config: RegistrationConfig, destination: Address | Failover,
-                         now: float) -> Registration:
-        """Register `config.aor` at `destination` (the registrar's resolved IP and port, or every address
-        of it in RFC 3263 order) and keep it so."""
-        reg, failover = self._accounts.add(config, destination, self.advertised, user_agent=self.config.user_agent,
-                                           learn_address=self.config.external_address is None, now=now)
-        self._trusted_peers.update(host for host, _ in failover.targets)  # the trunk sends our calls from there
-        self._drain(now)
-        return reg
-
-    def update_registrar(self, aor: str, targets: list[Address], expires_at: float | None) -> None:
-        """A new look-up of the account's registrar (its TTL ran out); the current address stays while listed."""
-        if self._accounts.update_registrar(aor, targets, expires_at):
-            self._trusted_peers.update(host for host, _ in targets)
-
-    def registrar_of(self, aor: str) -> Failover | None:
-        return self._accounts.registrar_of(aor)
-
-    def public_address_for(self, peer_host: str | None) -> Address | None:
-        """The address the registrar at `peer_host` saw us at (received/rport of its 2xx): what goes in
-        Contact and SDP for calls with that peer. None without such an account or with an external
-        address configured (that one wins)."""
-        if self.config.external_address or peer_host is None:
-            return None
-        return self._accounts.public_address_for(peer_host)
-
-    def unregister(self, aor: str, now: float) -> None:
-        """Withdraw one registration (Expires: 0); it stays listed as unregistered."""
-        if self._accounts.unregister(aor, now):
-            self._drain(now)
-
-    def unregister_all(self, now: float) -> None:
-        self._accounts.unregister_all(now)
-        self._drain(now)
-
-    def registrations(self) -> list[RegistrationStatus]:
-        """The status of every account, in the order they were added (for `ivr status`)."""
-        return self._accounts.statuses()
-
-    @property
-    def registrations_settled(self) -> bool:
-        """No REGISTER in flight (shutdown waits for this after unregister_all)."""
-        return self._accounts.settled
 
     def leg_state(self, leg_id: str) -> LegState:
         leg = self._legs.get(leg_id)
@@ -731,69 +368,6 @@ class UserAgent:
         for aor, status in self._accounts.flush(now):
             self._events.append(RegistrationChanged(aor, status))
 
-    def _on_orphan(self, response: SipResponse, source: Address, now: float) -> None:
-        """A final response to an INVITE of nobody's (sent before a restart, its transaction gone): a 2xx gets
-        ACK and BYE (RFC 3261 section 13.2.2.4: a dialog we do not want), a 3xx-6xx its ACK, so the far end
-        stops retransmitting and nobody sits in dead air. Only from peers we talk to (no reflection)."""
-        try:
-            if response.cseq.method != "INVITE" or response.status < 200:
-                log.debug("sip stray response status=%d", response.status)
-                return
-            key = (response.call_id, response.from_addr.tag or "", response.to_addr.tag or "")
-        except SipParseError:
-            return
-        if key in self._dialogs or not self._peer_allowed(source[0]):
-            # A late 2xx retransmission of a live dialog's re-INVITE, or a stranger: not ours to end.
-            log.debug("sip stray response status=%d call_id=%s", response.status, key[0])
-            return
-        self._orphans = {k: v for k, v in self._orphans.items() if v[2] > now}
-        known = self._orphans.get(key)
-        if known is not None:
-            self._layer.send_stateless(known[0], known[1])  # a retransmission: the ACK again, no second BYE
-        elif response.status >= 300:
-            self._layer.send_stateless(orphan_ack_for_error(response), source)
-            log.info("sip orphan final call_id=%s status=%d: ACK", key[0], response.status)
-        else:
-            try:
-                ack, bye, dialog = orphan_ack_and_bye(response, self._via(), self._via())
-            except SipParseError as exc:
-                log.info("sip orphan 2xx call_id=%s unusable (%s)", key[0], exc.reason)
-                return
-            bye.headers.add("User-Agent", self.config.user_agent)
-            hop = next_hop(dialog, source)
-            self._layer.send_stateless(ack, hop)
-            self._layer.send_request(bye, hop, now)
-            self._orphans[key] = (ack, hop, now + 128 * self.config.timers.t1)
-            log.info("sip orphan 2xx call_id=%s from=%s:%d: ACK and BYE (no call of ours)", key[0], source[0],
-                     source[1])
-        self._events.append(OrphanInviteEnded(key[0], response.status))
-
-    # -- OutboundListener (ivr.sip.uac)
-
-    def outbound_progress(self, leg_id: str, response: SipResponse) -> None:
-        sdp = response.body if response.body and response.content_type == "application/sdp" else None
-        self._events.append(OutboundProgress(leg_id, response.status, response.reason, sdp))
-
-    def outbound_answered(self, leg_id: str, invite: SipRequest, dialog: Dialog, result: OutboundResult,
-                          now: float) -> None:
-        """The 2xx is ACKed: from here the call is a confirmed leg like any inbound one."""
-        leg = _Leg(
-            leg_id=leg_id, source=self._outbound_source(leg_id, invite), invite_tx="", invite=invite,
-            dialog=dialog, late_offer=False, timer=SessionTimer(self.config.session_timer),
-            state=LegState.CONFIRMED, local_sdp=invite.body or None, outbound=True,
-        )
-        self._legs[leg_id] = leg
-        self._dialogs[leg.key] = leg
-        leg.timer.start(result.session_timer, now)  # RFC 4028 section 7.2, from the 2xx
-        self._events.append(OutboundCompleted(leg_id, result))
-
-    def outbound_failed(self, leg_id: str, result: OutboundResult) -> None:
-        self._events.append(OutboundCompleted(leg_id, result))
-
-    def _outbound_source(self, leg_id: str, invite: SipRequest) -> Address:
-        """Fallback next hop of the leg's in-dialog requests: the proxy the INVITE went to."""
-        spec = self._outbound.spec(leg_id)
-        return spec.proxy if spec is not None else self.local_address
 
     def _on_request(self, tx: str, request: SipRequest, source: Address, now: float) -> None:
         method = request.method
@@ -848,7 +422,7 @@ class UserAgent:
             self._respond(tx, invite, 400, now, reason=f"Bad Request ({exc.reason})")
             return
         self._counter += 1
-        leg = _Leg(
+        leg = Leg(
             leg_id=f"leg{self._counter}",
             source=source,
             invite_tx=tx,
@@ -911,47 +485,8 @@ class UserAgent:
             # PRACK, REFER (part 2), SUBSCRIBE, MESSAGE and unknown methods.
             self._respond(tx, request, 501, now, leg=leg, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
 
-    def _on_notify(self, tx: str, leg: _Leg, notify: SipRequest, now: float) -> None:
-        """RFC 3515 section 2.4.4-2.4.5: the REFER's implicit subscription reports the referred call as a
-        message/sipfrag status line; each NOTIFY gets 200, the first final status (>= 200) settles it.
-        A NOTIFY we did not ask for (no REFER pending) also gets 200, and is otherwise ignored."""
-        self._respond(tx, notify, 200, now, leg=leg)
-        event = (notify.headers.get("Event") or "").split(";", 1)[0].strip().lower()
-        if not leg.refer_active or event != "refer":
-            return
-        state = (notify.headers.get("Subscription-State") or "").split(";", 1)[0].strip().lower()
-        status = sipfrag_status(notify.body) if notify.content_type == "message/sipfrag" else None
-        leg.refer_accepted = True  # a NOTIFY may overtake the 202 (section 2.4.4)
-        if status is not None and status >= 200:
-            detail = f"NOTIFY sipfrag {status}"
-            self._refer_done(leg, 200 <= status < 300, status, detail)
-        elif state == "terminated":
-            self._refer_done(leg, False, status or 0, "subscription terminated without a final status")
 
-    def _on_refer_response(self, leg: _Leg, response: SipResponse) -> None:
-        """202 (or any 2xx) accepts the REFER and the NOTIFYs follow; 405/501/603/any error refuses it."""
-        status = response.status
-        if status < 200:
-            return
-        leg.refer_tx = None
-        if status < 300:
-            leg.refer_accepted = True
-            log.info("sip refer accepted call_id=%s leg=%s status=%d", leg.dialog.call_id, leg.leg_id, status)
-        else:
-            self._refer_done(leg, False, status, f"REFER {status} {response.reason}".strip())
-
-    def _refer_done(self, leg: _Leg, ok: bool, status: int, detail: str) -> None:
-        if not leg.refer_active:
-            return
-        leg.refer_active = False
-        leg.refer_deadline = None
-        leg.refer_tx = None
-        log.info("sip refer done call_id=%s leg=%s ok=%s status=%d detail=%r", leg.dialog.call_id, leg.leg_id,
-                 ok, status, detail)
-        if leg.end_reason is None:
-            self._events.append(ReferCompleted(leg.leg_id, ok, status, detail))
-
-    def _on_bye(self, tx: str, leg: _Leg, bye: SipRequest, now: float) -> None:
+    def _on_bye(self, tx: str, leg: Leg, bye: SipRequest, now: float) -> None:
         self._respond(tx, bye, 200, now, leg=leg)
         if leg.state == LegState.INCOMING:
             # RFC 3261 section 15.1.2: BYE on an early dialog, then 487 to the INVITE.
@@ -959,7 +494,7 @@ class UserAgent:
         log.info("sip bye from peer call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
         self._finish(leg, leg.bye_reason or ("callee hung up" if leg.outbound else "caller hung up"), now)
 
-    def _on_reinvite(self, tx: str, leg: _Leg, invite: SipRequest, now: float) -> None:
+    def _on_reinvite(self, tx: str, leg: Leg, invite: SipRequest, now: float) -> None:
         if leg.state == LegState.TERMINATING:
             self._respond(tx, invite, 481, now, leg=leg)
             return
@@ -998,69 +533,8 @@ class UserAgent:
         leg.reinvite_tx, leg.reinvite = tx, invite
         self._events.append(MediaChanged(leg.leg_id, offer))
 
-    def _on_update(self, tx: str, leg: _Leg, update: SipRequest, now: float) -> None:
-        """RFC 3311 UPDATE: with an offer it runs like a re-INVITE's (MediaChanged, then
-        answer_reinvite); without one it is a session refresh (RFC 4028 section 7.4), answered 2xx."""
-        if update.body:
-            self._on_reinvite(tx, leg, update, now)
-        elif leg.state == LegState.TERMINATING:
-            self._respond(tx, update, 481, now, leg=leg)
-        elif not self._interval_too_small(tx, update, now, leg):
-            self._send_2xx(leg, tx, update, b"", now)
 
-    # -- session timers (RFC 4028; the logic is ivr.sip.session_timer's)
-
-    def _interval_too_small(self, tx: str, request: SipRequest, now: float, leg: _Leg | None) -> bool:
-        """422 with our Min-SE to an INVITE/UPDATE offering less than it (RFC 4028 section 9)."""
-        negotiated = negotiate_uas(request.headers, self.config.session_timer)
-        if isinstance(negotiated, TooSmall):
-            self._respond(tx, request, 422, now, leg=leg, reason="Session Interval Too Small",
-                          headers=negotiated.response_headers())
-            return True
-        return False
-
-    def _refresh_pending(self, leg: _Leg, method: str) -> bool:
-        """Our re-INVITE refresh awaits its final response (a peer's re-INVITE now is glare)."""
-        request = leg.timer.request
-        return (method == "INVITE" and leg.timer.tx is not None and not leg.timer.answered
-                and request is not None and request.method == "INVITE")
-
-    def _session_timer_fired(self, leg: _Leg, action: TimerAction | None, now: float) -> None:
-        if action == TimerAction.EXPIRE:
-            log.info("sip session timer expired call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
-            self._send_bye(leg, EXPIRED, now)
-            self._report_end(leg, EXPIRED)
-        elif action == TimerAction.REFRESH:
-            self._send_refresh(leg, now)
-
-    def _send_refresh(self, leg: _Leg, now: float) -> None:
-        """Our session refresh (RFC 4028 section 7.4), unless an offer/answer is open: then shortly."""
-        if leg.state != LegState.CONFIRMED or leg.reinvite_tx is not None or leg.ack_cseq is not None:
-            leg.timer.defer(now)
-            return
-        request = leg.timer.refresh_request(leg.dialog, via=self._via(), contact=self._contact(leg.source[0]),
-                                            user_agent=self.config.user_agent, sdp=leg.local_sdp,
-                                            allow=", ".join(ALLOWED_METHODS))
-        tx = self._layer.send_request(request, self._next_hop(leg), now)
-        self._tx_leg[tx] = leg
-        leg.timer.sent(tx)
-        log.info("sip session refresh call_id=%s leg=%s method=%s", leg.dialog.call_id, leg.leg_id, request.method)
-
-    def _on_refresh_result(self, leg: _Leg, result: RefreshResult, now: float,
-                           response: SipResponse | None = None) -> None:
-        request = leg.timer.request
-        if request is not None and request.method == "INVITE" and response is not None and 200 <= response.status < 300:
-            # Section 13.2.2.4: the ACK for a 2xx is ours to send, again for each retransmitted 2xx.
-            leg.timer.ack = leg.timer.ack or build_ack_for_2xx(request, leg.dialog, self._via())
-            self._layer.send_stateless(leg.timer.ack, self._next_hop(leg))
-        if result == RefreshResult.RETRY:
-            self._send_refresh(leg, now)
-        elif result == RefreshResult.FAILED and leg.state in (LegState.ANSWERED, LegState.CONFIRMED):
-            log.info("sip session refresh failed call_id=%s leg=%s", leg.dialog.call_id, leg.leg_id)
-            self._send_bye(leg, REFRESH_FAILED, now)  # RFC 4028 section 10
-            self._report_end(leg, REFRESH_FAILED)
-
-    def _on_info(self, tx: str, leg: _Leg, info: SipRequest, now: float) -> None:
+    def _on_info(self, tx: str, leg: Leg, info: SipRequest, now: float) -> None:
         """Legacy INFO DTMF (RFC 6086 section 2): we advertise no Info Packages, so an INFO naming one
         gets 469 (section 4.2.2); an empty body is a keep-alive probe (200); a body type we cannot read
         gets 415 with Accept (RFC 3261 section 8.2.3), which tells the sender what would work instead
@@ -1143,7 +617,7 @@ class UserAgent:
 
     # -- helpers
 
-    def _leg(self, leg_id: str, command: str, state: LegState) -> _Leg:
+    def _leg(self, leg_id: str, command: str, state: LegState) -> Leg:
         leg = self._legs.get(leg_id)
         if leg is None:
             raise LegStateError(leg_id, LegState.ENDED.value, command)
@@ -1151,13 +625,13 @@ class UserAgent:
             raise LegStateError(leg_id, leg.state.value, command)
         return leg
 
-    def _report_end(self, leg: _Leg, reason: str) -> None:
+    def _report_end(self, leg: Leg, reason: str) -> None:
         """Emit `CallEnded` once per leg."""
         if leg.end_reason is None:
             leg.end_reason = reason
             self._events.append(CallEnded(leg.leg_id, reason))
 
-    def _finish(self, leg: _Leg, reason: str, now: float) -> None:
+    def _finish(self, leg: Leg, reason: str, now: float) -> None:
         """The leg is over: report it and forget its dialog (later requests get 481)."""
         if leg.reinvite_tx is not None and leg.reinvite is not None:
             self._respond(leg.reinvite_tx, leg.reinvite, 487, now, leg=leg)
@@ -1170,10 +644,10 @@ class UserAgent:
         self._legs.pop(leg.leg_id, None)
         self._dialogs.pop(leg.key, None)
 
-    def _final_to_invite(self, leg: _Leg, status: int, now: float) -> None:
+    def _final_to_invite(self, leg: Leg, status: int, now: float) -> None:
         self._respond(leg.invite_tx, leg.invite, status, now, leg=leg)
 
-    def _send_2xx(self, leg: _Leg, tx: str, invite: SipRequest, sdp: bytes, now: float) -> None:
+    def _send_2xx(self, leg: Leg, tx: str, invite: SipRequest, sdp: bytes, now: float) -> None:
         """2xx to an INVITE: Contact (section 13.3.1.4), Record-Route copied by make_response (12.1.1),
         Allow/Supported (13.3.1.4), the SDP; the transaction layer retransmits it until the ACK."""
         headers = [("Contact", self._contact(leg.source[0])), ("Allow", ", ".join(ALLOWED_METHODS))]
@@ -1188,7 +662,7 @@ class UserAgent:
         if invite.method == "INVITE":
             leg.ack_cseq = invite.cseq.seq  # an UPDATE's 2xx gets no ACK
 
-    def _send_bye(self, leg: _Leg, reason: str, now: float) -> None:
+    def _send_bye(self, leg: Leg, reason: str, now: float) -> None:
         """BYE within the dialog (section 15.1.1): route set as Route, to the first hop."""
         if leg.reinvite_tx is not None and leg.reinvite is not None:
             self._respond(leg.reinvite_tx, leg.reinvite, 487, now, leg=leg)
@@ -1206,7 +680,7 @@ class UserAgent:
         log.info("sip bye call_id=%s leg=%s reason=%s to=%s:%s", leg.dialog.call_id, leg.leg_id, reason,
                  destination[0], destination[1])
 
-    def _next_hop(self, leg: _Leg) -> Address:
+    def _next_hop(self, leg: Leg) -> Address:
         """First Route (loose routing, RFC 3261 section 12.2.1.1) or the remote target; a host name we
         would have to resolve falls back to where the INVITE came from."""
         try:
@@ -1232,7 +706,7 @@ class UserAgent:
         status: int,
         now: float,
         *,
-        leg: _Leg | None = None,
+        leg: Leg | None = None,
         reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",

@@ -39,17 +39,11 @@ from typing import Protocol
 
 from ivr.sip.dialog import Dialog
 from ivr.sip.digest import DigestAuth
-from ivr.sip.message import (
-    Headers,
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    SipUri,
-    parse_name_addr,
-    parse_uri,
-)
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import Headers, SipRequest, SipResponse
 from ivr.sip.session_timer import Negotiated, SessionTimerConfig, negotiate_uac, request_headers, retry_after_422
 from ivr.sip.transaction import Address, TimerConfig, TransactionLayer
+from ivr.sip.uri import SipUri, parse_name_addr, parse_uri
 
 __all__ = [
     "OutboundCallSpec",

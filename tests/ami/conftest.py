@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from ivr.adapters.ami import AmiAdapter, AmiSettings
+from ivr.adapters.ami import AmiAdapter
+from ivr.adapters.ami_link import AmiSettings
 from tests.ami.peer import AmiPeer
 
 

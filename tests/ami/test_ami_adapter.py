@@ -8,15 +8,8 @@ import threading
 
 import pytest
 
-from ivr.adapters.ami import (
-    AmiAdapter,
-    AmiConnectionLost,
-    AmiError,
-    AmiTimeout,
-    OriginateOutcome,
-    QueueMonitor,
-    backoff_delay,
-)
+from ivr.adapters.ami import AmiAdapter, OriginateOutcome, QueueMonitor
+from ivr.adapters.ami_link import AmiConnectionLost, AmiError, AmiTimeout, backoff_delay
 from ivr.pbx.queue_log import QueueLogEntry
 from ivr.proto.ami import AmiEvent, event
 from tests.ami.conftest import settings_for, until

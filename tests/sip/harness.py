@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ivr.sip.ua import UaEvent, UserAgent
+from ivr.sip.ua import UserAgent
+from ivr.sip.ua_events import UaEvent
 
 
 class ClockedUa:

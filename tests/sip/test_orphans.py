@@ -5,7 +5,8 @@ it (derived From tag and branch), its 487 an ACK."""
 from __future__ import annotations
 
 from ivr.sip.message import SipRequest
-from ivr.sip.ua import OrphanCancelAnswered, OrphanInviteEnded, UserAgent, UserAgentConfig
+from ivr.sip.ua import UserAgent, UserAgentConfig
+from ivr.sip.ua_events import OrphanCancelAnswered, OrphanInviteEnded
 from ivr.sip.uac import build_cancel
 from tests.sip.test_uac import CALLEE, LOCAL, PROXY, Harness, spec
 

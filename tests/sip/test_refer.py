@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ivr.sip.content import sipfrag_status
 from ivr.sip.message import SipRequest, SipResponse, make_response, parse_message
-from ivr.sip.ua import CallEnded, ReferCompleted, UserAgent, sipfrag_status
+from ivr.sip.ua import UserAgent
+from ivr.sip.ua_events import CallEnded, ReferCompleted
 from tests.sip.test_ua import PEER, confirmed_call, events, new_ua, request, run_until, sent
 
 REFER_TO = "sip:200@192.0.2.20"

@@ -9,7 +9,8 @@ import pytest
 from ivr.sip.digest import digest_response
 from ivr.sip.message import SipRequest, make_response, parse_message
 from ivr.sip.register import Registration, RegistrationConfig, RegistrationState
-from ivr.sip.ua import RegistrationChanged, UserAgent, UserAgentConfig
+from ivr.sip.ua import UserAgent, UserAgentConfig
+from ivr.sip.ua_events import RegistrationChanged
 from tests.sip.harness import ClockedUa
 
 LOCAL = ("192.0.2.10", 5060)

@@ -12,7 +12,8 @@ from ivr.sip.message import SipRequest, SipResponse, make_response, parse_messag
 from ivr.sip.register import CRLF_PING, RegistrationConfig, RegistrationState
 from ivr.sip.resolve import Failover, SrvRecord, order_srv, parse_host, srv_name
 from ivr.sip.transaction import Address
-from ivr.sip.ua import IncomingCall, UserAgent, UserAgentConfig
+from ivr.sip.ua import UserAgent, UserAgentConfig
+from ivr.sip.ua_events import IncomingCall
 
 LOCAL = ("10.0.0.2", 5060)
 FIRST = ("198.51.100.7", 5060)

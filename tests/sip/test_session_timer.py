@@ -8,7 +8,8 @@ import pytest
 
 from ivr.config import load_config
 from ivr.errors import ConfigError
-from ivr.sip.message import Headers, SipParseError, SipRequest, SipResponse, make_response
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import Headers, SipRequest, SipResponse, make_response
 from ivr.sip.session_timer import (
     Negotiated,
     SessionTimer,
@@ -19,7 +20,9 @@ from ivr.sip.session_timer import (
     negotiate_uas,
     retry_after_422,
 )
-from ivr.sip.ua import CallConfirmed, CallEnded, IncomingCall, LegState, MediaChanged, OutboundCompleted, UserAgent
+from ivr.sip.ua import UserAgent
+from ivr.sip.ua_events import CallConfirmed, CallEnded, IncomingCall, MediaChanged, OutboundCompleted
+from ivr.sip.ua_state import LegState
 from tests.sip.test_ua import PEER, events, new_ua, offer, our_sdp, request, responses, run_until, sent
 from tests.sip.test_uac import Harness
 

@@ -5,7 +5,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ivr.sip.message import SipParseError, check_message, parse_message
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import check_message, parse_message
 from ivr.sip.sdp import SdpParseError, parse_sdp
 
 SEEDS = [p.read_bytes() for p in sorted((Path(__file__).parent / "torture").glob("*.sip"))]

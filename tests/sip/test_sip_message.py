@@ -2,20 +2,18 @@
 
 import pytest
 
+from ivr.sip.lexical import SipParseError
 from ivr.sip.message import (
     Headers,
-    SipParseError,
     SipRequest,
     SipResponse,
-    SipUri,
     make_response,
     parse_cseq,
     parse_message,
-    parse_name_addr,
-    parse_uri,
     parse_via,
     split_header_values,
 )
+from ivr.sip.uri import SipUri, parse_name_addr, parse_uri
 
 INVITE = (
     b"INVITE sip:ivr@192.0.2.10 SIP/2.0\r\n"

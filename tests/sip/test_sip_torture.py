@@ -4,15 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr.sip.message import (
-    AbsoluteUri,
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    SipUri,
-    check_message,
-    parse_message,
-)
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import SipRequest, SipResponse, check_message, parse_message
+from ivr.sip.uri import AbsoluteUri, SipUri
 
 TORTURE = Path(__file__).parent / "torture"
 

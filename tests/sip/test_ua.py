@@ -9,19 +9,9 @@ import pytest
 from ivr.sip.message import SipRequest, SipResponse, parse_message
 from ivr.sip.sdp import PCMU, TELEPHONE_EVENT, Answer, Direction, negotiate_answer, parse_sdp
 from ivr.sip.transaction import TimerConfig
-from ivr.sip.ua import (
-    CallConfirmed,
-    CallEnded,
-    DtmfReceived,
-    IncomingCall,
-    LegState,
-    LegStateError,
-    MediaAnswered,
-    MediaChanged,
-    UaEvent,
-    UserAgent,
-    UserAgentConfig,
-)
+from ivr.sip.ua import UserAgent, UserAgentConfig
+from ivr.sip.ua_events import CallConfirmed, CallEnded, DtmfReceived, IncomingCall, MediaAnswered, MediaChanged, UaEvent
+from ivr.sip.ua_state import LegState, LegStateError
 
 PEER = ("192.0.2.20", 5062)
 LOCAL = ("192.0.2.10", 5060)

@@ -18,18 +18,11 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ivr.sip.message import SipParseError, SipRequest, SipResponse, parse_message
-from ivr.sip.ua import (
-    CallConfirmed,
-    CallEnded,
-    DtmfReceived,
-    IncomingCall,
-    LegState,
-    MediaAnswered,
-    MediaChanged,
-    UserAgent,
-    UserAgentConfig,
-)
+from ivr.sip.lexical import SipParseError
+from ivr.sip.message import SipRequest, SipResponse, parse_message
+from ivr.sip.ua import UserAgent, UserAgentConfig
+from ivr.sip.ua_events import CallConfirmed, CallEnded, DtmfReceived, IncomingCall, MediaAnswered, MediaChanged
+from ivr.sip.ua_state import LegState
 
 PEER = ("192.0.2.20", 5062)
 STRANGER = ("198.51.100.7", 5060)

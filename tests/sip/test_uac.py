@@ -6,15 +6,9 @@ import pytest
 
 from ivr.sip.message import Headers, SipRequest, SipResponse, make_response, parse_message
 from ivr.sip.transaction import Address
-from ivr.sip.ua import (
-    CallEnded,
-    DtmfReceived,
-    LegState,
-    OutboundCompleted,
-    OutboundProgress,
-    UserAgent,
-    UserAgentConfig,
-)
+from ivr.sip.ua import UserAgent, UserAgentConfig
+from ivr.sip.ua_events import CallEnded, DtmfReceived, OutboundCompleted, OutboundProgress
+from ivr.sip.ua_state import LegState
 from ivr.sip.uac import OutboundCallSpec, OutboundOutcome, Q850Reason, classify, parse_q850
 from tests.sip.harness import ClockedUa
 

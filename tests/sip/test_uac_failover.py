@@ -6,7 +6,7 @@ from __future__ import annotations
 from ivr.sip.message import SipRequest
 from ivr.sip.resolve import Failover
 from ivr.sip.transaction import Address
-from ivr.sip.ua import LegState
+from ivr.sip.ua_state import LegState
 from ivr.sip.uac import OutboundOutcome, TargetFailure
 from tests.sip.test_uac import PROXY, Harness
 
