@@ -57,7 +57,7 @@ def _as_state_owner(state_dir: Path) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ivr.flows.registry import load_flowset, summary
+    from ivr.flowset import load_flowset, summary
 
     config = _trying_config(args)
     paths = [Path(p) for p in args.paths] or [config.flows_dir]
@@ -106,7 +106,7 @@ class _Exit(Exception):  # noqa: N818 - control flow, not a fault
 
 async def _flow_for(config: Config, spec: str, *, render: bool) -> tuple[FlowSet, str]:
     """Load the flow set holding FLOW, or print why not and exit (1: flow errors, 2: no such flow)."""
-    from ivr.flows.registry import load_flowset
+    from ivr.flowset import load_flowset
 
     paths, entry = _resolve_flow(config, spec)
     try:

@@ -34,7 +34,7 @@ from ivr.engine.context import Outcome, Recorder
 from ivr.engine.runner import run_call
 from ivr.errors import FlowError, Problem
 from ivr.flows.model import FlowSet
-from ivr.flows.registry import load_flowset, summary
+from ivr.flowset import load_flowset, summary
 from ivr.metrics import MetricsListenError
 from ivr.store.eventlog import CallRecorder, EventLog
 

@@ -22,7 +22,7 @@ from ivr.config import Config
 from ivr.engine.context import Outcome
 from ivr.engine.runner import run_call
 from ivr.flows.model import FlowSet
-from ivr.flows.registry import load_flowset
+from ivr.flowset import load_flowset
 from ivr.store.callbacks import CallbackRequest, CallbackStore
 from ivr.store.eventlog import CallRecorder, Event, EventLog, read_events
 from tests.conftest import Env, SteppingClock

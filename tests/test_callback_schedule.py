@@ -16,7 +16,7 @@ from ivr.callbacks.dialer import Dialer, DialerSettings, DialResult
 from ivr.callbacks.policy import CallingWindow, RetryRules, end_of_tomorrow, next_slots
 from ivr.config import Config
 from ivr.flows.model import FlowSet
-from ivr.flows.registry import load_flowset
+from ivr.flowset import load_flowset
 from tests.callbacks.test_dialer import RecordingPort, _settle
 from tests.conftest import Env, SteppingClock
 from tests.test_callback_offer import POLICY, Site, after, scenario

@@ -20,7 +20,7 @@ from ivr.engine.context import Outcome
 from ivr.engine.runner import run_call
 from ivr.errors import CallerHungUp
 from ivr.flows.prompts import Audio
-from ivr.flows.registry import load_flowset
+from ivr.flowset import load_flowset
 
 FLOW = """
 flow: t

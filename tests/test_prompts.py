@@ -50,7 +50,7 @@ def test_files_and_tts_become_normalised_frames(empty_env: Env) -> None:
     import asyncio
 
     from ivr.config import load_config
-    from ivr.flows.registry import load_flowset
+    from ivr.flowset import load_flowset
 
     flowset = asyncio.run(load_flowset([env.flows], load_config(str(env.config))))
     lib = flowset.library

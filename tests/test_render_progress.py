@@ -10,7 +10,7 @@ import pytest
 
 from ivr.adapters import render
 from ivr.config import Config
-from ivr.flows.registry import load_flowset
+from ivr.flowset import load_flowset
 from tests.conftest import REPO
 
 

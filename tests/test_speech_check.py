@@ -97,7 +97,7 @@ def test_sample_flows_pass_and_flows_in_other_languages_get_a_note(env: Env) -> 
 
 def test_a_load_with_a_bad_keyword_is_rejected_like_a_reload(empty_env: Env) -> None:
     """The daemon loads and reloads through load_flowset: the same FlowError keeps the old version."""
-    from ivr.flows.registry import load_flowset
+    from ivr.flowset import load_flowset
 
     path = ko_flow(speech_on(empty_env), "refund")
     config = load_config(str(empty_env.config))

@@ -1,4 +1,8 @@
-"""Build a complete, checked, rendered FlowSet — or a FlowError listing every problem. Nothing in between."""
+"""Build a complete, checked, rendered FlowSet — or a FlowError listing every problem. Nothing in between.
+
+The wiring between the flow language (ivr/flows: parse, check, sans-I/O) and the adapters that give a flow set
+its sound (prompt rendering with sox and espeak-ng) and its ears (the speech model's vocabulary): it lives
+above both, so ivr/flows imports no adapter (the import contracts in pyproject.toml)."""
 
 from __future__ import annotations
 
