@@ -715,6 +715,11 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
         section 12.1.1) or a fresh one outside dialogs (section 8.2.6.2)."""
         to_tag = leg.dialog.local_tag if leg is not None else secrets.token_hex(6)
         all_headers = [("Server", self.config.user_agent), *headers]
+        if status == 488 and not any(name.lower() == "warning" for name, _ in all_headers):
+            # RFC 3261 section 21.4.26: say why the session description was refused (20.43: 305)
+            host = self.advertised[0]
+            agent = f"[{host}]" if ":" in host else host
+            all_headers.append(("Warning", f'305 {agent} "Incompatible media format"'))
         response = make_response(request, status, reason, to_tag=to_tag, headers=all_headers, body=body)
         try:
             self._layer.send_response(tx, response, now)

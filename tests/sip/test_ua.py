@@ -202,6 +202,9 @@ def test_reject_488_ends_the_leg() -> None:
     ua.reject(call.leg_id, 488, 0.1)
     (response,) = responses(ua)
     assert response.status == 488 and response.to_addr.tag is not None
+    # RFC 3261 21.4.26: a 488 says why in a Warning header, 305 "Incompatible media format" (issue 15 defect 10)
+    warning = response.headers.get("Warning") or ""
+    assert warning.startswith("305 ") and warning.endswith('"Incompatible media format"'), warning
     assert events(ua) == [CallEnded(call.leg_id, "rejected 488")]
     ua.receive_datagram(request("ACK", to_tag=response.to_addr.tag), PEER, 0.2)  # absorbed by the transaction
     assert events(ua) == [] and sent(ua) == []
