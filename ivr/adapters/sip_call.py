@@ -137,6 +137,9 @@ class SipCall:
         if self.leg.end_reason == "session timer expired":
             self.hung_up_by_us = True  # RFC 4028: the peer stopped refreshing the session, our BYE ended it
             return CallerHungUp("session_expired")
+        if self.leg.end_reason == "no ACK":
+            self.hung_up_by_us = True  # our 200 OK was never ACKed: Timer H (64*T1) ended it, with our BYE
+            return CallerHungUp("no_ack")
         return CallerHungUp("rtp_timeout" if self.rtp_timed_out else "caller_hangup")
 
     async def _until_gone(self) -> None:

@@ -145,7 +145,8 @@ def ivr_counts(calls: Sequence[CallFacts]) -> list[Kpi]:
                     ("transfer_failed", "a handoff failed and the call ended in the IVR"),
                     ("abandoned", "the caller hung up in the IVR (caller_hangup)"),
                     ("callback", "a callback was filed"),
-                    ("other", "error, failed, max_length, rtp_timeout, session_expired, shutdown, interrupted"),
+                    ("other", "error, failed, max_length, rtp_timeout, session_expired, no_ack, shutdown, "
+                              "interrupted"),
                     ("open", "no call.ended yet")):
         out.append(_count(f"ivr_{d}", counts.get(d, 0), what, len(calls)))
     return out

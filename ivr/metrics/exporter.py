@@ -50,6 +50,7 @@ log = logging.getLogger("ivr.metrics")
 
 OUTCOMES = ("hangup", "caller_hangup", "transferred", "queued", "callback", "failed", "error", "max_length",
             "shutdown", "interrupted")
+# (rtp_timeout, session_expired, no_ack, transfer_failed appear when they happen)
 """Call outcomes shown at 0 before the first one (ivr.engine.context.Outcome); others appear when they happen."""
 CHANNELS = ("sip", "simulator")
 LOOP_PROBE_SECONDS = 0.25
