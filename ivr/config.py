@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import ConfigError, Problem
 from ivr.sip.resolve import parse_host
+from ivr.sip.ua_state import PeerLimit
 from ivr.yamlpos import is_loopback, load_settings, position
 
 SYSTEM_CONFIG = Path("/etc/ivr/ivr.yaml")
@@ -62,6 +63,13 @@ class SipSettings:
     """RFC 4028 session interval asked for (and the largest accepted); a silent peer is hung up after it."""
     min_se: int = 90
     """Smallest session interval accepted (422 below it). Below 90 only for testing: peers may reject it."""
+    invite_rate: float = 10.0
+    invite_burst: float = 20.0
+    """New calls per second (and burst) per source address not named in ``peer_limits``."""
+    max_calls: int | None = None
+    """Calls at once in all; beyond it new ones get 503 with Retry-After. None: no cap."""
+    peer_limits: tuple[PeerLimit, ...] = ()
+    """Limits of named peers (the site's PBX, a trunk): their own rate (or none) and call cap."""
 
 
 @dataclass(frozen=True)
@@ -431,9 +439,27 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                                    keepalive_seconds=float(acc.get("keepalive_seconds", 25))))
     if problems:
         raise ConfigError(problems)
+    limits = tuple(PeerLimit(tuple(str(p) for p in item["peers"]),
+                             None if item.get("invite_rate", 10.0) is None else float(item.get("invite_rate", 10.0)),
+                             float(item.get("invite_burst", 20.0)),
+                             None if item.get("max_calls") is None else int(item["max_calls"]))
+                   for item in sip_doc.get("peer_limits") or ())
+    for i, item in enumerate(sip_doc.get("peer_limits") or ()):
+        for j, p in enumerate(item.get("peers") or ()):
+            try:
+                ipaddress.ip_network(str(p), strict=False)
+            except ValueError:
+                problems.append(Problem(name, *position(doc, ["sip", "peer_limits", i, "peers", j]),
+                                        f"'{p}' is not an address or CIDR"))
+    if problems:
+        raise ConfigError(problems)
     sip = SipSettings(sip.host, sip.port, peers, lo, hi, sip_doc.get("external_address"), tuple(accounts),
                       dns_servers=tuple(str(s) for s in sip_doc.get("dns_servers") or ()),
-                      session_expires=session_expires, min_se=min_se)
+                      session_expires=session_expires, min_se=min_se,
+                      invite_rate=float(sip_doc.get("invite_rate", 10.0)),
+                      invite_burst=float(sip_doc.get("invite_burst", 20.0)),
+                      max_calls=None if sip_doc.get("max_calls") is None else int(sip_doc["max_calls"]),
+                      peer_limits=limits)
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})

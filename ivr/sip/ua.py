@@ -26,9 +26,9 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from ivr.sip.admission import Admission, RefusalLog
 from ivr.sip.content import (
     DTMF_CONTENT_TYPES,
     EVENT_DIGITS,
@@ -68,7 +68,15 @@ from ivr.sip.ua_events import (
     RegistrationChanged,
     UaEvent,
 )
-from ivr.sip.ua_state import ALLOWED_METHODS, SUPPORTED_OPTIONS, Leg, LegState, LegStateError, UaStats, UserAgentConfig
+from ivr.sip.ua_state import (
+    ALLOWED_METHODS,
+    SUPPORTED_OPTIONS,
+    Leg,
+    LegState,
+    LegStateError,
+    UaStats,
+    UserAgentConfig,
+)
 from ivr.sip.ua_timers import SessionTimers
 from ivr.sip.ua_transfer import Transfers
 from ivr.sip.uac import OutboundCalls, next_hop
@@ -80,15 +88,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-_MAX_BUCKETS = 4096
 
 
 # -------------------------------------------------------------------------------------- the agent
@@ -107,7 +106,8 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
         self._legs: dict[str, Leg] = {}
         self._dialogs: dict[tuple[str, str, str | None], Leg] = {}
         self._tx_leg: dict[str, Leg] = {}
-        self._buckets: dict[str, _Bucket] = {}
+        self._admission = Admission(config, self.stats)
+        self._refusals = RefusalLog(config.refused_log_interval, log)
         self._events: deque[UaEvent] = deque()
         self._counter = 0
         self._outbound = OutboundCalls(
@@ -175,12 +175,14 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
             msg = parse_message(data)
         except SipParseError as exc:
             self.stats.parse_errors += 1
-            log.info("sip parse error source=%s:%s reason=%r", source[0], source[1], exc.reason)
+            self._refusals.note("parse errors", source[0], now, logging.INFO, "sip parse error source=%s:%s reason=%r",
+                                source[0], source[1], exc.reason)
             return
         if isinstance(msg, SipRequest):
             if not self._peer_allowed(source[0]):
                 self.stats.forbidden += 1
-                log.info("sip forbidden source=%s:%s method=%s", source[0], source[1], msg.method)
+                self._refusals.note("forbidden (not in allowed_peers)", source[0], now, logging.INFO,
+                                    "sip forbidden source=%s:%s method=%s", source[0], source[1], msg.method)
                 if msg.method != "ACK":
                     self._reply_stateless(msg, 403, None, source)
                 return
@@ -392,9 +394,11 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
             self._respond(tx, request, 501, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
 
     def _on_invite(self, tx: str, invite: SipRequest, source: Address, now: float) -> None:
-        if not self._take_token(source[0], now):
-            self.stats.rate_limited += 1
-            log.warning("sip rate limited source=%s:%s", source[0], source[1])
+        live = [leg.source[0] for leg in self._legs.values() if leg.state != LegState.ENDED and not leg.outbound]
+        refused = self._admission.refuse(source[0], now, live)
+        if refused is not None:
+            self._refusals.note(refused, source[0], now, logging.WARNING, "sip %s source=%s:%s: 503", refused,
+                                source[0], source[1])
             self._respond(tx, invite, 503, now, headers=[("Retry-After", str(self.config.retry_after))])
             return
         call_id = invite.call_id
@@ -785,18 +789,3 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return any(address in network for network in self._networks)
-
-    def _take_token(self, host: str, now: float) -> bool:
-        """Token bucket per source address for new INVITEs (the 503 + Retry-After of RFC 3261 21.5.4)."""
-        bucket = self._buckets.get(host)
-        burst, rate = self.config.invite_burst, self.config.invite_rate
-        if bucket is None:
-            if len(self._buckets) >= _MAX_BUCKETS:
-                self._buckets.pop(next(iter(self._buckets)))  # oldest first: memory stays bounded
-            bucket = self._buckets[host] = _Bucket(burst, now)
-        bucket.tokens = min(burst, bucket.tokens + max(0.0, now - bucket.updated) * rate)
-        bucket.updated = now
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True

@@ -29,6 +29,20 @@ SUPPORTED_OPTIONS: frozenset[str] = frozenset({"timer"})
 
 
 @dataclass(frozen=True)
+class PeerLimit:
+    """Limits for new calls from the sources in ``networks`` (a PBX or trunk: high or none; the default for
+    everyone else comes from UserAgentConfig)."""
+
+    networks: tuple[str, ...]
+    #: New INVITEs per second (token bucket refill), per source address; None: no rate limit.
+    invite_rate: float | None = None
+    #: Token bucket size.
+    invite_burst: float = 20.0
+    #: Calls at once from these sources together; None: only the global cap.
+    max_calls: int | None = None
+
+
+@dataclass(frozen=True)
 class UserAgentConfig:
     """Settings of the user agent; the defaults suit a PBX on the same LAN."""
 
@@ -47,8 +61,15 @@ class UserAgentConfig:
     invite_rate: float = 10.0
     #: Token bucket size: how many new INVITEs a source may send in a burst.
     invite_burst: float = 20.0
-    #: Retry-After seconds in the 503 sent beyond the rate limit.
+    #: Retry-After seconds in the 503 sent beyond the rate limit or a call cap.
     retry_after: int = 5
+    #: Per-peer limits, first match wins; sources matching none get ``invite_rate``/``invite_burst``.
+    peer_limits: tuple[PeerLimit, ...] = ()
+    #: Calls at once in all (incoming legs not yet ended); beyond it, 503 with Retry-After. None: no cap.
+    max_calls: int | None = None
+    #: Refused traffic (403, 503) is logged once per this many seconds per kind, with counts: a flood must not
+    #: write a line per packet.
+    refused_log_interval: float = 10.0
     #: A call neither answered nor rejected by the app within this many seconds gets 480.
     answer_timeout: float = 120.0
     #: RFC 3261 timer values (T1, T2, T4, D).
@@ -85,6 +106,7 @@ class UaStats:
     bad_requests: int = 0
     forbidden: int = 0
     rate_limited: int = 0
+    over_capacity: int = 0
 
 
 @dataclass
