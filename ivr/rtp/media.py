@@ -59,8 +59,9 @@ _LAWS = {0: "ulaw", 8: "alaw"}
 _SILENCE = {"ulaw": bytes([g711.ULAW_SILENCE]) * FRAME_BYTES, "alaw": bytes([g711.ALAW_SILENCE]) * FRAME_BYTES}
 _DECODE = {"ulaw": g711.ulaw_decode, "alaw": g711.alaw_decode}
 _RELATCH_AFTER = 1.0
-"""Seconds of quiet from the latched port after which another port of the peer may take over
-(a NAT rebinding). Until then a second port of the same address is received but not answered."""
+"""Seconds of quiet from the latched port after which another port of the peer may take over (a NAT
+rebinding). Until then packets from any other port are dropped (``rejected_source``): neither their audio
+nor their RFC 4733 digits reach the call."""
 _INBAND_DELAY = 4
 """Frames held back from on_audio while the in-band detector listens: it reports a key-down at most
 two frames after the tone starts (measured), so 4 frames (80 ms) keep every tone frame from ASR."""
@@ -145,7 +146,15 @@ class PromptSent:
     prompt: Prompt
 
 
-MediaEvent = DtmfReceived | AudioReceived | PromptSent
+@dataclass(frozen=True, slots=True)
+class SourceRelatched:
+    """The latched source went quiet and another port of the peer's address took over (a NAT rebinding)."""
+
+    old_port: int
+    new_port: int
+
+
+MediaEvent = DtmfReceived | AudioReceived | PromptSent | SourceRelatched
 
 
 def _normalize_ip(host: str) -> str:
@@ -201,7 +210,10 @@ class MediaStream:
         self._peer_ip: str | None = None
         """Media is accepted only from this address (RTP, any port)."""
         self._latched = False
+        self._latched_port: int | None = None
         self._latched_seen = 0.0
+        self.relatched = 0
+        """Times another port took over after the latched one went quiet (SourceRelatched events)."""
         self._marker_next = False
         self._pending: list[bytes] = []
         self._pending_ts = 0
@@ -285,6 +297,7 @@ class MediaStream:
                 self._peer_ip = target[0]
                 self.remote = target
                 self._latched = False
+                self._latched_port = None
             self.sending = send
         if self.sending and not was_sending and self.sent:
             self._marker_next = True  # resuming after a pause in sending starts a talkspurt
@@ -399,15 +412,17 @@ class MediaStream:
             self.garbage += 1
             return
         port = addr[1]
-        if not self._latched or (
-            self.remote is not None and port != self.remote[1] and now - self._latched_seen > _RELATCH_AFTER
-        ):
-            # Symmetric RTP (RFC 4961; what NAT'd phones need): answer where the peer sends from.
-            self._latched = True
-            if self.remote is not None:
-                self.remote = (self.remote[0], port)
-        if self.remote is not None and port == self.remote[1]:
-            self._latched_seen = now
+        # One latching rule (docs/sip.md "Media sources"): from the negotiated address, the first packet
+        # latches its port, for sending (symmetric RTP, RFC 4961: what NAT'd phones need) and receiving;
+        # then only that port is heard, until it has been quiet for _RELATCH_AFTER (a NAT rebinding).
+        if not self._latched or self._latched_port is None:
+            self._latch(port, now, first=True)
+        elif port != self._latched_port:
+            if now - self._latched_seen <= _RELATCH_AFTER:
+                self.rejected_source += 1
+                return
+            self._latch(port, now, first=False)
+        self._latched_seen = now
         if not self._from_current_source(packet.ssrc, now):
             self.stale_source += 1
             return
@@ -423,6 +438,15 @@ class MediaStream:
             self.jitter.push(packet, now)
         self.received += 1
         self.last_received = now
+
+    def _latch(self, port: int, now: float, *, first: bool) -> None:
+        if not first:
+            self.relatched += 1
+            self.events.append(SourceRelatched(self._latched_port or 0, port))
+        self._latched = True
+        self._latched_port = port
+        if self.remote is not None:
+            self.remote = (self.remote[0], port)
 
     def _from_current_source(self, ssrc: int, now: float) -> bool:
         """Follow an SSRC change at once (RFC 3550 section 8.2: a new source), but drop what the old

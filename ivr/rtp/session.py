@@ -25,6 +25,7 @@ from ivr.rtp.media import (
     MediaStream,
     Prompt,
     PromptSent,
+    SourceRelatched,
     TickClock,
 )
 
@@ -272,6 +273,9 @@ class RtpSession:
                     waiter = self._waiters.get(ev.prompt)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(None)
+                elif isinstance(ev, SourceRelatched):
+                    self._log.info("rtp source moved from port %d to %d (the old one was quiet: NAT rebinding)",
+                                   ev.old_port, ev.new_port)
             except Exception:
                 # A listener's bug must not stop this call's media, let alone everyone else's.
                 self._log.exception("rtp event listener failed")

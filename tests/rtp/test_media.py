@@ -67,8 +67,23 @@ def test_stream_relatches_after_quiet_latched_port() -> None:
     stream.datagram_received(sender.send(b"\xff" * 160, 160).serialize(), ("127.0.0.1", 5000), 1.0)
     assert stream.remote == ("127.0.0.1", 5000)
     stream.datagram_received(sender.send(b"\xff" * 160, 160).serialize(), ("127.0.0.1", 6000), 1.5)
-    assert stream.remote == ("127.0.0.1", 5000)  # the latched port is alive: no flapping
+    assert stream.remote == ("127.0.0.1", 5000)  # the latched port is alive: no flapping, and not heard
     stream.datagram_received(sender.send(b"\xff" * 160, 160).serialize(), ("127.0.0.1", 6000), 3.0)
     assert stream.remote == ("127.0.0.1", 6000)  # NAT rebinding: the old port went quiet
     stream.datagram_received(sender.send(b"\xff" * 160, 160).serialize(), ("::ffff:127.0.0.1", 6000), 3.1)
-    assert stream.received == 4 and stream.rejected_source == 0
+    assert stream.received == 3 and stream.rejected_source == 1 and stream.relatched == 1
+
+
+def test_only_the_latched_source_is_heard_and_its_digits_only() -> None:
+    """RTP from another port of the peer's address while the latched one is alive is dropped, audio and RFC 4733
+    digits alike (issue 15 defect 4): a second stream cannot displace the caller or press keys for them."""
+    stream = MediaStream(ssrc=1, sequence_number=0, timestamp=0)
+    stream.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=101)
+    caller, intruder = RtpSender(ssrc=2, payload_type=0), RtpSender(ssrc=3, payload_type=101)
+    stream.datagram_received(caller.send(b"\xff" * 160, 160).serialize(), ("127.0.0.1", 5000), 1.0)
+    # a '5' (event 5, end bit, volume 10, duration 800) from port 6000 while 5000 is alive
+    for t in (1.02, 1.04, 1.06):
+        stream.datagram_received(intruder.send(bytes([5, 0x80 | 10, 3, 32]), 0).serialize(), ("127.0.0.1", 6000), t)
+        stream.datagram_received(caller.send(b"\xff" * 160, 160).serialize(), ("127.0.0.1", 5000), t)
+    assert not [e for e in stream.events if type(e).__name__ == "DtmfReceived"]
+    assert stream.rejected_source == 3 and stream.remote == ("127.0.0.1", 5000) and stream.relatched == 0
