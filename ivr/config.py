@@ -70,6 +70,9 @@ class SipSettings:
     """Calls at once in all; beyond it new ones get 503 with Retry-After. None: no cap."""
     peer_limits: tuple[PeerLimit, ...] = ()
     """Limits of named peers (the site's PBX, a trunk): their own rate (or none) and call cap."""
+    comedia_peers: tuple[str, ...] = ()
+    """Signalling sources (addresses or CIDRs) whose calls' media is taken from wherever it first comes
+    (``nat=comedia``): phones behind NAT, softphones that name another interface in their SDP."""
 
 
 @dataclass(frozen=True)
@@ -444,6 +447,13 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                              float(item.get("invite_burst", 20.0)),
                              None if item.get("max_calls") is None else int(item["max_calls"]))
                    for item in sip_doc.get("peer_limits") or ())
+    comedia = tuple(str(p) for p in sip_doc.get("comedia_peers") or ())
+    for i, p in enumerate(comedia):
+        try:
+            ipaddress.ip_network(p, strict=False)
+        except ValueError:
+            problems.append(Problem(name, *position(doc, ["sip", "comedia_peers", i]),
+                                    f"'{p}' is not an address or CIDR"))
     for i, item in enumerate(sip_doc.get("peer_limits") or ()):
         for j, p in enumerate(item.get("peers") or ()):
             try:
@@ -459,7 +469,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                       invite_rate=float(sip_doc.get("invite_rate", 10.0)),
                       invite_burst=float(sip_doc.get("invite_burst", 20.0)),
                       max_calls=None if sip_doc.get("max_calls") is None else int(sip_doc["max_calls"]),
-                      peer_limits=limits)
+                      peer_limits=limits, comedia_peers=comedia)
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})

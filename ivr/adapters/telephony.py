@@ -8,6 +8,7 @@ puts the SIP facts (Call-ID, codec, disposition, end reason) in the call's event
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import uuid
 from collections.abc import Callable
@@ -150,6 +151,14 @@ class Telephony:
             return learned[0]
         return sip.host if sip.host not in ("0.0.0.0", "::") else None
 
+    def _comedia(self, host: str) -> bool:
+        """Whether this signalling source's media is taken from wherever it first comes (sip.comedia_peers)."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(p, strict=False) for p in self.config.sip.comedia_peers)
+
     def _sdp_address(self, leg: InboundLeg) -> str:
         return self._configured_address(leg.source[0]) or local_ip_towards(leg.source[0], "127.0.0.1")
 
@@ -163,6 +172,7 @@ class Telephony:
             return
         try:
             session = await self.media.open_session(call_id=call_id)
+            session.comedia = self._comedia(leg.source[0])
         except Exception as exc:  # port range exhausted: tell the caller to retry rather than fail silently
             log.warning("no RTP port for call %s: %s", leg.call_id, exc)
             await leg.reject(503, retry_after=5)

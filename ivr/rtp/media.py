@@ -209,6 +209,10 @@ class MediaStream:
         self._signalled: tuple[str, int] | None = None
         self._peer_ip: str | None = None
         """Media is accepted only from this address (RTP, any port)."""
+        self.comedia = False
+        """Take the caller's media from wherever its first packet comes (Asterisk's ``nat=comedia``): for a
+        phone behind NAT, whose SDP names a private address, or a softphone that names another interface.
+        Until then any address is heard; after it, only that address and port."""
         self._latched = False
         self._latched_port: int | None = None
         self._latched_seen = 0.0
@@ -401,8 +405,10 @@ class MediaStream:
         """Handle one datagram from ``addr``; malformed ones are counted, never raised."""
         ip = addr[0]
         if ip != self._peer_ip and _normalize_ip(ip) != self._peer_ip:
-            self.rejected_source += 1
-            return
+            if not (self.comedia and not self._latched and self._signalled is not None):
+                self.rejected_source += 1
+                return
+            self._peer_ip = _normalize_ip(ip)  # comedia: the first packet names the peer's address
         if len(data) >= 2 and 192 <= data[1] <= 223:
             self.rtcp += 1  # RFC 5761 section 4: RTCP on the RTP port; accepted and ignored
             return
@@ -446,7 +452,7 @@ class MediaStream:
         self._latched = True
         self._latched_port = port
         if self.remote is not None:
-            self.remote = (self.remote[0], port)
+            self.remote = (self._peer_ip or self.remote[0], port)
 
     def _from_current_source(self, ssrc: int, now: float) -> bool:
         """Follow an SSRC change at once (RFC 3550 section 8.2: a new source), but drop what the old

@@ -149,6 +149,15 @@ class RtpSession:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def comedia(self) -> bool:
+        """Media from wherever the caller's first packet comes (ivr.rtp.media.MediaStream.comedia)."""
+        return self._stream.comedia
+
+    @comedia.setter
+    def comedia(self, on: bool) -> None:
+        self._stream.comedia = on
+
     def configure(
         self,
         *,
