@@ -17,14 +17,14 @@ from tests.integration.test_calls import last_call, sipp
 @pytest.fixture
 def appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
     text = env.config.read_text(encoding="utf-8")
-    env.config.write_text(text + "calls: {rtp_timeout_seconds: 2}\n", encoding="utf-8")
+    env.config.write_text(text + "calls: {rtp_timeout_seconds: 3}\n", encoding="utf-8")
     yield from run_appliance(env)
 
 
 def test_a_long_hold_then_resume_keeps_the_call(appliance: tuple[Env, int, Path]) -> None:
     env, port, _ = appliance
-    steps = [("hold", "4000"),  # on hold twice as long as the RTP timeout, sending nothing
-             ("resume", "1300"),  # back, and quiet for 1.3 s: within the 2 s timeout counted from the resume
+    steps = [("hold", "6000"),  # on hold twice as long as the RTP timeout, sending nothing
+             ("resume", "1500"),  # back, and quiet for 1.5 s: within the 3 s timeout counted from the resume
              ("pcap", "2")]
     sipp(scenarios.call("hold past the rtp timeout", steps), port, env.root)  # the IVR's BYE comes after "two"
     call = last_call(env)
