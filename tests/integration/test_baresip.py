@@ -27,8 +27,15 @@ def appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
 
 @pytest.fixture
 def baresip(tmp_path: Path) -> Iterator[Baresip]:
-    phone = Baresip(tmp_path)
-    phone.start()
+    for attempt in range(3):  # a port it was given can be taken by another program before it binds
+        phone = Baresip(tmp_path / f"try{attempt}")
+        try:
+            phone.start()
+            break
+        except AssertionError:
+            phone.stop()
+            if attempt == 2:
+                raise
     try:
         yield phone
     finally:

@@ -51,6 +51,19 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return int(s.getsockname()[1])
 
 
+def free_sip_port() -> int:
+    """A port free for UDP and TCP both: baresip listens for SIP on the two at once."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
+
+
 def netstring(data: bytes) -> bytes:
     return b"%d:%s," % (len(data), data)
 
@@ -61,7 +74,7 @@ class Baresip:
     def __init__(self, workdir: Path) -> None:
         self.dir = workdir / "baresip"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.sip_port = free_port()
+        self.sip_port = free_sip_port()
         self.ctrl_port = free_port(socket.SOCK_STREAM)
         # 8 kHz 16-bit mono, longer than any test call
         silence = synth.write_wav(self.dir / "silence.wav", synth.silence(SILENCE_SECONDS))
