@@ -19,7 +19,7 @@ from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResu
 from ivr.engine.context import Outcome
 from ivr.engine.runner import run_call
 from ivr.errors import CallerHungUp
-from ivr.flows.prompts import Audio
+from ivr.flows.audio import Audio
 from ivr.flowset import load_flowset
 
 FLOW = """

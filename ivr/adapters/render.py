@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ivr.errors import Problem
+from ivr.flows.audio import FRAME_BYTES, Audio, PromptLibrary
 from ivr.flows.model import Flow, FlowSet, Pos, PromptVariant
-from ivr.flows.prompts import ALAW_SILENCE, FRAME_BYTES, ULAW_SILENCE, Audio, PromptLibrary, needed_variants
+from ivr.flows.prompts import ALAW_SILENCE, ULAW_SILENCE, needed_variants
 
 log = logging.getLogger("ivr.render")
 

@@ -34,7 +34,7 @@ from ivr.callbacks.policy import CallbackPolicy
 from ivr.config import TransferConfig
 from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
-from ivr.flows.prompts import Audio
+from ivr.flows.audio import Audio
 from ivr.proto.vad import TooLong
 from ivr.speech.listen import Listening, vad_config
 from ivr.store.callbacks import CallbackStore

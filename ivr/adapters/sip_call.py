@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
-from ivr.flows.prompts import Audio
+from ivr.flows.audio import Audio
 from ivr.proto.dtmf import DtmfDeduplicator
 from ivr.proto.vad import SpeechEnded, SpeechStarted, TooLong
 from ivr.speech.listen import Listening, vad_config

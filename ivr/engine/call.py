@@ -7,8 +7,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ivr.flows.audio import Audio
 from ivr.flows.model import SpeechSettings
-from ivr.flows.prompts import Audio
 
 
 @dataclass(frozen=True)

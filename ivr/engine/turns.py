@@ -13,8 +13,9 @@ from typing import Any
 
 from ivr.engine.call import CallerInput, Grammar
 from ivr.engine.context import CallContext
+from ivr.flows.audio import Audio
 from ivr.flows.model import DigitsRef, Pos, PromptRef, Prompts
-from ivr.flows.prompts import DIGIT_NAMES, Audio
+from ivr.flows.prompts import DIGIT_NAMES
 
 
 def resolve(ctx: CallContext, prompts: Prompts) -> list[Audio]:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Literal
 from ivr.flows.callback_prompts import MAX_SPOKEN_MINUTES
 
 if TYPE_CHECKING:
+    from ivr.flows.audio import PromptLibrary
     from ivr.flows.hours import Schedule
-    from ivr.flows.prompts import PromptLibrary
 
 
 @dataclass(frozen=True, order=True)

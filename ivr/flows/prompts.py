@@ -6,12 +6,12 @@ ivr.adapters.render; nothing here runs a program.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ivr.flows.audio import PromptLibrary
 from ivr.flows.callback_prompts import CALLBACK_TEXTS, NUMBER_TEXTS, PAUSE_TEXT
 from ivr.flows.model import DigitsRef, Flow, Pos, PromptDef, PromptRef, PromptVariant
 
-FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
 ULAW_SILENCE = b"\xff"
 ALAW_SILENCE = b"\xd5"
 
@@ -38,44 +38,6 @@ BUILTIN_PROMPTS: dict[str, Builtin] = {
     **{name: Builtin(texts) for name, texts in {**CALLBACK_TEXTS, **NUMBER_TEXTS, **PAUSE_TEXT}.items()},
 }
 DIGIT_NAMES = {**{d: f"digit_{d}" for d in "0123456789"}, "*": "digit_star", "#": "digit_pound"}
-
-
-@dataclass(frozen=True)
-class Audio:
-    """One rendered prompt in both G.711 laws, padded to whole 20 ms frames."""
-
-    name: str
-    lang: str
-    text: str  # what it says (or the file it came from), for the simulator and logs
-    ulaw: bytes
-    alaw: bytes
-    _frames: dict[str, tuple[bytes, ...]] = field(default_factory=dict, init=False, repr=False, compare=False,
-                                                  hash=False)
-
-    @property
-    def duration(self) -> float:
-        return len(self.ulaw) / 8000
-
-    def frames(self, law: str = "ulaw") -> tuple[bytes, ...]:
-        """The 20 ms frames, cut once per law and shared by every call that plays this prompt (a per-play
-        copy was most of a call's memory: bench/README.md, load)."""
-        cached = self._frames.get(law)
-        if cached is None:
-            data = self.ulaw if law == "ulaw" else self.alaw
-            cached = self._frames[law] = tuple(data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES))
-        return cached
-
-
-@dataclass
-class PromptLibrary:
-    """Rendered audio of a flow set: (flow, prompt, language) → Audio."""
-
-    audio: dict[tuple[str, str, str], Audio] = field(default_factory=dict)
-
-    def get(self, flow: Flow, name: str, lang: str) -> Audio:
-        """The prompt in the caller's language, else in the flow's first language."""
-        a = self.audio.get((flow.name, name, lang))
-        return a if a is not None else self.audio[(flow.name, name, flow.language)]
 
 
 def needed_variants(flow: Flow) -> dict[tuple[str, str], tuple[PromptVariant, Pos]]:
