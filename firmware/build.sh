@@ -4,6 +4,7 @@
 #
 #   bash firmware/build.sh                 # everything, into firmware/build/
 #   bash firmware/build.sh --bundle-only   # only the root filesystem and its bundle (another version)
+#   bash firmware/build.sh --disk-only     # only the disk image, from the last root filesystem
 #
 # Environment: FW_BUILD (output dir), FW_VERSION (default: pyproject's version), FW_BOOT_TRIES (GRUB tries
 # of an unconfirmed slot, default 3), FW_SIGNING_KEY/FW_SIGNING_CERT (default: a development key made in
@@ -14,8 +15,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 B=${FW_BUILD:-$HERE/build}
-BUNDLE_ONLY=0
+BUNDLE_ONLY=0 DISK_ONLY=0
 [ "${1:-}" = "--bundle-only" ] && BUNDLE_ONLY=1
+[ "${1:-}" = "--disk-only" ] && DISK_ONLY=1   # the disk again from the last rootfs.ext4
 VERSION=${FW_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/pyproject.toml")}
 BOOT_TRIES=${FW_BOOT_TRIES:-3}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct)}
@@ -27,6 +29,7 @@ say() { echo "[$(($(date +%s) - T0))s] $*"; }
 
 mkdir -p "$B/mkosi" "$B/wheels" "$B/keys"
 
+if [ "$DISK_ONLY" = 0 ]; then
 # 1. The Debian root filesystem (cached while mkosi.default is unchanged).
 stamp=$(sha256sum "$HERE/mkosi.default" | cut -c1-16)
 if [ "$(cat "$B/mkosi/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -d "$B/mkosi/root" ]; then
@@ -53,7 +56,7 @@ cp -a "$B/mkosi/root" "$R"
 for d in proc sys dev; do mount --bind "/$d" "$R/$d"; mounts+=("$R/$d"); done
 mkdir -p "$R/tmp/wheels"; mount --bind "$B/wheels" "$R/tmp/wheels"; mounts+=("$R/tmp/wheels")
 chroot "$R" /usr/bin/python3 -m venv /opt/ivr/venv
-chroot "$R" /opt/ivr/venv/bin/pip install -q --no-index --no-compile --disable-pip-version-check \
+chroot "$R" env -u PIP_FIND_LINKS /opt/ivr/venv/bin/pip install -q --no-index --no-compile --disable-pip-version-check \
     --find-links /tmp/wheels edge-ivr
 chroot "$R" /opt/ivr/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/ivr/venv >/dev/null
 ln -sf /opt/ivr/venv/bin/ivr "$R/usr/local/bin/ivr"
@@ -94,9 +97,15 @@ if [ -z "${FW_SIGNING_KEY:-}" ] && [ ! -f "$KEY" ]; then
 fi
 install -m 644 "${FW_KEYRING:-$CERT}" "$R/etc/rauc/keyring.pem"
 
-chroot "$R" update-initramfs -c -k all >/dev/null 2>&1 || chroot "$R" update-initramfs -u -k all
-rm -rf "$R"/var/cache/apt/* "$R"/var/lib/apt/lists/* "$R"/var/log/*.log "$R"/tmp/wheels "$R"/var/cache/ldconfig/aux-cache
+for kdir in "$R"/lib/modules/*; do
+    kver=$(basename "$kdir")
+    chroot "$R" update-initramfs -c -k "$kver" 2>&1 | grep -v "^update-initramfs: Generating\|No zstd" || true
+    ln -sfn "boot/vmlinuz-$kver" "$R/vmlinuz"; ln -sfn "boot/initrd.img-$kver" "$R/initrd.img"
+done
+[ -f "$R/initrd.img" ] || { echo "no initramfs" >&2; exit 1; }
+rm -f "$R/vmlinuz.old" "$R/initrd.img.old"
 cleanup; mounts=()
+rm -rf "$R"/var/cache/apt/* "$R"/var/lib/apt/lists/* "$R"/var/log/*.log "$R"/tmp/wheels "$R"/var/cache/ldconfig/aux-cache
 find "$R" -xdev -newermt "@$SOURCE_DATE_EPOCH" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} + 2>/dev/null || true
 
 # 4. The slot image (ext4; fixed UUID and hash seed, timestamps clamped: reproducible from the same tree).
@@ -128,21 +137,23 @@ MF
 touch -d "@$SOURCE_DATE_EPOCH" "$BD"/*
 BUNDLE=$B/edge-ivr-$VERSION.raucb
 rm -f "$BUNDLE"
-rauc bundle --cert="$CERT" --key="$KEY" --mksquashfs-args="-mkfs-time $SOURCE_DATE_EPOCH -all-time $SOURCE_DATE_EPOCH" \
+rauc bundle --cert="$CERT" --key="$KEY" --mksquashfs-args="-comp zstd -Xcompression-level 6" \
     "$BD" "$BUNDLE" >/dev/null
 rm -rf "$BD"
 say "bundle: $BUNDLE ($(du -h --apparent-size "$BUNDLE" | cut -f1))"
 [ "$BUNDLE_ONLY" = 1 ] && exit 0
 
+fi
+
 # 6. The disk: GPT with a BIOS boot partition, boot (GRUB and its env), rootfs A, rootfs B, data.
 say "disk image"
 IMG=$B/edge-ivr.img
-rm -f "$IMG"; truncate -s $((1 + 1 + 64 + 2 * SLOT_SIZE + DATA_SIZE + 1))M "$IMG"
+rm -f "$IMG"; truncate -s $((1 + 16 + 64 + 2 * SLOT_SIZE + DATA_SIZE + 1))M "$IMG"
 sfdisk -q "$IMG" <<PT
 label: gpt
 label-id: 6B3C1D2E-0F1A-4B5C-8D9E-0A1B2C3D4E5F
 first-lba: 2048
-size=1MiB, type=21686148-6449-6E6F-744E-656564454649, name=bios, uuid=6B3C1D2E-0F1A-4B5C-8D9E-000000000001
+size=16MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp, uuid=6B3C1D2E-0F1A-4B5C-8D9E-000000000001
 size=64MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=boot, uuid=6B3C1D2E-0F1A-4B5C-8D9E-000000000002
 size=${SLOT_SIZE}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=rootfs-a, uuid=6B3C1D2E-0F1A-4B5C-8D9E-000000000003
 size=${SLOT_SIZE}MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=rootfs-b, uuid=6B3C1D2E-0F1A-4B5C-8D9E-000000000004
@@ -160,7 +171,8 @@ E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -L data -U 6b3c1d2e-0f1a-4b5
 dd if="$B/data.ext4" of="$IMG" bs=1M seek=$(( $(part_start 4) / 2048 )) conv=notrunc,sparse status=none
 rm -rf "$DD" "$B/data.ext4"
 
-# boot: GRUB (BIOS), grub.cfg choosing the slot by RAUC's ORDER/x_OK and counting tries (x_TRY).
+# boot: GRUB (UEFI: the ESP holds only GRUB's image, which finds the partition labelled "boot"), grub.cfg
+# choosing the slot by RAUC's ORDER/x_OK and counting tries (x_TRY), the grubenv RAUC edits.
 GB=$B/boot-skel; rm -rf "$GB"; mkdir -p "$GB/grub"
 "$HERE/grub-cfg.sh" "$BOOT_TRIES" > "$GB/grub/grub.cfg"
 grub-editenv "$GB/grub/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
@@ -168,11 +180,19 @@ rm -f "$B/boot.ext4"; truncate -s 64M "$B/boot.ext4"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -L boot -U 6b3c1d2e-0f1a-4b5c-8d9e-0000000000b0 -d "$GB" "$B/boot.ext4"
 dd if="$B/boot.ext4" of="$IMG" bs=1M seek=$(( $(part_start 1) / 2048 )) conv=notrunc status=none
 rm -rf "$GB" "$B/boot.ext4"
-LOOP=$(losetup -f --show -P "$IMG")
-cleanup() { umount "$B/mnt" 2>/dev/null || true; losetup -d "$LOOP" 2>/dev/null || true; }
-mkdir -p "$B/mnt"; mount "${LOOP}p2" "$B/mnt"
-grub-install --target=i386-pc --boot-directory="$B/mnt" --modules="part_gpt ext2 loadenv test" --no-floppy "$LOOP" 2>&1 \
-    | grep -v "^Installing for\|^Installation finished" || true
-umount "$B/mnt"; losetup -d "$LOOP"; trap - EXIT
+printf 'search --no-floppy --label boot --set=root\nset prefix=($root)/grub\n' > "$B/grub-early.cfg"
+grub-mkimage -O x86_64-efi -o "$B/BOOTX64.EFI" -c "$B/grub-early.cfg" -p /grub --sbat /usr/share/grub/sbat.csv \
+    part_gpt ext2 fat normal loadenv test configfile linux echo search search_label serial terminal \
+    efi_gop all_video gzio regexp 2>/dev/null || \
+grub-mkimage -O x86_64-efi -o "$B/BOOTX64.EFI" -c "$B/grub-early.cfg" -p /grub \
+    part_gpt ext2 fat normal loadenv test configfile linux echo search search_label serial terminal \
+    efi_gop all_video gzio regexp
+rm -f "$B/esp.vfat"; truncate -s 16M "$B/esp.vfat"
+mkfs.vfat -n ESP -i 6b3c1d2e "$B/esp.vfat" >/dev/null
+mmd -i "$B/esp.vfat" ::/EFI ::/EFI/BOOT
+mcopy -i "$B/esp.vfat" "$B/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+dd if="$B/esp.vfat" of="$IMG" bs=1M seek=$(( $(part_start 0) / 2048 )) conv=notrunc status=none
+rm -f "$B/esp.vfat" "$B/grub-early.cfg" "$B/BOOTX64.EFI"
+trap - EXIT
 say "disk: $IMG ($(du -h --apparent-size "$IMG" | cut -f1) apparent, $(du -h "$IMG" | cut -f1) allocated)"
 echo "$VERSION" > "$B/VERSION"

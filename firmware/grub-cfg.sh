@@ -8,8 +8,8 @@ cat <<CFG
 set default=0
 set timeout=1
 serial --unit=0 --speed=115200
-terminal_input console serial
-terminal_output console serial
+terminal_input serial console
+terminal_output serial console
 
 set ORDER="A B"
 set A_OK=0
@@ -47,14 +47,15 @@ if [ -z "\$selected" ]; then selected=A; fi
 save_env A_TRY B_TRY
 if [ "\$selected" = "B" ]; then default=1; fi
 
+regexp --set=1:disk '^([^,]*),' "\$root"
 set CMDLINE="rw console=ttyS0,115200 panic=10 quiet systemd.show_status=1"
 menuentry "edge-ivr slot A (OK=\$A_OK TRY=\$A_TRY)" {
-    set root=(hd0,gpt3)
+    set root=(\$disk,gpt3)
     linux /vmlinuz root=PARTLABEL=rootfs-a \$CMDLINE rauc.slot=A
     initrd /initrd.img
 }
 menuentry "edge-ivr slot B (OK=\$B_OK TRY=\$B_TRY)" {
-    set root=(hd0,gpt4)
+    set root=(\$disk,gpt4)
     linux /vmlinuz root=PARTLABEL=rootfs-b \$CMDLINE rauc.slot=B
     initrd /initrd.img
 }
