@@ -731,6 +731,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--queue", default="")
     c.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_callbacks)
+
+    from ivr.update import add_subcommand as add_update  # issue #16: `ivr update` (firmware/README.md)
+    add_update(sub)
     return p
 
 
