@@ -16,7 +16,8 @@ packages=(python3 python3-venv python3-dev gcc sox libsox-fmt-all espeak-ng grap
 # dnsmasq: a DNS server for the SRV failover tests; nftables + iproute2: the NAT test's namespaces and masquerade;
 # postgresql-15: the central store the collector writes to (tests/central); chromium: the dashboard in a real
 # browser; prometheus: a real server scraping the daemon's /metrics (tests/integration/test_metrics_prometheus.py).
-if [ "$mode" = test ]; then packages+=(sip-tester tshark baresip dnsmasq nftables iproute2 prometheus postgresql-15 chromium); fi
+# systemd: systemd-analyze verifies the unit files in systemd/ and rates their hardening (tests/test_systemd_units.py).
+if [ "$mode" = test ]; then packages+=(sip-tester tshark baresip dnsmasq nftables iproute2 prometheus postgresql-15 chromium systemd); fi
 
 missing=()
 for p in "${packages[@]}"; do

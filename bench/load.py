@@ -447,8 +447,18 @@ def wait_line(proc: subprocess.Popen[str], want: str, timeout: float) -> bool:
     return bool(box)
 
 
+def disk_hog(folder: Path) -> subprocess.Popen[Any]:
+    """Other I/O on the state directory's disk, as on a box that also logs, backs up or updates: dd writing
+    64 MiB with O_DSYNC over and over (bounded: 1,000 rounds at most, stopped with the run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = (f"for i in $(seq 1000); do dd if=/dev/zero of={folder / 'hog'} bs=1M count=64 oflag=dsync "
+              "status=none; done")
+    return subprocess.Popen(["sh", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
 def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[int, int], *, speech_calls: int = 0,
-              decode_nice: int | None = None) -> subprocess.Popen[Any]:
+              decode_nice: int | None = None, unsaved_seconds: float | None = None) -> subprocess.Popen[Any]:
     flows = work / "flows"
     flows.mkdir()
     shutil.copy(FILES / "flow.yaml", flows / "load.yaml")
@@ -468,7 +478,8 @@ def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[in
         f"state_dir: {work / 'var'}\n"
         f"flows_dir: {flows}\n"
         "log: {level: warning}\n"
-        "calls: {rtp_timeout_seconds: 120}\n"  # callers send no audio before their key (sipp)
+        "calls: {rtp_timeout_seconds: 120"  # callers send no audio before their key (sipp)
+        + ("" if unsaved_seconds is None else f", navigation_unsaved_seconds: {unsaved_seconds}") + "}\n"
         f"sip: {{listen: '127.0.0.1:{sip_port}', rtp_ports: {rtp[0]}-{rtp[1]}}}\n"
         + speech,
         encoding="utf-8",
@@ -576,16 +587,19 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     capture, pcap, cap_err = start_capture(work, impl_sip, rtp)
     sampler = Sampler()
     target: subprocess.Popen[Any] | None = None
+    hog: subprocess.Popen[Any] | None = None
     window: tuple[float, float] | None = None
     try:
         if impl == "ivr":
             target = start_ivr(work, prompts, impl_sip, rtp, speech_calls=args.speech_calls,
-                               decode_nice=args.decode_nice)
+                               decode_nice=args.decode_nice, unsaved_seconds=args.unsaved_seconds)
         else:
             target = start_pyvoip(work, prompts, impl_sip, sipp_sip, rtp)
         sampler.watch(impl, target.pid)
         sampler.watch("dumpcap", capture.pid)
         sampler.start()
+        if args.disk_hog:
+            hog = disk_hog(work / "var")
         time.sleep(1.0)  # a baseline RSS sample, and the daemon settled
         hold_ms = int(1000 * (n / args.rate + args.settle))
         stats = work / "sipp_stats.csv"
@@ -623,6 +637,10 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
             res.ivr_rss_per_call_mb = (peak - before) / 1024 / n
     finally:
         sampler.halt.set()
+        if hog is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(hog.pid, signal.SIGTERM)  # the loop and the dd it is in
+            hog.wait(timeout=30)
         if target is not None:
             if impl == "pyvoip" and target.stdin is not None:
                 with contextlib.suppress(OSError):
@@ -724,6 +742,11 @@ def main() -> int:
                         "also given for the time they are all up, and the recognitions from the event log")
     p.add_argument("--decode-nice", type=int, default=None, metavar="N",
                    help="with --speech-calls: the daemon's speech.decode_nice (default: the config default)")
+    p.add_argument("--unsaved-seconds", type=float, default=None, metavar="S",
+                   help="ivr only: the daemon's calls.navigation_unsaved_seconds (0: every event durable before the "
+                        "call goes on, as before issue 19; default: the config default)")
+    p.add_argument("--disk-hog", action="store_true",
+                   help="run dd ... oflag=dsync in a loop on the state directory's disk during each run")
     args = p.parse_args()
     counts = [int(x) for x in args.calls.split(",") if x.strip()]
     impls = [x.strip() for x in args.impl.split(",") if x.strip()]

@@ -15,32 +15,74 @@ from zoneinfo import ZoneInfo
 
 from ivr import log as ivr_log
 from ivr.config import Config, load_config
-from ivr.errors import ConfigError, FlowError
+from ivr.errors import ConfigError, FlowError, Problem
 from ivr.flows.model import FlowSet
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    config = load_config(args.config)
+    _as_state_owner(config.state_dir)
+    return config
+
+
+def _trying_config(args: argparse.Namespace) -> Config:
+    """The config for a command that only looks at flows or tries them (check, graph, simulate, and calls and
+    events, which read what simulate recorded). On built-in defaults with no ``./var`` yet, those keep their
+    files (prompt cache, simulated calls) in the user's cache folder, ``$XDG_CACHE_HOME/edge-ivr``: trying a
+    flow from any folder must not leave a ``var/`` there. Once ``./var`` exists (``ivr run``, ``ivr closed``),
+    it is used as before."""
+    import dataclasses
+
+    config = _config(args)
+    if config.source != "built-in defaults" or config.state_dir.exists():
+        return config
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-ivr"
+    return dataclasses.replace(config, state_dir=cache)
+
+
+def _as_state_owner(state_dir: Path) -> None:
+    """Run as root on the appliance, become the service's user (the state folder's owner) first: a root-owned
+    ``ivr.db-wal`` or ``-shm`` left by an admin's ``ivr calls`` or ``ivr restore`` would stop the daemon, which
+    runs as ``ivr``, from writing its log."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = state_dir.stat()
+    except OSError:
+        return
+    if owner.st_uid != 0:
+        os.setgroups([])
+        os.setgid(owner.st_gid)
+        os.setuid(owner.st_uid)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ivr.flows.registry import load_flowset, summary
 
-    config = _config(args)
+    config = _trying_config(args)
     paths = [Path(p) for p in args.paths] or [config.flows_dir]
     notes: list[str] = []
+    warnings: list[Problem] = []
     try:
-        flowset = asyncio.run(load_flowset(paths, config, render=not args.no_render, notes=notes))
+        flowset = asyncio.run(load_flowset(paths, config, render=not args.no_render, notes=notes,
+                                           warnings=warnings))
     except FlowError as exc:
-        for p in exc.problems:
+        for p in sorted([*exc.problems, *exc.warnings]):
             print(p)
-        n = len(exc.problems)
-        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        n, w = len(exc.problems), len(exc.warnings)
+        also = f" (and {_plural(w, 'warning')})" if w else ""
+        print(f"{_plural(n, 'problem')} found{also}", file=sys.stderr)
         return 1
-    print(summary(flowset))
+    for p in warnings:
+        print(p)
+    print(summary(flowset) + (f", {_plural(len(warnings), 'warning')}" if warnings else ""))
     for note in notes:
         print(note, file=sys.stderr)
     return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def _resolve_flow(config: Config, spec: str) -> tuple[list[Path], str | None]:
@@ -81,10 +123,9 @@ async def _flow_for(config: Config, spec: str, *, render: bool) -> tuple[FlowSet
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    config = _config(args)
-    if args.live:
-        return asyncio.run(_simulate_live(config, args))
-    return asyncio.run(_simulate(config, args))
+    if args.live:  # the daemon's own state and control socket
+        return asyncio.run(_simulate_live(_config(args), args))
+    return asyncio.run(_simulate(_trying_config(args), args))
 
 
 async def _simulate(config: Config, args: argparse.Namespace) -> int:
@@ -104,8 +145,9 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     try:
         waits = StatedWaits(parse_waits(args.wait))
         headers = parse_headers(args.header)
+        _check_inputs(args.input, args.at, speech=config.speech.enabled, config_source=config.source)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
+        print(f"ivr simulate: {exc}", file=sys.stderr)
         return 2
     # The site's own callback rules when it has them (numbers, caps, calling windows), else the defaults.
     cb = config.callbacks
@@ -118,16 +160,21 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     now = (lambda: at) if at else (lambda: datetime.now(UTC))
     out: list[str] = []
 
+    reader_gone = False
+
     def emit(line: str) -> None:
-        if not args.json:
-            print(line, flush=True)
+        """A reader that went away (``| head -1``) must not turn the call into an error: it runs on unseen."""
+        nonlocal reader_gone
         out.append(line)
+        if args.json or reader_gone:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            reader_gone = True
+            _stdout_gone()
 
     speech = _SimulatorSpeech(config)
-    if not config.speech.enabled and any(t.strip().startswith("wav:") for t in args.input):
-        print(f"wav: input needs speech recognition, but speech.enabled is false in {config.source}",
-              file=sys.stderr)
-        return 2
     call = SimulatedCall(str(uuid.uuid4()), args.caller, dialed, args.input, interactive=args.interactive,
                          emit=emit, speech=speech.get if config.speech.enabled else None,
                          speech_verify=config.speech.verify, headers=headers)
@@ -154,7 +201,39 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     else:
         print(f"outcome: {outcome.kind}" + (f" ({outcome.detail})" if outcome.detail else ""))
         print(f"path: {' > '.join(path)}")
-    return 0
+    return 1 if reader_gone else 0
+
+
+def _check_inputs(tokens: list[str], at: str | None, *, speech: bool, config_source: str) -> None:
+    """Every scripted input and ``--at`` before the call starts: a typo is the user's, so it is refused (exit 2)
+    with nothing recorded, rather than becoming a call that went somewhere else."""
+    from ivr.adapters.simulator import AudioInputError, SpokenAudio, parse_token, read_audio
+
+    if at is not None:
+        try:
+            datetime.fromisoformat(at)
+        except ValueError:
+            raise ValueError(f"--at {at!r} is not a local date and time: use e.g. 2026-12-01T10:00") from None
+    for token in tokens:
+        parsed = parse_token(token)
+        if not isinstance(parsed, SpokenAudio):
+            continue
+        if not speech:
+            raise ValueError(f"wav: input needs speech recognition, but speech.enabled is false in {config_source}")
+        try:
+            read_audio(parsed.path)
+        except AudioInputError as exc:
+            raise ValueError(f"{token}: {exc}") from None
+
+
+def _stdout_gone() -> None:
+    """The reader closed our stdout: point it at devnull so nothing more (not even the flush at exit) fails on
+    it. This is the recipe of Python's docs (library/signal.html, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stream without a file descriptor (in-process tests): replace it instead
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives until the process ends
 
 
 class _SimulatorSpeech:
@@ -170,7 +249,7 @@ class _SimulatorSpeech:
             if self.service is None:
                 from ivr.adapters.speech import SpeechService
 
-                service = SpeechService.from_config(self.config.speech, self.config.state_dir)
+                service = SpeechService.from_config(self.config.speech, self.config.prompt_cache.parent)
                 await service.start()
                 self.service = service
             return self.service
@@ -202,6 +281,7 @@ async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
         return 2
     try:
         waits, headers = parse_waits(args.wait), parse_headers(args.header)
+        _check_inputs(args.input, None, speech=False, config_source=config.source)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -254,10 +334,34 @@ def _parse_at(text: str, tz: str) -> datetime:
 def cmd_graph(args: argparse.Namespace) -> int:
     from ivr.flows import graph
 
-    config = _config(args)
+    config = _trying_config(args)
     flowset, entry = asyncio.run(_flow_for(config, args.flow, render=False))
-    dot = graph.to_dot(flowset, graph.flows_to_draw(flowset, entry))
+    flow = flowset.flows[entry]
+    only: dict[str, set[str]] | None = None
+    if args.node is not None:
+        if args.node not in flow.nodes:
+            import difflib
+
+            close = difflib.get_close_matches(args.node, list(flow.nodes), n=1)
+            print(f"ivr graph: flow {entry} has no node '{args.node}'"
+                  + (f" (did you mean '{close[0]}'?)" if close else ""), file=sys.stderr)
+            return 2
+        if args.depth < 0:
+            print("ivr graph: --depth must be 0 or more", file=sys.stderr)
+            return 2
+        names, only = [entry], {entry: graph.neighbourhood(flow, args.node, args.depth)}
+    else:
+        names = [entry] if args.no_subflows else graph.flows_to_draw(flowset, entry)
     output = Path(args.output)
+    count = graph.node_count(flowset, names, only)
+    if output.suffix.lower() not in (".dot", ".gv", "") and count > graph.MAX_NODES:
+        subflows = [n for n in names if n != entry]
+        print(f"ivr graph: {count} nodes to draw, more than Graphviz lays out in time ({graph.MAX_NODES}): draw a "
+              "part with --node NODE [--depth N]"
+              + (f", or one flow at a time with --no-subflows (sub-flows: {', '.join(subflows)})" if subflows else "")
+              + ", or write .dot", file=sys.stderr)
+        return 1
+    dot = graph.to_dot(flowset, names, only, focus=f"{entry}:{args.node}" if args.node else None)
     try:
         graph.render(dot, output)
     except (RuntimeError, OSError) as exc:
@@ -275,7 +379,7 @@ def _log_path(config: Config, args: argparse.Namespace) -> Path:
 def cmd_calls(args: argparse.Namespace) -> int:
     from ivr.store.eventlog import read_calls
 
-    config = _config(args)
+    config = _trying_config(args)
     db_path = _log_path(config, args)
     if not db_path.exists():
         rows: list[dict[str, Any]] = []
@@ -299,18 +403,48 @@ def cmd_events(args: argparse.Namespace) -> int:
     follow the log from its last ``seq`` without the whole log in memory on either side."""
     from ivr.store.eventlog import iter_events
 
-    config = _config(args)
+    config = _trying_config(args)
     db_path = _log_path(config, args)
+    call_id = args.call
+    if call_id is not None:
+        found = _calls_with_prefix(db_path, call_id) if db_path.exists() else []
+        if not found:
+            print(f"ivr events: no call {call_id!r} in {db_path}", file=sys.stderr)
+            return 1
+        if len(found) > 1:
+            shown = ", ".join(found[:_CANDIDATES]) + (", …" if len(found) > _CANDIDATES else "")
+            print(f"ivr events: {call_id!r} names more than one call ({shown}); give more of the id", file=sys.stderr)
+            return 1
+        call_id = found[0]
     if not db_path.exists():
         return 0
     out = sys.stdout
-    for e in iter_events(db_path, call_id=args.call, after_seq=args.after_seq, types=args.type):
+    for e in iter_events(db_path, call_id=call_id, after_seq=args.after_seq, types=args.type):
         if args.json:
             out.write(e.to_json() + "\n")
         else:
             out.write(f"{e.seq:>6} {e.wall_time} {e.type:<16} {json.dumps(e.data)}\n")
     out.flush()
     return 0
+
+
+_CANDIDATES = 10
+"""Ids listed when a prefix names more than one call."""
+
+
+def _calls_with_prefix(db_path: Path, prefix: str) -> list[str]:
+    """The call ids starting with ``prefix`` (``ivr calls`` prints 8 characters), as a range over the
+    ``events_by_call`` index: a busy log is not scanned."""
+    import sqlite3
+
+    db = sqlite3.connect(f"{db_path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        rows = db.execute("SELECT DISTINCT call_id FROM events WHERE call_id >= ? AND call_id < ? ORDER BY call_id"
+                          " LIMIT ?", (prefix, prefix + "\U0010ffff", _CANDIDATES + 1)).fetchall()
+    finally:
+        db.close()
+    return [str(r[0]) for r in rows]
 
 
 def cmd_kpi(args: argparse.Namespace) -> int:
@@ -376,8 +510,41 @@ def cmd_control(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"no daemon at {config.control_socket}: {exc}", file=sys.stderr)
         return 1
+    problems = answer.pop("problems", None) or []
     print(json.dumps(answer, indent=2))
+    for p in problems:  # as `ivr check` prints them
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"reload rejected: {len(problems)} problem{'s' if len(problems) != 1 else ''} found; still serving "
+              f"version {answer.get('version')}", file=sys.stderr)
     return 0 if answer.get("ok", True) and "error" not in answer else 1
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """``ivr health``: the daemon answers on its control socket and its SIP address answers an OPTIONS."""
+    from ivr.adapters.health import options_probe
+    from ivr.daemon import control
+
+    config = _config(args)
+    try:
+        status = asyncio.run(asyncio.wait_for(control(config.control_socket, {"cmd": "status"}), args.timeout))
+    except (OSError, TimeoutError) as exc:
+        print(f"unhealthy: no daemon answers at {config.control_socket} ({exc or 'timed out'})")
+        return 1
+    if not status.get("version"):
+        print(f"unhealthy: the daemon has no flows loaded ({status.get('error', 'no version')})")
+        return 1
+    if not status.get("sip"):
+        print(f"healthy: flows {status['version']}; no SIP in this daemon")
+        return 0
+    host, _, port = str(status["sip"]).rpartition(":")
+    probe = options_probe(host.strip("[]"), int(port), timeout=args.timeout)
+    if probe.status is None:
+        print(f"unhealthy: SIP {status['sip']} did not answer an OPTIONS: {probe.reason}")
+        return 1
+    print(f"healthy: flows {status['version']}, {status['calls_in_progress']} calls; SIP {status['sip']} answered "
+          f"OPTIONS {probe.status} {probe.reason} in {probe.seconds * 1000:.0f} ms")
+    return 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -442,6 +609,15 @@ def cmd_closed(args: argparse.Namespace) -> int:
     from ivr.store.eventlog import EventLog
 
     config = _config(args)
+    known = _schedules(config)
+    if args.schedule not in known:
+        import difflib
+
+        close = difflib.get_close_matches(args.schedule, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"ivr closed: no schedule '{args.schedule}' in {config.flows_dir}{hint}; schedules: "
+              f"{', '.join(sorted(known)) or 'none'}", file=sys.stderr)
+        return 1
 
     async def go() -> None:
         async with await EventLog.open(config.db_path, config.site_id) as events:
@@ -450,6 +626,71 @@ def cmd_closed(args: argparse.Namespace) -> int:
     asyncio.run(go())
     state = "CLOSED (emergency)" if args.state == "on" else "back to its normal hours"
     print(f"schedule '{args.schedule}' is {state}")
+    return 0
+
+
+def _schedules(config: Config) -> list[str]:
+    """The schedules the flows define, read from the files alone (no prompt is rendered): a switch for any other
+    name would be recorded and change nothing."""
+    from ivr.flows.loader import load
+
+    return list(load([config.flows_dir], site_timezone=config.timezone).schedules)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """``ivr backup``: a consistent copy of the state while the daemon runs (ivr/store/backup.py says how)."""
+    from ivr.store.backup import BackupError, backup, backup_name, prune, summarize
+
+    config = _config(args)
+    now = datetime.now(UTC)
+    to_folder = not args.to or args.to.endswith("/") or Path(args.to).is_dir()
+    folder = Path(args.to) if args.to else config.state_dir / "backups"
+    dest = folder / backup_name(config.site_id, now) if to_folder else Path(args.to)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        backup(config.db_path, dest)
+        summary = summarize(dest)
+    except (BackupError, OSError) as exc:
+        print(f"ivr backup: {exc}", file=sys.stderr)
+        return 1
+    gone = prune(dest.parent, config.site_id, args.keep) if args.keep else []
+    print(f"backed up {config.db_path} to {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+    for line in summary.lines():
+        print(f"  {line}")
+    for path in gone:
+        print(f"removed the older {path.name}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """``ivr restore FILE``: the backup in place of the state, with the daemon stopped."""
+    from ivr.store.backup import BackupError, daemon_running, restore
+    from ivr.store.eventlog import EventLog
+
+    config = _config(args)
+    if daemon_running(config.control_socket):
+        print(f"ivr restore: the daemon is running ({config.control_socket} answers): stop it first "
+              "(systemctl stop ivr), then restore", file=sys.stderr)
+        return 1
+    try:
+        summary, moved = restore(Path(args.file), config.db_path, site=config.site_id, force=args.force,
+                                 now=datetime.now(UTC))
+    except BackupError as exc:
+        print(f"ivr restore: {exc}", file=sys.stderr)
+        return 1
+
+    async def record() -> None:  # opening it also brings an older backup's schema up to date
+        async with await EventLog.open(config.db_path, config.site_id, config.timezone) as events:
+            await events.append("state.restored", None, source=str(args.file), backup_last_seq=summary.last_seq,
+                                backup_last_event_at=summary.last_event_at, replaced=str(moved) if moved else None)
+
+    asyncio.run(record())
+    print(f"restored {args.file} into {config.db_path}")
+    for line in summary.lines():
+        print(f"  {line}")
+    if moved is not None:
+        print(f"the database it replaced is kept as {moved}")
+    print("start the daemon (systemctl start ivr): it reconciles callbacks in flight before dialling")
     return 0
 
 
@@ -644,7 +885,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--input", "-i", action="append", default=[],
                    help="scripted input: keys (1, 5551234#), say:WORDS, wav:FILE (spoken, through the real "
                         "recogniser), silence, hangup; repeatable")
-    s.add_argument("--caller", default="+15555550100")
+    s.add_argument("--caller", default="+15555550100", help="the caller's number (default +15555550100)")
     s.add_argument("--dialed", help="dialed number (default: the flow's first number)")
     s.add_argument("--at", help="pretend it is this local time, e.g. 2026-12-25T10:00")
     s.add_argument("--interactive", action="store_true", help="read further input from the terminal")
@@ -661,19 +902,26 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("graph", help="draw a flow (SVG, PNG or DOT by the file's extension)")
-    s.add_argument("flow")
-    s.add_argument("-o", "--output", required=True)
+    s.add_argument("flow", help="flow name, or a flow file")
+    s.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the drawing: .svg, .png, .pdf (through Graphviz) or .dot (text, any size)")
+    s.add_argument("--node", metavar="NODE", help="draw only this node of FLOW and its neighbourhood (big flows)")
+    s.add_argument("--depth", type=int, default=2, metavar="N",
+                   help="with --node: how many steps away, either way, to draw (default 2)")
+    s.add_argument("--no-subflows", action="store_true",
+                   help="draw FLOW alone, not the sub-flows it calls (give a sub-flow's name to draw that one)")
     s.set_defaults(func=cmd_graph)
 
     s = sub.add_parser("calls", help="list recorded calls with their path and outcome")
-    s.add_argument("--last", type=int, default=20)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--last", type=int, default=20, metavar="N", help="the N most recent calls (default 20)")
+    s.add_argument("--json", action="store_true", help="one JSON array of the calls, with variables")
     s.add_argument("--simulated", action="store_true",
                    help="the calls of ivr simulate (recorded apart from the site's, in STATE_DIR/simulate.db)")
     s.set_defaults(func=cmd_calls)
 
     s = sub.add_parser("events", help="print the event log (optionally of one call)")
-    s.add_argument("--call")
+    s.add_argument("--call", metavar="ID", help="only this call's events: its id or a unique prefix (the 8 "
+                                               "characters ivr calls prints)")
     s.add_argument("--after-seq", type=int, default=0, metavar="N",
                    help="only events after sequence number N (the last one a consumer has seen)")
     s.add_argument("--type", action="append", default=[], metavar="TYPE",
@@ -693,18 +941,32 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_)
         s.set_defaults(func=cmd_control, command=name)
 
+    s = sub.add_parser("health", help="is the running daemon serving? (control socket + a SIP OPTIONS); exit 0 or 1")
+    s.add_argument("--timeout", type=float, default=5.0, help="seconds for each of the two looks (default 5)")
+    s.set_defaults(func=cmd_health)
+
     s = sub.add_parser("sync", help="deliver the event log to the central collector now, or show how far it is")
     s.add_argument("action", nargs="?", choices=["status"], help="status: the outbox, the last error, quarantine")
     s.add_argument("--once", action="store_true", help="push everything unsent now (until caught up or the first "
                                                        "failure) and report")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the report or the status as one JSON object")
     s.set_defaults(func=cmd_sync)
 
     s = sub.add_parser("closed", help="flip a schedule's emergency 'closed now' switch")
-    s.add_argument("schedule")
-    s.add_argument("state", choices=["on", "off"])
-    s.add_argument("--reason", default="")
+    s.add_argument("schedule", help="a schedule the flows define (hours: in flows_dir), e.g. office")
+    s.add_argument("state", choices=["on", "off"], help="on: closed now, whatever the hours; off: normal hours again")
+    s.add_argument("--reason", default="", help="why, recorded with the switch (e.g. storm)")
     s.set_defaults(func=cmd_closed)
+
+    s = sub.add_parser("backup", help="copy the state (event log, callbacks, outbox) to a file, daemon running or not")
+    s.add_argument("--to", help="a folder (a dated file is made in it) or a file; default STATE_DIR/backups/")
+    s.add_argument("--keep", type=int, default=0, metavar="N",
+                   help="then remove all but the N newest backups of this site in that folder")
+    s.set_defaults(func=cmd_backup)
+    s = sub.add_parser("restore", help="put a backup in place of the state (the daemon stopped)")
+    s.add_argument("file", help="a file made by 'ivr backup'")
+    s.add_argument("--force", action="store_true", help="restore another site's backup onto this box")
+    s.set_defaults(func=cmd_restore)
 
     s = sub.add_parser("pbx-prompts", help="render the prompts of docs/asterisk's sample dialplan as WAV files")
     s.add_argument("dir", help="the PBX's sounds folder, e.g. /var/lib/asterisk/sounds/en (files go to DIR/custom/)")
@@ -714,22 +976,22 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("callbacks", help="list, show, cancel or retry callback requests")
     cb = s.add_subparsers(dest="action", required=True)
     c = cb.add_parser("list", help="callbacks waiting or in progress (--all: finished ones too)")
-    c.add_argument("--all", action="store_true")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--all", action="store_true", help="finished ones too (done, expired, cancelled)")
+    c.add_argument("--json", action="store_true", help="one JSON array of the requests")
     c = cb.add_parser("show", help="one callback with its attempts")
     c.add_argument("id", help="callback id (or an unambiguous prefix)")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="the request and its attempts as one JSON object")
     c = cb.add_parser("cancel", help="cancel a callback waiting to be dialled")
-    c.add_argument("id")
-    c.add_argument("--reason", default="")
+    c.add_argument("id", help="callback id (or an unambiguous prefix)")
+    c.add_argument("--reason", default="", help="why, recorded with the request (default: cancelled by an operator)")
     c = cb.add_parser("retry", help="dial a waiting callback at the next chance (not inside its retry interval)")
-    c.add_argument("id")
+    c.add_argument("id", help="callback id (or an unambiguous prefix)")
     c = cb.add_parser("report", help="honest numbers: outcomes, promises kept, EWT error, time to dial/agent")
     when = c.add_mutually_exclusive_group()
     when.add_argument("--since", default="", help="ISO 8601 date or time (no offset: the site's zone)")
     when.add_argument("--days", type=float, default=7.0, help="the last N days (default 7)")
-    c.add_argument("--queue", default="")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--queue", default="", help="only the requests for this queue")
+    c.add_argument("--json", action="store_true", help="the figures as one JSON object")
     s.set_defaults(func=cmd_callbacks)
 
     from ivr.update import add_subcommand as add_update  # issue #16: `ivr update` (firmware/README.md)
@@ -749,6 +1011,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `ivr calls | head -1`: the reader has what it wanted
+        _stdout_gone()
+        return 1
 
 
 if __name__ == "__main__":

@@ -269,8 +269,12 @@ class Config:
     max_call_seconds: float = 3600.0
     rtp_timeout_seconds: float = 30.0
     """No RTP from the caller for this long (and not on hold): the call is ended with BYE."""
+    navigation_unsaved_seconds: float = 1.0
+    """What a crash may lose of navigation facts at most (ivr/store/eventlog.py ``post``); 0: none."""
     prompt_cache_dir: Path | None = None
     """Rendered prompts by content hash; default ``state_dir/cache/prompts``."""
+    runtime_dir: Path | None = None
+    """The control socket's folder; default ``state_dir``."""
     sip: SipSettings = field(default_factory=SipSettings)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     ami: AmiConfig | None = None
@@ -302,7 +306,7 @@ class Config:
 
     @property
     def control_socket(self) -> Path:
-        return self.state_dir / "ivr.sock"
+        return (self.runtime_dir or self.state_dir) / "ivr.sock"
 
     @property
     def sync_lock(self) -> Path:
@@ -310,12 +314,39 @@ class Config:
         return self.state_dir / "sync.lock"
 
 
+SERVICE_DIRS = {"STATE_DIRECTORY": Path("/var/lib/ivr"), "CACHE_DIRECTORY": Path("/var/cache/ivr"),
+                "RUNTIME_DIRECTORY": Path("/run/ivr")}
+"""What systemd/ivr.service's ``StateDirectory=ivr`` etc. give the daemon (in these variables), and so the
+defaults of a config at ``/etc/ivr/ivr.yaml``: the admin's ``ivr status`` or ``ivr calls``, run without the
+unit's environment, finds the same database and control socket the service uses."""
+
+
+def _service_dir(variable: str, config_path: Path | None) -> Path | None:
+    """systemd's path for this kind of directory: from the unit's environment (the first of a ``:`` list),
+    else the appliance's own when the config is the system one, else None (the config's own defaults)."""
+    given = os.environ.get(variable)
+    if given:
+        return Path(given.split(":", 1)[0])
+    return SERVICE_DIRS[variable] if config_path is not None and _is_system_config(config_path) else None
+
+
+def _is_system_config(path: Path) -> bool:
+    folders = {SYSTEM_CONFIG.parent}
+    if os.environ.get("CONFIGURATION_DIRECTORY"):
+        folders.add(Path(os.environ["CONFIGURATION_DIRECTORY"].split(":", 1)[0]))
+    return path.absolute().parent in folders
+
+
 def find_config(explicit: str | None) -> Path | None:
+    """``--config``, ``$IVR_CONFIG``, ``ivr.yaml`` in the unit's ``$CONFIGURATION_DIRECTORY``, /etc/ivr/ivr.yaml."""
     if explicit:
         return Path(explicit)
     env = os.environ.get("IVR_CONFIG")
     if env:
         return Path(env)
+    unit_dir = os.environ.get("CONFIGURATION_DIRECTORY")
+    if unit_dir and (Path(unit_dir.split(":", 1)[0]) / "ivr.yaml").is_file():
+        return Path(unit_dir.split(":", 1)[0]) / "ivr.yaml"
     return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
 
 
@@ -323,7 +354,11 @@ def load_config(explicit: str | None = None) -> Config:
     """The config in force; raises ConfigError listing every problem."""
     path = find_config(explicit)
     if path is None:
-        return Config(site_id=_default_site_id())
+        state = _service_dir("STATE_DIRECTORY", None)
+        cache = _service_dir("CACHE_DIRECTORY", None)
+        return Config(site_id=_default_site_id(), state_dir=state or Path("var"),
+                      prompt_cache_dir=cache / "prompts" if cache else None,
+                      runtime_dir=_service_dir("RUNTIME_DIRECTORY", None))
     return _build(load_settings(path, "config.schema.json"), path, str(path))
 
 
@@ -408,14 +443,18 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         site_id=str(site.get("id") or _default_site_id()),
         site_name=str(site.get("name", "")),
         timezone=tz,
-        state_dir=(base / str(doc.get("state_dir", "var"))),
+        state_dir=(base / str(doc["state_dir"]) if "state_dir" in doc
+                   else _service_dir("STATE_DIRECTORY", path) or base / "var"),
         flows_dir=(base / str(doc.get("flows_dir", "flows"))),
         log_level=str(log.get("level", "info")),
         log_format=str(log.get("format", "text")),
         target_rms_db=float((doc.get("prompts") or {}).get("target_rms_db", -20)),
         max_call_seconds=float((doc.get("calls") or {}).get("max_call_seconds", 3600)),
         rtp_timeout_seconds=float((doc.get("calls") or {}).get("rtp_timeout_seconds", 30)),
-        prompt_cache_dir=base / str(doc["prompts"]["cache_dir"]) if "cache_dir" in (doc.get("prompts") or {}) else None,
+        navigation_unsaved_seconds=float((doc.get("calls") or {}).get("navigation_unsaved_seconds", 1.0)),
+        prompt_cache_dir=base / str(doc["prompts"]["cache_dir"]) if "cache_dir" in (doc.get("prompts") or {})
+        else cache / "prompts" if (cache := _service_dir("CACHE_DIRECTORY", path)) else None,
+        runtime_dir=base / str(doc["runtime_dir"]) if "runtime_dir" in doc else _service_dir("RUNTIME_DIRECTORY", path),
         sip=sip,
         ami=ami,
         speech=speech,

@@ -27,17 +27,23 @@ from typing import Any
 import watchfiles
 
 from ivr.adapters.simulator import NarratingRecorder, SimulatedCall
+from ivr.adapters.systemd import Notifier
 from ivr.config import Config
 from ivr.engine.call import Call
 from ivr.engine.context import Outcome, Recorder
 from ivr.engine.runner import run_call
-from ivr.errors import FlowError
+from ivr.errors import FlowError, Problem
 from ivr.flows.model import FlowSet
 from ivr.flows.registry import load_flowset, summary
 from ivr.metrics import MetricsListenError
 from ivr.store.eventlog import CallRecorder, EventLog
 
 log = logging.getLogger("ivr.daemon")
+
+AMI_READY_WAIT = 15.0
+"""Seconds the start waits for the first AMI login before saying READY anyway. The PBX being down (or
+restarting beside us) must not keep the box from answering calls by keys or fail its unit: READY then says
+``AMI connecting`` in its STATUS, the link is retried in the background, and the dialer waits for it."""
 
 
 class Daemon:
@@ -55,6 +61,7 @@ class Daemon:
         self.relay: Any = None  # ivr.sync.relay.Relay when central.url is configured
         self._sync_task: asyncio.Task[None] | None = None
         self._callback_tasks: list[asyncio.Task[None]] = []
+        self._speech_task: asyncio.Task[None] | None = None
         self.flows: FlowSet | None = None
         self.events: EventLog | None = None
         self.calls: set[asyncio.Task[Outcome]] = set()
@@ -64,18 +71,36 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.reloads = 0
         self.rejected_reloads = 0
+        self.reload_problems: list[str] = []  # of the last reload, for the control socket's answer
+        self.notify = Notifier.from_environment()
+        self._told: set[str] = set()
+        self.ready = False
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def _phase(self, text: str) -> None:
+        """A step of the start that can take a while (the first start renders every prompt): one log line and
+        systemd's STATUS, so neither the console nor ``systemctl status`` looks hung."""
+        log.info("%s", text)
+        self.notify.status(text)
 
     # -- life cycle --
     async def start(self) -> None:
+        # the watchdog runs from the first step: a start wedged on a hung disk or PBX is restarted too
+        self._watchdog = asyncio.create_task(
+            self.notify.keep_alive(self.stopping, lambda: self._status_line() if self.ready else None),
+            name="watchdog")
         if self.config.metrics.enabled:  # first: a taken address stops the start before anything is opened
             from ivr.metrics.exporter import start_metrics
 
             self.metrics = await start_metrics(self)
+        self._phase(f"opening the event log {self.config.db_path}")
         self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone)
+        self.events.unsaved_seconds = self.config.navigation_unsaved_seconds
         await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid(),
                                  zone=self.config.timezone)
+        self._phase(f"loading flows from {self.config.flows_dir} and rendering their prompts")
         try:
-            self.flows = await load_flowset([self.config.flows_dir], self.config)
+            self.flows = await self._load_flows()
         except FlowError as exc:
             for p in exc.problems:
                 log.error("%s", p)
@@ -84,19 +109,22 @@ class Daemon:
         await self.events.append("flows.loaded", None, version=self.flows.version, files=list(self.flows.files))
         if self.config.ami is not None:
             await self._start_ami()
-        if self.with_sip and self.config.speech.enabled and self._flows_listen():
-            await self._start_speech()
         if self.with_sip:
             from ivr.adapters.telephony import Telephony
             from ivr.rtp.session import MediaEngine
 
             sip = self.config.sip
+            self._phase(f"starting SIP on {sip.host}:{sip.port}")
             media = MediaEngine(sip.host, sip.rtp_port_min, sip.rtp_port_max)
             self.telephony = Telephony(self.config, self.events, self.start_call, media, speech=self.speech,
                                        ami=self.ami)
             await self.telephony.start()
+            if self.config.speech.enabled and self._flows_listen():
+                # keys work from the first call; listening menus hear speech once the model is up (2.5-35 s)
+                self._speech_task = asyncio.create_task(self._start_speech(), name="speech-load")
         cb = self.config.callbacks
         if cb is not None and cb.enabled:
+            self._phase("starting callbacks: reconciling attempts left in flight")
             await self._start_callbacks()
         await self._start_sync()
 
@@ -126,13 +154,19 @@ class Daemon:
         from ivr.adapters.speech import SpeechService
 
         sp = self.config.speech
+        log.info("loading the speech model in the background: until it is up, menus take keys only")
         try:
-            service = SpeechService.from_config(sp, self.config.state_dir)
+            service = SpeechService.from_config(sp, self.config.prompt_cache.parent)
             await service.start()
         except Exception:  # no model, a broken install: calls still work by keys, and the log says why
             log.exception("speech recognition unavailable; menus take keys only")
             return
+        if self.stopping.is_set():
+            await service.aclose()
+            return
         self.speech = service
+        if self.telephony is not None:
+            self.telephony.speech = service  # calls answered from now on listen
         log.info("speech ready model=%s streams=%d", service.model_dir, sp.max_streams)
 
     async def _start_ami(self) -> None:
@@ -141,6 +175,7 @@ class Daemon:
 
         a = self.config.ami
         assert a is not None
+        self._phase(f"connecting to the PBX's AMI at {a.host}:{a.port}")
         self.ami = AmiAdapter(AmiSettings(host=a.host, port=a.port, username=a.username, secret=a.secret,
                                           auth="plain" if a.auth == "plain" else "md5",
                                           ping_interval=a.ping_interval, action_timeout=a.action_timeout))
@@ -208,7 +243,14 @@ class Daemon:
             sock.unlink()
         server = await asyncio.start_unix_server(self._control_client, path=str(sock))
         os.chmod(sock, 0o660)
+        if self.ami is not None and not self.ami.connected:
+            self._phase(f"waiting up to {AMI_READY_WAIT:g} s for the PBX's AMI")
+            with contextlib.suppress(TimeoutError):
+                await self.ami.wait_connected(AMI_READY_WAIT)
         log.info("ready control=%s flows=%s", sock, self.config.flows_dir)
+        log.info("%s", self._how_to_use())
+        self.ready = True
+        self.notify.ready(self._status_line())
         async with asyncio.TaskGroup() as tg:
             watcher = tg.create_task(self._watch_flows(), name="flow-watcher")
             await self.stopping.wait()
@@ -217,7 +259,39 @@ class Daemon:
         await server.wait_closed()
         await self.shutdown()
 
+    def _status_line(self) -> str:
+        """What ``systemctl status ivr`` shows under the unit: enough to tell a healthy box at a glance."""
+        parts = [f"serving {len(self.calls)} calls"]
+        if self.telephony is not None:
+            parts.append("SIP {}:{}".format(*self.telephony.endpoint.local_address))
+        if self.flows is not None:
+            parts.append(f"flows {self.flows.version}")
+        if self.ami is not None:
+            parts.append(f"AMI {self._ami_link()}")
+        if self._speech_task is not None:
+            parts.append("speech " + ("ready" if self.speech is not None else "loading: keys only"
+                                      if not self._speech_task.done() else "unavailable: keys only"))
+        if self.dialer is not None:
+            cb = self.dialer.status()
+            parts.append(f"callbacks {cb['due']} due, {cb['active']} dialling"
+                         + ("" if cb["clock_synced"] else ", paused: clock not synced"))
+        if self.relay is not None:
+            backlog = self.relay.status()["backlog"]
+            parts.append(f"sync backlog {backlog if backlog is not None else '?'}")
+        return "; ".join(parts)
+
+    def _how_to_use(self) -> str:
+        """The line a newcomer needs once the box is up: how to call it and how to watch it."""
+        watch = "watch it with 'ivr status'"
+        if self.telephony is None:
+            return watch
+        host, port = self.telephony.endpoint.local_address[:2]
+        host = f"[{host}]" if ":" in host else host
+        return (f"call it at sip:100@{host}:{port} (e.g. 'sipp {host}:{port} -sn uac -s 100 -m 1' or a softphone); "
+                + watch)
+
     async def shutdown(self, grace: float = 10.0) -> None:
+        self.notify.stopping(f"stopping: {len(self.calls)} calls finishing")
         if self.telephony is not None:
             self.telephony.accepting = False  # new INVITEs get 503 while calls in progress finish
         if self.calls:
@@ -240,6 +314,8 @@ class Daemon:
             await asyncio.wait({self._ami_task}, timeout=5)
         if self.ami is not None:
             await self.ami.close()
+        if self._speech_task is not None and not self._speech_task.done():
+            await asyncio.wait({self._speech_task}, timeout=60)  # a model half loaded is closed by its task
         if self.speech is not None:
             await self.speech.aclose()
         if self._sync_task is not None:
@@ -254,7 +330,15 @@ class Daemon:
             await self.events.close()
         with contextlib.suppress(FileNotFoundError):
             self.config.control_socket.unlink()
+        await self.stop_watchdog()
         log.info("stopped")
+
+    async def stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.wait({self._watchdog}, timeout=1)
+            self._watchdog = None
+        self.notify.close()
 
     # -- reload --
     def _sighup(self) -> None:
@@ -271,26 +355,49 @@ class Daemon:
 
     async def reload(self, reason: str) -> bool:
         async with self._reload_lock:
-            assert self.events is not None
+            if self.ready:
+                self.notify.reloading()
             try:
-                new = await load_flowset([self.config.flows_dir], self.config)
-            except FlowError as exc:
-                self.rejected_reloads += 1
-                log.error("reload rejected (%s); still serving version %s", reason,
-                          self.flows.version if self.flows else "none")
-                for p in exc.problems:
-                    log.error("%s", p)
-                await self.events.append("flows.rejected", None, reason=reason,
-                                         problems=[str(p) for p in exc.problems])
-                return False
-            if self.flows is not None and new.version == self.flows.version:
-                return True
-            old = self.flows.version if self.flows else None
-            self.flows = new
-            self.reloads += 1
-            log.info("flows reloaded %s (was %s; %s)", summary(new), old, reason)
-            await self.events.append("flows.loaded", None, version=new.version, previous=old, reason=reason)
+                return await self._reload(reason)
+            finally:
+                if self.ready:
+                    self.notify.ready(self._status_line())
+
+    async def _load_flows(self) -> FlowSet:
+        """The flows, checked and rendered. What is worth telling but not wrong (a flow in a language the
+        speech model does not hear, a flow's oddities) is logged once per daemon, not again at every reload."""
+        notes: list[str] = []
+        warnings: list[Problem] = []
+        try:
+            return await load_flowset([self.config.flows_dir], self.config, notes=notes, warnings=warnings)
+        finally:
+            for line in [*notes, *(str(w) for w in warnings)]:
+                if line not in self._told:
+                    self._told.add(line)
+                    log.warning("%s", line)
+
+    async def _reload(self, reason: str) -> bool:
+        assert self.events is not None
+        try:
+            new = await self._load_flows()
+        except FlowError as exc:
+            self.rejected_reloads += 1
+            log.error("reload rejected (%s); still serving version %s", reason,
+                      self.flows.version if self.flows else "none")
+            for p in exc.problems:
+                log.error("%s", p)
+            self.reload_problems = [str(p) for p in exc.problems]
+            await self.events.append("flows.rejected", None, reason=reason, problems=self.reload_problems)
+            return False
+        self.reload_problems = []
+        if self.flows is not None and new.version == self.flows.version:
             return True
+        old = self.flows.version if self.flows else None
+        self.flows = new
+        self.reloads += 1
+        log.info("flows reloaded %s (was %s; %s)", summary(new), old, reason)
+        await self.events.append("flows.loaded", None, version=new.version, previous=old, reason=reason)
+        return True
 
     # -- calls --
     def start_call(self, call: Call, recorder: Recorder | None = None, *, entry: str | None = None,
@@ -325,7 +432,8 @@ class Daemon:
             "queues": self._queue_summary(),
             "callbacks": self.dialer.status() if self.dialer is not None else None,
             "sync": self.relay.status() if self.relay is not None else None,
-            "speech": None if self.speech is None else {
+            "speech": {"state": "loading"} if self.speech is None and self._speech_task is not None
+            and not self._speech_task.done() else None if self.speech is None else {"state": "ready",
                 "listening": self.speech.active_turns, "max_streams": self.speech.max_streams,
                 "turns": self.speech.turns_opened, "refused": self.speech.turns_refused,
                 "frames_dropped": self.speech.frames_dropped},
@@ -385,7 +493,7 @@ class Daemon:
                 await send(self.status())
             elif cmd == "reload":
                 ok = await self.reload("control socket")
-                await send({"ok": ok, **self.status()})
+                await send({"ok": ok, **({} if ok else {"problems": self.reload_problems}), **self.status()})
             elif cmd == "simulate":
                 await self._simulate(req, reader, send)
             else:
@@ -439,6 +547,7 @@ class Daemon:
             emit=lines.put_nowait,
             ask=ask,
             headers={str(k): str(v) for k, v in (req.get("headers") or {}).items()},
+            transfer=self.config.transfer,  # a real call's transfer settings: no transfer: section, no transfer
         )
         assert self.events is not None
         rec = NarratingRecorder(CallRecorder(self.events, call.call_id), lines.put_nowait)
@@ -460,6 +569,7 @@ async def run_daemon(config: Config) -> int:
         await daemon.start()
     except FlowError:
         log.error("not starting: the flows have errors (run 'ivr check')")
+        await daemon.stop_watchdog()
         if daemon.metrics is not None:
             await daemon.metrics.close()
         if daemon.events is not None:
@@ -467,6 +577,7 @@ async def run_daemon(config: Config) -> int:
         return 1
     except MetricsListenError as exc:  # nothing else was started yet
         log.error("%s", exc)
+        await daemon.stop_watchdog()
         return 1
     except OSError as exc:  # a taken SIP port, no free RTP port: one line, then stop what did start
         return await _failed_start(daemon, exc)

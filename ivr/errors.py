@@ -13,9 +13,13 @@ class Problem:
     line: int
     column: int
     message: str
+    warning: bool = False
+    """Worth a look but not wrong (an unused prompt, a key that is the start of another): printed with
+    ``warning:``, never blocks a load."""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        kind = "warning: " if self.warning else ""
+        return f"{self.file}:{self.line}:{self.column}: {kind}{self.message}"
 
 
 class IvrError(Exception):
@@ -31,10 +35,12 @@ class ConfigError(IvrError):
 
 
 class FlowError(IvrError):
-    """A flow set failed its checks; nothing of it is switched in."""
+    """A flow set failed its checks; nothing of it is switched in. ``warnings`` are the set's warnings, shown
+    beside the errors so a fix does not uncover them one run later."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], warnings: list[Problem] | None = None) -> None:
         self.problems = sorted(set(problems))
+        self.warnings = sorted(set(warnings or ()))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

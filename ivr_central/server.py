@@ -500,6 +500,9 @@ async def serve(config: CentralConfig) -> int:
     """``ivr-central serve``: run until SIGTERM or SIGINT, then drain and exit 0; 1 when it cannot start."""
     import signal
 
+    from ivr.adapters.systemd import Notifier
+
+    notify = Notifier.from_environment()  # systemd/ivr-central.service is Type=notify with a watchdog
     service = CentralService(config)
     try:
         await service.start()
@@ -510,9 +513,13 @@ async def serve(config: CentralConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notify.ready(f"collecting on {', '.join(service.addresses)}")
+    keeper = asyncio.create_task(notify.keep_alive(stop), name="watchdog")
     await stop.wait()
+    notify.stopping(f"stopping: {service.collector.in_flight} batches in flight")
     log.info("stopping: no new batches; %d in flight may take up to %.0f s", service.collector.in_flight,
              config.shutdown_seconds)
     await service.stop()
+    await keeper
     log.info("stopped")
     return 0

@@ -46,21 +46,20 @@ def test_sample_flows_pass(env: Env) -> None:
 
 # (what breaks, file, old text, new text, anchor of the error, nth anchor, message)
 BROKEN = [
-    ("unknown node", "main.yaml", "goto: operator, say:", "goto: operatr, say:", "operatr", 1,
+    ("unknown node", "main.yaml", "        0: operator\n", "        0: operatr\n", "operatr", 1,
      "unknown node 'operatr' (did you mean 'operator'?)"),
     ("unreachable node", "main.yaml", "  goodbye:\n    hangup: goodbye\n",
      "  goodbye:\n    hangup: goodbye\n  orphan:\n    hangup: goodbye\n", "orphan", 1,
      "node 'orphan' is never reached from start 'greet'"),
     ("missing prompt file", "main.yaml", "  goodbye: {say:", "  jingle: {file: sounds/jingle.wav}\n  goodbye: {say:",
      "sounds/jingle.wav", 1, "prompt file not found: sounds/jingle.wav"),
-    ("bad key", "main.yaml", "        9: {goto: spanish", "        9x: {goto: spanish", "9x", 1,
+    ("bad key", "main.yaml", "        9: spanish", "        9x: spanish", "9x", 1,
      "bad key '9x' (menu keys are 0-9, * and #, up to 4 of them; use 'speech' for an option chosen only by voice)"),
     ("loop with no exit", "main.yaml", "  goodbye:\n    hangup: goodbye\n",
      "  goodbye:\n    play: goodbye\n    next: survey\n", "survey:", 1,
      "loop with no exit: goodbye → survey never reaches a hangup, transfer, queue or return"),
-    ("duplicate keyword", "main.yaml", "say: [support, technical support, help]",
-     "say: [support, technical support, help, Billing]", "Billing", 1,
-     "keyword 'Billing' is used by option '1' and option '2'"),
+    ("duplicate keyword", "voice.yaml", "say: [아니요]}", "say: [아니요, 네]}", "네]", 2,
+     "keyword '네' is used by option '1' and option '2'"),
     ("bad time zone", "hours.yaml", "timezone: America/New_York\n    weekly:\n      mon-fri: \"08",
      "timezone: America/New_Yrok\n    weekly:\n      mon-fri: \"08", "America/New_Yrok", 1,
      "unknown time zone 'America/New_Yrok' (use an IANA name such as 'America/New_York')"),
@@ -73,8 +72,8 @@ BROKEN = [
     ("unknown variable", "main.yaml", "{var: caller, starts_with", "{var: calller, starts_with", "calller", 1,
      "unknown variable 'calller' (did you mean 'caller'?); it is never set (declare it under variables:)"),
     ("unknown key", "main.yaml", "      reprompt: main_short", "      repromt: main_short", "repromt", 1,
-     "unknown key 'repromt' (allowed: barge_in, inter_digit_timeout, max_no_input, max_no_match, min_confidence, "
-     "no_input, no_match, options, prompt, reprompt, speech, timeout)"),
+     "unknown key 'repromt' — did you mean 'reprompt'? (allowed: barge_in, inter_digit_timeout, max_no_input, "
+     "max_no_match, min_confidence, no_input, no_match, options, prompt, reprompt, speech, timeout)"),
     ("bad value", "main.yaml", "      timeout: 5\n", "      timeout: -1\n", "-1", 1,
      "nodes/main_menu/menu/timeout: -1 is less than or equal to the minimum of 0"),
     ("no next", "main.yaml", "    play: morning\n    next: check_hours\n", "    play: morning\n", "say_morning:", 1,
@@ -130,7 +129,7 @@ def test_duplicate_yaml_key_is_an_error(env: Env) -> None:
 
 
 def test_several_errors_in_one_run(env: Env) -> None:
-    edit(env.flows / "main.yaml", "goto: operator, say:", "goto: operatr, say:")
+    edit(env.flows / "main.yaml", "        0: operator\n", "        0: operatr\n")
     edit(env.flows / "billing.yaml", "min_digits: 6", "min_digits: 12")
     edit(env.flows / "hours.yaml", "      sat: \"10:00-14:00\"", "      sa: \"10:00-14:00\"")
     r = env.ivr("check", "--no-render")

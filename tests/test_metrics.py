@@ -113,6 +113,7 @@ async def test_scrape_names_labels_and_a_call_counted_by_outcome(empty_env: Env)
         "ivr_rtp_send_lateness_seconds": ("histogram", {"le"}),
         "ivr_event_loop_lag_seconds": ("histogram", {"le"}),
         "ivr_event_log_commit_seconds": ("histogram", {"le"}),
+        "ivr_event_log_post_waits": ("counter", set()),
     }
     ours = {name: f for name, f in families.items() if name.startswith("ivr_")}
     assert set(ours) == set(expected), set(ours) ^ set(expected)

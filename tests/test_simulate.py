@@ -42,7 +42,7 @@ def test_no_input_retries_then_failure_target(env: Env) -> None:
     text = "\n".join(r["transcript"])
     assert "no input (1 of 3)" in text and "no input (3 of 3)" in text
     # First a long greeting; after a timeout the apology, then the short re-prompt.
-    assert text.count("For billing, press 1 or say billing") == 1
+    assert text.count("For billing, press 1. For technical support, press 2.") == 1
     assert text.count("Sorry, I didn't hear anything.") == 2
     assert text.count("Press 1 for billing, 2 for support, or 0 for the operator.") == 2
 
@@ -55,9 +55,33 @@ def test_no_match_counted_separately_from_no_input(env: Env) -> None:
     assert "no match for '8' (2 of 3)" in text
 
 
+SPOKEN_MENU = """
+flow: spoken
+numbers: ["600"]
+start: menu
+prompts:
+  menu: "Say billing or support."
+  billing: "Billing."
+  support: "Support."
+nodes:
+  menu:
+    menu:
+      prompt: menu
+      options:
+        1: {goto: billing, say: [billing, invoice]}
+        2: {goto: support, say: [support, technical support]}
+  billing:
+    hangup: billing
+  support:
+    hangup: support
+"""
+
+
 def test_speech_chooses_option_and_low_confidence_is_no_match(env: Env) -> None:
-    r = simulate(env, "main", "--at", OPEN, "-i", "say:billing@0.2", "-i", "say:I need technical support please")
-    assert r["outcome"] == "queued"
+    """A menu with English keywords (for a box with an English model; the samples listen only in Korean)."""
+    (env.flows / "spoken.yaml").write_text(SPOKEN_MENU, encoding="utf-8")
+    r = simulate(env, "spoken", "-i", "say:billing@0.2", "-i", "say:I need technical support please")
+    assert r["outcome"] == "hangup" and r["path"] == ["menu", "support"]
     assert "no match for 'billing' (1 of 3)" in "\n".join(r["transcript"])
 
 

@@ -90,6 +90,8 @@ def test_wav_input_needs_speech_on(env: Env) -> None:
     assert r.code == 2 and "speech.enabled is false" in r.err
 
 
-def test_unreadable_recording_is_reported(voice_env: Env) -> None:
-    r = simulate(voice_env, f"wav:{voice_env.root / 'missing.wav'}")
-    assert any("no such file" in line for line in r["transcript"])
+def test_unreadable_recording_is_refused_before_the_call(voice_env: Env) -> None:
+    """Issue #18 item 5: a missing recording is the user's typo, not a call: exit 2, nothing recorded."""
+    r = voice_env.ivr("simulate", "voice", "-i", f"wav:{voice_env.root / 'missing.wav'}")
+    assert r.code == 2 and f"no such file: {voice_env.root / 'missing.wav'}" in r.err
+    assert voice_env.calls(simulated=True) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ from typing import Any
 from ivr.errors import Problem
 from ivr.flows.model import Flow, FlowSet, Pos, PromptVariant
 from ivr.flows.prompts import ALAW_SILENCE, FRAME_BYTES, ULAW_SILENCE, Audio, PromptLibrary, needed_variants
+
+log = logging.getLogger("ivr.render")
 
 RENDER_VERSION = "2"  # bump when the pipeline changes, to invalidate caches
 
@@ -73,6 +76,9 @@ async def render_flowset(flowset: FlowSet, settings: RenderSettings) -> tuple[Pr
                 if key not in rendered:
                     rendered[key] = tg.create_task(_guard(one(key, v)))
                 jobs.append((flow, name, lang, v, pos, rendered[key]))
+        reporter = tg.create_task(_report_progress(list(rendered.values())))
+        await asyncio.wait(rendered.values())
+        reporter.cancel()
     for flow, name, lang, v, pos, task in jobs:
         result = task.result()
         if isinstance(result, str):
@@ -83,6 +89,19 @@ async def render_flowset(flowset: FlowSet, settings: RenderSettings) -> tuple[Pr
         text = v.source if v.kind == "say" else os.path.relpath(v.source)
         library.audio[(flow.name, name, lang)] = Audio(name, lang, text, ulaw, alaw)
     return library, problems
+
+
+PROGRESS_EVERY = 5.0
+"""Seconds between progress lines while prompts render (a first start renders every prompt: ~35 s for the
+samples), so a console or journal never looks hung."""
+
+
+async def _report_progress(tasks: list[asyncio.Task[tuple[bytes, bytes] | str]]) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY)
+        done = sum(t.done() for t in tasks)
+        log.info("rendering prompts: %d of %d done (rendered audio is cached: later starts take seconds)", done,
+                 len(tasks))
 
 
 async def _guard(coro: Coroutine[Any, Any, tuple[bytes, bytes]]) -> tuple[bytes, bytes] | str:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from ivr.callbacks.desk import Desk
 from ivr.callbacks.ewt import EwtEstimate
 from ivr.callbacks.policy import CallbackPolicy
+from ivr.config import TransferConfig
 from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
 from ivr.flows.prompts import Audio
@@ -52,6 +53,11 @@ LEAD = 0.3
 learns the line's noise floor from it (a recording that starts mid-word would otherwise be taken for it)."""
 RESULT_TIMEOUT = 30.0
 """Bound on the recogniser's final result once the audio is in (file-fed, so only a stuck decoder hits it)."""
+PRETEND = "pretend"
+"""``SimulatedCall(transfer=PRETEND)``: every transfer succeeds, whatever the config (``ivr simulate`` on the
+bench, where no PBX is in reach)."""
+NOT_CONFIGURED = "transfer not configured (no transfer: section)"
+"""What a real call's transfer answers without a ``transfer:`` section (ivr.adapters.transfer.Transferer)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ class SimulatedCall:
         speech: Callable[[], Awaitable[SpeechService]] | None = None,
         speech_verify: bool = False,
         headers: Mapping[str, str] | None = None,
+        transfer: TransferConfig | None | str = PRETEND,
     ) -> None:
         self.call_id, self.caller, self.dialed = call_id, caller, dialed
         self.headers: dict[str, str] = dict(headers or {})
@@ -145,6 +152,9 @@ class SimulatedCall:
         self.start_speech = speech
         """Loads the model at the first ``wav:`` input (3 s, 500 MB): never for keys and ``say:``."""
         self.speech_verify = speech_verify
+        self.transfer_settings = transfer
+        """The daemon's ``transfer:`` settings for ``--live`` (None: transfers fail as a real call's do), or
+        PRETEND."""
 
     def say(self, line: str) -> None:
         self.emit(line)
@@ -284,10 +294,21 @@ class SimulatedCall:
     async def transfer(self, target: TransferTarget, progress: TransferProgress | None = None) -> TransferResult:
         self._check()
         self.transfers.append(target)
-        self.say(f"  ⇒ transfer to {target.kind} {target.destination}")
+        where = f"  ⇒ transfer to {target.kind} {target.destination}"
+        settings = self.transfer_settings
+        if settings is None:  # as a real call on this daemon: ivr simulate --live must not promise more
+            self.say(f"{where}: not placed, {NOT_CONFIGURED}")
+            return TransferResult(False, NOT_CONFIGURED)
+        if isinstance(settings, TransferConfig):
+            self.say(f"{where} (simulated: a real call would go by transfer.mode {settings.mode}; "
+                     "nothing is placed, the transfer is taken as done)")
+            detail = f"simulated, transfer.mode {settings.mode}"
+        else:
+            self.say(f"{where} (simulated: taken as done; no transfer settings are read)")
+            detail = "simulated"
         if progress is not None:  # a pretend transfer always succeeds, as an accepted REFER would
             await progress("referred", {})
-        return TransferResult(True, "simulated")
+        return TransferResult(True, detail)
 
     async def hangup(self) -> None:
         if not self.hung_up and not self.caller_gone:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -80,7 +81,8 @@ class SipCall:
         self.inputs: asyncio.Queue[CallerInput] = asyncio.Queue()
         self.key_down = asyncio.Event()
         self.dedup = DtmfDeduplicator()
-        self.on_hold = False
+        self._on_hold = False
+        self._resumed_at: float | None = None
         self.hung_up_by_us = False
         self.rtp_timed_out = False
         self.speech = speech  # ivr.adapters.speech.SpeechService, or None: keys only
@@ -108,12 +110,23 @@ class SipCall:
         if self.dedup.accept(digit, source, self._loop.time()):
             self.inputs.put_nowait(CallerInput("dtmf", digit, None, source))
 
+    @property
+    def on_hold(self) -> bool:
+        """The caller's side holds the call (sendonly/inactive): silence from it then is no hang-up."""
+        return self._on_hold
+
+    @on_hold.setter
+    def on_hold(self, held: bool) -> None:
+        if self._on_hold and not held:
+            self._resumed_at = self._loop.time()  # the inactivity clock restarts on resume, not at the last packet
+        self._on_hold = held
+
     # -- hang-up detection --
     def _gone(self) -> bool:
         if self.leg.ended.is_set():
             return True
         # From the answer until the first packet too: a caller whose audio never arrives is gone as well.
-        last = self.media.last_received or self.answered_at
+        last = max(t for t in (self.media.last_received, self.answered_at, self._resumed_at) if t is not None)
         if not self.on_hold and self._loop.time() - last > self.rtp_timeout:
             self.rtp_timed_out = True
             self.hung_up_by_us = True  # the adapter sends the BYE once the engine has finished
@@ -134,6 +147,8 @@ class SipCall:
     async def _or_hangup(self, aw: Awaitable[T]) -> T:
         """Await ``aw`` unless the caller leaves first (then CallerHungUp)."""
         if self._gone():
+            if inspect.iscoroutine(aw):
+                aw.close()  # never started: closed, so no "coroutine ... was never awaited" on a quick hang-up
             raise self._hung_up()
         work = asyncio.ensure_future(aw)
         gone = asyncio.ensure_future(self._until_gone())

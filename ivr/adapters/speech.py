@@ -200,10 +200,10 @@ class SpeechService:
         self.free_reused = 0
 
     @classmethod
-    def from_config(cls, sp: SpeechConfig, state_dir: Path) -> SpeechService:
-        """The service the ``speech:`` config section describes (model cache under ``state_dir``)."""
+    def from_config(cls, sp: SpeechConfig, cache_dir: Path) -> SpeechService:
+        """The service the ``speech:`` config section describes (model cache in ``cache_dir/vosk``)."""
         return cls(sp.model_path, max_streams=sp.max_streams, workers=sp.workers,
-                   cache_dir=str(state_dir / "cache" / "vosk"), echo_return_loss_db=sp.echo_return_loss_db,
+                   cache_dir=str(cache_dir / "vosk"), echo_return_loss_db=sp.echo_return_loss_db,
                    noise_floor_dbfs=sp.noise_floor_dbfs, decode_nice=sp.decode_nice)
 
     # -- lifecycle ----------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ivr.sip.sdp import (
     negotiate_answer,
     parse_sdp,
     remote_media,
+    sendable_ptime,
 )
 from ivr.sip.session_timer import SessionTimerConfig
 from ivr.sip.ua import UserAgentConfig
@@ -206,10 +207,10 @@ class Telephony:
                 return
             te = next((c for c in remote.codecs if c.name.lower() == "telephone-event"), None)
             session.configure(remote=(remote.address, remote.port), payload_type=audio[0].payload_type,
-                              telephone_event_pt=te.payload_type if te else None, ptime_ms=remote.ptime or 20,
-                              send=not remote.on_hold)
+                              telephone_event_pt=te.payload_type if te else None,
+                              ptime_ms=sendable_ptime(remote.ptime), send=not remote.on_hold)
             facts = {**base, "codec": audio[0].name, "telephone_event": te is not None,
-                     "ptime": remote.ptime or 20, "offer": "late", "rtp_port": session.local_port}
+                     "ptime": sendable_ptime(remote.ptime), "offer": "late", "rtp_port": session.local_port}
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,
                        speech_verify=self.config.speech.verify, speech_language=self.config.speech.language)
         call.transferer = Transferer(TransferContext(self.config.transfer, self.endpoint, self.media, self.ami,

@@ -51,9 +51,13 @@ def _suggest(name: str, options: Iterable[str]) -> str:
 def check(loaded: Loaded) -> list[Problem]:
     problems: list[Problem] = []
     problems += check_refs(loaded)
+    problems += check_unused_prompts(loaded)
     problems += check_routing(loaded)
+    dangling = {r.flow for r in loaded.refs if r.kind == "node" and r.flow in loaded.flows
+                and r.name not in loaded.flows[r.flow].nodes} | {f for f, _ in loaded.unbuilt}
     for flow in loaded.flows.values():
-        problems += check_graph(flow)
+        # A goto to a missing node cuts the graph: what looks unreachable or stuck may be fine once it is fixed.
+        problems += check_graph(flow, paths=flow.name not in dangling)
     problems += check_subflow_cycles(loaded)
     return problems
 
@@ -77,29 +81,53 @@ def check_refs(loaded: Loaded) -> list[Problem]:
     for ref in loaded.refs:
         flow = loaded.flows.get(ref.flow or "")
         if ref.kind == "node":
-            if flow is None:
+            if flow is None or (flow.name, ref.name) in loaded.unbuilt:
                 continue
             if ref.name not in flow.nodes:
-                problems.append(_p(ref.pos, f"unknown node '{ref.name}'{_suggest(ref.name, flow.nodes)}"))
+                hint = _suggest(ref.name, flow.nodes)
+                if not hint and ref.name in loaded.flows and ref.role != "start":
+                    hint = f" ('{ref.name}' is a flow: to run it, go to a node with call: {ref.name} and next:)"
+                elif not hint and len(flow.nodes) <= 12:
+                    hint = f" (this flow's nodes: {', '.join(sorted(flow.nodes))})"
+                problems.append(_p(ref.pos, f"unknown node '{ref.name}'{hint}"))
         elif ref.kind == "prompt":
             if flow is None:
                 continue
             if ref.name not in flow.prompts and ref.name not in BUILTIN_PROMPTS:
                 choices = [*flow.prompts, *BUILTIN_PROMPTS]
-                problems.append(_p(ref.pos, f"unknown prompt '{ref.name}'{_suggest(ref.name, choices)}"))
+                hint = _suggest(ref.name, choices) or " (define it under prompts:)"
+                problems.append(_p(ref.pos, f"unknown prompt '{ref.name}'{hint}"))
             else:
                 problems += _builtin_languages(flow, ref)
+        elif loaded.unread and ref.kind in ("flow", "schedule", "var"):
+            continue  # it may be defined in the file that did not read; that file's error is reported
         elif ref.kind == "flow":
             if ref.name not in loaded.flows and ref.name not in loaded.broken_flows:
-                problems.append(_p(ref.pos, f"unknown flow '{ref.name}'{_suggest(ref.name, loaded.flows)}"))
+                hint = _suggest(ref.name, loaded.flows) or f" (no file says flow: {ref.name}; flows: " \
+                    f"{', '.join(sorted(loaded.flows))})"
+                problems.append(_p(ref.pos, f"unknown flow '{ref.name}'{hint}"))
         elif ref.kind == "schedule":
             if ref.name not in loaded.schedules:
-                sug = _suggest(ref.name, loaded.schedules)
+                known = ", ".join(sorted(loaded.schedules)) or "none"
+                sug = _suggest(ref.name, loaded.schedules) or \
+                    f" (define it under hours: in any flow file; schedules: {known})"
                 problems.append(_p(ref.pos, f"unknown hours schedule '{ref.name}'{sug}"))
         elif ref.kind == "var" and ref.name not in variables and not ref.name.startswith(HEADER_VAR_PREFIX):
             problems.append(_p(ref.pos, f"unknown variable '{ref.name}'{_suggest(ref.name, variables)}; "
                                "it is never set (declare it under variables:)"))
     return problems
+
+
+def check_unused_prompts(loaded: Loaded) -> list[Problem]:
+    """A prompt no node plays is a warning: usually a typo'd reference elsewhere, or a leftover. Overrides
+    of built-in prompts count as used (the engine plays them itself: digits, numbers, callbacks)."""
+    used = {(ref.flow, ref.name) for ref in loaded.refs if ref.kind == "prompt"}
+    unsure = {ref.flow for ref in loaded.refs if ref.kind == "prompt" and ref.flow in loaded.flows
+              and ref.name not in loaded.flows[ref.flow].prompts and ref.name not in BUILTIN_PROMPTS}
+    return [Problem(p.pos.file, p.pos.line, p.pos.column,
+                    f"prompt '{name}' is never played (no node uses it): use it or remove it", warning=True)
+            for flow in loaded.flows.values() for name, p in flow.prompts.items()
+            if (flow.name, name) not in used and name not in BUILTIN_PROMPTS and flow.name not in unsure]
 
 
 def _builtin_languages(flow: Flow, ref: Ref) -> list[Problem]:
@@ -130,7 +158,7 @@ def check_routing(loaded: Loaded) -> list[Problem]:
                 problems.append(_p(flow.pos, f"number '{number}' has characters that are not dialable "
                                    "(digits, + * #, or a SIP name such as callback-request)"))
     defaults = [f for f in loaded.flows.values() if f.default]
-    if loaded.flows and not defaults and not loaded.broken_flows:
+    if loaded.flows and not defaults and not loaded.broken_flows and not loaded.unread:
         first = min(loaded.flows.values(), key=lambda f: f.file)
         problems.append(_p(first.pos, "no flow is the default (set default: true on the flow that takes "
                            "calls to unlisted numbers)"))
@@ -146,13 +174,16 @@ def _exits(node: Node) -> bool:
     return isinstance(node.action, Menu | Collect | Survey) and node.failure is None
 
 
-def check_graph(flow: Flow) -> list[Problem]:
+def check_graph(flow: Flow, *, paths: bool = True) -> list[Problem]:
+    """``paths``: also reachability and loops (not when an edge points nowhere: they would be guesses)."""
     problems: list[Problem] = []
     nodes = flow.nodes
     for node in nodes.values():
         if isinstance(node.action, NEEDS_NEXT) and node.next is None:
             what = "the else case" if isinstance(node.action, Branch) else "where the call goes after it"
             problems.append(_p(node.pos, f"node '{node.name}' ({node.kind}) needs next: ({what})"))
+    if not paths:
+        return problems
     succ = {n.name: [t for _, t in n.edges() if t in nodes] for n in nodes.values()}
     # Reachability from start.
     seen: set[str] = set()

@@ -7,6 +7,7 @@ Precedence, most specific first: the emergency switch, a date override, a holida
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import Enum
@@ -55,6 +56,30 @@ def parse_range(text: str) -> TimeRange:
     if end_min <= start_min:
         end_min += 24 * 60
     return TimeRange(time(sh, sm), end_min)
+
+
+_RANGE_TEXT = re.compile(r"(\d{1,2}):(\d{1,2})-(\d{1,2}):(\d{1,2})")
+
+
+def range_problem(value: object) -> str | None:
+    """What is wrong with a time range that failed the schema's pattern, in the admin's terms."""
+    text = str(value)
+    m = _RANGE_TEXT.fullmatch(text.strip())
+    if not m:
+        return f"'{text}' is not a time range: write HH:MM-HH:MM, e.g. 09:00-17:00"
+    sh, sm, eh, em = (int(g) for g in m.groups())
+    for hour, minute, end in ((sh, sm, False), (eh, em, True)):
+        if hour > 24 or (hour == 24 and not end):
+            return f"'{text}' is not a time range: hour {hour} is not an hour (00-23; 24:00 only as an end)"
+        if minute > 59:
+            return f"'{text}' is not a time range: minute {minute} is not a minute (00-59)"
+        if hour == 24 and minute:
+            return f"'{text}' is not a time range: 24:{minute:02d} is past the end of the day (24:00 is the latest end)"
+    return f"'{text}' is not a time range: write hours and minutes with two digits each, e.g. 09:00-17:00"
+
+
+def date_problem(value: object) -> str | None:
+    return f"'{value}' is not a date: write YYYY-MM-DD, e.g. 2026-12-25"
 
 
 def parse_days(spec: str) -> list[int]:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import Problem
 from ivr.flows import hours as hours_mod
+from ivr.flows.hints import NODE_SETTINGS, SCHEMA, flow_hints
 from ivr.flows.model import (
     AllOf,
     AnyOf,
@@ -65,7 +66,6 @@ ACTIONS = (
 #: so ``resolved: true`` (self-service done in the IVR) is refused on them
 HAND_OVERS = ("transfer", "queue")
 TESTS = ("equals", "not_equals", "in", "matches", "starts_with", "lt", "le", "gt", "ge", "is_set")
-SCHEMA = "flows/schema.json"
 MIN_END_OF_SPEECH = 0.1
 """Shorter than a stop consonant's closure: every word would be cut at its first gap."""
 MIN_BARGE_IN, MAX_BARGE_IN = 0.02, 2.0
@@ -79,6 +79,7 @@ class Ref:
     name: str
     pos: Pos
     flow: str | None = None
+    role: str = ""  # "start" for the flow's start node, for a message that fits
 
 
 @dataclass
@@ -89,6 +90,11 @@ class Loaded:
     refs: list[Ref] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     broken_flows: set[str] = field(default_factory=set)  # named in files that failed: no cascades
+    unbuilt: set[tuple[str, str]] = field(default_factory=set)
+    """(flow, node) written in a file but not built because of a problem of its own."""
+    unread: list[str] = field(default_factory=list)
+    """Files that did not parse or fit the schema: what they define is unknown, so checks that depend on the
+    whole set (unknown flows, schedules, variables; the default flow) stay quiet rather than guess."""
     files: list[str] = field(default_factory=list)
     digest: str = ""
 
@@ -128,25 +134,49 @@ def load(paths: list[Path], *, site_timezone: str = "UTC") -> Loaded:
             digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
         except OSError:
             pass
-        doc, problems = load_yaml(path, name)
+        doc, problems = load_yaml(path, name, as_typed=True)
         if problems:
             loaded.problems += problems
+            loaded.unread.append(name)
             continue
         if doc is None:
-            loaded.problems.append(Problem(name, 1, 1, "file is empty"))
+            loaded.problems.append(Problem(name, 1, 1, "file is empty (or only comments): write a flow "
+                                           "(flow:, start:, nodes:) or hours:, or delete the file"))
             continue
         if not isinstance(doc, dict):
             loaded.problems.append(Problem(name, 1, 1, "a flow file is a mapping (flow:, start:, nodes: ...)"))
+            loaded.unread.append(name)
             continue
-        problems = schema_problems(doc, SCHEMA, name)
+        problems = _misplaced_actions(doc, name) or schema_problems(
+            doc, SCHEMA, name, hints=flow_hints(), source=path.read_text(encoding="utf-8"))
         if problems:
             loaded.problems += problems
+            loaded.unread.append(name)
             if isinstance(doc.get("flow"), str):
                 loaded.broken_flows.add(doc["flow"])
             continue
         _FileBuilder(loaded, doc, name, path, site_timezone).build()
     loaded.digest = digest.hexdigest()[:12]
     return loaded
+
+
+def _misplaced_actions(doc: Any, file: str) -> list[Problem]:
+    """``hangup:`` at the indentation of node ids: the node above lost its body, and the schema would say
+    "nodes/a: expected object, got None" and "nodes/hangup: expected object" — say what happened instead."""
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, dict):
+        return []
+    out = []
+    for key, value in nodes.items():
+        if key in ACTIONS and not isinstance(value, dict):
+            line, col = key_position(doc, ["nodes", key])
+            out.append(Problem(file, line, col, f"'{key}' is an action, but here it is a node id: indent it "
+                               "(and next:, failure:) under the node it belongs to"))
+        elif key in NODE_SETTINGS and not isinstance(value, dict):
+            line, col = key_position(doc, ["nodes", key])
+            out.append(Problem(file, line, col, f"'{key}' is a node's setting, but here it is a node id: indent it "
+                               "under the node it belongs to, beside its action"))
+    return out
 
 
 def to_flowset(loaded: Loaded) -> FlowSet:
@@ -180,6 +210,9 @@ class _FileBuilder:
     def problem(self, pos: Pos, message: str) -> None:
         self.loaded.problems.append(Problem(pos.file, pos.line, pos.column, message))
 
+    def warn(self, pos: Pos, message: str) -> None:
+        self.loaded.problems.append(Problem(pos.file, pos.line, pos.column, message, warning=True))
+
     def ref(self, kind: str, name: str, pos: Pos) -> None:
         self.loaded.refs.append(Ref(kind, str(name), pos, self.flow_name))
 
@@ -210,7 +243,9 @@ class _FileBuilder:
             node = self.node(str(nname), ndoc)
             if node is not None:
                 nodes[str(nname)] = node
-        self.ref("node", self.doc["start"], self.pos("start"))
+            else:  # its own problem is reported: references to it are not "unknown node" too
+                self.loaded.unbuilt.add((self.flow_name, str(nname)))
+        self.loaded.refs.append(Ref("node", str(self.doc["start"]), self.pos("start"), self.flow_name, "start"))
         variables = {str(k): v for k, v in (self.doc.get("variables") or {}).items()}
         flow = Flow(
             name=self.flow_name,
@@ -350,6 +385,17 @@ class _FileBuilder:
                                      f"keyword '{w}' is used by option '{seen_words[norm]}' and option '{key_s}'")
                     seen_words[norm] = key_s
             options.append(MenuOption(None if key_s == "speech" else key_s, target, words, kpos))
+        wait = float(v.get("inter_digit_timeout", 2))
+        for long in options:
+            short = next((o.key for o in options if o.key and long.key and o.key != long.key
+                          and long.key.startswith(o.key)), None)
+            if short and long.key:
+                # The engine reads on while a longer key could still match (steps._match_menu): the pause
+                # tells them apart, so this works, but slowly, and type-ahead for the next menu runs in.
+                nxt = long.key[len(short)]
+                self.warn(long.pos, f"key '{long.key}' starts with key '{short}': a caller who wants {short} waits "
+                          f"inter_digit_timeout ({wait:g} s) before it is taken, and a {nxt} typed ahead for the "
+                          f"next menu makes it {short + nxt} (use keys of one length)")
         prompt = self.prompts(v["prompt"], *path, "prompt")
         has_words = any(o.keywords for o in options)
         speech, settings = self.speech_settings(v, path, digits=False)
@@ -497,6 +543,11 @@ class _FileBuilder:
         )
 
     def act_set(self, v: Any, path: tuple) -> SetVars:
+        lang = v.get("lang")
+        if isinstance(lang, str) and "${" not in lang and lang not in self.languages:
+            self.warn(self.pos(*path, "lang"), f"lang '{lang}' is not one of this flow's languages "
+                      f"({', '.join(self.languages)}): callers would go on hearing {self.languages[0]} "
+                      "(add it to languages:, with its prompts)")
         for k, val in v.items():
             for var in re.findall(r"\$\{([^}]*)\}", str(val)) if isinstance(val, str) else ():
                 self.ref("var", var, self.pos(*path, k))
@@ -610,6 +661,7 @@ class _FileBuilder:
             return
         tz = self.zone(s["timezone"], self.pos(*path, "timezone"))
         weekly: dict[int, list[hours_mod.TimeRange]] = {}
+        placed: dict[int, list[tuple[hours_mod.TimeRange, str, Pos]]] = {}
         for days, ranges in s["weekly"].items():
             try:
                 day_list = hours_mod.parse_days(str(days))
@@ -617,8 +669,11 @@ class _FileBuilder:
                 self.problem(self.kpos(*path, "weekly", days),
                              f"bad day '{days}' (use mon..sun, ranges like mon-fri, lists like sat,sun)")
                 continue
+            parsed = self.ranges(ranges, (*path, "weekly", days))
             for day in day_list:
-                weekly.setdefault(day, []).extend(_ranges(ranges))
+                weekly.setdefault(day, []).extend(r for r, _, _ in parsed)
+                placed.setdefault(day, []).extend(parsed)
+        self.overlaps(placed)
         holidays: dict[date, str] = {}
         for i, h in enumerate(s.get("holidays") or ()):
             text, label = (h, str(h)) if not isinstance(h, dict) else (h["date"], h.get("name", str(h["date"])))
@@ -629,7 +684,9 @@ class _FileBuilder:
         for i, o in enumerate(s.get("overrides") or ()):
             d = self.date(o["date"], (*path, "overrides", i, "date"))
             if d:
-                overrides[d] = () if o["hours"] == "closed" else tuple(_ranges(o["hours"]))
+                ranges = [] if o["hours"] == "closed" else self.ranges(o["hours"], (*path, "overrides", i, "hours"))
+                overrides[d] = tuple(r for r, _, _ in ranges)
+                self.overlaps({0: ranges}, f"on {d.isoformat()}")
         if tz is None:
             return
         self.loaded.schedules[name] = hours_mod.Schedule(
@@ -637,19 +694,48 @@ class _FileBuilder:
         )
         self.loaded.schedule_pos[name] = self.kpos(*path)
 
+    def ranges(self, value: Any, path: tuple) -> list[tuple[hours_mod.TimeRange, str, Pos]]:
+        """Time ranges with their text and place; a range that starts where it ends is a warning, since it is
+        read as 24 hours (an end at or before the start runs into the next day)."""
+        items = [(x, self.pos(*path, i)) for i, x in enumerate(value)] if isinstance(value, list) \
+            else [(value, self.pos(*path))]
+        out = []
+        for text, pos in items:
+            r = hours_mod.parse_range(str(text))
+            if _empty(str(text)):
+                self.warn(pos, f"range {text} starts and ends at the same time: it is read as 24 hours from "
+                          f"{r.start:%H:%M} (for all day write 00:00-24:00; for closed, leave the day out)")
+            out.append((r, str(text), pos))
+        return out
+
+    def overlaps(self, by_day: dict[int, list[tuple[hours_mod.TimeRange, str, Pos]]], where: str = "") -> None:
+        """Two ranges of one day that overlap are harmless to a call, but one of them is not what was meant."""
+        for day, ranges in by_day.items():
+            seen: list[tuple[hours_mod.TimeRange, str, Pos]] = []
+            for r, text, pos in ranges:
+                if _empty(text):
+                    continue  # start = end: already warned about, and not what the admin meant either
+                other = next((t for q, t, _ in seen
+                              if q.start_minutes < r.end_minutes and r.start_minutes < q.end_minutes), None)
+                if other is not None:
+                    self.warn(pos, f"range {text} overlaps {other} {where or 'on ' + hours_mod.DAYS[day]} "
+                              "(merge them into one range)")
+                seen.append((r, text, pos))
+
     def date(self, value: Any, path: tuple) -> date | None:
         if isinstance(value, date):
             return value
         try:
             return date.fromisoformat(str(value))
-        except ValueError:
-            self.problem(self.pos(*path), f"bad date '{value}' (YYYY-MM-DD)")
+        except ValueError as exc:
+            self.problem(self.pos(*path), f"bad date '{value}': {exc} (YYYY-MM-DD)")
             return None
 
 
-def _ranges(value: Any) -> list[hours_mod.TimeRange]:
-    items = value if isinstance(value, list) else [value]
-    return [hours_mod.parse_range(str(x)) for x in items]
+def _empty(range_text: str) -> bool:
+    """``09:00-09:00``: starts where it ends (``00:00-24:00`` is all day, not this)."""
+    start, _, end = range_text.partition("-")
+    return start.strip() == end.strip()
 
 
 def normalize_words(text: str) -> str:

@@ -16,17 +16,24 @@ log = logging.getLogger(__name__)
 
 
 async def load_flowset(paths: list[Path], config: Config, *, render: bool = True,
-                       notes: list[str] | None = None) -> FlowSet:
+                       notes: list[str] | None = None, warnings: list[Problem] | None = None) -> FlowSet:
     """``notes`` collects what is worth telling but not wrong (flows in a language the speech model is not
-    for); without it they are logged as warnings."""
+    for), ``warnings`` the flows' own oddities at their file:line:column; without them both are logged."""
     loaded = loader.load(paths, site_timezone=config.timezone)
-    problems = loaded.problems + checks.check(loaded)
+    found = loaded.problems + checks.check(loaded)
+    problems = [p for p in found if not p.warning]
+    flow_warnings = sorted({p for p in found if p.warning})
     if problems:
-        raise FlowError(problems)
+        raise FlowError(problems, flow_warnings)
+    if warnings is not None:
+        warnings += flow_warnings
+    else:
+        for w in flow_warnings:
+            log.warning("%s", w)
     flowset = loader.to_flowset(loaded)
     problems, speech_notes = speech_report(flowset, config)
     if problems:
-        raise FlowError(problems)
+        raise FlowError(problems, flow_warnings)
     if notes is not None:
         notes += speech_notes
     else:
@@ -37,7 +44,7 @@ async def load_flowset(paths: list[Path], config: Config, *, render: bool = True
     settings = RenderSettings(cache_dir=config.prompt_cache, target_rms_db=config.target_rms_db)
     library, problems = await render_flowset(flowset, settings)
     if problems:
-        raise FlowError(problems)
+        raise FlowError(problems, flow_warnings)
     return dataclasses.replace(flowset, library=library)
 
 

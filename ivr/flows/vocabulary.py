@@ -251,7 +251,7 @@ def _check_flow(flow: Flow, vocab: ModelVocabulary, has_digits: bool) -> list[Pr
                  if isinstance(node.action, Menu | Collect) and node.action.speech]
     if not listening:
         return []
-    doc, problems = load_yaml(Path(flow.file), flow.file)
+    doc, problems = load_yaml(Path(flow.file), flow.file, as_typed=True)  # as the loader read it
     if problems or doc is None:
         return problems
     lines = Path(flow.file).read_text(encoding="utf-8").splitlines()

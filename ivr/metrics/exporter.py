@@ -192,7 +192,12 @@ class DaemonCollector(Collector):
                     f"{LOOP_PROBE_SECONDS:g} s (what every call's RTP and SIP waits for).", self.loop_lag)
         if d.events is not None:
             yield _hist("ivr_event_log_commit_seconds", "Each group commit of the event log, BEGIN to COMMIT "
-                        "with its fsync; every event waits for one.", d.events.commit_seconds)
+                        "with its fsync; every promise waits for one.", d.events.commit_seconds)
+            waits = CounterMetricFamily("ivr_event_log_post_waits", "Navigation events that had to wait for the "
+                                        "disk: the oldest unsaved one was older than "
+                                        "calls.navigation_unsaved_seconds.")
+            waits.add_metric([], d.events.post_waits)
+            yield waits
 
     def _sip(self) -> Iterator[Metric]:
         tel = self.daemon.telephony

@@ -247,7 +247,7 @@ class MediaStream:
     ) -> None:
         """Apply an SDP offer/answer; may be called again mid-call (hold, resume, media move).
 
-        ``ptime_ms`` multiples of 20 pack that many frames per packet; anything else sends 20 ms
+        ``ptime_ms`` multiples of 20 up to 200 pack that many frames per packet; anything else sends 20 ms
         (a=ptime is only a preference, RFC 4566 section 6).
         """
         law = _LAWS.get(payload_type)
@@ -269,7 +269,7 @@ class MediaStream:
             self._inband_active = False
         elif self._detector is None:
             self._detector = DtmfDetector()  # built only when needed: its tables cost ~1 ms
-        fpp = ptime_ms // 20 if ptime_ms >= 20 and ptime_ms % 20 == 0 else 1
+        fpp = ptime_ms // 20 if 20 <= ptime_ms <= 200 and ptime_ms % 20 == 0 else 1  # as sip.sdp.sendable_ptime
         if fpp != self.frames_per_packet:
             self._flush_unsent()
             self.frames_per_packet = fpp

@@ -354,7 +354,8 @@ class SipEndpoint:
         self._proxies: dict[str, Failover] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._ua: UserAgent | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_deadline: float | None = None
         self._legs: dict[str, InboundLeg | OutboundLeg] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._registrations_settled = asyncio.Event()
@@ -677,6 +678,7 @@ class SipEndpoint:
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._timer_deadline = None
         if self._ua is None:
             return
         try:
@@ -716,14 +718,18 @@ class SipEndpoint:
         self._arm_timer(ua)
 
     def _arm_timer(self, ua: UserAgent) -> None:
+        """One loop timer for the user agent's next deadline. The deadline is kept here, not read back from
+        the handle: uvloop's ``call_at`` for a time already past returns a plain ``Handle`` without ``when()``."""
         deadline = ua.get_timer()
         if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
+            if deadline is not None and self._timer_deadline == deadline:
                 return
             self._timer.cancel()
             self._timer = None
+            self._timer_deadline = None
         if deadline is not None and self._loop is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_deadline = deadline
 
     def _dispatch(self, event: UaEvent) -> None:
         if isinstance(event, OrphanInviteEnded):

@@ -374,6 +374,18 @@ class NoMatch:
     reason: str
 
 
+MAX_FRAMES_PER_PACKET = 10
+
+
+def sendable_ptime(wanted: int | None) -> int:
+    """The packet time we send for an offer's ``a=ptime`` (or none): whole 20 ms G.711 frames, 20 to 200 ms.
+    Anything else (10, 30 ms) is sent as 20 ms and answered as 20, so the answer never says one thing while
+    the RTP does another (a=ptime is only a preference, RFC 4566 section 6)."""
+    if wanted is None or wanted % 20 or not 20 <= wanted <= 20 * MAX_FRAMES_PER_PACKET:
+        return 20
+    return wanted
+
+
 def negotiate_answer(
     offer: SessionDescription,
     supported: Sequence[Codec],
@@ -413,7 +425,7 @@ def negotiate_answer(
             if events is not None and events.fmtp is None:
                 events = replace(events, fmtp=wanted_events.fmtp)
         offered_direction = media.direction or offer.direction or Direction.SENDRECV
-        ptime = media.ptime or default_ptime
+        ptime = sendable_ptime(media.ptime or default_ptime)
         remote = RemoteMedia(conn.address, media.port, offered_direction, tuple(offered), media.ptime)
         direction = offered_direction.reversed()
         chosen = (codec, events, remote, direction, ptime)

@@ -1,14 +1,24 @@
-"""The append-only event log on SQLite (aiosqlite): every call and admin action, durable before it returns.
+"""The append-only event log on SQLite (aiosqlite): every call and admin action, in one order of truth.
 
-One writer connection with group commit: appends from many calls queue up and are committed together in
-one transaction (WAL, synchronous=FULL), and each append returns only after its commit, so what a caller
-was told happened is on disk. Ordering: ``seq`` (per-site, gap-free in commit order) is the order of truth;
-``id`` is a UUIDv7 for global uniqueness; ``wall_time`` and ``mono_ns``+``boot_id`` say when.
+One writer connection with group commit: writes from many calls queue up in one FIFO and are committed
+together in one transaction (WAL, synchronous=FULL). Two ways in:
+
+- ``append`` (and the call, callback and switch writes) returns only after its commit: what a caller is
+  promised — a callback confirmed, consent, a survey answer, a hand-over to an agent — is on disk before the
+  caller hears what follows (``PROMISES`` lists them; docs/event-log.md).
+- ``post`` queues a navigation fact (a node entered, a key pressed, a prompt played) and returns at once, so
+  the next prompt never waits for the disk. It is committed by the same writer in the same order; a crash
+  can lose only navigation posted within the last ``unsaved_seconds`` (a post waits for the disk when the
+  oldest unsaved one is older than that), and never one posted before a promise that was acknowledged.
+
+Ordering: ``seq`` (per-site, gap-free in commit order) is the order of truth; ``id`` is a UUIDv7 for global
+uniqueness; ``wall_time`` and ``mono_ns``+``boot_id`` say when.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import json
 import logging
@@ -31,6 +41,19 @@ from ivr.metrics.buckets import COMMIT_BOUNDS, Buckets
 log = logging.getLogger("ivr.store")
 
 Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+PROMISES = ("callback.", "transfer", "survey.answer", "queue.arrival", "call.resolved")
+"""Event types (or prefixes of them) a call records durably before it goes on: what the caller is told next
+depends on them (a callback filed, consent, a chosen slot, a survey answer, a hand-over, the caller's place
+in line) or a KPI is counted from them. Every other call event is navigation, posted without waiting."""
+
+UNSAVED_SECONDS = 1.0
+"""Default of ``calls.navigation_unsaved_seconds``: the age the oldest uncommitted navigation fact may reach
+before posts wait for the disk; what a crash can lose at most."""
+
+
+def is_promise(type: str) -> bool:
+    return type.startswith(PROMISES)
 
 
 def read_boot_id() -> str:
@@ -191,6 +214,10 @@ class EventLog:
         """Each group commit's BEGIN to COMMIT (fsync included): how long durability costs (docs/metrics.md)."""
         self.commit_listeners: list[Callable[[], None]] = []
         """Called after each commit (the relay to the center wakes on it: events go out as they are written)."""
+        self.unsaved_seconds = UNSAVED_SECONDS
+        self._unsaved: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        self.post_waits = 0
+        """Posts that had to wait for the disk (the oldest unsaved fact was older than ``unsaved_seconds``)."""
 
     @classmethod
     async def open(cls, path: Path, site: str, zone: str = "") -> EventLog:
@@ -293,6 +320,31 @@ class EventLog:
         row = self._row(type, call_id, data)
         return int(await self.transaction(lambda db: self.insert(db, row)))
 
+    async def post(self, type: str, call_id: str | None = None, **data: Any) -> None:
+        """Queue one navigation event behind everything queued before it and return without waiting for its
+        commit — unless the oldest unsaved post is older than ``unsaved_seconds`` (a disk that stalls): then
+        wait until none is, so the posts a crash can lose were all made within one such span."""
+        waited = False
+        while True:
+            while self._unsaved and self._unsaved[0][1].done():
+                self._unsaved.popleft()
+            now = time.monotonic()
+            if not self._unsaved or now - self._unsaved[0][0] <= self.unsaved_seconds:
+                break
+            waited = True
+            await asyncio.wait({self._unsaved[0][1]})
+        self.post_waits += waited
+        row = self._row(type, call_id, data)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_report_lost_post)
+        self._unsaved.append((now, fut))
+        self._queue.put_nowait((lambda db: self.insert(db, row), fut))
+
+    async def flush(self) -> None:
+        """Wait until everything posted so far is committed."""
+        if self._unsaved:
+            await asyncio.wait({f for _, f in self._unsaved})
+
     # -- calls --
     async def begin_call(self, *, call_id: str, channel: str, caller: str, dialed: str, flow: str,
                          version: str) -> int:
@@ -381,11 +433,21 @@ class CallRecorder:
                                   dialed=call.dialed, flow=flow.name, version=version)
 
     async def event(self, type: str, **data: Any) -> None:
-        await self.log.append(type, self.call_id, **data)
+        """A promise is committed before this returns; navigation is posted (ivr/store/eventlog.py says why)."""
+        if is_promise(type) or self.log.unsaved_seconds <= 0:
+            await self.log.append(type, self.call_id, **data)
+        else:
+            await self.log.post(type, self.call_id, **data)
 
     async def end(self, outcome: Any, path: list[str], variables: dict[str, object]) -> None:
         await self.log.end_call(call_id=self.call_id, outcome=outcome.kind, detail=outcome.detail, path=path,
                                 variables=variables, resolved=bool(getattr(outcome, "resolved", False)))
+
+
+def _report_lost_post(fut: asyncio.Future[Any]) -> None:
+    """Nobody awaits a post: its failure (the one op rolled back, or the whole commit) is logged here."""
+    if not fut.cancelled() and (exc := fut.exception()) is not None:
+        log.warning("a navigation event was not written: %s", exc)
 
 
 # -- reading (any process, its own connection) --

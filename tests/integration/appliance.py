@@ -49,7 +49,12 @@ def start_appliance(env: Env, prefix: Sequence[str] = ()) -> tuple[subprocess.Po
             sip_port = int(r.json()["sip"].rsplit(":", 1)[1])
             break
         time.sleep(0.2)
-    if not sip_port:
+    while time.monotonic() < deadline and proc.poll() is None:  # the speech model loads in the background
+        speech = env.ivr("status").json().get("speech")
+        if not speech or speech.get("state") != "loading":
+            break
+        time.sleep(0.2)
+    if not sip_port or proc.poll() is not None:
         proc.kill()
         raise AssertionError(log.read_text())
     return proc, sip_port, log

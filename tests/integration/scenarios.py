@@ -41,13 +41,15 @@ def _request(method: str, cseq: int, *, to_tag: bool, body: str = "", ctype: str
     return text
 
 
-def sdp_offer(telephone_event: bool) -> str:
+def sdp_offer(telephone_event: bool, direction: str = "", version: int = 2353687637) -> str:
     pts = "0 8 101" if telephone_event else "0 8"
-    lines = ["v=0", "o=sipp 53655765 2353687637 IN IP[local_ip_type] [local_ip]", "s=-",
+    lines = ["v=0", f"o=sipp 53655765 {version} IN IP[local_ip_type] [local_ip]", "s=-",
              "c=IN IP[media_ip_type] [media_ip]", "t=0 0", f"m=audio [media_port] RTP/AVP {pts}",
              "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000"]
     if telephone_event:
         lines += ["a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15"]
+    if direction:
+        lines.append(f"a={direction}")
     return "\n".join(lines + ["a=ptime:20"]) + "\n"
 
 
@@ -72,6 +74,17 @@ def call(name: str, steps: list[tuple[str, str]], *, telephone_event: bool = Tru
             out.append('  <send retrans="500">\n    <![CDATA[\n\n'
                        + _request("INFO", cseq, to_tag=True, body=body, ctype="application/dtmf-relay")
                        + '\n    ]]>\n  </send>\n  <recv response="200"/>\n  <pause milliseconds="250"/>\n')
+            cseq += 1
+        elif kind in ("hold", "resume"):  # a re-INVITE putting the call on hold (sendonly) or taking it off
+            direction = "sendonly" if kind == "hold" else "sendrecv"
+            out.append('  <send retrans="500">\n    <![CDATA[\n\n'
+                       + _request("INVITE", cseq, to_tag=True, body=sdp_offer(telephone_event, direction, 2353687637
+                                                                              + cseq), ctype="application/sdp")
+                       + '\n    ]]>\n  </send>\n  <recv response="100" optional="true"/>\n'
+                       '  <recv response="200"/>\n'
+                       "  <send>\n    <![CDATA[\n\n" + _request("ACK", cseq, to_tag=True) + "\n    ]]>\n  </send>\n")
+            if arg:
+                out.append(f'  <pause milliseconds="{arg}"/>\n')
             cseq += 1
         elif kind == "stream":
             out.append(f'  <nop><action><exec rtp_stream="{arg},1,0"/></action></nop>\n')

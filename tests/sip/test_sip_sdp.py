@@ -59,19 +59,33 @@ def test_answer_picks_offerers_preference_and_keeps_its_event_payload_type() -> 
     result = answer()
     assert result.codec.name == "PCMA" and result.codec.payload_type == 8
     assert result.telephone_event is not None and result.telephone_event.payload_type == 96
-    assert result.ptime == 30
+    assert result.ptime == 20  # 30 ms is not whole G.711 frames: sent as 20, so answered as 20 (issue 15 defect 2)
     assert (result.remote.address, result.remote.port) == ("198.51.100.7", 49170)
     assert result.direction == Direction.SENDRECV and result.send_media
     audio, video = result.sdp.media
     assert audio.formats == ["8", "96"] and audio.port == 10000
     assert ("rtpmap", "96 telephone-event/8000") in audio.attributes
     assert ("fmtp", "96 0-15") in audio.attributes
-    assert audio.attribute("ptime") == "30"
+    assert audio.attribute("ptime") == "20"
     assert video.port == 0  # RFC 3264 section 6: rejected, same number of m= lines
     text = result.sdp.to_bytes().decode()
     assert "c=IN IP4 192.0.2.10\r\n" in text and "o=- 42 0 IN IP4 192.0.2.10\r\n" in text
     reparsed = parse_sdp(text)
     assert len(reparsed.media) == 2
+
+
+@pytest.mark.parametrize(("offered", "sent"), [(10, 20), (20, 20), (30, 20), (40, 40), (60, 60), (200, 200),
+                                                (240, 20)])
+def test_the_answer_says_the_ptime_the_rtp_will_have(offered: int, sent: int) -> None:
+    """What the answer says is what the media engine sends: whole 20 ms frames per packet, else 20 ms."""
+    from ivr.rtp.media import MediaStream
+
+    result = answer(OFFER.replace("a=ptime:30", f"a=ptime:{offered}"))
+    assert isinstance(result, Answer) and result.ptime == sent
+    assert result.sdp.media[0].attribute("ptime") == str(sent)
+    stream = MediaStream(ssrc=1, sequence_number=1, timestamp=0)
+    stream.configure(remote=("198.51.100.7", 49170), payload_type=0, telephone_event_pt=None, ptime_ms=result.ptime)
+    assert stream.frames_per_packet * 20 == sent
 
 
 def test_default_ptime_and_static_types_without_rtpmap() -> None:
