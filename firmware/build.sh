@@ -65,10 +65,11 @@ chroot "$R" useradd -r -u $IVR_UID -g ivr -d /var/lib/ivr -s /usr/sbin/nologin -
 cp -r "$HERE/rootfs/." "$R/"
 echo "$BOOT_TRIES" > "$R/usr/lib/ivr-firmware/boot-tries"
 if [ -f "$REPO/systemd/ivr.service" ]; then
-    install -m 644 "$REPO/systemd/ivr.service" "$R/usr/lib/systemd/system/ivr.service"
-    for f in "$REPO"/systemd/*; do
-        case "$f" in *.service|*.socket|*.timer|*.conf) install -m 644 "$f" "$R/usr/lib/systemd/system/";; esac
+    for f in "$REPO"/systemd/ivr.service "$REPO"/systemd/ivr-backup.*; do
+        [ -f "$f" ] && install -m 644 "$f" "$R/usr/lib/systemd/system/"
     done
+    [ -f "$REPO/systemd/ivr.sysusers.conf" ] && install -m 644 "$REPO/systemd/ivr.sysusers.conf" "$R/usr/lib/sysusers.d/ivr.conf"
+    [ -f "$R/usr/lib/systemd/system/ivr-backup.timer" ] && chroot "$R" systemctl enable -q ivr-backup.timer
 else
     say "no systemd/ivr.service in the repository yet: the firmware's fallback unit"
     install -m 644 "$HERE/ivr.service.fallback" "$R/usr/lib/systemd/system/ivr.service"
@@ -165,6 +166,7 @@ dd if="$B/rootfs.ext4" of="$IMG" bs=1M seek=$(( $(part_start 2) / 2048 )) conv=n
 # data: the appliance's state and site config, ssh host keys, RAUC's status; never written by an update.
 DD=$B/data-skel; rm -rf "$DD"; mkdir -p "$DD/ivr/state" "$DD/ivr/etc" "$DD/ssh" "$DD/rauc"
 chown $IVR_UID:$IVR_UID "$DD/ivr/state"; chmod 750 "$DD/ivr/state"; chmod 700 "$DD/ssh"
+chown 0:$IVR_UID "$DD/ivr/etc"; chmod 750 "$DD/ivr/etc"
 rm -f "$B/data.ext4"; truncate -s ${DATA_SIZE}M "$B/data.ext4"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -L data -U 6b3c1d2e-0f1a-4b5c-8d9e-0000000000da \
     -E "hash_seed=6b3c1d2e-0f1a-4b5c-8d9e-0000000000da" -d "$DD" "$B/data.ext4"
