@@ -45,17 +45,18 @@ def kvm_usable() -> str | None:
     return None
 
 
-def make_config_stick(path: Path, *, pubkey: str, config: str, firewall: str) -> Path:
+def make_config_stick(path: Path, *, pubkey: str, config: str, firewall: str, health_timeout: int = 120) -> Path:
     """The IVRCONFIG vfat stick the first boot reads (firmware/rootfs/usr/lib/ivr-firmware/firstboot)."""
     src = path.parent / "stick"
     src.mkdir(exist_ok=True)
     (src / "ivr.yaml").write_text(config)
     (src / "firewall.yaml").write_text(firewall)
     (src / "authorized_keys").write_text(pubkey)
+    (src / "health.env").write_text(f"IVR_HEALTH_TIMEOUT={health_timeout}\n")
     subprocess.run(["truncate", "-s", "16M", str(path)], check=True)
     subprocess.run(["mkfs.vfat", "-n", "IVRCONFIG", str(path)], check=True, capture_output=True)
-    subprocess.run(["mcopy", "-i", str(path), *(str(src / n) for n in ("ivr.yaml", "firewall.yaml",
-                                                                       "authorized_keys")), "::"], check=True)
+    names = ("ivr.yaml", "firewall.yaml", "authorized_keys", "health.env")
+    subprocess.run(["mcopy", "-i", str(path), *(str(src / n) for n in names), "::"], check=True)
     subprocess.run(["mcopy", "-s", "-i", str(path), str(REPO / "flows"), "::"], check=True)
     return path
 
