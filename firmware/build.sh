@@ -9,7 +9,8 @@
 # Environment: FW_BUILD (output dir), FW_VERSION (default: pyproject's version), FW_BOOT_TRIES (GRUB tries
 # of an unconfirmed slot, default 3), FW_SIGNING_KEY/FW_SIGNING_CERT (default: a development key made in
 # FW_BUILD/keys), FW_KEYRING (the certificate the image trusts, default FW_SIGNING_CERT),
-# SOURCE_DATE_EPOCH (default: the last commit's time), FW_BREAK_SERVICE=1 (tests: ivr.service never READY).
+# SOURCE_DATE_EPOCH (default: the last commit's time), FW_BREAK_SERVICE=1 (tests: ivr.service never READY),
+# FW_WATCHDOG_SEC (tests under emulation only: a longer watchdog for ivr.service).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -73,6 +74,12 @@ if [ -f "$REPO/systemd/ivr.service" ]; then
 else
     say "no systemd/ivr.service in the repository yet: the firmware's fallback unit"
     install -m 644 "$HERE/ivr.service.fallback" "$R/usr/lib/systemd/system/ivr.service"
+fi
+if [ -n "${FW_WATCHDOG_SEC:-}" ]; then
+    # Emulated test runs only (firmware/test.sh under TCG, ~10x slower): Python's imports alone outlast
+    # WatchdogSec=20 before the daemon's loop can ping. A production build never sets it.
+    mkdir -p "$R/etc/systemd/system/ivr.service.d"
+    printf '[Service]\nWatchdogSec=%s\nTimeoutStartSec=900\n' "$FW_WATCHDOG_SEC" > "$R/etc/systemd/system/ivr.service.d/emulation.conf"
 fi
 if [ "${FW_BREAK_SERVICE:-0}" = 1 ]; then
     mkdir -p "$R/etc/systemd/system/ivr.service.d"

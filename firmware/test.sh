@@ -10,6 +10,16 @@ REPO=$(dirname "$HERE")
 B=$HERE/build
 T=$B/test
 export FW_BOOT_TRIES=${FW_BOOT_TRIES:-2}
+# KVM where it can run firmware; else TCG (a nested hypervisor may refuse OVMF's first instructions), with a
+# longer watchdog baked into the test image only (Python's imports take longer than WatchdogSec=20 there).
+if [ -z "${FW_ACCEL:-}" ]; then
+    if (cd "$REPO" && python3 -c "import sys; from tests.appliance.vm import kvm_usable; sys.exit(kvm_usable() is not None)"); then
+        export FW_ACCEL=kvm
+    else
+        echo "KVM cannot run firmware here: tests under TCG emulation (slow)"; export FW_ACCEL=tcg
+    fi
+fi
+[ "$FW_ACCEL" = tcg ] && export FW_WATCHDOG_SEC=${FW_WATCHDOG_SEC:-120}
 mkdir -p "$T"
 if [ "${FW_REBUILD:-0}" = 1 ] || [ ! -f "$B/edge-ivr.img" ]; then
     FW_VERSION=0.1.0 bash "$HERE/build.sh"

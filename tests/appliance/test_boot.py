@@ -23,7 +23,7 @@ FIGURES: dict[str, float] = {}
 def test_first_boot_ready_and_kept(vm: Vm) -> None:
     t_ssh = vm.wait_ssh(timeout=300)
     FIGURES["ssh_s"] = t_ssh
-    vm.wait_for("systemctl is-active ivr-health.service", "active", timeout=400)
+    vm.wait_for("systemctl is-active ivr-health.service", "active", timeout=400, line=True)
     out = vm.ssh("systemctl show -P ActiveEnterTimestampMonotonic ivr.service").stdout.strip()
     FIGURES["boot_to_ready_s"] = int(out) / 1e6
     print(f"ssh after {t_ssh:.0f} s (host clock); ivr.service READY {FIGURES['boot_to_ready_s']:.1f} s after "
@@ -104,9 +104,9 @@ def test_watchdog_restarts_a_frozen_daemon(vm: Vm) -> None:
     restarts = int(vm.ssh("systemctl show -P NRestarts ivr.service").stdout.strip())
     vm.ssh(f"kill -STOP {pid}")
     start = time.monotonic()
-    vm.wait_for("systemctl show -P NRestarts ivr.service", str(restarts + 1), timeout=120)
+    vm.wait_for("systemctl show -P NRestarts ivr.service", str(restarts + 1), timeout=120, line=True)
     new = vm.wait_for("systemctl is-active ivr.service; systemctl show -P MainPID ivr.service", "active",
-                      timeout=400)
+                      timeout=400, line=True)
     took = time.monotonic() - start
     FIGURES["watchdog_restart_s"] = took
     assert pid not in new.split()

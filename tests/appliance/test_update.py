@@ -48,7 +48,7 @@ def _install(vm: Vm, bundle: Path, *flags: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def healthy(vm: Vm) -> Vm:
     vm.wait_ssh(timeout=300)
-    vm.wait_for("systemctl is-active ivr-health.service", "active", timeout=400)
+    vm.wait_for("systemctl is-active ivr-health.service", "active", timeout=400, line=True)
     return vm
 
 
@@ -74,7 +74,7 @@ def test_good_bundle_installed_booted_and_kept(healthy: Vm) -> None:
     env = _status(vm)["grubenv"]
     assert env["ORDER"].startswith("B") and env["B_OK"] == "1", env
     vm.reboot()
-    vm.wait_for("systemctl is-active ivr-health.service", "active", timeout=400)
+    vm.wait_for("systemctl is-active ivr-health.service", "active", timeout=400, line=True)
     st = _status(vm)
     assert st["booted"] == "B" and st["version"] == "0.1.1", st
     assert st["grubenv"]["B_TRY"] == "0", st  # kept: marked good
@@ -95,7 +95,7 @@ def test_bundle_never_ready_is_rolled_back(healthy: Vm) -> None:
             out = vm.ssh("cat /proc/cmdline; systemctl is-active ivr-health.service", timeout=60, check=False)
         except Exception:  # noqa: BLE001 - the box is rebooting
             continue
-        if "rauc.slot=B" in out.stdout and "active" in out.stdout.split()[-1:]:
+        if "rauc.slot=B" in out.stdout and out.stdout.split()[-1:] == ["active"]:
             break
     st = _status(vm)
     assert st["booted"] == "B" and st["version"] == "0.1.1", st
@@ -115,7 +115,7 @@ def test_power_cut_during_install(healthy: Vm) -> None:
     vm.kill()
     vm.start()
     vm.wait_ssh(timeout=600)
-    vm.wait_for("systemctl is-active ivr-health.service", "active", timeout=600)
+    vm.wait_for("systemctl is-active ivr-health.service", "active", timeout=600, line=True)
     st = _status(vm)
     # either complete (0.1.3 in A, booted and kept) or rolled back (0.1.1 in B): never a half-written slot
     assert (st["booted"], st["version"]) in (("A", "0.1.3"), ("B", "0.1.1")), st

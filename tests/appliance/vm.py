@@ -134,15 +134,15 @@ class Vm:
             time.sleep(3)
         raise AssertionError(f"no ssh after {timeout * SLOW:.0f} s; serial log tail:\n{self.serial_tail()}")
 
-    def wait_for(self, command: str, expect: str, timeout: float) -> str:
-        """Poll `command` until its output contains `expect` (bounded); its last output."""
+    def wait_for(self, command: str, expect: str, timeout: float, *, line: bool = False) -> str:
+        """Poll `command` until its output contains `expect` (`line`: as a whole line; bounded)."""
         deadline = time.monotonic() + timeout * SLOW
         last = ""
         while time.monotonic() < deadline:
             try:
                 out = self.ssh(command, timeout=60, check=False)
                 last = out.stdout + out.stderr
-                if expect in last:
+                if (expect in last.splitlines()) if line else (expect in last):
                     return last
             except subprocess.TimeoutExpired:
                 pass
