@@ -57,7 +57,12 @@ def make_config_stick(path: Path, *, pubkey: str, config: str, firewall: str, he
     subprocess.run(["mkfs.vfat", "-n", "IVRCONFIG", str(path)], check=True, capture_output=True)
     names = ("ivr.yaml", "firewall.yaml", "authorized_keys", "health.env")
     subprocess.run(["mcopy", "-i", str(path), *(str(src / n) for n in names), "::"], check=True)
-    subprocess.run(["mcopy", "-s", "-i", str(path), str(REPO / "flows"), "::"], check=True)
+    # One flow (the sample billing line, made the default): its 38 prompts render in minutes even under TCG
+    # emulation, where the whole sample set's 242 would take half an hour on first boot.
+    (src / "flows").mkdir(exist_ok=True)
+    billing = (REPO / "flows/billing.yaml").read_text().replace("\nnumbers:", "\ndefault: true\nnumbers:", 1)
+    (src / "flows/billing.yaml").write_text(billing)
+    subprocess.run(["mcopy", "-s", "-i", str(path), str(src / "flows"), "::"], check=True)
     return path
 
 
