@@ -86,7 +86,8 @@ def test_sipp_call_walks_a_menu(vm: Vm, tmp_path: Path) -> None:
     # Inside the VM the host is 10.0.2.2 (qemu user-net): the IVR's BYE goes to our Contact, so it says that
     # address; sipp still sends everything to 127.0.0.1:<forwarded port>.
     text = scenarios.call("billing by INFO over qemu user-net", steps, telephone_event=True)
-    path.write_text(text.replace("Contact: <sip:sipp@[local_ip]:[local_port]>", "Contact: <sip:sipp@10.0.2.2:[local_port]>"))
+    contact = "Contact: <sip:sipp@[local_ip]:[local_port]>"
+    path.write_text(text.replace(contact, "Contact: <sip:sipp@10.0.2.2:[local_port]>"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         local = s.getsockname()[1]
