@@ -35,13 +35,14 @@ def _same_data(vm: Vm, before: dict) -> None:
 
 
 def _install(vm: Vm, bundle: Path, *flags: str) -> tuple[int, str]:
-    vm.scp(bundle, "/data/update.raucb")
+    """Install from the read-only BUNDLES disk the harness attaches (firmware/build/test)."""
+    vm.ssh("mkdir -p /run/bundles; mountpoint -q /run/bundles || mount -o ro LABEL=BUNDLES /run/bundles")
     start = time.monotonic()
-    out = vm.ssh(f"ivr update install /data/update.raucb {' '.join(flags)}; echo rc=$?", timeout=900, check=False)
+    out = vm.ssh(f"ivr update install /run/bundles/{bundle.name} {' '.join(flags)}; echo rc=$?", timeout=900,
+                 check=False)
     FIGURES[f"install_{bundle.name}_s"] = time.monotonic() - start
     text = out.stdout + out.stderr
     rc = int(text.rsplit("rc=", 1)[1].split()[0])
-    vm.ssh("rm -f /data/update.raucb", check=False)
     return rc, text
 
 
@@ -109,8 +110,8 @@ def test_power_cut_during_install(healthy: Vm) -> None:
     vm = healthy
     bundle = _bundle("edge-ivr-0.1.3.raucb")
     before = db_digest(vm)
-    vm.scp(bundle, "/data/update.raucb")
-    vm.ssh("systemd-run --unit=cut-install ivr update install /data/update.raucb")
+    vm.ssh("mkdir -p /run/bundles; mountpoint -q /run/bundles || mount -o ro LABEL=BUNDLES /run/bundles")
+    vm.ssh(f"systemd-run --unit=cut-install ivr update install /run/bundles/{bundle.name}")
     time.sleep(8)  # in the middle of writing the slot
     vm.kill()
     vm.start()
