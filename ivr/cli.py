@@ -993,6 +993,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--queue", default="", help="only the requests for this queue")
     c.add_argument("--json", action="store_true", help="the figures as one JSON object")
     s.set_defaults(func=cmd_callbacks)
+
+    from ivr.update import add_subcommand as add_update  # issue #16: `ivr update` (firmware/README.md)
+    add_update(sub)
     return p
 
 
