@@ -65,16 +65,12 @@ chroot "$R" groupadd -r -g $IVR_UID ivr
 chroot "$R" useradd -r -u $IVR_UID -g ivr -d /var/lib/ivr -s /usr/sbin/nologin -c "edge-ivr" ivr
 cp -r "$HERE/rootfs/." "$R/"
 echo "$BOOT_TRIES" > "$R/usr/lib/ivr-firmware/boot-tries"
-if [ -f "$REPO/systemd/ivr.service" ]; then
-    for f in "$REPO"/systemd/ivr.service "$REPO"/systemd/ivr-backup.*; do
-        [ -f "$f" ] && install -m 644 "$f" "$R/usr/lib/systemd/system/"
-    done
-    [ -f "$REPO/systemd/ivr.sysusers.conf" ] && install -m 644 "$REPO/systemd/ivr.sysusers.conf" "$R/usr/lib/sysusers.d/ivr.conf"
-    [ -f "$R/usr/lib/systemd/system/ivr-backup.timer" ] && chroot "$R" systemctl enable -q ivr-backup.timer
-else
-    say "no systemd/ivr.service in the repository yet: the firmware's fallback unit"
-    install -m 644 "$HERE/ivr.service.fallback" "$R/usr/lib/systemd/system/ivr.service"
-fi
+# The units are the repository's own (systemd/: hardened, Type=notify with the watchdog; docs/service.md).
+for f in "$REPO"/systemd/ivr.service "$REPO"/systemd/ivr-backup.service "$REPO"/systemd/ivr-backup.timer; do
+    install -m 644 "$f" "$R/usr/lib/systemd/system/"
+done
+install -m 644 "$REPO/systemd/ivr.sysusers.conf" "$R/usr/lib/sysusers.d/ivr.conf"
+chroot "$R" systemctl enable -q ivr-backup.timer
 if [ -n "${FW_WATCHDOG_SEC:-}" ]; then
     # Emulated test runs only (firmware/test.sh under TCG, ~10x slower): Python's imports alone outlast
     # WatchdogSec=20 before the daemon's loop can ping. A production build never sets it.
