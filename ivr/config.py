@@ -394,13 +394,17 @@ def _build(doc: Any, path: Path, name: str) -> Config:
             problems.append(Problem(name, *at("sip", "listen"), "listen is host:port, e.g. 127.0.0.1:5060"))
         else:
             sip = SipSettings(host=host.strip("[]"), port=int(port))
-    peers = tuple(str(p) for p in sip_doc.get("allowed_peers", sip.allowed_peers))
-    for i, p in enumerate(peers):
-        try:
-            ipaddress.ip_network(p, strict=False)
-        except ValueError:
-            problems.append(Problem(name, *position(doc, ["sip", "allowed_peers", i]),
-                                    f"'{p}' is not an address or CIDR"))
+    def networks(values: Any, *keys: str | int) -> tuple[str, ...]:
+        """Addresses or CIDRs at ``sip.<keys>``; each one that is neither is a problem at its place."""
+        out = tuple(str(v) for v in values or ())
+        for i, v in enumerate(out):
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                problems.append(Problem(name, *position(doc, ["sip", *keys, i]), f"'{v}' is not an address or CIDR"))
+        return out
+
+    peers = networks(sip_doc.get("allowed_peers", sip.allowed_peers), "allowed_peers")
     for i, server in enumerate(sip_doc.get("dns_servers") or ()):
         try:
             literal = parse_host(str(server)).literal
@@ -442,25 +446,12 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                                    keepalive_seconds=float(acc.get("keepalive_seconds", 25))))
     if problems:
         raise ConfigError(problems)
-    limits = tuple(PeerLimit(tuple(str(p) for p in item["peers"]),
+    comedia = networks(sip_doc.get("comedia_peers"), "comedia_peers")
+    limits = tuple(PeerLimit(networks(item["peers"], "peer_limits", i, "peers"),
                              None if item.get("invite_rate", 10.0) is None else float(item.get("invite_rate", 10.0)),
                              float(item.get("invite_burst", 20.0)),
                              None if item.get("max_calls") is None else int(item["max_calls"]))
-                   for item in sip_doc.get("peer_limits") or ())
-    comedia = tuple(str(p) for p in sip_doc.get("comedia_peers") or ())
-    for i, p in enumerate(comedia):
-        try:
-            ipaddress.ip_network(p, strict=False)
-        except ValueError:
-            problems.append(Problem(name, *position(doc, ["sip", "comedia_peers", i]),
-                                    f"'{p}' is not an address or CIDR"))
-    for i, item in enumerate(sip_doc.get("peer_limits") or ()):
-        for j, p in enumerate(item.get("peers") or ()):
-            try:
-                ipaddress.ip_network(str(p), strict=False)
-            except ValueError:
-                problems.append(Problem(name, *position(doc, ["sip", "peer_limits", i, "peers", j]),
-                                        f"'{p}' is not an address or CIDR"))
+                   for i, item in enumerate(sip_doc.get("peer_limits") or ()))
     if problems:
         raise ConfigError(problems)
     sip = SipSettings(sip.host, sip.port, peers, lo, hi, sip_doc.get("external_address"), tuple(accounts),

@@ -92,15 +92,7 @@ def backup(db_path: Path, dest: Path) -> Path:
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
     try:
-        src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-        dst = sqlite3.connect(partial)
-        try:
-            src.backup(dst)  # pages=-1: the whole database in one step, one read transaction
-            dst.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file, no -wal beside it
-            check = dst.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            dst.close()
-            src.close()
+        check = _online_copy(db_path, partial)
         if check != "ok":
             raise BackupError(f"the copy of {db_path} failed its check: {check}")
         _fsync(partial)
@@ -150,13 +142,7 @@ def restore(source: Path, db_path: Path, *, site: str, force: bool, now: datetim
     partial = db_path.with_name(db_path.name + ".restoring")
     partial.unlink(missing_ok=True)
     try:
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-        dst = sqlite3.connect(partial)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
+        _online_copy(source, partial)
         _fsync(partial)
         if db_path.exists():
             moved = db_path.with_name(f"{db_path.name}.replaced-{stamp}")
@@ -173,6 +159,20 @@ def restore(source: Path, db_path: Path, *, site: str, force: bool, now: datetim
         partial.unlink(missing_ok=True)
         raise BackupError(f"cannot restore into {db_path}: {exc.strerror or exc}") from None
     return summary, moved
+
+
+def _online_copy(source: Path, target: Path) -> str:
+    """``source`` copied to ``target`` with SQLite's backup API, all pages in one step (one read transaction:
+    one consistent moment while a writer goes on), as one self-contained file; returns its quick_check."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")  # no -wal beside it
+        return str(dst.execute("PRAGMA quick_check").fetchone()[0])
+    finally:
+        dst.close()
+        src.close()
 
 
 def _fsync(path: Path) -> None:
