@@ -174,6 +174,19 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
             reader_gone = True
             _stdout_gone()
 
+    lookups: Any
+    if args.http_fixture:
+        from ivr.adapters.lookup import FixtureError, FixtureLookups
+
+        try:
+            lookups = FixtureLookups.from_file(Path(args.http_fixture))
+        except FixtureError as exc:
+            print(f"ivr simulate: --http-fixture {exc}", file=sys.stderr)
+            return 2
+    else:  # the config's real back ends, as a call would reach them
+        from ivr.adapters.lookup import HttpLookups
+
+        lookups = HttpLookups(config.lookups)
     speech = _SimulatorSpeech(config)
     call = SimulatedCall(str(uuid.uuid4()), args.caller, dialed, args.input, interactive=args.interactive,
                          emit=emit, speech=speech.get if config.speech.enabled else None,
@@ -188,9 +201,12 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
                     scratch_desk(waits, site=config.site_id, policy=policy, region=region, now=now) as desk):
             rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
             outcome = await run_call(call, flowset, rec, now=now, switches=LogSwitches(config.db_path),
-                                     entry=entry, max_call_seconds=config.max_call_seconds, callbacks=desk)
+                                     entry=entry, max_call_seconds=config.max_call_seconds, callbacks=desk,
+                                     lookups=lookups)
     finally:
         await speech.aclose()
+        if hasattr(lookups, "aclose"):
+            await lookups.aclose()
 
     rows = [r for r in await read_calls(db_path, 50) if r["call_id"] == call.call_id]
     path = rows[0]["path"] if rows else []
@@ -263,6 +279,7 @@ class _SimulatorSpeech:
 #: simulator options a call inside the daemon cannot honour, and why (``ivr simulate --live`` refuses them)
 _NOT_LIVE = {
     "at": "--at cannot be used with --live: the daemon runs on the real clock (and files real callbacks)",
+    "http_fixture": "--http-fixture cannot be used with --live: the daemon's calls use its real look-up back ends",
     "json": "--json cannot be used with --live: the daemon narrates the call line by line",
 }
 
@@ -899,6 +916,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--header", action="append", default=[], metavar="X-NAME=VALUE",
                    help="an X- header the call's INVITE carries, as the PBX sends it (flows see "
                         "X-IVR-Queue as ${sip_x_ivr_queue}); repeatable")
+    s.add_argument("--http-fixture", metavar="FILE",
+                   help="answer the flow's http look-ups from FILE (YAML or JSON: a list of {method, url, status, "
+                        "json} or {url, outcome: timeout}) instead of the config's back ends (docs/flows.md)")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("graph", help="draw a flow (SVG, PNG or DOT by the file's extension)")

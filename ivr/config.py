@@ -115,6 +115,28 @@ class TransferConfig:
 
 
 @dataclass(frozen=True)
+class LookupConfig:
+    """One data look-up back end (``lookups: {NAME: {...}}``), named by flows' ``http: {lookup: NAME}``. Its
+    headers hold the secrets (tokens, API keys): they live here, in the box's config, never in flow files."""
+
+    name: str
+    url: str
+    """Base URL; a flow's relative ``url:`` is appended to it."""
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    """Sent with every request (Authorization, X-Api-Key...); never logged, printed or recorded."""
+    timeout: float = 2.0
+    """Seconds a look-up may take, retries included, unless the node says less or more: callers are waiting."""
+    retries: int = 1
+    """Extra tries after a refused connection or a 502/503/504, for idempotent methods only (GET, HEAD, PUT,
+    DELETE), within the timeout; never after a timeout."""
+    breaker_failures: int = 1
+    """Consecutive failures (timeouts, refused connections, 5xx) of one host that open its circuit: while open,
+    look-ups to it fail at once instead of each caller waiting a timeout."""
+    breaker_cool_down: float = 30.0
+    """Seconds an open circuit stays open before one look-up is let through as a probe (half-open)."""
+
+
+@dataclass(frozen=True)
 class SpeechConfig:
     """Offline speech recognition (Vosk) for menus with spoken keywords and spoken digits."""
 
@@ -298,6 +320,8 @@ class Config:
     """The Prometheus endpoint; on 127.0.0.1:9464 when the config has no ``metrics:`` section."""
     central: CentralConfig | None = None
     """The central collector; None (no ``central.url``): the box keeps its log and sends nothing."""
+    lookups: dict[str, LookupConfig] = field(default_factory=dict)
+    """Data look-up back ends by name (``http`` nodes); empty: every look-up fails as not configured."""
     source: str = "built-in defaults"
     """Where this config came from, for logs and ``ivr check``."""
 
@@ -489,8 +513,30 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         callbacks=_callbacks(doc, name, tz, problems),
         metrics=metrics,
         central=central,
+        lookups=_lookups(doc, name, base, problems),
         source=name,
     )
+
+
+def _lookups(doc: Any, name: str, base: Path, problems: list[Problem]) -> dict[str, LookupConfig]:
+    """The ``lookups:`` section; a header's value may come from a file (``header_files``), read here."""
+    out: dict[str, LookupConfig] = {}
+    for key, spec in (doc.get("lookups") or {}).items():
+        headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
+        for header, file in (spec.get("header_files") or {}).items():
+            try:
+                headers[str(header)] = (base / str(file)).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                problems.append(Problem(name, *position(doc, ["lookups", key, "header_files", header]),
+                                        f"cannot read {file}: {exc.strerror}"))
+        breaker = spec.get("breaker") or {}
+        out[str(key)] = LookupConfig(
+            name=str(key), url=str(spec["url"]), headers=headers, timeout=float(spec.get("timeout", 2.0)),
+            retries=int(spec.get("retries", 1)), breaker_failures=int(breaker.get("failures", 1)),
+            breaker_cool_down=float(breaker.get("cool_down", 30.0)))
+    if problems:
+        raise ConfigError(problems)
+    return out
 
 
 def _metrics(doc: Any, name: str, problems: list[Problem]) -> MetricsConfig:

@@ -59,6 +59,7 @@ class Daemon:
         self.desk: Any = None  # ivr.callbacks.desk.Desk: the queue node's virtual hold
         self.metrics: Any = None  # ivr.metrics.exporter.MetricsServer unless metrics: {enabled: false}
         self.relay: Any = None  # ivr.sync.relay.Relay when central.url is configured
+        self.lookups: Any = None  # ivr.adapters.lookup.HttpLookups: http nodes' one shared HTTP client
         self._sync_task: asyncio.Task[None] | None = None
         self._callback_tasks: list[asyncio.Task[None]] = []
         self._speech_task: asyncio.Task[None] | None = None
@@ -98,6 +99,9 @@ class Daemon:
         self.events.unsaved_seconds = self.config.navigation_unsaved_seconds
         await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid(),
                                  zone=self.config.timezone)
+        from ivr.adapters.lookup import HttpLookups
+
+        self.lookups = HttpLookups(self.config.lookups)
         self._phase(f"loading flows from {self.config.flows_dir} and rendering their prompts")
         try:
             self.flows = await self._load_flows()
@@ -323,6 +327,8 @@ class Daemon:
             await asyncio.wait({self._sync_task}, timeout=5)
         if self.relay is not None:
             await self.relay.close()
+        if self.lookups is not None:
+            await self.lookups.aclose()
         if self.metrics is not None:
             await self.metrics.close()
         if self.events is not None:
@@ -408,7 +414,7 @@ class Daemon:
         rec = recorder or CallRecorder(self.events, call.call_id)
         task = asyncio.create_task(
             run_call(call, self.flows, rec, switches=self.events, max_call_seconds=self.config.max_call_seconds,
-                     entry=entry, callbacks=desk or self.desk, variables=variables),
+                     entry=entry, callbacks=desk or self.desk, variables=variables, lookups=self.lookups),
             name=f"call-{call.call_id}",
         )
         self.calls.add(task)

@@ -40,7 +40,7 @@ def edit(path: Path, old: str, new: str) -> None:
 def test_sample_flows_pass(env: Env) -> None:
     r = env.ivr("check")
     assert r.code == 0, r.out + r.err
-    assert r.out.startswith("ok: 6 flows")  # main, billing, survey, voice, callback, queue_exit
+    assert r.out.startswith("ok: 7 flows")  # main, billing, survey, voice, callback, queue_exit, account
     assert len(r.out.strip().splitlines()) == 1
 
 
@@ -80,7 +80,7 @@ BROKEN = [
      "node 'say_morning' (play) needs next: (where the call goes after it)"),
     ("two actions", "main.yaml", "    play: hello\n", "    play: hello\n    hangup: goodbye\n", "hangup: goodbye", 1,
      "node 'say_hello' has more than one action: play, hangup"),
-    ("no default flow", "main.yaml", "default: true", "default: false", "billing.yaml::flow: |billing", 1,
+    ("no default flow", "main.yaml", "default: true", "default: false", "account.yaml::flow: |account", 1,
      "no flow is the default (set default: true on the flow that takes calls to unlisted numbers)"),
     ("default language missing", "main.yaml", 'hello: {say: {en: "Thank you for calling Acme.", es:',
      'hello: {say: {es:', "{say: {es:", 1,

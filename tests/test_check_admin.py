@@ -49,7 +49,7 @@ def test_prefix_key_is_a_warning_at_the_longer_key(env: Env) -> None:
     assert code == 0  # the inter-digit pause tells them apart: a warning, not an error
     assert_reported(lines, at(path, "11:"),
                     "warning: key '11' starts with key '1': a caller who wants 1 waits inter_digit_timeout (2 s)")
-    assert lines[-1].startswith("ok: 7 flows") and lines[-1].endswith("1 warning")
+    assert lines[-1].startswith("ok: 8 flows") and lines[-1].endswith("1 warning")
 
 
 # -- 14: node ids ---------------------------------------------------------------------------------
@@ -260,7 +260,8 @@ ADMIN = [
      "weekend", "unknown hours schedule 'weekend' (define it under hours: in any flow file; schedules: office, "
      "support)"),
     ("sub-flow named like no flow", "  a: {hangup: true}", "  a:\n    call: payments\n    next: b", "payments",
-     "unknown flow 'payments' (no file says flow: payments; flows: billing, callback, keys, main, queue_exit, "
+     "unknown flow 'payments' (no file says flow: payments; flows: account, billing, callback, keys, main, "
+     "queue_exit, "
      "survey, voice)"),
     ("menu with no options", "      options:\n        1: a\n        2: b\n", "      options: {}\n", "{}",
      "nodes/m/menu/options: is empty: give at least one entry"),

@@ -295,6 +295,8 @@ class SimulatedCall:
         self._check()
         self.transfers.append(target)
         where = f"  ⇒ transfer to {target.kind} {target.destination}"
+        if target.data:  # what the agent's channel would carry (X-IVR-Var-* headers, IVR_VAR_* variables)
+            where += " with " + ", ".join(f"{k}={v}" for k, v in target.data)
         settings = self.transfer_settings
         if settings is None:  # as a real call on this daemon: ivr simulate --live must not promise more
             self.say(f"{where}: not placed, {NOT_CONFIGURED}")
@@ -354,6 +356,10 @@ class NarratingRecorder:
         "callback.cancel.none": lambda d: "  ✗ no pending callback for this number",
         "callback.cancel.kept": lambda d: "  ✓ pending callback kept",
         "callback.cancel.done": lambda d: f"  ✓ cancelled {', '.join(d['request_ids'])}",
+        "http.lookup": lambda d: f"  ⇄ {d['method']} {d['lookup'] + ' ' if d['lookup'] else ''}{d['url']}: "
+                                 f"{d['outcome']}" + (f" {d['status']}" if d["status"] else "")
+                                 + f" ({d['latency_ms']} ms" + (", comfort prompt played" if d["comfort"] else "")
+                                 + ")" + (f" → {', '.join(d['vars'])}" if d["vars"] else ""),
     }
 
     def __init__(self, inner: object, emit: Callable[[str], None]) -> None:

@@ -13,7 +13,8 @@ Every way hands the PBX the IVR call id, so its queue_log rows join to the IVR c
 ``X-IVR-Call-ID`` header on the REFER (Asterisk: ``HASH(TRANSFER_DATA,X-IVR-Call-ID)`` with
 ``GET_TRANSFERRER_DATA``) and in its Refer-To URI (RFC 3261 section 19.1.1: a transferee that follows RFC 3515
 copies it into the INVITE it sends), the same header on the bridge's INVITE, and the channel variable
-``IVR_CALL_ID`` (Setvar) before an AMI Redirect.
+``IVR_CALL_ID`` (Setvar) before an AMI Redirect. A node's ``data: [name]`` goes the same ways, as the headers
+``X-IVR-Var-<name>`` and the channel variables ``IVR_VAR_<NAME>`` (issue 17: the agent sees who is calling).
 
 The engine stays in its transfer step for the whole bridged call (``transfer`` returns when the bridge
 ends), so the call record ends with the bridge. A transfer that fails returns ``ok=False`` and the engine
@@ -41,8 +42,8 @@ from ivr.sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, build_offer, parse_sdp, rem
 if TYPE_CHECKING:
     from ivr.adapters.sip_call import SipCall
 
-__all__ = ["CALLER_CHANNEL_HEADERS", "CALL_ID_HEADER", "CALL_ID_VARIABLE", "TransferContext", "Transferer",
-           "refer_uri"]
+__all__ = ["CALLER_CHANNEL_HEADERS", "CALL_ID_HEADER", "CALL_ID_VARIABLE", "DATA_HEADER_PREFIX",
+           "DATA_VARIABLE_PREFIX", "TransferContext", "Transferer", "data_headers", "refer_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ CALLER_CHANNEL_HEADERS = ("X-IVR-Caller-Channel", "X-Asterisk-Channel")
 #: The IVR call id as a SIP header (REFER, the bridge's INVITE) and as an Asterisk channel variable (Redirect).
 CALL_ID_HEADER = "X-IVR-Call-ID"
 CALL_ID_VARIABLE = "IVR_CALL_ID"
+#: A transfer node's ``data: [name]`` as a SIP header ``X-IVR-Var-<name>`` and as an Asterisk channel variable
+#: ``IVR_VAR_<NAME>`` (inherited: ``__``), for the agent's screen (docs/asterisk/README.md, "Data to the agent").
+DATA_HEADER_PREFIX = "X-IVR-Var-"
+DATA_VARIABLE_PREFIX = "IVR_VAR_"
 #: After a successful AMI Redirect Asterisk ends our leg; we wait this long for its BYE.
 BYE_WAIT = 5.0
 OFFER_CODECS = (PCMU, PCMA, TELEPHONE_EVENT)
@@ -63,9 +68,14 @@ def refer_uri(destination: str, host: str) -> str:
     return f"sip:{destination}@{host}"
 
 
-def with_header(uri: str, name: str, value: str) -> str:
-    """``uri?Name=value``: a header the referred INVITE should carry (RFC 3261 section 19.1.1, escaped)."""
-    return f"{uri}?{name}={quote(value, safe='')}"
+def with_headers(uri: str, headers: tuple[tuple[str, str], ...]) -> str:
+    """``uri?A=1&B=2``: the headers the referred INVITE should carry (RFC 3261 section 19.1.1, escaped)."""
+    return uri + "?" + "&".join(f"{n}={quote(v, safe='')}" for n, v in headers) if headers else uri
+
+
+def data_headers(target: TransferTarget) -> tuple[tuple[str, str], ...]:
+    """The node's ``data:`` as SIP headers: ``account`` → ``X-IVR-Var-account``."""
+    return tuple((DATA_HEADER_PREFIX + name, value) for name, value in target.data)
 
 
 @dataclass
@@ -126,8 +136,8 @@ class Transferer:
         uri = refer_uri(target.destination, host)
         try:
             async with asyncio.timeout(settings.refer_timeout + 5.0):
-                outcome = await leg.refer(with_header(uri, CALL_ID_HEADER, call.call_id),
-                                          extra_headers=((CALL_ID_HEADER, call.call_id),))
+                headers = ((CALL_ID_HEADER, call.call_id), *data_headers(target))
+                outcome = await leg.refer(with_headers(uri, headers), extra_headers=headers)
         except TimeoutError:
             why.append("REFER: no final NOTIFY")
             return None
@@ -168,6 +178,12 @@ class Transferer:
             await ami.setvar(f"__{CALL_ID_VARIABLE}", call.call_id, channel)
         except Exception as exc:  # the Redirect says whether the caller can still be moved
             log.warning("ami setvar %s failed call_id=%s channel=%s: %s", CALL_ID_VARIABLE, call.call_id, channel, exc)
+        for name, value in target.data:  # the agent's screen: ${IVR_VAR_ACCOUNT} in the dialplan
+            try:
+                await ami.setvar(f"__{DATA_VARIABLE_PREFIX}{name.upper()}", value, channel)
+            except Exception as exc:
+                log.warning("ami setvar %s%s failed call_id=%s: %s", DATA_VARIABLE_PREFIX, name.upper(),
+                            call.call_id, exc)
         try:
             await ami.redirect(channel, context, target.destination)
         except Exception as exc:  # AmiError, the link down: the caller is still ours, bridge instead
@@ -202,7 +218,8 @@ class Transferer:
             agent = await call._or_hangup(endpoint.call(
                 refer_uri(target.destination, settings.refer_domain or proxy[0]),
                 from_uri=refer_uri(from_user, local_host), sdp_offer=offer.to_bytes(), proxy=proxy,
-                ring_timeout=settings.ring_timeout, extra_headers=((CALL_ID_HEADER, call.call_id),),
+                ring_timeout=settings.ring_timeout,
+                extra_headers=((CALL_ID_HEADER, call.call_id), *data_headers(target)),
             ))
             if not agent.answered:
                 result = agent.result

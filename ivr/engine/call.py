@@ -37,6 +37,49 @@ class Grammar:
 class TransferTarget:
     kind: Literal["extension", "queue"]
     destination: str
+    data: tuple[tuple[str, str], ...] = ()
+    """Named values for the agent (``data: [account]`` on the node): each goes to the PBX as the SIP header
+    ``X-IVR-Var-<name>`` (REFER and the bridge's INVITE) or the channel variable ``IVR_VAR_<NAME>`` (AMI)."""
+
+
+@dataclass(frozen=True)
+class LookupRequest:
+    """One data look-up of an ``http`` node, its templates filled in: what the look-up adapter sends."""
+
+    lookup: str | None
+    """The named back end of the box config (``lookups:``): base URL, secret headers, timeout, breaker."""
+    method: str
+    url: str
+    """Absolute, or relative to the back end's base URL; values from variables already URL-encoded."""
+    body: object = None
+    """A JSON body (POST/PUT/PATCH), or None."""
+    timeout: float | None = None
+    """Seconds for the whole look-up, retries included; None: the back end's."""
+
+
+LookupOutcome = Literal["ok", "http_error", "timeout", "unreachable", "circuit_open", "bad_response",
+                        "not_configured"]
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    outcome: LookupOutcome
+    status: int | None = None
+    """The HTTP status of the last answer, if any."""
+    body: object = None
+    """The answer parsed as JSON (``ok`` only)."""
+    detail: str = ""
+    attempts: int = 0
+    seconds: float = 0.0
+    host: str = ""
+    """host:port the look-up went to (the circuit breaker's key)."""
+
+
+class Lookups(Protocol):
+    """The data look-up adapter as the engine sees it (ivr.adapters.lookup): never raises for a back end's
+    fault, it answers with the outcome instead."""
+
+    async def fetch(self, request: LookupRequest) -> LookupResult: ...
 
 
 #: Told by a transfer when the caller is provably with the PBX or an agent: ``(stage, data)`` with stage

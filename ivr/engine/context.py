@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ivr.engine.call import Call
+from ivr.engine.call import Call, Lookups
 from ivr.flows.model import Flow, FlowSet
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ class CallContext:
     node_failed: bool = False  # the current node failed (node.failed): a resolved: mark does not count
     resolved: str | None = None  # the first resolved: node completed (qualified name)
     transfer_failed: str | None = None  # the last failed hand-over ("queue payments"), until one succeeds
+    lookups: Lookups | None = None  # data look-ups (http nodes); None: every look-up fails as not configured
 
     def label(self, name: str) -> str:
         """A node of the flow running now as events and paths name it: ``flow.node`` inside a sub-flow,

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from ivr.engine.call import Call
+from ivr.engine.call import Call, Lookups
 from ivr.engine.context import CallbackDesk, CallContext, NoSwitches, Outcome, Recorder, Switches
 from ivr.engine.steps import STEPS
 from ivr.errors import CallerHungUp
@@ -62,12 +62,13 @@ async def run_call(
     entry: str | None = None,
     callbacks: CallbackDesk | None = None,
     variables: dict[str, object] | None = None,
+    lookups: Lookups | None = None,
 ) -> Outcome:
     """Run one call on the flow set it started with (a reload meanwhile does not touch it).
 
     ``entry`` names the flow to start instead of routing by the dialed number (the simulator's choice).
     ``callbacks`` is virtual hold (the daemon's or the simulator's Desk); without it queue nodes transfer
-    and record why no callback was offered.
+    and record why no callback was offered. ``lookups`` serves ``http`` nodes (ivr.adapters.lookup).
     """
     flow = flows.flows[entry] if entry else flows.route(call.dialed)
     ctx = CallContext(
@@ -79,6 +80,7 @@ async def run_call(
         switches=switches or NoSwitches(),
         log=logging.LoggerAdapter(log, {"call_id": call.call_id, "flow": f"{flow.name}@{flows.version}"}),
         callbacks=callbacks,
+        lookups=lookups,
     )
     ctx.variables.update(flow.variables)
     for f in flows.flows.values():  # sub-flows' declared variables start with their defaults too

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from ivr.callbacks.desk import CANCELLABLE
 from ivr.engine import offer, turns
-from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferTarget
+from ivr.engine.call import CallerInput, Grammar, LookupRequest, LookupResult, TransferProgress, TransferTarget
 from ivr.engine.conditions import evaluate, interpolate
 from ivr.engine.context import CallContext, Outcome
+from ivr.flows import jsonpath
 from ivr.flows.hours import HoursState, decide
 from ivr.flows.loader import normalize_words
 from ivr.flows.model import (
@@ -24,6 +28,7 @@ from ivr.flows.model import (
     Goto,
     Hangup,
     Hours,
+    Http,
     Menu,
     MenuOption,
     Node,
@@ -241,14 +246,32 @@ def _progress(ctx: CallContext, node: Node, target: TransferTarget) -> TransferP
     return progress
 
 
+MAX_DATA_VALUE = 256
+"""Longest value handed to the PBX (a SIP header, an AMI channel variable): enough for ids and amounts."""
+
+
+def agent_data(ctx: CallContext, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``data: [account]`` → (name, value) for the PBX; a variable that is not set is left out. Line breaks
+    and control characters are dropped: a value must not end a SIP header or an AMI line early."""
+    out = []
+    for name in names:
+        value = ctx.variables.get(name)
+        if value is None or value == "":
+            continue
+        text = "".join(c for c in str(value) if c.isprintable())[:MAX_DATA_VALUE]
+        out.append((name, text))
+    return tuple(out)
+
+
 async def step_transfer(ctx: CallContext, node: Node, t: Transfer) -> str | None:
     await turns.play(ctx, t.prompt, barge_in=False)
     # "${queue}" and the like: the callback flow transfers to the queue its request came from
     dest = str(interpolate(t.queue or t.extension or "", ctx.variables))
-    target = TransferTarget("queue", dest) if t.queue else TransferTarget("extension", dest)
+    data = agent_data(ctx, t.data)
+    target = TransferTarget("queue" if t.queue else "extension", dest, data)
     result = await ctx.call.transfer(target, _progress(ctx, node, target))
     await ctx.event("transfer", node=node.name, kind=target.kind, destination=target.destination,
-                    ok=result.ok, detail=result.detail)
+                    ok=result.ok, detail=result.detail, data=[k for k, _ in data])
     if result.ok:
         ctx.transfer_failed = None
         ctx.outcome = Outcome("transferred", f"{target.kind} {target.destination}")
@@ -266,10 +289,11 @@ async def step_queue(ctx: CallContext, node: Node, q: QueueWithCallback) -> str 
     if await offer.offer_callback(ctx, node, q, arrival):
         return None  # filed and confirmed: the call ends with outcome "callback"
     await turns.play(ctx, q.prompt, barge_in=False)
-    target = TransferTarget("queue", q.name)
+    data = agent_data(ctx, q.data)
+    target = TransferTarget("queue", q.name, data)
     result = await ctx.call.transfer(target, _progress(ctx, node, target))
     await ctx.event("transfer", node=node.name, kind="queue", destination=q.name, ok=result.ok,
-                    detail=result.detail)
+                    detail=result.detail, data=[k for k, _ in data])
     if result.ok:
         ctx.transfer_failed = None
         ctx.outcome = Outcome("queued", q.name)
@@ -332,6 +356,74 @@ async def step_survey(ctx: CallContext, node: Node, s: Survey) -> str | None:
     return node.next  # a survey never traps a caller: no answer simply goes on
 
 
+_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+def fill_url(template: str, variables: dict[str, object]) -> str:
+    """``/accounts/${account}`` with each value URL-encoded (a ``/`` or ``?`` in a value stays in its place)."""
+    return _VAR.sub(lambda m: quote(str(variables.get(m.group(1), "")), safe=""), template)
+
+
+def fill_body(template: object, variables: dict[str, object]) -> object:
+    """A JSON body template: ``"${n}"`` alone keeps the variable's own type (a number stays a number)."""
+    if isinstance(template, str):
+        whole = _VAR.fullmatch(template)
+        if whole is not None:
+            return variables.get(whole.group(1))
+        return interpolate(template, variables)
+    if isinstance(template, dict):
+        return {k: fill_body(v, variables) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill_body(v, variables) for v in template]
+    return template
+
+
+async def step_http(ctx: CallContext, node: Node, h: Http) -> str | None:
+    """A data look-up: next with the mapped variables set, ``on_timeout`` when it ran out of time, else the
+    node's failure. The caller hears ``comfort`` once if the answer takes longer than ``comfort_after``."""
+    request = LookupRequest(h.lookup, h.method, fill_url(h.url, ctx.variables), fill_body(h.body, ctx.variables),
+                            h.timeout)
+    comforted = False
+    started = time.monotonic()
+    if ctx.lookups is None:
+        result = LookupResult("not_configured", detail="this call has no look-up service")
+    else:
+        task = asyncio.ensure_future(ctx.lookups.fetch(request))
+        try:
+            if h.comfort:
+                done, _ = await asyncio.wait({task}, timeout=h.comfort_after)
+                if not done:
+                    comforted = True
+                    await turns.play(ctx, h.comfort, barge_in=False)
+            result = await task
+        finally:
+            if not task.done():  # the caller hung up meanwhile
+                task.cancel()
+    values: dict[str, object] = {}
+    missing = ""
+    if result.outcome == "ok":
+        for var, expr, steps in h.into:
+            try:
+                values[var] = jsonpath.find(result.body, steps)
+            except KeyError as exc:
+                missing = f"the answer has no {exc.args[0]} (for {var}: {expr})"
+                break
+    await ctx.event("http.lookup", node=node.name, lookup=h.lookup, method=h.method, url=h.url,
+                    host=result.host, outcome=result.outcome if not missing else "bad_response",
+                    status=result.status, attempts=result.attempts,
+                    latency_ms=round((result.seconds or time.monotonic() - started) * 1000),
+                    comfort=comforted, vars=sorted(values) if not missing else [])
+    if result.outcome == "ok" and not missing:
+        ctx.variables.update(values)
+        return node.next
+    if result.outcome == "timeout" and h.on_timeout:
+        ctx.node_failed = True
+        await ctx.event("node.failed", node=node.name, reason=f"look-up timeout: {result.detail}",
+                        failure=h.on_timeout)
+        return h.on_timeout
+    return await fail(ctx, node, missing or f"look-up {result.outcome}: {result.detail}".rstrip(": "))
+
+
 async def step_hangup(ctx: CallContext, node: Node, h: Hangup) -> str | None:
     await turns.play(ctx, h.prompt, barge_in=False)
     ctx.outcome = Outcome("hangup", ctx.label(node.name))
@@ -353,4 +445,5 @@ STEPS: dict[type, Step] = {
     Survey: step_survey,
     Hangup: step_hangup,
     CallbackCancel: step_callback_cancel,
+    Http: step_http,
 }

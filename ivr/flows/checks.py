@@ -21,6 +21,7 @@ from ivr.flows.model import (
     Flow,
     Goto,
     Hours,
+    Http,
     Menu,
     Node,
     Play,
@@ -36,7 +37,7 @@ SIP_NAME = r"[A-Za-z][A-Za-z0-9._-]*"
 """A dialed "number" that is a name (a SIP user part), e.g. the PBX's ``callback-request``."""
 HEADER_VAR_PREFIX = "sip_x_"
 """``sip_x_ivr_queue`` and the like: the INVITE's X- headers (empty when a call has no such header)."""
-NEEDS_NEXT = (Play, Collect, SetVars, CallFlow, Survey, Branch, CallbackCancel)
+NEEDS_NEXT = (Play, Collect, SetVars, CallFlow, Survey, Branch, CallbackCancel, Http)
 
 
 def _p(pos: Pos, message: str) -> Problem:
@@ -72,6 +73,8 @@ def known_vars(loaded: Loaded) -> set[str]:
                 names.add(a.into)
             elif isinstance(a, SetVars):
                 names |= {k for k, _ in a.values}
+            elif isinstance(a, Http):
+                names |= {var for var, _, _ in a.into}
     return names
 
 

@@ -19,6 +19,7 @@ from ivr.flows.model import (
     FlowSet,
     Hangup,
     Hours,
+    Http,
     Menu,
     Play,
     QueueWithCallback,
@@ -45,6 +46,7 @@ SHAPES = {
     "hangup": ("octagon", "#fee2e2"),
     "return": ("invhouse", "#f3f4f6"),
     "call": ("component", "#f3f4f6"),
+    "http": ("cylinder", "#ccfbf1"),
 }
 
 
@@ -68,7 +70,11 @@ def _detail(flowset: FlowSet, flow: Flow, node_name: str) -> str:
     if isinstance(a, Hours):
         return f"schedule {a.schedule}"
     if isinstance(a, Transfer):
-        return f"→ {a.queue or a.extension}"
+        return f"→ {a.queue or a.extension}" + (f" with {', '.join(a.data)}" if a.data else "")
+    if isinstance(a, Http):
+        where = f"{a.lookup}: " if a.lookup else ""
+        text = f"{a.method} {where}{a.url}"
+        return (text[:38] + "…") if len(text) > 40 else text
     if isinstance(a, QueueWithCallback):
         return f"queue {a.name}" + (" (callback offer)" if a.offer_callback else "")
     if isinstance(a, CallFlow):
@@ -118,7 +124,8 @@ def to_dot(flowset: FlowSet, names: list[str], only: Mapping[str, set[str]] | No
                     beyond.add(target)
                     lines.append(f'    {_q(f"{fname}:{target}")} [label={_q(target + " …")}, shape=plaintext, '
                                  'style="", fontcolor="#6b7280"];')
-                style = ', style=dashed, color="#b91c1c"' if edge_label == "failure" else ""
+                style = (', style=dashed, color="#b91c1c"' if edge_label == "failure"
+                         else ', style=dashed, color="#b45309"' if edge_label == "timeout" else "")
                 lines.append(f"    {_q(f'{fname}:{name}')} -> {_q(f'{fname}:{target}')} "
                              f"[label={_q(edge_label)}{style}];")
             if isinstance(node.action, CallFlow) and node.action.flow in names:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import Problem
 from ivr.flows import hours as hours_mod
+from ivr.flows import jsonpath
 from ivr.flows.hints import NODE_SETTINGS, SCHEMA, flow_hints
 from ivr.flows.model import (
     AllOf,
@@ -35,6 +36,7 @@ from ivr.flows.model import (
     Goto,
     Hangup,
     Hours,
+    Http,
     Menu,
     MenuOption,
     Node,
@@ -60,7 +62,7 @@ from ivr.yamlpos import key_position, load_yaml, position, schema_problems
 
 ACTIONS = (
     "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
-    "survey", "hangup", "callback_cancel",
+    "survey", "hangup", "callback_cancel", "http",
 )
 #: actions that hand the caller to the PBX: their outcome (transferred, queued, callback) says what happened,
 #: so ``resolved: true`` (self-service done in the IVR) is refused on them
@@ -571,6 +573,64 @@ class _FileBuilder:
             extension=str(v["extension"]) if "extension" in v else None,
             queue=str(v["queue"]) if "queue" in v else None,
             prompt=self.prompts(v.get("prompt"), *path, "prompt"),
+            data=self.data_names(v.get("data"), path),
+        )
+
+    def data_names(self, names: Any, path: tuple) -> tuple[str, ...]:
+        """``data: [account, balance]``: variables for the agent, each checked like any variable use."""
+        out: list[str] = []
+        for i, name in enumerate(names or ()):
+            self.ref("var", str(name), self.pos(*path, "data", i))
+            if str(name) in out:
+                self.warn(self.pos(*path, "data", i), f"'{name}' is listed twice in data")
+                continue
+            out.append(str(name))
+        return tuple(out)
+
+    def act_http(self, v: Any, path: tuple) -> Http | None:
+        method = str(v.get("method", "GET")).upper()
+        url = str(v["url"])
+        lookup = str(v["lookup"]) if "lookup" in v else None
+        if lookup is None and not re.match(r"https?://", url):
+            self.problem(self.pos(*path, "url"), f"url '{url}' is relative: name the back end it belongs to "
+                         "(lookup: NAME, from the box config's lookups:) or write the whole URL")
+        for var in re.findall(r"\$\{([^}]*)\}", url):
+            self.ref("var", var, self.pos(*path, "url"))
+        body = v.get("body")
+        if body is not None and method in ("GET", "HEAD", "DELETE"):
+            self.problem(self.pos(*path, "body"), f"a {method} request has no body (use POST or PUT)")
+
+        def body_refs(value: Any, where: tuple) -> None:
+            if isinstance(value, str):
+                for var in re.findall(r"\$\{([^}]*)\}", value):
+                    self.ref("var", var, self.pos(*where))
+            elif isinstance(value, dict):
+                for k, x in value.items():
+                    body_refs(x, (*where, k))
+            elif isinstance(value, list):
+                for i, x in enumerate(value):
+                    body_refs(x, (*where, i))
+
+        body_refs(body, (*path, "body"))
+        into: list[tuple[str, str, tuple[str | int, ...]]] = []
+        for var, expr in (v.get("into") or {}).items():
+            try:
+                steps = jsonpath.parse(str(expr))
+            except jsonpath.PathError as exc:
+                self.problem(self.pos(*path, "into", var), f"bad response path: {exc}")
+                continue
+            into.append((str(var), str(expr), steps))
+        comfort = v.get("comfort") or {}
+        return Http(
+            method=method,
+            url=url,
+            lookup=lookup,
+            body=_plain(body),
+            timeout=float(v["timeout"]) if "timeout" in v else None,
+            into=tuple(into),
+            on_timeout=self.target(v["on_timeout"], *path, "on_timeout") if "on_timeout" in v else None,
+            comfort=self.prompts(comfort.get("prompt"), *path, "comfort", "prompt"),
+            comfort_after=float(comfort.get("after", 1.0)),
         )
 
     def act_queue(self, v: Any, path: tuple) -> QueueWithCallback:
@@ -612,6 +672,7 @@ class _FileBuilder:
             min_wait_seconds=float(min_wait) if min_wait is not None else None,
             allow_other_number=allow_other,
             timeout=float(cb.get("timeout", 6)),
+            data=self.data_names(v.get("data"), path),
             callback_prompts=cb_prompts,
             schedule_prompts=sched_prompts,
         )
@@ -730,6 +791,15 @@ class _FileBuilder:
         except ValueError as exc:
             self.problem(self.pos(*path), f"bad date '{value}': {exc} (YYYY-MM-DD)")
             return None
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's typed mappings and sequences as plain dicts and lists (a body is sent as JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(x) for k, x in value.items()}
+    if isinstance(value, list):
+        return [_plain(x) for x in value]
+    return value
 
 
 def _empty(range_text: str) -> bool:

@@ -221,6 +221,30 @@ class Transfer:
     extension: str | None
     queue: str | None
     prompt: Prompts = ()
+    data: tuple[str, ...] = ()
+    """Variables handed to the PBX with the caller (``data: [account]``): SIP X-IVR-Var-* headers, AMI
+    IVR_VAR_* channel variables (docs/asterisk/README.md, "Data to the agent")."""
+
+
+@dataclass(frozen=True)
+class Http:
+    """A data look-up (``http:``): a request built from variables, response fields mapped into variables."""
+
+    method: str
+    url: str
+    """A template: ``${var}`` values are URL-encoded when filled in."""
+    lookup: str | None = None
+    """The named back end of the box config (``lookups:``); its base URL, secret headers and timeout."""
+    body: object = None
+    """A JSON body template (strings may hold ``${var}``), or None."""
+    timeout: float | None = None
+    into: tuple[tuple[str, str, tuple[str | int, ...]], ...] = ()
+    """(variable, path as written, parsed path) for each response field kept."""
+    on_timeout: str | None = None
+    """Where a look-up that ran out of time goes (default: the node's failure target)."""
+    comfort: Prompts = ()
+    comfort_after: float = 1.0
+    """Seconds of waiting after which ``comfort`` is played (once), so the caller knows the line is alive."""
 
 
 @dataclass(frozen=True)
@@ -316,6 +340,8 @@ class QueueWithCallback:
     """The caller may give another number than the caller ID (withheld caller IDs need it)."""
     timeout: float = 6.0
     """Seconds to wait for the caller's key after an offer or confirmation prompt."""
+    data: tuple[str, ...] = ()
+    """Variables handed to the PBX with the caller (as Transfer.data)."""
     callback_prompts: CallbackPrompts | None = None
     """None when no offer is made (nothing extra to render)."""
     schedule_prompts: SchedulePrompts | None = None
@@ -370,7 +396,7 @@ class Hangup:
 
 Action = (
     Play | Menu | Collect | Branch | Hours | SetVars | Goto | CallFlow | Return | Transfer
-    | QueueWithCallback | Survey | Hangup | CallbackCancel
+    | QueueWithCallback | Survey | Hangup | CallbackCancel | Http
 )
 
 #: Actions after which a call ends or leaves this flow; the node needs no ``next``.
@@ -406,6 +432,8 @@ class Node:
                 out.append(("holiday", a.holiday))
         elif isinstance(a, Goto):
             out.append(("", a.target))
+        elif isinstance(a, Http) and a.on_timeout:
+            out.append(("timeout", a.on_timeout))
         if self.next:
             out.append(("else" if isinstance(a, Branch) else "next", self.next))
         if self.failure:
