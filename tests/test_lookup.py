@@ -1,0 +1,271 @@
+"""Data look-ups (issue 17, item 1): the ``http`` node of the sample flow ``account`` against a real accounts back end
+(tests/lookup_server.py: aiohttp on 127.0.0.1), through the simulator's fixtures, through the real client, and
+with the back end dead (the circuit breaker: N callers, one request, one timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivr.adapters.lookup import FixtureLookups, HttpLookups
+from ivr.config import LookupConfig
+from ivr.engine.call import LookupRequest
+from ivr.flows import jsonpath
+from ivr.store.eventlog import read_events
+from tests.conftest import Env
+from tests.lookup_server import TOKEN, AccountServer
+
+ACCOUNT_ANSWER = {"id": "345678", "balance": {"dollars": 42, "cents": 17}, "due": {"month": 12, "day": 15}}
+
+
+@pytest.fixture
+def server() -> Iterator[AccountServer]:
+    s = AccountServer().start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+class Clock:
+    """The breakers' clock, moved by the test: a cool-down passes without waiting for it."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def backend(server: AccountServer, **over: Any) -> dict[str, LookupConfig]:
+    return {"accounts": LookupConfig(name="accounts", url=server.url, headers={"Authorization": TOKEN}, **over)}
+
+
+def simulate(env: Env, *args: str) -> dict[str, Any]:
+    r = env.ivr("simulate", "account", *args, "--json")
+    assert r.code == 0, r.err
+    return dict(r.json())
+
+
+# -- the response paths ---------------------------------------------------------------------------------------
+
+
+def test_response_paths_reach_one_field_or_say_which_step_is_missing() -> None:
+    doc = {"balance": {"dollars": 42}, "invoices": [{"due": "2026-12-15"}], "due-date": "x"}
+    assert jsonpath.find(doc, jsonpath.parse("$.balance.dollars")) == 42
+    assert jsonpath.find(doc, jsonpath.parse("$.invoices[0].due")) == "2026-12-15"
+    assert jsonpath.find(doc, jsonpath.parse("$.invoices[-1]['due']")) == "2026-12-15"
+    assert jsonpath.find(doc, jsonpath.parse("$['due-date']")) == "x"
+    with pytest.raises(KeyError, match=r"\$\.invoices\[1\]"):
+        jsonpath.find(doc, jsonpath.parse("$.invoices[1].due"))
+    for bad in ("balance", "$.invoices[*]", "$..due", "$.a b"):
+        with pytest.raises(jsonpath.PathError):
+            jsonpath.parse(bad)
+
+
+# -- the adapter against the real back end ---------------------------------------------------------------------
+
+
+async def test_lookup_sends_the_configs_secret_and_returns_the_answer(server: AccountServer) -> None:
+    lookups = HttpLookups(backend(server))
+    try:
+        got = await lookups.fetch(LookupRequest("accounts", "GET", "/accounts/345678"))
+        missing = await lookups.fetch(LookupRequest("accounts", "GET", "/accounts/999999"))
+        posted = await lookups.fetch(LookupRequest("accounts", "POST", "/echo", body={"account": "345678"}))
+        unknown = await lookups.fetch(LookupRequest("billing", "GET", "/x"))
+    finally:
+        await lookups.aclose()
+    assert got.outcome == "ok" and got.status == 200 and got.body["balance"] == {"dollars": 42, "cents": 17}
+    assert (missing.outcome, missing.status) == ("http_error", 404)
+    assert posted.status == 404 and server.bodies == [{"account": "345678"}]
+    assert {auth for _, _, auth in server.requests} == {TOKEN}  # from the config, never from the flow
+    assert unknown.outcome == "not_configured" and "no back end 'billing'" in unknown.detail
+    assert lookups.open_circuits() == []  # a 404 is an answer: the host is alive
+
+
+async def test_only_idempotent_methods_are_retried(server: AccountServer) -> None:
+    lookups = HttpLookups(backend(server, retries=1))
+    try:
+        server.statuses = [503]
+        got = await lookups.fetch(LookupRequest("accounts", "GET", "/accounts/345678"))
+        server.statuses = [503]
+        posted = await lookups.fetch(LookupRequest("accounts", "POST", "/accounts/345678", body={}))
+    finally:
+        await lookups.aclose()
+    assert (got.outcome, got.attempts) == ("ok", 2)
+    assert (posted.outcome, posted.status, posted.attempts) == ("http_error", 503, 1)  # a POST is never sent twice
+    assert [m for m, _, _ in server.requests] == ["GET", "GET", "POST"]
+
+
+async def test_a_dead_back_end_costs_one_timeout_then_fails_fast_until_a_probe_finds_it_back(
+        server: AccountServer) -> None:
+    clock = Clock()
+    lookups = HttpLookups(backend(server, timeout=0.3, breaker_cool_down=30.0), clock=clock)
+    request = LookupRequest("accounts", "GET", "/accounts/345678")
+    try:
+        server.hang = True
+        first = await lookups.fetch(request)
+        others = [await lookups.fetch(request) for _ in range(5)]
+        assert first.outcome == "timeout" and first.attempts == 1  # no retry after a timeout
+        assert [r.outcome for r in others] == ["circuit_open"] * 5
+        assert len(server.requests) == 1 and lookups.open_circuits() == [first.host]
+        clock.t += 31  # cool-down over: one probe goes, and the host is still dead
+        probe = await lookups.fetch(request)
+        assert probe.outcome == "timeout" and len(server.requests) == 2
+        assert (await lookups.fetch(request)).outcome == "circuit_open"  # open again for another cool-down
+        server.hang = False
+        clock.t += 31
+        assert (await lookups.fetch(request)).outcome == "ok"  # the probe closes the circuit
+        assert (await lookups.fetch(request)).outcome == "ok"
+        assert lookups.open_circuits() == []
+    finally:
+        server.hang = False
+        await lookups.aclose()
+
+
+async def test_fixture_answers_by_method_and_url() -> None:
+    lookups = FixtureLookups.from_file(Path(__file__).parent / "fixtures" / "accounts.yaml")
+    ok = await lookups.fetch(LookupRequest("accounts", "GET", "/accounts/345678"))
+    missing = await lookups.fetch(LookupRequest("accounts", "GET", "/accounts/999999"))
+    slow = await lookups.fetch(LookupRequest("accounts", "GET", "/accounts/555555"))
+    none = await lookups.fetch(LookupRequest("accounts", "POST", "/payments"))
+    assert ok.outcome == "ok" and ok.body == ACCOUNT_ANSWER
+    assert (missing.outcome, missing.status) == ("http_error", 404)
+    assert slow.outcome == "timeout"
+    assert none.outcome == "not_configured" and "POST /payments" in none.detail
+
+
+# -- the sample flow, simulated --------------------------------------------------------------------------------
+
+FIXTURE = str(Path(__file__).parent / "fixtures" / "accounts.yaml")
+
+
+def test_sample_flow_reads_back_balance_and_due_date_then_hands_the_account_to_the_agent(env: Env) -> None:
+    r = simulate(env, "--http-fixture", FIXTURE, "-i", "345678#", "-i", "1")
+    assert r["path"] == ["account", "lookup", "balance", "offer", "agent"]
+    assert r["outcome"] == "transferred" and r["detail"] == "queue billing"
+    v = r["variables"]
+    assert (v["balance_dollars"], v["balance_cents"], v["due_month"], v["due_day"]) == (42, 17, 12, 15)
+    said = r["transcript"][r["transcript"].index("  ♪ Your balance is"):][:13]
+    assert said == ["  ♪ Your balance is", "  ♪ 4", "  ♪ 2", "  ♪ dollars and", "  ♪ 1", "  ♪ 7", "  ♪ cents.",
+                    "  ♪ Your payment is due in month", "  ♪ 1", "  ♪ 2", "  ♪ on day", "  ♪ 1", "  ♪ 5"]
+    assert any(line.startswith("  ⇒ transfer to queue billing with account=345678") for line in r["transcript"])
+    recorded = {c["call_id"]: c for c in env.calls(simulated=True)}[r["call_id"]]
+    assert recorded["resolved"]  # the caller heard the balance: self-served, then chose an agent
+
+
+@pytest.mark.parametrize(("account", "outcome"), [("999999", "http_error"), ("555555", "timeout")])
+def test_sample_flow_sends_an_unknown_account_or_a_slow_back_end_to_an_agent(env: Env, account: str,
+                                                                               outcome: str) -> None:
+    r = simulate(env, "--http-fixture", FIXTURE, "-i", f"{account}#")
+    assert r["path"] == ["account", "lookup", "unavailable", "agent"]
+    assert "balance_dollars" not in r["variables"]
+    assert any(line.startswith(f"  ⇄ GET accounts /accounts/${{account}}: {outcome}") for line in r["transcript"])
+    assert any(line.startswith(f"  ⇒ transfer to queue billing with account={account}") for line in r["transcript"])
+
+
+def test_simulate_without_a_fixture_uses_the_configs_back_end(env: Env, server: AccountServer) -> None:
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write(server.yaml())
+    r = simulate(env, "-i", "345678#", "-i", "2")
+    assert r["path"] == ["account", "lookup", "balance", "offer", "bye"]
+    assert r["variables"]["balance_dollars"] == 42
+    assert server.requests == [("GET", "/accounts/345678", TOKEN)]
+    events = asyncio.run(read_events(env.state / "simulate.db", r["call_id"]))
+    lookup = next(e.data for e in events if e.type == "http.lookup")
+    assert lookup["outcome"] == "ok" and lookup["url"] == "/accounts/${account}"
+    assert lookup["vars"] == ["balance_cents", "balance_dollars", "due_day", "due_month"]
+    assert TOKEN not in json.dumps([e.data for e in events])  # the secret is never recorded
+
+
+def test_bad_fixture_file_is_refused(env: Env, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {status: 200}\n")
+    r = env.ivr("simulate", "account", "--http-fixture", str(bad), "-i", "345678#")
+    assert r.code == 2 and "response 1 needs url:" in r.err
+
+
+# -- ivr check and ivr graph ------------------------------------------------------------------------------------
+
+LOOKUP_FLOW = """
+flow: t
+numbers: ["900"]
+start: look
+prompts:
+  bye: "Bye."
+nodes:
+  look:
+    http:
+      url: /accounts/${acct}
+      into: {balance: "$.balance[x]"}
+      on_timeout: nowhere
+    next: bye
+  bye:
+    hangup: bye
+"""
+
+
+def test_check_reports_look_up_mistakes_at_their_lines(env: Env) -> None:
+    (env.flows / "t.yaml").write_text(LOOKUP_FLOW, encoding="utf-8")
+    r = env.ivr("check", "--no-render")
+    assert r.code == 1
+    out = r.out + r.err
+    assert "t.yaml:10:12: url '/accounts/${acct}' is relative: name the back end" in out
+    assert "t.yaml:10:12: unknown variable 'acct'" in out
+    assert "t.yaml:11:23: bad response path: '$.balance[x]': cannot read from column 10" in out
+    assert "t.yaml:12:19: unknown node 'nowhere'" in out
+
+
+def test_graph_draws_the_look_up_with_its_timeout_and_failure_targets(env: Env, tmp_path: Path) -> None:
+    r = env.ivr("graph", "account", "-o", str(tmp_path / "a.dot"))
+    assert r.code == 0, r.err
+    dot = (tmp_path / "a.dot").read_text()
+    assert '"account:lookup" [label="lookup\\n[http]\\nGET accounts: /accounts/${account}", shape=cylinder' in dot
+    assert '"account:lookup" -> "account:unavailable" [label="timeout"' in dot
+    assert '"account:lookup" -> "account:unavailable" [label="failure"' in dot
+    assert '"account:agent" [label="agent\\n[transfer]\\n→ billing with account"' in dot
+
+
+# -- the daemon: one shared client, one breaker for every caller -------------------------------------------------
+
+
+def test_dead_back_end_costs_one_timeout_for_all_callers_of_the_daemon(env: Env, server: AccountServer) -> None:
+    """N callers while the accounts back end takes connections and never answers: the first waits the look-up's
+    timeout, the others go straight to the agent (circuit open), and the back end sees one request."""
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write(server.yaml(timeout=0.5, breaker="{cool_down: 600}"))
+    server.hang = True
+    log = env.root / "daemon.log"
+    proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 60
+        while not (env.state / "ivr.sock").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert (env.state / "ivr.sock").exists(), log.read_text()
+        outs = []
+        for _ in range(4):
+            r = env.ivr("simulate", "account", "--live", "-i", "345678#")
+            assert r.code == 0, r.err + log.read_text()
+            outs.append(r.out)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert len(server.requests) == 1
+    lookups = [line.strip() for out in outs for line in out.splitlines() if "⇄" in line]
+    assert [line.split(": ")[1].split(" (")[0] for line in lookups] == ["timeout"] + ["circuit_open"] * 3
+    for out in outs:  # every caller was still handed to an agent with the account number they keyed
+        assert "  ⇒ transfer to queue billing with account=345678" in out
+        assert "[unavailable] play" in out and "[agent] transfer" in out
