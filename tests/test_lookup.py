@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ivr.adapters.lookup import FixtureLookups, HttpLookups
 from ivr.config import LookupConfig
@@ -257,6 +259,9 @@ def test_dead_back_end_costs_one_timeout_for_all_callers_of_the_daemon(env: Env,
             r = env.ivr("simulate", "account", "--live", "-i", "345678#")
             assert r.code == 0, r.err + log.read_text()
             outs.append(r.out)
+        address = env.ivr("status").json()["metrics"]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
+            metrics = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -264,8 +269,22 @@ def test_dead_back_end_costs_one_timeout_for_all_callers_of_the_daemon(env: Env,
         except subprocess.TimeoutExpired:
             proc.kill()
     assert len(server.requests) == 1
+    counted = {s.labels["outcome"]: s.value for s in metrics["ivr_lookups"].samples if s.name.endswith("_total")}
+    assert counted == {"ok": 0, "timeout": 1, "circuit_open": 3}
+    assert [s.value for s in metrics["ivr_lookup_circuits_open"].samples] == [1]
+    assert [s.value for s in metrics["ivr_lookup_seconds"].samples if s.name.endswith("_count")] == [1]
     lookups = [line.strip() for out in outs for line in out.splitlines() if "⇄" in line]
     assert [line.split(": ")[1].split(" (")[0] for line in lookups] == ["timeout"] + ["circuit_open"] * 3
     for out in outs:  # every caller was still handed to an agent with the account number they keyed
         assert "  ⇒ transfer to queue billing with account=345678" in out
         assert "[unavailable] play" in out and "[agent] transfer" in out
+
+
+def test_values_for_the_agent_lose_line_breaks_and_unset_ones_are_left_out(env: Env) -> None:
+    flow = ('flow: d\nnumbers: ["901"]\nstart: s\nnodes:\n  s:\n    set: {note: "a\\r\\nX-Evil: 1", empty: ""}\n'
+            "    next: t\n  t:\n    transfer: {extension: 200, data: [note, empty, caller]}\n")
+    (env.flows / "d.yaml").write_text(flow, encoding="utf-8")
+    r = env.ivr("simulate", "d", "--json", "--caller", "+15551234567")
+    assert r.code == 0, r.err
+    told = [line for line in r.json()["transcript"] if "⇒ transfer" in line]
+    assert told[0].startswith("  ⇒ transfer to extension 200 with note=aX-Evil: 1, caller=+15551234567")

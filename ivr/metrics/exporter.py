@@ -188,6 +188,7 @@ class DaemonCollector(Collector):
         yield from self._callbacks()
         yield from self._sync()
         yield from self._speech()
+        yield from self._lookups()
         yield from self._media()
         yield _hist("ivr_event_loop_lag_seconds", "How late the event loop ran a timer due every "
                     f"{LOOP_PROBE_SECONDS:g} s (what every call's RTP and SIP waits for).", self.loop_lag)
@@ -284,6 +285,24 @@ class DaemonCollector(Collector):
                                   value=sp.frames_dropped)
         yield _hist("ivr_speech_recognition_latency_seconds", "End of speech to the recogniser's final result.",
                     sp.latency)
+
+    def _lookups(self) -> Iterator[Metric]:
+        """Data look-ups of http nodes (ivr.adapters.lookup), once the config names a back end."""
+        lk = getattr(self.daemon, "lookups", None)
+        if lk is None or not lk.backends:
+            return
+        done = CounterMetricFamily("ivr_lookups", "Data look-ups since start, by back end and outcome (ok, "
+                                   "http_error, timeout, unreachable, circuit_open, bad_response, not_configured).",
+                                   labels=["lookup", "outcome"])
+        counts = Counter({(name, "ok"): 0 for name in lk.backends})
+        counts.update(lk.stats.outcomes)
+        for (name, outcome), n in sorted(counts.items()):
+            done.add_metric([name, outcome], n)
+        yield done
+        yield _gauge("ivr_lookup_circuits_open", "Hosts whose circuit breaker is open or probing: their look-ups "
+                     "fail at once.", len(lk.open_circuits()))
+        yield _hist("ivr_lookup_seconds", "Each data look-up that was sent, retries included, as the caller waited "
+                    "it.", lk.stats.latency)
 
     def _media(self) -> Iterator[Metric]:
         tel = self.daemon.telephony
