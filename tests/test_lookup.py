@@ -288,3 +288,52 @@ def test_values_for_the_agent_lose_line_breaks_and_unset_ones_are_left_out(env: 
     assert r.code == 0, r.err
     told = [line for line in r.json()["transcript"] if "⇒ transfer" in line]
     assert told[0].startswith("  ⇒ transfer to extension 200 with note=aX-Evil: 1, caller=+15551234567")
+
+
+COMFORT_FLOW = """
+flow: slow
+numbers: ["902"]
+start: look
+prompts:
+  wait: "One moment please."
+  found: "Found it."
+  slow: "Our system is slow today."
+nodes:
+  look:
+    http:
+      lookup: accounts
+      url: /accounts/345678
+      timeout: 1
+      into: {dollars: $.balance.dollars}
+      comfort: {prompt: wait, after: %s}
+      on_timeout: slow
+    next: found
+    failure: slow
+  found:
+    hangup: found
+  slow:
+    hangup: slow
+"""
+
+
+def test_a_caller_waiting_on_a_slow_back_end_hears_the_comfort_prompt_once(env: Env, server: AccountServer) -> None:
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write(server.yaml())
+    (env.flows / "slow.yaml").write_text(COMFORT_FLOW % "0.05", encoding="utf-8")
+    server.hang = True  # the answer never comes: the look-up runs into its timeout
+    r = env.ivr("simulate", "slow", "--json")
+    assert r.code == 0, r.err
+    transcript = r.json()["transcript"]
+    assert transcript.count("  ♪ One moment please.") == 1
+    assert r.json()["path"] == ["look", "slow"]  # on_timeout
+    assert any("timeout" in line and "comfort prompt played" in line for line in transcript)
+
+
+def test_a_quick_answer_plays_no_comfort_prompt(env: Env, server: AccountServer) -> None:
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write(server.yaml())
+    (env.flows / "slow.yaml").write_text(COMFORT_FLOW % "20", encoding="utf-8")
+    r = env.ivr("simulate", "slow", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["path"] == ["look", "found"] and r.json()["variables"]["dollars"] == 42
+    assert "  ♪ One moment please." not in r.json()["transcript"]
