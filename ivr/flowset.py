@@ -24,7 +24,7 @@ async def load_flowset(paths: list[Path], config: Config, *, render: bool = True
     """``notes`` collects what is worth telling but not wrong (flows in a language the speech model is not
     for), ``warnings`` the flows' own oddities at their file:line:column; without them both are logged."""
     loaded = loader.load(paths, site_timezone=config.timezone)
-    found = loaded.problems + checks.check(loaded)
+    found = loaded.problems + checks.check(loaded) + checks.check_lookups(loaded, config.lookups)
     problems = [p for p in found if not p.warning]
     flow_warnings = sorted({p for p in found if p.warning})
     if problems:

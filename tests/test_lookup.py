@@ -337,3 +337,12 @@ def test_a_quick_answer_plays_no_comfort_prompt(env: Env, server: AccountServer)
     assert r.code == 0, r.err
     assert r.json()["path"] == ["look", "found"] and r.json()["variables"]["dollars"] == 42
     assert "  ♪ One moment please." not in r.json()["transcript"]
+
+
+def test_check_warns_of_a_back_end_the_config_does_not_have(env: Env) -> None:
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write("lookups: {acounts: {url: 'https://crm.example.com'}}\n")
+    r = env.ivr("check", "--no-render")
+    assert r.code == 0, r.out + r.err
+    assert ("flows/account.yaml:36:3: warning: node 'lookup': back end 'accounts' is not in the config's lookups: "
+            "(acounts) (did you mean 'acounts'?); its look-ups will fail") in r.out

@@ -256,6 +256,25 @@ def _component(start: str, succ: dict[str, list[str]]) -> set[str]:
     return reach(succ) & reach(back)
 
 
+def check_lookups(loaded: Loaded, backends: Iterable[str]) -> list[Problem]:
+    """An ``http`` node naming a back end the box's config does not have: a warning (the flows may be checked
+    against another box's config), and only when the config names any (a box without ``lookups:`` says nothing:
+    its look-ups fail as not configured, which the flow routes like any failure)."""
+    known = sorted(backends)
+    if not known:
+        return []
+    out = []
+    for flow in loaded.flows.values():
+        for node in flow.nodes.values():
+            a = node.action
+            if isinstance(a, Http) and a.lookup is not None and a.lookup not in known:
+                out.append(Problem(node.pos.file, node.pos.line, node.pos.column,
+                                   f"node '{node.name}': back end '{a.lookup}' is not in the config's lookups: "
+                                   f"({', '.join(known)}){_suggest(a.lookup, known)}; its look-ups will fail",
+                                   warning=True))
+    return out
+
+
 def check_subflow_cycles(loaded: Loaded) -> list[Problem]:
     calls: dict[str, list[tuple[str, Pos]]] = {}
     for flow in loaded.flows.values():
