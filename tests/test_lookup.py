@@ -346,3 +346,42 @@ def test_check_warns_of_a_back_end_the_config_does_not_have(env: Env) -> None:
     assert r.code == 0, r.out + r.err
     assert ("flows/account.yaml:36:3: warning: node 'lookup': back end 'accounts' is not in the config's lookups: "
             "(acounts) (did you mean 'acounts'?); its look-ups will fail") in r.out
+
+
+POST_FLOW = """
+flow: post
+numbers: ["903"]
+start: s
+prompts:
+  bye: "Bye."
+nodes:
+  s:
+    set: {acct: "0042", n: 7}
+    next: look
+  look:
+    http:
+      lookup: accounts
+      method: post
+      url: /echo?who=${acct}
+      body: {account: "${acct}", tries: "${n}", note: "caller ${caller}", tags: ["${acct}", x]}
+    next: bye
+    failure: bye
+  bye:
+    hangup: bye
+"""
+
+
+def test_a_post_sends_its_json_body_built_from_variables(env: Env, server: AccountServer) -> None:
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write(server.yaml())
+    (env.flows / "post.yaml").write_text(POST_FLOW, encoding="utf-8")
+    r = env.ivr("simulate", "post", "--json", "--caller", "+15551230000")
+    assert r.code == 0, r.err
+    assert server.bodies == [{"account": "0042", "tries": 7, "note": "caller +15551230000", "tags": ["0042", "x"]}]
+    assert [(m, p) for m, p, _ in server.requests] == [("POST", "/echo")]
+    assert r.json()["path"] == ["s", "look", "bye"]
+
+
+def test_live_refuses_a_fixture(env: Env) -> None:
+    r = env.ivr("simulate", "account", "--live", "--http-fixture", FIXTURE)
+    assert r.code == 2 and "--http-fixture cannot be used with --live" in r.err
