@@ -37,7 +37,7 @@ nodes:
   menu:
     menu: {prompt: menu, timeout: 8, options: {1: agent}}
   agent:
-    transfer: {extension: "200"}
+    transfer: {extension: "200", data: [caller]}   # the agent sees who calls (X-IVR-Var-caller, issue 17)
     failure: sorry
   sorry:
     hangup: sorry
@@ -121,6 +121,9 @@ def test_refer_accepted_ends_the_call_as_transferred(xfer: tuple[Env, int, int])
     # the PBX is told which IVR call this is, on the REFER and in its Refer-To (issue 13: queue_log joins)
     [logged] = [p.read_text() for p in env.root.glob("xfer_caller_refer_ok_*_logs.log")]
     assert f"REFER X-IVR-Call-ID={call['call_id']} Refer-To X-IVR-Call-ID={call['call_id']}" in logged
+    # the flow's data: for the agent, on the REFER and in its Refer-To too (issue 17)
+    assert "REFER X-IVR-Var-caller=+15555550142 Refer-To X-IVR-Var-caller=%2B15555550142" in logged
+    assert event["data"] == ["caller"]
     [ended] = transfer_events(env, call, "sip.ended")
     assert ended["by"] == "ivr"  # our BYE ended it, not the caller's
     clean_log(env)
