@@ -1,4 +1,5 @@
-"""The central collector over HTTPS: the one module on the box that knows aiohttp.
+"""The central collector over HTTPS: one of the two modules on the box that know aiohttp (the other is
+ivr/adapters/lookup.py, the flows' data look-ups).
 
 aiohttp rather than httpx: the collector is an aiohttp server in this repository, so one well-kept HTTP library
 serves both ends; it is asyncio-native, takes an ``ssl.SSLContext`` as it is (the site's CA, a client
