@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,9 +56,11 @@ class CallbackDesk(Protocol):
     """Virtual hold as the queue node sees it (ivr.callbacks.desk.Desk): offer, check, file, cancel."""
 
     async def offer(self, queue: str, caller: str, *, min_wait: float | None = None,
-                    requested: bool = False) -> CallbackOffer:
+                    requested: bool = False, hours: Sequence[tuple[datetime, datetime]] | None = None
+                    ) -> CallbackOffer:
         """Whether to offer this caller a callback from ``queue`` now, with the wait to quote;
-        ``requested``: the caller already asked (no wait gate, the calling window still decides)."""
+        ``requested``: the caller already asked (no wait gate, the calling window still decides);
+        ``hours``: when the queue's agents are there (UTC intervals), which must hold at the dial time too."""
         ...
 
     async def check_number(self, raw: str) -> NumberCheck:
@@ -69,7 +71,8 @@ class CallbackDesk(Protocol):
         """Digit groups to read the number back in."""
         ...
 
-    def slots(self, zones: tuple[str, ...], earliest: datetime, arrival: datetime, count: int = 3) -> SlotChoice:
+    def slots(self, zones: tuple[str, ...], earliest: datetime, arrival: datetime, count: int = 3,
+              hours: Sequence[tuple[datetime, datetime]] | None = None) -> SlotChoice:
         """Times the caller may choose for a scheduled callback (``callback: {schedule: true}``)."""
         ...
 

@@ -603,6 +603,8 @@ class _FileBuilder:
                 f.name: self.prompts(given[f.name], *ppath, f.name) if f.name in given
                 else self.prompts(f"callback_{f.name}", *path) for f in dataclasses.fields(SchedulePrompts)})
         min_wait = cb.get("min_wait_seconds")
+        if "hours" in cb:
+            self.ref("schedule", cb["hours"], self.pos(*path, "callback", "hours"))
         return QueueWithCallback(
             name=str(v["name"]),
             prompt=self.prompts(v.get("prompt"), *path, "prompt"),
@@ -614,6 +616,7 @@ class _FileBuilder:
             timeout=float(cb.get("timeout", 6)),
             callback_prompts=cb_prompts,
             schedule_prompts=sched_prompts,
+            hours=str(cb["hours"]) if "hours" in cb else None,
         )
 
     def act_callback_cancel(self, v: Any, path: tuple) -> CallbackCancel:

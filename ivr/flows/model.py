@@ -320,6 +320,9 @@ class QueueWithCallback:
     """None when no offer is made (nothing extra to render)."""
     schedule_prompts: SchedulePrompts | None = None
     """``callback: {schedule: true}`` (and an offer): the caller may choose a time; None: as soon as possible."""
+    hours: str | None = None
+    """``callback: {hours: NAME}``: callbacks (as soon as possible or a chosen slot) only while this hours
+    schedule is open, holidays, overrides and the emergency switch included; None: the calling windows only."""
 
     @property
     def spoken_builtins(self) -> tuple[str, ...]:
