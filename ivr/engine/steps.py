@@ -13,6 +13,7 @@ from ivr.engine import offer, turns
 from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferTarget
 from ivr.engine.conditions import evaluate, interpolate
 from ivr.engine.context import CallContext, Outcome
+from ivr.flows.arith import Arithmetic, NotComputable
 from ivr.flows.hours import HoursState, decide
 from ivr.flows.loader import normalize_words
 from ivr.flows.model import (
@@ -200,9 +201,19 @@ async def step_hours(ctx: CallContext, node: Node, h: Hours) -> str | None:
 
 
 async def step_set(ctx: CallContext, node: Node, s: SetVars) -> str | None:
+    errors: dict[str, str] = {}
     for name, value in s.values:
-        ctx.variables[name] = interpolate(value, ctx.variables)
-    await ctx.event("vars.set", node=node.name, values={k: ctx.variables[k] for k, _ in s.values})
+        if isinstance(value, Arithmetic):
+            try:
+                ctx.variables[name] = value.evaluate(ctx.variables)
+            except NotComputable as exc:  # the call goes on; the flow can branch on an empty value
+                ctx.variables[name] = ""
+                errors[name] = str(exc)
+                ctx.log.warning("set %s: %s; it is now empty (node %s)", name, exc, node.name)
+        else:
+            ctx.variables[name] = interpolate(value, ctx.variables)
+    await ctx.event("vars.set", node=node.name, values={k: ctx.variables[k] for k, _ in s.values},
+                    **({"errors": errors} if errors else {}))
     return node.next
 
 

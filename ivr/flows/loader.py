@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import Problem
+from ivr.flows import arith
 from ivr.flows import hours as hours_mod
 from ivr.flows.hints import NODE_SETTINGS, SCHEMA, flow_hints
 from ivr.flows.model import (
@@ -548,10 +549,24 @@ class _FileBuilder:
             self.warn(self.pos(*path, "lang"), f"lang '{lang}' is not one of this flow's languages "
                       f"({', '.join(self.languages)}): callers would go on hearing {self.languages[0]} "
                       "(add it to languages:, with its prompts)")
+        values: list[tuple[str, object]] = []
         for k, val in v.items():
+            if isinstance(val, dict):  # {add: N} or {expr: "..."}: computed when the call gets here
+                op, arg = next(iter(val.items()))
+                try:
+                    computed = arith.counter(str(k), arg) if op == "add" else arith.parse(str(arg))
+                except ValueError as exc:
+                    self.problem(self.pos(*path, k, op), str(exc))
+                    continue
+                for var in computed.variables:
+                    if var != str(k):
+                        self.ref("var", var, self.pos(*path, k, op))
+                values.append((str(k), computed))
+                continue
             for var in re.findall(r"\$\{([^}]*)\}", str(val)) if isinstance(val, str) else ():
                 self.ref("var", var, self.pos(*path, k))
-        return SetVars(tuple((str(k), val) for k, val in v.items()))
+            values.append((str(k), val))
+        return SetVars(tuple(values))
 
     def act_goto(self, v: Any, path: tuple) -> Goto:
         return Goto(self.target(v, *path))
