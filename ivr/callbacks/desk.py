@@ -33,6 +33,10 @@ class QueueWaits(Protocol):
         """Agents free to take a call now, or None when not known (the dialer paces by this)."""
         ...
 
+    def callers_waiting(self, queue: str) -> int | None:
+        """Callers waiting in ``queue`` for an agent now, or None when not known."""
+        ...
+
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
@@ -159,6 +163,18 @@ class Desk:
         found = policy_mod.next_slots(earliest, until, zones, say, self.policy.windows, margin=margin, count=count,
                                       hours=hours)
         return SlotChoice(say, tuple(found))
+
+    def queue_fact(self, queue: str, fact: str) -> int | None:
+        """Live state for a flow's conditions (``queue.NAME.wait`` …): whole seconds of the wait a caller
+        joining now would have, agents free, callers waiting; None when the source cannot say."""
+        if fact == "wait":
+            est = self.waits.estimate(queue)
+            return None if est.seconds is None else round(est.seconds)
+        if fact == "agents_available":
+            return self.waits.free_agents(queue)
+        if fact == "callers_waiting":
+            return self.waits.callers_waiting(queue)
+        raise ValueError(f"unknown queue fact {fact!r}")
 
     def readback(self, e164: str) -> list[str]:
         """The number in digit groups as a caller here would write it ("201", "555", "0123")."""

@@ -71,6 +71,11 @@ class CallbackDesk(Protocol):
         """Digit groups to read the number back in."""
         ...
 
+    def queue_fact(self, queue: str, fact: str) -> int | None:
+        """Live queue state for conditions (``queue.NAME.wait``, ``.agents_available``, ``.callers_waiting``);
+        None when unknown."""
+        ...
+
     def slots(self, zones: tuple[str, ...], earliest: datetime, arrival: datetime, count: int = 3,
               hours: Sequence[tuple[datetime, datetime]] | None = None) -> SlotChoice:
         """Times the caller may choose for a scheduled callback (``callback: {schedule: true}``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from ivr.callbacks.desk import CANCELLABLE
@@ -35,6 +35,7 @@ from ivr.flows.model import (
     SetVars,
     Survey,
     Transfer,
+    queue_fact,
 )
 
 Step = Callable[[CallContext, Node, Any], Awaitable[str | None]]
@@ -179,12 +180,44 @@ def _digits_ref(c: Collect) -> DigitsRef:
 
 
 async def step_branch(ctx: CallContext, node: Node, b: Branch) -> str | None:
+    variables = LiveVariables(ctx)
     for i, (cond, target) in enumerate(b.cases):
-        if evaluate(cond, ctx.variables):
-            await ctx.event("branch.taken", node=node.name, case=i + 1, target=target)
+        if evaluate(cond, variables):
+            await ctx.event("branch.taken", node=node.name, case=i + 1, target=target, **variables.seen())
             return target
-    await ctx.event("branch.taken", node=node.name, case=None, target=node.next)
+    await ctx.event("branch.taken", node=node.name, case=None, target=node.next, **variables.seen())
     return node.next
+
+
+class LiveVariables(Mapping[str, object]):
+    """The call's variables, and the live queue facts (``queue.support.wait`` …) read from the callback desk
+    when a condition asks for them, each once per branch; what was read goes into the event (``live``), so
+    a routing decision on the queue's state can be explained afterwards."""
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self.read: dict[str, int | None] = {}
+
+    def __getitem__(self, name: str) -> object:
+        fact = queue_fact(name)
+        if fact is None:
+            return self.ctx.variables[name]
+        if name not in self.read:
+            desk = self.ctx.callbacks
+            self.read[name] = desk.queue_fact(*fact) if desk is not None else None
+        value = self.read[name]
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ctx.variables)
+
+    def __len__(self) -> int:
+        return len(self.ctx.variables)
+
+    def seen(self) -> dict[str, object]:
+        return {"live": dict(self.read)} if self.read else {}
 
 
 async def step_hours(ctx: CallContext, node: Node, h: Hours) -> str | None:

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from ivr.errors import Problem
 from ivr.flows.loader import Loaded, Ref
 from ivr.flows.model import (
+    QUEUE_FACTS,
+    QUEUE_VAR_PREFIX,
     TERMINAL,
     Branch,
     CallbackCancel,
@@ -28,6 +30,7 @@ from ivr.flows.model import (
     SetVars,
     Survey,
     is_pattern,
+    queue_fact,
 )
 from ivr.flows.prompts import BUILTIN_PROMPTS
 
@@ -112,7 +115,11 @@ def check_refs(loaded: Loaded) -> list[Problem]:
                 sug = _suggest(ref.name, loaded.schedules) or \
                     f" (define it under hours: in any flow file; schedules: {known})"
                 problems.append(_p(ref.pos, f"unknown hours schedule '{ref.name}'{sug}"))
-        elif ref.kind == "var" and ref.name not in variables and not ref.name.startswith(HEADER_VAR_PREFIX):
+        elif ref.kind == "var" and ref.name.startswith(QUEUE_VAR_PREFIX) and queue_fact(ref.name) is None:
+            problems.append(_p(ref.pos, f"unknown queue fact '{ref.name}': write queue.NAME.FACT, FACT one of "
+                               f"{', '.join(QUEUE_FACTS)} (e.g. queue.support.wait)"))
+        elif ref.kind == "var" and ref.name not in variables and not ref.name.startswith(
+                (HEADER_VAR_PREFIX, QUEUE_VAR_PREFIX)):
             problems.append(_p(ref.pos, f"unknown variable '{ref.name}'{_suggest(ref.name, variables)}; "
                                "it is never set (declare it under variables:)"))
     return problems

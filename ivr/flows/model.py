@@ -469,3 +469,18 @@ def number_matches(pattern: str, dialed: str) -> bool:
     """``X`` is one digit, ``*`` any run (Asterisk-like, kept small on purpose)."""
     glob = pattern.replace("X", "[0-9]")
     return fnmatch.fnmatchcase(dialed, glob)
+
+
+QUEUE_VAR_PREFIX = "queue."
+QUEUE_FACTS = ("wait", "agents_available", "callers_waiting")
+"""Live queue state a condition may test: ``{var: queue.support.wait, gt: 300}`` (seconds, the wait a caller
+joining now would have), ``queue.NAME.agents_available``, ``queue.NAME.callers_waiting``. Unknown (no
+estimate, the PBX link down) means not set: a comparison is then false and ``is_set: false`` is true."""
+
+
+def queue_fact(name: str) -> tuple[str, str] | None:
+    """``queue.support.wait`` → (``support``, ``wait``); None for any other variable name."""
+    if not name.startswith(QUEUE_VAR_PREFIX):
+        return None
+    queue, _, fact = name[len(QUEUE_VAR_PREFIX):].rpartition(".")
+    return (queue, fact) if queue and fact in QUEUE_FACTS else None
