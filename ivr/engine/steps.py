@@ -33,6 +33,7 @@ from ivr.flows.model import (
     QueueWithCallback,
     Return,
     SetVars,
+    Split,
     Survey,
     Transfer,
     queue_fact,
@@ -220,6 +221,18 @@ class LiveVariables(Mapping[str, object]):
         return {"live": dict(self.read)} if self.read else {}
 
 
+async def step_split(ctx: CallContext, node: Node, s: Split) -> str | None:
+    """One variant per caller, the same on every call (their caller ID's digits); a withheld caller ID
+    falls back to the call, so such callers are spread but not kept in one variant."""
+    digits = "".join(ch for ch in ctx.call.caller if ch.isdigit())
+    basis, key = ("caller", digits) if len(digits) >= 3 else ("call", ctx.call.call_id)
+    variant, target = s.choose(key)
+    ctx.variables[s.variable] = variant
+    await ctx.event("experiment.assigned", node=node.name, experiment=s.experiment, variant=variant,
+                    basis=basis, target=target)
+    return target
+
+
 async def step_hours(ctx: CallContext, node: Node, h: Hours) -> str | None:
     schedule = ctx.flows.schedules[h.schedule]
     decision = decide(schedule, ctx.now(), emergency_closed=await ctx.switches.emergency_closed(h.schedule))
@@ -397,4 +410,5 @@ STEPS: dict[type, Step] = {
     Survey: step_survey,
     Hangup: step_hangup,
     CallbackCancel: step_callback_cancel,
+    Split: step_split,
 }

@@ -28,6 +28,7 @@ from ivr.flows.model import (
     Play,
     Pos,
     SetVars,
+    Split,
     Survey,
     is_pattern,
     queue_fact,
@@ -75,6 +76,8 @@ def known_vars(loaded: Loaded) -> set[str]:
                 names.add(a.into)
             elif isinstance(a, SetVars):
                 names |= {k for k, _ in a.values}
+            elif isinstance(a, Split):
+                names.add(a.variable)
     return names
 
 
@@ -230,7 +233,7 @@ def check_graph(flow: Flow, *, paths: bool = True) -> list[Problem]:
         problems.append(_p(node.pos, f"loop with no exit: {names} never reaches a hangup, transfer, "
                            "queue or return"))
     # Loops that spin without playing or waiting (set/goto/branch/hours only).
-    instant = {n.name for n in nodes.values() if isinstance(n.action, SetVars | Goto | Branch | Hours)}
+    instant = {n.name for n in nodes.values() if isinstance(n.action, SetVars | Goto | Branch | Hours | Split)}
     for n in sorted(instant, key=lambda x: nodes[x].pos):
         if n in reported:
             continue

@@ -52,6 +52,7 @@ from ivr.flows.model import (
     SchedulePrompts,
     SetVars,
     SpeechSettings,
+    Split,
     Survey,
     Test,
     Transfer,
@@ -61,7 +62,7 @@ from ivr.yamlpos import key_position, load_yaml, position, schema_problems
 
 ACTIONS = (
     "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
-    "survey", "hangup", "callback_cancel",
+    "survey", "hangup", "callback_cancel", "split",
 )
 #: actions that hand the caller to the PBX: their outcome (transferred, queued, callback) says what happened,
 #: so ``resolved: true`` (self-service done in the IVR) is refused on them
@@ -533,6 +534,16 @@ class _FileBuilder:
             cond = self.condition(case["if"], (*path, i, "if"))
             cases.append((cond, self.target(case["goto"], *path, i, "goto")))
         return Branch(tuple(cases))
+
+    def act_split(self, v: Any, path: tuple) -> Split:
+        variants = tuple((str(name), float(spec["share"]), self.target(spec["goto"], *path, "variants", name, "goto"))
+                         for name, spec in v["variants"].items())
+        total = sum(share for _, share, _ in variants)
+        if abs(total - 100) > 1e-9:
+            shares = " + ".join(f"{share:g}" for _, share, _ in variants)
+            self.problem(self.kpos(*path, "variants"), f"the variants' shares add up to {total:g} ({shares}), "
+                         "not 100")
+        return Split(experiment=str(v.get("experiment") or path[1]), variants=variants)
 
     def act_hours(self, v: Any, path: tuple) -> Hours:
         self.ref("schedule", v["schedule"], self.pos(*path, "schedule"))

@@ -7,6 +7,7 @@ keeps the version it started on.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -207,6 +208,35 @@ class Goto:
 
 
 @dataclass(frozen=True)
+class Split:
+    """An experiment (A/B test): each caller is sent to one variant, by a stable hash of the experiment and
+    their caller ID (the same caller hears the same variant every time), or of the call when the caller ID
+    is withheld. ``variants``: (name, share in percent, target), shares adding up to 100."""
+
+    experiment: str
+    variants: tuple[tuple[str, float, str], ...]
+
+    @property
+    def variable(self) -> str:
+        """The call variable that holds the caller's variant: ``variant_`` and the name (``-``/``.`` as ``_``)."""
+        return "variant_" + self.experiment.replace("-", "_").replace(".", "_")
+
+    def choose(self, key: str) -> tuple[str, str]:
+        """(variant, target) for ``key`` (the caller's digits, or the call's id): the point of a SHA-256 of
+        experiment and key in [0, 100) falls in one variant's share. Stable across calls, restarts and boxes;
+        another experiment name shuffles independently."""
+        digest = hashlib.sha256(f"{self.experiment}\0{key}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * 100
+        edge = 0.0
+        for name, share, target in self.variants:
+            edge += share
+            if point < edge:
+                return name, target
+        name, _, target = self.variants[-1]  # rounding at the very top
+        return name, target
+
+
+@dataclass(frozen=True)
 class CallFlow:
     flow: str
 
@@ -373,7 +403,7 @@ class Hangup:
 
 Action = (
     Play | Menu | Collect | Branch | Hours | SetVars | Goto | CallFlow | Return | Transfer
-    | QueueWithCallback | Survey | Hangup | CallbackCancel
+    | QueueWithCallback | Survey | Hangup | CallbackCancel | Split
 )
 
 #: Actions after which a call ends or leaves this flow; the node needs no ``next``.
@@ -409,6 +439,8 @@ class Node:
                 out.append(("holiday", a.holiday))
         elif isinstance(a, Goto):
             out.append(("", a.target))
+        elif isinstance(a, Split):
+            out.extend((f"{name} {share:g}%", target) for name, share, target in a.variants)
         if self.next:
             out.append(("else" if isinstance(a, Branch) else "next", self.next))
         if self.failure:
