@@ -116,6 +116,7 @@ class CallContext:
     node_failed: bool = False  # the current node failed (node.failed): a resolved: mark does not count
     resolved: str | None = None  # the first resolved: node completed (qualified name)
     transfer_failed: str | None = None  # the last failed hand-over ("queue payments"), until one succeeds
+    menu_trail: list[tuple[str, str]] = field(default_factory=list)  # (flow, menu) visited: global key "back"
 
     def label(self, name: str) -> str:
         """A node of the flow running now as events and paths name it: ``flow.node`` inside a sub-flow,

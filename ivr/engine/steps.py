@@ -93,11 +93,25 @@ async def _match_menu(ctx: CallContext, menu: Menu, got: CallerInput) -> MenuOpt
     return keys.get(entry)
 
 
+def _enter_menu(ctx: CallContext, node: Node) -> str | None:
+    """Note the menu on the trail (back to an earlier one cuts the trail there, like a browser's history);
+    the menu before it in the same flow, where ``back`` goes."""
+    here = (ctx.flow.name, node.name)
+    if here in ctx.menu_trail:
+        del ctx.menu_trail[ctx.menu_trail.index(here) + 1:]
+    else:
+        ctx.menu_trail.append(here)
+    before = ctx.menu_trail[-2] if len(ctx.menu_trail) > 1 else None
+    return before[1] if before is not None and before[0] == ctx.flow.name else None
+
+
 async def step_menu(ctx: CallContext, node: Node, m: Menu) -> str | None:
     phrases = tuple(w for o in m.options for w in o.keywords)
     grammar = Grammar(phrases, lang=ctx.flow.language, settings=m.speech_settings) if m.speech else None
     no_input = no_match = 0
     prompt = m.prompt
+    back = _enter_menu(ctx, node)
+    global_keys = dict(m.global_keys)
     while True:
         got = await turns.ask(ctx, prompt, timeout=m.timeout, barge_in=m.barge_in, grammar=grammar)
         if got is None:
@@ -112,6 +126,16 @@ async def step_menu(ctx: CallContext, node: Node, m: Menu) -> str | None:
             await ctx.event("menu.choice", node=node.name, key=option.key, via=got.kind,
                             target=option.target)
             return option.target
+        action = global_keys.get(got.value) if got.kind == "dtmf" else None
+        if action == "repeat":  # asked for, not a mistake: no count, the full greeting again
+            await ctx.event("menu.repeat", node=node.name, key=got.value)
+            prompt = m.prompt
+            continue
+        target = back if action == "back" else action
+        if target is not None:
+            await ctx.event("menu.choice", node=node.name, key=got.value, via=got.kind, target=target,
+                            global_key=action)
+            return target
         no_match += 1
         await ctx.event("menu.no_match", node=node.name, input=got.value, count=no_match,
                         max=m.max_no_match)

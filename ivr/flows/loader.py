@@ -21,6 +21,7 @@ from ivr.flows import arith
 from ivr.flows import hours as hours_mod
 from ivr.flows.hints import NODE_SETTINGS, SCHEMA, flow_hints
 from ivr.flows.model import (
+    GLOBAL_ACTIONS,
     AllOf,
     AnyOf,
     Branch,
@@ -240,6 +241,7 @@ class _FileBuilder:
         if "timezone" in self.doc:
             self.zone(tz_name, self.pos("timezone"))
         prompts = {str(k): self.prompt_def(str(k), v) for k, v in (self.doc.get("prompts") or {}).items()}
+        self.global_keys = self.parse_global_keys()
         nodes: dict[str, Node] = {}
         for nname, ndoc in self.doc["nodes"].items():
             node = self.node(str(nname), ndoc)
@@ -355,6 +357,20 @@ class _FileBuilder:
             resolved=resolved is True,
         )
 
+    def parse_global_keys(self) -> tuple[tuple[str, str], ...]:
+        """``global_keys: {"0": operator, "*": back, "#": repeat}``: keys every menu of the flow answers."""
+        out = []
+        for key, value in (self.doc.get("global_keys") or {}).items():
+            key_s, target = str(key), str(value)
+            if target in GLOBAL_ACTIONS:
+                if target in self.doc["nodes"]:
+                    self.problem(self.pos("global_keys", key), f"'{target}' is both a node and the global key "
+                                 f"action {target} (rename the node)")
+            else:
+                self.target(value, "global_keys", key)
+            out.append((key_s, target))
+        return tuple(out)
+
     def target(self, value: Any, *path: str | int) -> str:
         self.ref("node", value, self.pos(*path))
         return str(value)
@@ -404,10 +420,13 @@ class _FileBuilder:
         speech = has_words if speech is None else speech
         if speech and not has_words:
             self.problem(self.pos(*path, "speech"), "speech is on but no option has say: keywords")
+        own = {o.key for o in options}
         return Menu(
             prompt=prompt,
             reprompt=self.prompts(v.get("reprompt"), *path, "reprompt") or prompt,
             options=tuple(options),
+            global_keys=tuple((k, t) for k, t in self.global_keys if k not in own)
+            if v.get("global_keys", True) is not False else (),
             timeout=float(v.get("timeout", 5)),
             inter_digit_timeout=float(v.get("inter_digit_timeout", 2)),
             max_no_input=int(v.get("max_no_input", 3)),

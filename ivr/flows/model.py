@@ -151,6 +151,9 @@ class Menu:
     speech: bool = False
     min_confidence: float = 0.5
     speech_settings: SpeechSettings = field(default_factory=SpeechSettings)
+    global_keys: tuple[tuple[str, str], ...] = ()
+    """The flow's ``global_keys`` this menu answers (its own options on a key win; ``global_keys: false``
+    answers none): key → a node of the flow, or ``back`` / ``repeat``."""
 
     @property
     def key_length(self) -> int:
@@ -406,6 +409,9 @@ Action = (
     | QueueWithCallback | Survey | Hangup | CallbackCancel | Split
 )
 
+#: ``global_keys`` values that are not nodes: back to the menu before this one (in this flow), say it again
+GLOBAL_ACTIONS = ("back", "repeat")
+
 #: Actions after which a call ends or leaves this flow; the node needs no ``next``.
 TERMINAL = (Hangup, Transfer, QueueWithCallback, Return)
 
@@ -431,6 +437,8 @@ class Node:
             for o in a.options:
                 label = " / ".join(x for x in (o.key or "", *o.keywords[:2]) if x)
                 out.append((label, o.target))
+            out.extend((f"{key} (every menu)", target) for key, target in a.global_keys
+                       if target not in GLOBAL_ACTIONS)
         elif isinstance(a, Branch):
             out.extend((f"if #{i + 1}", t) for i, (_, t) in enumerate(a.cases))
         elif isinstance(a, Hours):
