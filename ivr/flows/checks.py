@@ -134,10 +134,17 @@ def check_unused_prompts(loaded: Loaded) -> list[Problem]:
     used = {(ref.flow, ref.name) for ref in loaded.refs if ref.kind == "prompt"}
     unsure = {ref.flow for ref in loaded.refs if ref.kind == "prompt" and ref.flow in loaded.flows
               and ref.name not in loaded.flows[ref.flow].prompts and ref.name not in BUILTIN_PROMPTS}
-    return [Problem(p.pos.file, p.pos.line, p.pos.column,
-                    f"prompt '{name}' is never played (no node uses it): use it or remove it", warning=True)
-            for flow in loaded.flows.values() for name, p in flow.prompts.items()
-            if (flow.name, name) not in used and name not in BUILTIN_PROMPTS and flow.name not in unsure]
+    problems = [Problem(p.pos.file, p.pos.line, p.pos.column,
+                        f"prompt '{name}' is never played (no node uses it): use it or remove it", warning=True)
+                for flow in loaded.flows.values() for name, p in flow.prompts.items()
+                if (flow.name, name) not in used and name not in BUILTIN_PROMPTS and flow.name not in unsure
+                and p.pos.file == flow.file]  # a shared prompt is not every flow's leftover
+    if not unsure and not loaded.unread:
+        played = {name for _, name in used}
+        problems += [Problem(p.pos.file, p.pos.line, p.pos.column, f"shared prompt '{name}' is never played "
+                             "(no flow uses it): use it or remove it", warning=True)
+                     for name, p in loaded.shared_prompts.items() if name not in played]
+    return problems
 
 
 def _builtin_languages(flow: Flow, ref: Ref) -> list[Problem]:

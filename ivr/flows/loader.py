@@ -100,6 +100,8 @@ class Loaded:
     whole set (unknown flows, schedules, variables; the default flow) stay quiet rather than guess."""
     files: list[str] = field(default_factory=list)
     digest: str = ""
+    shared_prompts: dict[str, PromptDef] = field(default_factory=dict)
+    """Prompts of files without ``flow:`` (a prompt library): every flow may play them; its own win."""
 
 
 def flow_files(paths: list[Path]) -> list[Path]:
@@ -159,8 +161,22 @@ def load(paths: list[Path], *, site_timezone: str = "UTC") -> Loaded:
                 loaded.broken_flows.add(doc["flow"])
             continue
         _FileBuilder(loaded, doc, name, path, site_timezone).build()
+    _share_prompts(loaded)
     loaded.digest = digest.hexdigest()[:12]
     return loaded
+
+
+def _share_prompts(loaded: Loaded) -> None:
+    """The library's prompts into every flow that does not define the name itself, in the languages the flow
+    speaks (rendered per flow like its own; the render cache makes the copies free). A shared prompt without
+    the flow's first language is left out of that flow: playing it there is then an unknown prompt."""
+    for flow in loaded.flows.values():
+        for name, shared in loaded.shared_prompts.items():
+            if name in flow.prompts:
+                continue
+            variants = {lang: v for lang, v in shared.variants.items() if lang in flow.languages}
+            if flow.language in variants:
+                flow.prompts[name] = PromptDef(name, variants, shared.pos)
 
 
 def _misplaced_actions(doc: Any, file: str) -> list[Problem]:
@@ -231,6 +247,13 @@ class _FileBuilder:
         for sname, sdoc in (self.doc.get("hours") or {}).items():
             self.schedule(str(sname), sdoc)
         if self.flow_name is None:
+            for pname, spec in (self.doc.get("prompts") or {}).items():
+                if str(pname) in self.loaded.shared_prompts:
+                    first = self.loaded.shared_prompts[str(pname)].pos
+                    self.problem(self.kpos("prompts", pname), f"shared prompt '{pname}' is also defined in "
+                                 f"{first.file}:{first.line}")
+                    continue
+                self.loaded.shared_prompts[str(pname)] = self.prompt_def(str(pname), spec)
             return
         if self.flow_name in self.loaded.flows or self.flow_name in self.loaded.broken_flows:
             other = self.loaded.flows.get(self.flow_name)
