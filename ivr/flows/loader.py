@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import Problem
-from ivr.flows import arith
+from ivr.flows import arith, spoken
 from ivr.flows import hours as hours_mod
 from ivr.flows.hints import NODE_SETTINGS, SCHEMA, flow_hints
 from ivr.flows.model import (
@@ -57,6 +57,7 @@ from ivr.flows.model import (
     Survey,
     Test,
     Transfer,
+    ValueRef,
 )
 from ivr.proto.vad import VadConfig
 from ivr.yamlpos import key_position, load_yaml, position, schema_problems
@@ -337,10 +338,19 @@ class _FileBuilder:
                 pos = self.pos(*ipath)
                 self.ref("prompt", item, pos)
                 out.append(PromptRef(item, pos))
-            else:
+            elif "digits" in item:
                 pos = self.pos(*ipath, "digits")
                 self.ref("var", item["digits"], pos)
                 out.append(DigitsRef(str(item["digits"]), pos))
+            else:
+                kind = next(k for k in spoken.KINDS if k in item)
+                pos = self.pos(*ipath, kind)
+                self.ref("var", item[kind], pos)
+                unsaid = [lang for lang in self.languages if lang.split("-")[0] not in spoken.LANGUAGES]
+                if unsaid:
+                    self.problem(pos, f"{kind}: values are spoken in {', '.join(spoken.LANGUAGES)}, not in "
+                                 f"{', '.join(unsaid)} (this flow's languages)")
+                out.append(ValueRef(kind, str(item[kind]), pos, item.get("currency")))
         return tuple(out)
 
     # -- nodes --

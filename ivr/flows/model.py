@@ -61,7 +61,18 @@ class DigitsRef:
     pos: Pos
 
 
-PromptItem = PromptRef | DigitsRef
+@dataclass(frozen=True)
+class ValueRef:
+    """Say a variable as a number, an amount of money, a date, a time or an ordinal, in the caller's language,
+    from pre-rendered fragments (ivr/flows/spoken.py)."""
+
+    kind: str  # number, money, date, time, ordinal
+    var: str
+    pos: Pos
+    currency: str | None = None
+
+
+PromptItem = PromptRef | DigitsRef | ValueRef
 Prompts = tuple[PromptItem, ...]
 
 
