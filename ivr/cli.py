@@ -469,7 +469,7 @@ def cmd_kpi(args: argparse.Namespace) -> int:
     SQLite WAL lets it run beside the daemon; simulations are in another log and never counted."""
     from datetime import UTC, datetime
 
-    from ivr.kpi.report import GROUP_BY, build, parse_when
+    from ivr.kpi.report import BOX_GROUP_BY, build, parse_when
     from ivr.store.eventlog import iter_events
 
     config = _config(args)
@@ -484,8 +484,8 @@ def cmd_kpi(args: argparse.Namespace) -> int:
     if until is not None and until <= since:
         print(f"ivr kpi: --until {args.until} is not after --since {args.since}", file=sys.stderr)
         return 2
-    if args.by is not None and args.by not in GROUP_BY:  # argparse choices say so already; kept for callers
-        print(f"ivr kpi: --by must be one of {', '.join(GROUP_BY)}", file=sys.stderr)
+    if args.by is not None and args.by not in BOX_GROUP_BY:  # argparse choices say so already; kept for callers
+        print(f"ivr kpi: --by must be one of {', '.join(BOX_GROUP_BY)}", file=sys.stderr)
         return 2
     region = config.callbacks.region if config.callbacks is not None else "US"
     events = iter_events(config.db_path) if config.db_path.exists() else iter(())
@@ -953,7 +953,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("kpi", help="contact-center KPIs from the event log (docs/kpi.md), in the site's zone")
     s.add_argument("--since", default="24h", help="24h, 7d, 90m, 2w or an ISO 8601 date/time (default 24h)")
     s.add_argument("--until", default="", help="the same forms; default now")
-    s.add_argument("--by", choices=["flow", "queue", "hour", "day", "node"], help="one row group per value")
+    s.add_argument("--by", choices=["flow", "queue", "hour", "day", "node", "variant"],
+                   help="one row group per value; variant: the split nodes' experiments, each variant against "
+                        "its control with 95%% intervals")
     s.add_argument("--json", action="store_true", help="every KPI with its value, n, unit and variant")
     s.set_defaults(func=cmd_kpi)
 

@@ -398,6 +398,9 @@ class StatedWaits:
     def free_agents(self, queue: str) -> int | None:
         return None
 
+    def callers_waiting(self, queue: str) -> int | None:
+        return None
+
 
 def parse_headers(specs: Sequence[str]) -> dict[str, str]:
     """``["X-IVR-Queue=support"]`` → {"X-IVR-Queue": "support"}; ValueError saying which one is wrong. Only

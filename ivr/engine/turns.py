@@ -13,8 +13,9 @@ from typing import Any
 
 from ivr.engine.call import CallerInput, Grammar
 from ivr.engine.context import CallContext
+from ivr.flows import spoken
 from ivr.flows.audio import Audio
-from ivr.flows.model import DigitsRef, Pos, PromptRef, Prompts
+from ivr.flows.model import DigitsRef, Pos, PromptRef, Prompts, ValueRef
 from ivr.flows.prompts import DIGIT_NAMES
 
 
@@ -34,7 +35,26 @@ def resolve(ctx: CallContext, prompts: Prompts) -> list[Audio]:
             for c in value:
                 with contextlib.suppress(KeyError):  # a symbol with no recording in this language
                     out.append(lib.get(ctx.flow, DIGIT_NAMES[c], ctx.lang))
+        elif isinstance(item, ValueRef):
+            out += _say_value(ctx, item)
     return out
+
+
+def _say_value(ctx: CallContext, item: ValueRef) -> list[Audio]:
+    """A value in the caller's language (the flow's first where the caller's has no fragments); a value that
+    cannot be said is skipped with one warning, never a wrong number."""
+    lib = ctx.flows.library
+    assert lib is not None
+    value = ctx.variables.get(item.var)
+    lang = ctx.lang if ctx.lang.split("-")[0] in spoken.LANGUAGES else ctx.flow.language
+    try:
+        names = spoken.words(item.kind, "" if value is None else value, lang, currency=item.currency)
+        return [lib.get(ctx.flow, name, lang) for name in names]
+    except spoken.NotSayable as exc:
+        ctx.log.warning("not said: %s %s: %s", item.kind, item.var, exc)
+    except KeyError as exc:  # a fragment not rendered: the flow's languages lack it (ivr check says so)
+        ctx.log.warning("not said: %s %s: no audio for %s in %s", item.kind, item.var, exc, lang)
+    return []
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
