@@ -12,8 +12,7 @@ from aiohttp import web
 
 TOKEN = "Bearer test-token-7f3a"
 ACCOUNTS: dict[str, dict[str, Any]] = {
-    "345678": {"id": "345678", "name": "Ada Lovelace", "balance": {"dollars": 42, "cents": 17},
-               "due": {"month": 12, "day": 15, "date": "2026-12-15"}},
+    "345678": {"id": "345678", "name": "Ada Lovelace", "balance": "1234.50", "due": {"date": "2026-12-15"}},
 }
 
 

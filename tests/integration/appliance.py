@@ -42,7 +42,7 @@ def start_appliance(env: Env, prefix: Sequence[str] = ()) -> tuple[subprocess.Po
     proc = subprocess.Popen([*prefix, sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
                             stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=Path(__file__).parents[2])
     sip_port = 0
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a cold prompt cache renders every sample prompt and spoken-value fragment
     while time.monotonic() < deadline and proc.poll() is None:
         r = env.ivr("status") if (env.state / "ivr.sock").exists() else None
         if r is not None and r.code == 0 and r.json().get("sip"):
