@@ -26,6 +26,7 @@ from ivr.store.eventlog import read_events
 from tests.conftest import Env
 from tests.lookup_server import TOKEN, AccountServer
 
+FIXTURE = str(Path(__file__).parents[1] / "flows" / "samples" / "accounts.json")  # the sample answers, as JSON
 ACCOUNT_ANSWER = {"id": "345678", "balance": "1234.50", "due": {"date": "2026-12-15"}}
 
 
@@ -135,7 +136,7 @@ async def test_a_dead_back_end_costs_one_timeout_then_fails_fast_until_a_probe_f
 
 
 async def test_fixture_answers_by_method_and_url() -> None:
-    lookups = FixtureLookups.from_file(Path(__file__).parent / "fixtures" / "accounts.yaml")
+    lookups = FixtureLookups.from_file(Path(FIXTURE))
     ok = await lookups.fetch(LookupRequest("accounts", "GET", "/accounts/345678"))
     missing = await lookups.fetch(LookupRequest("accounts", "GET", "/accounts/999999"))
     slow = await lookups.fetch(LookupRequest("accounts", "GET", "/accounts/555555"))
@@ -148,7 +149,6 @@ async def test_fixture_answers_by_method_and_url() -> None:
 
 # -- the sample flow, simulated --------------------------------------------------------------------------------
 
-FIXTURE = str(Path(__file__).parent / "fixtures" / "accounts.yaml")
 
 
 def test_sample_flow_reads_back_balance_and_due_date_then_hands_the_account_to_the_agent(env: Env) -> None:
