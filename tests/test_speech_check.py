@@ -104,7 +104,7 @@ nodes:
 def test_sample_flows_pass_and_flows_in_other_languages_get_a_note(env: Env) -> None:
     r = speech_on(env).ivr("check", "--no-render")
     assert r.code == 0, r.out + r.err
-    assert r.out.startswith("ok: 6 flows")  # main, billing, survey, voice, callback, queue_exit
+    assert r.out.startswith("ok: 7 flows")  # main, billing, survey, voice, callback, queue_exit, account
     assert r.err == ""  # the samples listen only in Korean, the model's language
     (env.flows / "spoken.yaml").write_text(ENGLISH_LISTENING, encoding="utf-8")
     r = env.ivr("check", "--no-render")
