@@ -443,6 +443,8 @@ class Daemon:
                 "listening": self.speech.active_turns, "max_streams": self.speech.max_streams,
                 "turns": self.speech.turns_opened, "refused": self.speech.turns_refused,
                 "frames_dropped": self.speech.frames_dropped},
+            "lookups": {"backends": sorted(self.lookups.backends), "open_circuits": self.lookups.open_circuits()}
+            if self.lookups is not None and self.lookups.backends else None,
         }
 
     def _ami_link(self) -> str | None:

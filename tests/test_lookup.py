@@ -259,7 +259,10 @@ def test_dead_back_end_costs_one_timeout_for_all_callers_of_the_daemon(env: Env,
             r = env.ivr("simulate", "account", "--live", "-i", "345678#")
             assert r.code == 0, r.err + log.read_text()
             outs.append(r.out)
-        address = env.ivr("status").json()["metrics"]
+        status = env.ivr("status").json()
+        assert status["lookups"]["backends"] == ["accounts"]
+        assert status["lookups"]["open_circuits"] == [f"127.0.0.1:{server.port}"]
+        address = status["metrics"]
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
             metrics = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
     finally:
