@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -73,12 +74,46 @@ def cmd_check(args: argparse.Namespace) -> int:
         also = f" (and {_plural(w, 'warning')})" if w else ""
         print(f"{_plural(n, 'problem')} found{also}", file=sys.stderr)
         return 1
+    if args.speech:
+        rated = _rate_speech(args, config, flowset)
+        if rated is None:
+            return 1
+        warnings = [*warnings, *rated[0]]
+        notes += rated[1]
     for p in warnings:
         print(p)
     print(summary(flowset) + (f", {_plural(len(warnings), 'warning')}" if warnings else ""))
     for note in notes:
         print(note, file=sys.stderr)
     return 0
+
+
+def _rate_speech(args: argparse.Namespace, config: Config, flowset: Any) -> tuple[list[Problem], list[str]] | None:
+    """``ivr check --speech``: the keyword warnings and the per-keyword lines; None (after saying why) when it
+    cannot be run here."""
+    from ivr.adapters import speech_check
+    from ivr.speech import synth
+
+    if not speech_check.listening(flowset):
+        return [], ["speech: no menu listens for keywords; nothing to try"]
+    if not config.speech.enabled:
+        print("ivr check --speech: speech.enabled is false in the config", file=sys.stderr)
+        return None
+    if not synth.available():
+        print("ivr check --speech: needs espeak-ng and sox on PATH", file=sys.stderr)
+        return None
+    voices = [v for v in args.voices.split(",") if v.strip()]
+    try:
+        speeds = [int(s) for s in args.speeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"ivr check --speech: --speeds {args.speeds!r}: write numbers, e.g. 130,175", file=sys.stderr)
+        return None
+    try:
+        ratings = asyncio.run(speech_check.rate_keywords(flowset, config, voices=voices, speeds=speeds))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        print(f"ivr check --speech: {exc}", file=sys.stderr)
+        return None
+    return speech_check.problems(ratings), speech_check.summary(ratings, voices, speeds)
 
 
 def _plural(n: int, word: str) -> str:
@@ -878,6 +913,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="validate config and flows (file:line:column errors)")
     s.add_argument("paths", nargs="*", help="flow files or folders (default: flows_dir)")
     s.add_argument("--no-render", action="store_true", help="skip rendering prompt audio")
+    s.add_argument("--speech", action="store_true",
+                   help="also try every speech keyword: spoken by espeak-ng voices and decoded against its menu's "
+                        "grammar; warns at keywords rarely recognised or confused with another (a minute or two)")
+    s.add_argument("--voices", default=",".join(("ko", "ko+f2", "ko+m3", "ko+f4", "ko+klatt")), metavar="V,V",
+                   help="espeak-ng voices for --speech (default: %(default)s)")
+    s.add_argument("--speeds", default="130,175,210", metavar="N,N", help="words per minute for --speech "
+                   "(default: %(default)s)")
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("simulate", help="walk a flow as a caller, without a phone")
