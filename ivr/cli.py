@@ -164,6 +164,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 async def _simulate(config: Config, args: argparse.Namespace) -> int:
+    from ivr.adapters.recordings import RecordingFiles
     from ivr.adapters.simulator import (
         NarratingRecorder,
         SimulatedCall,
@@ -175,12 +176,13 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     from ivr.callbacks.dialer import build_policy
     from ivr.callbacks.policy import CallbackPolicy
     from ivr.engine.runner import run_call
+    from ivr.flows.model import Record
     from ivr.store.eventlog import CallRecorder, EventLog, LogSwitches, read_calls
 
     try:
         waits = StatedWaits(parse_waits(args.wait))
         headers = parse_headers(args.header)
-        _check_inputs(args.input, args.at, speech=config.speech.enabled, config_source=config.source)
+        _check_inputs(args.input, args.at)
     except ValueError as exc:
         print(f"ivr simulate: {exc}", file=sys.stderr)
         return 2
@@ -190,6 +192,11 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     region = args.region or (cb.region if cb is not None else "US")
     flowset, entry = await _flow_for(config, args.flow, render=True)
     flow = flowset.flows[entry]
+    if (not config.speech.enabled and any(t.strip().startswith("wav:") for t in args.input)
+            and not any(isinstance(n.action, Record) for f in flowset.flows.values() for n in f.nodes.values())):
+        print(f"ivr simulate: wav: input needs speech recognition (or a record node), but speech.enabled is false "
+              f"in {config.source}", file=sys.stderr)
+        return 2
     dialed = args.dialed or next((n for n in flow.numbers if "*" not in n and "X" not in n), "")
     at = _parse_at(args.at, flow.timezone) if args.at else None
     now = (lambda: at) if at else (lambda: datetime.now(UTC))
@@ -223,7 +230,9 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
                     scratch_desk(waits, site=config.site_id, policy=policy, region=region, now=now) as desk):
             rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
             outcome = await run_call(call, flowset, rec, now=now, switches=LogSwitches(config.db_path),
-                                     entry=entry, max_call_seconds=config.max_call_seconds, callbacks=desk)
+                                     entry=entry, max_call_seconds=config.max_call_seconds, callbacks=desk,
+                                     recordings=RecordingFiles(config.state_dir / "simulate-recordings",
+                                                               config.recording_retention_days))
     finally:
         await speech.aclose()
 
@@ -239,7 +248,7 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     return 1 if reader_gone else 0
 
 
-def _check_inputs(tokens: list[str], at: str | None, *, speech: bool, config_source: str) -> None:
+def _check_inputs(tokens: list[str], at: str | None) -> None:
     """Every scripted input and ``--at`` before the call starts: a typo is the user's, so it is refused (exit 2)
     with nothing recorded, rather than becoming a call that went somewhere else."""
     from ivr.adapters.simulator import AudioInputError, SpokenAudio, parse_token, read_audio
@@ -253,8 +262,8 @@ def _check_inputs(tokens: list[str], at: str | None, *, speech: bool, config_sou
         parsed = parse_token(token)
         if not isinstance(parsed, SpokenAudio):
             continue
-        if not speech:
-            raise ValueError(f"wav: input needs speech recognition, but speech.enabled is false in {config_source}")
+        # speech off is not refused here: a wav: may be a message for a record node; where a menu listens,
+        # the simulator says that speech is off
         try:
             read_audio(parsed.path)
         except AudioInputError as exc:
@@ -316,7 +325,7 @@ async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
         return 2
     try:
         waits, headers = parse_waits(args.wait), parse_headers(args.header)
-        _check_inputs(args.input, None, speech=False, config_source=config.source)
+        _check_inputs(args.input, None)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -672,6 +681,34 @@ def _schedules(config: Config) -> list[str]:
     return list(load([config.flows_dir], site_timezone=config.timezone).schedules)
 
 
+def cmd_recordings(args: argparse.Namespace) -> int:
+    """``ivr recordings``: the messages record nodes kept (list, one's file, prune past the retention)."""
+    from ivr.adapters.recordings import RecordingFiles
+
+    config = _config(args)
+    files = RecordingFiles(config.state_dir / "simulate-recordings" if args.simulated else config.recordings_dir,
+                           config.recording_retention_days)
+    if args.action == "prune":
+        print(f"erased {files.prune()} recordings older than {config.recording_retention_days:g} days")
+        return 0
+    if args.action == "path":
+        found = files.find(args.id or "")
+        if found is None:
+            print(f"ivr recordings: no recording {args.id!r}", file=sys.stderr)
+            return 1
+        print(found)
+        return 0
+    items = list(files.all())
+    if args.json:
+        print(json.dumps([{"id": r.id, "file": str(r.path), "seconds": round(r.seconds, 2),
+                           "saved_at": r.saved_at.isoformat()} for r in items]))
+    else:
+        for r in items:
+            print(f"{r.saved_at.astimezone().strftime('%Y-%m-%d %H:%M')}  {r.seconds:6.1f} s  {r.id}  {r.path}")
+        print(f"{len(items)} recordings in {files.root}")
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     """``ivr backup``: a consistent copy of the state while the daemon runs (ivr/store/backup.py says how)."""
     from ivr.store.backup import BackupError, backup, backup_name, prune, summarize
@@ -1001,6 +1038,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("state", choices=["on", "off"], help="on: closed now, whatever the hours; off: normal hours again")
     s.add_argument("--reason", default="", help="why, recorded with the switch (e.g. storm)")
     s.set_defaults(func=cmd_closed)
+
+    s = sub.add_parser("recordings", help="messages kept by record nodes: list, path ID, prune")
+    s.add_argument("action", nargs="?", choices=["list", "path", "prune"], default="list",
+                   help="list (default), path (one's file) or prune (erase those past the retention now)")
+    s.add_argument("id", nargs="?", help="with path: the recording's id (the record node's into variable)")
+    s.add_argument("--json", action="store_true", help="list as JSON")
+    s.add_argument("--simulated", action="store_true", help="the ones ivr simulate kept")
+    s.set_defaults(func=cmd_recordings)
 
     s = sub.add_parser("backup", help="copy the state (event log, callbacks, outbox) to a file, daemon running or not")
     s.add_argument("--to", help="a folder (a dated file is made in it) or a file; default STATE_DIR/backups/")

@@ -278,6 +278,8 @@ class Config:
     target_rms_db: float = -20.0
     """Prompt loudness, dBFS RMS."""
     max_call_seconds: float = 3600.0
+    recording_retention_days: float = 30.0
+    """Recorded messages (``record`` nodes) are erased after this many days."""
     rtp_timeout_seconds: float = 30.0
     """No RTP from the caller for this long (and not on hold): the call is ended with BYE."""
     navigation_unsaved_seconds: float = 1.0
@@ -314,6 +316,11 @@ class Config:
     @property
     def prompt_cache(self) -> Path:
         return self.prompt_cache_dir or self.state_dir / "cache" / "prompts"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Messages the ``record`` node kept (``ivr simulate`` keeps its own under ``simulate-recordings``)."""
+        return self.state_dir / "recordings"
 
     @property
     def control_socket(self) -> Path:
@@ -477,6 +484,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         log_format=str(log.get("format", "text")),
         target_rms_db=float((doc.get("prompts") or {}).get("target_rms_db", -20)),
         max_call_seconds=float((doc.get("calls") or {}).get("max_call_seconds", 3600)),
+        recording_retention_days=float((doc.get("calls") or {}).get("recording_retention_days", 30)),
         rtp_timeout_seconds=float((doc.get("calls") or {}).get("rtp_timeout_seconds", 30)),
         navigation_unsaved_seconds=float((doc.get("calls") or {}).get("navigation_unsaved_seconds", 1.0)),
         prompt_cache_dir=base / str(doc["prompts"]["cache_dir"]) if "cache_dir" in (doc.get("prompts") or {})

@@ -26,6 +26,7 @@ from typing import Any
 
 import watchfiles
 
+from ivr.adapters.recordings import RecordingFiles
 from ivr.adapters.simulator import NarratingRecorder, SimulatedCall
 from ivr.adapters.systemd import Notifier
 from ivr.config import Config
@@ -57,6 +58,8 @@ class Daemon:
         self._ami_task: asyncio.Task[None] | None = None
         self.dialer: Any = None  # ivr.callbacks.dialer.Dialer when callbacks are on
         self.desk: Any = None  # ivr.callbacks.desk.Desk: the queue node's virtual hold
+        self.recordings = RecordingFiles(config.recordings_dir, config.recording_retention_days)
+        """Messages of ``record`` nodes; pruned hourly past ``calls.recording_retention_days``."""
         self.metrics: Any = None  # ivr.metrics.exporter.MetricsServer unless metrics: {enabled: false}
         self.relay: Any = None  # ivr.sync.relay.Relay when central.url is configured
         self._sync_task: asyncio.Task[None] | None = None
@@ -253,11 +256,25 @@ class Daemon:
         self.notify.ready(self._status_line())
         async with asyncio.TaskGroup() as tg:
             watcher = tg.create_task(self._watch_flows(), name="flow-watcher")
+            pruner = tg.create_task(self._prune_recordings(), name="recordings-prune")
             await self.stopping.wait()
             watcher.cancel()
+            pruner.cancel()
         server.close()
         await server.wait_closed()
         await self.shutdown()
+
+    async def _prune_recordings(self) -> None:
+        """Erase recorded messages past their retention, at start and hourly."""
+        while True:
+            try:
+                erased = await asyncio.to_thread(self.recordings.prune)
+            except OSError as exc:
+                log.warning("recordings: pruning %s failed: %s", self.recordings.root, exc)
+            else:
+                if erased:
+                    log.info("recordings: erased %d older than %g days", erased, self.recordings.retention_days)
+            await asyncio.sleep(3600)
 
     def _status_line(self) -> str:
         """What ``systemctl status ivr`` shows under the unit: enough to tell a healthy box at a glance."""
@@ -408,7 +425,7 @@ class Daemon:
         rec = recorder or CallRecorder(self.events, call.call_id)
         task = asyncio.create_task(
             run_call(call, self.flows, rec, switches=self.events, max_call_seconds=self.config.max_call_seconds,
-                     entry=entry, callbacks=desk or self.desk, variables=variables),
+                     entry=entry, callbacks=desk or self.desk, variables=variables, recordings=self.recordings),
             name=f"call-{call.call_id}",
         )
         self.calls.add(task)

@@ -32,9 +32,18 @@ from ivr.callbacks.desk import Desk
 from ivr.callbacks.ewt import EwtEstimate
 from ivr.callbacks.policy import CallbackPolicy
 from ivr.config import TransferConfig
-from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResult, TransferTarget
+from ivr.engine.call import (
+    CallerInput,
+    Grammar,
+    Recording,
+    RecordingEnd,
+    TransferProgress,
+    TransferResult,
+    TransferTarget,
+)
 from ivr.errors import CallerHungUp
 from ivr.flows.audio import Audio
+from ivr.proto.take import Take
 from ivr.proto.vad import TooLong
 from ivr.speech.listen import Listening, vad_config
 from ivr.store.callbacks import CallbackStore
@@ -282,6 +291,44 @@ class SimulatedCall:
             e = listening.ended
             details["speech_ms"] = round(((e.at if isinstance(e, TooLong) else e.ended) - e.started) * 1000)
         return CallerInput("speech", d.value if d.accepted else "", result.confidence, "asr", details)
+
+    async def record(self, max_seconds: float, end_keys: str, silence_seconds: float) -> Recording:
+        """The next token is what the caller says after the tone: ``wav:FILE`` (the message; it ends by the
+        silence after it, or the length limit), ``silence`` (nothing), an end key (an empty message), or
+        ``hangup`` / the script's end (nothing more said)."""
+        self._check()
+        take = Take(max_seconds, silence_seconds)
+        token = await self._next_token()
+        if token is None or token == "hangup":
+            self.say("  ☎ caller hangs up")
+            self.caller_gone = True
+            return Recording(b"", "hangup")
+        try:
+            parsed = parse_token(token)
+        except ValueError as exc:
+            self.say(f"  ! {exc}")
+            parsed = "silence"
+        if isinstance(parsed, SpokenAudio):
+            try:
+                pcm = await asyncio.to_thread(read_audio, parsed.path)
+            except AudioInputError as exc:
+                self.say(f"  ! {exc}")
+                pcm = b""
+            silent = bytes(FRAME_BYTES)
+            frames = [pcm[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\0") for i in range(0, len(pcm), FRAME_BYTES)]
+            ended: RecordingEnd = "max"
+            for i in range(take.max_frames):  # the file, then silence until the take ends (bounded)
+                why = take.feed(frames[i] if i < len(frames) else silent)
+                if why is not None:
+                    ended = "silence" if why == "silence" else "max"
+                    break
+            self.say(f"  ● recorded {take.seconds:.1f} s of {Path(parsed.path).name} (ended by {ended})")
+            return Recording(take.audio(), ended)
+        if isinstance(parsed, list) and parsed[0].kind == "dtmf" and parsed[0].value in end_keys:
+            self.say(f"  ● {parsed[0].value}: the recording ends, nothing said")
+            return Recording(b"", "key")
+        self.say(f"  ● (silence: nothing recorded after {silence_seconds:g} s)")
+        return Recording(b"", "silence")
 
     @asynccontextmanager
     async def listen(self, grammar: Grammar | None) -> AsyncIterator[bool]:

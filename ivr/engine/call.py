@@ -46,6 +46,22 @@ class TransferTarget:
 TransferProgress = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
+RecordingEnd = Literal["key", "silence", "max", "hangup"]
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What ``Call.record`` took: 16-bit 8 kHz mono PCM (empty when the caller said nothing) and why it ended:
+    ``key`` (an end key), ``silence``, ``max`` (the length limit) or ``hangup`` (kept: a message ends so)."""
+
+    pcm: bytes
+    ended: RecordingEnd
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / 8000
+
+
 @dataclass(frozen=True)
 class TransferResult:
     ok: bool
@@ -94,6 +110,11 @@ class Call(Protocol):
 
     async def transfer(self, target: TransferTarget, progress: TransferProgress | None = None) -> TransferResult:
         """Hand the caller over; ``progress`` is awaited at each point that proves where the caller went."""
+        ...
+
+    async def record(self, max_seconds: float, end_keys: str, silence_seconds: float) -> Recording:
+        """Record the caller until an end key, ``silence_seconds`` without speech, ``max_seconds`` or a hang-up
+        (which does not raise here: what was said is the message)."""
         ...
 
     async def hangup(self) -> None: ...

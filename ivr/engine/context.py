@@ -52,6 +52,19 @@ class NoSwitches:
         return False
 
 
+@dataclass(frozen=True)
+class SavedRecording:
+    id: str
+    file: str  # relative to the recordings folder
+    seconds: float
+
+
+class RecordingStore(Protocol):
+    """Where the ``record`` node's messages go (ivr.adapters.recordings): on disk when ``save`` returns."""
+
+    async def save(self, call_id: str, node: str, pcm: bytes) -> SavedRecording: ...
+
+
 class CallbackDesk(Protocol):
     """Virtual hold as the queue node sees it (ivr.callbacks.desk.Desk): offer, check, file, cancel."""
 
@@ -117,6 +130,7 @@ class CallContext:
     resolved: str | None = None  # the first resolved: node completed (qualified name)
     transfer_failed: str | None = None  # the last failed hand-over ("queue payments"), until one succeeds
     menu_trail: list[tuple[str, str]] = field(default_factory=list)  # (flow, menu) visited: global key "back"
+    recordings: RecordingStore | None = None  # None: record nodes fail (nowhere to keep a message)
 
     def label(self, name: str) -> str:
         """A node of the flow running now as events and paths name it: ``flow.node`` inside a sub-flow,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from ivr.engine.call import Call
-from ivr.engine.context import CallbackDesk, CallContext, NoSwitches, Outcome, Recorder, Switches
+from ivr.engine.context import CallbackDesk, CallContext, NoSwitches, Outcome, Recorder, RecordingStore, Switches
 from ivr.engine.steps import STEPS
 from ivr.errors import CallerHungUp
 from ivr.flows.model import FlowSet
@@ -62,6 +62,7 @@ async def run_call(
     entry: str | None = None,
     callbacks: CallbackDesk | None = None,
     variables: dict[str, object] | None = None,
+    recordings: RecordingStore | None = None,
 ) -> Outcome:
     """Run one call on the flow set it started with (a reload meanwhile does not touch it).
 
@@ -79,6 +80,7 @@ async def run_call(
         switches=switches or NoSwitches(),
         log=logging.LoggerAdapter(log, {"call_id": call.call_id, "flow": f"{flow.name}@{flows.version}"}),
         callbacks=callbacks,
+        recordings=recordings,
     )
     ctx.variables.update(flow.variables)
     for f in flows.flows.values():  # sub-flows' declared variables start with their defaults too

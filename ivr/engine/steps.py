@@ -14,6 +14,7 @@ from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferTarg
 from ivr.engine.conditions import evaluate, interpolate
 from ivr.engine.context import CallContext, Outcome
 from ivr.flows.arith import Arithmetic, NotComputable
+from ivr.flows.audio import tone
 from ivr.flows.hours import HoursState, decide
 from ivr.flows.loader import normalize_words
 from ivr.flows.model import (
@@ -31,6 +32,7 @@ from ivr.flows.model import (
     Play,
     Pos,
     QueueWithCallback,
+    Record,
     Return,
     SetVars,
     Split,
@@ -245,6 +247,29 @@ class LiveVariables(Mapping[str, object]):
         return {"live": dict(self.read)} if self.read else {}
 
 
+BEEP = tone("beep")
+
+
+async def step_record(ctx: CallContext, node: Node, r: Record) -> str | None:
+    """Prompt, tone, the caller's message until the end key, silence, the limit or a hang-up; kept on disk
+    (``recording.saved``) before the flow goes on. Nothing said, or nowhere to keep it: the failure target."""
+    await turns.play(ctx, r.prompt, barge_in=False)
+    if r.beep:
+        await ctx.call.play([BEEP])
+    took = await ctx.call.record(r.max_seconds, r.end_keys, r.silence_seconds)
+    if not took.pcm:
+        await ctx.event("recording.empty", node=node.name, ended=took.ended)
+        return await fail(ctx, node, f"nothing recorded ({took.ended})")
+    if ctx.recordings is None:
+        await ctx.event("recording.empty", node=node.name, ended=took.ended, reason="no recording store")
+        return await fail(ctx, node, "no recording store")
+    saved = await ctx.recordings.save(ctx.call.call_id, node.name, took.pcm)
+    ctx.variables[r.into] = saved.id
+    await ctx.event("recording.saved", node=node.name, recording_id=saved.id, file=saved.file,
+                    seconds=round(saved.seconds, 2), ended=took.ended)
+    return node.next  # after a hang-up the next prompt ends the call, as any hang-up does
+
+
 async def step_split(ctx: CallContext, node: Node, s: Split) -> str | None:
     """One variant per caller, the same on every call (their caller ID's digits); a withheld caller ID
     falls back to the call, so such callers are spread but not kept in one variant."""
@@ -435,4 +460,5 @@ STEPS: dict[type, Step] = {
     Hangup: step_hangup,
     CallbackCancel: step_callback_cancel,
     Split: step_split,
+    Record: step_record,
 }

@@ -49,6 +49,7 @@ from ivr.flows.model import (
     Prompts,
     PromptVariant,
     QueueWithCallback,
+    Record,
     Return,
     SchedulePrompts,
     SetVars,
@@ -64,7 +65,7 @@ from ivr.yamlpos import key_position, load_yaml, position, schema_problems
 
 ACTIONS = (
     "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
-    "survey", "hangup", "callback_cancel", "split",
+    "survey", "hangup", "callback_cancel", "split", "record",
 )
 #: actions that hand the caller to the PBX: their outcome (transferred, queued, callback) says what happened,
 #: so ``resolved: true`` (self-service done in the IVR) is refused on them
@@ -586,6 +587,16 @@ class _FileBuilder:
             cond = self.condition(case["if"], (*path, i, "if"))
             cases.append((cond, self.target(case["goto"], *path, i, "goto")))
         return Branch(tuple(cases))
+
+    def act_record(self, v: Any, path: tuple) -> Record:
+        return Record(
+            prompt=self.prompts(v.get("prompt"), *path, "prompt"),
+            into=str(v.get("into", "recording")),
+            max_seconds=float(v.get("max_seconds", 60)),
+            end_keys=str(v.get("end_key", "#")),
+            silence_seconds=float(v.get("silence_seconds", 5)),
+            beep=bool(v.get("beep", True)),
+        )
 
     def act_split(self, v: Any, path: tuple) -> Split:
         variants = tuple((str(name), float(spec["share"]), self.target(spec["goto"], *path, "variants", name, "goto"))

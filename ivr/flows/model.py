@@ -222,6 +222,18 @@ class Goto:
 
 
 @dataclass(frozen=True)
+class Record:
+    """Record a message after the tone: kept under the state folder, its id in ``into``."""
+
+    prompt: Prompts
+    into: str
+    max_seconds: float = 60.0
+    end_keys: str = "#"
+    silence_seconds: float = 5.0
+    beep: bool = True
+
+
+@dataclass(frozen=True)
 class Split:
     """An experiment (A/B test): each caller is sent to one variant, by a stable hash of the experiment and
     their caller ID (the same caller hears the same variant every time), or of the call when the caller ID
@@ -417,7 +429,7 @@ class Hangup:
 
 Action = (
     Play | Menu | Collect | Branch | Hours | SetVars | Goto | CallFlow | Return | Transfer
-    | QueueWithCallback | Survey | Hangup | CallbackCancel | Split
+    | QueueWithCallback | Survey | Hangup | CallbackCancel | Split | Record
 )
 
 #: ``global_keys`` values that are not nodes: back to the menu before this one (in this flow), say it again
