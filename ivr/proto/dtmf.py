@@ -127,13 +127,16 @@ _PERIOD = SAMPLE_RATE // _BLOCK
 """Integer frequencies make the per-block rotation repeat every 200 blocks (1 s)."""
 _ROTORS = np.exp(-1j * np.outer(np.arange(_PERIOD) * _BLOCK, _OMEGA))
 """(200, 8): phase of block b's first sample, for block number b modulo the period."""
-_ROW_F = np.array(_ROWS)
-_COL_F = np.array(_COLS)
 _OFFSET_SCALE = SAMPLE_RATE / (2.0 * math.pi * _BLOCK)
 """Phase step between windows one block apart (radians) -> frequency offset (Hz)."""
+_GROUP_FIRST = np.array([[0, 4]])
+"""Bin of the first row, of the first column."""
+_WINDOW_N = np.array([_ROW_N, _COL_N])
+_LEVEL_SCALE = 2.0 / _WINDOW_N.astype(np.float64) ** 2
+"""Bin energy -> mean square of the tone, rows and columns."""
 
 
-def _dirichlet_gain(offset_hz: np.ndarray, n: int) -> np.ndarray:
+def _dirichlet_gain(offset_hz: np.ndarray, n: int | np.ndarray) -> np.ndarray:
     """Power gain of an n-point rectangular DFT bin for tones offset_hz away from its centre."""
     x = np.pi * offset_hz / SAMPLE_RATE
     small = np.abs(x) < 1e-9
@@ -322,9 +325,10 @@ class DtmfBank:
         parts = _filter_bank(xs.reshape(m * (nb + _HISTORY), _BLOCK)).reshape(m, nb + _HISTORY, 16)
         index = (self._blocks[slots][:, None] + np.arange(-_HISTORY, nb)) % _PERIOD
         dx = (parts[..., :8] + 1j * parts[..., 8:]) * _ROTORS[index]
-        # Windows ending at the last block before this run (t = 0) and at each new block (t = j + 1).
-        rows = dx[:, 0 : nb + 1, :4] + dx[:, 1 : nb + 2, :4] + dx[:, 2 : nb + 3, :4] + dx[:, 3 : nb + 4, :4]
-        cols = dx[:, 1 : nb + 2, 4:] + dx[:, 2 : nb + 3, 4:] + dx[:, 3 : nb + 4, 4:]
+        # Windows ending at the last block before this run (t = 0) and at each new block (t = j + 1):
+        # columns over 3 blocks, rows over those and one more.
+        win = dx[:, 1 : nb + 2] + dx[:, 2 : nb + 3] + dx[:, 3 : nb + 4]
+        win[..., :4] += dx[:, 0 : nb + 1, :4]
         # A decision compares a window with the one a block earlier: both must exist.
         prev_ok = np.concatenate([self._window_ok[slots][:, None], window_ok[:, :-1]], axis=1)
         ii, jj = np.nonzero(window_ok & prev_ok)
@@ -336,7 +340,7 @@ class DtmfBank:
         ii, jj = ii[steady], jj[steady]
         if not len(ii):
             return nothing
-        code, *params = _classify(rows[ii, jj + 1], cols[ii, jj + 1], rows[ii, jj], cols[ii, jj], total[ii, jj])
+        code, *params = _classify(win[ii, jj + 1], win[ii, jj], total[ii, jj])
         passed = code >= 0
         if not passed.any():
             return nothing
@@ -351,39 +355,33 @@ class DtmfBank:
 
 
 def _classify(
-    rows: np.ndarray, cols: np.ndarray, prev_rows: np.ndarray, prev_cols: np.ndarray, total: np.ndarray
+    win: np.ndarray, prev: np.ndarray, total: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Q.24 checks of k window pairs at once: (code or -1, row and column offset Hz, row and column level).
+    """Q.24 checks of k windows at once: (code or -1, row and column offset Hz, row and column level).
 
-    ``rows``/``cols`` are the (k, 4) windows' bins, ``prev_*`` the windows one block earlier.
+    ``win`` holds the (k, 8) windows' bins (4 rows, then 4 columns), ``prev`` the windows one block
+    earlier; rows and columns go through every check side by side, as (k, 2) arrays.
     """
-    k = np.arange(len(total))
-    row_p = rows.real**2 + rows.imag**2
-    col_p = cols.real**2 + cols.imag**2
-    r = row_p.argmax(axis=1)
-    c = col_p.argmax(axis=1)
-    row_max = row_p[k, r]
-    col_max = col_p[k, c]
-    # relative peaks (raw bin energies): every other bin this much under the winner
-    others = row_p.copy()
-    others[k, r] = -1.0
-    ok = ~(others * _RELATIVE_PEAK > row_max[:, None]).any(axis=1)
-    others = col_p.copy()
-    others[k, c] = -1.0
-    ok &= ~(others * _RELATIVE_PEAK > col_max[:, None]).any(axis=1)
+    k = len(total)
+    power = (win.real**2 + win.imag**2).reshape(k, 2, 4)
+    best = power.argmax(axis=2)
+    top = np.take_along_axis(power, best[:, :, None], axis=2)
+    # relative peaks (raw bin energies): every other row (column) this much under the winner; the
+    # winner itself is over its own bar whenever it is above zero, hence "at most one".
+    ok = ((power * _RELATIVE_PEAK > top).sum(axis=2) <= 1).all(axis=1)
     # frequency: phase advance over one block between consecutive windows (Q.24 tolerance)
-    row_off = np.angle(rows[k, r] * prev_rows[k, r].conj()) * _OFFSET_SCALE
-    col_off = np.angle(cols[k, c] * prev_cols[k, c].conj()) * _OFFSET_SCALE
-    ok &= ~(np.abs(row_off) > _FREQ_TOLERANCE * _ROW_F[r])
-    ok &= ~(np.abs(col_off) > _FREQ_TOLERANCE * _COL_F[c])
+    bins = best + _GROUP_FIRST
+    offset = np.angle(np.take_along_axis(win, bins, axis=1) * np.take_along_axis(prev, bins, axis=1).conj())
+    offset *= _OFFSET_SCALE
+    ok &= ~(np.abs(offset) > _FREQ_TOLERANCE * _FREQS[bins]).any(axis=1)
     # levels, corrected for the bin's roll-off at the measured offset
-    row_ms = 2.0 * row_max / (_ROW_N * _ROW_N) / _dirichlet_gain(row_off, _ROW_N)
-    col_ms = 2.0 * col_max / (_COL_N * _COL_N) / _dirichlet_gain(col_off, _COL_N)
-    ok &= ~((row_ms < _MIN_TONE_MS) | (col_ms < _MIN_TONE_MS))
+    level = top[:, :, 0] * _LEVEL_SCALE / _dirichlet_gain(offset, _WINDOW_N)
+    row_ms, col_ms = level[:, 0], level[:, 1]
+    ok &= ~(level.min(axis=1) < _MIN_TONE_MS)
     ok &= ~((row_ms > col_ms * _NORMAL_TWIST) | (col_ms > row_ms * _REVERSE_TWIST))  # Q.24 twist
     ok &= ~(row_ms + col_ms < _TONE_TO_TOTAL * total)  # noise or speech around the tones
-    code = np.where(ok, r * 4 + c, -1)
-    return code, row_off, col_off, row_ms, col_ms
+    code = np.where(ok, best[:, 0] * 4 + best[:, 1], -1)
+    return code, offset[:, 0], offset[:, 1], row_ms, col_ms
 
 
 def _harmonics_clear(window: np.ndarray, code: int, row_off: float, col_off: float, row_ms: float,
