@@ -146,3 +146,30 @@ def test_streams_sharing_a_dtmf_bank_hear_what_each_hears_alone() -> None:
     for s in together:
         s.close()
     assert bank.open_detectors == 0
+
+
+def test_shared_bank_stream_ticked_twice_or_renegotiated_before_the_run() -> None:
+    """A stream ticked again before the bank ran analyses its earlier frame alone (its events stay with that
+    frame), and a re-INVITE that brings telephone-event finishes the waiting frame and leaves the bank."""
+    bank = DtmfBank()
+    together = MediaStream(ssrc=1, sequence_number=0, timestamp=0, dtmf_bank=bank)
+    alone = MediaStream(ssrc=1, sequence_number=0, timestamp=0)
+    for s in (together, alone):
+        s.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None)
+    packets = _inband_call((852.0, 1336.0), 2)  # "8"
+    for tick, packet in enumerate(packets):
+        now = 1.0 + 0.02 * tick
+        for s in (together, alone):
+            s.datagram_received(packet, ("127.0.0.1", 4000), now - 0.01)
+            s.tick(now)
+        if tick % 3 == 2:  # the bank runs only every third tick: two ticks in between go without it
+            bank.run()
+            together.finish_inband()
+    together.finish_inband()
+    assert [(e.kind, e.digit) for e in together.events if isinstance(e, DtmfReceived)] == [("start", "8"), ("end", "8")]
+    assert list(together.events) == list(alone.events)
+    together.datagram_received(packets[-1], ("127.0.0.1", 4000), 9.0)
+    together.tick(9.01)
+    assert together.inband_waiting
+    together.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=101)
+    assert not together.inband_waiting and bank.open_detectors == 0
