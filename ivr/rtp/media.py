@@ -408,7 +408,8 @@ class MediaStream:
         """Stop; returns the prompts that were still waiting to be sent."""
         self.closed = True
         if self._detector is not None:
-            self._detector.close()
+            self._detector.close()  # its place in a shared bank goes to the next call
+            self._detector = None
             self._inband_frame = None
         unfinished = [*self._prompts]
         self._prompts.clear()
