@@ -455,6 +455,7 @@ class _FileBuilder:
             speech=bool(speech),
             confirm=confirm,
             speech_settings=settings,
+            sensitive=bool(v.get("sensitive", False)),
         )
 
     def speech_settings(self, v: Any, path: tuple, *, digits: bool) -> tuple[bool | None, SpeechSettings]:
@@ -548,10 +549,17 @@ class _FileBuilder:
             self.warn(self.pos(*path, "lang"), f"lang '{lang}' is not one of this flow's languages "
                       f"({', '.join(self.languages)}): callers would go on hearing {self.languages[0]} "
                       "(add it to languages:, with its prompts)")
+        values: list[tuple[str, object]] = []
+        sensitive: set[str] = set()
         for k, val in v.items():
+            if isinstance(val, dict):  # {value: ..., sensitive: true}
+                if val.get("sensitive"):
+                    sensitive.add(str(k))
+                val = val.get("value")
             for var in re.findall(r"\$\{([^}]*)\}", str(val)) if isinstance(val, str) else ():
                 self.ref("var", var, self.pos(*path, k))
-        return SetVars(tuple((str(k), val) for k, val in v.items()))
+            values.append((str(k), val))
+        return SetVars(tuple(values), frozenset(sensitive))
 
     def act_goto(self, v: Any, path: tuple) -> Goto:
         return Goto(self.target(v, *path))
