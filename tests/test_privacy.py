@@ -4,15 +4,23 @@ included), the log lines, ``ivr simulate``'s output, nor what the relay sends to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from ivr.adapters.simulator import SimulatedCall
+from ivr.config import load_config
+from ivr.daemon import Daemon
 from ivr.store.eventlog import iter_events
 from ivr.sync.wire import Line, build_batch
-from tests.conftest import Env
+from tests.ami.conftest import until
+from tests.conftest import REPO, Env
+from tests.sync.center import Center
 
 PIN = "73915468"
 WRONG = "61829374"  # refused by the pattern first: an invalid entry is as secret as a valid one
@@ -117,3 +125,116 @@ def test_check_refuses_a_misspelt_sensitive(empty_env: Env) -> None:
     r = empty_env.ivr("check")
     assert r.code != 0 and "bad.yaml" in (r.out + r.err)
 
+
+
+# -- personal data: sealed in the events, erasable (privacy: in the config) --
+
+CALLER = "+12015550123"
+ACCOUNT = "4075312"
+
+ACCOUNT_FLOW = """
+flow: acct
+default: true
+numbers: ["701"]
+start: account
+prompts:
+  ask_account: "Enter your account number, then pound."
+  ask_pin: "Enter your PIN, then pound."
+  bye: "Thank you. Goodbye."
+nodes:
+  account:
+    collect: {prompt: ask_account, into: account, min_digits: 7, max_digits: 10, timeout: 5}
+    next: pin
+  pin:
+    collect: {prompt: ask_pin, into: pin, min_digits: 8, max_digits: 10, sensitive: true, timeout: 5}
+    next: bye
+  bye:
+    hangup: bye
+"""
+
+PERSONAL = (CALLER.lstrip("+"), ACCOUNT, PIN)
+
+
+async def run_ivr(env: Env, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """The ``ivr`` command as a process (the stand-in center serves on this test's loop meanwhile)."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ivr.cli", "--config", str(env.config), *args,
+                                                cwd=REPO, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def configure_center(env: Env, center: Center) -> None:
+    token = env.root / "central-token"
+    token.write_text(center.token + "\n", encoding="utf-8")
+    token.chmod(0o600)
+    items = {"url": center.url, "token_file": str(token), "ca_file": str(center.ca_pem), "interval": 60}
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write("central: " + json.dumps(items) + "\n")
+
+
+async def test_personal_data_goes_out_sealed_and_an_erasure_request_removes_it(
+        empty_env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    env = empty_env
+    (env.flows / "acct.yaml").write_text(ACCOUNT_FLOW, encoding="utf-8")
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write("privacy: {}\n")
+    center = Center(tmp_path)
+    await center.start()
+    caplog.set_level(logging.DEBUG)
+    try:
+        configure_center(env, center)
+        daemon = Daemon(load_config(str(env.config)))
+        try:
+            await daemon.start()
+            call = SimulatedCall(str(uuid.uuid4()), CALLER, "701", [f"{ACCOUNT}#", f"{PIN}#"],
+                                 emit=lambda _line: None)
+            outcome = await daemon.start_call(call)
+            assert outcome.kind == "hangup"
+
+            def acknowledged() -> bool:
+                ended = [e["seq"] for e in center.stored() if e["type"] == "call.ended"]
+                return bool(ended) and daemon.relay is not None and daemon.relay.position.acked_seq >= ended[0]
+
+            await until(acknowledged, 15)
+        finally:
+            await daemon.shutdown(grace=1)
+    finally:
+        await center.stop()
+    # the center got the call, its pseudonym and only sealed personal fields
+    sent = [e for e in center.stored() if e["call_id"] == call.call_id]
+    started = next(e for e in sent if e["type"] == "call.started")
+    assert started["data"]["caller"].startswith("sealed:v1:") and started["data"]["caller_ref"].startswith("ref:")
+    assert next(e for e in sent if e["type"] == "collect.value" and e["data"]["var"] == "account")[
+        "data"]["value"].startswith("sealed:v1:")
+    assert_nowhere_of(PERSONAL, "what the center received", json.dumps(center.stored()))
+    # the box's admin still reads them while the keys exist
+    code, out, _ = await run_ivr(env, "events", "--call", call.call_id, "--json")
+    assert code == 0 and f'"caller":"{CALLER}"' in out and f'"value":"{ACCOUNT}"' in out
+    assert PIN not in out  # a sensitive value was never kept: masked, not sealed
+    # a data-subject request, the number written another way
+    code, out, err = await run_ivr(env, "privacy", "erase", "--caller", "(201) 555-0123")
+    assert code == 0, err
+    assert "erased for the caller: 1 key(s)" in out and "1 call record(s)" in out
+    code, out, _ = await run_ivr(env, "events", "--call", call.call_id, "--json")
+    events = [json.loads(line) for line in out.splitlines()]
+    assert next(e for e in events if e["type"] == "call.started")["data"]["caller"] == "(erased)"
+    assert next(e for e in events if e["type"] == "collect.value")["data"]["value"] == "(erased)"
+    code, out, _ = await run_ivr(env, "events", "--type", "privacy.erased", "--json")
+    erased = json.loads(out.splitlines()[-1])["data"]
+    assert erased["reason"] == "request" and erased["keys"] == 1 and erased["caller_ref"] == \
+        started["data"]["caller_ref"]
+    code, out, _ = await run_ivr(env, "calls", "--json")
+    record = next(c for c in json.loads(out) if c["call_id"] == call.call_id)
+    assert record["caller"] == "(erased)" and record["variables"] == {}
+    # and the raw file and its -wal hold none of it any more
+    for name, blob in raw_files(env.state / "ivr.db").items():
+        assert_nowhere_of(PERSONAL, name, blob)
+    assert_nowhere_of((PIN,), "the daemon's log", "\n".join(r.getMessage() for r in caplog.records))
+
+
+def assert_nowhere_of(secrets: tuple[str, ...], where: str, blob: bytes | str) -> None:
+    data = blob.encode() if isinstance(blob, str) else blob
+    for secret in secrets:
+        assert secret.encode() not in data, f"{secret} in clear in {where}"
