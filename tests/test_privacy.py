@@ -238,3 +238,54 @@ def assert_nowhere_of(secrets: tuple[str, ...], where: str, blob: bytes | str) -
     data = blob.encode() if isinstance(blob, str) else blob
     for secret in secrets:
         assert secret.encode() not in data, f"{secret} in clear in {where}"
+
+
+async def test_retention_erases_old_calls_but_keeps_a_waiting_callback_dialable(tmp_path: Path) -> None:
+    """``retention_days``: a call older than the period is erased at once; one whose callback is still waiting
+    keeps its number (the dialer must reach it) until the callback is over and as old."""
+    from datetime import UTC, datetime, timedelta
+
+    from ivr.store.callbacks import CallbackStore, Consent
+    from ivr.store.erasure import erase_expired
+    from ivr.store.eventlog import EventLog, read_events
+    from ivr.store.privacy import Sealer
+
+    db = tmp_path / "ivr.db"
+    caller_a, callback_to, caller_b = "+14155552671", "+14155550987", "+12125550123"
+    log = await EventLog.open(db, "site-a", sealer=Sealer(b"k" * 32))
+    try:
+        store = CallbackStore(log)
+        now = datetime.now(UTC)
+        for call_id, caller in (("call-a", caller_a), ("call-b", caller_b)):
+            await log.begin_call(call_id=call_id, channel="sip", caller=caller, dialed="100", flow="main",
+                                 version="v1")
+            await log.append("collect.value", call_id, node="account", var="account", value="88812345")
+            await log.end_call(call_id=call_id, outcome="hangup", detail="", path=["account"],
+                               variables={"caller": caller, "account": "88812345"})
+        filed = await store.request(queue="support", number=callback_to, zones=("America/New_York",),
+                                    arrival_at=now, consent=Consent(at=now, number=callback_to, heard="offer",
+                                                                    pressed="1"), now=now, call_id="call-a")
+        later = now + timedelta(days=31)
+        first = await erase_expired(log, 30, later)
+        assert (first.keys, first.calls, first.callbacks) == (1, 1, 0)  # call-b only
+        assert (await store.get(filed.id)).number == callback_to  # still dialable
+        ev = {(e.call_id, e.type): e.data for e in await read_events(db)}
+        assert ev[("call-b", "call.started")]["caller"] == "(erased)"
+        assert ev[("call-a", "call.started")]["caller"] == caller_a
+        # the callback is made and done; a retention round after it is as old erases the rest
+        attempt = await store.begin_attempt(filed.id, now)
+        await store.finish_attempt(attempt.id, "connected", now)
+        await store.complete(filed.id, now)
+        second = await erase_expired(log, 30, later)
+        assert second.calls == 1 and second.callbacks == 1 and second.keys >= 1
+        assert (await store.get(filed.id)).number == ""
+        events = await read_events(db)
+        assert all(e.data.get("number") in (None, "(erased)") for e in events if e.type.startswith("callback."))
+        kinds = [e.data["reason"] for e in events if e.type == "privacy.erased"]
+        assert kinds == ["retention", "retention"]
+        assert (await erase_expired(log, 30, later)).keys == 0  # nothing left: nothing written
+        assert [e.type for e in await read_events(db)].count("privacy.erased") == 2
+    finally:
+        await log.close()
+    for name, blob in raw_files(db).items():
+        assert_nowhere_of(tuple(n.lstrip("+") for n in (caller_a, callback_to, caller_b)) + ("88812345",), name, blob)
