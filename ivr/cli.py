@@ -477,7 +477,8 @@ def cmd_kpi(args: argparse.Namespace) -> int:
         print(f"ivr kpi: --by must be one of {', '.join(GROUP_BY)}", file=sys.stderr)
         return 2
     region = config.callbacks.region if config.callbacks is not None else "US"
-    events = iter_events(config.db_path) if config.db_path.exists() else iter(())
+    # as stored: the KPIs read no sealed field (the caller is its pseudonym, caller_ref), as at the center
+    events = iter_events(config.db_path, opened=False) if config.db_path.exists() else iter(())
     report = build(events, zone=zone, since=since, until=until, by=args.by, now=now, region=region)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -289,3 +289,35 @@ async def test_retention_erases_old_calls_but_keeps_a_waiting_callback_dialable(
         await log.close()
     for name, blob in raw_files(db).items():
         assert_nowhere_of(tuple(n.lstrip("+") for n in (caller_a, callback_to, caller_b)) + ("88812345",), name, blob)
+
+
+async def test_repeat_callers_still_count_from_the_pseudonym_after_an_erasure(tmp_path: Path) -> None:
+    """FCR by repeat caller reads ``caller_ref``, never the sealed number: one caller written two ways is one
+    caller, before and after their personal data is erased (the box's ``ivr kpi`` reads what the center reads)."""
+    from datetime import UTC, datetime, timedelta
+
+    from ivr.kpi.report import build
+    from ivr.store.erasure import erase_caller
+    from ivr.store.eventlog import EventLog
+    from ivr.store.privacy import Sealer
+
+    db = tmp_path / "ivr.db"
+    log = await EventLog.open(db, "site-a", "UTC", sealer=Sealer(b"k" * 32))
+
+    def fcr() -> tuple[float, int]:
+        now = datetime.now(UTC) + timedelta(days=10)
+        report = build(iter_events(db, opened=False), zone="UTC", since=now - timedelta(days=30), until=None,
+                       by=None, now=now, region="US").to_json()
+        return report["totals"]["fcr_24h"]["value"], report["totals"]["fcr_24h"]["n"]
+
+    try:
+        for i, caller in enumerate(["+12015550123", "(201) 555-0123", "+13125550000"]):
+            await log.begin_call(call_id=f"c{i}", channel="sip", caller=caller, dialed="100", flow="main",
+                                 version="v1")
+            await log.end_call(call_id=f"c{i}", outcome="hangup", detail="", path=["a"], variables={})
+        assert fcr() == (0.6667, 3)  # c0 was followed by a repeat call from the same number
+        done = await erase_caller(log, "201-555-0123", "US", datetime.now(UTC))
+        assert done.keys == 2 and done.calls == 2
+        assert fcr() == (0.6667, 3)
+    finally:
+        await log.close()

@@ -68,6 +68,8 @@ async def _erase_calls(db: aiosqlite.Connection, call_ids: list[str], at: str, b
             "UPDATE callback_requests SET number='', consent_number='', consent_pressed='', consent_heard='',"
             f" erased_at=? WHERE erased_at IS NULL AND id IN ({_marks(len(part))})", (at, *part))
         out.callbacks += cur.rowcount
+        await db.execute(  # a dial string or channel name may carry the number
+            f"UPDATE callback_attempts SET channel='', detail='' WHERE request_id IN ({_marks(len(part))})", part)
     out.call_ids = call_ids
 
 

@@ -53,7 +53,8 @@ PERSONAL: dict[str, tuple[str, ...]] = {
     "vars.set": ("values",),
     "callback.": ("number", "entry", "consent"),
 }
-"""Event type (or a prefix ending in a dot) → the fields sealed. Everything else stays in clear: the KPIs read it."""
+"""Event type (or a prefix ending in a dot) → the fields sealed (and ``data2`` of a ``queue.log`` ENTERQUEUE row).
+Everything else stays in clear: the KPIs read it."""
 
 SUBJECT: dict[str, str] = {"call.started": "caller", "sip.": "from"}
 """The field naming whose call it is: its pseudonym is written as ``caller_ref`` and kept on the call's key."""
@@ -68,7 +69,9 @@ def _match(table: Mapping[str, Any], type: str) -> Any:
     return None
 
 
-def personal_fields(type: str) -> tuple[str, ...]:
+def personal_fields(type: str, data: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    if type == "queue.log":  # the PBX's row of a caller joining a queue: data2 is their caller ID (no KPI reads it)
+        return ("data2",) if data is not None and data.get("event") == "ENTERQUEUE" else ()
     return _match(PERSONAL, type) or ()
 
 
@@ -143,7 +146,7 @@ class Sealer:
 
     def seal_data(self, type: str, call_id: str | None, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` with its personal fields sealed (and ``caller_ref`` added where it names the caller)."""
-        fields = personal_fields(type)
+        fields = personal_fields(type, data)
         if not fields:
             return data
         owner = call_id or "day-" + datetime.now(UTC).date().isoformat()  # outside a call: one key per day
