@@ -523,9 +523,9 @@ def _build(doc: Any, path: Path, name: str) -> Config:
 
 def _privacy(doc: Any, base: Path, state_dir: Path, region: str) -> PrivacyConfig | None:
     """The ``privacy:`` section (its shape checked by the schema); present, even empty, turns sealing on."""
-    p = doc.get("privacy")
-    if p is None or p is False:
+    if "privacy" not in doc or doc["privacy"] is False:
         return None
+    p = doc["privacy"]
     p = p if isinstance(p, dict) else {}
     days = p.get("retention_days")
     key = base / str(p["pseudonym_key_file"]) if p.get("pseudonym_key_file") else state_dir / "privacy-pseudonym.key"

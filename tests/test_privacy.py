@@ -321,3 +321,26 @@ async def test_repeat_callers_still_count_from_the_pseudonym_after_an_erasure(tm
         assert fcr() == (0.6667, 3)
     finally:
         await log.close()
+
+
+def test_the_privacy_section(tmp_path: Path) -> None:
+    """Present (even empty) turns sealing on, ``false`` or absent leaves it off; ``ivr check`` refuses a bad value
+    at its line; the pseudonym key is made once, readable by its owner only."""
+    def load(text: str) -> object:
+        cfg = tmp_path / "ivr.yaml"
+        cfg.write_text(f"state_dir: {tmp_path / 'var'}\n{text}", encoding="utf-8")
+        return load_config(str(cfg)).privacy
+
+    assert load("") is None and load("privacy: false\n") is None
+    on = load("privacy:\n")
+    assert on is not None and on.retention_days is None  # type: ignore[attr-defined]
+    kept = load("privacy: {retention_days: 30}\ncallbacks: {region: GB, dial: {proxy: '127.0.0.1:5070'}}\n")
+    assert kept.retention_days == 30 and kept.region == "GB"  # type: ignore[attr-defined]
+    sealer = kept.sealer()  # type: ignore[attr-defined]
+    key_file = tmp_path / "var" / "privacy-pseudonym.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert kept.sealer().caller_ref("07700 900123") == sealer.caller_ref("+447700900123")  # type: ignore[attr-defined]
+    from ivr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ivr.yaml:2"):
+        load("privacy: {retention_days: -1}\n")

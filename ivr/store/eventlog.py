@@ -386,7 +386,8 @@ class EventLog:
         async def op(db: aiosqlite.Connection) -> int:
             seq = await self.insert(db, row)
             await db.execute(
-                "UPDATE calls SET ended_at=?, outcome=?, outcome_detail=?, path=?, variables=?, last_seq=?,"
+                "UPDATE calls SET ended_at=?, outcome=?, outcome_detail=?, path=?,"
+                " variables=CASE WHEN erased_at IS NULL THEN ? ELSE '{}' END, last_seq=?,"  # erased while it ran
                 " resolved=? WHERE call_id=?",
                 (row[3], outcome, detail, json.dumps(path), json.dumps(variables, default=str), seq,
                  int(resolved), call_id),
