@@ -344,3 +344,22 @@ def test_the_privacy_section(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="ivr.yaml:2"):
         load("privacy: {retention_days: -1}\n")
+
+
+def test_a_sensitive_entry_spoken_is_masked_too(env: Env) -> None:
+    """Digits said rather than keyed: the recogniser's text is no more recorded than the keys would be."""
+    flow = PIN_FLOW.replace("sensitive: true,", "sensitive: true, speech: true,")
+    (env.flows / "pin.yaml").write_text(flow, encoding="utf-8")
+    spoken = "say:seven three nine one five four six eight"
+    r = env.ivr("simulate", "pin", "-i", spoken, "-i", "1", "--json")
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    assert result["path"] == ["pin", "keep", "check", "ok"]
+    assert "say (sensitive, masked)" in "\n".join(result["transcript"])
+    out = env.ivr("events", "--simulated", "--call", result["call_id"], "--json").out
+    speech = [json.loads(line)["data"] for line in out.splitlines() if '"input.speech"' in line]
+    assert speech and speech[0]["text"] == "••••" and speech[0]["sensitive"] is True
+    assert "seven" not in out and "seven" not in r.out
+    for name, blob in raw_files(env.state / "simulate.db").items():
+        assert_nowhere(name, blob)
+        assert b"seven three" not in blob
