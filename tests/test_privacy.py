@@ -363,3 +363,29 @@ def test_a_sensitive_entry_spoken_is_masked_too(env: Env) -> None:
     for name, blob in raw_files(env.state / "simulate.db").items():
         assert_nowhere(name, blob)
         assert b"seven three" not in blob
+
+
+async def test_the_daemon_erases_what_retention_says_is_due(empty_env: Env) -> None:
+    """``retention_days`` in a running daemon: a call older than the period (here about a second) is erased by
+    the daemon's own round, recorded as ``privacy.erased``; calls go on meanwhile."""
+    env = empty_env
+    (env.flows / "acct.yaml").write_text(ACCOUNT_FLOW, encoding="utf-8")
+    with env.config.open("a", encoding="utf-8") as f:
+        f.write("privacy: {retention_days: 0.00001, check_seconds: 1}\n")  # 0.86 s
+    daemon = Daemon(load_config(str(env.config)))
+    try:
+        await daemon.start()
+        call = SimulatedCall(str(uuid.uuid4()), CALLER, "701", [f"{ACCOUNT}#", f"{PIN}#"], emit=lambda _line: None)
+        assert (await daemon.start_call(call)).kind == "hangup"
+        db = env.state / "ivr.db"
+
+        def erased() -> bool:
+            return any(e.type == "privacy.erased" and e.data["calls"] >= 1 for e in iter_events(db))
+
+        await until(erased, 15)
+        started = next(e for e in iter_events(db, call_id=call.call_id) if e.type == "call.started")
+        assert started.data["caller"] == "(erased)"
+    finally:
+        await daemon.shutdown(grace=1)
+    for name, blob in raw_files(env.state / "ivr.db").items():
+        assert_nowhere_of(PERSONAL, name, blob)
