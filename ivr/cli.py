@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -73,12 +74,46 @@ def cmd_check(args: argparse.Namespace) -> int:
         also = f" (and {_plural(w, 'warning')})" if w else ""
         print(f"{_plural(n, 'problem')} found{also}", file=sys.stderr)
         return 1
+    if args.speech:
+        rated = _rate_speech(args, config, flowset)
+        if rated is None:
+            return 1
+        warnings = [*warnings, *rated[0]]
+        notes += rated[1]
     for p in warnings:
         print(p)
     print(summary(flowset) + (f", {_plural(len(warnings), 'warning')}" if warnings else ""))
     for note in notes:
         print(note, file=sys.stderr)
     return 0
+
+
+def _rate_speech(args: argparse.Namespace, config: Config, flowset: Any) -> tuple[list[Problem], list[str]] | None:
+    """``ivr check --speech``: the keyword warnings and the per-keyword lines; None (after saying why) when it
+    cannot be run here."""
+    from ivr.adapters import speech_check
+    from ivr.speech import synth
+
+    if not speech_check.listening(flowset):
+        return [], ["speech: no menu listens for keywords; nothing to try"]
+    if not config.speech.enabled:
+        print("ivr check --speech: speech.enabled is false in the config", file=sys.stderr)
+        return None
+    if not synth.available():
+        print("ivr check --speech: needs espeak-ng and sox on PATH", file=sys.stderr)
+        return None
+    voices = [v for v in args.voices.split(",") if v.strip()]
+    try:
+        speeds = [int(s) for s in args.speeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"ivr check --speech: --speeds {args.speeds!r}: write numbers, e.g. 130,175", file=sys.stderr)
+        return None
+    try:
+        ratings = asyncio.run(speech_check.rate_keywords(flowset, config, voices=voices, speeds=speeds))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        print(f"ivr check --speech: {exc}", file=sys.stderr)
+        return None
+    return speech_check.problems(ratings), speech_check.summary(ratings, voices, speeds)
 
 
 def _plural(n: int, word: str) -> str:
@@ -458,7 +493,7 @@ def cmd_kpi(args: argparse.Namespace) -> int:
     SQLite WAL lets it run beside the daemon; simulations are in another log and never counted."""
     from datetime import UTC, datetime
 
-    from ivr.kpi.report import GROUP_BY, build, parse_when
+    from ivr.kpi.report import BOX_GROUP_BY, build, parse_when
     from ivr.store.eventlog import iter_events
 
     config = _config(args)
@@ -473,8 +508,8 @@ def cmd_kpi(args: argparse.Namespace) -> int:
     if until is not None and until <= since:
         print(f"ivr kpi: --until {args.until} is not after --since {args.since}", file=sys.stderr)
         return 2
-    if args.by is not None and args.by not in GROUP_BY:  # argparse choices say so already; kept for callers
-        print(f"ivr kpi: --by must be one of {', '.join(GROUP_BY)}", file=sys.stderr)
+    if args.by is not None and args.by not in BOX_GROUP_BY:  # argparse choices say so already; kept for callers
+        print(f"ivr kpi: --by must be one of {', '.join(BOX_GROUP_BY)}", file=sys.stderr)
         return 2
     region = config.callbacks.region if config.callbacks is not None else "US"
     # as stored: the KPIs read no sealed field (the caller is its pseudonym, caller_ref), as at the center
@@ -949,6 +984,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="validate config and flows (file:line:column errors)")
     s.add_argument("paths", nargs="*", help="flow files or folders (default: flows_dir)")
     s.add_argument("--no-render", action="store_true", help="skip rendering prompt audio")
+    s.add_argument("--speech", action="store_true",
+                   help="also try every speech keyword: spoken by espeak-ng voices and decoded against its menu's "
+                        "grammar; warns at keywords rarely recognised or confused with another (a minute or two)")
+    s.add_argument("--voices", default=",".join(("ko", "ko+f2", "ko+m3", "ko+f4", "ko+klatt")), metavar="V,V",
+                   help="espeak-ng voices for --speech (default: %(default)s)")
+    s.add_argument("--speeds", default="130,175,210", metavar="N,N", help="words per minute for --speech "
+                   "(default: %(default)s)")
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("simulate", help="walk a flow as a caller, without a phone")
@@ -1004,7 +1046,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("kpi", help="contact-center KPIs from the event log (docs/kpi.md), in the site's zone")
     s.add_argument("--since", default="24h", help="24h, 7d, 90m, 2w or an ISO 8601 date/time (default 24h)")
     s.add_argument("--until", default="", help="the same forms; default now")
-    s.add_argument("--by", choices=["flow", "queue", "hour", "day", "node"], help="one row group per value")
+    s.add_argument("--by", choices=["flow", "queue", "hour", "day", "node", "variant"],
+                   help="one row group per value; variant: the split nodes' experiments, each variant against "
+                        "its control with 95%% intervals")
     s.add_argument("--json", action="store_true", help="every KPI with its value, n, unit and variant")
     s.set_defaults(func=cmd_kpi)
 

@@ -38,6 +38,28 @@ nodes:
       callback: {min_wait_seconds: 120, schedule: true}
 """
 
+# The agents' hours (issue 17 item 9): Christmas Eve closes at noon, Christmas Day is a holiday.
+HOURS_FLOW = """
+flow: short
+languages: [en, es]
+voices: {en: en-us, es: es}
+timezone: America/New_York
+start: q
+hours:
+  agents:
+    timezone: America/New_York
+    weekly: {mon-fri: "08:00-18:00"}
+    overrides:
+      - {date: 2026-12-24, hours: "08:00-12:00", name: Christmas Eve}
+    holidays:
+      - {date: 2026-12-25, name: Christmas Day}
+nodes:
+  q:
+    queue:
+      name: support
+      callback: {min_wait_seconds: 120, schedule: true, hours: agents}
+"""
+
 
 def ny(y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:
     return datetime(y, mo, d, h, mi, tzinfo=NY).astimezone(UTC)
@@ -97,6 +119,28 @@ def test_slots_keep_every_zones_window_and_the_sites_hours() -> None:
     assert india[0] == datetime(2026, 12, 1, 11, 30, tzinfo=UTC)  # 17:00 in Kolkata (11:00 UTC is 16:30)
 
 
+def test_open_intervals_of_an_hours_schedule_follow_overrides_holidays_and_midnight() -> None:
+    from ivr.flows.hours import Schedule, TimeRange, open_intervals, parse_range
+
+    def day(*ranges: str) -> tuple[TimeRange, ...]:
+        return tuple(parse_range(r) for r in ranges)
+
+    sched = Schedule("agents", NY, weekly={d: day("08:00-18:00") for d in range(5)} | {5: day("20:00-02:00")},
+                     holidays={datetime(2026, 12, 25).date(): "Christmas Day"},
+                     overrides={datetime(2026, 12, 24).date(): day("08:00-12:00")})
+    ivs = open_intervals(sched, ny(2026, 12, 24, 9), days=3)
+    assert ivs == [(ny(2026, 12, 24, 8), ny(2026, 12, 24, 12)),  # the short day, not 18:00
+                   # Christmas Day (a Friday) is a holiday; Saturday's late shift runs into Sunday
+                   (ny(2026, 12, 26, 20), ny(2026, 12, 27, 2))]
+    # the slots a caller hears keep them: Christmas Eve 11:00 leaves only 11:30 (12:00 is closing time)
+    now = ny(2026, 12, 24, 11)
+    until = end_of_tomorrow(now, "America/New_York")
+    assert next_slots(now, until, ["America/New_York"], "America/New_York", LEGAL, margin=timedelta(minutes=10),
+                      hours=open_intervals(sched, now, days=3)) == [ny(2026, 12, 24, 11, 30)]
+    assert len(next_slots(now, until, ["America/New_York"], "America/New_York", LEGAL,
+                          margin=timedelta(minutes=10))) == 3  # without the schedule: 11:30, 12:00, 12:30
+
+
 # -- the dialogue through the engine ----------------------------------------------------------------------
 
 
@@ -104,6 +148,7 @@ def test_slots_keep_every_zones_window_and_the_sites_hours() -> None:
 def flowset(tmp_path_factory: pytest.TempPathFactory, prompt_cache: Path) -> FlowSet:
     d = tmp_path_factory.mktemp("schedflows")
     (d / "sched.yaml").write_text(SCHED_FLOW, encoding="utf-8")
+    (d / "short.yaml").write_text(HOURS_FLOW, encoding="utf-8")
     config = Config(site_id="t", state_dir=d / "var", prompt_cache_dir=prompt_cache)
     return asyncio.run(load_flowset([d], config))
 
@@ -188,6 +233,35 @@ def test_as_soon_as_possible_and_silence_at_the_slot_menu(flowset: FlowSet, db: 
         assert [r.scheduled_at for r in reqs] == [None, None] and all(r.quoted_high for r in reqs)
 
     scenario(flowset, db, {"support": 420}, body)
+
+
+def test_short_day_offers_only_slots_before_closing(flowset: FlowSet, db: Path) -> None:
+    """Christmas Eve closes at noon and Christmas Day is a holiday: at 11:00 the caller hears one slot, 11:30,
+    not the calling window's 12:00 and 12:30 (the offer once ignored the flow's hours)."""
+    async def body(site: Site) -> None:
+        r = await site.call(["1", "1", "2", "1"], entry="short")
+        assert r.outcome.kind == "callback"
+        said = " ".join(line.removeprefix("  ♪ ") for line in r.lines if line.startswith("  ♪ "))
+        assert "Press 1 for today at 11 thirty a.m. Thank you. Your callback is booked for today at 11" in said
+        assert "Press 2" not in said.split("To choose a time, press 2.")[-1] and "tomorrow" not in said
+        assert r.first("queue.offer").data["hours"] == "agents"
+        [req] = await site.requests()
+        assert req.scheduled_at is not None and req.scheduled_at.startswith("2026-12-24T16:30")
+
+    scenario(flowset, db, {"support": 420}, body, clock=SteppingClock(ny(2026, 12, 24, 11)))
+
+
+def test_no_offer_when_the_agents_close_before_the_callback_could_be_dialled(flowset: FlowSet, db: Path) -> None:
+    async def body(site: Site) -> None:
+        r = await site.call(["1", "1"], entry="short")
+        offer = r.first("queue.offer").data
+        assert offer["offered"] is False and offer["reason"] in ("closes-before-dial", "window-closed")
+        assert r.outcome.kind != "callback" and not await site.requests()
+        # the same minute on an ordinary day (18:00 closing) is offered
+        plain = await site.call(["1", "1"], entry="sched", caller="+12125550188")
+        assert plain.first("queue.offer").data["offered"] is True
+
+    scenario(flowset, db, {"support": 420}, body, clock=SteppingClock(ny(2026, 12, 24, 11, 45)))
 
 
 def test_check_accepts_schedule_and_refuses_other_values(env: Env) -> None:

@@ -69,11 +69,14 @@ BROKEN = [
      "unknown flow 'biling' (did you mean 'billing'?)"),
     ("unknown schedule", "main.yaml", "schedule: office,", "schedule: ofice,", "ofice", 1,
      "unknown hours schedule 'ofice' (did you mean 'office'?)"),
+    ("unknown callback hours", "main.yaml", "min_wait_seconds: 120, allow_other_number: true}",
+     "min_wait_seconds: 120, allow_other_number: true, hours: suport}", "suport", 1,
+     "unknown hours schedule 'suport' (did you mean 'support'?)"),
     ("unknown variable", "main.yaml", "{var: caller, starts_with", "{var: calller, starts_with", "calller", 1,
      "unknown variable 'calller' (did you mean 'caller'?); it is never set (declare it under variables:)"),
     ("unknown key", "main.yaml", "      reprompt: main_short", "      repromt: main_short", "repromt", 1,
-     "unknown key 'repromt' — did you mean 'reprompt'? (allowed: barge_in, inter_digit_timeout, max_no_input, "
-     "max_no_match, min_confidence, no_input, no_match, options, prompt, reprompt, speech, timeout)"),
+     "unknown key 'repromt' — did you mean 'reprompt'? (allowed: barge_in, global_keys, inter_digit_timeout, "
+     "max_no_input, max_no_match, min_confidence, no_input, no_match, options, prompt, reprompt, speech, timeout)"),
     ("bad value", "main.yaml", "      timeout: 5\n", "      timeout: -1\n", "-1", 1,
      "nodes/main_menu/menu/timeout: -1 is less than or equal to the minimum of 0"),
     ("no next", "main.yaml", "    play: morning\n    next: check_hours\n", "    play: morning\n", "say_morning:", 1,

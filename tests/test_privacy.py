@@ -389,3 +389,51 @@ async def test_the_daemon_erases_what_retention_says_is_due(empty_env: Env) -> N
         await daemon.shutdown(grace=1)
     for name, blob in raw_files(env.state / "ivr.db").items():
         assert_nowhere_of(PERSONAL, name, blob)
+
+
+BALANCE_FLOW = """
+flow: bal
+numbers: ["703"]
+start: keep
+prompts:
+  your_balance: "Your balance is"
+  after_fee: "After the fee,"
+nodes:
+  keep:
+    set: {balance: {value: "4321.75", sensitive: true}}
+    next: say
+  say:
+    play: [your_balance, {money: balance}]
+    next: fee
+  fee:
+    set: {after: {expr: "${balance} - 10"}, tries: {add: 1}}
+    next: again
+  again:
+    play: [after_fee, {money: after}]
+    next: bye
+  bye:
+    hangup: true
+"""
+
+
+def test_a_sensitive_amount_is_said_and_computed_with_but_recorded_masked(env: Env) -> None:
+    """Spoken values and arithmetic (issue 17 items 2 and 9) on a sensitive variable: the caller hears the amount,
+    a sum made from it is sensitive too, and neither is in the records."""
+    (env.flows / "bal.yaml").write_text(BALANCE_FLOW, encoding="utf-8")
+    r = env.ivr("simulate", "bal", "--json")
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    transcript = "\n".join(result["transcript"])
+    assert "♪ Your balance is" in transcript and "♪ •" in transcript and "dollars" not in transcript
+    out = env.ivr("events", "--simulated", "--call", result["call_id"], "--json").out
+    events = [json.loads(line) for line in out.splitlines()]
+    played = [e["data"]["prompts"] for e in events if e["type"] == "prompt.played"]
+    assert ["your_balance", "money:••••"] in played and ["after_fee", "money:••••"] in played
+    assert not any(n.startswith("v.") for p in played for n in p)
+    sets = [e["data"] for e in events if e["type"] == "vars.set"]
+    assert sets[1]["values"] == {"after": "•••• 7 characters", "tries": 1} and sets[1]["sensitive"] == ["after"]
+    call = next(c for c in env.calls(simulated=True) if c["call_id"] == result["call_id"])
+    assert call["variables"]["after"] == "•••• 7 characters" and call["variables"]["tries"] == 1
+    for where, blob in [*raw_files(env.state / "simulate.db").items(), ("ivr simulate", r.out.encode()),
+                        ("ivr events", out.encode())]:
+        assert b"4321.75" not in blob and b"4311.75" not in blob, where

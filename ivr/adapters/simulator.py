@@ -168,7 +168,7 @@ class SimulatedCall:
     async def play(self, audio: Sequence[Audio]) -> None:
         self._check()
         for a in audio:
-            if self.masking and a.name.startswith("digit_"):  # a sensitive read-back: heard, never written
+            if self.masking and a.name.startswith(("digit_", "v.")):  # a sensitive read-back or value: heard only
                 self.say("  ♪ •")
                 continue
             self.say("  ♪ (pause)" if a.name == "pause" else f"  ♪ {a.text}")
@@ -405,6 +405,9 @@ class StatedWaits:
         return EwtEstimate(seconds, seconds * (1 - self.SPREAD), seconds * (1 + self.SPREAD), method="stated")
 
     def free_agents(self, queue: str) -> int | None:
+        return None
+
+    def callers_waiting(self, queue: str) -> int | None:
         return None
 
 

@@ -9,7 +9,7 @@ a scratch store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -31,6 +31,10 @@ class QueueWaits(Protocol):
 
     def free_agents(self, queue: str) -> int | None:
         """Agents free to take a call now, or None when not known (the dialer paces by this)."""
+        ...
+
+    def callers_waiting(self, queue: str) -> int | None:
+        """Callers waiting in ``queue`` for an agent now, or None when not known."""
         ...
 
 
@@ -91,23 +95,26 @@ class Desk:
         return check.zones if check is not None and check.ok else (self.policy.site_zone,)
 
     async def offer(self, queue: str, caller: str, *, min_wait: float | None = None,
-                    requested: bool = False) -> CallbackOffer:
+                    requested: bool = False, hours: Sequence[policy_mod.Interval] | None = None) -> CallbackOffer:
         """Offer when the estimated wait is at least ``min_wait`` (the node's; else the site's threshold),
         the calling window in the caller's zones is open when the callback would be dialled, and the site's
         hourly cap is not reached.
 
         ``requested``: the caller already asked (pressed 1 while waiting in the PBX queue), so the wait is
-        no gate and may be unknown; the calling window and the cap still decide."""
+        no gate and may be unknown; the calling window and the cap still decide.
+
+        ``hours``: the open intervals of the queue's hours schedule (``callback: {hours: …}``): the callback
+        must be dialled while agents are there, not only while the callee may be called."""
         estimate = self.waits.estimate(queue)
         threshold = self.policy.offer.threshold if min_wait is None else float(min_wait)
         zones = self._zones_of(caller)
         now = self.now()
         if requested:
-            decision = self._requested(estimate, now, zones)
+            decision = self._requested(estimate, now, zones, hours)
         else:
             decision = policy_mod.decide_offer(estimate, now, zones,
                                                replace(self.policy.offer, threshold=threshold),
-                                               self.policy.windows)
+                                               self.policy.windows, hours=hours)
         offer = CallbackOffer(decision.offer, decision.reason, estimate, threshold, estimate.minutes_range(),
                               zones, decision.dial_at)
         if offer.offer:
@@ -116,12 +123,13 @@ class Desk:
                 offer = replace(offer, offer=False, reason="site-cap")
         return offer
 
-    def _requested(self, estimate: EwtEstimate, now: datetime, zones: tuple[str, ...]) -> policy_mod.OfferDecision:
+    def _requested(self, estimate: EwtEstimate, now: datetime, zones: tuple[str, ...],
+                   hours: Sequence[policy_mod.Interval] | None = None) -> policy_mod.OfferDecision:
         """A callback the caller asked for: dialled at the estimate's high end when there is one, else as
         soon as may be; it must fall in the calling window with the site's margin, like any offer."""
         dial_at = now + timedelta(seconds=estimate.high) if estimate.high is not None else now
         margin = timedelta(seconds=self.policy.offer.dial_margin)
-        for a, b in policy_mod.open_intervals(now, zones, self.policy.windows, days=1):
+        for a, b in policy_mod.open_intervals(now, zones, self.policy.windows, days=1, hours=hours):
             if a <= dial_at and dial_at + margin <= b:
                 return policy_mod.OfferDecision(True, "requested", dial_at)
             if a <= dial_at < b:
@@ -142,16 +150,31 @@ class Desk:
             return NumberCheck(False, check.e164, cap, check.zones)
         return check
 
-    def slots(self, zones: tuple[str, ...], earliest: datetime, arrival: datetime, count: int = 3) -> SlotChoice:
+    def slots(self, zones: tuple[str, ...], earliest: datetime, arrival: datetime, count: int = 3,
+              hours: Sequence[policy_mod.Interval] | None = None) -> SlotChoice:
         """The next open slots after ``earliest`` (the soonest the callback could be dialled anyway), today or
         tomorrow in the zone they are said in, leaving ``dial_margin`` before the windows close and before the
-        request would expire (``arrival + retry.expiry``), so a chosen slot can always be dialled."""
+        request would expire (``arrival + retry.expiry``), so a chosen slot can always be dialled; inside the
+        queue's ``hours`` when given."""
         say = zones[0] if len(zones) == 1 else self.policy.site_zone
         margin = timedelta(seconds=self.policy.offer.dial_margin)
         until = min(policy_mod.end_of_tomorrow(self.now(), say) - timedelta(seconds=1),
                     arrival + timedelta(seconds=self.policy.retry.expiry) - margin)
-        found = policy_mod.next_slots(earliest, until, zones, say, self.policy.windows, margin=margin, count=count)
+        found = policy_mod.next_slots(earliest, until, zones, say, self.policy.windows, margin=margin, count=count,
+                                      hours=hours)
         return SlotChoice(say, tuple(found))
+
+    def queue_fact(self, queue: str, fact: str) -> int | None:
+        """Live state for a flow's conditions (``queue.NAME.wait`` …): whole seconds of the wait a caller
+        joining now would have, agents free, callers waiting; None when the source cannot say."""
+        if fact == "wait":
+            est = self.waits.estimate(queue)
+            return None if est.seconds is None else round(est.seconds)
+        if fact == "agents_available":
+            return self.waits.free_agents(queue)
+        if fact == "callers_waiting":
+            return self.waits.callers_waiting(queue)
+        raise ValueError(f"unknown queue fact {fact!r}")
 
     def readback(self, e164: str) -> list[str]:
         """The number in digit groups as a caller here would write it ("201", "555", "0123")."""

@@ -177,14 +177,17 @@ def _intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
 
 
 def open_intervals(now: datetime, zones: Sequence[str], windows: Sequence[CallingWindow] = (LEGAL_DEFAULT,),
-                   days: int = 8) -> list[Interval]:
+                   days: int = 8, *, hours: Sequence[Interval] | None = None) -> list[Interval]:
     """UTC intervals from about ``now`` on where every window holds: windows without a zone apply in each of
-    the callee's ``zones``; windows with one (the site's hours) in that zone."""
+    the callee's ``zones``; windows with one (the site's hours) in that zone. ``hours``: the agents' open
+    intervals (a flow's hours schedule with its holidays and overrides, sorted), which must hold too."""
     result: list[Interval] | None = None
     for w in windows:
         for zone in ([w.zone] if w.zone else list(zones)):
             ivs = _window_intervals(w, zone, now, days)
             result = ivs if result is None else _intersect(result, ivs)
+    if hours is not None:
+        result = list(hours) if result is None else _intersect(result, list(hours))
     return [iv for iv in (result or []) if iv[1] > now]
 
 
@@ -212,18 +215,19 @@ SLOT_STEP = timedelta(minutes=15)
 
 def next_slots(earliest: datetime, until: datetime, zones: Sequence[str], say_zone: str,
                windows: Sequence[CallingWindow] = (LEGAL_DEFAULT,), *, margin: timedelta = timedelta(0),
-               count: int = 3) -> list[datetime]:
+               count: int = 3, hours: Sequence[Interval] | None = None) -> list[datetime]:
     """Up to ``count`` times a caller may choose for their callback ("press 2 to choose a time"): on the hour
     or half hour of ``say_zone``'s clock (the zone they are told the time in), after ``earliest`` and not
     after ``until``, with every calling window (each callee zone's and the site's) open from the slot for
-    ``margin`` more. UTC instants; DST-correct because each candidate instant is read on the local clock."""
+    ``margin`` more (and the agents' ``hours``, when given). UTC instants; DST-correct because each candidate
+    instant is read on the local clock."""
     tz = ZoneInfo(say_zone)
     step = int(SLOT_STEP.total_seconds())
     t = datetime.fromtimestamp(-(-int(earliest.timestamp()) // step) * step, UTC)
     if t <= earliest:
         t += SLOT_STEP
     days = max(1, -(-int((until - earliest).total_seconds()) // 86400))
-    ivs = open_intervals(earliest, zones, windows, days=days)
+    ivs = open_intervals(earliest, zones, windows, days=days, hours=hours)
     out: list[datetime] = []
     while t <= until and len(out) < count:  # bounded: (until - earliest) / 15 min candidates
         local = t.astimezone(tz)
@@ -258,16 +262,17 @@ class OfferDecision:
 
 
 def decide_offer(ewt: EwtEstimate, now: datetime, zones: Sequence[str], rules: OfferRules,
-                 windows: Sequence[CallingWindow] = (LEGAL_DEFAULT,)) -> OfferDecision:
+                 windows: Sequence[CallingWindow] = (LEGAL_DEFAULT,), *,
+                 hours: Sequence[Interval] | None = None) -> OfferDecision:
     """Offer when the wait is long enough and the callback can be served today: the calling window (in the
     caller-ID's zones, else the site's) is open from the projected dial time (now + the range's high end)
-    for ``dial_margin`` more."""
+    for ``dial_margin`` more, and so are the agents' ``hours`` when the queue names a schedule."""
     if ewt.seconds is None or ewt.high is None:
         return OfferDecision(False, "ewt-unknown")
     if ewt.seconds < rules.threshold:
         return OfferDecision(False, "below-threshold")
     dial_at = now + timedelta(seconds=ewt.high)
-    for a, b in open_intervals(now, zones, windows, days=1):
+    for a, b in open_intervals(now, zones, windows, days=1, hours=hours):
         if a <= dial_at and dial_at + timedelta(seconds=rules.dial_margin) <= b:
             return OfferDecision(True, "ok", dial_at)
         if a <= dial_at < b:

@@ -111,6 +111,13 @@ class AmiQueueWaits:
         snap = self.monitor.state.snapshot(queue)
         return None if snap is None else int(snap.available)
 
+    def callers_waiting(self, queue: str) -> int | None:
+        """Callers the PBX has in the queue; None when unknown (no such queue, or the figures are stale)."""
+        if self.stale_reason() is not None:
+            return None
+        snap = self.monitor.state.snapshot(queue)
+        return None if snap is None else int(snap.waiting)
+
 
 @dataclass(frozen=True)
 class QueueRecords:
@@ -212,3 +219,10 @@ class RecordsQueueWaits:
         if agents is None:
             return None
         return max(0, agents - self.queues.get(queue, QueueRecords((), 0)).in_queue)
+
+    def callers_waiting(self, queue: str) -> int | None:
+        """Calls handed to the queue and still going, beyond the agents (they wait for one)."""
+        agents = self.agents.get(queue)
+        if agents is None:
+            return None
+        return max(0, self.queues.get(queue, QueueRecords((), 0)).in_queue - agents)

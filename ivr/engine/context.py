@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,9 +57,11 @@ class CallbackDesk(Protocol):
     """Virtual hold as the queue node sees it (ivr.callbacks.desk.Desk): offer, check, file, cancel."""
 
     async def offer(self, queue: str, caller: str, *, min_wait: float | None = None,
-                    requested: bool = False) -> CallbackOffer:
+                    requested: bool = False, hours: Sequence[tuple[datetime, datetime]] | None = None
+                    ) -> CallbackOffer:
         """Whether to offer this caller a callback from ``queue`` now, with the wait to quote;
-        ``requested``: the caller already asked (no wait gate, the calling window still decides)."""
+        ``requested``: the caller already asked (no wait gate, the calling window still decides);
+        ``hours``: when the queue's agents are there (UTC intervals), which must hold at the dial time too."""
         ...
 
     async def check_number(self, raw: str) -> NumberCheck:
@@ -70,7 +72,13 @@ class CallbackDesk(Protocol):
         """Digit groups to read the number back in."""
         ...
 
-    def slots(self, zones: tuple[str, ...], earliest: datetime, arrival: datetime, count: int = 3) -> SlotChoice:
+    def queue_fact(self, queue: str, fact: str) -> int | None:
+        """Live queue state for conditions (``queue.NAME.wait``, ``.agents_available``, ``.callers_waiting``);
+        None when unknown."""
+        ...
+
+    def slots(self, zones: tuple[str, ...], earliest: datetime, arrival: datetime, count: int = 3,
+              hours: Sequence[tuple[datetime, datetime]] | None = None) -> SlotChoice:
         """Times the caller may choose for a scheduled callback (``callback: {schedule: true}``)."""
         ...
 
@@ -109,6 +117,7 @@ class CallContext:
     node_failed: bool = False  # the current node failed (node.failed): a resolved: mark does not count
     resolved: str | None = None  # the first resolved: node completed (qualified name)
     transfer_failed: str | None = None  # the last failed hand-over ("queue payments"), until one succeeds
+    menu_trail: list[tuple[str, str]] = field(default_factory=list)  # (flow, menu) visited: global key "back"
     sensitive: set[str] = field(default_factory=set)
     """Variables holding a sensitive value this call (ivr/engine/privacy.py): recorded only masked."""
     masking_input: bool = False

@@ -18,6 +18,7 @@ from ivr.callbacks.policy import NumberCheck
 from ivr.engine import turns
 from ivr.engine.conditions import interpolate
 from ivr.engine.context import CallbackDesk, CallContext, Outcome
+from ivr.flows.hours import open_intervals
 from ivr.flows.model import (
     REFUSAL_PROMPTS,
     SPOKEN_MINUTES,
@@ -155,7 +156,9 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
         await _unavailable(ctx, dialog, q)
         return False
     try:
-        offer = await desk.offer(q.name, ctx.call.caller, min_wait=q.min_wait_seconds, requested=q.offer_always)
+        hours = await _agents_hours(ctx, q)
+        offer = await desk.offer(q.name, ctx.call.caller, min_wait=q.min_wait_seconds, requested=q.offer_always,
+                                 hours=hours)
     except Exception as exc:  # virtual hold failing must never keep a caller from the queue
         ctx.log.exception("callback offer failed queue=%s", q.name)
         await ctx.event("queue.offer", node=node.name, queue=q.name, offered=False,
@@ -167,7 +170,8 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
                     estimate=est.seconds, low=est.low, high=est.high, method=est.method,
                     estimate_unknown=est.reason or None, basis=est.basis, threshold=offer.threshold,
                     minutes=list(offer.minutes) if offer.minutes else None, zones=list(offer.zones),
-                    dial_at=offer.dial_at.isoformat() if offer.dial_at else None, **_asked(q))
+                    dial_at=offer.dial_at.isoformat() if offer.dial_at else None, **_asked(q),
+                    **({"hours": q.hours} if q.hours else {}))
     ctx.log.info("callback offer queue=%s offered=%s reason=%s estimate=%s", q.name, offer.offer, offer.reason,
                  est.seconds)
     if not offer.offer:
@@ -191,7 +195,7 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
     slot: tuple[datetime, str] | None = None
     if q.schedule_prompts is not None:
         slot = await _choose_time(ctx, node, q, q.schedule_prompts, desk, dialog, number.zones,
-                                  offer.dial_at or ctx.now(), arrival)
+                                  offer.dial_at or ctx.now(), arrival, hours)
     consent = Consent(at=ctx.now(), number=number.e164, heard=" | ".join(dialog.heard),
                       pressed=" ".join(dialog.pressed))
     # A chosen time is the promise; the wait estimate is not (the report counts only quoted waits).
@@ -233,12 +237,12 @@ def slot_prompts(sp: SchedulePrompts, slot: datetime, now: datetime, zone: str) 
 
 
 async def _choose_time(ctx: CallContext, node: Node, q: QueueWithCallback, sp: SchedulePrompts, desk: CallbackDesk,
-                       dialog: Dialog, zones: tuple[str, ...], earliest: datetime, arrival: datetime
-                       ) -> tuple[datetime, str] | None:
+                       dialog: Dialog, zones: tuple[str, ...], earliest: datetime, arrival: datetime,
+                       hours: list[tuple[datetime, datetime]] | None = None) -> tuple[datetime, str] | None:
     """ "As soon as possible press 1, to choose a time press 2", then the next open slots; the chosen slot
     and the zone it was said in, or None for as soon as possible (also on silence or another key: the caller
     has already accepted a callback). No slot open: the question is not asked."""
-    choice = desk.slots(zones, earliest, arrival)
+    choice = desk.slots(zones, earliest, arrival, hours=hours)
     slots = list(choice.slots)[:9]  # one key each
     if not slots:
         await ctx.event("callback.schedule", node=node.name, queue=q.name, choice="asap", reason="no open slot")
@@ -265,6 +269,16 @@ async def _choose_time(ctx: CallContext, node: Node, q: QueueWithCallback, sp: S
     await ctx.event("callback.schedule", node=node.name, queue=q.name, choice="slot", offered=offered,
                     scheduled_at=at.isoformat(), zone=choice.zone, key=picked)
     return at, choice.zone
+
+
+async def _agents_hours(ctx: CallContext, q: QueueWithCallback) -> list[tuple[datetime, datetime]] | None:
+    """When the queue's agents are there (``callback: {hours: NAME}``), as UTC intervals for today, tomorrow
+    and the day after (slots reach to the end of tomorrow); none while the emergency switch says closed."""
+    if q.hours is None:
+        return None
+    if await ctx.switches.emergency_closed(q.hours):
+        return []
+    return open_intervals(ctx.flows.schedules[q.hours], ctx.now(), days=3)
 
 
 def _asked(q: QueueWithCallback) -> dict[str, object]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from ivr.callbacks.desk import CANCELLABLE
@@ -14,6 +14,7 @@ from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferTarg
 from ivr.engine.conditions import evaluate, interpolate
 from ivr.engine.context import CallContext, Outcome
 from ivr.engine.privacy import mask, refers_to
+from ivr.flows.arith import Arithmetic, NotComputable
 from ivr.flows.hours import HoursState, decide
 from ivr.flows.loader import normalize_words
 from ivr.flows.model import (
@@ -33,8 +34,10 @@ from ivr.flows.model import (
     QueueWithCallback,
     Return,
     SetVars,
+    Split,
     Survey,
     Transfer,
+    queue_fact,
 )
 
 Step = Callable[[CallContext, Node, Any], Awaitable[str | None]]
@@ -91,11 +94,25 @@ async def _match_menu(ctx: CallContext, menu: Menu, got: CallerInput) -> MenuOpt
     return keys.get(entry)
 
 
+def _enter_menu(ctx: CallContext, node: Node) -> str | None:
+    """Note the menu on the trail (back to an earlier one cuts the trail there, like a browser's history);
+    the menu before it in the same flow, where ``back`` goes."""
+    here = (ctx.flow.name, node.name)
+    if here in ctx.menu_trail:
+        del ctx.menu_trail[ctx.menu_trail.index(here) + 1:]
+    else:
+        ctx.menu_trail.append(here)
+    before = ctx.menu_trail[-2] if len(ctx.menu_trail) > 1 else None
+    return before[1] if before is not None and before[0] == ctx.flow.name else None
+
+
 async def step_menu(ctx: CallContext, node: Node, m: Menu) -> str | None:
     phrases = tuple(w for o in m.options for w in o.keywords)
     grammar = Grammar(phrases, lang=ctx.flow.language, settings=m.speech_settings) if m.speech else None
     no_input = no_match = 0
     prompt = m.prompt
+    back = _enter_menu(ctx, node)
+    global_keys = dict(m.global_keys)
     while True:
         got = await turns.ask(ctx, prompt, timeout=m.timeout, barge_in=m.barge_in, grammar=grammar)
         if got is None:
@@ -110,6 +127,16 @@ async def step_menu(ctx: CallContext, node: Node, m: Menu) -> str | None:
             await ctx.event("menu.choice", node=node.name, key=option.key, via=got.kind,
                             target=option.target)
             return option.target
+        action = global_keys.get(got.value) if got.kind == "dtmf" else None
+        if action == "repeat":  # asked for, not a mistake: no count, the full greeting again
+            await ctx.event("menu.repeat", node=node.name, key=got.value)
+            prompt = m.prompt
+            continue
+        target = back if action == "back" else action
+        if target is not None:
+            await ctx.event("menu.choice", node=node.name, key=got.value, via=got.kind, target=target,
+                            global_key=action)
+            return target
         no_match += 1
         await ctx.event("menu.no_match", node=node.name, input=got.value, count=no_match,
                         max=m.max_no_match)
@@ -186,12 +213,56 @@ def _digits_ref(c: Collect) -> DigitsRef:
 
 
 async def step_branch(ctx: CallContext, node: Node, b: Branch) -> str | None:
+    variables = LiveVariables(ctx)
     for i, (cond, target) in enumerate(b.cases):
-        if evaluate(cond, ctx.variables):
-            await ctx.event("branch.taken", node=node.name, case=i + 1, target=target)
+        if evaluate(cond, variables):
+            await ctx.event("branch.taken", node=node.name, case=i + 1, target=target, **variables.seen())
             return target
-    await ctx.event("branch.taken", node=node.name, case=None, target=node.next)
+    await ctx.event("branch.taken", node=node.name, case=None, target=node.next, **variables.seen())
     return node.next
+
+
+class LiveVariables(Mapping[str, object]):
+    """The call's variables, and the live queue facts (``queue.support.wait`` …) read from the callback desk
+    when a condition asks for them, each once per branch; what was read goes into the event (``live``), so
+    a routing decision on the queue's state can be explained afterwards."""
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self.read: dict[str, int | None] = {}
+
+    def __getitem__(self, name: str) -> object:
+        fact = queue_fact(name)
+        if fact is None:
+            return self.ctx.variables[name]
+        if name not in self.read:
+            desk = self.ctx.callbacks
+            self.read[name] = desk.queue_fact(*fact) if desk is not None else None
+        value = self.read[name]
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ctx.variables)
+
+    def __len__(self) -> int:
+        return len(self.ctx.variables)
+
+    def seen(self) -> dict[str, object]:
+        return {"live": dict(self.read)} if self.read else {}
+
+
+async def step_split(ctx: CallContext, node: Node, s: Split) -> str | None:
+    """One variant per caller, the same on every call (their caller ID's digits); a withheld caller ID
+    falls back to the call, so such callers are spread but not kept in one variant."""
+    digits = "".join(ch for ch in ctx.call.caller if ch.isdigit())
+    basis, key = ("caller", digits) if len(digits) >= 3 else ("call", ctx.call.call_id)
+    variant, target = s.choose(key)
+    ctx.variables[s.variable] = variant
+    await ctx.event("experiment.assigned", node=node.name, experiment=s.experiment, variant=variant,
+                    basis=basis, target=target)
+    return target
 
 
 async def step_hours(ctx: CallContext, node: Node, h: Hours) -> str | None:
@@ -208,14 +279,26 @@ async def step_hours(ctx: CallContext, node: Node, h: Hours) -> str | None:
 
 
 async def step_set(ctx: CallContext, node: Node, s: SetVars) -> str | None:
+    errors: dict[str, str] = {}
     for name, value in s.values:
-        if name in s.sensitive or refers_to(value, ctx.sensitive):  # a copy of a secret is a secret
+        # a copy of a secret, or a sum with one, is a secret
+        if (name in s.sensitive or refers_to(value, ctx.sensitive)
+                or (isinstance(value, Arithmetic) and ctx.sensitive.intersection(value.variables))):
             ctx.sensitive.add(name)
-        ctx.variables[name] = interpolate(value, ctx.variables)
+        if isinstance(value, Arithmetic):
+            try:
+                ctx.variables[name] = value.evaluate(ctx.variables)
+            except NotComputable as exc:  # the call goes on; the flow can branch on an empty value
+                ctx.variables[name] = ""
+                why = "(sensitive, masked)" if name in ctx.sensitive else str(exc)  # the reason may quote it
+                errors[name] = why
+                ctx.log.warning("set %s: %s; it is now empty (node %s)", name, why, node.name)
+        else:
+            ctx.variables[name] = interpolate(value, ctx.variables)
+    hidden = sorted(k for k, _ in s.values if k in ctx.sensitive)
     await ctx.event("vars.set", node=node.name,
                     values={k: ctx.recordable(k, ctx.variables[k]) for k, _ in s.values},
-                    **({"sensitive": sorted(k for k, _ in s.values if k in ctx.sensitive)}
-                       if any(k in ctx.sensitive for k, _ in s.values) else {}))
+                    **({"errors": errors} if errors else {}), **({"sensitive": hidden} if hidden else {}))
     return node.next
 
 
@@ -369,4 +452,5 @@ STEPS: dict[type, Step] = {
     Survey: step_survey,
     Hangup: step_hangup,
     CallbackCancel: step_callback_cancel,
+    Split: step_split,
 }

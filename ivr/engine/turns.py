@@ -14,8 +14,9 @@ from typing import Any
 from ivr.engine.call import CallerInput, Grammar
 from ivr.engine.context import CallContext
 from ivr.engine.privacy import MASK, mask
+from ivr.flows import spoken
 from ivr.flows.audio import Audio
-from ivr.flows.model import DigitsRef, Pos, PromptRef, Prompts
+from ivr.flows.model import DigitsRef, Pos, PromptRef, Prompts, ValueRef
 from ivr.flows.prompts import DIGIT_NAMES
 
 
@@ -44,16 +45,38 @@ def resolve_named(ctx: CallContext, prompts: Prompts) -> list[tuple[Audio, str]]
                 with contextlib.suppress(KeyError):  # a symbol with no recording in this language
                     a = lib.get(ctx.flow, DIGIT_NAMES[c], ctx.lang)
                     out.append((a, f"digits:{mask(value)}" if hidden else a.name))
+        elif isinstance(item, ValueRef):
+            said = _say_value(ctx, item)
+            hidden = item.var in ctx.sensitive  # a spoken value's fragments would spell it out
+            out += [(a, f"{item.kind}:{MASK}" if hidden else a.name) for a in said]
     return out
 
 
 def recorded_names(named: list[tuple[Audio, str]]) -> list[str]:
-    """The names of the audio played, a masked read-back once rather than once per digit."""
+    """The names of the audio played, a masked read-back or value once rather than once per fragment."""
     out: list[str] = []
     for _, name in named:
-        if not (name.startswith("digits:") and out and out[-1] == name):
+        if not (MASK in name and out and out[-1] == name):
             out.append(name)
     return out
+
+
+def _say_value(ctx: CallContext, item: ValueRef) -> list[Audio]:
+    """A value in the caller's language (the flow's first where the caller's has no fragments); a value that
+    cannot be said is skipped with one warning, never a wrong number."""
+    lib = ctx.flows.library
+    assert lib is not None
+    value = ctx.variables.get(item.var)
+    lang = ctx.lang if ctx.lang.split("-")[0] in spoken.LANGUAGES else ctx.flow.language
+    try:
+        names = spoken.words(item.kind, "" if value is None else value, lang, currency=item.currency)
+        return [lib.get(ctx.flow, name, lang) for name in names]
+    except spoken.NotSayable as exc:
+        ctx.log.warning("not said: %s %s: %s", item.kind, item.var,
+                        "(sensitive, masked)" if item.var in ctx.sensitive else exc)
+    except KeyError as exc:  # a fragment not rendered: the flow's languages lack it (ivr check says so)
+        ctx.log.warning("not said: %s %s: no audio for %s in %s", item.kind, item.var, exc, lang)
+    return []
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
@@ -92,7 +115,7 @@ async def play(ctx: CallContext, prompts: Prompts, *, barge_in: bool) -> bool:
         await ctx.event("prompt.skipped", prompts=names, reason="type-ahead")
         return True
     # a read-back of a sensitive value: a call that narrates what it plays (the simulator) masks it
-    hidden = any(n.startswith("digits:") for n in names)
+    hidden = any(MASK in n for n in names)
     if not barge_in:
         with sensitive_entry(ctx, hidden):
             await ctx.call.play(audio)

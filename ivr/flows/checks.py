@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from ivr.errors import Problem
 from ivr.flows.loader import Loaded, Ref
 from ivr.flows.model import (
+    QUEUE_FACTS,
+    QUEUE_VAR_PREFIX,
     TERMINAL,
     Branch,
     CallbackCancel,
@@ -26,8 +28,10 @@ from ivr.flows.model import (
     Play,
     Pos,
     SetVars,
+    Split,
     Survey,
     is_pattern,
+    queue_fact,
 )
 from ivr.flows.prompts import BUILTIN_PROMPTS
 
@@ -72,6 +76,8 @@ def known_vars(loaded: Loaded) -> set[str]:
                 names.add(a.into)
             elif isinstance(a, SetVars):
                 names |= {k for k, _ in a.values}
+            elif isinstance(a, Split):
+                names.add(a.variable)
     return names
 
 
@@ -112,7 +118,11 @@ def check_refs(loaded: Loaded) -> list[Problem]:
                 sug = _suggest(ref.name, loaded.schedules) or \
                     f" (define it under hours: in any flow file; schedules: {known})"
                 problems.append(_p(ref.pos, f"unknown hours schedule '{ref.name}'{sug}"))
-        elif ref.kind == "var" and ref.name not in variables and not ref.name.startswith(HEADER_VAR_PREFIX):
+        elif ref.kind == "var" and ref.name.startswith(QUEUE_VAR_PREFIX) and queue_fact(ref.name) is None:
+            problems.append(_p(ref.pos, f"unknown queue fact '{ref.name}': write queue.NAME.FACT, FACT one of "
+                               f"{', '.join(QUEUE_FACTS)} (e.g. queue.support.wait)"))
+        elif ref.kind == "var" and ref.name not in variables and not ref.name.startswith(
+                (HEADER_VAR_PREFIX, QUEUE_VAR_PREFIX)):
             problems.append(_p(ref.pos, f"unknown variable '{ref.name}'{_suggest(ref.name, variables)}; "
                                "it is never set (declare it under variables:)"))
     return problems
@@ -124,10 +134,17 @@ def check_unused_prompts(loaded: Loaded) -> list[Problem]:
     used = {(ref.flow, ref.name) for ref in loaded.refs if ref.kind == "prompt"}
     unsure = {ref.flow for ref in loaded.refs if ref.kind == "prompt" and ref.flow in loaded.flows
               and ref.name not in loaded.flows[ref.flow].prompts and ref.name not in BUILTIN_PROMPTS}
-    return [Problem(p.pos.file, p.pos.line, p.pos.column,
-                    f"prompt '{name}' is never played (no node uses it): use it or remove it", warning=True)
-            for flow in loaded.flows.values() for name, p in flow.prompts.items()
-            if (flow.name, name) not in used and name not in BUILTIN_PROMPTS and flow.name not in unsure]
+    problems = [Problem(p.pos.file, p.pos.line, p.pos.column,
+                        f"prompt '{name}' is never played (no node uses it): use it or remove it", warning=True)
+                for flow in loaded.flows.values() for name, p in flow.prompts.items()
+                if (flow.name, name) not in used and name not in BUILTIN_PROMPTS and flow.name not in unsure
+                and p.pos.file == flow.file]  # a shared prompt is not every flow's leftover
+    if not unsure and not loaded.unread:
+        played = {name for _, name in used}
+        problems += [Problem(p.pos.file, p.pos.line, p.pos.column, f"shared prompt '{name}' is never played "
+                             "(no flow uses it): use it or remove it", warning=True)
+                     for name, p in loaded.shared_prompts.items() if name not in played]
+    return problems
 
 
 def _builtin_languages(flow: Flow, ref: Ref) -> list[Problem]:
@@ -223,7 +240,7 @@ def check_graph(flow: Flow, *, paths: bool = True) -> list[Problem]:
         problems.append(_p(node.pos, f"loop with no exit: {names} never reaches a hangup, transfer, "
                            "queue or return"))
     # Loops that spin without playing or waiting (set/goto/branch/hours only).
-    instant = {n.name for n in nodes.values() if isinstance(n.action, SetVars | Goto | Branch | Hours)}
+    instant = {n.name for n in nodes.values() if isinstance(n.action, SetVars | Goto | Branch | Hours | Split)}
     for n in sorted(instant, key=lambda x: nodes[x].pos):
         if n in reported:
             continue

@@ -23,6 +23,7 @@ from ivr.flows.model import (
     Play,
     QueueWithCallback,
     Return,
+    Split,
     Survey,
     Transfer,
 )
@@ -40,6 +41,7 @@ SHAPES = {
     "survey": ("box", "#fce7f3"),
     "hours": ("diamond", "#e0e7ff"),
     "branch": ("diamond", "#e0e7ff"),
+    "split": ("diamond", "#fae8ff"),
     "transfer": ("doubleoctagon", "#dcfce7"),
     "queue": ("doubleoctagon", "#dcfce7"),
     "hangup": ("octagon", "#fee2e2"),
@@ -77,6 +79,8 @@ def _detail(flowset: FlowSet, flow: Flow, node_name: str) -> str:
         return said(a.prompt)
     if isinstance(a, Branch):
         return f"{len(a.cases)} conditions"
+    if isinstance(a, Split):
+        return f"experiment {a.experiment}"
     if isinstance(a, Return):
         return "back to caller flow"
     return ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo
 
@@ -131,3 +131,28 @@ def decide(schedule: Schedule, now: datetime, *, emergency_closed: bool = False)
     if today in schedule.holidays:
         return HoursDecision(HoursState.HOLIDAY, f"holiday {schedule.holidays[today]}")
     return HoursDecision(HoursState.CLOSED, "outside weekly hours")
+
+
+def open_intervals(schedule: Schedule, start: datetime, days: int) -> list[tuple[datetime, datetime]]:
+    """UTC intervals in which ``schedule`` is open, from ``start`` through ``days`` more local days, by the
+    same precedence as :func:`decide` (override, holiday, weekly; a range that runs past midnight belongs
+    to the day it starts). Sorted and merged, so a callback offer can intersect it with calling windows."""
+    tz = schedule.timezone
+    first = start.astimezone(tz).date() - timedelta(days=1)
+    spans: list[tuple[datetime, datetime]] = []
+    for i in range(days + 2):
+        day = first + timedelta(days=i)
+        for r in _ranges_for(schedule, day):
+            end_day = day + timedelta(days=r.end_minutes // (24 * 60))
+            end_min = r.end_minutes % (24 * 60)
+            a = datetime.combine(day, r.start, tzinfo=tz).astimezone(UTC)
+            b = datetime.combine(end_day, time(end_min // 60, end_min % 60), tzinfo=tz).astimezone(UTC)
+            if b > a:
+                spans.append((a, b))
+    merged: list[tuple[datetime, datetime]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return [(a, b) for a, b in merged if b > start]

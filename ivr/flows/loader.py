@@ -17,9 +17,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import Problem
+from ivr.flows import arith, spoken
 from ivr.flows import hours as hours_mod
 from ivr.flows.hints import NODE_SETTINGS, SCHEMA, flow_hints
 from ivr.flows.model import (
+    GLOBAL_ACTIONS,
     AllOf,
     AnyOf,
     Branch,
@@ -51,16 +53,18 @@ from ivr.flows.model import (
     SchedulePrompts,
     SetVars,
     SpeechSettings,
+    Split,
     Survey,
     Test,
     Transfer,
+    ValueRef,
 )
 from ivr.proto.vad import VadConfig
 from ivr.yamlpos import key_position, load_yaml, position, schema_problems
 
 ACTIONS = (
     "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
-    "survey", "hangup", "callback_cancel",
+    "survey", "hangup", "callback_cancel", "split",
 )
 #: actions that hand the caller to the PBX: their outcome (transferred, queued, callback) says what happened,
 #: so ``resolved: true`` (self-service done in the IVR) is refused on them
@@ -97,6 +101,8 @@ class Loaded:
     whole set (unknown flows, schedules, variables; the default flow) stay quiet rather than guess."""
     files: list[str] = field(default_factory=list)
     digest: str = ""
+    shared_prompts: dict[str, PromptDef] = field(default_factory=dict)
+    """Prompts of files without ``flow:`` (a prompt library): every flow may play them; its own win."""
 
 
 def flow_files(paths: list[Path]) -> list[Path]:
@@ -156,8 +162,22 @@ def load(paths: list[Path], *, site_timezone: str = "UTC") -> Loaded:
                 loaded.broken_flows.add(doc["flow"])
             continue
         _FileBuilder(loaded, doc, name, path, site_timezone).build()
+    _share_prompts(loaded)
     loaded.digest = digest.hexdigest()[:12]
     return loaded
+
+
+def _share_prompts(loaded: Loaded) -> None:
+    """The library's prompts into every flow that does not define the name itself, in the languages the flow
+    speaks (rendered per flow like its own; the render cache makes the copies free). A shared prompt without
+    the flow's first language is left out of that flow: playing it there is then an unknown prompt."""
+    for flow in loaded.flows.values():
+        for name, shared in loaded.shared_prompts.items():
+            if name in flow.prompts:
+                continue
+            variants = {lang: v for lang, v in shared.variants.items() if lang in flow.languages}
+            if flow.language in variants:
+                flow.prompts[name] = PromptDef(name, variants, shared.pos)
 
 
 def _misplaced_actions(doc: Any, file: str) -> list[Problem]:
@@ -228,6 +248,13 @@ class _FileBuilder:
         for sname, sdoc in (self.doc.get("hours") or {}).items():
             self.schedule(str(sname), sdoc)
         if self.flow_name is None:
+            for pname, spec in (self.doc.get("prompts") or {}).items():
+                if str(pname) in self.loaded.shared_prompts:
+                    first = self.loaded.shared_prompts[str(pname)].pos
+                    self.problem(self.kpos("prompts", pname), f"shared prompt '{pname}' is also defined in "
+                                 f"{first.file}:{first.line}")
+                    continue
+                self.loaded.shared_prompts[str(pname)] = self.prompt_def(str(pname), spec)
             return
         if self.flow_name in self.loaded.flows or self.flow_name in self.loaded.broken_flows:
             other = self.loaded.flows.get(self.flow_name)
@@ -238,6 +265,7 @@ class _FileBuilder:
         if "timezone" in self.doc:
             self.zone(tz_name, self.pos("timezone"))
         prompts = {str(k): self.prompt_def(str(k), v) for k, v in (self.doc.get("prompts") or {}).items()}
+        self.global_keys = self.parse_global_keys()
         nodes: dict[str, Node] = {}
         for nname, ndoc in self.doc["nodes"].items():
             node = self.node(str(nname), ndoc)
@@ -310,10 +338,19 @@ class _FileBuilder:
                 pos = self.pos(*ipath)
                 self.ref("prompt", item, pos)
                 out.append(PromptRef(item, pos))
-            else:
+            elif "digits" in item:
                 pos = self.pos(*ipath, "digits")
                 self.ref("var", item["digits"], pos)
                 out.append(DigitsRef(str(item["digits"]), pos))
+            else:
+                kind = next(k for k in spoken.KINDS if k in item)
+                pos = self.pos(*ipath, kind)
+                self.ref("var", item[kind], pos)
+                unsaid = [lang for lang in self.languages if lang.split("-")[0] not in spoken.LANGUAGES]
+                if unsaid:
+                    self.problem(pos, f"{kind}: values are spoken in {', '.join(spoken.LANGUAGES)}, not in "
+                                 f"{', '.join(unsaid)} (this flow's languages)")
+                out.append(ValueRef(kind, str(item[kind]), pos, item.get("currency")))
         return tuple(out)
 
     # -- nodes --
@@ -352,6 +389,20 @@ class _FileBuilder:
             description=str(spec.get("description", "")),
             resolved=resolved is True,
         )
+
+    def parse_global_keys(self) -> tuple[tuple[str, str], ...]:
+        """``global_keys: {"0": operator, "*": back, "#": repeat}``: keys every menu of the flow answers."""
+        out = []
+        for key, value in (self.doc.get("global_keys") or {}).items():
+            key_s, target = str(key), str(value)
+            if target in GLOBAL_ACTIONS:
+                if target in self.doc["nodes"]:
+                    self.problem(self.pos("global_keys", key), f"'{target}' is both a node and the global key "
+                                 f"action {target} (rename the node)")
+            else:
+                self.target(value, "global_keys", key)
+            out.append((key_s, target))
+        return tuple(out)
 
     def target(self, value: Any, *path: str | int) -> str:
         self.ref("node", value, self.pos(*path))
@@ -402,10 +453,13 @@ class _FileBuilder:
         speech = has_words if speech is None else speech
         if speech and not has_words:
             self.problem(self.pos(*path, "speech"), "speech is on but no option has say: keywords")
+        own = {o.key for o in options}
         return Menu(
             prompt=prompt,
             reprompt=self.prompts(v.get("reprompt"), *path, "reprompt") or prompt,
             options=tuple(options),
+            global_keys=tuple((k, t) for k, t in self.global_keys if k not in own)
+            if v.get("global_keys", True) is not False else (),
             timeout=float(v.get("timeout", 5)),
             inter_digit_timeout=float(v.get("inter_digit_timeout", 2)),
             max_no_input=int(v.get("max_no_input", 3)),
@@ -534,6 +588,16 @@ class _FileBuilder:
             cases.append((cond, self.target(case["goto"], *path, i, "goto")))
         return Branch(tuple(cases))
 
+    def act_split(self, v: Any, path: tuple) -> Split:
+        variants = tuple((str(name), float(spec["share"]), self.target(spec["goto"], *path, "variants", name, "goto"))
+                         for name, spec in v["variants"].items())
+        total = sum(share for _, share, _ in variants)
+        if abs(total - 100) > 1e-9:
+            shares = " + ".join(f"{share:g}" for _, share, _ in variants)
+            self.problem(self.kpos(*path, "variants"), f"the variants' shares add up to {total:g} ({shares}), "
+                         "not 100")
+        return Split(experiment=str(v.get("experiment") or path[1]), variants=variants)
+
     def act_hours(self, v: Any, path: tuple) -> Hours:
         self.ref("schedule", v["schedule"], self.pos(*path, "schedule"))
         return Hours(
@@ -552,10 +616,24 @@ class _FileBuilder:
         values: list[tuple[str, object]] = []
         sensitive: set[str] = set()
         for k, val in v.items():
-            if isinstance(val, dict):  # {value: ..., sensitive: true}
+            if isinstance(val, dict):  # {value: V}, {add: N} or {expr: "..."}, each with sensitive: true if so
                 if val.get("sensitive"):
                     sensitive.add(str(k))
-                val = val.get("value")
+                ops = {o: a for o, a in val.items() if o != "sensitive"}
+                if "value" in ops:
+                    val = ops["value"]
+                else:  # {add: N} or {expr: "..."}: computed when the call gets here
+                    op, arg = next(iter(ops.items()))
+                    try:
+                        computed = arith.counter(str(k), arg) if op == "add" else arith.parse(str(arg))
+                    except ValueError as exc:
+                        self.problem(self.pos(*path, k, op), str(exc))
+                        continue
+                    for var in computed.variables:
+                        if var != str(k):
+                            self.ref("var", var, self.pos(*path, k, op))
+                    values.append((str(k), computed))
+                    continue
             for var in re.findall(r"\$\{([^}]*)\}", str(val)) if isinstance(val, str) else ():
                 self.ref("var", var, self.pos(*path, k))
             values.append((str(k), val))
@@ -611,6 +689,8 @@ class _FileBuilder:
                 f.name: self.prompts(given[f.name], *ppath, f.name) if f.name in given
                 else self.prompts(f"callback_{f.name}", *path) for f in dataclasses.fields(SchedulePrompts)})
         min_wait = cb.get("min_wait_seconds")
+        if "hours" in cb:
+            self.ref("schedule", cb["hours"], self.pos(*path, "callback", "hours"))
         return QueueWithCallback(
             name=str(v["name"]),
             prompt=self.prompts(v.get("prompt"), *path, "prompt"),
@@ -622,6 +702,7 @@ class _FileBuilder:
             timeout=float(cb.get("timeout", 6)),
             callback_prompts=cb_prompts,
             schedule_prompts=sched_prompts,
+            hours=str(cb["hours"]) if "hours" in cb else None,
         )
 
     def act_callback_cancel(self, v: Any, path: tuple) -> CallbackCancel:

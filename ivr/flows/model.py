@@ -7,6 +7,7 @@ keeps the version it started on.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -60,7 +61,18 @@ class DigitsRef:
     pos: Pos
 
 
-PromptItem = PromptRef | DigitsRef
+@dataclass(frozen=True)
+class ValueRef:
+    """Say a variable as a number, an amount of money, a date, a time or an ordinal, in the caller's language,
+    from pre-rendered fragments (ivr/flows/spoken.py)."""
+
+    kind: str  # number, money, date, time, ordinal
+    var: str
+    pos: Pos
+    currency: str | None = None
+
+
+PromptItem = PromptRef | DigitsRef | ValueRef
 Prompts = tuple[PromptItem, ...]
 
 
@@ -150,6 +162,9 @@ class Menu:
     speech: bool = False
     min_confidence: float = 0.5
     speech_settings: SpeechSettings = field(default_factory=SpeechSettings)
+    global_keys: tuple[tuple[str, str], ...] = ()
+    """The flow's ``global_keys`` this menu answers (its own options on a key win; ``global_keys: false``
+    answers none): key → a node of the flow, or ``back`` / ``repeat``."""
 
     @property
     def key_length(self) -> int:
@@ -209,6 +224,35 @@ class SetVars:
 @dataclass(frozen=True)
 class Goto:
     target: str
+
+
+@dataclass(frozen=True)
+class Split:
+    """An experiment (A/B test): each caller is sent to one variant, by a stable hash of the experiment and
+    their caller ID (the same caller hears the same variant every time), or of the call when the caller ID
+    is withheld. ``variants``: (name, share in percent, target), shares adding up to 100."""
+
+    experiment: str
+    variants: tuple[tuple[str, float, str], ...]
+
+    @property
+    def variable(self) -> str:
+        """The call variable that holds the caller's variant: ``variant_`` and the name (``-``/``.`` as ``_``)."""
+        return "variant_" + self.experiment.replace("-", "_").replace(".", "_")
+
+    def choose(self, key: str) -> tuple[str, str]:
+        """(variant, target) for ``key`` (the caller's digits, or the call's id): the point of a SHA-256 of
+        experiment and key in [0, 100) falls in one variant's share. Stable across calls, restarts and boxes;
+        another experiment name shuffles independently."""
+        digest = hashlib.sha256(f"{self.experiment}\0{key}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * 100
+        edge = 0.0
+        for name, share, target in self.variants:
+            edge += share
+            if point < edge:
+                return name, target
+        name, _, target = self.variants[-1]  # rounding at the very top
+        return name, target
 
 
 @dataclass(frozen=True)
@@ -325,6 +369,9 @@ class QueueWithCallback:
     """None when no offer is made (nothing extra to render)."""
     schedule_prompts: SchedulePrompts | None = None
     """``callback: {schedule: true}`` (and an offer): the caller may choose a time; None: as soon as possible."""
+    hours: str | None = None
+    """``callback: {hours: NAME}``: callbacks (as soon as possible or a chosen slot) only while this hours
+    schedule is open, holidays, overrides and the emergency switch included; None: the calling windows only."""
 
     @property
     def spoken_builtins(self) -> tuple[str, ...]:
@@ -375,8 +422,11 @@ class Hangup:
 
 Action = (
     Play | Menu | Collect | Branch | Hours | SetVars | Goto | CallFlow | Return | Transfer
-    | QueueWithCallback | Survey | Hangup | CallbackCancel
+    | QueueWithCallback | Survey | Hangup | CallbackCancel | Split
 )
+
+#: ``global_keys`` values that are not nodes: back to the menu before this one (in this flow), say it again
+GLOBAL_ACTIONS = ("back", "repeat")
 
 #: Actions after which a call ends or leaves this flow; the node needs no ``next``.
 TERMINAL = (Hangup, Transfer, QueueWithCallback, Return)
@@ -403,6 +453,8 @@ class Node:
             for o in a.options:
                 label = " / ".join(x for x in (o.key or "", *o.keywords[:2]) if x)
                 out.append((label, o.target))
+            out.extend((f"{key} (every menu)", target) for key, target in a.global_keys
+                       if target not in GLOBAL_ACTIONS)
         elif isinstance(a, Branch):
             out.extend((f"if #{i + 1}", t) for i, (_, t) in enumerate(a.cases))
         elif isinstance(a, Hours):
@@ -411,6 +463,8 @@ class Node:
                 out.append(("holiday", a.holiday))
         elif isinstance(a, Goto):
             out.append(("", a.target))
+        elif isinstance(a, Split):
+            out.extend((f"{name} {share:g}%", target) for name, share, target in a.variants)
         if self.next:
             out.append(("else" if isinstance(a, Branch) else "next", self.next))
         if self.failure:
@@ -471,3 +525,18 @@ def number_matches(pattern: str, dialed: str) -> bool:
     """``X`` is one digit, ``*`` any run (Asterisk-like, kept small on purpose)."""
     glob = pattern.replace("X", "[0-9]")
     return fnmatch.fnmatchcase(dialed, glob)
+
+
+QUEUE_VAR_PREFIX = "queue."
+QUEUE_FACTS = ("wait", "agents_available", "callers_waiting")
+"""Live queue state a condition may test: ``{var: queue.support.wait, gt: 300}`` (seconds, the wait a caller
+joining now would have), ``queue.NAME.agents_available``, ``queue.NAME.callers_waiting``. Unknown (no
+estimate, the PBX link down) means not set: a comparison is then false and ``is_set: false`` is true."""
+
+
+def queue_fact(name: str) -> tuple[str, str] | None:
+    """``queue.support.wait`` → (``support``, ``wait``); None for any other variable name."""
+    if not name.startswith(QUEUE_VAR_PREFIX):
+        return None
+    queue, _, fact = name[len(QUEUE_VAR_PREFIX):].rpartition(".")
+    return (queue, fact) if queue and fact in QUEUE_FACTS else None

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from ivr.flows.audio import PromptLibrary
 from ivr.flows.callback_prompts import CALLBACK_TEXTS, NUMBER_TEXTS, PAUSE_TEXT
-from ivr.flows.model import DigitsRef, Flow, Pos, PromptDef, PromptRef, PromptVariant
+from ivr.flows.model import DigitsRef, Flow, Pos, PromptDef, PromptRef, PromptVariant, ValueRef
+from ivr.flows.spoken import FRAGMENTS, fragments_for
 
 ULAW_SILENCE = b"\xff"
 ALAW_SILENCE = b"\xd5"
@@ -36,6 +37,7 @@ BUILTIN_PROMPTS: dict[str, Builtin] = {
     "goodbye": Builtin({"en": "Goodbye."}),
     "speech_unavailable": Builtin({"en": "Voice recognition is busy right now. Please use your keypad."}),
     **{name: Builtin(texts) for name, texts in {**CALLBACK_TEXTS, **NUMBER_TEXTS, **PAUSE_TEXT}.items()},
+    **{name: Builtin(texts) for name, texts in FRAGMENTS.items()},  # spoken values (ivr/flows/spoken.py)
 }
 DIGIT_NAMES = {**{d: f"digit_{d}" for d in "0123456789"}, "*": "digit_star", "#": "digit_pound"}
 
@@ -61,6 +63,10 @@ def needed_variants(flow: Flow) -> dict[tuple[str, str], tuple[PromptVariant, Po
             if isinstance(item, DigitsRef):
                 for name in DIGIT_NAMES.values():
                     used.setdefault(name, item.pos)
+            if isinstance(item, ValueRef):  # the value is known only in the call: every fragment of its languages
+                for lang in flow.languages:
+                    for name in fragments_for(lang, item.kind):
+                        used.setdefault(name, item.pos)
     for name, pos in used.items():
         builtin = BUILTIN_PROMPTS.get(name)
         if builtin is None:
@@ -78,7 +84,7 @@ def _prompt_items(action: object) -> list[object]:
     for value in vars(action).values():
         if isinstance(value, tuple):
             for v in value:
-                if isinstance(v, PromptRef | DigitsRef):
+                if isinstance(v, PromptRef | DigitsRef | ValueRef):
                     items.append(v)
         elif hasattr(value, "__dataclass_fields__"):
             items += _prompt_items(value)

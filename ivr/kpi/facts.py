@@ -120,6 +120,7 @@ class CallFacts:
     callback_leg: bool = False  # the customer leg of a SIP callback (outbound), not an inbound call
     surveys: tuple[SurveyAnswer, ...] = ()
     site: str = ""  # the site it was taken at (the central store's reports group by it; a box leaves it empty)
+    variants: tuple[str, ...] = ()  # "experiment=variant" for each split node the call passed (experiment.assigned)
 
     @property
     def last_node(self) -> str | None:
@@ -226,6 +227,7 @@ class _CallBuilder:
     request_id: str | None = None
     leg: bool = False
     surveys: list[SurveyAnswer] = field(default_factory=list)
+    variants: dict[str, str] = field(default_factory=dict)
 
     def add(self, type_: str, data: Mapping[str, Any], at: datetime | None) -> None:
         if type_ == "call.started":
@@ -268,6 +270,8 @@ class _CallBuilder:
             self.queue = str(data.get("queue") or "") or self.queue
         elif type_ == "callback.leg":
             self.leg = True
+        elif type_ == "experiment.assigned":
+            self.variants.setdefault(str(data.get("experiment") or ""), str(data.get("variant") or ""))
         elif type_ == "survey.answer":
             v = number(data.get("value"))
             if v is not None:
@@ -288,7 +292,8 @@ class _CallBuilder:
             outcome=self.outcome, detail=self.detail, path=tuple(self.path), resolved=self.resolved,
             transfer_failed=self.transfer_failed, handoff=self.handoff, queue=self.queue, queued_at=self.queued_at,
             offer_decided=self.offer_decided, callback_offered=self.offered, callback_accepted=self.accepted,
-            callback_request_id=self.request_id, callback_leg=self.leg, surveys=tuple(self.surveys))
+            callback_request_id=self.request_id, callback_leg=self.leg, surveys=tuple(self.surveys),
+            variants=tuple(f"{e}={v}" for e, v in self.variants.items()))
 
 
 @dataclass

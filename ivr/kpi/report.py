@@ -15,6 +15,9 @@ from typing import Any
 from ivr.kpi import buckets
 from ivr.kpi import formulas as f
 from ivr.kpi import measures as m
+from ivr.kpi.experiments import Experiment
+from ivr.kpi.experiments import compare as compare_variants
+from ivr.kpi.experiments import render as render_experiments
 from ivr.kpi.facts import (
     CallbackRequestFacts,
     CallFacts,
@@ -26,6 +29,9 @@ from ivr.kpi.facts import (
 from ivr.kpi.measures import Kpi
 
 GROUP_BY = ("flow", "queue", "hour", "day", "node")
+#: the box's own grouping besides: a call's ``split`` variants (the central store does not keep them yet)
+VARIANT_BY = "variant"
+BOX_GROUP_BY = (*GROUP_BY, VARIANT_BY)
 #: the central store's groupings besides (ivr_central.kpi.report): a box is one site
 SITE_GROUP_BY = ("site", "group")
 NO_KEY = "-"  # the group of records that have none (a call never queued, a queue visit with no IVR call)
@@ -67,6 +73,8 @@ class KpiReport:
     totals: tuple[Kpi, ...]
     groups: tuple[Group, ...] = ()
     abandon_by_node: Mapping[str, Kpi] = field(default_factory=dict)
+    experiments: tuple[Experiment, ...] = ()
+    """``by="variant"``: each experiment's variants against its control, with intervals."""
 
     def get(self, name: str) -> Kpi:
         """A KPI of the totals by name (``KeyError`` if there is none)."""
@@ -88,6 +96,7 @@ class KpiReport:
             "totals": {k.name: _json(k) for k in self.totals},
             "ivr_abandon_by_node": {node: _json(k) for node, k in self.abandon_by_node.items()},
             "groups": [{"key": g.key, "kpis": {k.name: _json(k) for k in g.kpis}} for g in self.groups],
+            **({"experiments": [e.as_dict() for e in self.experiments]} if self.by == VARIANT_BY else {}),
         }
 
     def rows(self) -> list[dict[str, Any]]:
@@ -113,6 +122,9 @@ class KpiReport:
                 r = _row(title, k)
                 lines.append(f"  {k.name:<32} {r['value']:>12}  n={k.n:<6} {k.variant}"
                              + ("  (provisional)" if k.provisional else ""))
+        if self.by == VARIANT_BY:
+            lines += render_experiments(self.experiments) if self.experiments else [
+                "", "no experiment: no call in the period passed a split node"]
         if self.by is None and self.abandon_by_node:
             lines += ["", "abandoned in the IVR, by node"]
             for node, k in self.abandon_by_node.items():
@@ -290,6 +302,8 @@ def _keys(by: str, calls: Sequence[CallFacts], requests: Sequence[CallbackReques
             return frozenset({c.flow or NO_KEY})
         if by == "node":
             return frozenset(c.path) or none
+        if by == VARIANT_BY:
+            return frozenset(c.variants) or none
         return frozenset({c.queue or NO_KEY})
 
     def of_request(r: CallbackRequestFacts | None) -> frozenset[str]:
@@ -324,8 +338,8 @@ def build(events: Iterable[Any], queue_rows: Iterable[Mapping[str, Any]] | None 
     ``region``: the site's ISO 3166 region, for reading caller IDs (FCR). ``by``: one of ``GROUP_BY``.
     Callback legs (outbound) never count as IVR calls; simulated calls (channel ``simulator``) only with
     ``include_simulated``."""
-    if by is not None and by not in GROUP_BY:
-        raise ValueError(f"--by must be one of {', '.join(GROUP_BY)}, not {by!r}")
+    if by is not None and by not in BOX_GROUP_BY:
+        raise ValueError(f"--by must be one of {', '.join(BOX_GROUP_BY)}, not {by!r}")
     facts = facts_from_events(events)
     calls = [c for c in facts.calls if not c.callback_leg and (include_simulated or c.channel != "simulator")]
     visits = visits_from_queue_log(facts.queue_rows if queue_rows is None else queue_rows)
@@ -348,8 +362,8 @@ def build_from_facts(calls: Sequence[CallFacts], visits: Sequence[QueueVisit],
     request outside the period is not taken for an orphan). ``history``: the callers' index for FCR (default:
     ``calls``, numbers read in ``region``). ``by``: one of ``GROUP_BY`` or ``SITE_GROUP_BY`` (the facts'
     ``site``, and ``site_groups``: site → group)."""
-    if by is not None and by not in (*GROUP_BY, *SITE_GROUP_BY):
-        raise ValueError(f"by must be one of {', '.join((*GROUP_BY, *SITE_GROUP_BY))}, not {by!r}")
+    if by is not None and by not in (*BOX_GROUP_BY, *SITE_GROUP_BY):
+        raise ValueError(f"by must be one of {', '.join((*BOX_GROUP_BY, *SITE_GROUP_BY))}, not {by!r}")
     p = params or Params()
     until = now if until is None else until
     end = min(until, now)  # rates and buckets run to now: the rest of the period has not happened
@@ -373,8 +387,9 @@ def build_from_facts(calls: Sequence[CallFacts], visits: Sequence[QueueVisit],
             if by == "node" and key in abandon:
                 g = (*g, abandon[key])
             groups.append(Group(key, g))
+    experiments = tuple(compare_variants(sel.started)) if by == VARIANT_BY else ()
     return KpiReport(since=since, until=until, now=now, zone=zone, by=by, params=p, totals=totals,
-                     groups=tuple(groups), abandon_by_node=abandon)
+                     groups=tuple(groups), abandon_by_node=abandon, experiments=experiments)
 
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
