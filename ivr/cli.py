@@ -157,6 +157,11 @@ async def _flow_for(config: Config, spec: str, *, render: bool) -> tuple[FlowSet
     return flowset, entry
 
 
+def _sealer(config: Config) -> Any:
+    """The event log's sealer when ``privacy:`` is on (ivr/store/privacy.py), else None."""
+    return config.privacy.sealer() if config.privacy is not None else None
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.live:  # the daemon's own state and control socket
         return asyncio.run(_simulate_live(_config(args), args))
@@ -226,7 +231,8 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     # ones, which the daemon runs); the emergency switches are still the site's.
     db_path = config.simulate_db_path
     try:
-        async with (await EventLog.open(db_path, config.site_id, config.timezone) as events,
+        async with (await EventLog.open(db_path, config.site_id, config.timezone,
+                                        sealer=_sealer(config)) as events,
                     scratch_desk(waits, site=config.site_id, policy=policy, region=region, now=now) as desk):
             rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
             outcome = await run_call(call, flowset, rec, now=now, switches=LogSwitches(config.db_path),
@@ -515,7 +521,8 @@ def cmd_kpi(args: argparse.Namespace) -> int:
         print(f"ivr kpi: --by must be one of {', '.join(BOX_GROUP_BY)}", file=sys.stderr)
         return 2
     region = config.callbacks.region if config.callbacks is not None else "US"
-    events = iter_events(config.db_path) if config.db_path.exists() else iter(())
+    # as stored: the KPIs read no sealed field (the caller is its pseudonym, caller_ref), as at the center
+    events = iter_events(config.db_path, opened=False) if config.db_path.exists() else iter(())
     report = build(events, zone=zone, since=since, until=until, by=args.by, now=now, region=region)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -639,7 +646,8 @@ async def _sync_once(config: Config) -> dict[str, Any]:
     if not quiet.handlers:
         quiet.addHandler(logging.NullHandler())
     assert config.central is not None
-    async with await EventLog.open(config.db_path, config.site_id, config.timezone) as events:
+    async with await EventLog.open(config.db_path, config.site_id, config.timezone,
+                                   sealer=_sealer(config)) as events:
         relay = await open_relay(config.central, events, db_path=config.db_path, lock_path=config.sync_lock,
                                  logger=quiet)
         try:
@@ -664,7 +672,7 @@ def cmd_closed(args: argparse.Namespace) -> int:
         return 1
 
     async def go() -> None:
-        async with await EventLog.open(config.db_path, config.site_id) as events:
+        async with await EventLog.open(config.db_path, config.site_id, sealer=_sealer(config)) as events:
             await events.set_switch(args.schedule, args.state == "on", args.reason)
 
     asyncio.run(go())
@@ -752,7 +760,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return 1
 
     async def record() -> None:  # opening it also brings an older backup's schema up to date
-        async with await EventLog.open(config.db_path, config.site_id, config.timezone) as events:
+        async with await EventLog.open(config.db_path, config.site_id, config.timezone,
+                                   sealer=_sealer(config)) as events:
             await events.append("state.restored", None, source=str(args.file), backup_last_seq=summary.last_seq,
                                 backup_last_event_at=summary.last_event_at, replaced=str(moved) if moved else None)
 
@@ -820,7 +829,7 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         now = datetime.now(UTC)
-        async with await EventLog.open(config.db_path, config.site_id) as events:
+        async with await EventLog.open(config.db_path, config.site_id, sealer=_sealer(config)) as events:
             store = CallbackStore(events)
             if args.action == "list":
                 sql = "SELECT id FROM callback_requests" + ("" if args.all else
@@ -909,7 +918,7 @@ def _callbacks_report(config: Config, args: argparse.Namespace) -> int:
     async def rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if not config.db_path.exists():
             return [], []
-        async with await EventLog.open(config.db_path, config.site_id) as events:
+        async with await EventLog.open(config.db_path, config.site_id, sealer=_sealer(config)) as events:
             sql = "SELECT id, state FROM callback_requests WHERE site=? AND requested_at>=?"
             params: tuple[Any, ...] = (config.site_id, utc_now_text(since))
             if args.queue:
@@ -931,6 +940,68 @@ def _callbacks_report(config: Config, args: argparse.Namespace) -> int:
     print(render(report, f"callbacks since {since.isoformat(timespec='seconds')}"
                          + (f" in queue {args.queue}" if args.queue else "")))
     return 0
+
+
+def cmd_privacy(args: argparse.Namespace) -> int:
+    """``ivr privacy erase --caller NUMBER`` (a data-subject request) and ``--expired`` (retention, now): the keys
+    and rows erased, printed and recorded as ``privacy.erased`` (without the number). Runs beside the daemon
+    (WAL); a callback of the caller still waiting is cancelled first, one being dialled is kept and named."""
+    from ivr.store.callbacks import CallbackStore, IllegalTransition
+    from ivr.store.erasure import erase_caller, erase_expired
+    from ivr.store.eventlog import EventLog
+    from ivr.store.privacy import normalise
+
+    config = _config(args)
+    region = config.privacy.region if config.privacy is not None else (
+        config.callbacks.region if config.callbacks is not None else "US")
+    if args.expired and (config.privacy is None or config.privacy.retention_days is None):
+        print("ivr privacy erase --expired: no privacy.retention_days in " + config.source, file=sys.stderr)
+        return 2
+    if not config.db_path.exists():
+        print(f"nothing to erase: no database at {config.db_path}")
+        return 0
+
+    async def go() -> int:
+        now = datetime.now(UTC)
+        async with await EventLog.open(config.db_path, config.site_id, config.timezone,
+                                       sealer=_sealer(config)) as events:
+            if args.expired:
+                assert config.privacy is not None and config.privacy.retention_days is not None
+                done = await erase_expired(events, config.privacy.retention_days, now)
+            else:
+                store = CallbackStore(events)
+                e164 = normalise(args.caller, region)
+                async with events.db.execute("SELECT id, number, consent_number FROM callback_requests WHERE state"
+                                             " IN ('requested','retry','no-answer','busy')") as cur:
+                    waiting = [str(r[0]) for r in await cur.fetchall()
+                               if e164 in (normalise(str(r[1]), region), normalise(str(r[2]), region))]
+                cancelled = []
+                for rid in waiting:
+                    try:
+                        await store.cancel(rid, now, "personal data erased on request")
+                        cancelled.append(rid)
+                    except IllegalTransition:  # began dialling meanwhile: kept, and reported
+                        pass
+                done = await erase_caller(events, args.caller, region, now)
+                if cancelled:
+                    print(f"cancelled {len(cancelled)} waiting callback(s): {', '.join(cancelled)}")
+        if args.json:
+            print(json.dumps(done.as_dict(), indent=2))
+        else:
+            what = "retention" if args.expired else "the caller"
+            print(f"erased for {what}: {done.keys} key(s) (the sealed fields of their events), {done.calls} call"
+                  f" record(s), {done.callbacks} finished callback(s)")
+            if done.kept_callbacks:
+                print(f"kept {len(done.kept_callbacks)} callback(s) being dialled now: "
+                      f"{', '.join(done.kept_callbacks)} (run this again once they are over)")
+            if config.privacy is None:
+                print("note: privacy is off in " + config.source + ": events were written in clear and keep the"
+                      " number (add a privacy: section so new calls can be erased)")
+            if not done.checkpointed:
+                print("note: a reader kept the WAL from being truncated now; the next checkpoint removes the old pages")
+        return 0
+
+    return asyncio.run(go())
 
 
 class _Ambiguous(Exception):  # noqa: N818 - a user's input, not a fault
@@ -1082,6 +1153,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--queue", default="", help="only the requests for this queue")
     c.add_argument("--json", action="store_true", help="the figures as one JSON object")
     s.set_defaults(func=cmd_callbacks)
+
+    s = sub.add_parser("privacy", help="erase personal data: one caller's (a data-subject request), or what is due")
+    pv = s.add_subparsers(dest="action", required=True)
+    c = pv.add_parser("erase", help="erase a caller's personal data (keys, call records, finished callbacks)")
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--caller", help="the caller's number, in any form (read as E.164 in the site's region)")
+    who.add_argument("--expired", action="store_true", help="what privacy.retention_days says is due, now")
+    c.add_argument("--json", action="store_true", help="what was erased as one JSON object")
+    s.set_defaults(func=cmd_privacy)
 
     from ivr.update import add_subcommand as add_update  # issue #16: `ivr update` (firmware/README.md)
     add_update(sub)

@@ -264,6 +264,27 @@ class CentralConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """The ``privacy:`` section (docs/config.md#privacy): personal fields of events sealed with per-call keys,
+    erased after ``retention_days`` (None: only by ``ivr privacy erase``)."""
+
+    retention_days: float | None = None
+    pseudonym_key_file: Path = Path("var/privacy-pseudonym.key")
+    """The key of the callers' pseudonyms (``caller_ref``); made on first use. The same file on every box of an
+    organisation lets the center match repeat callers across sites."""
+    region: str = "US"
+    """Where numbers without a country code are read (callbacks.region when set)."""
+    check_seconds: float = 3600.0
+    """How often the daemon erases what retention says is due."""
+
+    def sealer(self) -> Any:
+        """The event log's Sealer (ivr/store/privacy.py), with the pseudonym key loaded (or made)."""
+        from ivr.store.privacy import Sealer, load_pseudonym_key
+
+        return Sealer(load_pseudonym_key(self.pseudonym_key_file), self.region)
+
+
+@dataclass(frozen=True)
 class Config:
     site_id: str
     """Stamped on every event; unique per box across the central store."""
@@ -300,6 +321,9 @@ class Config:
     """The Prometheus endpoint; on 127.0.0.1:9464 when the config has no ``metrics:`` section."""
     central: CentralConfig | None = None
     """The central collector; None (no ``central.url``): the box keeps its log and sends nothing."""
+    privacy: PrivacyConfig | None = None
+    """Personal data sealed and erasable (docs/config.md#privacy); None (no ``privacy:`` section): written in
+    clear, as before."""
     source: str = "built-in defaults"
     """Where this config came from, for logs and ``ivr check``."""
 
@@ -473,12 +497,15 @@ def _build(doc: Any, path: Path, name: str) -> Config:
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})
     transfer = (TransferConfig(**{str(k): v for k, v in doc["transfer"].items()})
                 if isinstance(doc.get("transfer"), dict) else None)
+    state_dir = (base / str(doc["state_dir"]) if "state_dir" in doc
+                 else _service_dir("STATE_DIRECTORY", path) or base / "var")
+    cb_doc = doc.get("callbacks")
+    cb_region = str(cb_doc.get("region", "US")) if isinstance(cb_doc, dict) else "US"
     return Config(
         site_id=str(site.get("id") or _default_site_id()),
         site_name=str(site.get("name", "")),
         timezone=tz,
-        state_dir=(base / str(doc["state_dir"]) if "state_dir" in doc
-                   else _service_dir("STATE_DIRECTORY", path) or base / "var"),
+        state_dir=state_dir,
         flows_dir=(base / str(doc.get("flows_dir", "flows"))),
         log_level=str(log.get("level", "info")),
         log_format=str(log.get("format", "text")),
@@ -497,8 +524,21 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         callbacks=_callbacks(doc, name, tz, problems),
         metrics=metrics,
         central=central,
+        privacy=_privacy(doc, base, state_dir, cb_region),
         source=name,
     )
+
+
+def _privacy(doc: Any, base: Path, state_dir: Path, region: str) -> PrivacyConfig | None:
+    """The ``privacy:`` section (its shape checked by the schema); present, even empty, turns sealing on."""
+    if "privacy" not in doc or doc["privacy"] is False:
+        return None
+    p = doc["privacy"]
+    p = p if isinstance(p, dict) else {}
+    days = p.get("retention_days")
+    key = base / str(p["pseudonym_key_file"]) if p.get("pseudonym_key_file") else state_dir / "privacy-pseudonym.key"
+    return PrivacyConfig(retention_days=None if days is None else float(days), pseudonym_key_file=key, region=region,
+                         check_seconds=float(p.get("check_seconds", 3600)))
 
 
 def _metrics(doc: Any, name: str, problems: list[Problem]) -> MetricsConfig:

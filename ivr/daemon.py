@@ -63,6 +63,7 @@ class Daemon:
         self.metrics: Any = None  # ivr.metrics.exporter.MetricsServer unless metrics: {enabled: false}
         self.relay: Any = None  # ivr.sync.relay.Relay when central.url is configured
         self._sync_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self._callback_tasks: list[asyncio.Task[None]] = []
         self._speech_task: asyncio.Task[None] | None = None
         self.flows: FlowSet | None = None
@@ -97,7 +98,12 @@ class Daemon:
 
             self.metrics = await start_metrics(self)
         self._phase(f"opening the event log {self.config.db_path}")
-        self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone)
+        privacy = self.config.privacy
+        self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone,
+                                          sealer=privacy.sealer() if privacy is not None else None)
+        if privacy is not None and privacy.retention_days is not None:
+            self._retention_task = asyncio.create_task(self._retention(privacy.retention_days, privacy.check_seconds),
+                                                       name="privacy-retention")
         self.events.unsaved_seconds = self.config.navigation_unsaved_seconds
         await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid(),
                                  zone=self.config.timezone)
@@ -130,6 +136,22 @@ class Daemon:
             self._phase("starting callbacks: reconciling attempts left in flight")
             await self._start_callbacks()
         await self._start_sync()
+
+    async def _retention(self, days: float, every: float) -> None:
+        """Erase the personal data retention says is due, now and every ``every`` seconds (docs/config.md)."""
+        from ivr.store.erasure import erase_expired
+
+        while not self.stopping.is_set():
+            try:
+                assert self.events is not None
+                done = await erase_expired(self.events, days, datetime.now(UTC))
+                if done.keys or done.calls or done.callbacks:
+                    log.info("privacy retention erased keys=%d calls=%d callbacks=%d", done.keys, done.calls,
+                             done.callbacks)
+            except Exception:  # a locked file now is retried at the next round; calls go on
+                log.exception("privacy retention failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every)
 
     async def _start_sync(self) -> None:
         """The relay to the central collector (docs/central.md); without ``central.url`` the log is only kept."""
@@ -338,6 +360,9 @@ class Daemon:
         if self._sync_task is not None:
             self._sync_task.cancel()
             await asyncio.wait({self._sync_task}, timeout=5)
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            await asyncio.wait({self._retention_task}, timeout=5)
         if self.relay is not None:
             await self.relay.close()
         if self.metrics is not None:

@@ -165,12 +165,21 @@ class SimulatedCall:
         """The daemon's ``transfer:`` settings for ``--live`` (None: transfers fail as a real call's do), or
         PRETEND."""
 
+    masking = False
+    """A sensitive entry is being read: the echo of the caller's keys is masked (``mask_input``)."""
+
+    def mask_input(self, on: bool) -> None:
+        self.masking = on
+
     def say(self, line: str) -> None:
         self.emit(line)
 
     async def play(self, audio: Sequence[Audio]) -> None:
         self._check()
         for a in audio:
+            if self.masking and a.name.startswith(("digit_", "v.")):  # a sensitive read-back or value: heard only
+                self.say("  ♪ •")
+                continue
             self.say("  ♪ (pause)" if a.name == "pause" else f"  ♪ {a.text}")
         await asyncio.sleep(0)
 
@@ -221,6 +230,8 @@ class SimulatedCall:
                 self.say(f"  … (said '{parsed[0].value}', but this prompt does not listen for speech)")
                 return None
             shown = "".join(i.value for i in parsed) if parsed[0].kind == "dtmf" else f"say '{parsed[0].value}'"
+            if self.masking:  # a sensitive entry: the transcript never holds it (ivr/engine/privacy.py)
+                shown = "•" * len(parsed) if parsed[0].kind == "dtmf" else "say (sensitive, masked)"
             self.say(f"  ← {shown}")
             self.buffer.extend(parsed)
 
@@ -278,7 +289,11 @@ class SimulatedCall:
         if isinstance(listening.ended, TooLong):
             self.say(f"  … ({name}: speech cut at {listening.config.max_speech:g} s, the max length)")
         verdict = f"accepted '{d.value}'" if d.accepted else "rejected"
-        self.say(f"  ← {name}: heard '{result.text}' confidence {result.confidence:.2f}, {verdict} ({d.reason})")
+        if self.masking:
+            self.say(f"  ← {name}: heard (sensitive, masked) confidence {result.confidence:.2f}, "
+                     f"{'accepted' if d.accepted else 'rejected'} ({d.reason})")
+        else:
+            self.say(f"  ← {name}: heard '{result.text}' confidence {result.confidence:.2f}, {verdict} ({d.reason})")
         details: dict[str, object] = {
             "heard": result.text,
             "decision": d.reason,

@@ -99,6 +99,8 @@ class SipCall:
         self.speech_verify = speech_verify
         self.speech_language = speech_language
         self._listener: SpeechListener | None = None
+        self.masking = False
+        """A sensitive entry is being read (the engine's ``mask_input``): what is heard is not logged."""
         self._loop = asyncio.get_running_loop()
         self.answered_at = self._loop.time()
         leg.on_dtmf = self._info_digit
@@ -250,6 +252,10 @@ class SipCall:
                  result.ok, result.detail)
         return result
 
+    def mask_input(self, on: bool) -> None:
+        """The engine reads a sensitive entry (``sensitive: true``) while ``on``: nothing heard is logged."""
+        self.masking = on
+
     async def hangup(self) -> None:
         if self.leg.ended.is_set():
             return
@@ -381,7 +387,8 @@ class SpeechListener:
                                * 1000),
         }
         self.call.inputs.put_nowait(CallerInput("speech", text or "", result.confidence, "asr", details))
-        log.info("speech call_id=%s heard=%r accepted=%s reason=%s", self.call.call_id, result.text,
+        heard = "(sensitive, masked)" if self.call.masking else repr(result.text)
+        log.info("speech call_id=%s heard=%s accepted=%s reason=%s", self.call.call_id, heard,
                  result.accepted, result.decision.reason)
 
     async def close(self) -> None:

@@ -124,7 +124,7 @@ async def run_call(
     finally:
         outcome = final_outcome(ctx, outcome)
         # Shielded: a shutdown cancels the call, but its record is still committed.
-        await asyncio.shield(rec.end(outcome, ctx.path, ctx.variables))
+        await asyncio.shield(rec.end(outcome, ctx.path, ctx.recorded_variables()))
         ctx.log.info("call ended outcome=%s detail=%s path=%s", outcome.kind, outcome.detail,
                      ">".join(ctx.path))
     return outcome

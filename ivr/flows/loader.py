@@ -510,6 +510,7 @@ class _FileBuilder:
             speech=bool(speech),
             confirm=confirm,
             speech_settings=settings,
+            sensitive=bool(v.get("sensitive", False)),
         )
 
     def speech_settings(self, v: Any, path: tuple, *, digits: bool) -> tuple[bool | None, SpeechSettings]:
@@ -624,23 +625,30 @@ class _FileBuilder:
                       f"({', '.join(self.languages)}): callers would go on hearing {self.languages[0]} "
                       "(add it to languages:, with its prompts)")
         values: list[tuple[str, object]] = []
+        sensitive: set[str] = set()
         for k, val in v.items():
-            if isinstance(val, dict):  # {add: N} or {expr: "..."}: computed when the call gets here
-                op, arg = next(iter(val.items()))
-                try:
-                    computed = arith.counter(str(k), arg) if op == "add" else arith.parse(str(arg))
-                except ValueError as exc:
-                    self.problem(self.pos(*path, k, op), str(exc))
+            if isinstance(val, dict):  # {value: V}, {add: N} or {expr: "..."}, each with sensitive: true if so
+                if val.get("sensitive"):
+                    sensitive.add(str(k))
+                ops = {o: a for o, a in val.items() if o != "sensitive"}
+                if "value" in ops:
+                    val = ops["value"]
+                else:  # {add: N} or {expr: "..."}: computed when the call gets here
+                    op, arg = next(iter(ops.items()))
+                    try:
+                        computed = arith.counter(str(k), arg) if op == "add" else arith.parse(str(arg))
+                    except ValueError as exc:
+                        self.problem(self.pos(*path, k, op), str(exc))
+                        continue
+                    for var in computed.variables:
+                        if var != str(k):
+                            self.ref("var", var, self.pos(*path, k, op))
+                    values.append((str(k), computed))
                     continue
-                for var in computed.variables:
-                    if var != str(k):
-                        self.ref("var", var, self.pos(*path, k, op))
-                values.append((str(k), computed))
-                continue
             for var in re.findall(r"\$\{([^}]*)\}", str(val)) if isinstance(val, str) else ():
                 self.ref("var", var, self.pos(*path, k))
             values.append((str(k), val))
-        return SetVars(tuple(values))
+        return SetVars(tuple(values), frozenset(sensitive))
 
     def act_goto(self, v: Any, path: tuple) -> Goto:
         return Goto(self.target(v, *path))

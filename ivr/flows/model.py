@@ -196,6 +196,9 @@ class Collect:
     speech: bool = False
     confirm: Confirm | None = None
     speech_settings: SpeechSettings = field(default_factory=SpeechSettings)
+    sensitive: bool = False
+    """The entry (a PIN, a card number) is never written anywhere in clear: events, the call's record, logs and
+    the simulator's transcript show it masked; the flow reads the real value during the call."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,8 @@ class Hours:
 @dataclass(frozen=True)
 class SetVars:
     values: tuple[tuple[str, object], ...]
+    sensitive: frozenset[str] = frozenset()
+    """Names set here as sensitive (``name: {value: ..., sensitive: true}``): masked wherever recorded."""
 
 
 @dataclass(frozen=True)

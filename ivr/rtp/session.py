@@ -286,7 +286,7 @@ class RtpSession:
                     if self.on_audio is not None:
                         self.on_audio(ev.pcm)
                 elif isinstance(ev, DtmfReceived):
-                    self._log.debug("dtmf %s digit=%s source=%s", ev.kind, ev.digit, ev.source)
+                    self._log.debug("dtmf %s source=%s", ev.kind, ev.source)  # no digit: it may be a PIN
                     if self.on_dtmf is not None:
                         self.on_dtmf(ev.kind, ev.digit, ev.source)
                 elif isinstance(ev, PromptSent):
