@@ -15,6 +15,12 @@ What is measured, per implementation and N:
 - the IVR's CPU (average over the calls, and the peak 1 s) and RSS (before, peak, per call) and sipp's
   CPU, sampled from /proc every 0.2 s.
 
+With ``--inband`` (ivr only) the callers offer no telephone-event (bench/load_files/inband_call.xml), so the
+daemon's in-band DTMF detector listens to every call: each caller talks (espeak-ng, looped) from its answer
+until its key, the detector's costly case, and then sends key 2 as a tone in its audio (sox, 120 ms, -8 dB
+per tone). The key's time in the capture is its last tone frame; every key heard (or not) and any other
+digit (talk-off) is counted from the event log.
+
 With ``--speech-calls K`` (ivr only), once the N calls are up K more sipp callers
 (bench/load_files/speech_call.xml) keep speaking keywords to a listening menu (speech_flow.yaml), so the
 daemon decodes speech on its own threads beside the DTMF calls: the send interval is also given for the time
@@ -22,6 +28,7 @@ all K are up, and every recognition (how many, accepted, end of speech → resul
 
 Run:  .venv/bin/python bench/load.py [--calls 10,50,100,200,300] [--impl ivr,pyvoip] [--json]
       .venv/bin/python bench/load.py --calls 100 --impl ivr --settle 60 --speech-calls 24
+      .venv/bin/python bench/load.py --calls 200 --impl ivr --inband
 Figures only, nothing asserted. Needs sipp, dumpcap (wireshark-common), espeak-ng and sox, and root (or
 capture rights) for dumpcap and sipp's pcap play. The pyVoIP venv (bench/.venv-pyvoip) is made on first
 use with ``python3 -m venv`` and ``pip install pyVoIP==1.6.8``.
@@ -282,6 +289,48 @@ def speech_figures(db: Path) -> dict[str, Any]:
             "after_speech_max_ms": r2(max(after)) if after else None, "turns_refused": refused}
 
 
+INBAND_SPEECH = ("Hello, I am calling about my bill. My account number is three four five six seven eight, "
+                 "and I would like to talk to somebody about the last payment, please.")
+
+
+def inband_caller(work: Path, talk_seconds: float, bye_timeout_s: float) -> tuple[Path, tuple[bytes, bytes]]:
+    """The in-band callers' scenario: a pcap of speech (espeak-ng, looped) for ``talk_seconds``, then key 2 as
+    a tone (sox), then quiet. Returns (scenario, (first, last) frame of the key as µ-law RTP payloads)."""
+    tmp = work / "inband"
+    tmp.mkdir()
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(tmp / "talk.wav"), INBAND_SPEECH], check=True)
+    one = float(subprocess.run(["soxi", "-D", str(tmp / "talk.wav")], capture_output=True, text=True,
+                               check=True).stdout)
+    subprocess.run(["sox", str(tmp / "talk.wav"), "-r", "8000", "-c", "1", "-e", "u-law", "-t", "raw",
+                    str(tmp / "talk.ul"), "repeat", str(max(0, int(talk_seconds / max(one, 0.5))))], check=True)
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", "-t", "raw", str(tmp / "key.ul"), "synth",
+                    "0.12", "sine", "697", "synth", "0.12", "sine", "mix", "1336", "gain", "-8"], check=True)
+    talk = (tmp / "talk.ul").read_bytes()[: int(talk_seconds * 8000) // 160 * 160]
+    talk = talk.ljust(int(talk_seconds * 8000) // 160 * 160, b"\xff")
+    key = (tmp / "key.ul").read_bytes()
+    key = key[: len(key) // 160 * 160]
+    write_rtp_pcap(work / "inband.pcap", talk + b"\xff" * 1600 + key + b"\xff" * 16000)
+    xml = (FILES / "inband_call.xml").read_text().replace("@PCAP@", str(work / "inband.pcap"))
+    (work / "inband_call.xml").write_text(xml.replace("@BYE_TIMEOUT_MS@", str(int(1000 * bye_timeout_s))))
+    return work / "inband_call.xml", (key[:160], key[-160:])
+
+
+def inband_figures(db: Path) -> dict[str, Any]:
+    """Keys the daemon heard in-band (event log ``input.dtmf``): key 2, any other digit (talk-off), and the
+    calls that reached the next prompt (``menu.choice``)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        digits = [json.loads(d) for (d,) in con.execute("SELECT data FROM events WHERE type = 'input.dtmf'")]
+        choices = con.execute("SELECT count(*) FROM events WHERE type = 'menu.choice'").fetchone()[0]
+    finally:
+        con.close()
+    return {"keys_heard": sum(1 for d in digits if d.get("digit") == "2"),
+            "other_digits": sum(1 for d in digits if d.get("digit") != "2"),
+            "sources": sorted({str(d.get("source")) for d in digits}), "menu_choices": choices}
+
+
 def sip_head(payload: bytes) -> tuple[str, str, str] | None:
     """(first line, Call-ID, CSeq method) of a SIP message."""
     try:
@@ -316,7 +365,7 @@ class CaptureFigures:
 
 
 def analyse(path: Path, sip_port: int, rtp: tuple[int, int], first_frame: bytes | None,
-            window: tuple[float, float] | None = None) -> CaptureFigures:
+            window: tuple[float, float] | None = None, inband_key: tuple[bytes, bytes] | None = None) -> CaptureFigures:
     """INVITE -> 200, per-stream send gaps, key end -> next prompt, from the capture (see the module doc)."""
     fig = CaptureFigures()
     invites: dict[str, float] = {}
@@ -342,6 +391,13 @@ def analyse(path: Path, sip_port: int, rtp: tuple[int, int], first_frame: bytes 
         if lo <= sport <= hi:
             ssrc = int.from_bytes(payload[8:12], "big")
             sent.setdefault((sport, ssrc), []).append((t, bool(payload[1] & 0x80), payload[12:]))
+        elif inband_key is not None and lo <= dport <= hi:
+            body = payload[12:]
+            port_keys = keys.setdefault(dport, [])
+            if body == inband_key[0]:
+                port_keys.append([t])  # the key's first tone frame
+            elif body == inband_key[1] and port_keys and len(port_keys[-1]) == 1:
+                port_keys[-1].append(t)  # and its last: the key's end, as the RFC 2833 end packet
         elif lo <= dport <= hi and payload[1] & 0x7F == TE_PT and len(payload) >= 16:
             port_keys = keys.setdefault(dport, [])
             if not port_keys or t - port_keys[-1][0] > 1.0:
@@ -406,6 +462,8 @@ class RunResult:
     dtmf_next_prompt_p99_ms: float | None = None
     dtmf_next_prompt_max_ms: float | None = None
     keys_without_prompt: int = 0
+    inband: dict[str, Any] = field(default_factory=dict)
+    """With --inband: keys heard, other digits (talk-off), menu choices, from the event log."""
     window: tuple[float, float] | None = None
     window_send_interval_p50_ms: float | None = None
     window_send_interval_p99_ms: float | None = None
@@ -589,6 +647,7 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     target: subprocess.Popen[Any] | None = None
     hog: subprocess.Popen[Any] | None = None
     window: tuple[float, float] | None = None
+    inband_key: tuple[bytes, bytes] | None = None
     try:
         if impl == "ivr":
             target = start_ivr(work, prompts, impl_sip, rtp, speech_calls=args.speech_calls,
@@ -603,7 +662,10 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
         time.sleep(1.0)  # a baseline RSS sample, and the daemon settled
         hold_ms = int(1000 * (n / args.rate + args.settle))
         stats = work / "sipp_stats.csv"
-        cmd = ["sipp", f"127.0.0.1:{impl_sip}", "-sf", str(FILES / "dtmf_call.xml"), "-s", SERVICE,
+        scenario = FILES / "dtmf_call.xml"
+        if args.inband:
+            scenario, inband_key = inband_caller(work, hold_ms / 1000, 60 + hold_ms / 1000)
+        cmd = ["sipp", f"127.0.0.1:{impl_sip}", "-sf", str(scenario), "-s", SERVICE,
                "-m", str(n), "-l", str(n), "-r", str(args.rate), "-d", str(hold_ms),
                "-i", "127.0.0.1", "-p", str(sipp_sip), "-mi", "127.0.0.1", "-mp", str(sipp_media),
                "-timeout", f"{int(hold_ms / 1000 + 120)}s", "-nostdin", "-max_socket", "2048",
@@ -657,7 +719,7 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     m = re.findall(r"received/dropped on interface [^\n]*?: (\d+)/(\d+)", cap_err.read_text(errors="replace"))
     if m:
         res.capture_dropped = int(m[-1][1])
-    fig = analyse(pcap, impl_sip, rtp, first_frame if impl == "pyvoip" else None, window)
+    fig = analyse(pcap, impl_sip, rtp, first_frame if impl == "pyvoip" else None, window, inband_key)
     if window is not None:
         res.window = window
         w = fig.window_gaps_ms
@@ -667,6 +729,8 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     res.packets_captured = fig.packets
     if res.speech_calls:
         res.speech = speech_figures(work / "var" / "ivr.db")
+    if args.inband:
+        res.inband = inband_figures(work / "var" / "ivr.db")
     res.invite_200_p50_ms, res.invite_200_p99_ms = r2(pct(fig.invite_200_ms, 0.5)), r2(pct(fig.invite_200_ms, 0.99))
     res.invites_unanswered = fig.invites_unanswered
     res.send_interval_p50_ms, res.send_interval_p99_ms = r2(pct(fig.gaps_ms, 0.5)), r2(pct(fig.gaps_ms, 0.99))
@@ -717,6 +781,8 @@ def table(results: list[RunResult]) -> str:
         f"capture dropped {fmt(r.capture_dropped)}", f"dumpcap CPU {fmt(r.capture_cpu_avg_pct)} %",
         f"INVITEs unanswered {r.invites_unanswered}",
         f"keys without a next prompt {r.keys_without_prompt}"]
+        + ([f"in-band: {r.calls} keys sent, " + ", ".join(f"{k} {v}" for k, v in r.inband.items())]
+           if r.inband else [])
         + ([f"send interval in the window p50/p99/max {fmt(r.window_send_interval_p50_ms)} / "
             f"{fmt(r.window_send_interval_p99_ms)} / {fmt(r.window_send_interval_max_ms)} ms ({r.window_gaps} gaps)"]
            if r.window else [])
@@ -745,6 +811,9 @@ def main() -> int:
     p.add_argument("--unsaved-seconds", type=float, default=None, metavar="S",
                    help="ivr only: the daemon's calls.navigation_unsaved_seconds (0: every event durable before the "
                         "call goes on, as before issue 19; default: the config default)")
+    p.add_argument("--inband", action="store_true",
+                   help="ivr only: callers without telephone-event, who talk until their key and send it as a tone in "
+                        "their audio, so the in-band DTMF detector runs for every call")
     p.add_argument("--disk-hog", action="store_true",
                    help="run dd ... oflag=dsync in a loop on the state directory's disk during each run")
     args = p.parse_args()
@@ -753,6 +822,8 @@ def main() -> int:
     for impl in impls:
         if impl not in RTP_RANGES:
             p.error(f"unknown --impl {impl!r} (ivr, pyvoip)")
+    if args.inband and impls != ["ivr"]:
+        p.error("--inband needs --impl ivr")
     missing = [t for t in ("sipp", "dumpcap", "espeak-ng", "sox") if shutil.which(t) is None]
     if missing:
         p.error(f"not installed: {', '.join(missing)}")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -73,12 +74,46 @@ def cmd_check(args: argparse.Namespace) -> int:
         also = f" (and {_plural(w, 'warning')})" if w else ""
         print(f"{_plural(n, 'problem')} found{also}", file=sys.stderr)
         return 1
+    if args.speech:
+        rated = _rate_speech(args, config, flowset)
+        if rated is None:
+            return 1
+        warnings = [*warnings, *rated[0]]
+        notes += rated[1]
     for p in warnings:
         print(p)
     print(summary(flowset) + (f", {_plural(len(warnings), 'warning')}" if warnings else ""))
     for note in notes:
         print(note, file=sys.stderr)
     return 0
+
+
+def _rate_speech(args: argparse.Namespace, config: Config, flowset: Any) -> tuple[list[Problem], list[str]] | None:
+    """``ivr check --speech``: the keyword warnings and the per-keyword lines; None (after saying why) when it
+    cannot be run here."""
+    from ivr.adapters import speech_check
+    from ivr.speech import synth
+
+    if not speech_check.listening(flowset):
+        return [], ["speech: no menu listens for keywords; nothing to try"]
+    if not config.speech.enabled:
+        print("ivr check --speech: speech.enabled is false in the config", file=sys.stderr)
+        return None
+    if not synth.available():
+        print("ivr check --speech: needs espeak-ng and sox on PATH", file=sys.stderr)
+        return None
+    voices = [v for v in args.voices.split(",") if v.strip()]
+    try:
+        speeds = [int(s) for s in args.speeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"ivr check --speech: --speeds {args.speeds!r}: write numbers, e.g. 130,175", file=sys.stderr)
+        return None
+    try:
+        ratings = asyncio.run(speech_check.rate_keywords(flowset, config, voices=voices, speeds=speeds))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        print(f"ivr check --speech: {exc}", file=sys.stderr)
+        return None
+    return speech_check.problems(ratings), speech_check.summary(ratings, voices, speeds)
 
 
 def _plural(n: int, word: str) -> str:
@@ -122,6 +157,11 @@ async def _flow_for(config: Config, spec: str, *, render: bool) -> tuple[FlowSet
     return flowset, entry
 
 
+def _sealer(config: Config) -> Any:
+    """The event log's sealer when ``privacy:`` is on (ivr/store/privacy.py), else None."""
+    return config.privacy.sealer() if config.privacy is not None else None
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.live:  # the daemon's own state and control socket
         return asyncio.run(_simulate_live(_config(args), args))
@@ -129,6 +169,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 async def _simulate(config: Config, args: argparse.Namespace) -> int:
+    from ivr.adapters.recordings import RecordingFiles
     from ivr.adapters.simulator import (
         NarratingRecorder,
         SimulatedCall,
@@ -140,12 +181,13 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     from ivr.callbacks.dialer import build_policy
     from ivr.callbacks.policy import CallbackPolicy
     from ivr.engine.runner import run_call
+    from ivr.flows.model import Record
     from ivr.store.eventlog import CallRecorder, EventLog, LogSwitches, read_calls
 
     try:
         waits = StatedWaits(parse_waits(args.wait))
         headers = parse_headers(args.header)
-        _check_inputs(args.input, args.at, speech=config.speech.enabled, config_source=config.source)
+        _check_inputs(args.input, args.at)
     except ValueError as exc:
         print(f"ivr simulate: {exc}", file=sys.stderr)
         return 2
@@ -155,6 +197,11 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     region = args.region or (cb.region if cb is not None else "US")
     flowset, entry = await _flow_for(config, args.flow, render=True)
     flow = flowset.flows[entry]
+    if (not config.speech.enabled and any(t.strip().startswith("wav:") for t in args.input)
+            and not any(isinstance(n.action, Record) for f in flowset.flows.values() for n in f.nodes.values())):
+        print(f"ivr simulate: wav: input needs speech recognition (or a record node), but speech.enabled is false "
+              f"in {config.source}", file=sys.stderr)
+        return 2
     dialed = args.dialed or next((n for n in flow.numbers if "*" not in n and "X" not in n), "")
     at = _parse_at(args.at, flow.timezone) if args.at else None
     now = (lambda: at) if at else (lambda: datetime.now(UTC))
@@ -197,11 +244,14 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     # ones, which the daemon runs); the emergency switches are still the site's.
     db_path = config.simulate_db_path
     try:
-        async with (await EventLog.open(db_path, config.site_id, config.timezone) as events,
+        async with (await EventLog.open(db_path, config.site_id, config.timezone,
+                                        sealer=_sealer(config)) as events,
                     scratch_desk(waits, site=config.site_id, policy=policy, region=region, now=now) as desk):
             rec = NarratingRecorder(CallRecorder(events, call.call_id), emit)
             outcome = await run_call(call, flowset, rec, now=now, switches=LogSwitches(config.db_path),
                                      entry=entry, max_call_seconds=config.max_call_seconds, callbacks=desk,
+                                     recordings=RecordingFiles(config.state_dir / "simulate-recordings",
+                                                               config.recording_retention_days),
                                      lookups=lookups)
     finally:
         await speech.aclose()
@@ -220,7 +270,7 @@ async def _simulate(config: Config, args: argparse.Namespace) -> int:
     return 1 if reader_gone else 0
 
 
-def _check_inputs(tokens: list[str], at: str | None, *, speech: bool, config_source: str) -> None:
+def _check_inputs(tokens: list[str], at: str | None) -> None:
     """Every scripted input and ``--at`` before the call starts: a typo is the user's, so it is refused (exit 2)
     with nothing recorded, rather than becoming a call that went somewhere else."""
     from ivr.adapters.simulator import AudioInputError, SpokenAudio, parse_token, read_audio
@@ -234,8 +284,8 @@ def _check_inputs(tokens: list[str], at: str | None, *, speech: bool, config_sou
         parsed = parse_token(token)
         if not isinstance(parsed, SpokenAudio):
             continue
-        if not speech:
-            raise ValueError(f"wav: input needs speech recognition, but speech.enabled is false in {config_source}")
+        # speech off is not refused here: a wav: may be a message for a record node; where a menu listens,
+        # the simulator says that speech is off
         try:
             read_audio(parsed.path)
         except AudioInputError as exc:
@@ -298,7 +348,7 @@ async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
         return 2
     try:
         waits, headers = parse_waits(args.wait), parse_headers(args.header)
-        _check_inputs(args.input, None, speech=False, config_source=config.source)
+        _check_inputs(args.input, None)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -488,7 +538,8 @@ def cmd_kpi(args: argparse.Namespace) -> int:
         print(f"ivr kpi: --by must be one of {', '.join(BOX_GROUP_BY)}", file=sys.stderr)
         return 2
     region = config.callbacks.region if config.callbacks is not None else "US"
-    events = iter_events(config.db_path) if config.db_path.exists() else iter(())
+    # as stored: the KPIs read no sealed field (the caller is its pseudonym, caller_ref), as at the center
+    events = iter_events(config.db_path, opened=False) if config.db_path.exists() else iter(())
     report = build(events, zone=zone, since=since, until=until, by=args.by, now=now, region=region)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -612,7 +663,8 @@ async def _sync_once(config: Config) -> dict[str, Any]:
     if not quiet.handlers:
         quiet.addHandler(logging.NullHandler())
     assert config.central is not None
-    async with await EventLog.open(config.db_path, config.site_id, config.timezone) as events:
+    async with await EventLog.open(config.db_path, config.site_id, config.timezone,
+                                   sealer=_sealer(config)) as events:
         relay = await open_relay(config.central, events, db_path=config.db_path, lock_path=config.sync_lock,
                                  logger=quiet)
         try:
@@ -637,7 +689,7 @@ def cmd_closed(args: argparse.Namespace) -> int:
         return 1
 
     async def go() -> None:
-        async with await EventLog.open(config.db_path, config.site_id) as events:
+        async with await EventLog.open(config.db_path, config.site_id, sealer=_sealer(config)) as events:
             await events.set_switch(args.schedule, args.state == "on", args.reason)
 
     asyncio.run(go())
@@ -652,6 +704,34 @@ def _schedules(config: Config) -> list[str]:
     from ivr.flows.loader import load
 
     return list(load([config.flows_dir], site_timezone=config.timezone).schedules)
+
+
+def cmd_recordings(args: argparse.Namespace) -> int:
+    """``ivr recordings``: the messages record nodes kept (list, one's file, prune past the retention)."""
+    from ivr.adapters.recordings import RecordingFiles
+
+    config = _config(args)
+    files = RecordingFiles(config.state_dir / "simulate-recordings" if args.simulated else config.recordings_dir,
+                           config.recording_retention_days)
+    if args.action == "prune":
+        print(f"erased {files.prune()} recordings older than {config.recording_retention_days:g} days")
+        return 0
+    if args.action == "path":
+        found = files.find(args.id or "")
+        if found is None:
+            print(f"ivr recordings: no recording {args.id!r}", file=sys.stderr)
+            return 1
+        print(found)
+        return 0
+    items = list(files.all())
+    if args.json:
+        print(json.dumps([{"id": r.id, "file": str(r.path), "seconds": round(r.seconds, 2),
+                           "saved_at": r.saved_at.isoformat()} for r in items]))
+    else:
+        for r in items:
+            print(f"{r.saved_at.astimezone().strftime('%Y-%m-%d %H:%M')}  {r.seconds:6.1f} s  {r.id}  {r.path}")
+        print(f"{len(items)} recordings in {files.root}")
+    return 0
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -697,7 +777,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return 1
 
     async def record() -> None:  # opening it also brings an older backup's schema up to date
-        async with await EventLog.open(config.db_path, config.site_id, config.timezone) as events:
+        async with await EventLog.open(config.db_path, config.site_id, config.timezone,
+                                   sealer=_sealer(config)) as events:
             await events.append("state.restored", None, source=str(args.file), backup_last_seq=summary.last_seq,
                                 backup_last_event_at=summary.last_event_at, replaced=str(moved) if moved else None)
 
@@ -765,7 +846,7 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         now = datetime.now(UTC)
-        async with await EventLog.open(config.db_path, config.site_id) as events:
+        async with await EventLog.open(config.db_path, config.site_id, sealer=_sealer(config)) as events:
             store = CallbackStore(events)
             if args.action == "list":
                 sql = "SELECT id FROM callback_requests" + ("" if args.all else
@@ -854,7 +935,7 @@ def _callbacks_report(config: Config, args: argparse.Namespace) -> int:
     async def rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if not config.db_path.exists():
             return [], []
-        async with await EventLog.open(config.db_path, config.site_id) as events:
+        async with await EventLog.open(config.db_path, config.site_id, sealer=_sealer(config)) as events:
             sql = "SELECT id, state FROM callback_requests WHERE site=? AND requested_at>=?"
             params: tuple[Any, ...] = (config.site_id, utc_now_text(since))
             if args.queue:
@@ -878,6 +959,68 @@ def _callbacks_report(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_privacy(args: argparse.Namespace) -> int:
+    """``ivr privacy erase --caller NUMBER`` (a data-subject request) and ``--expired`` (retention, now): the keys
+    and rows erased, printed and recorded as ``privacy.erased`` (without the number). Runs beside the daemon
+    (WAL); a callback of the caller still waiting is cancelled first, one being dialled is kept and named."""
+    from ivr.store.callbacks import CallbackStore, IllegalTransition
+    from ivr.store.erasure import erase_caller, erase_expired
+    from ivr.store.eventlog import EventLog
+    from ivr.store.privacy import normalise
+
+    config = _config(args)
+    region = config.privacy.region if config.privacy is not None else (
+        config.callbacks.region if config.callbacks is not None else "US")
+    if args.expired and (config.privacy is None or config.privacy.retention_days is None):
+        print("ivr privacy erase --expired: no privacy.retention_days in " + config.source, file=sys.stderr)
+        return 2
+    if not config.db_path.exists():
+        print(f"nothing to erase: no database at {config.db_path}")
+        return 0
+
+    async def go() -> int:
+        now = datetime.now(UTC)
+        async with await EventLog.open(config.db_path, config.site_id, config.timezone,
+                                       sealer=_sealer(config)) as events:
+            if args.expired:
+                assert config.privacy is not None and config.privacy.retention_days is not None
+                done = await erase_expired(events, config.privacy.retention_days, now)
+            else:
+                store = CallbackStore(events)
+                e164 = normalise(args.caller, region)
+                async with events.db.execute("SELECT id, number, consent_number FROM callback_requests WHERE state"
+                                             " IN ('requested','retry','no-answer','busy')") as cur:
+                    waiting = [str(r[0]) for r in await cur.fetchall()
+                               if e164 in (normalise(str(r[1]), region), normalise(str(r[2]), region))]
+                cancelled = []
+                for rid in waiting:
+                    try:
+                        await store.cancel(rid, now, "personal data erased on request")
+                        cancelled.append(rid)
+                    except IllegalTransition:  # began dialling meanwhile: kept, and reported
+                        pass
+                done = await erase_caller(events, args.caller, region, now)
+                if cancelled:
+                    print(f"cancelled {len(cancelled)} waiting callback(s): {', '.join(cancelled)}")
+        if args.json:
+            print(json.dumps(done.as_dict(), indent=2))
+        else:
+            what = "retention" if args.expired else "the caller"
+            print(f"erased for {what}: {done.keys} key(s) (the sealed fields of their events), {done.calls} call"
+                  f" record(s), {done.callbacks} finished callback(s)")
+            if done.kept_callbacks:
+                print(f"kept {len(done.kept_callbacks)} callback(s) being dialled now: "
+                      f"{', '.join(done.kept_callbacks)} (run this again once they are over)")
+            if config.privacy is None:
+                print("note: privacy is off in " + config.source + ": events were written in clear and keep the"
+                      " number (add a privacy: section so new calls can be erased)")
+            if not done.checkpointed:
+                print("note: a reader kept the WAL from being truncated now; the next checkpoint removes the old pages")
+        return 0
+
+    return asyncio.run(go())
+
+
 class _Ambiguous(Exception):  # noqa: N818 - a user's input, not a fault
     def __init__(self, key: str) -> None:
         self.key = key
@@ -895,6 +1038,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="validate config and flows (file:line:column errors)")
     s.add_argument("paths", nargs="*", help="flow files or folders (default: flows_dir)")
     s.add_argument("--no-render", action="store_true", help="skip rendering prompt audio")
+    s.add_argument("--speech", action="store_true",
+                   help="also try every speech keyword: spoken by espeak-ng voices and decoded against its menu's "
+                        "grammar; warns at keywords rarely recognised or confused with another (a minute or two)")
+    s.add_argument("--voices", default=",".join(("ko", "ko+f2", "ko+m3", "ko+f4", "ko+klatt")), metavar="V,V",
+                   help="espeak-ng voices for --speech (default: %(default)s)")
+    s.add_argument("--speeds", default="130,175,210", metavar="N,N", help="words per minute for --speech "
+                   "(default: %(default)s)")
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("simulate", help="walk a flow as a caller, without a phone")
@@ -980,6 +1130,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reason", default="", help="why, recorded with the switch (e.g. storm)")
     s.set_defaults(func=cmd_closed)
 
+    s = sub.add_parser("recordings", help="messages kept by record nodes: list, path ID, prune")
+    s.add_argument("action", nargs="?", choices=["list", "path", "prune"], default="list",
+                   help="list (default), path (one's file) or prune (erase those past the retention now)")
+    s.add_argument("id", nargs="?", help="with path: the recording's id (the record node's into variable)")
+    s.add_argument("--json", action="store_true", help="list as JSON")
+    s.add_argument("--simulated", action="store_true", help="the ones ivr simulate kept")
+    s.set_defaults(func=cmd_recordings)
+
     s = sub.add_parser("backup", help="copy the state (event log, callbacks, outbox) to a file, daemon running or not")
     s.add_argument("--to", help="a folder (a dated file is made in it) or a file; default STATE_DIR/backups/")
     s.add_argument("--keep", type=int, default=0, metavar="N",
@@ -1015,6 +1173,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--queue", default="", help="only the requests for this queue")
     c.add_argument("--json", action="store_true", help="the figures as one JSON object")
     s.set_defaults(func=cmd_callbacks)
+
+    s = sub.add_parser("privacy", help="erase personal data: one caller's (a data-subject request), or what is due")
+    pv = s.add_subparsers(dest="action", required=True)
+    c = pv.add_parser("erase", help="erase a caller's personal data (keys, call records, finished callbacks)")
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--caller", help="the caller's number, in any form (read as E.164 in the site's region)")
+    who.add_argument("--expired", action="store_true", help="what privacy.retention_days says is due, now")
+    c.add_argument("--json", action="store_true", help="what was erased as one JSON object")
+    s.set_defaults(func=cmd_privacy)
 
     from ivr.update import add_subcommand as add_update  # issue #16: `ivr update` (firmware/README.md)
     add_update(sub)

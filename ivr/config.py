@@ -286,6 +286,27 @@ class CentralConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """The ``privacy:`` section (docs/config.md#privacy): personal fields of events sealed with per-call keys,
+    erased after ``retention_days`` (None: only by ``ivr privacy erase``)."""
+
+    retention_days: float | None = None
+    pseudonym_key_file: Path = Path("var/privacy-pseudonym.key")
+    """The key of the callers' pseudonyms (``caller_ref``); made on first use. The same file on every box of an
+    organisation lets the center match repeat callers across sites."""
+    region: str = "US"
+    """Where numbers without a country code are read (callbacks.region when set)."""
+    check_seconds: float = 3600.0
+    """How often the daemon erases what retention says is due."""
+
+    def sealer(self) -> Any:
+        """The event log's Sealer (ivr/store/privacy.py), with the pseudonym key loaded (or made)."""
+        from ivr.store.privacy import Sealer, load_pseudonym_key
+
+        return Sealer(load_pseudonym_key(self.pseudonym_key_file), self.region)
+
+
+@dataclass(frozen=True)
 class Config:
     site_id: str
     """Stamped on every event; unique per box across the central store."""
@@ -300,6 +321,8 @@ class Config:
     target_rms_db: float = -20.0
     """Prompt loudness, dBFS RMS."""
     max_call_seconds: float = 3600.0
+    recording_retention_days: float = 30.0
+    """Recorded messages (``record`` nodes) are erased after this many days."""
     rtp_timeout_seconds: float = 30.0
     """No RTP from the caller for this long (and not on hold): the call is ended with BYE."""
     navigation_unsaved_seconds: float = 1.0
@@ -320,6 +343,9 @@ class Config:
     """The Prometheus endpoint; on 127.0.0.1:9464 when the config has no ``metrics:`` section."""
     central: CentralConfig | None = None
     """The central collector; None (no ``central.url``): the box keeps its log and sends nothing."""
+    privacy: PrivacyConfig | None = None
+    """Personal data sealed and erasable (docs/config.md#privacy); None (no ``privacy:`` section): written in
+    clear, as before."""
     lookups: dict[str, LookupConfig] = field(default_factory=dict)
     """Data look-up back ends by name (``http`` nodes); empty: every look-up fails as not configured."""
     source: str = "built-in defaults"
@@ -338,6 +364,11 @@ class Config:
     @property
     def prompt_cache(self) -> Path:
         return self.prompt_cache_dir or self.state_dir / "cache" / "prompts"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Messages the ``record`` node kept (``ivr simulate`` keeps its own under ``simulate-recordings``)."""
+        return self.state_dir / "recordings"
 
     @property
     def control_socket(self) -> Path:
@@ -490,17 +521,21 @@ def _build(doc: Any, path: Path, name: str) -> Config:
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})
     transfer = (TransferConfig(**{str(k): v for k, v in doc["transfer"].items()})
                 if isinstance(doc.get("transfer"), dict) else None)
+    state_dir = (base / str(doc["state_dir"]) if "state_dir" in doc
+                 else _service_dir("STATE_DIRECTORY", path) or base / "var")
+    cb_doc = doc.get("callbacks")
+    cb_region = str(cb_doc.get("region", "US")) if isinstance(cb_doc, dict) else "US"
     return Config(
         site_id=str(site.get("id") or _default_site_id()),
         site_name=str(site.get("name", "")),
         timezone=tz,
-        state_dir=(base / str(doc["state_dir"]) if "state_dir" in doc
-                   else _service_dir("STATE_DIRECTORY", path) or base / "var"),
+        state_dir=state_dir,
         flows_dir=(base / str(doc.get("flows_dir", "flows"))),
         log_level=str(log.get("level", "info")),
         log_format=str(log.get("format", "text")),
         target_rms_db=float((doc.get("prompts") or {}).get("target_rms_db", -20)),
         max_call_seconds=float((doc.get("calls") or {}).get("max_call_seconds", 3600)),
+        recording_retention_days=float((doc.get("calls") or {}).get("recording_retention_days", 30)),
         rtp_timeout_seconds=float((doc.get("calls") or {}).get("rtp_timeout_seconds", 30)),
         navigation_unsaved_seconds=float((doc.get("calls") or {}).get("navigation_unsaved_seconds", 1.0)),
         prompt_cache_dir=base / str(doc["prompts"]["cache_dir"]) if "cache_dir" in (doc.get("prompts") or {})
@@ -514,6 +549,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         metrics=metrics,
         central=central,
         lookups=_lookups(doc, name, base, problems),
+        privacy=_privacy(doc, base, state_dir, cb_region),
         source=name,
     )
 
@@ -537,6 +573,18 @@ def _lookups(doc: Any, name: str, base: Path, problems: list[Problem]) -> dict[s
     if problems:
         raise ConfigError(problems)
     return out
+
+
+def _privacy(doc: Any, base: Path, state_dir: Path, region: str) -> PrivacyConfig | None:
+    """The ``privacy:`` section (its shape checked by the schema); present, even empty, turns sealing on."""
+    if "privacy" not in doc or doc["privacy"] is False:
+        return None
+    p = doc["privacy"]
+    p = p if isinstance(p, dict) else {}
+    days = p.get("retention_days")
+    key = base / str(p["pseudonym_key_file"]) if p.get("pseudonym_key_file") else state_dir / "privacy-pseudonym.key"
+    return PrivacyConfig(retention_days=None if days is None else float(days), pseudonym_key_file=key, region=region,
+                         check_seconds=float(p.get("check_seconds", 3600)))
 
 
 def _metrics(doc: Any, name: str, problems: list[Problem]) -> MetricsConfig:

@@ -26,6 +26,7 @@ from typing import Any
 
 import watchfiles
 
+from ivr.adapters.recordings import RecordingFiles
 from ivr.adapters.simulator import NarratingRecorder, SimulatedCall
 from ivr.adapters.systemd import Notifier
 from ivr.config import Config
@@ -57,10 +58,13 @@ class Daemon:
         self._ami_task: asyncio.Task[None] | None = None
         self.dialer: Any = None  # ivr.callbacks.dialer.Dialer when callbacks are on
         self.desk: Any = None  # ivr.callbacks.desk.Desk: the queue node's virtual hold
+        self.recordings = RecordingFiles(config.recordings_dir, config.recording_retention_days)
+        """Messages of ``record`` nodes; pruned hourly past ``calls.recording_retention_days``."""
         self.metrics: Any = None  # ivr.metrics.exporter.MetricsServer unless metrics: {enabled: false}
         self.relay: Any = None  # ivr.sync.relay.Relay when central.url is configured
         self.lookups: Any = None  # ivr.adapters.lookup.HttpLookups: http nodes' one shared HTTP client
         self._sync_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self._callback_tasks: list[asyncio.Task[None]] = []
         self._speech_task: asyncio.Task[None] | None = None
         self.flows: FlowSet | None = None
@@ -95,7 +99,12 @@ class Daemon:
 
             self.metrics = await start_metrics(self)
         self._phase(f"opening the event log {self.config.db_path}")
-        self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone)
+        privacy = self.config.privacy
+        self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone,
+                                          sealer=privacy.sealer() if privacy is not None else None)
+        if privacy is not None and privacy.retention_days is not None:
+            self._retention_task = asyncio.create_task(self._retention(privacy.retention_days, privacy.check_seconds),
+                                                       name="privacy-retention")
         self.events.unsaved_seconds = self.config.navigation_unsaved_seconds
         await self.events.append("daemon.started", None, config=self.config.source, pid=os.getpid(),
                                  zone=self.config.timezone)
@@ -131,6 +140,22 @@ class Daemon:
             self._phase("starting callbacks: reconciling attempts left in flight")
             await self._start_callbacks()
         await self._start_sync()
+
+    async def _retention(self, days: float, every: float) -> None:
+        """Erase the personal data retention says is due, now and every ``every`` seconds (docs/config.md)."""
+        from ivr.store.erasure import erase_expired
+
+        while not self.stopping.is_set():
+            try:
+                assert self.events is not None
+                done = await erase_expired(self.events, days, datetime.now(UTC))
+                if done.keys or done.calls or done.callbacks:
+                    log.info("privacy retention erased keys=%d calls=%d callbacks=%d", done.keys, done.calls,
+                             done.callbacks)
+            except Exception:  # a locked file now is retried at the next round; calls go on
+                log.exception("privacy retention failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every)
 
     async def _start_sync(self) -> None:
         """The relay to the central collector (docs/central.md); without ``central.url`` the log is only kept."""
@@ -257,11 +282,25 @@ class Daemon:
         self.notify.ready(self._status_line())
         async with asyncio.TaskGroup() as tg:
             watcher = tg.create_task(self._watch_flows(), name="flow-watcher")
+            pruner = tg.create_task(self._prune_recordings(), name="recordings-prune")
             await self.stopping.wait()
             watcher.cancel()
+            pruner.cancel()
         server.close()
         await server.wait_closed()
         await self.shutdown()
+
+    async def _prune_recordings(self) -> None:
+        """Erase recorded messages past their retention, at start and hourly."""
+        while True:
+            try:
+                erased = await asyncio.to_thread(self.recordings.prune)
+            except OSError as exc:
+                log.warning("recordings: pruning %s failed: %s", self.recordings.root, exc)
+            else:
+                if erased:
+                    log.info("recordings: erased %d older than %g days", erased, self.recordings.retention_days)
+            await asyncio.sleep(3600)
 
     def _status_line(self) -> str:
         """What ``systemctl status ivr`` shows under the unit: enough to tell a healthy box at a glance."""
@@ -325,6 +364,9 @@ class Daemon:
         if self._sync_task is not None:
             self._sync_task.cancel()
             await asyncio.wait({self._sync_task}, timeout=5)
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            await asyncio.wait({self._retention_task}, timeout=5)
         if self.relay is not None:
             await self.relay.close()
         if self.lookups is not None:
@@ -414,7 +456,8 @@ class Daemon:
         rec = recorder or CallRecorder(self.events, call.call_id)
         task = asyncio.create_task(
             run_call(call, self.flows, rec, switches=self.events, max_call_seconds=self.config.max_call_seconds,
-                     entry=entry, callbacks=desk or self.desk, variables=variables, lookups=self.lookups),
+                     entry=entry, callbacks=desk or self.desk, variables=variables, recordings=self.recordings,
+                     lookups=self.lookups),
             name=f"call-{call.call_id}",
         )
         self.calls.add(task)

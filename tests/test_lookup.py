@@ -388,3 +388,15 @@ def test_a_post_sends_its_json_body_built_from_variables(env: Env, server: Accou
 def test_live_refuses_a_fixture(env: Env) -> None:
     r = env.ivr("simulate", "account", "--live", "--http-fixture", FIXTURE)
     assert r.code == 2 and "--http-fixture cannot be used with --live" in r.err
+
+
+def test_a_sensitive_look_up_is_said_to_the_caller_but_recorded_masked(env: Env) -> None:
+    flow = (env.flows / "account.yaml").read_text(encoding="utf-8")
+    (env.flows / "account.yaml").write_text(flow.replace("      on_timeout: unavailable\n",
+                                                         "      on_timeout: unavailable\n      sensitive: true\n"))
+    r = simulate(env, "--http-fixture", FIXTURE, "-i", "345678#", "-i", "2")
+    assert r["path"] == ["account", "lookup", "balance", "offer", "bye"]
+    recorded = {c["call_id"]: c for c in env.calls(simulated=True)}[r["call_id"]]
+    assert "1234.50" not in json.dumps(recorded) and "2026-12-15" not in json.dumps(recorded)
+    events = asyncio.run(read_events(env.state / "simulate.db", r["call_id"]))
+    assert "1234.50" not in json.dumps([e.data for e in events])

@@ -32,9 +32,18 @@ from ivr.callbacks.desk import Desk
 from ivr.callbacks.ewt import EwtEstimate
 from ivr.callbacks.policy import CallbackPolicy
 from ivr.config import TransferConfig
-from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResult, TransferTarget
+from ivr.engine.call import (
+    CallerInput,
+    Grammar,
+    Recording,
+    RecordingEnd,
+    TransferProgress,
+    TransferResult,
+    TransferTarget,
+)
 from ivr.errors import CallerHungUp
 from ivr.flows.audio import Audio
+from ivr.proto.take import Take
 from ivr.proto.vad import TooLong
 from ivr.speech.listen import Listening, vad_config
 from ivr.store.callbacks import CallbackStore
@@ -156,12 +165,21 @@ class SimulatedCall:
         """The daemon's ``transfer:`` settings for ``--live`` (None: transfers fail as a real call's do), or
         PRETEND."""
 
+    masking = False
+    """A sensitive entry is being read: the echo of the caller's keys is masked (``mask_input``)."""
+
+    def mask_input(self, on: bool) -> None:
+        self.masking = on
+
     def say(self, line: str) -> None:
         self.emit(line)
 
     async def play(self, audio: Sequence[Audio]) -> None:
         self._check()
         for a in audio:
+            if self.masking and a.name.startswith(("digit_", "v.")):  # a sensitive read-back or value: heard only
+                self.say("  ♪ •")
+                continue
             self.say("  ♪ (pause)" if a.name == "pause" else f"  ♪ {a.text}")
         await asyncio.sleep(0)
 
@@ -212,6 +230,8 @@ class SimulatedCall:
                 self.say(f"  … (said '{parsed[0].value}', but this prompt does not listen for speech)")
                 return None
             shown = "".join(i.value for i in parsed) if parsed[0].kind == "dtmf" else f"say '{parsed[0].value}'"
+            if self.masking:  # a sensitive entry: the transcript never holds it (ivr/engine/privacy.py)
+                shown = "•" * len(parsed) if parsed[0].kind == "dtmf" else "say (sensitive, masked)"
             self.say(f"  ← {shown}")
             self.buffer.extend(parsed)
 
@@ -269,7 +289,11 @@ class SimulatedCall:
         if isinstance(listening.ended, TooLong):
             self.say(f"  … ({name}: speech cut at {listening.config.max_speech:g} s, the max length)")
         verdict = f"accepted '{d.value}'" if d.accepted else "rejected"
-        self.say(f"  ← {name}: heard '{result.text}' confidence {result.confidence:.2f}, {verdict} ({d.reason})")
+        if self.masking:
+            self.say(f"  ← {name}: heard (sensitive, masked) confidence {result.confidence:.2f}, "
+                     f"{'accepted' if d.accepted else 'rejected'} ({d.reason})")
+        else:
+            self.say(f"  ← {name}: heard '{result.text}' confidence {result.confidence:.2f}, {verdict} ({d.reason})")
         details: dict[str, object] = {
             "heard": result.text,
             "decision": d.reason,
@@ -282,6 +306,44 @@ class SimulatedCall:
             e = listening.ended
             details["speech_ms"] = round(((e.at if isinstance(e, TooLong) else e.ended) - e.started) * 1000)
         return CallerInput("speech", d.value if d.accepted else "", result.confidence, "asr", details)
+
+    async def record(self, max_seconds: float, end_keys: str, silence_seconds: float) -> Recording:
+        """The next token is what the caller says after the tone: ``wav:FILE`` (the message; it ends by the
+        silence after it, or the length limit), ``silence`` (nothing), an end key (an empty message), or
+        ``hangup`` / the script's end (nothing more said)."""
+        self._check()
+        take = Take(max_seconds, silence_seconds)
+        token = await self._next_token()
+        if token is None or token == "hangup":
+            self.say("  ☎ caller hangs up")
+            self.caller_gone = True
+            return Recording(b"", "hangup")
+        try:
+            parsed = parse_token(token)
+        except ValueError as exc:
+            self.say(f"  ! {exc}")
+            parsed = "silence"
+        if isinstance(parsed, SpokenAudio):
+            try:
+                pcm = await asyncio.to_thread(read_audio, parsed.path)
+            except AudioInputError as exc:
+                self.say(f"  ! {exc}")
+                pcm = b""
+            silent = bytes(FRAME_BYTES)
+            frames = [pcm[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\0") for i in range(0, len(pcm), FRAME_BYTES)]
+            ended: RecordingEnd = "max"
+            for i in range(take.max_frames):  # the file, then silence until the take ends (bounded)
+                why = take.feed(frames[i] if i < len(frames) else silent)
+                if why is not None:
+                    ended = "silence" if why == "silence" else "max"
+                    break
+            self.say(f"  ● recorded {take.seconds:.1f} s of {Path(parsed.path).name} (ended by {ended})")
+            return Recording(take.audio(), ended)
+        if isinstance(parsed, list) and parsed[0].kind == "dtmf" and parsed[0].value in end_keys:
+            self.say(f"  ● {parsed[0].value}: the recording ends, nothing said")
+            return Recording(b"", "key")
+        self.say(f"  ● (silence: nothing recorded after {silence_seconds:g} s)")
+        return Recording(b"", "silence")
 
     @asynccontextmanager
     async def listen(self, grammar: Grammar | None) -> AsyncIterator[bool]:
@@ -296,7 +358,8 @@ class SimulatedCall:
         self.transfers.append(target)
         where = f"  ⇒ transfer to {target.kind} {target.destination}"
         if target.data:  # what the agent's channel would carry (X-IVR-Var-* headers, IVR_VAR_* variables)
-            where += " with " + ", ".join(f"{k}={v}" for k, v in target.data)
+            where += " with " + ", ".join(f"{k}={'•' * len(v) if k in target.sensitive else v}"
+                                          for k, v in target.data)
         settings = self.transfer_settings
         if settings is None:  # as a real call on this daemon: ivr simulate --live must not promise more
             self.say(f"{where}: not placed, {NOT_CONFIGURED}")

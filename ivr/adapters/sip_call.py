@@ -16,10 +16,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-from ivr.engine.call import CallerInput, Grammar, TransferProgress, TransferResult, TransferTarget
+from ivr.engine.call import (
+    CallerInput,
+    Grammar,
+    Recording,
+    RecordingEnd,
+    TransferProgress,
+    TransferResult,
+    TransferTarget,
+)
 from ivr.errors import CallerHungUp
 from ivr.flows.audio import Audio
 from ivr.proto.dtmf import DtmfDeduplicator
+from ivr.proto.take import Take
 from ivr.proto.vad import SpeechEnded, SpeechStarted, TooLong
 from ivr.speech.listen import Listening, vad_config
 
@@ -90,6 +99,8 @@ class SipCall:
         self.speech_verify = speech_verify
         self.speech_language = speech_language
         self._listener: SpeechListener | None = None
+        self.masking = False
+        """A sensitive entry is being read (the engine's ``mask_input``): what is heard is not logged."""
         self._loop = asyncio.get_running_loop()
         self.answered_at = self._loop.time()
         leg.on_dtmf = self._info_digit
@@ -241,11 +252,48 @@ class SipCall:
                  result.ok, result.detail)
         return result
 
+    def mask_input(self, on: bool) -> None:
+        """The engine reads a sensitive entry (``sensitive: true``) while ``on``: nothing heard is logged."""
+        self.masking = on
+
     async def hangup(self) -> None:
         if self.leg.ended.is_set():
             return
         self.hung_up_by_us = True
         await self.leg.hangup()
+
+    async def record(self, max_seconds: float, end_keys: str, silence_seconds: float) -> Recording:
+        """The caller's decoded audio (what a recogniser would hear) into a take, until an end key, the
+        silence or length limit, or a hang-up; other keys are dropped (they are not part of the message)."""
+        take = Take(max_seconds, silence_seconds)
+        over: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def frame(pcm: bytes) -> None:
+            if not over.done():
+                why = take.feed(pcm)
+                if why is not None:
+                    over.set_result(why)
+
+        async def end_key() -> str:
+            while True:
+                got = await self.inputs.get()
+                if got.kind == "dtmf" and got.value in end_keys:
+                    return "key"
+
+        self.media.on_audio = frame
+        keys = asyncio.ensure_future(end_key())
+        try:
+            done, _ = await self._or_hangup(asyncio.wait({over, keys}, return_when=asyncio.FIRST_COMPLETED))
+            ended: RecordingEnd = next(iter(done)).result()  # type: ignore[assignment]
+        except CallerHungUp:
+            ended = "hangup"
+        finally:
+            self.media.on_audio = None
+            keys.cancel()
+            await asyncio.wait({keys}, timeout=1.0)
+            self.key_down.clear()
+        log.info("recorded call_id=%s seconds=%.1f ended=%s", self.call_id, take.seconds, ended)
+        return Recording(take.audio(), ended)
 
 
 class SpeechListener:
@@ -339,7 +387,8 @@ class SpeechListener:
                                * 1000),
         }
         self.call.inputs.put_nowait(CallerInput("speech", text or "", result.confidence, "asr", details))
-        log.info("speech call_id=%s heard=%r accepted=%s reason=%s", self.call.call_id, result.text,
+        heard = "(sensitive, masked)" if self.call.masking else repr(result.text)
+        log.info("speech call_id=%s heard=%s accepted=%s reason=%s", self.call.call_id, heard,
                  result.accepted, result.decision.reason)
 
     async def close(self) -> None:

@@ -40,6 +40,9 @@ class TransferTarget:
     data: tuple[tuple[str, str], ...] = ()
     """Named values for the agent (``data: [account]`` on the node): each goes to the PBX as the SIP header
     ``X-IVR-Var-<name>`` (REFER and the bridge's INVITE) or the channel variable ``IVR_VAR_<NAME>`` (AMI)."""
+    sensitive: frozenset[str] = frozenset()
+    """Names in ``data`` whose variables are sensitive: sent to the PBX (the agent needs them), never shown in
+    a narration or a log."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,22 @@ class Lookups(Protocol):
 #: ``bridged`` (the agent answered, the bridge is up; data has ``agent_call_id``). Awaited before the transfer
 #: goes on, so the engine can commit it (``transfer.progress``): after a crash it proves where the caller went.
 TransferProgress = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+RecordingEnd = Literal["key", "silence", "max", "hangup"]
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What ``Call.record`` took: 16-bit 8 kHz mono PCM (empty when the caller said nothing) and why it ended:
+    ``key`` (an end key), ``silence``, ``max`` (the length limit) or ``hangup`` (kept: a message ends so)."""
+
+    pcm: bytes
+    ended: RecordingEnd
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / 8000
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,11 @@ class Call(Protocol):
 
     async def transfer(self, target: TransferTarget, progress: TransferProgress | None = None) -> TransferResult:
         """Hand the caller over; ``progress`` is awaited at each point that proves where the caller went."""
+        ...
+
+    async def record(self, max_seconds: float, end_keys: str, silence_seconds: float) -> Recording:
+        """Record the caller until an end key, ``silence_seconds`` without speech, ``max_seconds`` or a hang-up
+        (which does not raise here: what was said is the message)."""
         ...
 
     async def hangup(self) -> None: ...

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ivr.engine.call import Call, Lookups
+from ivr.engine.privacy import mask, redact
 from ivr.flows.model import Flow, FlowSet
 
 if TYPE_CHECKING:
@@ -50,6 +51,19 @@ class Switches(Protocol):
 class NoSwitches:
     async def emergency_closed(self, schedule: str) -> bool:
         return False
+
+
+@dataclass(frozen=True)
+class SavedRecording:
+    id: str
+    file: str  # relative to the recordings folder
+    seconds: float
+
+
+class RecordingStore(Protocol):
+    """Where the ``record`` node's messages go (ivr.adapters.recordings): on disk when ``save`` returns."""
+
+    async def save(self, call_id: str, node: str, pcm: bytes) -> SavedRecording: ...
 
 
 class CallbackDesk(Protocol):
@@ -118,6 +132,11 @@ class CallContext:
     transfer_failed: str | None = None  # the last failed hand-over ("queue payments"), until one succeeds
     lookups: Lookups | None = None  # data look-ups (http nodes); None: every look-up fails as not configured
     menu_trail: list[tuple[str, str]] = field(default_factory=list)  # (flow, menu) visited: global key "back"
+    recordings: RecordingStore | None = None  # None: record nodes fail (nowhere to keep a message)
+    sensitive: set[str] = field(default_factory=set)
+    """Variables holding a sensitive value this call (ivr/engine/privacy.py): recorded only masked."""
+    masking_input: bool = False
+    """A sensitive entry is being read: key presses and speech are recorded masked (turns.record_input)."""
 
     def label(self, name: str) -> str:
         """A node of the flow running now as events and paths name it: ``flow.node`` inside a sub-flow,
@@ -134,6 +153,14 @@ class CallContext:
             data.setdefault("flow", self.entry)
             data.setdefault("flow_version", self.flows.version)
         await self.rec.event(type, **data)
+
+    def recordable(self, name: str, value: object) -> object:
+        """A variable's value as events and logs may carry it (masked when sensitive)."""
+        return mask(value) if name in self.sensitive else value
+
+    def recorded_variables(self) -> dict[str, object]:
+        """The call's variables as its record keeps them (``calls.variables``): sensitive ones masked."""
+        return redact(self.variables, self.sensitive)
 
     @property
     def lang(self) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from ivr.engine.call import Call, Lookups
-from ivr.engine.context import CallbackDesk, CallContext, NoSwitches, Outcome, Recorder, Switches
+from ivr.engine.context import CallbackDesk, CallContext, NoSwitches, Outcome, Recorder, RecordingStore, Switches
 from ivr.engine.steps import STEPS
 from ivr.errors import CallerHungUp
 from ivr.flows.model import FlowSet
@@ -62,6 +62,7 @@ async def run_call(
     entry: str | None = None,
     callbacks: CallbackDesk | None = None,
     variables: dict[str, object] | None = None,
+    recordings: RecordingStore | None = None,
     lookups: Lookups | None = None,
 ) -> Outcome:
     """Run one call on the flow set it started with (a reload meanwhile does not touch it).
@@ -80,6 +81,7 @@ async def run_call(
         switches=switches or NoSwitches(),
         log=logging.LoggerAdapter(log, {"call_id": call.call_id, "flow": f"{flow.name}@{flows.version}"}),
         callbacks=callbacks,
+        recordings=recordings,
         lookups=lookups,
     )
     ctx.variables.update(flow.variables)
@@ -124,7 +126,7 @@ async def run_call(
     finally:
         outcome = final_outcome(ctx, outcome)
         # Shielded: a shutdown cancels the call, but its record is still committed.
-        await asyncio.shield(rec.end(outcome, ctx.path, ctx.variables))
+        await asyncio.shield(rec.end(outcome, ctx.path, ctx.recorded_variables()))
         ctx.log.info("call ended outcome=%s detail=%s path=%s", outcome.kind, outcome.detail,
                      ">".join(ctx.path))
     return outcome

@@ -16,8 +16,10 @@ from ivr.engine import offer, turns
 from ivr.engine.call import CallerInput, Grammar, LookupRequest, LookupResult, TransferProgress, TransferTarget
 from ivr.engine.conditions import evaluate, interpolate
 from ivr.engine.context import CallContext, Outcome
+from ivr.engine.privacy import mask, refers_to
 from ivr.flows import jsonpath
 from ivr.flows.arith import Arithmetic, NotComputable
+from ivr.flows.audio import tone
 from ivr.flows.hours import HoursState, decide
 from ivr.flows.loader import normalize_words
 from ivr.flows.model import (
@@ -36,6 +38,7 @@ from ivr.flows.model import (
     Play,
     Pos,
     QueueWithCallback,
+    Record,
     Return,
     SetVars,
     Split,
@@ -172,19 +175,23 @@ def _valid(c: Collect, entry: str) -> bool:
 
 async def step_collect(ctx: CallContext, node: Node, c: Collect) -> str | None:
     grammar = Grammar(digits=True, lang=ctx.flow.language, settings=c.speech_settings) if c.speech else None
+    if c.sensitive:  # before the first key: the variable is masked wherever it is recorded from now on
+        ctx.sensitive.add(c.into)
+    shown = mask if c.sensitive else str
     attempts = 0
     prompt = c.prompt
     while attempts < c.max_attempts:
-        got = await turns.ask(ctx, prompt, timeout=c.timeout, barge_in=c.barge_in, grammar=grammar)
-        if got is None:
+        with turns.sensitive_entry(ctx, c.sensitive):
+            got = await turns.ask(ctx, prompt, timeout=c.timeout, barge_in=c.barge_in, grammar=grammar)
+            entry = None if got is None else await _read_entry(ctx, c, got)
+        if got is None or entry is None:
             attempts += 1
             await ctx.event("collect.no_input", node=node.name, count=attempts, max=c.max_attempts)
             prompt = c.no_input + c.prompt
             continue
-        entry = await _read_entry(ctx, c, got)
         if not _valid(c, entry):
             attempts += 1
-            await ctx.event("collect.invalid", node=node.name, entry=entry, count=attempts,
+            await ctx.event("collect.invalid", node=node.name, entry=shown(entry), count=attempts,
                             max=c.max_attempts)
             prompt = c.invalid + c.prompt
             continue
@@ -193,14 +200,17 @@ async def step_collect(ctx: CallContext, node: Node, c: Collect) -> str | None:
             answer = await turns.ask(ctx, c.confirm.before + (_digits_ref(c),) + c.confirm.after,
                                      timeout=c.timeout, barge_in=True, grammar=None)
             confirmed = answer is not None and answer.value == c.confirm.yes
-            await ctx.event("collect.confirm", node=node.name, entry=entry, confirmed=confirmed)
+            await ctx.event("collect.confirm", node=node.name, entry=shown(entry), confirmed=confirmed)
             if not confirmed:
                 ctx.variables.pop(c.into, None)
                 attempts += 1
                 prompt = c.prompt
                 continue
         ctx.variables[c.into] = entry
-        await ctx.event("collect.value", node=node.name, var=c.into, value=entry)
+        if c.sensitive:
+            await ctx.event("collect.value", node=node.name, var=c.into, value=mask(entry), sensitive=True)
+        else:
+            await ctx.event("collect.value", node=node.name, var=c.into, value=entry)
         return node.next
     return await fail(ctx, node, f"no valid entry in {attempts} attempts")
 
@@ -250,6 +260,29 @@ class LiveVariables(Mapping[str, object]):
         return {"live": dict(self.read)} if self.read else {}
 
 
+BEEP = tone("beep")
+
+
+async def step_record(ctx: CallContext, node: Node, r: Record) -> str | None:
+    """Prompt, tone, the caller's message until the end key, silence, the limit or a hang-up; kept on disk
+    (``recording.saved``) before the flow goes on. Nothing said, or nowhere to keep it: the failure target."""
+    await turns.play(ctx, r.prompt, barge_in=False)
+    if r.beep:
+        await ctx.call.play([BEEP])
+    took = await ctx.call.record(r.max_seconds, r.end_keys, r.silence_seconds)
+    if not took.pcm:
+        await ctx.event("recording.empty", node=node.name, ended=took.ended)
+        return await fail(ctx, node, f"nothing recorded ({took.ended})")
+    if ctx.recordings is None:
+        await ctx.event("recording.empty", node=node.name, ended=took.ended, reason="no recording store")
+        return await fail(ctx, node, "no recording store")
+    saved = await ctx.recordings.save(ctx.call.call_id, node.name, took.pcm)
+    ctx.variables[r.into] = saved.id
+    await ctx.event("recording.saved", node=node.name, recording_id=saved.id, file=saved.file,
+                    seconds=round(saved.seconds, 2), ended=took.ended)
+    return node.next  # after a hang-up the next prompt ends the call, as any hang-up does
+
+
 async def step_split(ctx: CallContext, node: Node, s: Split) -> str | None:
     """One variant per caller, the same on every call (their caller ID's digits); a withheld caller ID
     falls back to the call, so such callers are spread but not kept in one variant."""
@@ -278,17 +311,24 @@ async def step_hours(ctx: CallContext, node: Node, h: Hours) -> str | None:
 async def step_set(ctx: CallContext, node: Node, s: SetVars) -> str | None:
     errors: dict[str, str] = {}
     for name, value in s.values:
+        # a copy of a secret, or a sum with one, is a secret
+        if (name in s.sensitive or refers_to(value, ctx.sensitive)
+                or (isinstance(value, Arithmetic) and ctx.sensitive.intersection(value.variables))):
+            ctx.sensitive.add(name)
         if isinstance(value, Arithmetic):
             try:
                 ctx.variables[name] = value.evaluate(ctx.variables)
             except NotComputable as exc:  # the call goes on; the flow can branch on an empty value
                 ctx.variables[name] = ""
-                errors[name] = str(exc)
-                ctx.log.warning("set %s: %s; it is now empty (node %s)", name, exc, node.name)
+                why = "(sensitive, masked)" if name in ctx.sensitive else str(exc)  # the reason may quote it
+                errors[name] = why
+                ctx.log.warning("set %s: %s; it is now empty (node %s)", name, why, node.name)
         else:
             ctx.variables[name] = interpolate(value, ctx.variables)
-    await ctx.event("vars.set", node=node.name, values={k: ctx.variables[k] for k, _ in s.values},
-                    **({"errors": errors} if errors else {}))
+    hidden = sorted(k for k, _ in s.values if k in ctx.sensitive)
+    await ctx.event("vars.set", node=node.name,
+                    values={k: ctx.recordable(k, ctx.variables[k]) for k, _ in s.values},
+                    **({"errors": errors} if errors else {}), **({"sensitive": hidden} if hidden else {}))
     return node.next
 
 
@@ -316,13 +356,14 @@ async def step_return(ctx: CallContext, node: Node, r: Return) -> str | None:
     return after
 
 
-def _progress(ctx: CallContext, node: Node, target: TransferTarget) -> TransferProgress:
+def _progress(ctx: CallContext, node: Node, target: TransferTarget, shown: str | None = None) -> TransferProgress:
     """Commits ``transfer.progress`` before the transfer goes on: the durable proof that the caller reached the
-    PBX or an agent, which reconciliation after a crash relies on."""
+    PBX or an agent, which reconciliation after a crash relies on. ``shown``: the destination as recorded
+    (masked when it came from a sensitive variable)."""
 
     async def progress(stage: str, data: dict[str, Any]) -> None:
         await ctx.event("transfer.progress", node=node.name, stage=stage, kind=target.kind,
-                        destination=target.destination, **data)
+                        destination=target.destination if shown is None else shown, **data)
 
     return progress
 
@@ -347,17 +388,20 @@ def agent_data(ctx: CallContext, names: tuple[str, ...]) -> tuple[tuple[str, str
 async def step_transfer(ctx: CallContext, node: Node, t: Transfer) -> str | None:
     await turns.play(ctx, t.prompt, barge_in=False)
     # "${queue}" and the like: the callback flow transfers to the queue its request came from
-    dest = str(interpolate(t.queue or t.extension or "", ctx.variables))
+    template = t.queue or t.extension or ""
+    dest = str(interpolate(template, ctx.variables))
     data = agent_data(ctx, t.data)
-    target = TransferTarget("queue" if t.queue else "extension", dest, data)
-    result = await ctx.call.transfer(target, _progress(ctx, node, target))
-    await ctx.event("transfer", node=node.name, kind=target.kind, destination=target.destination,
+    target = TransferTarget("queue" if t.queue else "extension", dest, data,
+                            frozenset(k for k, _ in data if k in ctx.sensitive))
+    shown = mask(dest) if refers_to(template, ctx.sensitive) else dest  # where the call went, as recorded
+    result = await ctx.call.transfer(target, _progress(ctx, node, target, shown))
+    await ctx.event("transfer", node=node.name, kind=target.kind, destination=shown,
                     ok=result.ok, detail=result.detail, data=[k for k, _ in data])
     if result.ok:
         ctx.transfer_failed = None
-        ctx.outcome = Outcome("transferred", f"{target.kind} {target.destination}")
+        ctx.outcome = Outcome("transferred", f"{target.kind} {shown}")
         return None
-    ctx.transfer_failed = f"{target.kind} {target.destination}"
+    ctx.transfer_failed = f"{target.kind} {shown}"
     return await fail(ctx, node, f"transfer refused: {result.detail}")
 
 
@@ -371,7 +415,7 @@ async def step_queue(ctx: CallContext, node: Node, q: QueueWithCallback) -> str 
         return None  # filed and confirmed: the call ends with outcome "callback"
     await turns.play(ctx, q.prompt, barge_in=False)
     data = agent_data(ctx, q.data)
-    target = TransferTarget("queue", q.name, data)
+    target = TransferTarget("queue", q.name, data, frozenset(k for k, _ in data if k in ctx.sensitive))
     result = await ctx.call.transfer(target, _progress(ctx, node, target))
     await ctx.event("transfer", node=node.name, kind="queue", destination=q.name, ok=result.ok,
                     detail=result.detail, data=[k for k, _ in data])
@@ -495,6 +539,8 @@ async def step_http(ctx: CallContext, node: Node, h: Http) -> str | None:
                     latency_ms=round((result.seconds or time.monotonic() - started) * 1000),
                     comfort=comforted, vars=sorted(values) if not missing else [])
     if result.outcome == "ok" and not missing:
+        if h.sensitive:  # before they are set: masked wherever they are recorded from now on
+            ctx.sensitive.update(values)
         ctx.variables.update(values)
         return node.next
     if result.outcome == "timeout" and h.on_timeout:
@@ -528,4 +574,5 @@ STEPS: dict[type, Step] = {
     CallbackCancel: step_callback_cancel,
     Http: step_http,
     Split: step_split,
+    Record: step_record,
 }

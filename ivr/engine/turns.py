@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from ivr.engine.call import CallerInput, Grammar
 from ivr.engine.context import CallContext
+from ivr.engine.privacy import MASK, mask
 from ivr.flows import spoken
 from ivr.flows.audio import Audio
 from ivr.flows.model import DigitsRef, Pos, PromptRef, Prompts, ValueRef
@@ -21,22 +22,42 @@ from ivr.flows.prompts import DIGIT_NAMES
 
 def resolve(ctx: CallContext, prompts: Prompts) -> list[Audio]:
     """Prompt items → rendered audio in the caller's language (read-backs from digit prompts)."""
+    return [a for a, _ in resolve_named(ctx, prompts)]
+
+
+def resolve_named(ctx: CallContext, prompts: Prompts) -> list[tuple[Audio, str]]:
+    """Each audio with the name events record for it: a read-back of a sensitive variable is recorded as
+    ``digits:<mask>``, never digit by digit (the caller hears the digits; the log does not)."""
     lib = ctx.flows.library
     assert lib is not None, "flow set was not rendered"
-    out: list[Audio] = []
+    out: list[tuple[Audio, str]] = []
     for item in prompts:
         if isinstance(item, PromptRef):
             try:
-                out.append(lib.get(ctx.flow, item.name, ctx.lang))
+                a = lib.get(ctx.flow, item.name, ctx.lang)
+                out.append((a, a.name))
             except KeyError:  # only built-ins with no text in the flow's languages; checks catch the rest
                 ctx.log.warning("no audio for built-in prompt %s in %s", item.name, ctx.lang)
         elif isinstance(item, DigitsRef):
             value = str(ctx.variables.get(item.var, ""))
+            hidden = item.var in ctx.sensitive
             for c in value:
                 with contextlib.suppress(KeyError):  # a symbol with no recording in this language
-                    out.append(lib.get(ctx.flow, DIGIT_NAMES[c], ctx.lang))
+                    a = lib.get(ctx.flow, DIGIT_NAMES[c], ctx.lang)
+                    out.append((a, f"digits:{mask(value)}" if hidden else a.name))
         elif isinstance(item, ValueRef):
-            out += _say_value(ctx, item)
+            said = _say_value(ctx, item)
+            hidden = item.var in ctx.sensitive  # a spoken value's fragments would spell it out
+            out += [(a, f"{item.kind}:{MASK}" if hidden else a.name) for a in said]
+    return out
+
+
+def recorded_names(named: list[tuple[Audio, str]]) -> list[str]:
+    """The names of the audio played, a masked read-back or value once rather than once per fragment."""
+    out: list[str] = []
+    for _, name in named:
+        if not (MASK in name and out and out[-1] == name):
+            out.append(name)
     return out
 
 
@@ -51,7 +72,8 @@ def _say_value(ctx: CallContext, item: ValueRef) -> list[Audio]:
         names = spoken.words(item.kind, "" if value is None else value, lang, currency=item.currency)
         return [lib.get(ctx.flow, name, lang) for name in names]
     except spoken.NotSayable as exc:
-        ctx.log.warning("not said: %s %s: %s", item.kind, item.var, exc)
+        ctx.log.warning("not said: %s %s: %s", item.kind, item.var,
+                        "(sensitive, masked)" if item.var in ctx.sensitive else exc)
     except KeyError as exc:  # a fragment not rendered: the flow's languages lack it (ivr check says so)
         ctx.log.warning("not said: %s %s: no audio for %s in %s", item.kind, item.var, exc, lang)
     return []
@@ -86,16 +108,21 @@ async def play(ctx: CallContext, prompts: Prompts, *, barge_in: bool) -> bool:
     """Play prompts; returns True when the caller interrupted them (or had already typed ahead)."""
     if not prompts:
         return False
-    audio = resolve(ctx, prompts)
-    names = [a.name for a in audio]
+    named = resolve_named(ctx, prompts)
+    audio = [a for a, _ in named]
+    names = recorded_names(named)
     if barge_in and ctx.call.has_input():
         await ctx.event("prompt.skipped", prompts=names, reason="type-ahead")
         return True
+    # a read-back of a sensitive value: a call that narrates what it plays (the simulator) masks it
+    hidden = any(MASK in n for n in names)
     if not barge_in:
-        await ctx.call.play(audio)
+        with sensitive_entry(ctx, hidden):
+            await ctx.call.play(audio)
         await ctx.event("prompt.played", prompts=names, lang=ctx.lang, interrupted=False)
         return False
-    winner = await race(ctx.call.play(audio), ctx.call.input_pending())
+    with sensitive_entry(ctx, hidden):
+        winner = await race(ctx.call.play(audio), ctx.call.input_pending())
     await ctx.event("prompt.played", prompts=names, lang=ctx.lang, interrupted=winner == 1)
     return winner == 1
 
@@ -117,7 +144,33 @@ async def ask(
     return got
 
 
+@contextlib.contextmanager
+def sensitive_entry(ctx: CallContext, on: bool) -> Iterator[None]:
+    """While a sensitive entry is read (``on``), the caller's keys and words are recorded masked, and a call
+    that echoes input (the simulator's ``mask_input``) masks its echo too."""
+    if not on or ctx.masking_input:  # not sensitive, or masked already by an enclosing entry
+        yield
+        return
+    hook = getattr(ctx.call, "mask_input", None)
+    ctx.masking_input = True
+    if callable(hook):
+        hook(True)
+    try:
+        yield
+    finally:
+        ctx.masking_input = False
+        if callable(hook):
+            hook(False)
+
+
 async def record_input(ctx: CallContext, got: CallerInput) -> None:
+    if ctx.masking_input:
+        if got.kind == "dtmf":
+            await ctx.event("input.dtmf", digit=MASK, source=got.source, sensitive=True)
+        else:
+            await ctx.event("input.speech", text=MASK, confidence=got.confidence, source=got.source,
+                            sensitive=True)  # not even its length: words are not digits
+        return
     if got.kind == "dtmf":
         await ctx.event("input.dtmf", digit=got.value, source=got.source)
     else:

@@ -7,8 +7,12 @@ pyproject.toml: no circles inside a package).
 
 from __future__ import annotations
 
+import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from ivr.proto import g711
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
 
@@ -59,3 +63,13 @@ class PromptLibrary:
         """The prompt in the caller's language, else in the flow's first language."""
         a = self.audio.get((flow.name, name, lang))
         return a if a is not None else self.audio[(flow.name, name, flow.language)]
+
+
+def tone(name: str, hz: float = 1000.0, seconds: float = 0.4, dbfs: float = -12.0) -> Audio:
+    """A sine tone (the "after the tone" beep), made here rather than rendered: no file, no program."""
+    n = round(seconds * 8000)
+    amp = 32767 * 10 ** (dbfs / 20)
+    ramp = 80  # 10 ms in and out: no click
+    pcm = array("h", (round(amp * min(1.0, i / ramp, (n - i) / ramp) * math.sin(2 * math.pi * hz * i / 8000))
+                      for i in range(n))).tobytes()
+    return Audio(name, "*", "(tone)", g711.ulaw_encode(pcm), g711.alaw_encode(pcm))

@@ -28,6 +28,7 @@ from ivr.flows.model import (
     Node,
     Play,
     Pos,
+    Record,
     SetVars,
     Split,
     Survey,
@@ -41,7 +42,7 @@ SIP_NAME = r"[A-Za-z][A-Za-z0-9._-]*"
 """A dialed "number" that is a name (a SIP user part), e.g. the PBX's ``callback-request``."""
 HEADER_VAR_PREFIX = "sip_x_"
 """``sip_x_ivr_queue`` and the like: the INVITE's X- headers (empty when a call has no such header)."""
-NEEDS_NEXT = (Play, Collect, SetVars, CallFlow, Survey, Branch, CallbackCancel, Http)
+NEEDS_NEXT = (Play, Collect, SetVars, CallFlow, Survey, Branch, CallbackCancel, Record, Http)
 
 
 def _p(pos: Pos, message: str) -> Problem:
@@ -73,7 +74,7 @@ def known_vars(loaded: Loaded) -> set[str]:
         names |= set(flow.variables)
         for node in flow.nodes.values():
             a = node.action
-            if isinstance(a, Collect | Survey):
+            if isinstance(a, Collect | Survey | Record):
                 names.add(a.into)
             elif isinstance(a, SetVars):
                 names |= {k for k, _ in a.values}

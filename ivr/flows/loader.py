@@ -50,6 +50,7 @@ from ivr.flows.model import (
     Prompts,
     PromptVariant,
     QueueWithCallback,
+    Record,
     Return,
     SchedulePrompts,
     SetVars,
@@ -65,7 +66,7 @@ from ivr.yamlpos import key_position, load_yaml, position, schema_problems
 
 ACTIONS = (
     "play", "menu", "collect", "branch", "hours", "set", "goto", "call", "return", "transfer", "queue",
-    "survey", "hangup", "callback_cancel", "split", "http",
+    "survey", "hangup", "callback_cancel", "split", "record", "http",
 )
 #: actions that hand the caller to the PBX: their outcome (transferred, queued, callback) says what happened,
 #: so ``resolved: true`` (self-service done in the IVR) is refused on them
@@ -510,6 +511,7 @@ class _FileBuilder:
             speech=bool(speech),
             confirm=confirm,
             speech_settings=settings,
+            sensitive=bool(v.get("sensitive", False)),
         )
 
     def speech_settings(self, v: Any, path: tuple, *, digits: bool) -> tuple[bool | None, SpeechSettings]:
@@ -588,6 +590,16 @@ class _FileBuilder:
             cases.append((cond, self.target(case["goto"], *path, i, "goto")))
         return Branch(tuple(cases))
 
+    def act_record(self, v: Any, path: tuple) -> Record:
+        return Record(
+            prompt=self.prompts(v.get("prompt"), *path, "prompt"),
+            into=str(v.get("into", "recording")),
+            max_seconds=float(v.get("max_seconds", 60)),
+            end_keys=str(v.get("end_key", "#")),
+            silence_seconds=float(v.get("silence_seconds", 5)),
+            beep=bool(v.get("beep", True)),
+        )
+
     def act_split(self, v: Any, path: tuple) -> Split:
         variants = tuple((str(name), float(spec["share"]), self.target(spec["goto"], *path, "variants", name, "goto"))
                          for name, spec in v["variants"].items())
@@ -614,23 +626,30 @@ class _FileBuilder:
                       f"({', '.join(self.languages)}): callers would go on hearing {self.languages[0]} "
                       "(add it to languages:, with its prompts)")
         values: list[tuple[str, object]] = []
+        sensitive: set[str] = set()
         for k, val in v.items():
-            if isinstance(val, dict):  # {add: N} or {expr: "..."}: computed when the call gets here
-                op, arg = next(iter(val.items()))
-                try:
-                    computed = arith.counter(str(k), arg) if op == "add" else arith.parse(str(arg))
-                except ValueError as exc:
-                    self.problem(self.pos(*path, k, op), str(exc))
+            if isinstance(val, dict):  # {value: V}, {add: N} or {expr: "..."}, each with sensitive: true if so
+                if val.get("sensitive"):
+                    sensitive.add(str(k))
+                ops = {o: a for o, a in val.items() if o != "sensitive"}
+                if "value" in ops:
+                    val = ops["value"]
+                else:  # {add: N} or {expr: "..."}: computed when the call gets here
+                    op, arg = next(iter(ops.items()))
+                    try:
+                        computed = arith.counter(str(k), arg) if op == "add" else arith.parse(str(arg))
+                    except ValueError as exc:
+                        self.problem(self.pos(*path, k, op), str(exc))
+                        continue
+                    for var in computed.variables:
+                        if var != str(k):
+                            self.ref("var", var, self.pos(*path, k, op))
+                    values.append((str(k), computed))
                     continue
-                for var in computed.variables:
-                    if var != str(k):
-                        self.ref("var", var, self.pos(*path, k, op))
-                values.append((str(k), computed))
-                continue
             for var in re.findall(r"\$\{([^}]*)\}", str(val)) if isinstance(val, str) else ():
                 self.ref("var", var, self.pos(*path, k))
             values.append((str(k), val))
-        return SetVars(tuple(values))
+        return SetVars(tuple(values), frozenset(sensitive))
 
     def act_goto(self, v: Any, path: tuple) -> Goto:
         return Goto(self.target(v, *path))
@@ -708,6 +727,7 @@ class _FileBuilder:
             on_timeout=self.target(v["on_timeout"], *path, "on_timeout") if "on_timeout" in v else None,
             comfort=self.prompts(comfort.get("prompt"), *path, "comfort", "prompt"),
             comfort_after=float(comfort.get("after", 1.0)),
+            sensitive=v.get("sensitive") is True,
         )
 
     def act_queue(self, v: Any, path: tuple) -> QueueWithCallback:

@@ -196,6 +196,9 @@ class Collect:
     speech: bool = False
     confirm: Confirm | None = None
     speech_settings: SpeechSettings = field(default_factory=SpeechSettings)
+    sensitive: bool = False
+    """The entry (a PIN, a card number) is never written anywhere in clear: events, the call's record, logs and
+    the simulator's transcript show it masked; the flow reads the real value during the call."""
 
 
 @dataclass(frozen=True)
@@ -214,11 +217,25 @@ class Hours:
 @dataclass(frozen=True)
 class SetVars:
     values: tuple[tuple[str, object], ...]
+    sensitive: frozenset[str] = frozenset()
+    """Names set here as sensitive (``name: {value: ..., sensitive: true}``): masked wherever recorded."""
 
 
 @dataclass(frozen=True)
 class Goto:
     target: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """Record a message after the tone: kept under the state folder, its id in ``into``."""
+
+    prompt: Prompts
+    into: str
+    max_seconds: float = 60.0
+    end_keys: str = "#"
+    silence_seconds: float = 5.0
+    beep: bool = True
 
 
 @dataclass(frozen=True)
@@ -289,6 +306,8 @@ class Http:
     comfort: Prompts = ()
     comfort_after: float = 1.0
     """Seconds of waiting after which ``comfort`` is played (once), so the caller knows the line is alive."""
+    sensitive: bool = False
+    """``sensitive: true``: the variables set from the answer are sensitive (masked wherever recorded)."""
 
 
 @dataclass(frozen=True)
@@ -443,7 +462,7 @@ class Hangup:
 
 Action = (
     Play | Menu | Collect | Branch | Hours | SetVars | Goto | CallFlow | Return | Transfer
-    | QueueWithCallback | Survey | Hangup | CallbackCancel | Http | Split
+    | QueueWithCallback | Survey | Hangup | CallbackCancel | Split | Record | Http
 )
 
 #: ``global_keys`` values that are not nodes: back to the menu before this one (in this flow), say it again

@@ -218,7 +218,7 @@ _NUMBER_KEYS = r"\d+|hundred|thousand|million|billion|cien|h\d+f?|k\d|una?|veint
 _KIND_KEYS = {
     "number": re.compile(rf"(?:{_NUMBER_KEYS})"),
     "money": re.compile(rf"(?:{_NUMBER_KEYS}|(?:USD|EUR|KRW)c?1?|and|con)"),
-    "date": re.compile(rf"(?:{_NUMBER_KEYS}|month\d+|ord\d+|oh|year|day)"),
+    "date": re.compile(rf"(?:{_NUMBER_KEYS}|month\d+|ord(?:[1-9]|[12]\d|3[01])|oh|year|day)"),  # days 1-31
     "time": re.compile(rf"(?:{_NUMBER_KEYS}|hour\d+|oh|oclock|am|pm|manana|tarde|noche|minute)"),
     "ordinal": re.compile(rf"(?:{_NUMBER_KEYS}|ord\d*|hundredth|thousandth|millionth|billionth)"),
 }

@@ -285,7 +285,8 @@ class _CallBuilder:
         i = self.info
         return CallFacts(
             call_id=self.call_id, started_at=self.started_at, ended_at=self.ended_at,
-            channel=str(i.get("channel") or ""), caller=str(i.get("caller") or ""),
+            # with privacy on, the caller's pseudonym (ivr/store/privacy.py): the number itself is sealed
+            channel=str(i.get("channel") or ""), caller=str(i.get("caller_ref") or i.get("caller") or ""),
             dialed=str(i.get("dialed") or ""), flow=str(i.get("flow") or ""),
             flow_version=str(i.get("flow_version") or ""), zone=i.get("zone") or None,
             outcome=self.outcome, detail=self.detail, path=tuple(self.path), resolved=self.resolved,

@@ -221,8 +221,11 @@ ANONYMOUS = frozenset({"", "anonymous", "unknown", "restricted", "private", "una
 @lru_cache(maxsize=65536)
 def normalise_number(raw: str, region: str) -> str | None:
     """A caller ID as E.164 (libphonenumber, national numbers read in ``region``), or None for a withheld,
-    anonymous or unusable one (``sip:`` / ``tel:`` and ``@host`` are stripped first)."""
+    anonymous or unusable one (``sip:`` / ``tel:`` and ``@host`` are stripped first). A caller pseudonym
+    (``ref:...``, written with privacy on: made from the E.164 number already) is its own identity."""
     s = raw.strip()
+    if s.startswith("ref:"):
+        return s
     for scheme in ("sip:", "sips:", "tel:"):
         if s.lower().startswith(scheme):
             s = s[len(scheme):]

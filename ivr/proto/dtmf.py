@@ -9,17 +9,17 @@ uses it for barge-in) and ``END`` once per key press carrying the digit to act o
 
 from __future__ import annotations
 
-import cmath
 import enum
 import math
 import struct
-from array import array
 from collections import deque
 from dataclasses import dataclass
-from operator import mul
+
+import numpy as np
 
 __all__ = [
     "DTMF_DIGITS",
+    "DtmfBank",
     "DtmfDeduplicator",
     "DtmfDetector",
     "DtmfEvent",
@@ -60,14 +60,19 @@ SAMPLE_RATE = 8000
 _ROWS = (697.0, 770.0, 852.0, 941.0)
 _COLS = (1209.0, 1336.0, 1477.0, 1633.0)
 _KEYPAD = ("123A", "456B", "789C", "*0#D")
+_DIGIT_OF = "".join(_KEYPAD)
+"""Digit of code row * 4 + column."""
 _BLOCK = 40
 """Samples per analysis step (5 ms). Windows are whole blocks; the detector decides every block."""
+_BLOCK_BYTES = 2 * _BLOCK
 _ROW_BLOCKS = 4
 """Row tones: 160-sample window, first null at 50 Hz, under the 73 Hz row spacing."""
 _COL_BLOCKS = 3
 """Column tones: 120-sample window, wider main lobe for their wider (relative) tolerance."""
 _ROW_N = _BLOCK * _ROW_BLOCKS
 _COL_N = _BLOCK * _COL_BLOCKS
+_HISTORY = _ROW_BLOCKS
+"""Blocks of state kept per stream between calls: the longest window."""
 
 
 def _db(x: float) -> float:
@@ -80,7 +85,7 @@ _MIN_TONE_MS = _DBM0_MS * _db(-36.0)
 """Per-tone floor. Q.24 operating range reaches -26 dBm0 per tone; with 8 dB twist the weaker one
 can be 8 dB lower, so the floor sits 10 dB under it."""
 _SILENCE_MS = _DBM0_MS * _db(-50.0)
-"""Blocks quieter than this skip the Goertzel work: nothing detectable can be in them."""
+"""Blocks quieter than this count as digital silence (their DFT and samples are taken as zero)."""
 _FREQ_TOLERANCE = 0.025
 """Q.24: accept within +/-1.5 %, reject beyond +/-3.5 %; decide at the midpoint."""
 _NORMAL_TWIST = _db(9.0)
@@ -109,54 +114,287 @@ _OFF_BLOCKS = 9
 """Consecutive failed decisions for key-up: measured, pauses of 25 ms and more split two tones
 (Q.24 interdigit pause 40 ms) and interruptions up to 20 ms are bridged (GR-506 asks 10 ms)."""
 
+# The filter bank: a complex DFT of every block at the 8 tones, phase-referenced to the stream's
+# origin. Referencing every block to absolute time lets windows be sums of blocks, and makes the
+# phase step between two windows one block apart equal to (true - nominal) frequency x block length.
+_FREQS = np.array(_ROWS + _COLS)
+_OMEGA = 2.0 * np.pi * _FREQS / SAMPLE_RATE
+_BASIS = np.ascontiguousarray(
+    np.concatenate([np.cos(np.outer(np.arange(_BLOCK), _OMEGA)), -np.sin(np.outer(np.arange(_BLOCK), _OMEGA))], axis=1)
+)
+"""(40, 16): a block times this is the real parts of the 8 bins, then their imaginary parts."""
+_PERIOD = SAMPLE_RATE // _BLOCK
+"""Integer frequencies make the per-block rotation repeat every 200 blocks (1 s)."""
+_ROTORS = np.exp(-1j * np.outer(np.arange(_PERIOD) * _BLOCK, _OMEGA))
+"""(200, 8): phase of block b's first sample, for block number b modulo the period."""
+_OFFSET_SCALE = SAMPLE_RATE / (2.0 * math.pi * _BLOCK)
+"""Phase step between windows one block apart (radians) -> frequency offset (Hz)."""
+_GROUP_FIRST = np.array([[0, 4]])
+"""Bin of the first row, of the first column."""
+_WINDOW_N = np.array([_ROW_N, _COL_N])
+_LEVEL_SCALE = 2.0 / _WINDOW_N.astype(np.float64) ** 2
+"""Bin energy -> mean square of the tone, rows and columns."""
 
-_QUIET_BLOCK = [0.0] * _BLOCK
+
+def _dirichlet_gain(offset_hz: np.ndarray, n: int | np.ndarray) -> np.ndarray:
+    """Power gain of an n-point rectangular DFT bin for tones offset_hz away from its centre."""
+    x = np.pi * offset_hz / SAMPLE_RATE
+    small = np.abs(x) < 1e-9
+    x = np.where(small, 1.0, x)  # a placeholder where the limit (1) applies
+    return np.where(small, 1.0, (np.sin(n * x) / (n * np.sin(x))) ** 2)
 
 
-def _dirichlet_gain(offset_hz: float, n: int) -> float:
-    """Power gain of an n-point rectangular DFT bin for a tone offset_hz away from its centre."""
-    x = math.pi * offset_hz / SAMPLE_RATE
-    if abs(x) < 1e-9:
-        return 1.0
-    return (math.sin(n * x) / (n * math.sin(x))) ** 2
+_NO_PARAMS = np.zeros((0, 0, 4))
+_GEMM_ROWS = 256
+"""Blocks per matrix product: 256 x 40 x 16 stays under OpenBLAS's size for going multi-threaded
+(4 x 65536 multiply-adds), whose threads busy-wait for work and would burn the other core."""
 
 
-class _Bank:
-    """Complex DFT of one block at a set of frequencies, phase-referenced to the stream origin.
+def _filter_bank(blocks: np.ndarray) -> np.ndarray:
+    """(k, 40) blocks -> (k, 16): the 8 bins' real parts, then their imaginary parts."""
+    if len(blocks) <= _GEMM_ROWS:
+        return blocks @ _BASIS
+    out = np.empty((len(blocks), 16))
+    for start in range(0, len(blocks), _GEMM_ROWS):
+        np.matmul(blocks[start : start + _GEMM_ROWS], _BASIS, out=out[start : start + _GEMM_ROWS])
+    return out
 
-    Referencing every block to absolute time lets windows be sums of blocks, and makes the phase
-    step between two windows one block apart equal to (true - nominal) frequency x block length.
+
+def _tone_ms(x: np.ndarray, freq: float) -> float:
+    """Mean square of the component at freq over x (one DFT bin; the occasional harmonic check)."""
+    spectrum = x @ np.exp(-2j * np.pi * freq / SAMPLE_RATE * np.arange(len(x)))
+    return float(2.0 * abs(spectrum) ** 2 / (len(x) * len(x)))
+
+
+class DtmfBank:
+    """The in-band detectors of many streams, analysed together: one numpy computation per :meth:`run`.
+
+    Streams get a :class:`DtmfDetector` from :meth:`open`, :meth:`DtmfDetector.push` their audio as it
+    comes, and once per media tick :meth:`run` analyses everything queued since the last run, for all of
+    them at once; each detector then hands out its events with :meth:`DtmfDetector.take`. The filter
+    bank, window sums and Q.24 checks run as array operations over streams x 5 ms blocks; only the
+    per-stream key-down/key-up counting (a few comparisons per block, and only for streams where a tone
+    is sounding or ending) and the rare second-harmonic check at a key's onset run per stream.
     """
 
-    _PERIOD = SAMPLE_RATE // _BLOCK
-    """Integer frequencies make the per-block rotation repeat every 200 blocks (1 s)."""
+    def __init__(self, capacity: int = 8) -> None:
+        capacity = max(capacity, 1)
+        self._energy = np.zeros((capacity, _HISTORY))
+        """Per slot: the energies (sum of squares) of its last 4 blocks."""
+        self._samples = np.zeros((capacity, _HISTORY * _BLOCK))
+        """Per slot: its last 4 blocks' samples (silent blocks as zeros), for the harmonic checks."""
+        self._blocks = np.zeros(capacity, dtype=np.int64)
+        """Per slot: blocks analysed so far (the detector's clock, in blocks)."""
+        self._window_ok = np.zeros(capacity, dtype=bool)
+        """Per slot: whether the last block's windows were computed (enough history and level)."""
+        self._free = list(range(capacity - 1, -1, -1))
+        self._queued: list[DtmfDetector] = []
+        self.open_detectors = 0
 
-    def __init__(self, freqs: tuple[float, ...]) -> None:
-        self.freqs = freqs
-        w = [2 * math.pi * f / SAMPLE_RATE for f in freqs]
-        self._cos = [[math.cos(wi * k) for k in range(_BLOCK)] for wi in w]
-        self._msin = [[-math.sin(wi * k) for k in range(_BLOCK)] for wi in w]
-        self._rotors = [[cmath.exp(-1j * wi * _BLOCK * (b % self._PERIOD)) for wi in w] for b in range(self._PERIOD)]
-        self._silence = [0j] * len(freqs)
+    def open(self) -> DtmfDetector:
+        """A detector for one more stream, analysed with the others."""
+        return DtmfDetector(self)
 
-    def block(self, x: list[float], index: int, silent: bool) -> list[complex]:
-        """DFT of the block at absolute block number ``index``."""
-        if silent:
-            return self._silence
-        return [
-            rotor * complex(sum(map(mul, x, c)), sum(map(mul, x, s)))
-            for rotor, c, s in zip(self._rotors[index % self._PERIOD], self._cos, self._msin, strict=True)
-        ]
+    def _allocate(self) -> int:
+        if not self._free:
+            old = len(self._blocks)
+            new = 2 * old
+            self._energy = np.concatenate([self._energy, np.zeros_like(self._energy)])
+            self._samples = np.concatenate([self._samples, np.zeros_like(self._samples)])
+            self._blocks = np.concatenate([self._blocks, np.zeros_like(self._blocks)])
+            self._window_ok = np.concatenate([self._window_ok, np.zeros_like(self._window_ok)])
+            self._free = list(range(new - 1, old - 1, -1))
+        slot = self._free.pop()
+        self._energy[slot] = 0
+        self._samples[slot] = 0
+        self._blocks[slot] = 0
+        self._window_ok[slot] = False
+        self.open_detectors += 1
+        return slot
+
+    def _release(self, detector: DtmfDetector) -> None:
+        if detector._queued:
+            self._queued.remove(detector)
+            detector._queued = False
+        self._free.append(detector._slot)
+        self.open_detectors -= 1
+
+    def run(self) -> int:
+        """Analyse the audio every open detector was pushed since the last run; returns how many had some."""
+        queued, self._queued = self._queued, []
+        for detector in queued:
+            detector._queued = False
+        return self._analyse(queued)
+
+    def _analyse(self, detectors: list[DtmfDetector]) -> int:
+        """Analyse the whole blocks pending in ``detectors``; detectors with the same count go together."""
+        groups: dict[int, list[DtmfDetector]] = {}
+        for detector in detectors:
+            blocks = len(detector._pending) // _BLOCK_BYTES
+            if blocks:
+                groups.setdefault(blocks, []).append(detector)
+        for blocks, group in groups.items():
+            self._analyse_group(group, blocks)
+        return sum(len(g) for g in groups.values())
+
+    def _analyse_group(self, detectors: list[DtmfDetector], nb: int) -> None:
+        n = len(detectors)
+        used = nb * _BLOCK_BYTES
+        chunks = []
+        for detector in detectors:
+            pending = detector._pending
+            if len(pending) == used:
+                chunks.append(pending)
+                detector._pending = b""
+            else:
+                chunks.append(pending[:used])
+                detector._pending = pending[used:]
+        slots = np.fromiter((d._slot for d in detectors), dtype=np.intp, count=n)
+        x = np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.float64).reshape(n, nb, _BLOCK)
+        energy = np.einsum("ijk,ijk->ij", x, x)  # exact: 40 squares of int16 fit a double's mantissa
+        silent = energy < _SILENCE_MS * _BLOCK
+        if silent.any():
+            x[silent] = 0.0  # digital silence: nothing detectable in it (its DFT is zero, its harmonics too)
+        blocks0 = self._blocks[slots]
+        # The 4 blocks before this run and the new ones side by side: new block j is column j + 4.
+        ex = np.concatenate([self._energy[slots], energy], axis=1)
+        total = (ex[:, 1 : nb + 1] + ex[:, 2 : nb + 2] + ex[:, 3 : nb + 3] + ex[:, 4 : nb + 4]) / _ROW_N
+        window_ok = (blocks0[:, None] + np.arange(1, nb + 1) >= _ROW_BLOCKS) & (total >= _MIN_TONE_MS)
+        hits: dict[int, int] = {}
+        codes: list[list[int]] = []
+        params = _NO_PARAMS
+        loud = np.flatnonzero(window_ok.any(axis=1))
+        if len(loud):
+            hits, codes, params = self._decisions(loud, slots[loud], x[loud], ex[loud], total[loud], window_ok[loud])
+        # Per stream: key-down/up counting, and the harmonic check where a new key may be going down.
+        start = (blocks0 * _BLOCK).tolist()
+        for i, detector in enumerate(detectors):
+            k = hits.get(i)
+            if k is None:
+                if detector._busy:
+                    detector._decide_none(nb, start[i])
+                continue
+            row = codes[k]
+            active = detector._active
+            if active is not None and detector._run_digit == active and row.count(_DIGIT_OF.index(active)) == nb:
+                # a held key: every decision agrees with it
+                detector._run += nb
+                detector._misses = 0
+                detector._last_hit = start[i] + nb * _BLOCK
+                continue
+            window = None
+            for j, code in enumerate(row):
+                digit = _DIGIT_OF[code] if code >= 0 else None
+                if digit is not None and digit != detector._active:
+                    # harmonics are checked when a key goes down (not again while it is held)
+                    if window is None:
+                        window = np.concatenate([self._samples[slots[i]], x[i].reshape(-1)])
+                    begin = (j + 1) * _BLOCK
+                    if not _harmonics_clear(window[begin : begin + _ROW_N], code, *params[k, j].tolist()):
+                        digit = None
+                detector._decide(digit, start[i] + (j + 1) * _BLOCK)
+        # Keep the last 4 blocks' energies and samples for the next run.
+        self._energy[slots] = ex[:, -_HISTORY:]
+        if nb >= _HISTORY:
+            self._samples[slots] = x[:, -_HISTORY:].reshape(n, _HISTORY * _BLOCK)
+        else:
+            kept = np.concatenate([self._samples[slots], x.reshape(n, nb * _BLOCK)], axis=1)
+            self._samples[slots] = kept[:, -_HISTORY * _BLOCK :]
+        self._blocks[slots] = blocks0 + nb
+        self._window_ok[slots] = window_ok[:, -1]
+
+    def _decisions(
+        self,
+        rows_of: np.ndarray,
+        slots: np.ndarray,
+        x: np.ndarray,
+        ex: np.ndarray,
+        total: np.ndarray,
+        window_ok: np.ndarray,
+    ) -> tuple[dict[int, int], list[list[int]], np.ndarray]:
+        """The Q.24 checks for the streams that have a window loud enough this run.
+
+        For the streams where some decision passed: their row of the group -> k, the decisions
+        ``codes[k]`` (digit code or -1 per new block) and ``params[k]``, each decision's (row offset,
+        column offset, row level, column level) for the harmonic check.
+        """
+        m, nb = window_ok.shape
+        # The filter bank over the 4 blocks before the run and the new ones (earlier DFTs are not kept:
+        # recomputing them for the loud streams is cheaper than computing every quiet stream's).
+        xs = np.concatenate([self._samples[slots].reshape(m, _HISTORY, _BLOCK), x], axis=1)
+        parts = _filter_bank(xs.reshape(m * (nb + _HISTORY), _BLOCK)).reshape(m, nb + _HISTORY, 16)
+        index = (self._blocks[slots][:, None] + np.arange(-_HISTORY, nb)) % _PERIOD
+        dx = (parts[..., :8] + 1j * parts[..., 8:]) * _ROTORS[index]
+        # Windows ending at the last block before this run (t = 0) and at each new block (t = j + 1):
+        # columns over 3 blocks, rows over those and one more.
+        win = dx[:, 1 : nb + 2] + dx[:, 2 : nb + 3] + dx[:, 3 : nb + 4]
+        win[..., :4] += dx[:, 0 : nb + 1, :4]
+        # A decision compares a window with the one a block earlier: both must exist.
+        prev_ok = np.concatenate([self._window_ok[slots][:, None], window_ok[:, :-1]], axis=1)
+        ii, jj = np.nonzero(window_ok & prev_ok)
+        nothing: tuple[dict[int, int], list[list[int]], np.ndarray] = ({}, [], _NO_PARAMS)
+        if not len(ii):
+            return nothing
+        span = ex[ii[:, None], jj[:, None] + np.arange(_ROW_BLOCKS + 1)]  # the 5 blocks behind the decision
+        steady = span.min(axis=1) * _STEADY >= span.max(axis=1)
+        ii, jj = ii[steady], jj[steady]
+        if not len(ii):
+            return nothing
+        code, *params = _classify(win[ii, jj + 1], win[ii, jj], total[ii, jj])
+        passed = code >= 0
+        if not passed.any():
+            return nothing
+        ii, jj = ii[passed], jj[passed]
+        streams = np.unique(ii)
+        k = np.searchsorted(streams, ii)
+        codes = np.full((len(streams), nb), -1, dtype=np.int64)
+        codes[k, jj] = code[passed]
+        values = np.zeros((len(streams), nb, 4))
+        values[k, jj] = np.stack([p[passed] for p in params], axis=1)
+        return dict(zip(rows_of[streams].tolist(), range(len(streams)), strict=True)), codes.tolist(), values
 
 
-def _goertzel_ms(x: list[float], freq: float) -> float:
-    """Mean square of the component at freq over x (Goertzel, for the occasional harmonic check)."""
-    coeff = 2.0 * math.cos(2 * math.pi * freq / SAMPLE_RATE)
-    s1 = s2 = 0.0
-    for v in x:
-        s1, s2 = v + coeff * s1 - s2, s1
-    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
-    return 2.0 * power / (len(x) * len(x))
+def _classify(
+    win: np.ndarray, prev: np.ndarray, total: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Q.24 checks of k windows at once: (code or -1, row and column offset Hz, row and column level).
+
+    ``win`` holds the (k, 8) windows' bins (4 rows, then 4 columns), ``prev`` the windows one block
+    earlier; rows and columns go through every check side by side, as (k, 2) arrays.
+    """
+    k = len(total)
+    power = (win.real**2 + win.imag**2).reshape(k, 2, 4)
+    best = power.argmax(axis=2)
+    top = np.take_along_axis(power, best[:, :, None], axis=2)
+    # relative peaks (raw bin energies): every other row (column) this much under the winner; the
+    # winner itself is over its own bar whenever it is above zero, hence "at most one".
+    ok = ((power * _RELATIVE_PEAK > top).sum(axis=2) <= 1).all(axis=1)
+    # frequency: phase advance over one block between consecutive windows (Q.24 tolerance)
+    bins = best + _GROUP_FIRST
+    offset = np.angle(np.take_along_axis(win, bins, axis=1) * np.take_along_axis(prev, bins, axis=1).conj())
+    offset *= _OFFSET_SCALE
+    ok &= ~(np.abs(offset) > _FREQ_TOLERANCE * _FREQS[bins]).any(axis=1)
+    # levels, corrected for the bin's roll-off at the measured offset
+    level = top[:, :, 0] * _LEVEL_SCALE / _dirichlet_gain(offset, _WINDOW_N)
+    row_ms, col_ms = level[:, 0], level[:, 1]
+    ok &= ~(level.min(axis=1) < _MIN_TONE_MS)
+    ok &= ~((row_ms > col_ms * _NORMAL_TWIST) | (col_ms > row_ms * _REVERSE_TWIST))  # Q.24 twist
+    ok &= ~(row_ms + col_ms < _TONE_TO_TOTAL * total)  # noise or speech around the tones
+    code = np.where(ok, best[:, 0] * 4 + best[:, 1], -1)
+    return code, offset[:, 0], offset[:, 1], row_ms, col_ms
+
+
+def _harmonics_clear(window: np.ndarray, code: int, row_off: float, col_off: float, row_ms: float,
+                     col_ms: float) -> bool:
+    """Second harmonics under their ceilings (speech has them, clean DTMF has not) over the 160-sample window."""
+    r, c = divmod(code, 4)
+    row_harmonic = 2 * (_ROWS[r] + row_off)
+    # 2 x 697 Hz can sit on top of a detuned 1336 Hz column: only look where the column is not.
+    if abs(row_harmonic - _COLS[c] - col_off) > _HARMONIC_CLEARANCE and (
+        _tone_ms(window, row_harmonic) > row_ms * _ROW_HARMONIC
+    ):
+        return False
+    return not _tone_ms(window[-_COL_N:], 2 * (_COLS[c] + col_off)) > col_ms * _COL_HARMONIC
 
 
 class DtmfDetector:
@@ -166,18 +404,22 @@ class DtmfDetector:
     spandsp and Asterisk): frequency within tolerance (measured from the phase advance of the
     DFT bins, not just bin energy), level floor, twist limits, relative peaks, tone-to-total
     energy, second harmonics, then duration and pause counted in 5 ms decisions.
+
+    On its own (``DtmfDetector()``) it analyses what :meth:`feed` gives it at once. Opened from a
+    :class:`DtmfBank` it is one stream of many: :meth:`push` queues audio, the bank's ``run()``
+    analyses all streams together, :meth:`take` returns the events; :meth:`feed` still works (it
+    analyses this stream alone). :meth:`close` gives its place in the bank back.
     """
 
-    def __init__(self) -> None:
-        self._rows = _Bank(_ROWS)
-        self._cols = _Bank(_COLS)
-        self._pending = array("h")
-        self._history: deque[tuple[list[complex], list[complex], float]] = deque(maxlen=_ROW_BLOCKS)
-        self._recent: deque[list[float]] = deque(maxlen=_ROW_BLOCKS)
-        self._energies: deque[float] = deque(maxlen=_ROW_BLOCKS + 1)
-        self._prev_windows: tuple[list[complex], list[complex]] | None = None
-        self._samples = 0
-        """Samples consumed so far: the detector's clock."""
+    def __init__(self, bank: DtmfBank | None = None) -> None:
+        self._bank = bank if bank is not None else DtmfBank(1)
+        self._slot = self._bank._allocate()
+        self._pending = b""
+        self._queued = False
+        self._closed = False
+        self._events: list[DtmfEvent] = []
+        self._busy = False
+        """A key is down or a run of qualifying decisions is under way: blocks without a digit count."""
         self._run_digit: str | None = None
         self._run = 0
         self._run_start = 0
@@ -186,113 +428,77 @@ class DtmfDetector:
         self._active_start = 0
         self._misses = 0
 
-    def feed(self, pcm16: bytes) -> list[DtmfEvent]:
-        """Consume audio; returns the events it completes (usually none)."""
+    def push(self, pcm16: bytes) -> None:
+        """Queue audio for the bank's next ``run()``."""
         if len(pcm16) & 1:
             raise ValueError("16-bit PCM needs an even number of bytes")
-        self._pending.frombytes(pcm16)
-        events: list[DtmfEvent] = []
-        usable = len(self._pending) - len(self._pending) % _BLOCK
-        for start in range(0, usable, _BLOCK):
-            ints = self._pending[start : start + _BLOCK].tolist()
-            self._block(ints, sum(map(mul, ints, ints)), events)
-        del self._pending[:usable]
+        if self._closed:
+            raise ValueError("the detector is closed")
+        self._pending = self._pending + pcm16 if self._pending else pcm16
+        if not self._queued:
+            self._queued = True
+            self._bank._queued.append(self)
+
+    def take(self) -> list[DtmfEvent]:
+        """The events completed since the last take (usually none)."""
+        events, self._events = self._events, []
         return events
 
-    def _block(self, ints: list[int], energy: float, events: list[DtmfEvent]) -> None:
-        silent = energy < _SILENCE_MS * _BLOCK
-        x = _QUIET_BLOCK if silent else list(map(float, ints))  # float products are faster
-        index = self._samples // _BLOCK
-        self._history.append((self._rows.block(x, index, silent), self._cols.block(x, index, silent), energy))
-        self._recent.append(x)
-        self._energies.append(energy)
-        self._samples += _BLOCK
-        total = sum(h[2] for h in self._history) / _ROW_N
-        if len(self._history) < _ROW_BLOCKS or total < _MIN_TONE_MS:
-            self._prev_windows = None  # nothing to hear: skip the window sums
-            self._decide(None, events)
-            return
-        h0, h1, h2, h3 = self._history
-        rows = [a + b + c + d for a, b, c, d in zip(h0[0], h1[0], h2[0], h3[0], strict=True)]
-        cols = [b + c + d for b, c, d in zip(h1[1], h2[1], h3[1], strict=True)]
-        prev = self._prev_windows
-        self._prev_windows = (rows, cols)
-        digit = None
-        if prev is not None and min(self._energies) * _STEADY >= max(self._energies):
-            digit = self._classify(rows, cols, total, prev)
-        self._decide(digit, events)
+    def feed(self, pcm16: bytes) -> list[DtmfEvent]:
+        """Consume audio now (this stream alone); returns the events it completes (usually none)."""
+        self.push(pcm16)
+        return self.flush()
 
-    def _classify(
-        self,
-        rows: list[complex],
-        cols: list[complex],
-        total: float,
-        prev: tuple[list[complex], list[complex]],
-    ) -> str | None:
-        if total < _MIN_TONE_MS:
-            return None
-        row_p = [abs(w) ** 2 for w in rows]
-        col_p = [abs(w) ** 2 for w in cols]
-        r = max(range(4), key=row_p.__getitem__)
-        c = max(range(4), key=col_p.__getitem__)
-        # relative peaks (raw bin energies)
-        if any(i != r and row_p[i] * _RELATIVE_PEAK > row_p[r] for i in range(4)):
-            return None
-        if any(i != c and col_p[i] * _RELATIVE_PEAK > col_p[c] for i in range(4)):
-            return None
-        # frequency: phase advance over one block between consecutive windows (Q.24 tolerance)
-        row_off = cmath.phase(rows[r] * prev[0][r].conjugate()) * SAMPLE_RATE / (2 * math.pi * _BLOCK)
-        col_off = cmath.phase(cols[c] * prev[1][c].conjugate()) * SAMPLE_RATE / (2 * math.pi * _BLOCK)
-        if abs(row_off) > _FREQ_TOLERANCE * _ROWS[r] or abs(col_off) > _FREQ_TOLERANCE * _COLS[c]:
-            return None
-        # levels, corrected for the bin's roll-off at the measured offset
-        row_ms = 2.0 * row_p[r] / (_ROW_N * _ROW_N) / _dirichlet_gain(row_off, _ROW_N)
-        col_ms = 2.0 * col_p[c] / (_COL_N * _COL_N) / _dirichlet_gain(col_off, _COL_N)
-        if row_ms < _MIN_TONE_MS or col_ms < _MIN_TONE_MS:
-            return None
-        if row_ms > col_ms * _NORMAL_TWIST or col_ms > row_ms * _REVERSE_TWIST:
-            return None  # Q.24 twist
-        if row_ms + col_ms < _TONE_TO_TOTAL * total:
-            return None  # noise or speech around the tones
-        digit = _KEYPAD[r][c]
-        if digit == self._active:
-            return digit  # harmonics were checked when the key went down
-        window = [v for block in self._recent for v in block]
-        row_harmonic = 2 * (_ROWS[r] + row_off)
-        # 2 x 697 Hz can sit on top of a detuned 1336 Hz column: only look where the column is not.
-        if abs(row_harmonic - _COLS[c] - col_off) > _HARMONIC_CLEARANCE and (
-            _goertzel_ms(window, row_harmonic) > row_ms * _ROW_HARMONIC
-        ):
-            return None
-        if _goertzel_ms(window[-_COL_N:], 2 * (_COLS[c] + col_off)) > col_ms * _COL_HARMONIC:
-            return None
-        return digit
+    def flush(self) -> list[DtmfEvent]:
+        """Analyse what was pushed and not analysed yet, now (this stream alone); returns :meth:`take`."""
+        if self._queued:
+            self._bank._queued.remove(self)
+            self._queued = False
+            self._bank._analyse([self])
+        return self.take()
 
-    def _decide(self, digit: str | None, events: list[DtmfEvent]) -> None:
+    def close(self) -> None:
+        """Leave the bank (idempotent); the detector takes no more audio."""
+        if not self._closed:
+            self._closed = True
+            self._bank._release(self)
+
+    def _decide_none(self, nb: int, start: int) -> None:
+        """``nb`` decisions without a digit, the first ending at ``start`` + one block."""
+        for j in range(1, nb + 1):
+            self._decide(None, start + j * _BLOCK)
+            if not self._busy:
+                return  # the rest change nothing that matters: the next digit starts a new run
+
+    def _decide(self, digit: str | None, samples: int) -> None:
+        """One 5 ms decision; ``samples`` is the detector's clock after the block it ends."""
         if digit is not None and digit == self._run_digit:
             self._run += 1
         else:
             self._run_digit, self._run = digit, 1
-            self._run_start = self._samples
+            self._run_start = samples
+        self._busy = self._active is not None or self._run_digit is not None
         if self._active is not None:
             if digit == self._active:
                 self._misses = 0
-                self._last_hit = self._samples
+                self._last_hit = samples
                 return
             self._misses += 1
             if self._misses < _OFF_BLOCKS:
                 return
             # Decisions pass until the tone's end reaches the newest block.
             duration = max(self._last_hit - self._active_start, 0)
-            events.append(DtmfEvent(DtmfEventKind.END, self._active, self._active_start, duration))
+            self._events.append(DtmfEvent(DtmfEventKind.END, self._active, self._active_start, duration))
             self._active = None
+            self._busy = self._run_digit is not None
         if digit is not None and self._run >= _ON_BLOCKS:
             self._active = digit
+            self._busy = True
             self._misses = 0
-            self._last_hit = self._samples
+            self._last_hit = samples
             # The first passing decision needs both windows (five blocks) full of tone.
             self._active_start = max(self._run_start - _ROW_N - _BLOCK - _BLOCK // 2, 0)
-            events.append(DtmfEvent(DtmfEventKind.START, digit, self._active_start))
+            self._events.append(DtmfEvent(DtmfEventKind.START, digit, self._active_start))
 
 
 # ---------------------------------------------------------------------------------------------

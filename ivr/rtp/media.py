@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ivr.proto import g711
 from ivr.proto.dtmf import (
+    DtmfBank,
     DtmfDetector,
     DtmfEvent,
     DtmfEventKind,
@@ -191,7 +192,12 @@ class _Span:
 class MediaStream:
     """Send and receive state of one RTP session; feed it datagrams and ticks, read what it queued."""
 
-    def __init__(self, *, ssrc: int, sequence_number: int, timestamp: int) -> None:
+    def __init__(
+        self, *, ssrc: int, sequence_number: int, timestamp: int, dtmf_bank: DtmfBank | None = None
+    ) -> None:
+        """``dtmf_bank``: analyse in-band DTMF together with the bank's other streams. Then a tick only
+        queues the received frame (:attr:`inband_waiting`); the owner runs the bank once for all its
+        streams and calls :meth:`finish_inband` on each. Without one, the tick analyses it at once."""
         self.ssrc = ssrc & 0xFFFFFFFF
         self._seq = sequence_number & 0xFFFF
         self._ts = timestamp & 0xFFFFFFFF
@@ -231,7 +237,10 @@ class MediaStream:
         # receive side
         self.jitter = JitterBuffer()
         self._te_receiver = TelephoneEventReceiver()
+        self._dtmf_bank = dtmf_bank
         self._detector: DtmfDetector | None = None
+        self._inband_frame: bytes | None = None
+        """The frame pushed to the shared bank and not yet finished (:meth:`finish_inband`)."""
         self._inband_active = False
         self._delay: deque[_Held] = deque()
         self._dtmf_spans: deque[_Span] = deque(maxlen=4)
@@ -281,10 +290,14 @@ class MediaStream:
         # In-band detection only without telephone-event (RFC 4733 section 2.6 would otherwise
         # report every key twice, and the tones are not meant to be in the audio then).
         if telephone_event_pt is not None:
+            if self._detector is not None:
+                self.finish_inband()
+                self._detector.close()
             self._detector = None
             self._inband_active = False
         elif self._detector is None:
-            self._detector = DtmfDetector()  # built only when needed: its tables cost ~1 ms
+            bank = self._dtmf_bank
+            self._detector = bank.open() if bank is not None else DtmfDetector()
         fpp = ptime_ms // 20 if 20 <= ptime_ms <= 200 and ptime_ms % 20 == 0 else 1  # as sip.sdp.sendable_ptime
         if fpp != self.frames_per_packet:
             self._flush_unsent()
@@ -394,6 +407,10 @@ class MediaStream:
     def close(self) -> list[Prompt]:
         """Stop; returns the prompts that were still waiting to be sent."""
         self.closed = True
+        if self._detector is not None:
+            self._detector.close()  # its place in a shared bank goes to the next call
+            self._detector = None
+            self._inband_frame = None
         unfinished = [*self._prompts]
         self._prompts.clear()
         self._pending_done.clear()
@@ -525,15 +542,34 @@ class MediaStream:
                 pcm = PCM_SILENCE
             else:
                 pcm = self._decode(item.payload)
-        if self._detector is None:
+        detector = self._detector
+        if detector is None:
             self.events.append(AudioReceived(pcm))
             return
-        self._inband(self._detector, pcm)
+        if self._dtmf_bank is None:
+            self._inband(pcm, detector.feed(pcm))
+            return
+        if self._inband_frame is not None:
+            self.finish_inband()  # ticked again before the bank ran: the earlier frame is analysed alone
+        detector.push(pcm)
+        self._inband_frame = pcm
 
-    def _inband(self, detector: DtmfDetector, pcm: bytes) -> None:
+    @property
+    def inband_waiting(self) -> bool:
+        """A received frame waits for the shared DTMF bank's run, then :meth:`finish_inband`."""
+        return self._inband_frame is not None
+
+    def finish_inband(self) -> None:
+        """After the shared bank's run: the waiting frame's DTMF events and its place in the audio delay
+        (what the bank did not analyse is analysed now, for this stream alone)."""
+        pcm, self._inband_frame = self._inband_frame, None
+        if pcm is not None and self._detector is not None:
+            self._inband(pcm, self._detector.flush())
+
+    def _inband(self, pcm: bytes, events: list[DtmfEvent]) -> None:
         """In-band detection; audio waits ``_INBAND_DELAY`` frames so tone onsets can be blanked."""
         ended = False
-        for ev in detector.feed(pcm):
+        for ev in events:
             if ev.kind is DtmfEventKind.START:
                 self._inband_active = True
                 for held in self._delay:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ivr.errors import IvrError
 from ivr.metrics.buckets import LATENESS_BOUNDS, Buckets
+from ivr.proto.dtmf import DtmfBank
 from ivr.proto.g711 import alaw_decode, ulaw_decode
 from ivr.rtp.media import (
     FRAME_SECONDS,
@@ -118,6 +119,7 @@ class RtpSession:
             ssrc=secrets.randbits(32),  # RFC 3550 section 5.1: random SSRC, sequence number, timestamp
             sequence_number=secrets.randbits(16),
             timestamp=secrets.randbits(32),
+            dtmf_bank=engine._dtmf,
         )
         self._transport: asyncio.DatagramTransport | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
@@ -260,6 +262,15 @@ class RtpSession:
             self._dispatch()
         return sent
 
+    def _finish_inband(self) -> None:
+        """After the engine ran the shared DTMF bank: this tick's in-band events and delayed audio."""
+        if self._closed:
+            return
+        stream = self._stream
+        stream.finish_inband()
+        if stream.events:
+            self._dispatch()
+
     def _datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         stream = self._stream
         stream.datagram_received(data, addr, self._loop.time())
@@ -275,7 +286,7 @@ class RtpSession:
                     if self.on_audio is not None:
                         self.on_audio(ev.pcm)
                 elif isinstance(ev, DtmfReceived):
-                    self._log.debug("dtmf %s digit=%s source=%s", ev.kind, ev.digit, ev.source)
+                    self._log.debug("dtmf %s source=%s", ev.kind, ev.source)  # no digit: it may be a PIN
                     if self.on_dtmf is not None:
                         self.on_dtmf(ev.kind, ev.digit, ev.source)
                 elif isinstance(ev, PromptSent):
@@ -321,6 +332,9 @@ class MediaEngine:
         """Every phase tick's lateness since start, for the Prometheus histogram (one bisect per tick)."""
         self._ticks = 0
         self._packets_sent = 0
+        self._dtmf = DtmfBank()
+        """The in-band DTMF detectors of every session without telephone-event: one numpy analysis per
+        phase tick for all of that phase's sessions, after their packets are sent."""
 
     async def start(self) -> None:
         """Start the shared tick: phase tick n at t0 + n x 20 ms / phases, whatever earlier ticks cost."""
@@ -407,11 +421,24 @@ class MediaEngine:
             phase = round((now - start) / period) % phases
             if phase == 0:
                 self._ticks += 1
+            waiting = []
             for session in self._active[phase]:
                 try:
                     sent += session._tick(now)
+                    if session._stream.inband_waiting:
+                        waiting.append(session)
                 except Exception:
                     session._log.exception("rtp tick failed")
+            if waiting:
+                try:
+                    self._dtmf.run()
+                except Exception:
+                    log.exception("in-band DTMF analysis failed")  # each stream retries its frame alone
+                for session in waiting:
+                    try:
+                        session._finish_inband()
+                    except Exception:
+                        session._log.exception("rtp tick failed")
         self._packets_sent += sent
         self._timer = loop.call_at(clock.deadline, self._on_tick)
 

@@ -37,6 +37,7 @@ import aiosqlite
 import uuid6
 
 from ivr.metrics.buckets import COMMIT_BOUNDS, Buckets
+from ivr.store.privacy import ERASED, KeyRing, Sealer, unseal_data
 
 log = logging.getLogger("ivr.store")
 
@@ -108,6 +109,7 @@ async def connect(path: Path) -> aiosqlite.Connection:
     await db.execute("PRAGMA synchronous=FULL")
     await db.execute("PRAGMA busy_timeout=10000")
     await db.execute("PRAGMA foreign_keys=ON")
+    await db.execute("PRAGMA secure_delete=ON")  # erased personal data is zeroed in the file, not just unlinked
     return db
 
 
@@ -202,8 +204,11 @@ class OwnerLock:
 class EventLog:
     """The single writer of the local store."""
 
-    def __init__(self, db: aiosqlite.Connection, site: str, owner: OwnerLock | None = None, zone: str = "") -> None:
+    def __init__(self, db: aiosqlite.Connection, site: str, owner: OwnerLock | None = None, zone: str = "",
+                 sealer: Sealer | None = None) -> None:
         self.db = db
+        self.sealer = sealer
+        """With ``privacy:`` on: seals the personal fields of each event with its call's key (ivr/store/privacy.py)."""
         self.site = site
         self.zone = zone
         """The site's time zone (``site.timezone``), written on every call so its day is the site's day."""
@@ -220,13 +225,13 @@ class EventLog:
         """Posts that had to wait for the disk (the oldest unsaved fact was older than ``unsaved_seconds``)."""
 
     @classmethod
-    async def open(cls, path: Path, site: str, zone: str = "") -> EventLog:
+    async def open(cls, path: Path, site: str, zone: str = "", sealer: Sealer | None = None) -> EventLog:
         """Open (and migrate) the log. Calls left open by a process that is gone are closed as interrupted;
         those of a live process beside us (the daemon, a simulation) are left alone. ``zone``: the site's
         time zone, recorded on each call (``zone`` of ``call.started`` and the call row)."""
         db = await connect(path)
         await migrate(db)
-        self = cls(db, site, OwnerLock(path), zone)
+        self = cls(db, site, OwnerLock(path), zone, sealer)
         self._writer = asyncio.create_task(self._write_loop(), name="eventlog-writer")
         await self.reconcile_interrupted_calls()
         return self
@@ -265,6 +270,8 @@ class EventLog:
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
                 for op, _ in batch:
+                    if self.sealer is not None:  # the keys an event is sealed with go in before it
+                        await self.sealer.flush(self.db)
                     await self.db.execute("SAVEPOINT op")
                     try:
                         results.append(await op(self.db))
@@ -273,11 +280,17 @@ class EventLog:
                         await self.db.execute("ROLLBACK TO op")
                         await self.db.execute("RELEASE op")
                         results.append(exc)
+                    if self.sealer is not None:  # and the keys of events an op built itself (callbacks)
+                        await self.sealer.flush(self.db)
                 await self.db.execute("COMMIT")
                 self.commit_seconds.observe(time.perf_counter() - began)
                 committed = True
+                if self.sealer is not None:
+                    self.sealer.committed(True)
             except Exception as exc:
                 log.exception("event log commit failed")
+                if self.sealer is not None:
+                    self.sealer.committed(False)
                 try:
                     await self.db.execute("ROLLBACK")
                 except Exception:
@@ -295,6 +308,8 @@ class EventLog:
                     listener()
 
     def _row(self, type: str, call_id: str | None, data: dict[str, Any]) -> tuple[Any, ...]:
+        if self.sealer is not None:
+            data = self.sealer.seal_data(type, call_id, data)
         return (
             str(uuid6.uuid7()),
             self.site,
@@ -371,14 +386,18 @@ class EventLog:
         async def op(db: aiosqlite.Connection) -> int:
             seq = await self.insert(db, row)
             await db.execute(
-                "UPDATE calls SET ended_at=?, outcome=?, outcome_detail=?, path=?, variables=?, last_seq=?,"
+                "UPDATE calls SET ended_at=?, outcome=?, outcome_detail=?, path=?,"
+                " variables=CASE WHEN erased_at IS NULL THEN ? ELSE '{}' END, last_seq=?,"  # erased while it ran
                 " resolved=? WHERE call_id=?",
                 (row[3], outcome, detail, json.dumps(path), json.dumps(variables, default=str), seq,
                  int(resolved), call_id),
             )
             return seq
 
-        return int(await self.transaction(op))
+        seq = int(await self.transaction(op))
+        if self.sealer is not None:
+            self.sealer.evict(call_id)
+        return seq
 
     async def reconcile_interrupted_calls(self) -> int:
         """Calls left open by a crash or power cut get an ``interrupted`` end, so none stays "running".
@@ -481,6 +500,8 @@ async def read_calls(path: Path, last: int) -> list[dict[str, Any]]:
     for r in rows:
         r["path"] = json.loads(r["path"])
         r["variables"] = json.loads(r["variables"])
+        if r.get("caller") == "" and r.get("erased_at"):
+            r["caller"] = ERASED
     return list(reversed(rows))
 
 
@@ -493,14 +514,21 @@ async def read_events(path: Path, call_id: str | None = None) -> list[Event]:
             args = (call_id,)
         async with db.execute(sql + " ORDER BY seq", args) as cur:
             rows = await cur.fetchall()
-    return [Event(seq=r[0], id=r[1], site=r[2], boot_id=r[3], wall_time=r[4], mono_ns=r[5], call_id=r[6], type=r[7],
-                  data=json.loads(r[8])) for r in rows]
+    keys_db = sqlite3.connect(path)
+    try:
+        keys = KeyRing(keys_db)
+        return [Event(seq=r[0], id=r[1], site=r[2], boot_id=r[3], wall_time=r[4], mono_ns=r[5], call_id=r[6],
+                      type=r[7], data=unseal_data(json.loads(r[8]), keys)) for r in rows]
+    finally:
+        keys_db.close()
 
 
 def iter_events(path: Path, *, call_id: str | None = None, after_seq: int = 0,
-                types: Sequence[str] = ()) -> Iterator[Event]:
+                types: Sequence[str] = (), opened: bool = True) -> Iterator[Event]:
     """Events in ``seq`` order, one at a time off the cursor (memory stays flat however long the log): those
-    after ``after_seq`` (a consumer's last seen: the order of truth), of one call, of the given types."""
+    after ``after_seq`` (a consumer's last seen: the order of truth), of one call, of the given types.
+    ``opened``: sealed personal fields opened with the box's keys (``(erased)`` once a key is gone); False:
+    as stored, and as the relay sends them."""
     sql = "SELECT seq, id, site, boot_id, wall_time, mono_ns, call_id, type, data FROM events WHERE seq>?"
     args: list[Any] = [after_seq]
     if call_id is not None:
@@ -510,10 +538,15 @@ def iter_events(path: Path, *, call_id: str | None = None, after_seq: int = 0,
         sql += f" AND type IN ({','.join('?' * len(types))})"
         args.extend(types)
     db = sqlite3.connect(path)
+    keys: KeyRing | None = None
     try:
         db.execute("PRAGMA busy_timeout=10000")
+        keys = KeyRing(sqlite3.connect(path)) if opened else None
         for r in db.execute(sql + " ORDER BY seq", args):
+            data = json.loads(r[8])
             yield Event(seq=r[0], id=r[1], site=r[2], boot_id=r[3], wall_time=r[4], mono_ns=r[5], call_id=r[6],
-                        type=r[7], data=json.loads(r[8]))
+                        type=r[7], data=unseal_data(data, keys) if keys is not None else data)
     finally:
         db.close()
+        if keys is not None:
+            keys.db.close()

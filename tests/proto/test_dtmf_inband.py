@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ivr.proto import g711
-from ivr.proto.dtmf import DtmfDetector, DtmfEvent, DtmfEventKind
+from ivr.proto.dtmf import DTMF_DIGITS, DtmfBank, DtmfDetector, DtmfEvent, DtmfEventKind
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROWS = (697.0, 770.0, 852.0, 941.0)
@@ -261,3 +261,63 @@ def test_sox_synth_dtmf_pair() -> None:
 def test_odd_byte_count_rejected() -> None:
     with pytest.raises(ValueError):
         DtmfDetector().feed(b"\x00")
+
+
+SPEECH = (FIXTURES / "speech.s16").read_bytes()
+
+
+def _call_audio(rnd: random.Random, keys: str) -> bytes:
+    """One caller: the keys at the caller's own level, twist, timing and line (noise, speech, G.711)."""
+    table = {d: (lo, hi) for d, lo, hi in PAIRS}
+    level = rnd.uniform(-24, -4)
+    twist = rnd.uniform(-3, 7)
+    audio = silence(rnd.uniform(0, 300))
+    for i, key in enumerate(keys):
+        audio += tone(*table[key], rnd.uniform(45, 120), level, level - twist, phase=i + rnd.random())
+        audio += silence(rnd.uniform(45, 150))
+    audio += silence(200)
+    line = rnd.randrange(4)
+    if line == 1:  # white noise 15 dB under the weaker tone
+        sigma = amplitude(level - max(twist, 0) - 15) / math.sqrt(2)
+        audio = [v + rnd.gauss(0, sigma) for v in audio]
+    elif line == 2:  # quiet speech under the whole call
+        speech = struct.unpack(f"<{len(SPEECH) // 2}h", SPEECH)
+        offset = rnd.randrange(len(speech) - len(audio)) if len(speech) > len(audio) else 0
+        audio = [v + 0.1 * speech[(offset + k) % len(speech)] for k, v in enumerate(audio)]
+    data = pcm(audio)
+    if line == 3:  # through the codec
+        law = rnd.choice([(g711.alaw_encode, g711.alaw_decode), (g711.ulaw_encode, g711.ulaw_decode)])
+        data = law[1](law[0](data))
+    return data
+
+
+def test_bank_hears_many_calls_at_once() -> None:
+    """The media tick's path: 150 calls' 20 ms frames analysed together each tick, calls joining and
+    leaving (slots are reused); every call's keys come out, as the same detector alone gives them."""
+    rnd = random.Random(19)
+    calls = 150
+    keys = ["".join(rnd.choice(DTMF_DIGITS) for _ in range(rnd.randint(0, 6))) for _ in range(calls)]
+    audio = [_call_audio(rnd, k) for k in keys]
+    joins = [rnd.randrange(0, 40) if n % 3 == 0 else 0 for n in range(calls)]  # ticks before the call starts
+    bank = DtmfBank(capacity=4)  # grows as calls come
+    detectors: dict[int, DtmfDetector] = {}
+    heard: dict[int, list[DtmfEvent]] = {n: [] for n in range(calls)}
+    tick = 0
+    while tick <= max(joins) or detectors:
+        for n in range(calls):
+            if joins[n] == tick:
+                detectors[n] = bank.open()
+            if n in detectors:
+                frame = audio[n][(tick - joins[n]) * 320 : (tick - joins[n] + 1) * 320]
+                detectors[n].push(frame)
+        bank.run()
+        for n, detector in list(detectors.items()):
+            heard[n] += detector.take()
+            if (tick - joins[n] + 1) * 320 >= len(audio[n]):
+                detector.close()  # the call ends: its slot goes to the next one
+                del detectors[n]
+        tick += 1
+    assert bank.open_detectors == 0
+    for n in range(calls):
+        assert "".join(e.digit for e in heard[n] if e.kind is DtmfEventKind.END) == keys[n], f"call {n}"
+        assert heard[n] == detect(audio[n]), f"call {n}: the bank and a detector alone disagree"

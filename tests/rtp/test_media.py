@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import struct
+
 import pytest
 
-from ivr.rtp.media import MediaStream, PromptSent, TickClock
+from ivr.proto import g711
+from ivr.proto.dtmf import DtmfBank
+from ivr.rtp.media import PCM_SILENCE, AudioReceived, DtmfReceived, MediaStream, PromptSent, TickClock
 from ivr.rtp.packet import RtpSender, parse_rtp
 
 
@@ -87,3 +92,84 @@ def test_only_the_latched_source_is_heard_and_its_digits_only() -> None:
         stream.datagram_received(caller.send(b"\xff" * 160, 160).serialize(), ("127.0.0.1", 5000), t)
     assert not [e for e in stream.events if type(e).__name__ == "DtmfReceived"]
     assert stream.rejected_source == 3 and stream.remote == ("127.0.0.1", 5000) and stream.relatched == 0
+
+
+def _inband_call(digit_freqs: tuple[float, float], lead: int) -> list[bytes]:
+    """µ-law datagrams: ``lead`` frames of silence, a 100 ms key, then 400 ms of a quiet 400 Hz hum."""
+    sender = RtpSender(ssrc=0x77, payload_type=0, sequence_number=100, timestamp=5000)
+    low, high = digit_freqs
+    key = [round(7000 * (math.sin(2 * math.pi * low * k / 8000) + math.sin(2 * math.pi * high * k / 8000)))
+           for k in range(800)]
+    hum = [round(300 * math.sin(2 * math.pi * 400 * k / 8000)) for k in range(3200)]
+    pcm = struct.pack(f"<{160 * lead}h", *([0] * 160 * lead)) + struct.pack("<4000h", *(key + hum))
+    ulaw = g711.ulaw_encode(pcm)
+    return [sender.send(ulaw[i : i + 160], 160).serialize() for i in range(0, len(ulaw), 160)]
+
+
+def test_streams_sharing_a_dtmf_bank_hear_what_each_hears_alone() -> None:
+    """The engine's path: every stream's tick queues its frame, one bank run analyses them all, then each
+    stream finishes the tick; DTMF events and the delayed (blanked) audio are the same as a stream alone."""
+    digits = {"1": (697.0, 1209.0), "5": (770.0, 1336.0), "9": (852.0, 1477.0), "#": (941.0, 1477.0)}
+    calls = [(d, lead) for lead in (0, 3, 7) for d in digits]
+    bank = DtmfBank()
+
+    def stream(shared: bool) -> MediaStream:
+        s = MediaStream(ssrc=1, sequence_number=0, timestamp=0, dtmf_bank=bank if shared else None)
+        s.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None)
+        return s
+
+    together = [stream(True) for _ in calls]
+    alone = [stream(False) for _ in calls]
+    packets = [_inband_call(digits[d], lead) for d, lead in calls]
+    assert bank.open_detectors == len(calls)
+    analysed = 0
+    for tick in range(max(len(p) for p in packets) + 10):
+        now = 1.0 + 0.02 * tick
+        for s, a, p in zip(together, alone, packets, strict=True):
+            if tick < len(p):
+                s.datagram_received(p[tick], ("127.0.0.1", 4000), now - 0.01)
+                a.datagram_received(p[tick], ("127.0.0.1", 4000), now - 0.01)
+            s.tick(now)
+            a.tick(now)
+        waiting = [s for s in together if s.inband_waiting]
+        assert bank.run() == len(waiting)  # one analysis for all the streams that played a frame
+        for s in waiting:
+            s.finish_inband()
+            assert not s.inband_waiting
+        analysed += len(waiting)
+    for (digit, _), s, a in zip(calls, together, alone, strict=True):
+        heard = [e for e in s.events if isinstance(e, DtmfReceived)]
+        assert [(e.kind, e.digit, e.source) for e in heard] == [("start", digit, "inband"), ("end", digit, "inband")]
+        assert list(s.events) == list(a.events)
+        assert any(isinstance(e, AudioReceived) and e.pcm != PCM_SILENCE for e in s.events)  # the hum passes
+    assert analysed >= len(calls) * 30
+    for s in together:
+        s.close()
+    assert bank.open_detectors == 0
+
+
+def test_shared_bank_stream_ticked_twice_or_renegotiated_before_the_run() -> None:
+    """A stream ticked again before the bank ran analyses its earlier frame alone (its events stay with that
+    frame), and a re-INVITE that brings telephone-event finishes the waiting frame and leaves the bank."""
+    bank = DtmfBank()
+    together = MediaStream(ssrc=1, sequence_number=0, timestamp=0, dtmf_bank=bank)
+    alone = MediaStream(ssrc=1, sequence_number=0, timestamp=0)
+    for s in (together, alone):
+        s.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None)
+    packets = _inband_call((852.0, 1336.0), 2)  # "8"
+    for tick, packet in enumerate(packets):
+        now = 1.0 + 0.02 * tick
+        for s in (together, alone):
+            s.datagram_received(packet, ("127.0.0.1", 4000), now - 0.01)
+            s.tick(now)
+        if tick % 3 == 2:  # the bank runs only every third tick: two ticks in between go without it
+            bank.run()
+            together.finish_inband()
+    together.finish_inband()
+    assert [(e.kind, e.digit) for e in together.events if isinstance(e, DtmfReceived)] == [("start", "8"), ("end", "8")]
+    assert list(together.events) == list(alone.events)
+    together.datagram_received(packets[-1], ("127.0.0.1", 4000), 9.0)
+    together.tick(9.01)
+    assert together.inband_waiting
+    together.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=101)
+    assert not together.inband_waiting and bank.open_detectors == 0
