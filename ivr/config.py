@@ -233,6 +233,26 @@ class CallbacksConfig:
 
 
 @dataclass(frozen=True)
+class RecordingsHttpConfig:
+    """``recordings: {listen, token_file, url}``: recorded messages served to the agent's desktop or the
+    center over HTTP (GET /recordings/ID.wav with ``Authorization: Bearer TOKEN``); off without ``listen``."""
+
+    host: str
+    port: int
+    token_file: Path
+    url: str = ""
+    """The address the agent's side reaches, e.g. ``https://ivr-box.example/recordings/`` behind a TLS proxy;
+    default ``http://HOST:PORT/recordings/``. A message's link is this plus ``ID.wav``."""
+
+    @property
+    def base_url(self) -> str:
+        if self.url:
+            return self.url if self.url.endswith("/") else self.url + "/"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/recordings/"
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """The Prometheus endpoint (docs/metrics.md): on loopback unless the site's config says where."""
 
@@ -323,6 +343,8 @@ class Config:
     max_call_seconds: float = 3600.0
     recording_retention_days: float = 30.0
     """Recorded messages (``record`` nodes) are erased after this many days."""
+    recordings_http: RecordingsHttpConfig | None = None
+    """Recorded messages over HTTP; None (no ``recordings.listen``): on the box's disk only."""
     rtp_timeout_seconds: float = 30.0
     """No RTP from the caller for this long (and not on hold): the call is ended with BYE."""
     navigation_unsaved_seconds: float = 1.0
@@ -478,6 +500,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         problems.append(Problem(name, *at("sip", "session_expires"),
                                 f"session_expires ({session_expires}) is below min_se ({min_se})"))
     metrics = _metrics(doc, name, problems)
+    recordings_http = _recordings_http(doc, name, base, problems)
     central = _central(doc, name, base, problems)
     if problems:
         raise ConfigError(problems)
@@ -536,6 +559,7 @@ def _build(doc: Any, path: Path, name: str) -> Config:
         target_rms_db=float((doc.get("prompts") or {}).get("target_rms_db", -20)),
         max_call_seconds=float((doc.get("calls") or {}).get("max_call_seconds", 3600)),
         recording_retention_days=float((doc.get("calls") or {}).get("recording_retention_days", 30)),
+        recordings_http=recordings_http,
         rtp_timeout_seconds=float((doc.get("calls") or {}).get("rtp_timeout_seconds", 30)),
         navigation_unsaved_seconds=float((doc.get("calls") or {}).get("navigation_unsaved_seconds", 1.0)),
         prompt_cache_dir=base / str(doc["prompts"]["cache_dir"]) if "cache_dir" in (doc.get("prompts") or {})
@@ -585,6 +609,24 @@ def _privacy(doc: Any, base: Path, state_dir: Path, region: str) -> PrivacyConfi
     key = base / str(p["pseudonym_key_file"]) if p.get("pseudonym_key_file") else state_dir / "privacy-pseudonym.key"
     return PrivacyConfig(retention_days=None if days is None else float(days), pseudonym_key_file=key, region=region,
                          check_seconds=float(p.get("check_seconds", 3600)))
+
+
+def _recordings_http(doc: Any, name: str, base: Path, problems: list[Problem]) -> RecordingsHttpConfig | None:
+    r = doc.get("recordings") or {}
+    if "listen" not in r:
+        return None
+    host, _, port = str(r["listen"]).rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        problems.append(Problem(name, *position(doc, ["recordings", "listen"]),
+                                "listen is host:port, e.g. 127.0.0.1:9466"))
+        return None
+    if "token_file" not in r:
+        problems.append(Problem(name, *position(doc, ["recordings"], key=True),
+                                "recordings: listen needs token_file (a file holding the bearer token the agent's "
+                                "side sends)"))
+        return None
+    return RecordingsHttpConfig(host, int(port), base / str(r["token_file"]), str(r.get("url") or ""))
 
 
 def _metrics(doc: Any, name: str, problems: list[Problem]) -> MetricsConfig:

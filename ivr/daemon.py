@@ -26,7 +26,7 @@ from typing import Any
 
 import watchfiles
 
-from ivr.adapters.recordings import RecordingFiles
+from ivr.adapters.recordings import RecordingFiles, RecordingServer, RecordingsHttpError
 from ivr.adapters.simulator import NarratingRecorder, SimulatedCall
 from ivr.adapters.systemd import Notifier
 from ivr.config import Config
@@ -58,7 +58,9 @@ class Daemon:
         self._ami_task: asyncio.Task[None] | None = None
         self.dialer: Any = None  # ivr.callbacks.dialer.Dialer when callbacks are on
         self.desk: Any = None  # ivr.callbacks.desk.Desk: the queue node's virtual hold
-        self.recordings = RecordingFiles(config.recordings_dir, config.recording_retention_days)
+        self.recordings = RecordingFiles(config.recordings_dir, config.recording_retention_days,
+                                         config.recordings_http.base_url if config.recordings_http else "")
+        self.recording_server: Any = None  # RecordingServer when recordings.listen is set
         """Messages of ``record`` nodes; pruned hourly past ``calls.recording_retention_days``."""
         self.metrics: Any = None  # ivr.metrics.exporter.MetricsServer unless metrics: {enabled: false}
         self.relay: Any = None  # ivr.sync.relay.Relay when central.url is configured
@@ -98,6 +100,14 @@ class Daemon:
             from ivr.metrics.exporter import start_metrics
 
             self.metrics = await start_metrics(self)
+        if self.config.recordings_http is not None:
+            rh = self.config.recordings_http
+            self.recording_server = RecordingServer.from_config(self.recordings, rh.token_file)
+            await self.recording_server.start(rh.host, rh.port)
+            if not rh.url:  # links name the address actually bound (listen port 0 picks one)
+                self.recordings.url = f"http://{self.recording_server.address}/recordings/"
+            log.info("recordings on http://%s/recordings/ (links %s)", self.recording_server.address,
+                     self.recordings.url)
         self._phase(f"opening the event log {self.config.db_path}")
         privacy = self.config.privacy
         self.events = await EventLog.open(self.config.db_path, self.config.site_id, self.config.timezone,
@@ -373,6 +383,8 @@ class Daemon:
             await self.lookups.aclose()
         if self.metrics is not None:
             await self.metrics.close()
+        if self.recording_server is not None:
+            await self.recording_server.close()
         if self.events is not None:
             await self.events.append("daemon.stopped", None, config=self.config.source, pid=os.getpid())
             await self.events.close()
@@ -629,6 +641,12 @@ async def run_daemon(config: Config) -> int:
     except MetricsListenError as exc:  # nothing else was started yet
         log.error("%s", exc)
         await daemon.stop_watchdog()
+        return 1
+    except RecordingsHttpError as exc:  # only metrics before it
+        log.error("%s", exc)
+        await daemon.stop_watchdog()
+        if daemon.metrics is not None:
+            await daemon.metrics.close()
         return 1
     except OSError as exc:  # a taken SIP port, no free RTP port: one line, then stop what did start
         return await _failed_start(daemon, exc)

@@ -8,8 +8,11 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,10 +121,24 @@ def test_retention_erases_old_messages(tmp_path: Path) -> None:
 # -- a real call -----------------------------------------------------------------------------------------
 
 
+TOKEN = "s3cret-agent-desktop-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture
 def appliance(voicemail: Env) -> Iterator[tuple[Env, int, Path]]:
+    """The daemon serving recordings over HTTP to the agent's side, with a bearer token."""
     from tests.integration.appliance import run_appliance
 
+    (voicemail.root / "recordings.token").write_text(TOKEN + "\n", encoding="utf-8")
+    port = free_port()
+    with voicemail.config.open("a", encoding="utf-8") as f:
+        f.write(f"recordings: {{listen: '127.0.0.1:{port}', token_file: recordings.token}}\n")
     yield from run_appliance(voicemail)
 
 
@@ -149,3 +166,34 @@ def test_a_caller_leaves_a_message_over_sip_and_ends_it_with_pound(appliance: tu
     with wave.open(str(path), "rb") as w:
         got = w.getnframes() / 8000
     assert seconds - 1.5 < got < seconds + 1.5, (got, seconds)  # the caller's words, not the prompt's time
+    # the agent's desktop fetches it by the link the flow got (message_url), with the token only
+    url = call["variables"]["message_url"]
+    assert url == saved["url"] and url.endswith(f"/recordings/{saved['recording_id']}.wav")
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"}),
+                                timeout=10) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "audio/wav"
+        assert resp.read() == path.read_bytes()
+    for headers, status in (({}, 401), ({"Authorization": "Bearer wrong-token-wrong-token"}, 401)):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+        assert err.value.code == status
+    missing = url.replace(saved["recording_id"], "00000000-0000-7000-8000-000000000000")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(missing, headers={"Authorization": f"Bearer {TOKEN}"}),
+                               timeout=10)
+    assert err.value.code == 404
+
+
+def test_recordings_over_http_need_a_token_file(tmp_path: Path) -> None:
+    from ivr.config import load_config
+    from ivr.errors import ConfigError
+
+    cfg = tmp_path / "ivr.yaml"
+    cfg.write_text("recordings: {listen: '127.0.0.1:9466'}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "recordings: listen needs token_file" in str(err.value)
+    cfg.write_text("recordings: {listen: '127.0.0.1:9466', token_file: t, url: 'https://box.example/rec'}\n",
+                   encoding="utf-8")
+    rh = load_config(cfg).recordings_http
+    assert rh is not None and rh.base_url == "https://box.example/rec/" and rh.token_file == tmp_path / "t"

@@ -7,7 +7,9 @@ disk; ``ivr recordings`` lists, finds and prunes them.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
+import re
 import time
 import wave
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import uuid6
+from aiohttp import web
 
 from ivr.engine.context import SavedRecording
 
@@ -31,9 +34,11 @@ class StoredRecording:
 
 
 class RecordingFiles:
-    def __init__(self, root: Path, retention_days: float = 30.0) -> None:
+    def __init__(self, root: Path, retention_days: float = 30.0, url: str = "") -> None:
         self.root = root
         self.retention_days = retention_days
+        self.url = url
+        """Base of a message's link when served over HTTP (``recordings.url``), else "" (no link)."""
 
     async def save(self, call_id: str, node: str, pcm: bytes) -> SavedRecording:
         return await asyncio.to_thread(self._write, pcm)
@@ -59,7 +64,8 @@ class RecordingFiles:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return SavedRecording(rec_id, str(path.relative_to(self.root)), len(pcm) / 2 / RATE)
+        return SavedRecording(rec_id, str(path.relative_to(self.root)), len(pcm) / 2 / RATE,
+                              f"{self.url}{rec_id}.wav" if self.url else "")
 
     def all(self) -> Iterator[StoredRecording]:
         if not self.root.is_dir():
@@ -94,3 +100,59 @@ class RecordingFiles:
             if day.is_dir() and not any(day.iterdir()):
                 day.rmdir()
         return erased
+
+
+class RecordingsHttpError(Exception):
+    """The endpoint could not start (address taken, token unreadable): one line for the log."""
+
+
+class RecordingServer:
+    """``GET /recordings/ID.wav`` for the agent's desktop or the center, with ``Authorization: Bearer TOKEN``
+    (compared in constant time); nothing else is served. aiohttp, as the collector's side of the sync uses."""
+
+    def __init__(self, files: RecordingFiles, token: str) -> None:
+        self.files = files
+        self.token = token
+        self._runner: web.AppRunner | None = None
+        self.address = ""
+
+    @classmethod
+    def from_config(cls, files: RecordingFiles, token_file: Path) -> RecordingServer:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise RecordingsHttpError(f"recordings: cannot read token_file {token_file}: "
+                                      f"{exc.strerror or exc}") from None
+        if len(token) < 16:
+            raise RecordingsHttpError(f"recordings: the token in {token_file} is shorter than 16 characters")
+        return cls(files, token)
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Bearer realm="recordings"'})
+        rec_id = request.match_info["id"]
+        path = self.files.find(rec_id) if re.fullmatch(r"[0-9a-f-]{36}", rec_id) else None
+        if path is None:
+            return web.Response(status=404, text="no such recording\n")
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"})
+
+    async def start(self, host: str, port: int) -> None:
+        app = web.Application()
+        app.router.add_get("/recordings/{id}.wav", self._get)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise RecordingsHttpError(f"recordings: cannot listen on {host}:{port}: "
+                                      f"{os.strerror(exc.errno) if exc.errno else exc}") from None
+        server = site._server  # noqa: SLF001 - aiohttp keeps the bound socket there (port 0 → the real one)
+        sock = server.sockets[0].getsockname() if server is not None and server.sockets else (host, port)  # type: ignore[attr-defined]
+        self.address = f"{sock[0]}:{sock[1]}"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

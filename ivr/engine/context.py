@@ -58,6 +58,7 @@ class SavedRecording:
     id: str
     file: str  # relative to the recordings folder
     seconds: float
+    url: str = ""  # its link when the box serves recordings over HTTP (recordings.listen), else ""
 
 
 class RecordingStore(Protocol):

@@ -278,8 +278,10 @@ async def step_record(ctx: CallContext, node: Node, r: Record) -> str | None:
         return await fail(ctx, node, "no recording store")
     saved = await ctx.recordings.save(ctx.call.call_id, node.name, took.pcm)
     ctx.variables[r.into] = saved.id
+    if saved.url:
+        ctx.variables[f"{r.into}_url"] = saved.url  # for the agent: data: [message_url]
     await ctx.event("recording.saved", node=node.name, recording_id=saved.id, file=saved.file,
-                    seconds=round(saved.seconds, 2), ended=took.ended)
+                    seconds=round(saved.seconds, 2), ended=took.ended, **({"url": saved.url} if saved.url else {}))
     return node.next  # after a hang-up the next prompt ends the call, as any hang-up does
 
 

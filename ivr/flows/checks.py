@@ -76,6 +76,8 @@ def known_vars(loaded: Loaded) -> set[str]:
             a = node.action
             if isinstance(a, Collect | Survey | Record):
                 names.add(a.into)
+            if isinstance(a, Record):
+                names.add(f"{a.into}_url")
             elif isinstance(a, SetVars):
                 names |= {k for k, _ in a.values}
             elif isinstance(a, Http):
