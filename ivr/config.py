@@ -112,6 +112,9 @@ class TransferConfig:
     """Dialplan context of a queue transfer by Redirect (docs/asterisk: ``ivr-queue,<queue>,1``)."""
     ami_extension_context: str = "from-internal"
     """Dialplan context of an extension transfer by Redirect."""
+    user_to_user: str | None = None
+    """A ``data:`` variable also sent as the SIP ``User-to-User`` header (RFC 7433, hex), on the REFER (and in
+    its Refer-To, RFC 7434) and the bridge's INVITE: for PBXs and ACDs that read UUI rather than X- headers."""
 
 
 @dataclass(frozen=True)

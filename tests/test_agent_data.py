@@ -53,3 +53,17 @@ async def test_refer_carries_each_named_value_as_an_x_header_and_in_the_refer_to
     base, _, query = uri.partition("?")
     assert base == "sip:billing@127.0.0.1"
     assert [tuple(unquote(x) for x in p.split("=", 1)) for p in query.split("&")] == list(headers)
+
+
+async def test_user_to_user_where_configured() -> None:
+    """RFC 7433: the configured data variable also as User-to-User, hex-encoded, on the REFER and its Refer-To."""
+    call: Any = Call()
+    target = TransferTarget("queue", "billing", (("account", "345678"), ("name", "Ada L")))
+    settings = TransferConfig(mode="refer", user_to_user="account")
+    assert (await Transferer(TransferContext(settings, None, None)).transfer(call, target)).ok
+    [(uri, headers)] = call.leg.refers
+    assert ("User-to-User", "333435363738;encoding=hex") in headers
+    assert "User-to-User=333435363738%3Bencoding%3Dhex" in uri
+    plain: Any = Call()
+    await Transferer(TransferContext(TransferConfig(mode="refer"), None, None)).transfer(plain, target)
+    assert not any(name == "User-to-User" for name, _ in plain.leg.refers[0][1])  # only where configured

@@ -56,6 +56,7 @@ CALL_ID_VARIABLE = "IVR_CALL_ID"
 #: ``IVR_VAR_<NAME>`` (inherited: ``__``), for the agent's screen (docs/asterisk/README.md, "Data to the agent").
 DATA_HEADER_PREFIX = "X-IVR-Var-"
 DATA_VARIABLE_PREFIX = "IVR_VAR_"
+UUI_HEADER = "User-to-User"
 #: After a successful AMI Redirect Asterisk ends our leg; we wait this long for its BYE.
 BYE_WAIT = 5.0
 OFFER_CODECS = (PCMU, PCMA, TELEPHONE_EVENT)
@@ -73,9 +74,13 @@ def with_headers(uri: str, headers: tuple[tuple[str, str], ...]) -> str:
     return uri + "?" + "&".join(f"{n}={quote(v, safe='')}" for n, v in headers) if headers else uri
 
 
-def data_headers(target: TransferTarget) -> tuple[tuple[str, str], ...]:
-    """The node's ``data:`` as SIP headers: ``account`` → ``X-IVR-Var-account``."""
-    return tuple((DATA_HEADER_PREFIX + name, value) for name, value in target.data)
+def data_headers(target: TransferTarget, user_to_user: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The node's ``data:`` as SIP headers: ``account`` → ``X-IVR-Var-account``; with ``user_to_user`` naming
+    one of them, that value also as ``User-to-User: HEX;encoding=hex`` (RFC 7433)."""
+    out = [(DATA_HEADER_PREFIX + name, value) for name, value in target.data]
+    out += [(UUI_HEADER, f"{value.encode().hex()};encoding=hex") for name, value in target.data
+            if user_to_user is not None and name == user_to_user]
+    return tuple(out)
 
 
 @dataclass
@@ -136,7 +141,7 @@ class Transferer:
         uri = refer_uri(target.destination, host)
         try:
             async with asyncio.timeout(settings.refer_timeout + 5.0):
-                headers = ((CALL_ID_HEADER, call.call_id), *data_headers(target))
+                headers = ((CALL_ID_HEADER, call.call_id), *data_headers(target, settings.user_to_user))
                 outcome = await leg.refer(with_headers(uri, headers), extra_headers=headers)
         except TimeoutError:
             why.append("REFER: no final NOTIFY")
@@ -219,7 +224,7 @@ class Transferer:
                 refer_uri(target.destination, settings.refer_domain or proxy[0]),
                 from_uri=refer_uri(from_user, local_host), sdp_offer=offer.to_bytes(), proxy=proxy,
                 ring_timeout=settings.ring_timeout,
-                extra_headers=((CALL_ID_HEADER, call.call_id), *data_headers(target)),
+                extra_headers=((CALL_ID_HEADER, call.call_id), *data_headers(target, settings.user_to_user)),
             ))
             if not agent.answered:
                 result = agent.result

@@ -67,7 +67,7 @@ def xfer(env: Env) -> Iterator[tuple[Env, int, int]]:
     (env.flows / "xfer.yaml").write_text(XFER_FLOW, encoding="utf-8")
     with env.config.open("a") as f:
         f.write(f"transfer: {{mode: refer, bridge_proxy: '127.0.0.1:{agent_port}', ring_timeout: 10,"
-                " refer_timeout: 10}\n")
+                " refer_timeout: 10, user_to_user: caller}\n")
     for e, port, _log in run_appliance(env):
         yield e, port, agent_port
 
@@ -123,6 +123,8 @@ def test_refer_accepted_ends_the_call_as_transferred(xfer: tuple[Env, int, int])
     assert f"REFER X-IVR-Call-ID={call['call_id']} Refer-To X-IVR-Call-ID={call['call_id']}" in logged
     # the flow's data: for the agent, on the REFER and in its Refer-To too (issue 17)
     assert "REFER X-IVR-Var-caller=+15555550142 Refer-To X-IVR-Var-caller=%2B15555550142" in logged
+    # and as User-to-User where configured (RFC 7433, hex of "+15555550142")
+    assert f"REFER User-to-User={'+15555550142'.encode().hex()};encoding=hex" in logged
     assert event["data"] == ["caller"]
     [ended] = transfer_events(env, call, "sip.ended")
     assert ended["by"] == "ivr"  # our BYE ended it, not the caller's
