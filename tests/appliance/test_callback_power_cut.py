@@ -38,12 +38,13 @@ NUMBERS = ["+12125550101", "+12125550102", "+12125550103"]
 FILE_REQUESTS = r"""
 import asyncio, json, sys
 from datetime import UTC, datetime
+from pathlib import Path
 from ivr.store.callbacks import CallbackStore, Consent
 from ivr.store.eventlog import EventLog
 
 async def go():
     ids = []
-    async with await EventLog.open("/var/lib/ivr/ivr.db", "qemu-test") as log:
+    async with await EventLog.open(Path("/var/lib/ivr/ivr.db"), "qemu-test") as log:
         for number in sys.argv[1:]:
             now = datetime.now(UTC)
             r = await CallbackStore(log).request(
