@@ -78,8 +78,12 @@ if [ -n "${FW_WATCHDOG_SEC:-}" ]; then
     printf '[Service]\nWatchdogSec=%s\nTimeoutStartSec=900\n' "$FW_WATCHDOG_SEC" > "$R/etc/systemd/system/ivr.service.d/emulation.conf"
 fi
 if [ "${FW_BREAK_SERVICE:-0}" = 1 ]; then
+    # The rollback test's bundle: a daemon that never sends READY. Its start job gives up after 60 s (named so
+    # it sorts after emulation.conf's 900 s, which would otherwise make each try wait 15 min under TCG); the
+    # health check then waits out IVR_HEALTH_TIMEOUT as on any slot, so what is tested is unchanged.
     mkdir -p "$R/etc/systemd/system/ivr.service.d"
-    printf '[Service]\nExecStart=\nExecStart=/bin/sleep infinity\n' > "$R/etc/systemd/system/ivr.service.d/broken.conf"
+    printf '[Service]\nExecStart=\nExecStart=/bin/sleep infinity\nTimeoutStartSec=60\n' \
+        > "$R/etc/systemd/system/ivr.service.d/never-ready.conf"
 fi
 mkdir -p "$R/grubboot" "$R/data" "$R/var/lib/ivr" "$R/etc/ivr"
 chroot "$R" systemctl enable -q ivr.service ivr-firstboot.service ivr-health.service nftables.service \
