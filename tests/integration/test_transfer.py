@@ -124,7 +124,7 @@ def test_refer_accepted_ends_the_call_as_transferred(xfer: tuple[Env, int, int])
     # the flow's data: for the agent, on the REFER and in its Refer-To too (issue 17)
     assert "REFER X-IVR-Var-caller=+15555550142 Refer-To X-IVR-Var-caller=%2B15555550142" in logged
     # and as User-to-User where configured (RFC 7433, hex of "+15555550142")
-    assert f"REFER User-to-User={'+15555550142'.encode().hex()};encoding=hex" in logged
+    assert f"REFER User-to-User={b'+15555550142'.hex()};encoding=hex" in logged
     assert event["data"] == ["caller"]
     [ended] = transfer_events(env, call, "sip.ended")
     assert ended["by"] == "ivr"  # our BYE ended it, not the caller's
