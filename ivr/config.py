@@ -614,38 +614,40 @@ def _privacy(doc: Any, base: Path, state_dir: Path, region: str) -> PrivacyConfi
                          check_seconds=float(p.get("check_seconds", 3600)))
 
 
+def _listen(doc: Any, section: str, name: str, problems: list[Problem], example: str) -> tuple[str, int] | None:
+    """A section's ``listen`` as (host, port) — a bracketed IPv6 host too — checked here so a typo is reported
+    at its line rather than as a bind error at start; None (and a problem) when it is not host:port."""
+    host, _, port = str(doc[section]["listen"]).rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        problems.append(Problem(name, *position(doc, [section, "listen"]), f"listen is host:port, e.g. {example}"))
+        return None
+    return host, int(port)
+
+
 def _recordings_http(doc: Any, name: str, base: Path, problems: list[Problem]) -> RecordingsHttpConfig | None:
     r = doc.get("recordings") or {}
     if "listen" not in r:
         return None
-    host, _, port = str(r["listen"]).rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        problems.append(Problem(name, *position(doc, ["recordings", "listen"]),
-                                "listen is host:port, e.g. 127.0.0.1:9466"))
+    listen = _listen(doc, "recordings", name, problems, "127.0.0.1:9466")
+    if listen is None:
         return None
     if "token_file" not in r:
         problems.append(Problem(name, *position(doc, ["recordings"], key=True),
                                 "recordings: listen needs token_file (a file holding the bearer token the agent's "
                                 "side sends)"))
         return None
-    return RecordingsHttpConfig(host, int(port), base / str(r["token_file"]), str(r.get("url") or ""))
+    return RecordingsHttpConfig(*listen, base / str(r["token_file"]), str(r.get("url") or ""))
 
 
 def _metrics(doc: Any, name: str, problems: list[Problem]) -> MetricsConfig:
-    """The ``metrics:`` section: ``listen`` as host:port (a bracketed IPv6 host too), checked here so a
-    typo is reported at its line rather than as a bind error at start."""
+    """The ``metrics:`` section (``listen`` checked by :func:`_listen`)."""
     m = doc.get("metrics") or {}
     enabled = bool(m.get("enabled", True))
-    if "listen" not in m:
+    listen = _listen(doc, "metrics", name, problems, "127.0.0.1:9464") if "listen" in m else None
+    if listen is None:
         return MetricsConfig(enabled=enabled)
-    host, _, port = str(m["listen"]).rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        problems.append(Problem(name, *position(doc, ["metrics", "listen"]),
-                                "listen is host:port, e.g. 127.0.0.1:9464"))
-        return MetricsConfig(enabled=enabled)
-    return MetricsConfig(enabled=enabled, host=host, port=int(port))
+    return MetricsConfig(enabled=enabled, host=listen[0], port=listen[1])
 
 
 def _central(doc: Any, name: str, base: Path, problems: list[Problem]) -> CentralConfig | None:
