@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import vosk  # noqa: E402
 
 from ivr.adapters.speech import SAMPLE_RATE, SpeechService  # noqa: E402
+from ivr.adapters.speech_check import decode_clip  # noqa: E402
 from ivr.proto.vad import VadConfig, frame_dbfs  # noqa: E402
 from ivr.speech import synth  # noqa: E402
 from ivr.speech.listen import Listening  # noqa: E402
@@ -57,15 +58,8 @@ async def decode(service: SpeechService, pcm: bytes, grammar: list[str] | None, 
                  verify: bool = False) -> SpeechResult:
     turn = service.open_turn(grammar, digits=digits, verify=verify)
     assert turn is not None
-    async with turn:
-        for frame in synth.frames(pcm):
-            for _ in range(10_000):  # faster than real time, but never past the queue (no drops)
-                if turn.backlog < service.queue_frames // 2:
-                    break
-                await asyncio.sleep(0.005)
-            turn.feed(frame)
-        turn.end()
-        return await asyncio.wait_for(turn.result(), 120)
+    result: SpeechResult = await decode_clip(service, turn, pcm)
+    return result
 
 
 async def bounded_gather(n: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:

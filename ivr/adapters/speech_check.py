@@ -89,9 +89,15 @@ async def _decode(service: SpeechService, pcm: bytes, phrases: list[str], menu: 
         await asyncio.sleep(0.1)
     else:
         raise RuntimeError("no free speech slot for the check")
+    return await decode_clip(service, turn, pcm)
+
+
+async def decode_clip(service: SpeechService, turn: Any, pcm: bytes) -> Any:
+    """A whole clip through an open turn, faster than real time but never past its queue (no frames dropped),
+    then the turn's result (bounded). Shared with bench/speech.py."""
     async with turn:
         for frame in synth.frames(pcm):
-            for _ in range(10_000):  # faster than real time, never past the queue (no drops)
+            for _ in range(10_000):
                 if turn.backlog < service.queue_frames // 2:
                     break
                 await asyncio.sleep(0.005)
