@@ -22,6 +22,7 @@ from ivr.kpi import measures
 from ivr.kpi.facts import (
     CallbackRequestFacts,
     CallFacts,
+    LookupFacts,
     QueueVisit,
     SurveyAnswer,
     facts_from_events,
@@ -53,7 +54,8 @@ CALL_COLUMNS = (("call_id", "text"), ("first_seq", "bigint"), ("started_at", "ti
                 ("time_to_queue", "float8"), ("offer_decided", "boolean"), ("callback_offered", "boolean"),
                 ("callback_accepted", "boolean"), ("callback_request_id", "text"), ("callback_leg", "boolean"),
                 ("path", "text[]"), ("entry_node", "text"), ("last_node", "text"), ("survey_scale", "text[]"),
-                ("survey_value", "int[]"), ("survey_node", "text[]"), ("survey_flow", "text[]"))
+                ("survey_value", "int[]"), ("survey_node", "text[]"), ("survey_flow", "text[]"),
+                ("lookup_name", "text[]"), ("lookup_outcome", "text[]"), ("lookup_latency_ms", "float8[]"))
 VISIT_COLUMNS = (("callid", "text"), ("n", "int"), ("queue", "text"), ("entered_at", "timestamptz"),
                  ("ended_at", "timestamptz"), ("at", "timestamptz"), ("result", "text"), ("wait", "float8"),
                  ("talk", "float8"), ("agent", "text"), ("transferred", "boolean"), ("ivr_call_id", "text"))
@@ -145,7 +147,8 @@ def call_row(site_id: str, c: CallFacts, first_seq: int, region: str) -> tuple[A
             c.detail, c.disposition, c.resolved, c.transfer_failed, c.handoff, c.queue, c.queued_at, ttq,
             c.offer_decided, c.callback_offered, c.callback_accepted, c.callback_request_id, c.callback_leg,
             list(c.path), c.path[0] if c.path else None, c.last_node, [a.scale for a in c.surveys],
-            [a.value for a in c.surveys], [a.node for a in c.surveys], [a.flow for a in c.surveys])
+            [a.value for a in c.surveys], [a.node for a in c.surveys], [a.flow for a in c.surveys],
+            [x.name for x in c.lookups], [x.outcome for x in c.lookups], [x.latency_ms for x in c.lookups])
 
 
 def visit_rows(site_id: str, visits: Iterable[QueueVisit]) -> list[tuple[Any, ...]]:
@@ -189,12 +192,14 @@ def kept_rows(site_id: str, request_id: str, kept: Sequence[Mapping[str, Any]]) 
 CALL_READ = ("site_id, call_id, started_at, ended_at, channel, caller, caller_e164, dialed, flow, flow_version, zone, "
              "outcome, detail, resolved, transfer_failed, handoff, queue, queued_at, offer_decided, callback_offered, "
              "callback_accepted, callback_request_id, callback_leg, path, survey_scale, survey_value, survey_node, "
-             "survey_flow")
+             "survey_flow, lookup_name, lookup_outcome, lookup_latency_ms")
 
 
 def call_of(r: Mapping[str, Any]) -> CallFacts:
     surveys = tuple(SurveyAnswer(s, v, n, f) for s, v, n, f in zip(
         r["survey_scale"], r["survey_value"], r["survey_node"], r["survey_flow"], strict=True))
+    lookups = tuple(LookupFacts(n, o, ms) for n, o, ms in zip(
+        r["lookup_name"], r["lookup_outcome"], r["lookup_latency_ms"], strict=True))
     return CallFacts(
         call_id=r["call_id"], started_at=r["started_at"], ended_at=r["ended_at"], channel=r["channel"],
         caller=r["caller"], dialed=r["dialed"], flow=r["flow"], flow_version=r["flow_version"], zone=r["zone"],
@@ -202,7 +207,7 @@ def call_of(r: Mapping[str, Any]) -> CallFacts:
         transfer_failed=r["transfer_failed"], handoff=r["handoff"], queue=r["queue"], queued_at=r["queued_at"],
         offer_decided=r["offer_decided"], callback_offered=r["callback_offered"],
         callback_accepted=r["callback_accepted"], callback_request_id=r["callback_request_id"],
-        callback_leg=r["callback_leg"], surveys=surveys, site=r["site_id"])
+        callback_leg=r["callback_leg"], surveys=surveys, lookups=lookups, site=r["site_id"])
 
 
 def visit_of(r: Mapping[str, Any]) -> QueueVisit:

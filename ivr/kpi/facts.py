@@ -13,6 +13,7 @@ item 1): each is read from today's field and from the field the KPI-complete log
   else the flow a qualified node names;
 - a queue visit: ``queue.log`` rows (Asterisk queue_log columns), joined to the IVR call by ``ivr_call_id``
   when the row has it;
+- a data look-up: ``http.lookup`` (the flow's ``http`` node: lookup name or host, outcome, latency_ms);
 - a callback request: ``callback.requested`` / ``callback.state`` / ``callback.attempt.ended``, and the
   ``callback.kept`` records.
 """
@@ -93,6 +94,15 @@ class SurveyAnswer:
 
 
 @dataclass(frozen=True)
+class LookupFacts:
+    """One data look-up of a call (an ``http`` node's request, retries included)."""
+
+    name: str  # the config's ``lookups:`` entry the node used, else the host it asked
+    outcome: str  # ok, timeout, circuit_open, bad_response, http_error, error...
+    latency_ms: float | None  # what the caller waited for it (None when the event has no figure)
+
+
+@dataclass(frozen=True)
 class CallFacts:
     """One IVR call as the KPIs see it."""
 
@@ -121,6 +131,7 @@ class CallFacts:
     surveys: tuple[SurveyAnswer, ...] = ()
     site: str = ""  # the site it was taken at (the central store's reports group by it; a box leaves it empty)
     variants: tuple[str, ...] = ()  # "experiment=variant" for each split node the call passed (experiment.assigned)
+    lookups: tuple[LookupFacts, ...] = ()  # the data look-ups the call made, in order
 
     @property
     def last_node(self) -> str | None:
@@ -228,6 +239,7 @@ class _CallBuilder:
     leg: bool = False
     surveys: list[SurveyAnswer] = field(default_factory=list)
     variants: dict[str, str] = field(default_factory=dict)
+    lookups: list[LookupFacts] = field(default_factory=list)
 
     def add(self, type_: str, data: Mapping[str, Any], at: datetime | None) -> None:
         if type_ == "call.started":
@@ -272,6 +284,9 @@ class _CallBuilder:
             self.leg = True
         elif type_ == "experiment.assigned":
             self.variants.setdefault(str(data.get("experiment") or ""), str(data.get("variant") or ""))
+        elif type_ == "http.lookup":
+            self.lookups.append(LookupFacts(str(data.get("lookup") or data.get("host") or ""),
+                                            str(data.get("outcome") or ""), number(data.get("latency_ms"))))
         elif type_ == "survey.answer":
             v = number(data.get("value"))
             if v is not None:
@@ -293,7 +308,7 @@ class _CallBuilder:
             transfer_failed=self.transfer_failed, handoff=self.handoff, queue=self.queue, queued_at=self.queued_at,
             offer_decided=self.offer_decided, callback_offered=self.offered, callback_accepted=self.accepted,
             callback_request_id=self.request_id, callback_leg=self.leg, surveys=tuple(self.surveys),
-            variants=tuple(f"{e}={v}" for e, v in self.variants.items()))
+            variants=tuple(f"{e}={v}" for e, v in self.variants.items()), lookups=tuple(self.lookups))
 
 
 @dataclass

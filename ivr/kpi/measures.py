@@ -29,7 +29,7 @@ class Kpi:
     name: str
     value: float | None
     n: int  # the sample the value is taken over (a ratio's denominator, a mean's count)
-    unit: str  # calls, s, share (0-1), points, erlang, calls/h
+    unit: str  # calls, lookups (counts), s, ms, share (0-1), points, erlang, calls/h
     variant: str  # the formula, in words
     provisional: bool = False  # the figure can still change (a window not yet over)
     detail: Mapping[str, Any] = field(default_factory=dict)
@@ -323,6 +323,34 @@ def survey_scores(calls: Sequence[CallFacts]) -> list[Kpi]:
     return [_kpi("csat", f.csat(sum(1 for v in cs if v >= 4), len(cs)), "share", "answers 4-5 / answers (1-5)"),
             _kpi("nps", f.nps(promoters, detractors, len(ns)), "points", "%9-10 - %0-6 of answers (0-10)",
                  promoters=promoters, detractors=detractors)]
+
+
+# -- data look-ups (the flows' http nodes) ----------------------------------------------------------------------
+
+def lookup_kpis(calls: Sequence[CallFacts]) -> list[Kpi]:
+    """Look-ups made, the share that failed (every outcome but ``ok``: the caller went to the node's failure
+    or timeout branch), and the caller's wait for an answer (p50, p95; retries and the breaker's fast
+    refusals included: what callers felt, not what the back end took). Failures by outcome in ``detail``."""
+    done = [x for c in calls for x in c.lookups]
+    failed: dict[str, int] = {}
+    for x in done:
+        if x.outcome != "ok":
+            failed[x.outcome or "unknown"] = failed.get(x.outcome or "unknown", 0) + 1
+    waits = [x.latency_ms for x in done if x.latency_ms is not None]
+    return [Kpi("lookups", float(len(done)), len(done), "lookups", "http node requests (retries in one)"),
+            _kpi("lookup_failure_rate", f.ratio(sum(failed.values()), len(done)), "share",
+                 "look-ups not ok (timeout, circuit open, error, bad answer) / look-ups",
+                 **dict(sorted(failed.items()))),
+            Kpi("lookup_wait_p50", f.percentile(waits, 50), len(waits), "ms", "caller's wait for a look-up, median"),
+            Kpi("lookup_wait_p95", f.percentile(waits, 95), len(waits), "ms", "caller's wait for a look-up, 95th pct")]
+
+
+def lookups_by_name(calls: Sequence[CallFacts]) -> dict[str, list[Kpi]]:
+    """``lookup_kpis`` per look-up (the config's name, else the host): which back end fails or is slow."""
+    names = sorted({x.name for c in calls for x in c.lookups})
+    return {name: lookup_kpis([CallFacts(c.call_id, c.started_at, lookups=tuple(x for x in c.lookups if x.name == name))
+                               for c in calls if any(x.name == name for x in c.lookups)])
+            for name in names}
 
 
 # -- traffic -------------------------------------------------------------------------------------------------

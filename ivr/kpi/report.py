@@ -73,6 +73,8 @@ class KpiReport:
     totals: tuple[Kpi, ...]
     groups: tuple[Group, ...] = ()
     abandon_by_node: Mapping[str, Kpi] = field(default_factory=dict)
+    lookups_by_name: Mapping[str, tuple[Kpi, ...]] = field(default_factory=dict)
+    """The look-up KPIs per look-up (the config's name, else the host)."""
     experiments: tuple[Experiment, ...] = ()
     """``by="variant"``: each experiment's variants against its control, with intervals."""
 
@@ -95,6 +97,7 @@ class KpiReport:
             "params": self.params.as_dict(),
             "totals": {k.name: _json(k) for k in self.totals},
             "ivr_abandon_by_node": {node: _json(k) for node, k in self.abandon_by_node.items()},
+            "lookups_by_name": {name: {k.name: _json(k) for k in ks} for name, ks in self.lookups_by_name.items()},
             "groups": [{"key": g.key, "kpis": {k.name: _json(k) for k in g.kpis}} for g in self.groups],
             **({"experiments": [e.as_dict() for e in self.experiments]} if self.by == VARIANT_BY else {}),
         }
@@ -129,6 +132,10 @@ class KpiReport:
             lines += ["", "abandoned in the IVR, by node"]
             for node, k in self.abandon_by_node.items():
                 lines.append(f"  {node:<32} {_fmt(k):>12}  n={k.n:<6} abandoned {k.detail.get('abandoned', 0)}")
+        if self.by is None and self.lookups_by_name:
+            lines += ["", "data look-ups, by look-up"]
+            for name, ks in self.lookups_by_name.items():
+                lines.append(f"  {name}: " + ", ".join(f"{k.name.removeprefix('lookup_')} {_fmt(k)}" for k in ks))
         return "\n".join(lines)
 
 
@@ -139,7 +146,8 @@ def _get(kpis: Sequence[Kpi], name: str) -> Kpi:
     raise KeyError(name)
 
 
-_DIGITS = {"share": 4, "s": 1, "erlang": 3, "points": 1, "calls/h": 2}
+_DIGITS = {"share": 4, "s": 1, "ms": 0, "erlang": 3, "points": 1, "calls/h": 2}
+COUNT_UNITS = frozenset({"calls", "lookups"})
 
 
 def json_value(value: float | None, unit: str) -> float | int | None:
@@ -147,7 +155,7 @@ def json_value(value: float | None, unit: str) -> float | int | None:
     digits, seconds and NPS points to 1); None stays None. The central dashboard rounds its SQL figures with it."""
     if value is None:
         return None
-    return int(value) if unit == "calls" else round(value, _DIGITS.get(unit, 3))
+    return int(value) if unit in COUNT_UNITS else round(value, _DIGITS.get(unit, 3))
 
 
 def _json(k: Kpi) -> dict[str, Any]:
@@ -163,10 +171,12 @@ def _fmt(k: Kpi) -> str:
         return "-"
     if k.unit == "share":
         return f"{v * 100:.1f} %"
-    if k.unit == "calls":
+    if k.unit in COUNT_UNITS:
         return f"{int(v)}"
     if k.unit == "s":
         return f"{v:.1f} s"
+    if k.unit == "ms":
+        return f"{v:.0f} ms"
     if k.unit == "points":
         return f"{v:+.1f}"
     return f"{v:.2f} {k.unit}"
@@ -206,6 +216,7 @@ def _kpis(sel: _Sel, *, history: m.CallerIndex, since: datetime, until: datetime
         *m.first_call_resolution(calls, history, now=now, region=region, windows=p.fcr_windows),
         *m.survey_scores(calls),
         *m.callback_kpis(calls, sel.requests, sel.kept),
+        *m.lookup_kpis(calls),
         m.calls_per_hour(sel.present, since, until),
         m.peak_concurrent(sel.present, since, until, now, zone),
         m.traffic(sel.present, since, until, now),
@@ -388,8 +399,10 @@ def build_from_facts(calls: Sequence[CallFacts], visits: Sequence[QueueVisit],
                 g = (*g, abandon[key])
             groups.append(Group(key, g))
     experiments = tuple(compare_variants(sel.started)) if by == VARIANT_BY else ()
+    lookups = {name: tuple(ks) for name, ks in m.lookups_by_name(sel.started).items()}
     return KpiReport(since=since, until=until, now=now, zone=zone, by=by, params=p, totals=totals,
-                     groups=tuple(groups), abandon_by_node=abandon, experiments=experiments)
+                     groups=tuple(groups), abandon_by_node=abandon, lookups_by_name=lookups,
+                     experiments=experiments)
 
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")

@@ -66,6 +66,12 @@ async def test_account_lookup_by_a_real_call_hands_the_account_to_the_agents_cha
     assert played[start:start + 2 + len(money) + len(date)] == ["balance_is", *money, "due_on", *date]
     moved = next(e.data for e in events if e.type == "transfer")
     assert moved["ok"] and moved["data"] == ["account"]
+    # the look-up is a KPI: counted, not failed, the caller's wait as the event recorded it
+    kpi = env.ivr("kpi", "--since", "1h", "--json").json()
+    totals = kpi["totals"]
+    assert (totals["lookups"]["value"], totals["lookup_failure_rate"]["value"]) == (1, 0.0)
+    assert totals["lookup_wait_p50"]["value"] == lookup["latency_ms"]
+    assert kpi["lookups_by_name"]["accounts"]["lookups"]["value"] == 1
 
 
 def run_call(env: Env, ami_port: int, server: AccountServer) -> dict[str, Any]:

@@ -18,9 +18,14 @@ def day_log() -> Log:
     log = Log()
     at = [T0 + timedelta(minutes=i) for i in range(9)]
     # c1 self-served: the flow said goodbye
-    log.call("c1", at[0], 40, "hangup", path=("greet", "main_menu", "goodbye"), detail="goodbye")
+    # (each of c1, c2, c6, c7 looks something up; the callback leg and the simulation too, not counted)
+    log.call("c1", at[0], 40, "hangup", path=("greet", "main_menu", "goodbye"), detail="goodbye", between=(
+        (0.2, "http.lookup", {"node": "main_menu", "lookup": "crm", "host": "crm.test", "outcome": "ok",
+                              "latency_ms": 120}),))
     # c2 the caller hung up in the main menu
-    log.call("c2", at[1], 12, "caller_hangup", path=("greet", "main_menu"))
+    log.call("c2", at[1], 12, "caller_hangup", path=("greet", "main_menu"), between=(
+        (0.2, "http.lookup", {"node": "main_menu", "lookup": "", "host": "rx.test", "outcome": "circuit_open",
+                              "latency_ms": 1}),))
     # c3 queued after 30 s: transfer.progress at 30 s, transfer ok
     log.call("c3", at[2], 31, "queued", path=("greet", "main_menu", "support"), detail="support", between=(
         (30.0, "transfer.progress", {"node": "support", "stage": "referred", "kind": "queue",
@@ -35,16 +40,22 @@ def day_log() -> Log:
     log.call("c5", at[4], 25, "transfer_failed", path=("greet", "main_menu", "operator"), detail="operator")
     # c6 marked resolved (the new mark event, qualified node), then the caller hung up on the goodbye
     log.call("c6", at[5], 60, "caller_hangup", path=("greet", "billing", "billing.online", "goodbye"),
-             detail="goodbye", between=((0.35, "mark", {"node": "billing.online", "mark": "resolved",
-                                                       "flow": "billing"}),))
+             detail="goodbye", between=((0.3, "http.lookup", {"node": "billing", "lookup": "crm", "outcome": "ok",
+                                                             "latency_ms": 80}),
+                                        (0.35, "mark", {"node": "billing.online", "mark": "resolved",
+                                                        "flow": "billing"}),))
     # c7 hung up in the billing sub-flow's collect; collect.no_input names the node bare (today's field)
     log.call("c7", at[6], 20, "caller_hangup", path=("greet", "billing", "billing.account"), detail="account",
-             between=((0.35, "collect.no_input", {"node": "account", "count": 1, "max": 3}),))
+             between=((0.3, "http.lookup", {"node": "billing", "lookup": "crm", "outcome": "timeout",
+                                            "latency_ms": 2000}),
+                      (0.35, "collect.no_input", {"node": "account", "count": 1, "max": 3}),))
     # c8 a SIP callback's customer leg: outbound, not an IVR call
     log.call("c8", at[7], 30, "transferred", path=("press1", "to_queue"), between=(
-        (0.05, "callback.leg", {"request_id": "r1", "attempt_id": "a1"}),))
+        (0.05, "callback.leg", {"request_id": "r1", "attempt_id": "a1"}),
+        (0.1, "http.lookup", {"node": "press1", "lookup": "crm", "outcome": "error", "latency_ms": 9}),))
     # c9 a simulation
-    log.call("c9", at[8], 5, "hangup", channel="simulator")
+    log.call("c9", at[8], 5, "hangup", channel="simulator", between=(
+        (0.1, "http.lookup", {"node": "greet", "lookup": "crm", "outcome": "timeout", "latency_ms": 2000}),))
     return log
 
 
@@ -145,3 +156,21 @@ def test_event_objects_from_the_store_read_like_dicts() -> None:
     assert [c.disposition for c in facts_from_events(objs).calls] == \
         [c.disposition for c in facts_from_events(day_log().events).calls]
     assert len(facts_from_events(objs).calls) == 9
+
+
+def test_lookups_failures_and_the_callers_wait() -> None:
+    """Four look-ups by IVR calls (the callback leg's and the simulation's are not IVR calls): two failed
+    (a timeout, an open circuit), the waits 1, 80, 120 and 2,000 ms; per look-up, the host stands in for a
+    look-up with no name."""
+    report = build(day_log().events, zone="UTC", since=T0 - timedelta(hours=1), now=T0 + timedelta(hours=1))
+    assert (report.get("lookups").value, report.get("lookups").n) == (4, 4)
+    failed = report.get("lookup_failure_rate")
+    assert (failed.value, failed.n, dict(failed.detail)) == (0.5, 4, {"circuit_open": 1, "timeout": 1})
+    assert (report.get("lookup_wait_p50").value, report.get("lookup_wait_p95").value) == (80, 2000)
+    crm = {k.name: k.value for k in report.lookups_by_name["crm"]}
+    assert crm == {"lookups": 3, "lookup_failure_rate": 1 / 3, "lookup_wait_p50": 120, "lookup_wait_p95": 2000}
+    assert {k.name: k.value for k in report.lookups_by_name["rx.test"]}["lookup_failure_rate"] == 1.0
+    text = report.render()
+    assert "data look-ups, by look-up" in text and "crm: lookups 3, failure_rate 33.3 %, wait_p50 120 ms" in text
+    js = report.to_json()
+    assert js["totals"]["lookup_wait_p95"]["value"] == 2000 and js["lookups_by_name"]["crm"]["lookups"]["value"] == 3
