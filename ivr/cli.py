@@ -963,6 +963,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
     """``ivr privacy erase --caller NUMBER`` (a data-subject request) and ``--expired`` (retention, now): the keys
     and rows erased, printed and recorded as ``privacy.erased`` (without the number). Runs beside the daemon
     (WAL); a callback of the caller still waiting is cancelled first, one being dialled is kept and named."""
+    from ivr.adapters.recordings import RecordingFiles
     from ivr.store.callbacks import CallbackStore, IllegalTransition
     from ivr.store.erasure import erase_caller, erase_expired
     from ivr.store.eventlog import EventLog
@@ -1002,12 +1003,13 @@ def cmd_privacy(args: argparse.Namespace) -> int:
                 done = await erase_caller(events, args.caller, region, now)
                 if cancelled:
                     print(f"cancelled {len(cancelled)} waiting callback(s): {', '.join(cancelled)}")
+            done.recordings = RecordingFiles(config.recordings_dir).erase(done.recording_ids)
         if args.json:
             print(json.dumps(done.as_dict(), indent=2))
         else:
             what = "retention" if args.expired else "the caller"
             print(f"erased for {what}: {done.keys} key(s) (the sealed fields of their events), {done.calls} call"
-                  f" record(s), {done.callbacks} finished callback(s)")
+                  f" record(s), {done.callbacks} finished callback(s), {done.recordings} recorded message(s)")
             if done.kept_callbacks:
                 print(f"kept {len(done.kept_callbacks)} callback(s) being dialled now: "
                       f"{', '.join(done.kept_callbacks)} (run this again once they are over)")

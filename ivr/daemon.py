@@ -159,9 +159,10 @@ class Daemon:
             try:
                 assert self.events is not None
                 done = await erase_expired(self.events, days, datetime.now(UTC))
-                if done.keys or done.calls or done.callbacks:
-                    log.info("privacy retention erased keys=%d calls=%d callbacks=%d", done.keys, done.calls,
-                             done.callbacks)
+                done.recordings = await asyncio.to_thread(self.recordings.erase, done.recording_ids)
+                if done.keys or done.calls or done.callbacks or done.recordings:
+                    log.info("privacy retention erased keys=%d calls=%d callbacks=%d recordings=%d", done.keys,
+                             done.calls, done.callbacks, done.recordings)
             except Exception:  # a locked file now is retried at the next round; calls go on
                 log.exception("privacy retention failed")
             with contextlib.suppress(TimeoutError):

@@ -182,6 +182,14 @@ def test_a_caller_leaves_a_message_over_sip_and_ends_it_with_pound(appliance: tu
         urllib.request.urlopen(urllib.request.Request(missing, headers={"Authorization": f"Bearer {TOKEN}"}),
                                timeout=10)
     assert err.value.code == 404
+    # a data-subject request for the caller takes the message (their voice) with the rest of their data
+    r = env.ivr("privacy", "erase", "--caller", call["caller"])
+    assert r.code == 0 and "1 call record(s)" in r.out and "1 recorded message(s)" in r.out, r.out + r.err
+    assert not path.exists()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"}),
+                               timeout=10)
+    assert err.value.code == 404
 
 
 def test_recordings_over_http_need_a_token_file(tmp_path: Path) -> None:

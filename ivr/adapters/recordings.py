@@ -83,6 +83,16 @@ class RecordingFiles:
         hits = list(self.root.glob(f"*/{rec_id}.wav")) if rec_id and "/" not in rec_id else []
         return hits[0] if hits else None
 
+    def erase(self, rec_ids: list[str]) -> int:
+        """Delete these messages (a privacy erasure: the caller's voice); returns how many files were there."""
+        erased = 0
+        for rec_id in rec_ids:
+            path = self.find(rec_id)
+            if path is not None:
+                path.unlink(missing_ok=True)
+                erased += 1
+        return erased
+
     def prune(self, now: float | None = None) -> int:
         """Erase recordings older than the retention; returns how many."""
         cutoff = (time.time() if now is None else now) - self.retention_days * 86400

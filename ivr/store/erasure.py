@@ -2,7 +2,9 @@
 
 An erasure deletes keys (``privacy_keys.key`` set to NULL: what they sealed in the append-only events can no
 longer be opened) and overwrites the mutable rows that hold personal data in clear (``calls.caller`` and
-``variables``; a finished callback's number and consent), in one transaction with a ``privacy.erased`` event
+``variables``; a finished callback's number and consent), names the recorded messages of the erased calls
+(``recording_ids``: the caller's voice, deleted from disk by whoever holds the files: the CLI, the daemon),
+in one transaction with a ``privacy.erased`` event
 that says what was erased without saying whose (at most the caller's pseudonym). A callback still waiting or
 being dialled keeps its number (and its call's keys): it is erased once it is over and old enough. Then the WAL
 is checkpointed so the old pages do not linger in ``-wal`` (``secure_delete`` zeroes freed space).
@@ -34,13 +36,17 @@ class Erased:
     calls: int = 0
     callbacks: int = 0
     call_ids: list[str] = field(default_factory=list)
+    recording_ids: list[str] = field(default_factory=list)
+    """The messages the erased calls recorded (``recording.saved``): the caller's voice, to delete."""
+    recordings: int = 0
+    """How many of those files were deleted (set by the holder of the files, ``RecordingFiles.erase``)."""
     kept_callbacks: list[str] = field(default_factory=list)
     """Callbacks of the caller still waiting or being dialled: their number is kept until they are over."""
     checkpointed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "keys": self.keys, "calls": self.calls, "callbacks": self.callbacks,
-                "kept_callbacks": self.kept_callbacks, "checkpointed": self.checkpointed}
+                "recordings": self.recordings, "kept_callbacks": self.kept_callbacks, "checkpointed": self.checkpointed}
 
 
 async def _ids(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[str]:
@@ -62,6 +68,9 @@ async def _erase_calls(db: aiosqlite.Connection, call_ids: list[str], at: str, b
         cur = await db.execute(f"UPDATE calls SET caller='', variables='{{}}', erased_at=? WHERE erased_at IS NULL"
                                f" AND call_id IN ({_marks(len(part))})", (at, *part))
         out.calls += cur.rowcount
+        out.recording_ids += await _ids(
+            db, "SELECT json_extract(data, '$.recording_id') FROM events WHERE type='recording.saved'"
+            f" AND call_id IN ({_marks(len(part))})", tuple(part))
     for i in range(0, len(callback_ids), 500):
         part = callback_ids[i:i + 500]
         cur = await db.execute(
