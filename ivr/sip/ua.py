@@ -79,7 +79,7 @@ from ivr.sip.ua_state import (
 )
 from ivr.sip.ua_timers import SessionTimers
 from ivr.sip.ua_transfer import Transfers
-from ivr.sip.uac import OutboundCalls, next_hop
+from ivr.sip.uac import PRIVATE, OutboundCalls, next_hop
 from ivr.sip.uri import SipUri, parse_name_addr, parse_uri
 
 __all__ = [
@@ -113,6 +113,7 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
         self._outbound = OutboundCalls(
             self._layer, self, via=self._via, contact=self._contact, user_agent=config.user_agent,
             allow=", ".join(ALLOWED_METHODS), timers=config.timers, session_timer=config.session_timer,
+            log_numbers=config.log_numbers,
         )
         #: The registered accounts (ivr/sip/registrations.py): REGISTERs, failover, keep-alives.
         self._accounts = Accounts(self._layer)
@@ -442,7 +443,8 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
         caller = asserted_user(invite) or user_of(invite.from_addr.uri) or ""
         dialed = user_of(invite.request_uri) or user_of(invite.to_addr.uri) or ""
         log.info("sip incoming call_id=%s leg=%s caller=%s dialed=%s source=%s:%s late_offer=%s",
-                 call_id, leg.leg_id, caller, dialed, source[0], source[1], offer is None)
+                 call_id, leg.leg_id, caller if self.config.log_numbers else PRIVATE, dialed, source[0], source[1],
+                 offer is None)
         extra = tuple((name, value) for name, value in invite.headers if name.lower().startswith("x-"))
         self._events.append(IncomingCall(call_id, leg.leg_id, caller, dialed, source, offer, extra))
 

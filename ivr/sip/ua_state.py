@@ -78,6 +78,9 @@ class UserAgentConfig:
     refer_timeout: float = 30.0
     #: RFC 4028 session timers: the interval we ask for and the smallest we accept.
     session_timer: SessionTimerConfig = field(default_factory=SessionTimerConfig)
+    #: Callers' numbers and callees' URIs in the log lines. Off when the config's ``privacy:`` is on: the log
+    #: cannot be erased on a data-subject request, so it names calls by Call-ID only (the events hold the rest).
+    log_numbers: bool = True
 
 
 class LegState(Enum):

@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: What the log says instead of a number when ``log_numbers`` is off (privacy: the log cannot be erased)
+PRIVATE = "(private)"
 
 
 class OutboundOutcome(Enum):
@@ -445,7 +447,9 @@ class OutboundCalls:
         allow: str,
         timers: TimerConfig,
         session_timer: SessionTimerConfig | None = None,
+        log_numbers: bool = True,
     ) -> None:
+        self._log_numbers = log_numbers  # UserAgentConfig.log_numbers: the callee's URI in the log or not
         self._layer = layer
         self._listener = listener
         self._via = via
@@ -480,8 +484,8 @@ class OutboundCalls:
         call = _Call(leg_id, spec, invite, tx, now + spec.ring_timeout, auth)
         self._calls[leg_id] = call
         self._by_tx[tx] = call
-        log.info("sip outbound invite call_id=%s leg=%s to=%s via=%s:%d", call_id, leg_id, spec.target_uri,
-                 spec.proxy[0], spec.proxy[1])
+        log.info("sip outbound invite call_id=%s leg=%s to=%s via=%s:%d", call_id, leg_id,
+                 spec.target_uri if self._log_numbers else PRIVATE, spec.proxy[0], spec.proxy[1])
         return call_id
 
     def cancel(self, leg_id: str, now: float, reason: str = "cancelled") -> None:

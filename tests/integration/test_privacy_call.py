@@ -95,4 +95,7 @@ async def test_a_pin_keyed_on_a_real_call_is_nowhere_in_clear(env: Env, tmp_path
     started = next(e for e in center.stored() if e["type"] == "call.started" and e["call_id"] == call["call_id"])
     assert started["data"]["caller_ref"].startswith("ref:") and "5555550142" not in sent
     # the debug log did show the keys arriving (so the check above had something to miss)
-    assert "dtmf" in daemon_log.read_text(errors="replace")
+    text = daemon_log.read_text(errors="replace")
+    assert "dtmf" in text
+    # nor the caller's number: the log cannot be erased on a request, so with privacy on it names the Call-ID
+    assert "5555550142" not in text and f"call_id={call['call_id']}" in text and "caller=(private)" in text
