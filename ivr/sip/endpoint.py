@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -318,6 +319,38 @@ class OutboundLeg:
             self.ended.set()
 
 
+#: Linux ip(7)/ipv6(7): queue ICMP errors with the destination they concern (not in Python's socket module)
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_MSG_ERRQUEUE_NOWAIT = getattr(socket, "MSG_ERRQUEUE", 0x2000) | socket.MSG_DONTWAIT
+
+
+def _error_queue(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """A second handle on the SIP socket with ``IP_RECVERR`` on, to read which destination an ICMP error
+    concerns. The loop's own socket object cannot do ``recvmsg`` under uvloop, so a dup of its descriptor
+    (one socket, two handles). None where the option does not exist (not Linux): timers alone then."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "MSG_ERRQUEUE"):
+        return None
+    family = transport.get_extra_info("sockname")
+    v6 = isinstance(family, tuple) and ":" in str(family[0])
+    try:
+        dup = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM, fileno=os.dup(sock.fileno()))
+    except OSError as exc:
+        log.info("sip: no ICMP error queue (%s): a dead peer is noticed by the timers", exc)
+        return None
+    try:
+        if v6:
+            dup.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+        else:
+            dup.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+    except OSError as exc:
+        dup.close()
+        log.info("sip: no ICMP error queue (%s): a dead peer is noticed by the timers", exc)
+        return None
+    return dup
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
@@ -326,8 +359,8 @@ class _Protocol(asyncio.DatagramProtocol):
         self.endpoint._datagram(data, (str(addr[0]), int(addr[1])))
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and friends: the transaction timers deal with the silence.
-        log.debug("sip socket error %s", exc)
+        """An ICMP error the socket reported (``IP_RECVERR``): its error queue names each destination."""
+        self.endpoint._socket_errors(exc)
 
 
 class SipEndpoint:
@@ -352,6 +385,7 @@ class SipEndpoint:
         #: Outbound proxies by configured name: their addresses, and which one is in use (sticky).
         self._proxies: dict[str, Failover] = {}
         self._transport: asyncio.DatagramTransport | None = None
+        self._errors: socket.socket | None = None  # the SIP socket's ICMP error queue (``_error_queue``)
         self._ua: UserAgent | None = None
         self._timer: asyncio.Handle | None = None
         self._timer_deadline: float | None = None
@@ -375,6 +409,7 @@ class SipEndpoint:
             lambda: _Protocol(self), local_addr=(self.host, self.port)
         )
         self._transport = transport
+        self._errors = _error_queue(transport)
         sockname = transport.get_extra_info("sockname")
         self._ua = UserAgent(self.config, (str(sockname[0]), int(sockname[1])))
         log.info("sip listening on %s:%s", sockname[0], sockname[1])
@@ -651,6 +686,9 @@ class SipEndpoint:
             self._timer = None
         self._transport.close()
         self._transport = None
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
         for leg in self._legs.values():
             if isinstance(leg, OutboundLeg) and leg.result is None:
                 leg._complete(OutboundResult(OutboundOutcome.CANCELLED, None, "shutdown"))
@@ -673,6 +711,33 @@ class SipEndpoint:
         except Exception:
             # A bug in the core must not take the socket down with it; the datagram is lost.
             log.exception("sip datagram handling failed source=%s:%s", source[0], source[1])
+        self._pump()
+
+    def _socket_errors(self, exc: Exception) -> None:
+        """Each destination the kernel says is unreachable (ICMP port/host unreachable, the original datagram's
+        address read from the socket's error queue): its transactions fail over now, not after 32 s (RFC 3261
+        section 17.1.4). Without the queue (not Linux) the transaction timers deal with the silence."""
+        unreachable: set[Address] = set()
+        if self._errors is not None:
+            for _ in range(256):  # bounded: a flood of ICMP errors is drained a batch per wake-up
+                try:
+                    _data, _anc, _flags, address = self._errors.recvmsg(1, 256, _MSG_ERRQUEUE_NOWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as err:
+                    log.debug("sip socket error queue: %s", err)
+                    break
+                if isinstance(address, tuple) and len(address) >= 2:
+                    unreachable.add((str(address[0]), int(address[1])))
+        if not unreachable:
+            log.debug("sip socket error %s", exc)
+        if self._ua is None:
+            return
+        for destination in sorted(unreachable):
+            try:
+                self._ua.transport_error(destination, self._now())
+            except Exception:
+                log.exception("sip transport error handling failed destination=%s:%s", *destination)
         self._pump()
 
     def _on_timer(self) -> None:

@@ -360,15 +360,16 @@ class Registration:
         if self._unregister_wanted:
             self.unregister(now)
 
-    def on_timeout(self, now: float) -> None:
-        """Timer F: no final response (RFC 3261 section 8.1.3.1 treats it as 408)."""
+    def on_timeout(self, now: float, why: str = "timeout") -> None:
+        """Timer F, or the registrar unreachable (``why``): no final response (RFC 3261 section 8.1.3.1 treats
+        both as 408)."""
         if self._pending is None:
             return
         self._pending = None
         if self.state == RegistrationState.UNREGISTERING:
-            self._finish_unregister("timeout")
+            self._finish_unregister(why)
             return
-        self._failed("timeout", now)
+        self._failed(why, now)
         if self._unregister_wanted:
             self.unregister(now)
 

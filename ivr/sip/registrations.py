@@ -143,7 +143,7 @@ class Accounts:
         self._registrar_answered(reg, response.status, now)
         return True
 
-    def on_timeout(self, tx: str, now: float) -> bool:
+    def on_timeout(self, tx: str, now: float, why: str = "timeout") -> bool:
         keepalive = self._keepalive_tx.get(tx)
         if keepalive is not None:
             keepalive.on_keepalive_timeout(now)
@@ -151,8 +151,8 @@ class Accounts:
         reg = self._reg_tx.get(tx)
         if reg is None:
             return False
-        reg.on_timeout(now)
-        self._registrar_answered(reg, None, now)
+        reg.on_timeout(now, why)
+        self._registrar_answered(reg, None, now, why)
         return True
 
     def on_terminated(self, tx: str) -> None:
@@ -175,7 +175,7 @@ class Accounts:
                 changed.append((reg.config.aor, reg.status()))
         return changed
 
-    def _registrar_answered(self, reg: Registration, status: int | None, now: float) -> None:
+    def _registrar_answered(self, reg: Registration, status: int | None, now: float, why: str = "timeout") -> None:
         """RFC 3263 section 4.3: a REGISTER that timed out (status None) or got 503 moves the account to
         the registrar's next address at once; a 2xx ends the round of failures. Once every address
         failed, the registration's own backoff applies and the next try starts from the best one."""
@@ -189,5 +189,5 @@ class Accounts:
         following = failover.failed()
         if following is not None:
             log.warning("sip registrar %s:%d failed (%s) aor=%s: trying %s:%d", failed[0], failed[1],
-                        status or "timeout", reg.config.aor, following[0], following[1])
+                        status or why, reg.config.aor, following[0], following[1])
             reg.retry_now(now)

@@ -19,6 +19,7 @@ from ivr.sip.lexical import SipParseError
 from ivr.sip.message import BRANCH_MAGIC_COOKIE, Headers, SipRequest, SipResponse, Via, make_response
 
 __all__ = [
+    "TRANSPORT_ERROR",
     "AckReceived",
     "AckTimeout",
     "Address",
@@ -94,9 +95,14 @@ class ResponseReceived(TransactionEvent):
     response: SipResponse
 
 
+#: ``TransactionTimeout.timer`` of a client transaction the transport gave up on (``transport_error``)
+TRANSPORT_ERROR = "transport"
+
+
 @dataclass
 class TransactionTimeout(TransactionEvent):
-    """Timer B or F (client: treat as 408, section 8.1.3.1) or H (server: no ACK for our final)."""
+    """Timer B or F (client: treat as 408, section 8.1.3.1), ``TRANSPORT_ERROR`` (the peer is unreachable:
+    section 17.1.4, told at once) or H (server: no ACK for our final)."""
 
     transaction_id: str
     timer: str
@@ -484,6 +490,21 @@ class TransactionLayer:
     def send_stateless(self, message: SipRequest | SipResponse, destination: Address) -> None:
         """Send outside any transaction: the ACK for a 2xx, or a response to an unparsable request."""
         self._datagrams.append((message.to_bytes(), destination))
+
+    def transport_error(self, destination: Address) -> list[str]:
+        """The transport says ``destination`` cannot be reached (over UDP: the ICMP port or host unreachable the
+        socket reported). RFC 3261 sections 8.1.3.1 and 17.1.4: each client transaction to it that has heard
+        nothing yet ends now, reported as a timeout by the timer ``transport``, so the TU fails over at once
+        (RFC 3263 section 4.3) instead of after 64*T1. One that had a provisional is left alone: the peer was
+        alive then, and an ICMP error may belong to an older datagram. Returns the transactions ended."""
+        ended = []
+        for tx in list(self._by_id.values()):
+            if (isinstance(tx, ClientTransaction) and tx.peer == destination
+                    and tx.state in (TransactionState.CALLING, TransactionState.TRYING)):
+                self._events.append(TransactionTimeout(tx.id, TRANSPORT_ERROR))
+                tx._terminate()
+                ended.append(tx.id)
+        return ended
 
     def abandon(self, transaction_id: str) -> bool:
         """Forget a client transaction now, without a timeout event: an INVITE we CANCELled whose peer

@@ -45,6 +45,7 @@ from ivr.sip.registrations import Accounts
 from ivr.sip.sdp import SdpParseError, SessionDescription, parse_sdp
 from ivr.sip.session_timer import SessionTimer, TooSmall, negotiate_uas
 from ivr.sip.transaction import (
+    TRANSPORT_ERROR,
     AckReceived,
     AckTimeout,
     Address,
@@ -166,6 +167,14 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
                 self._refer_done(leg, False, 408, what)
             if leg.state in (LegState.ANSWERED, LegState.CONFIRMED):
                 self._session_timer_fired(leg, leg.timer.handle_timer(now), now)
+        self._drain(now)
+
+    def transport_error(self, destination: Address, now: float) -> None:
+        """The socket reported ``destination`` unreachable (ICMP): what waits on it fails over now."""
+        ended = self._layer.transport_error(destination)
+        if ended:
+            log.info("sip peer unreachable %s:%s: %d transaction(s) ended", destination[0], destination[1],
+                     len(ended))
         self._drain(now)
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
@@ -346,13 +355,14 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
                 else:
                     self._on_response(event.transaction_id, event.response, now)
             elif isinstance(event, TransactionTimeout):
-                if self._accounts.on_timeout(event.transaction_id, now):  # REGISTER, keep-alive
+                why = "unreachable" if event.timer == TRANSPORT_ERROR else "timeout"
+                if self._accounts.on_timeout(event.transaction_id, now, why):  # REGISTER, keep-alive
                     pass
                 elif event.transaction_id in self._orphan_cancels:
                     self._orphan_cancels.discard(event.transaction_id)
                     self._events.append(OrphanCancelAnswered(event.transaction_id, 408))
                 elif self._outbound.owns(event.transaction_id):
-                    self._outbound.on_timeout(event.transaction_id, now)
+                    self._outbound.on_timeout(event.transaction_id, now, why)
                 leg = self._tx_leg.get(event.transaction_id)
                 if leg is not None and leg.refer_tx == event.transaction_id:
                     self._refer_done(leg, False, 408, "REFER timed out")

@@ -154,7 +154,7 @@ class TargetFailure:
     """One address of the proxy that did not take the INVITE (RFC 3263 section 4.3)."""
 
     address: Address
-    #: "timeout" (Timer B, nothing came back) or "503".
+    #: "timeout" (Timer B, nothing came back), "unreachable" (the socket's ICMP error) or "503".
     reason: str
     #: A 503's Retry-After, as a time (the clock `now` is given in): do not use the address before then.
     hold_until: float | None = None
@@ -549,17 +549,18 @@ class OutboundCalls:
         except SipParseError as exc:
             log.info("sip outbound bad response call_id=%s reason=%s", call.invite.call_id, exc.reason)
 
-    def on_timeout(self, tx: str, now: float) -> None:
+    def on_timeout(self, tx: str, now: float, why: str = "timeout") -> None:
         call = self._by_tx.get(tx)
         if call is None or call.state in (_State.ANSWERED, _State.DONE) or tx != call.tx:
             return
         if call.state == _State.CANCELLING:
             self._finish(call, self._cancel_result(call, None), now)
             return
-        # Timer B: not even a 100 Trying from the proxy; the trunk is down, not the callee.
-        if self._failover(call, TargetFailure(call.spec.proxy, "timeout"), now):
+        # Timer B, or the proxy unreachable: not even a 100 Trying; the trunk is down, not the callee.
+        if self._failover(call, TargetFailure(call.spec.proxy, why), now):
             return
-        self._finish(call, self._result(call, OutboundOutcome.TRUNK_FAILURE, 408, "no response"), now)
+        self._finish(call, self._result(call, OutboundOutcome.TRUNK_FAILURE, 408,
+                                        "no response" if why == "timeout" else why), now)
 
     def on_stray(self, response: SipResponse, now: float) -> bool:
         """A 2xx to INVITE after its transaction ended (Timer M): re-send our ACK (section 13.2.2.4)."""

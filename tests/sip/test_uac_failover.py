@@ -126,3 +126,22 @@ def test_failover_order_is_sticky_per_address_and_honours_retry_after() -> None:
     assert sorted(f.order(150.0)) == sorted([PROXY, SECOND, THIRD])  # all held: try anyway
     f.update([SECOND, THIRD], expires_at=None)  # a new look-up dropped the first
     assert PROXY not in f.order(150.0)
+
+
+def test_an_unreachable_address_fails_over_at_once_not_at_timer_b() -> None:
+    """RFC 3261 section 17.1.4: the socket's ICMP port unreachable for the proxy ends the INVITE now, and RFC 3263
+    moves it to the next address; the ICMP error of another destination changes nothing."""
+    h = failover_harness()
+    first, _ = h.one("INVITE")
+    h.ua.transport_error(("192.0.2.99", 5060), h.now)  # someone else
+    assert h.sent() == []
+    h.ua.transport_error(PROXY, h.now + 0.01)
+    again = invite_to(h, SECOND)
+    assert again.call_id == first.call_id and again.via.branch != first.via.branch
+    h.respond(again, 180, source=SECOND)
+    h.ua.transport_error(SECOND, h.now + 0.5)  # a late ICMP error after a provisional: the peer is alive
+    h.answer(again)
+    h.one("ACK")
+    result = h.completed().result
+    assert result.outcome == OutboundOutcome.ANSWERED and result.target == SECOND
+    assert result.failed_targets == (TargetFailure(PROXY, "unreachable"),)
