@@ -225,6 +225,11 @@ class MediaStream:
         self.relatched = 0
         """Times another port took over after the latched one went quiet (SourceRelatched events)."""
         self._marker_next = False
+        self.lead = 0.0
+        """Seconds the packets' timestamps run ahead of (> 0) or behind the clock they leave by, from prompts
+        started between ticks (:meth:`start_now`) and the tick moves after them; a silence tick pays a frame of
+        it back (left out, or its timestamp skipped), so it stays within a frame."""
+        self.early_starts = 0
         self._pending: list[bytes] = []
         self._pending_ts = 0
         self._pending_done: list[Prompt] = []
@@ -341,6 +346,21 @@ class MediaStream:
         except ValueError:
             pass
 
+    def start_now(self, elapsed: float) -> bytes | None:
+        """Send a prompt that begins after silence now, ``elapsed`` s after the last tick, instead of at the
+        next tick: the caller hears the answer to a key up to 20 ms sooner (the owner then moves the stream's
+        tick to 20 ms after now). Its timestamp stays contiguous with the silence before it, as a sender that
+        predicts timestamps does (Asterisk's within 80 ms), so the stream now leads the clock by a frame less
+        ``elapsed`` (:attr:`lead`). None, nothing sent, unless the prompt just queued is the only one and not
+        begun, and the stream sends 20 ms packets."""
+        prompts = self._prompts
+        if (len(prompts) != 1 or prompts[0].index != 0 or not self.sending or self.remote is None
+                or self.frames_per_packet != 1 or self._pending):
+            return None
+        self.lead += FRAME_SECONDS - elapsed
+        self.early_starts += 1
+        return self._send_tick()
+
     def tick(self, now: float) -> bytes | None:
         """Run one 20 ms tick: returns the datagram to send to :attr:`remote`, if any.
 
@@ -352,6 +372,16 @@ class MediaStream:
 
     def _send_tick(self) -> bytes | None:
         marker = False
+        if not self._prompts and abs(self.lead) >= FRAME_SECONDS and self.frames_per_packet == 1:
+            # Silence pays the lead back: a frame left out (timestamp held) or skipped (timestamp jumps on,
+            # a new talkspurt). The caller hears silence either way; the jitter buffer sees ±20 ms once.
+            self.last_frame = self._silence
+            if self.lead > 0:
+                self.lead -= FRAME_SECONDS
+                return None
+            self.lead += FRAME_SECONDS
+            self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+            self._marker_next = True
         if self._prompts:
             prompt = self._prompts[0]
             frame = prompt.frames[prompt.index]
@@ -602,4 +632,5 @@ class MediaStream:
             "stale_source": self.stale_source,
             "discarded": js.discarded,
             "jitter_ms": round(self.jitter.jitter * 1000, 2),
+            "early_starts": self.early_starts,
         }

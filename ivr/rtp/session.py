@@ -41,6 +41,8 @@ PHASES = 4
 session is always in the same phase, so it still sends exactly every 20 ms, but each wake-up sends a quarter
 of the packets, and a loop that is preempted or held up in the middle of one delays fewer calls by less
 (bench/README.md, load: the send interval p99 at 200 calls)."""
+EARLY_START_MIN = 0.002
+"""A prompt begun this close to a tick waits for it (:meth:`RtpSession._start_now`)."""
 _LATENESS_WINDOW = 12000
 """Phase tick lateness samples kept for the percentiles (one minute at 4 phases)."""
 
@@ -127,6 +129,8 @@ class RtpSession:
         self._waiters: dict[Prompt, asyncio.Future[None]] = {}
         self._errors = 0
         self._closed = False
+        self._last_tick = -1.0
+        """The nominal time of this session's last tick (its phase's)."""
         self._log = _CallLog(log, {"call_id": call_id or "-"})
 
     # -- the API the SIP layer and the call engine use -------------------------------------------
@@ -199,6 +203,7 @@ class RtpSession:
         prompt = self._stream.play(frames)
         if prompt.done:
             return
+        self._start_now()
         waiter = self._loop.create_future()
         self._waiters[prompt] = waiter
         try:
@@ -247,10 +252,33 @@ class RtpSession:
     ) -> None:
         self._transport, self._rtcp_transport, self._protocols = transport, rtcp, protocols
 
+    def _start_now(self) -> None:
+        """A prompt that begins after silence leaves now, not at this session's next tick, and the session's
+        tick moves to 20 ms after it (:meth:`MediaEngine._rephase`): the caller hears the answer to a key up
+        to 20 ms sooner (bench/README.md, key → next prompt). Not within 2 ms of the next tick, nor when it
+        is overdue (a busy loop): then the tick sends it."""
+        elapsed = self._loop.time() - self._last_tick
+        if not EARLY_START_MIN <= elapsed <= FRAME_SECONDS - EARLY_START_MIN or self._transport is None:
+            return
+        stream = self._stream
+        datagram = stream.start_now(elapsed)
+        if datagram is None:
+            return
+        now = self._last_tick + elapsed
+        assert stream.remote is not None  # start_now sends only to a known remote
+        self._transport.sendto(datagram, stream.remote)
+        self._engine._packets_sent += 1
+        next_tick = self._engine._rephase(self, now)
+        stream.lead -= next_tick - (now + FRAME_SECONDS)  # the tick lands on the phase grid, ±2.5 ms
+        self._last_tick = next_tick - FRAME_SECONDS
+        if stream.events:
+            self._dispatch()
+
     def _tick(self, now: float) -> int:
         """One 20 ms step; returns the number of packets sent (0 or 1)."""
         if self._closed:
             return 0
+        self._last_tick = now
         stream = self._stream
         stream.wants_audio = self.on_audio is not None
         datagram = stream.tick(now)
@@ -386,6 +414,18 @@ class MediaEngine:
             return None
         session._attach(rtp, rtcp, [rtp_protocol, rtcp_protocol])
         return session
+
+    def _rephase(self, session: RtpSession, now: float) -> float:
+        """Move a session that just sent off its tick (a prompt started at once) to the phase whose tick
+        comes nearest 20 ms later, so its next packet keeps the 20 ms pace; returns that tick's time."""
+        clock = self._clock
+        assert clock is not None
+        n = max(round((now + FRAME_SECONDS - clock.start) / clock.period), clock.next_index)
+        phase = n % self._phases
+        if self._phase_of.get(session.local_port, phase) != phase:
+            self._phase_of[session.local_port] = phase
+            self._refresh_active()
+        return clock.start + n * clock.period
 
     def _remove(self, session: RtpSession) -> None:
         if self._sessions.get(session.local_port) is session:

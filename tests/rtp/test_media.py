@@ -173,3 +173,43 @@ def test_shared_bank_stream_ticked_twice_or_renegotiated_before_the_run() -> Non
     assert together.inband_waiting
     together.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=101)
     assert not together.inband_waiting and bank.open_detectors == 0
+
+
+def test_a_prompt_after_silence_leaves_between_ticks_and_silence_pays_the_lead_back() -> None:
+    """A key's answer need not wait for the next 20 ms tick: the prompt's first packet goes at once, its
+    timestamp contiguous, and the stream then leads the clock; a later silence tick is left out (timestamp
+    held) to pay a frame of lead back, or skipped on (timestamp jumps, new talkspurt) when it lags."""
+    stream = MediaStream(ssrc=7, sequence_number=0, timestamp=1000)
+    stream.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None)
+    s0 = parse_rtp(stream.tick(0.0) or b"")
+    stream.play([b"\x01" * 160, b"\x02" * 160])
+    first = parse_rtp(stream.start_now(0.005) or b"")
+    assert first.marker and first.payload[0] == 1 and first.timestamp == s0.timestamp + 160
+    assert stream.lead == pytest.approx(0.015)
+    assert stream.start_now(0.006) is None  # a prompt is already playing: the tick goes on with it
+    second = parse_rtp(stream.tick(0.025) or b"")
+    assert (second.payload[0], second.marker, second.timestamp) == (2, False, first.timestamp + 160)
+    stream.play([b"\x03" * 160])
+    third = parse_rtp(stream.start_now(0.008) or b"")
+    assert third.marker and third.timestamp == second.timestamp + 160
+    assert stream.lead == pytest.approx(0.027)
+    # the first silence tick is left out (a frame of lead paid back), the next one is contiguous
+    assert stream.tick(0.045) is None
+    after = parse_rtp(stream.tick(0.065) or b"")
+    assert after.payload == b"\xff" * 160 and after.timestamp == third.timestamp + 160
+    assert after.sequence_number == third.sequence_number + 1 and stream.lead == pytest.approx(0.007)
+    # lagging a frame behind (the ticks moved later): a silence timestamp is skipped, a new talkspurt
+    stream.lead -= 0.030
+    jumped = parse_rtp(stream.tick(0.085) or b"")
+    assert jumped.marker and jumped.timestamp == after.timestamp + 320 and stream.lead == pytest.approx(-0.003)
+    assert stream.stats["early_starts"] == 2
+
+
+def test_no_early_start_on_hold_with_a_longer_ptime_or_before_an_answer() -> None:
+    stream = MediaStream(ssrc=7, sequence_number=0, timestamp=0)
+    stream.play([b"\x01" * 160])
+    assert stream.start_now(0.005) is None  # nowhere to send yet
+    stream.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None, ptime_ms=40)
+    assert stream.start_now(0.005) is None  # two frames a packet: the tick packs them
+    stream.configure(remote=("127.0.0.1", 4000), payload_type=0, telephone_event_pt=None, send=False)
+    assert stream.start_now(0.005) is None and stream.lead == 0.0

@@ -95,6 +95,39 @@ async def test_two_prompts_continuous_stream(engine: MediaEngine, peer: Peer) ->
     assert session.stats["sent"] == n_closed
 
 
+async def test_a_prompt_after_silence_goes_out_between_ticks_and_the_stream_stays_whole(
+        engine: MediaEngine, peer: Peer) -> None:
+    """Prompts begun a few ms after a tick (as after a key) leave at once and the session's tick moves after
+    them; the stream the caller gets stays one stream: sequence numbers without a gap, a marker on each
+    prompt's first packet only, every timestamp step one frame but where a silence frame paid the lead back."""
+    session = await session_to(engine, peer)
+    await wait_until(lambda: len(peer.received) >= 3, what="comfort silence before any prompt")
+    played = []
+    for k in range(20):  # bounded: a busy loop may land some prompts near a tick, where they wait for it
+        seen = len(peer.received)
+        await wait_until(lambda seen=seen: len(peer.received) > seen, what="a silence packet")  # a tick just ran
+        await asyncio.sleep(0.006)
+        frames = prompt(0x10 + 4 * k, 3)
+        played.append(frames)
+        await session.play(frames)
+        if session.stats["early_starts"] >= 3:
+            break
+    n = len(peer.received)
+    await wait_until(lambda: len(peer.received) >= n + 3, what="silence after the last prompt")
+    await session.close()
+    assert session.stats["early_starts"] >= 3
+    packets = peer.packets()
+    assert seq_continuous(packets)
+    steps = [(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(packets, packets[1:], strict=False)]
+    assert set(steps) <= {160, 320}, steps  # 320: a silence frame skipped on, when the stream lagged
+    payloads = [p.payload for p in packets]
+    starts = [payloads.index(frames[0]) for frames in played]
+    assert [k for k, p in enumerate(packets) if p.marker and p.payload != ULAW_SILENCE] == starts
+    for frames, i in zip(played, starts, strict=True):
+        assert payloads[i:i + 3] == frames  # each prompt whole and in order
+    assert abs(session._stream.lead) < 0.0226  # within a frame and the phase grid's half step
+
+
 async def test_cancel_play_stops_at_once(engine: MediaEngine, peer: Peer) -> None:
     session = await session_to(engine, peer)
     frames = prompt(0x10, 60)
