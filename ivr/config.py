@@ -73,6 +73,22 @@ class SipSettings:
     comedia_peers: tuple[str, ...] = ()
     """Signalling sources (addresses or CIDRs) whose calls' media is taken from wherever it first comes
     (``nat=comedia``): phones behind NAT, softphones that name another interface in their SDP."""
+    srtp: str = "off"
+    """SDES-SRTP (RFC 4568) in our answers: ``off`` (plain RTP; an RTP/SAVP offer is refused), ``optional`` (SRTP
+    when the offer asks with an ``a=crypto`` we can use), ``required`` (plain RTP refused with 488)."""
+    srtp_peers: tuple[tuple[tuple[str, ...], str], ...] = ()
+    """(addresses or CIDRs, mode) per signalling source, first match wins; others get ``srtp``."""
+
+    def srtp_for(self, host: str) -> str:
+        """The SRTP mode for calls signalled from ``host``."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return self.srtp
+        for nets, mode in self.srtp_peers:
+            if any(address in ipaddress.ip_network(n, strict=False) for n in nets):
+                return mode
+        return self.srtp
 
 
 @dataclass(frozen=True)
@@ -528,6 +544,8 @@ def _build(doc: Any, path: Path, name: str) -> Config:
     if problems:
         raise ConfigError(problems)
     comedia = networks(sip_doc.get("comedia_peers"), "comedia_peers")
+    srtp_peers = tuple((networks(item["peers"], "srtp_peers", i, "peers"), str(item["srtp"]))
+                       for i, item in enumerate(sip_doc.get("srtp_peers") or ()))
     limits = tuple(PeerLimit(networks(item["peers"], "peer_limits", i, "peers"),
                              None if item.get("invite_rate", 10.0) is None else float(item.get("invite_rate", 10.0)),
                              float(item.get("invite_burst", 20.0)),
@@ -541,7 +559,8 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                       invite_rate=float(sip_doc.get("invite_rate", 10.0)),
                       invite_burst=float(sip_doc.get("invite_burst", 20.0)),
                       max_calls=None if sip_doc.get("max_calls") is None else int(sip_doc["max_calls"]),
-                      peer_limits=limits, comedia_peers=comedia)
+                      peer_limits=limits, comedia_peers=comedia, srtp=str(sip_doc.get("srtp", "off")),
+                      srtp_peers=srtp_peers)
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -188,9 +189,12 @@ class Telephony:
     async def _answer_and_run(self, call_id: str, leg: InboundLeg, session: Any, base: dict[str, Any]) -> None:
         address = self._sdp_address(leg)
         version = 1
+        # SRTP (sip.srtp, per source): our key for the whole call, so a re-INVITE keeps the stream's keys
+        srtp_mode, srtp_key = self.config.sip.srtp_for(leg.source[0]), secrets.token_bytes(30)
         if leg.offer is not None:
             result = negotiate_answer(leg.offer, SUPPORTED, local_address=address, local_port=session.local_port,
-                                      session_id=str(session.local_port), session_version=str(version))
+                                      session_id=str(session.local_port), session_version=str(version), srtp=srtp_mode,
+                                      srtp_key=srtp_key)
             if isinstance(result, NoMatch):
                 await leg.reject(488)
                 await self.events.append("sip.rejected", call_id, status=488, reason=result.reason, **base)
@@ -199,7 +203,13 @@ class Telephony:
             await leg.ring()
             await leg.answer(result.sdp.to_bytes())
             facts = {**base, "codec": result.codec.name, "telephone_event": result.telephone_event is not None,
-                     "ptime": result.ptime, "offer": "early", "rtp_port": session.local_port}
+                     "ptime": result.ptime, "offer": "early", "rtp_port": session.local_port,
+                     "srtp": result.srtp.suite if result.srtp else None}
+        elif srtp_mode == "required":  # our offers are plain RTP: SRTP only answers an offer (ivr/proto/sdes.py)
+            await leg.reject(488)
+            await self.events.append("sip.rejected", call_id, status=488,
+                                     reason="SRTP required (sip.srtp) and the INVITE has no SDP offer", **base)
+            return
         else:  # late offer: we offer, the answer comes in the ACK
             offer = build_offer(SUPPORTED, local_address=address, local_port=session.local_port,
                                 session_id=str(session.local_port), session_version=str(version))
@@ -216,7 +226,8 @@ class Telephony:
                               telephone_event_pt=te.payload_type if te else None,
                               ptime_ms=sendable_ptime(remote.ptime), send=not remote.on_hold)
             facts = {**base, "codec": audio[0].name, "telephone_event": te is not None,
-                     "ptime": sendable_ptime(remote.ptime), "offer": "late", "rtp_port": session.local_port}
+                     "ptime": sendable_ptime(remote.ptime), "offer": "late", "rtp_port": session.local_port,
+                     "srtp": None}
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,
                        speech_verify=self.config.speech.verify, speech_language=self.config.speech.language)
         call.transferer = Transferer(TransferContext(self.config.transfer, self.endpoint, self.media, self.ami,
@@ -226,7 +237,8 @@ class Telephony:
             nonlocal version
             version += 1
             result = negotiate_answer(offer, SUPPORTED, local_address=address, local_port=session.local_port,
-                                      session_id=str(session.local_port), session_version=str(version))
+                                      session_id=str(session.local_port), session_version=str(version), srtp=srtp_mode,
+                                      srtp_key=srtp_key)
             if isinstance(result, NoMatch):
                 raise ValueError(result.reason)  # the endpoint answers 488 and the call stays up
             self._configure(session, result)
@@ -260,4 +272,5 @@ class Telephony:
             telephone_event_pt=answer.telephone_event.payload_type if answer.telephone_event else None,
             ptime_ms=answer.ptime,
             send=answer.send_media,
+            srtp=answer.srtp,
         )

@@ -19,6 +19,7 @@ from ivr.errors import IvrError
 from ivr.metrics.buckets import LATENESS_BOUNDS, Buckets
 from ivr.proto.dtmf import DtmfBank
 from ivr.proto.g711 import alaw_decode, ulaw_decode
+from ivr.proto.sdes import SrtpKeys
 from ivr.rtp.media import (
     FRAME_SECONDS,
     AudioReceived,
@@ -29,6 +30,7 @@ from ivr.rtp.media import (
     SourceRelatched,
     TickClock,
 )
+from ivr.rtp.srtp import SrtpContext
 
 __all__ = ["MediaEngine", "MediaError", "PortsExhaustedError", "RtpSession", "SessionClosedError"]
 
@@ -130,6 +132,8 @@ class RtpSession:
         self._errors = 0
         self._closed = False
         self._last_tick = -1.0
+        self._srtp: SrtpContext | None = None
+        """The call's SRTP when its SDP negotiated it (:meth:`configure`)."""
         """The nominal time of this session's last tick (its phase's)."""
         self._log = _CallLog(log, {"call_id": call_id or "-"})
 
@@ -172,8 +176,14 @@ class RtpSession:
         telephone_event_pt: int | None,
         ptime_ms: int = 20,
         send: bool = True,
+        srtp: SrtpKeys | None = None,
     ) -> None:
-        """Apply the SDP negotiation; call again on re-INVITE (hold, resume, media move)."""
+        """Apply the SDP negotiation; call again on re-INVITE (hold, resume, media move). ``srtp``: the SDES
+        keys when the answer took SRTP (kept while a re-INVITE keeps them), None for plain RTP."""
+        if srtp is None:
+            self._srtp = None
+        elif self._srtp is None or self._srtp.keys != srtp:
+            self._srtp = SrtpContext(srtp)
         self._stream.configure(
             remote=remote,
             payload_type=payload_type,
@@ -203,9 +213,9 @@ class RtpSession:
         prompt = self._stream.play(frames)
         if prompt.done:
             return
-        self._start_now()
         waiter = self._loop.create_future()
-        self._waiters[prompt] = waiter
+        self._waiters[prompt] = waiter  # before the first frame goes: a one-frame prompt ends with it
+        self._start_now()
         try:
             await waiter
         except asyncio.CancelledError:
@@ -219,6 +229,8 @@ class RtpSession:
         """Counters: sent, received, lost, late, duplicates, dtmf_events, rejected_source, and more."""
         out = self._stream.stats
         out["send_errors"] = self._errors
+        out["srtp"] = self._srtp is not None
+        out["srtp_failed"] = self._srtp.failed if self._srtp is not None else 0
         return out
 
     async def close(self) -> None:
@@ -266,7 +278,7 @@ class RtpSession:
             return
         now = self._last_tick + elapsed
         assert stream.remote is not None  # start_now sends only to a known remote
-        self._transport.sendto(datagram, stream.remote)
+        self._transport.sendto(self._srtp.protect(datagram) if self._srtp else datagram, stream.remote)
         self._engine._packets_sent += 1
         next_tick = self._engine._rephase(self, now)
         stream.lead -= next_tick - (now + FRAME_SECONDS)  # the tick lands on the phase grid, ±2.5 ms
@@ -284,7 +296,7 @@ class RtpSession:
         datagram = stream.tick(now)
         sent = 0
         if datagram is not None and self._transport is not None and stream.remote is not None:
-            self._transport.sendto(datagram, stream.remote)
+            self._transport.sendto(self._srtp.protect(datagram) if self._srtp else datagram, stream.remote)
             sent = 1
         if stream.events:
             self._dispatch()
@@ -301,6 +313,14 @@ class RtpSession:
 
     def _datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         stream = self._stream
+        if self._srtp is not None:
+            plain = self._srtp.unprotect(data)
+            if plain is None:
+                if self._srtp.failed == 1:
+                    self._log.warning("srtp packets from %s:%d fail authentication: dropped, the caller is not heard"
+                                      " (its key is not the one its SDP gave, or it sends plain RTP)", *addr[:2])
+                return
+            data = plain
         stream.datagram_received(data, addr, self._loop.time())
         if stream.events:
             self._dispatch()  # DTMF at once: a key-down is the barge-in signal

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from ivr.proto.sdes import Crypto, SrtpKeys, choose
+
 __all__ = [
     "PCMA",
     "PCMU",
@@ -360,6 +362,8 @@ class Answer:
     remote: RemoteMedia
     direction: Direction
     ptime: int
+    srtp: SrtpKeys | None = None
+    """The SDES keys when the answer takes SRTP (``negotiate_answer``'s ``srtp``), else None: plain RTP."""
 
     @property
     def send_media(self) -> bool:
@@ -396,20 +400,42 @@ def negotiate_answer(
     session_version: str = "0",
     default_ptime: int = 20,
     username: str = "-",
+    srtp: str = "off",
+    srtp_key: bytes | None = None,
 ) -> Answer | NoMatch:
     """Answer an offer (RFC 3264 section 6): one m= line per offered line, one audio stream accepted.
 
     The codec chosen is the offerer's most preferred one that we support; telephone-event keeps the
     offerer's dynamic payload type (RFC 3264 section 6.1: the answer uses the offer's numbers).
+
+    ``srtp`` (``off``, ``optional``, ``required``; ivr/proto/sdes.py): an ``RTP/SAVP`` stream is taken only when
+    it is not ``off`` and has an ``a=crypto`` we can honour; an ``RTP/AVP`` one with ``a=crypto`` (best-effort
+    SRTP, as baresip's ``srtp`` and Asterisk offer it) gets SRTP too unless ``off``; ``required`` refuses
+    plain RTP. ``srtp_key``: the 30 random bytes our side sends with.
     """
     wanted_events = next((c for c in supported if c.name.lower() == "telephone-event"), None)
     audio_codecs = [c for c in supported if c.name.lower() != "telephone-event"]
     answer_media: list[MediaDescription] = []
-    chosen: tuple[Codec, Codec | None, RemoteMedia, Direction, int] | None = None
+    chosen: tuple[Codec, Codec | None, RemoteMedia, Direction, int, Crypto | None, SrtpKeys | None] | None = None
+    why = "no acceptable audio stream"
     for media in offer.media:
         rejected = MediaDescription(media.media, 0, media.proto, media.formats[:1] or ["0"])
-        if chosen is not None or media.media != "audio" or media.port == 0 or "RTP/AVP" not in media.proto:
+        proto = "RTP/SAVP" if media.proto.upper() == "RTP/SAVP" else "RTP/AVP"
+        if chosen is not None or media.media != "audio" or media.port == 0 or (
+                "RTP/AVP" not in media.proto and proto != "RTP/SAVP"):
             answer_media.append(rejected)  # RFC 3264 section 6: rejected stream, port zero
+            continue
+        crypto: Crypto | None = None
+        keys: SrtpKeys | None = None
+        lines = media.attribute_values("crypto")
+        if srtp != "off" and lines and srtp_key is not None:
+            picked = choose(lines, srtp_key)
+            if picked is not None:
+                crypto, keys = picked
+        if keys is None and (proto == "RTP/SAVP" or srtp == "required"):
+            why = ("SRTP required (sip.srtp) and the offer has no a=crypto we can use" if srtp == "required"
+                   else "an SRTP stream (RTP/SAVP) without an a=crypto we can use, or SRTP off (sip.srtp)")
+            answer_media.append(rejected)
             continue
         conn = _audio_connection(offer, media)
         offered = media.codecs()
@@ -428,18 +454,19 @@ def negotiate_answer(
         ptime = sendable_ptime(media.ptime or default_ptime)
         remote = RemoteMedia(conn.address, media.port, offered_direction, tuple(offered), media.ptime)
         direction = offered_direction.reversed()
-        chosen = (codec, events, remote, direction, ptime)
-        answer_media.append(_audio_section(local_port, codec, events, direction, ptime))
+        chosen = (codec, events, remote, direction, ptime, crypto, keys)
+        answer_media.append(_audio_section(local_port, codec, events, direction, ptime, proto=proto,
+                                           crypto=crypto))
     if chosen is None:
-        return NoMatch("no acceptable audio stream")
-    codec, events, remote, direction, ptime = chosen
+        return NoMatch(why)
+    codec, events, remote, direction, ptime, crypto, keys = chosen
     sdp = SessionDescription(
         origin=Origin(username, session_id, session_version, "IN", _addr_type(local_address), local_address),
         session_name="-",
         connection=Connection(local_address, addr_type=_addr_type(local_address)),
         media=answer_media,
     )
-    return Answer(sdp, codec, events, remote, direction, ptime)
+    return Answer(sdp, codec, events, remote, direction, ptime, keys)
 
 
 def _addr_type(address: str) -> str:
@@ -447,7 +474,8 @@ def _addr_type(address: str) -> str:
 
 
 def _audio_section(
-    port: int, codec: Codec | Sequence[Codec], events: Codec | None, direction: Direction, ptime: int
+    port: int, codec: Codec | Sequence[Codec], events: Codec | None, direction: Direction, ptime: int, *,
+    proto: str = "RTP/AVP", crypto: Crypto | None = None,
 ) -> MediaDescription:
     codecs = [codec] if isinstance(codec, Codec) else list(codec)
     if events is not None:
@@ -460,8 +488,10 @@ def _audio_section(
             attributes.append(("fmtp", f"{c.payload_type} {c.fmtp}"))
     attributes.append(("ptime", str(ptime)))
     attributes.append((direction.value, None))
+    if crypto is not None:
+        attributes.append(("crypto", crypto.line()))
     formats = [str(c.payload_type) for c in codecs]
-    return MediaDescription("audio", port, "RTP/AVP", formats, attributes=attributes)
+    return MediaDescription("audio", port, proto, formats, attributes=attributes)
 
 
 def build_offer(

@@ -87,3 +87,37 @@ def test_baresip_walks_the_sample_billing_line(appliance: tuple[Env, int, Path],
     assert call["variables"]["account"] == "345678"  # type: ignore[index]
     events = asyncio.run(read_events(env.state / "ivr.db", str(call["call_id"])))
     assert [e.data["digit"] for e in events if e.type == "input.dtmf"] == list("345678#12")
+
+
+@pytest.mark.parametrize("mediaenc", ["srtp-mand", "srtp"])
+def test_baresip_over_srtp_walks_the_menu(env: Env, tmp_path: Path, mediaenc: str) -> None:
+    """baresip with its srtp module, mandatory (RTP/SAVP) and best effort (RTP/AVP with a=crypto), calls a box
+    with ``sip.srtp: optional``: the answer gives our key, its telephone-event arrives encrypted and is heard,
+    and it decrypts ours (its SRTP reports no failure)."""
+    text = env.config.read_text().replace("rtp_ports: 31000-31999}", "rtp_ports: 31000-31999, srtp: optional}", 1)
+    assert "srtp: optional" in text
+    env.config.write_text(text)
+    phone = Baresip(tmp_path, mediaenc=mediaenc)
+    phone.start()
+    try:
+        for env_, port, log in run_appliance(env):
+            assert phone.command("dial", f"sip:500@127.0.0.1:{port}").get("ok")
+            try:
+                phone.wait_event("CALL_ESTABLISHED", timeout=15)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n--- daemon log ---\n{log.read_text()[-4000:]}") from None
+            time.sleep(1.5)  # our prompt plays to it, encrypted, then a key
+            assert phone.command("sndcode", "2").get("ok")
+            phone.wait_event("CALL_CLOSED", timeout=20)
+            call = wait_for_call(env_)
+    finally:
+        phone.stop()
+    assert call["path"] == ["menu", "two"] and call["outcome"] == "hangup", call
+    events = asyncio.run(read_events(env.state / "ivr.db", call["call_id"]))
+    answered = next(e for e in events if e.type == "sip.answered")
+    assert answered.data["srtp"] in ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+    assert [e.data for e in events if e.type == "input.dtmf"] == [{"digit": "2", "source": "rfc4733"}]
+    out = phone.output()
+    assert "SRTP is Enabled" in out and "unprotect" not in out, out  # libre's srtp warns of every failure
+    rates = re.findall(r"audio=(\d+)/(\d+) \(bit/s\)", out)
+    assert rates and min(int(x) for x in rates[-1]) > 0, out  # both ways: its bit rates sent / received

@@ -1,6 +1,7 @@
 """RFC 3263 with a real DNS server (dnsmasq on loopback, `sip.dns_servers`) and real registrars (sipp):
 the SRV records' first target is dead (nothing listens: the kernel's ICMP port unreachable tells the box at
-once) and the next answers 503, so the appliance registers at the third; without SRV records the A record is used on port 5060."""
+once) and the next answers 503, so the appliance registers at the third; without SRV records the A record is
+used on port 5060."""
 
 from __future__ import annotations
 

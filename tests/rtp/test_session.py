@@ -128,6 +128,19 @@ async def test_a_prompt_after_silence_goes_out_between_ticks_and_the_stream_stay
     assert abs(session._stream.lead) < 0.0226  # within a frame and the phase grid's half step
 
 
+async def test_a_one_frame_prompt_started_between_ticks_returns(engine: MediaEngine, peer: Peer) -> None:
+    """Its only frame leaves at once: play() must still hear that it was sent (a beep after a key)."""
+    session = await session_to(engine, peer)
+    await wait_until(lambda: len(peer.received) >= 2, what="comfort silence")
+    for k in range(10):
+        seen = len(peer.received)
+        await wait_until(lambda seen=seen: len(peer.received) > seen, what="a silence packet")
+        await asyncio.sleep(0.006)
+        await asyncio.wait_for(session.play(prompt(0x60 + k, 1)), timeout=2.0)
+    assert session.stats["early_starts"] >= 1
+    await session.close()
+
+
 async def test_cancel_play_stops_at_once(engine: MediaEngine, peer: Peer) -> None:
     session = await session_to(engine, peer)
     frames = prompt(0x10, 60)

@@ -71,7 +71,9 @@ def netstring(data: bytes) -> bytes:
 class Baresip:
     """One baresip process with a private config dir; ``events`` holds everything it reported."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, mediaenc: str | None = None) -> None:
+        """``mediaenc``: the account's media encryption (``srtp``: best effort, RTP/AVP with a=crypto;
+        ``srtp-mand``: RTP/SAVP), with baresip's own srtp module (libre's SRTP)."""
         self.dir = workdir / "baresip"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sip_port = free_sip_port()
@@ -84,7 +86,13 @@ class Baresip:
                           rtp_min=rtp_min, rtp_max=rtp_min + 9),
             encoding="utf-8",
         )
-        (self.dir / "accounts").write_text(ACCOUNTS.format(sip_port=self.sip_port), encoding="utf-8")
+        if mediaenc is not None:
+            with (self.dir / "config").open("a", encoding="utf-8") as f:
+                f.write("module\t\t\tsrtp.so\n")
+        account = ACCOUNTS.format(sip_port=self.sip_port)
+        if mediaenc is not None:
+            account = account.replace("\n", f";mediaenc={mediaenc}\n")
+        (self.dir / "accounts").write_text(account, encoding="utf-8")
         (self.dir / "contacts").write_text("", encoding="utf-8")
         self.log = self.dir / "baresip.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,38 @@
+"""SRTP for one call's media: libsrtp through ``pylibsrtp`` (the binding aiortc uses), the one adapter
+between our RTP and the cipher. The keys come from the SDP (ivr/proto/sdes.py); a packet that fails
+authentication (the peer's key is not the one its SDP gave, or it sends plain RTP) is dropped and counted,
+never played."""
+
+from __future__ import annotations
+
+import pylibsrtp
+
+from ivr.proto.sdes import SrtpKeys
+
+_PROFILES = {"AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+             "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32}
+
+
+class SrtpContext:
+    """The two directions of one call: what we send (our key) and what we receive (the peer's)."""
+
+    def __init__(self, keys: SrtpKeys) -> None:
+        profile = _PROFILES[keys.suite]
+        self.keys = keys
+        self._tx = pylibsrtp.Session(pylibsrtp.Policy(key=keys.local_key, srtp_profile=profile,
+                                                      ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        self._rx = pylibsrtp.Session(pylibsrtp.Policy(key=keys.remote_key, srtp_profile=profile,
+                                                      ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+        self.failed = 0
+        """Packets received that failed authentication or replay checks: dropped."""
+
+    def protect(self, packet: bytes) -> bytes:
+        return bytes(self._tx.protect(packet))
+
+    def unprotect(self, packet: bytes) -> bytes | None:
+        """The plain RTP packet, or None (counted in ``failed``) when it does not authenticate."""
+        try:
+            return bytes(self._rx.unprotect(packet))
+        except pylibsrtp.Error:
+            self.failed += 1
+            return None
