@@ -461,15 +461,18 @@ class Daemon:
 
     # -- calls --
     def start_call(self, call: Call, recorder: Recorder | None = None, *, entry: str | None = None,
-                   variables: dict[str, object] | None = None, desk: Any = None) -> asyncio.Task[Outcome]:
+                   variables: dict[str, object] | None = None, desk: Any = None,
+                   carried: tuple[tuple[str, str], ...] = (), sensitive: frozenset[str] = frozenset()
+                   ) -> asyncio.Task[Outcome]:
         """Run a call on the current flows; the task is tracked so shutdown can drain it. ``desk``: the
-        callback desk for this call instead of the daemon's (``ivr simulate --live --wait``)."""
+        callback desk for this call instead of the daemon's (``ivr simulate --live --wait``). ``carried``:
+        a callback leg's data for the agent (``sensitive``: the names never recorded in clear)."""
         assert self.flows is not None and self.events is not None
         rec = recorder or CallRecorder(self.events, call.call_id)
         task = asyncio.create_task(
             run_call(call, self.flows, rec, switches=self.events, max_call_seconds=self.config.max_call_seconds,
                      entry=entry, callbacks=desk or self.desk, variables=variables, recordings=self.recordings,
-                     lookups=self.lookups),
+                     lookups=self.lookups, carried=carried, sensitive=sensitive),
             name=f"call-{call.call_id}",
         )
         self.calls.add(task)

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -252,6 +253,11 @@ class DialIds:
 
     sip_call_id: str = ""
     channel: str = ""
+    agent_data: tuple[tuple[str, str], ...] = ()
+    """The caller's data for the agent, opened from the request (``CallbackStore.agent_data``) just before
+    the dial: AMI channel variables ``__IVR_VAR_<NAME>``, or the SIP leg's transfer headers."""
+    sensitive: frozenset[str] = frozenset()
+    """Names in ``agent_data`` whose values are sensitive: never logged or recorded."""
 
 
 #: What the PBX says of an attempt found in flight: its channel is in the queue (or with an agent from it),
@@ -574,9 +580,21 @@ class Dialer:
                     await self.store.expire(req.id, now, "expiry passed before it could be dialled",
                                             kept=self._kept(None, now))
 
+    async def _with_data(self, req: CallbackRequest, ids: DialIds) -> DialIds:
+        """``ids`` with the request's data for the agent; without it when it cannot be read (the customer is
+        still called back: the agent asks again)."""
+        if not req.agent_data:
+            return ids
+        try:
+            data, hidden = await self.store.agent_data(req)
+        except Exception as exc:
+            log.warning("callback data not read request=%s: %s: %s", req.id, type(exc).__name__, exc)
+            return ids
+        return dataclasses.replace(ids, agent_data=data, sensitive=hidden)
+
     async def _attempt(self, req: CallbackRequest, att: Attempt, ids: DialIds) -> None:
         try:
-            result = await self.port.dial(req, att, ids)
+            result = await self.port.dial(req, att, await self._with_data(req, ids))
         except asyncio.CancelledError:
             await asyncio.shield(self._finish(req, att, DialResult("interrupted", detail="dialer stopped")))
             raise
