@@ -323,7 +323,7 @@ async def test_while_the_link_is_down_nothing_is_dialled_and_no_attempt_is_charg
 
 DATA_FLOW = """
 flow: acct
-numbers: ["777"]
+default: true
 languages: [en]
 timezone: America/New_York
 start: account
@@ -382,7 +382,7 @@ async def test_the_callers_data_reaches_the_agent_on_the_callback(env: Env, tmp_
         async with await EventLog.open(db, "test-site", sealer=Sealer(b"k" * 32)) as log:
             policy = CallbackPolicy(site_zone="America/New_York", windows=(CallingWindow(time(0, 0), time(0, 0)),))
             desk = Desk(CallbackStore(log), policy, StatedWaits({"support": 600}), region="US")
-            call = SimulatedCall("ivr-call-data", caller, "777", [f"{account}#", f"{pin}#", "1", "1"],
+            call = SimulatedCall("ivr-call-data", caller, "", [f"{account}#", f"{pin}#", "1", "1"],
                                  emit=lambda _line: None)
             outcome = await run_call(call, flowset, CallRecorder(log, call.call_id), entry="acct", callbacks=desk)
             assert outcome.kind == "callback"
