@@ -232,7 +232,7 @@ class Daemon:
         asks, and the dialer (after reconciling attempts a crash left in flight)."""
         from ivr.adapters.callback_dial import AmiDialPort, AmiDialSettings, SipDialPort, sip_dial_settings
         from ivr.callbacks.desk import Desk
-        from ivr.callbacks.dialer import Dialer, DialPort, build_policy, build_settings
+        from ivr.callbacks.dialer import Dialer, DialPort, ScheduleHours, build_policy, build_settings
         from ivr.callbacks.queuestate import AmiQueueWaits, RecordsQueueWaits
         from ivr.store.callbacks import CallbackStore
 
@@ -266,7 +266,8 @@ class Daemon:
         if cb.via == "sip" and self.flows is not None and cb.flow not in self.flows.flows:
             log.error("callbacks: flow %r not found; answered callbacks will fail (add flows/%s.yaml)", cb.flow,
                       cb.flow)
-        self.dialer = Dialer(store, policy, port, build_settings(cb), waits=waits, events=self.events)
+        self.dialer = Dialer(store, policy, port, build_settings(cb), waits=waits, events=self.events,
+                             hours_open=ScheduleHours(lambda: self.flows.schedules if self.flows else {}, self.events))
         await self.dialer.reconcile()
         self._callback_tasks.append(asyncio.create_task(self.dialer.run(), name="callback-dialer"))
         log.info("callbacks on via=%s mode=%s clock=%s", cb.via, cb.mode, cb.clock)

@@ -183,12 +183,12 @@ class Desk:
     async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,
                       consent: Consent, call_id: str | None = None, quoted: tuple[float, float] | None = None,
                       scheduled_at: datetime | None = None, data: Sequence[tuple[str, str]] = (),
-                      sensitive: Collection[str] = ()) -> RequestResult:
-        """File (or update) the request, with the caller's ``data`` for the agent; it is on disk when this
-        returns."""
+                      sensitive: Collection[str] = (), hours: str | None = None) -> RequestResult:
+        """File (or update) the request, with the caller's ``data`` for the agent and the ``hours`` schedule
+        its attempts must fall in; it is on disk when this returns."""
         return await self.store.request(queue=queue, number=number, zones=zones, arrival_at=arrival_at,
                                         consent=consent, now=self.now(), call_id=call_id, quoted=quoted,
-                                        scheduled_at=scheduled_at, data=data, sensitive=sensitive)
+                                        scheduled_at=scheduled_at, data=data, sensitive=sensitive, hours=hours)
 
     def normalise(self, raw: str) -> str:
         """E.164 for a caller ID or keyed number as far as libphonenumber can parse it, else ""."""

@@ -99,9 +99,10 @@ class CallbackDesk(Protocol):
     async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,
                       consent: Consent, call_id: str | None = None, quoted: tuple[float, float] | None = None,
                       scheduled_at: datetime | None = None, data: Sequence[tuple[str, str]] = (),
-                      sensitive: Collection[str] = ()) -> RequestResult:
+                      sensitive: Collection[str] = (), hours: str | None = None) -> RequestResult:
         """File the request with the caller's ``data`` for the agent (``sensitive``: names never stored in
-        clear); committed when it returns (only then may the caller hear "confirmed")."""
+        clear) and the ``hours`` schedule the dialer keeps; committed when it returns (only then may the caller
+        hear "confirmed")."""
         ...
 
     async def pending(self, number: str, queue: str | None = None) -> list[CallbackRequest]:

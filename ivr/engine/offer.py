@@ -206,7 +206,8 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
     try:
         result = await desk.request(queue=q.name, number=number.e164, zones=number.zones, arrival_at=arrival,
                                     consent=consent, call_id=ctx.call.call_id, quoted=quoted,
-                                    scheduled_at=slot[0] if slot else None, data=data, sensitive=sensitive)
+                                    scheduled_at=slot[0] if slot else None, data=data, sensitive=sensitive,
+                                    hours=q.hours)
     except Exception as exc:  # not stored: never say "confirmed"; the caller keeps the queue instead
         ctx.log.exception("callback request not stored queue=%s", q.name)
         await ctx.event("callback.request_failed", node=node.name, queue=q.name, number=number.e164,

@@ -112,6 +112,9 @@ class CallbackRequest:
     agent_data: tuple[tuple[str, str, bool], ...] = ()
     """The caller's data for the agent as stored: (name, value, sensitive); a sensitive value is sealed
     (``privacy:`` on) or masked, and opened for the dial by ``CallbackStore.agent_data``."""
+    hours: str | None = None
+    """The hours schedule the queue's agents keep (``callback: {hours: NAME}``): attempts start only while it
+    is open (``Dialer``); None: the calling windows alone decide."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class RequestResult:
 
 _REQ_COLS = ("id, site, queue, number, callee_tz, arrival_at, requested_at, updated_at, state, call_id, consent_at,"
              " consent_number, consent_heard, consent_pressed, quoted_low, quoted_high, scheduled_at, attempts,"
-             " next_attempt_at, reason, agent_data")
+             " next_attempt_at, reason, agent_data, hours")
 _ATT_COLS = "id, request_id, n, started_at, channel, action_id, sip_call_id, outcome, ended_at, detail"
 
 
@@ -220,11 +223,13 @@ class CallbackStore:
     async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,
                       consent: Consent, now: datetime, call_id: str | None = None,
                       quoted: tuple[float, float] | None = None, scheduled_at: datetime | None = None,
-                      data: Sequence[tuple[str, str]] = (), sensitive: Collection[str] = ()) -> RequestResult:
+                      data: Sequence[tuple[str, str]] = (), sensitive: Collection[str] = (),
+                      hours: str | None = None) -> RequestResult:
         """Take (or update) a request; committed when it returns. A second request for the same number and
         queue while one is active updates it: the earlier arrival is kept, the new consent, slot and ``data``
         win. ``data``: the caller's values for the agent (the queue node's ``data:``); those named in
-        ``sensitive`` are never stored in clear (``_stored_data``)."""
+        ``sensitive`` are never stored in clear (``_stored_data``). ``hours``: the schedule its attempts must
+        fall in (the queue node's ``callback: {hours: NAME}``)."""
         site = self.site
         stored = json.dumps([list(d) for d in self._stored_data(call_id, data, sensitive)])
         names = [n for n, _ in data]
@@ -248,22 +253,23 @@ class CallbackStore:
                     "UPDATE callback_requests SET arrival_at=?, updated_at=?, consent_at=?, consent_number=?,"
                     " consent_heard=?, consent_pressed=?, quoted_low=coalesce(?, quoted_low),"
                     " quoted_high=coalesce(?, quoted_high), scheduled_at=coalesce(?, scheduled_at),"
-                    " next_attempt_at=?, callee_tz=?, agent_data=? WHERE id=?",
+                    " next_attempt_at=?, callee_tz=?, agent_data=?, hours=? WHERE id=?",
                     (arrival, _ts(now), consent_data["at"], consent.number, consent.heard, consent.pressed, ql, qh,
-                     sched, nxt, json.dumps(list(zones)), stored, old.id))
+                     sched, nxt, json.dumps(list(zones)), stored, hours, old.id))
                 await self._event(db, "callback.updated", call_id, request_id=old.id, queue=queue, number=number,
                                   arrival_at=arrival, consent=consent_data, scheduled_at=sched, state=old.state,
-                                  at=_ts(now), data=names)
+                                  at=_ts(now), data=names, **({"hours": hours} if hours else {}))
                 return RequestResult(old.id, False)
             rid = str(uuid6.uuid7())
             await db.execute(
-                f"INSERT INTO callback_requests ({_REQ_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO callback_requests ({_REQ_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (rid, site, queue, number, json.dumps(list(zones)), _ts(arrival_at), _ts(now), _ts(now), "requested",
                  call_id, consent_data["at"], consent.number, consent.heard, consent.pressed, ql, qh, sched, 0,
-                 sched or _ts(now), "", stored))
+                 sched or _ts(now), "", stored, hours))
             await self._event(db, "callback.requested", call_id, request_id=rid, queue=queue, number=number,
                               zones=list(zones), arrival_at=_ts(arrival_at), consent=consent_data,
-                              quoted_low=ql, quoted_high=qh, scheduled_at=sched, at=_ts(now), data=names)
+                              quoted_low=ql, quoted_high=qh, scheduled_at=sched, at=_ts(now), data=names,
+                              **({"hours": hours} if hours else {}))
             return RequestResult(rid, True)
 
         result: RequestResult = await self.log.transaction(op)
