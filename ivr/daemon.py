@@ -233,7 +233,7 @@ class Daemon:
         asks, and the dialer (after reconciling attempts a crash left in flight)."""
         from ivr.adapters.callback_dial import AmiDialPort, AmiDialSettings, SipDialPort, sip_dial_settings
         from ivr.callbacks.desk import Desk
-        from ivr.callbacks.dialer import Dialer, DialPort, build_policy, build_settings
+        from ivr.callbacks.dialer import Dialer, DialPort, ScheduleHours, build_policy, build_settings
         from ivr.callbacks.queuestate import AmiQueueWaits, RecordsQueueWaits
         from ivr.store.callbacks import CallbackStore
 
@@ -267,7 +267,8 @@ class Daemon:
         if cb.via == "sip" and self.flows is not None and cb.flow not in self.flows.flows:
             log.error("callbacks: flow %r not found; answered callbacks will fail (add flows/%s.yaml)", cb.flow,
                       cb.flow)
-        self.dialer = Dialer(store, policy, port, build_settings(cb), waits=waits, events=self.events)
+        self.dialer = Dialer(store, policy, port, build_settings(cb), waits=waits, events=self.events,
+                             hours_open=ScheduleHours(lambda: self.flows.schedules if self.flows else {}, self.events))
         await self.dialer.reconcile()
         self._callback_tasks.append(asyncio.create_task(self.dialer.run(), name="callback-dialer"))
         log.info("callbacks on via=%s mode=%s clock=%s", cb.via, cb.mode, cb.clock)
@@ -462,15 +463,18 @@ class Daemon:
 
     # -- calls --
     def start_call(self, call: Call, recorder: Recorder | None = None, *, entry: str | None = None,
-                   variables: dict[str, object] | None = None, desk: Any = None) -> asyncio.Task[Outcome]:
+                   variables: dict[str, object] | None = None, desk: Any = None,
+                   carried: tuple[tuple[str, str], ...] = (), sensitive: frozenset[str] = frozenset()
+                   ) -> asyncio.Task[Outcome]:
         """Run a call on the current flows; the task is tracked so shutdown can drain it. ``desk``: the
-        callback desk for this call instead of the daemon's (``ivr simulate --live --wait``)."""
+        callback desk for this call instead of the daemon's (``ivr simulate --live --wait``). ``carried``:
+        a callback leg's data for the agent (``sensitive``: the names never recorded in clear)."""
         assert self.flows is not None and self.events is not None
         rec = recorder or CallRecorder(self.events, call.call_id)
         task = asyncio.create_task(
             run_call(call, self.flows, rec, switches=self.events, max_call_seconds=self.config.max_call_seconds,
                      entry=entry, callbacks=desk or self.desk, variables=variables, recordings=self.recordings,
-                     lookups=self.lookups),
+                     lookups=self.lookups, carried=carried, sensitive=sensitive),
             name=f"call-{call.call_id}",
         )
         self.calls.add(task)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ivr.callbacks.dialer import Dialer, DialerSettings, DialResult
+from ivr.callbacks.dialer import Dialer, DialerSettings, DialResult, ScheduleHours
 from ivr.callbacks.policy import CallingWindow, RetryRules, end_of_tomorrow, next_slots
 from ivr.config import Config
 from ivr.flows.model import FlowSet
@@ -249,6 +249,38 @@ def test_short_day_offers_only_slots_before_closing(flowset: FlowSet, db: Path) 
         assert req.scheduled_at is not None and req.scheduled_at.startswith("2026-12-24T16:30")
 
     scenario(flowset, db, {"support": 420}, body, clock=SteppingClock(ny(2026, 12, 24, 11)))
+
+
+def test_the_dialer_keeps_the_queues_hours_on_every_attempt(flowset: FlowSet, db: Path) -> None:
+    """The offer and the slots keep the agents' hours (``callback: {hours: agents}``); so does the dialer: the
+    request names the schedule, and no attempt starts while it is closed (Christmas Eve after noon, or the
+    emergency switch on), though the caller's calling window is open."""
+    async def body(site: Site) -> None:
+        r = await site.call(["1", "1", "1"], entry="short")  # as soon as possible
+        assert r.outcome.kind == "callback"
+        [req] = await site.requests()
+        assert req.hours == "agents" and r.first("callback.requested").data["hours"] == "agents"
+        now = [ny(2026, 12, 24, 12, 5)]  # closed since noon; the calling window is open until 21:00
+        port = RecordingPort(DialResult("answered", True))
+        dialer = Dialer(site.store, POLICY, port, DialerSettings(clock="trust"), now=lambda: now[0],
+                        hours_open=ScheduleHours(lambda: site.flowset.schedules, site.log))
+        assert await dialer.tick() == 0 and dialer.state.last_waiting == {req.id: "hours-closed"}
+        now[0] = ny(2026, 12, 24, 11, 30)  # open: but the emergency switch closes it too
+        await site.log.set_switch("agents", True, "storm")
+        assert await dialer.tick() == 0 and port.dialled == []
+        await site.log.set_switch("agents", False, "over")
+        assert await dialer.tick() == 1
+        await _settle(dialer)
+        assert port.dialled[0][0] == req.id
+
+    scenario(flowset, db, {"support": 420}, body, clock=SteppingClock(ny(2026, 12, 24, 11)))
+
+
+async def test_a_schedule_the_flows_no_longer_have_holds_no_callback_back(caplog: pytest.LogCaptureFixture) -> None:
+    hours = ScheduleHours(lambda: {}, None)
+    assert await hours("gone", ny(2026, 12, 25, 3)) and await hours("gone", ny(2026, 12, 25, 4))
+    assert [r.getMessage() for r in caplog.records].count(
+        "callbacks: hours schedule 'gone' is not in the flows; its callbacks keep the calling windows only") == 1
 
 
 def test_no_offer_when_the_agents_close_before_the_callback_could_be_dialled(flowset: FlowSet, db: Path) -> None:

@@ -177,8 +177,10 @@ class SipDialPort:
             await self.events.append("callback.leg", leg_call_id, request_id=req.id, attempt_id=attempt.id,
                                      sip_call_id=ids.sip_call_id, number=req.number, queue=req.queue,
                                      dialog=leg.dialog_record())
+            # the caller's data goes with the leg's transfer to the queue (X-IVR-Var-*, or Setvar by Redirect)
             task = self.start_call(call, rec, entry=self.flow,
-                                   variables={"queue": req.queue, "callback_id": req.id, "attempt_id": attempt.id})
+                                   variables={"queue": req.queue, "callback_id": req.id, "attempt_id": attempt.id},
+                                   carried=ids.agent_data, sensitive=ids.sensitive)
             outcome = await task
             confirmed = outcome.kind in ("transferred", "queued")
             return DialResult("answered", confirmed, detail=f"flow {outcome.kind}: {outcome.detail}".strip(),
@@ -330,6 +332,7 @@ class AmiDialPort:
     async def dial(self, req: CallbackRequest, attempt: Attempt, ids: DialIds) -> DialResult:
         from ivr.adapters.ami import OriginateOutcome
         from ivr.adapters.ami_link import AmiConnectionLost, AmiError, AmiTimeout
+        from ivr.adapters.transfer import data_variables
 
         s = self.settings
         variables = {"CALLBACK_ID": req.id, "CALLBACK_ATTEMPT": attempt.id, "IVR_QUEUE": req.queue,
@@ -340,6 +343,8 @@ class AmiDialPort:
         arrival = stored_time(req.arrival_at)
         if arrival is not None:
             variables["CALLBACK_ARRIVAL"] = str(int(arrival.timestamp()))
+        # the caller's data (the queue node's data:), as a transfer by Redirect sets it: the agent's screen
+        variables.update(data_variables(ids.agent_data))
         if snap is not None and arrival is not None:
             # the place in line the original arrival earned, not a priority over everyone (docs/asterisk §5)
             variables["IVR_QUEUE_POSITION"] = str(queue_position([c.joined_at for c in snap.callers],

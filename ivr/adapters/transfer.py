@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ivr.adapters.sip_call import SipCall
 
 __all__ = ["CALLER_CHANNEL_HEADERS", "CALL_ID_HEADER", "CALL_ID_VARIABLE", "DATA_HEADER_PREFIX",
-           "DATA_VARIABLE_PREFIX", "TransferContext", "Transferer", "data_headers", "refer_uri"]
+           "DATA_VARIABLE_PREFIX", "TransferContext", "Transferer", "data_headers", "data_variables", "refer_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,12 @@ def data_headers(target: TransferTarget, user_to_user: str | None = None) -> tup
     out += [(UUI_HEADER, f"{value.encode().hex()};encoding=hex") for name, value in target.data
             if user_to_user is not None and name == user_to_user]
     return tuple(out)
+
+
+def data_variables(data: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """``data:`` as Asterisk channel variables: ``account`` → ``__IVR_VAR_ACCOUNT`` (``__``: inherited by the
+    channels the call goes on to, the agent's included); for a Setvar before a Redirect and for an Originate."""
+    return {f"__{DATA_VARIABLE_PREFIX}{name.upper()}": value for name, value in data}
 
 
 @dataclass
@@ -183,12 +189,11 @@ class Transferer:
             await ami.setvar(f"__{CALL_ID_VARIABLE}", call.call_id, channel)
         except Exception as exc:  # the Redirect says whether the caller can still be moved
             log.warning("ami setvar %s failed call_id=%s channel=%s: %s", CALL_ID_VARIABLE, call.call_id, channel, exc)
-        for name, value in target.data:  # the agent's screen: ${IVR_VAR_ACCOUNT} in the dialplan
+        for variable, value in data_variables(target.data).items():  # the agent's screen: ${IVR_VAR_ACCOUNT}
             try:
-                await ami.setvar(f"__{DATA_VARIABLE_PREFIX}{name.upper()}", value, channel)
+                await ami.setvar(variable, value, channel)
             except Exception as exc:
-                log.warning("ami setvar %s%s failed call_id=%s: %s", DATA_VARIABLE_PREFIX, name.upper(),
-                            call.call_id, exc)
+                log.warning("ami setvar %s failed call_id=%s: %s", variable.lstrip("_"), call.call_id, exc)
         try:
             await ami.redirect(channel, context, target.destination)
         except Exception as exc:  # AmiError, the link down: the caller is still ours, bridge instead

@@ -9,7 +9,7 @@ a scratch store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -182,11 +182,13 @@ class Desk:
 
     async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,
                       consent: Consent, call_id: str | None = None, quoted: tuple[float, float] | None = None,
-                      scheduled_at: datetime | None = None) -> RequestResult:
-        """File (or update) the request; it is on disk when this returns."""
+                      scheduled_at: datetime | None = None, data: Sequence[tuple[str, str]] = (),
+                      sensitive: Collection[str] = (), hours: str | None = None) -> RequestResult:
+        """File (or update) the request, with the caller's ``data`` for the agent and the ``hours`` schedule
+        its attempts must fall in; it is on disk when this returns."""
         return await self.store.request(queue=queue, number=number, zones=zones, arrival_at=arrival_at,
                                         consent=consent, now=self.now(), call_id=call_id, quoted=quoted,
-                                        scheduled_at=scheduled_at)
+                                        scheduled_at=scheduled_at, data=data, sensitive=sensitive, hours=hours)
 
     def normalise(self, raw: str) -> str:
         """E.164 for a caller ID or keyed number as far as libphonenumber can parse it, else ""."""

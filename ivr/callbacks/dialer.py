@@ -22,9 +22,10 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -33,6 +34,7 @@ from ivr.callbacks import policy as policy_mod
 from ivr.callbacks.desk import QueueWaits
 from ivr.callbacks.ewt import EwtEstimate
 from ivr.callbacks.policy import CallbackPolicy
+from ivr.flows.hours import HoursState, Schedule, decide
 from ivr.store.callbacks import (
     NOT_SENT,
     Attempt,
@@ -243,6 +245,28 @@ def promise_record(req: CallbackRequest, first_dial: datetime | None, result: Di
             "ewt_error": error, "attempts": req.attempts}
 
 
+class ScheduleHours:
+    """``Dialer.hours_open`` from the flows: a request's ``hours`` (its queue node's ``callback: {hours:
+    NAME}``) is open as the flows' schedule of that name says now (reloads included), closed while its emergency
+    switch is on. A schedule the flows no longer have holds no callback back (logged once)."""
+
+    def __init__(self, schedules: Callable[[], Mapping[str, Schedule]], switches: Any) -> None:
+        self.schedules = schedules
+        self.switches = switches  # EventLog: emergency_closed(name)
+        self.unknown: set[str] = set()
+
+    async def __call__(self, name: str, at: datetime) -> bool:
+        schedule = self.schedules().get(name)
+        if schedule is None:
+            if name not in self.unknown:
+                self.unknown.add(name)
+                log.warning("callbacks: hours schedule %r is not in the flows; its callbacks keep the calling"
+                            " windows only", name)
+            return True
+        closed = await self.switches.emergency_closed(name)
+        return decide(schedule, at, emergency_closed=closed).state is HoursState.OPEN
+
+
 # -- dialling ---------------------------------------------------------------------------------------------
 
 
@@ -252,6 +276,11 @@ class DialIds:
 
     sip_call_id: str = ""
     channel: str = ""
+    agent_data: tuple[tuple[str, str], ...] = ()
+    """The caller's data for the agent, opened from the request (``CallbackStore.agent_data``) just before
+    the dial: AMI channel variables ``__IVR_VAR_<NAME>``, or the SIP leg's transfer headers."""
+    sensitive: frozenset[str] = frozenset()
+    """Names in ``agent_data`` whose values are sensitive: never logged or recorded."""
 
 
 #: What the PBX says of an attempt found in flight: its channel is in the queue (or with an agent from it),
@@ -310,8 +339,12 @@ class Dialer:
     def __init__(self, store: CallbackStore, policy: CallbackPolicy, port: DialPort, settings: DialerSettings, *,
                  waits: QueueWaits | None = None, events: EventLog | None = None,
                  now: Callable[[], datetime] = _utc_now,
-                 clock_probe: Callable[[str], ClockStatus] = probe_clock) -> None:
+                 clock_probe: Callable[[str], ClockStatus] = probe_clock,
+                 hours_open: Callable[[str, datetime], Awaitable[bool]] | None = None) -> None:
         self.store = store
+        self.hours_open = hours_open
+        """Whether a named hours schedule (a request's ``hours``: its queue's agents) is open at a time, from
+        the flows and the emergency switch; None: not known here, the calling windows alone decide."""
         self.policy = policy
         self.port = port
         self.settings = settings
@@ -519,6 +552,8 @@ class Dialer:
             return policy_mod.window_open(at, req.zones, self.policy.windows)
 
         due = [r for r in await self.store.due(now, 500, is_open) if r.id not in self.active]
+        closed = await self._hours_closed(due, now)
+        due = [r for r in due if r.id not in closed]
         capped: set[str] = set()
         if due:  # the two look-ups below only when something is due
             # arrival order, but a request a crash or an outage already cut goes behind those it has not:
@@ -534,6 +569,7 @@ class Dialer:
         chosen, waiting = plan_batch([r for r in due if r.id not in capped], by_queue, self.waits, self.settings,
                                      frozenset(self._held))
         waiting.update({rid: "number-cap" for rid in capped})
+        waiting.update({rid: "hours-closed" for rid in closed})
         if waiting != self.state.last_waiting and waiting:
             log.info("callback waiting %s", " ".join(f"{k}={v}" for k, v in waiting.items()))
         self.state.last_waiting = waiting
@@ -558,6 +594,22 @@ class Dialer:
             started += 1
         return started
 
+    async def _hours_closed(self, due: Sequence[CallbackRequest], now: datetime) -> set[str]:
+        """Requests whose queue's hours schedule (``callback: {hours: NAME}``) is closed now: the offer and
+        the slots promised a callback while agents are there, so retries wait for it to open too."""
+        if self.hours_open is None:
+            return set()
+        is_open: dict[str, bool] = {}
+        out = set()
+        for r in due:
+            if r.hours is None:
+                continue
+            if r.hours not in is_open:
+                is_open[r.hours] = await self.hours_open(r.hours, now)
+            if not is_open[r.hours]:
+                out.add(r.id)
+        return out
+
     def _forget(self, request_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
             self.active.pop(request_id, None)
@@ -574,9 +626,21 @@ class Dialer:
                     await self.store.expire(req.id, now, "expiry passed before it could be dialled",
                                             kept=self._kept(None, now))
 
+    async def _with_data(self, req: CallbackRequest, ids: DialIds) -> DialIds:
+        """``ids`` with the request's data for the agent; without it when it cannot be read (the customer is
+        still called back: the agent asks again)."""
+        if not req.agent_data:
+            return ids
+        try:
+            data, hidden = await self.store.agent_data(req)
+        except Exception as exc:
+            log.warning("callback data not read request=%s: %s: %s", req.id, type(exc).__name__, exc)
+            return ids
+        return dataclasses.replace(ids, agent_data=data, sensitive=hidden)
+
     async def _attempt(self, req: CallbackRequest, att: Attempt, ids: DialIds) -> None:
         try:
-            result = await self.port.dial(req, att, ids)
+            result = await self.port.dial(req, att, await self._with_data(req, ids))
         except asyncio.CancelledError:
             await asyncio.shield(self._finish(req, att, DialResult("interrupted", detail="dialer stopped")))
             raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -98,8 +98,11 @@ class CallbackDesk(Protocol):
 
     async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,
                       consent: Consent, call_id: str | None = None, quoted: tuple[float, float] | None = None,
-                      scheduled_at: datetime | None = None) -> RequestResult:
-        """File the request; committed when it returns (only then may the caller hear "confirmed")."""
+                      scheduled_at: datetime | None = None, data: Sequence[tuple[str, str]] = (),
+                      sensitive: Collection[str] = (), hours: str | None = None) -> RequestResult:
+        """File the request with the caller's ``data`` for the agent (``sensitive``: names never stored in
+        clear) and the ``hours`` schedule the dialer keeps; committed when it returns (only then may the caller
+        hear "confirmed")."""
         ...
 
     async def pending(self, number: str, queue: str | None = None) -> list[CallbackRequest]:
@@ -138,6 +141,9 @@ class CallContext:
     """Variables holding a sensitive value this call (ivr/engine/privacy.py): recorded only masked."""
     masking_input: bool = False
     """A sensitive entry is being read: key presses and speech are recorded masked (turns.record_input)."""
+    carried: tuple[tuple[str, str], ...] = ()
+    """The caller's data a callback leg brings from the call that asked for it (the queue node's ``data:``):
+    handed to the agent by every transfer of this call, with the node's own ``data:`` (steps.handover_data)."""
 
     def label(self, name: str) -> str:
         """A node of the flow running now as events and paths name it: ``flow.node`` inside a sub-flow,

@@ -143,9 +143,12 @@ async def arrival_of(ctx: CallContext, node: Node, q: QueueWithCallback) -> date
     return at
 
 
-async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arrival: datetime) -> bool:
+async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arrival: datetime,
+                         data: tuple[tuple[str, str], ...] = (), sensitive: frozenset[str] = frozenset()) -> bool:
     """Offer a callback and take it; True when a request was filed and confirmed (the call then ends with
-    outcome ``callback``), False when the caller should go on to the queue."""
+    outcome ``callback``), False when the caller should go on to the queue. ``data``: what the queue would
+    have handed the agent (``sensitive``: the names never stored in clear), filed with the request so the
+    agent gets it on the callback."""
     desk = ctx.callbacks
     dialog = Dialog()
     if not q.offer_callback or desk is None:
@@ -203,7 +206,8 @@ async def offer_callback(ctx: CallContext, node: Node, q: QueueWithCallback, arr
     try:
         result = await desk.request(queue=q.name, number=number.e164, zones=number.zones, arrival_at=arrival,
                                     consent=consent, call_id=ctx.call.call_id, quoted=quoted,
-                                    scheduled_at=slot[0] if slot else None)
+                                    scheduled_at=slot[0] if slot else None, data=data, sensitive=sensitive,
+                                    hours=q.hours)
     except Exception as exc:  # not stored: never say "confirmed"; the caller keeps the queue instead
         ctx.log.exception("callback request not stored queue=%s", q.name)
         await ctx.event("callback.request_failed", node=node.name, queue=q.name, number=number.e164,

@@ -64,12 +64,16 @@ async def run_call(
     variables: dict[str, object] | None = None,
     recordings: RecordingStore | None = None,
     lookups: Lookups | None = None,
+    carried: tuple[tuple[str, str], ...] = (),
+    sensitive: frozenset[str] = frozenset(),
 ) -> Outcome:
     """Run one call on the flow set it started with (a reload meanwhile does not touch it).
 
     ``entry`` names the flow to start instead of routing by the dialed number (the simulator's choice).
     ``callbacks`` is virtual hold (the daemon's or the simulator's Desk); without it queue nodes transfer
     and record why no callback was offered. ``lookups`` serves ``http`` nodes (ivr.adapters.lookup).
+    ``carried``: a callback leg's data for the agent, handed over by its transfers (``sensitive``: those
+    names are masked wherever the call is recorded).
     """
     flow = flows.flows[entry] if entry else flows.route(call.dialed)
     ctx = CallContext(
@@ -83,7 +87,9 @@ async def run_call(
         callbacks=callbacks,
         recordings=recordings,
         lookups=lookups,
+        carried=carried,
     )
+    ctx.sensitive.update(sensitive)
     ctx.variables.update(flow.variables)
     for f in flows.flows.values():  # sub-flows' declared variables start with their defaults too
         for k, v in f.variables.items():

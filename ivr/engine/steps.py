@@ -387,14 +387,22 @@ def agent_data(ctx: CallContext, names: tuple[str, ...]) -> tuple[tuple[str, str
     return tuple(out)
 
 
+def handover_data(ctx: CallContext, names: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
+    """The node's ``data:`` (``agent_data``) and what a callback leg carried from the call that asked for it
+    (``ctx.carried``; the node's own value wins), with the names of the sensitive ones."""
+    data = agent_data(ctx, names)
+    own = {k for k, _ in data}
+    data += tuple((k, v) for k, v in ctx.carried if k not in own)
+    return data, frozenset(k for k, _ in data if k in ctx.sensitive)
+
+
 async def step_transfer(ctx: CallContext, node: Node, t: Transfer) -> str | None:
     await turns.play(ctx, t.prompt, barge_in=False)
     # "${queue}" and the like: the callback flow transfers to the queue its request came from
     template = t.queue or t.extension or ""
     dest = str(interpolate(template, ctx.variables))
-    data = agent_data(ctx, t.data)
-    target = TransferTarget("queue" if t.queue else "extension", dest, data,
-                            frozenset(k for k, _ in data if k in ctx.sensitive))
+    data, hidden = handover_data(ctx, t.data)
+    target = TransferTarget("queue" if t.queue else "extension", dest, data, hidden)
     shown = mask(dest) if refers_to(template, ctx.sensitive) else dest  # where the call went, as recorded
     result = await ctx.call.transfer(target, _progress(ctx, node, target, shown))
     await ctx.event("transfer", node=node.name, kind=target.kind, destination=shown,
@@ -413,11 +421,11 @@ async def step_queue(ctx: CallContext, node: Node, q: QueueWithCallback) -> str 
         return await fail(ctx, node, f"no queue name: {q.name!r} is empty")
     q = dataclasses.replace(q, name=name)
     arrival = await offer.arrival_of(ctx, node, q)  # the callback keeps the place in line this earned
-    if await offer.offer_callback(ctx, node, q, arrival):
-        return None  # filed and confirmed: the call ends with outcome "callback"
+    data, hidden = handover_data(ctx, q.data)
+    if await offer.offer_callback(ctx, node, q, arrival, data, hidden):
+        return None  # filed and confirmed (with the data for the agent): the call ends with outcome "callback"
     await turns.play(ctx, q.prompt, barge_in=False)
-    data = agent_data(ctx, q.data)
-    target = TransferTarget("queue", q.name, data, frozenset(k for k, _ in data if k in ctx.sensitive))
+    target = TransferTarget("queue", q.name, data, hidden)
     result = await ctx.call.transfer(target, _progress(ctx, node, target))
     await ctx.event("transfer", node=node.name, kind="queue", destination=q.name, ok=result.ok,
                     detail=result.detail, data=[k for k, _ in data])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,14 +24,19 @@ from typing import Any
 import aiosqlite
 import uuid6
 
+from ivr.engine.privacy import mask
 from ivr.errors import IvrError
 from ivr.store.eventlog import EventLog, parse_utc_text, utc_now_text
+from ivr.store.privacy import SEALED, unseal
 
 log = logging.getLogger("ivr.store.callbacks")
 
 ACTIVE = ("requested", "dialing", "connected", "no-answer", "busy", "invalid", "failed", "retry")
 TERMINAL = ("done", "expired", "cancelled")
 ATTEMPT_OUTCOMES = ("connected", "no-answer", "busy", "invalid", "failed", "interrupted")
+
+AGENT_DATA = "agent_data."
+"""What a sealed value of a request's data is bound to (with its name): it opens only as that field."""
 
 #: state -> states it may move to
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -104,6 +109,12 @@ class CallbackRequest:
     attempts: int
     next_attempt_at: str | None
     reason: str
+    agent_data: tuple[tuple[str, str, bool], ...] = ()
+    """The caller's data for the agent as stored: (name, value, sensitive); a sensitive value is sealed
+    (``privacy:`` on) or masked, and opened for the dial by ``CallbackStore.agent_data``."""
+    hours: str | None = None
+    """The hours schedule the queue's agents keep (``callback: {hours: NAME}``): attempts start only while it
+    is open (``Dialer``); None: the calling windows alone decide."""
 
 
 @dataclass(frozen=True)
@@ -150,13 +161,14 @@ class RequestResult:
 
 _REQ_COLS = ("id, site, queue, number, callee_tz, arrival_at, requested_at, updated_at, state, call_id, consent_at,"
              " consent_number, consent_heard, consent_pressed, quoted_low, quoted_high, scheduled_at, attempts,"
-             " next_attempt_at, reason")
+             " next_attempt_at, reason, agent_data, hours")
 _ATT_COLS = "id, request_id, n, started_at, channel, action_id, sip_call_id, outcome, ended_at, detail"
 
 
 def _req(row: Any) -> CallbackRequest:
     r = list(row)
     r[4] = tuple(json.loads(r[4]))
+    r[20] = tuple((str(n), str(v), bool(s)) for n, v, s in json.loads(r[20]))
     return CallbackRequest(*r)
 
 
@@ -210,11 +222,17 @@ class CallbackStore:
     # -- requests --
     async def request(self, *, queue: str, number: str, zones: tuple[str, ...], arrival_at: datetime,
                       consent: Consent, now: datetime, call_id: str | None = None,
-                      quoted: tuple[float, float] | None = None, scheduled_at: datetime | None = None
-                      ) -> RequestResult:
+                      quoted: tuple[float, float] | None = None, scheduled_at: datetime | None = None,
+                      data: Sequence[tuple[str, str]] = (), sensitive: Collection[str] = (),
+                      hours: str | None = None) -> RequestResult:
         """Take (or update) a request; committed when it returns. A second request for the same number and
-        queue while one is active updates it: the earlier arrival is kept, the new consent and slot win."""
+        queue while one is active updates it: the earlier arrival is kept, the new consent, slot and ``data``
+        win. ``data``: the caller's values for the agent (the queue node's ``data:``); those named in
+        ``sensitive`` are never stored in clear (``_stored_data``). ``hours``: the schedule its attempts must
+        fall in (the queue node's ``callback: {hours: NAME}``)."""
         site = self.site
+        stored = json.dumps([list(d) for d in self._stored_data(call_id, data, sensitive)])
+        names = [n for n, _ in data]
 
         async def op(db: Db) -> RequestResult:
             async with db.execute(
@@ -235,27 +253,68 @@ class CallbackStore:
                     "UPDATE callback_requests SET arrival_at=?, updated_at=?, consent_at=?, consent_number=?,"
                     " consent_heard=?, consent_pressed=?, quoted_low=coalesce(?, quoted_low),"
                     " quoted_high=coalesce(?, quoted_high), scheduled_at=coalesce(?, scheduled_at),"
-                    " next_attempt_at=?, callee_tz=? WHERE id=?",
+                    " next_attempt_at=?, callee_tz=?, agent_data=?, hours=? WHERE id=?",
                     (arrival, _ts(now), consent_data["at"], consent.number, consent.heard, consent.pressed, ql, qh,
-                     sched, nxt, json.dumps(list(zones)), old.id))
+                     sched, nxt, json.dumps(list(zones)), stored, hours, old.id))
                 await self._event(db, "callback.updated", call_id, request_id=old.id, queue=queue, number=number,
                                   arrival_at=arrival, consent=consent_data, scheduled_at=sched, state=old.state,
-                                  at=_ts(now))
+                                  at=_ts(now), data=names, **({"hours": hours} if hours else {}))
                 return RequestResult(old.id, False)
             rid = str(uuid6.uuid7())
             await db.execute(
-                f"INSERT INTO callback_requests ({_REQ_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO callback_requests ({_REQ_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (rid, site, queue, number, json.dumps(list(zones)), _ts(arrival_at), _ts(now), _ts(now), "requested",
                  call_id, consent_data["at"], consent.number, consent.heard, consent.pressed, ql, qh, sched, 0,
-                 sched or _ts(now), ""))
+                 sched or _ts(now), "", stored, hours))
             await self._event(db, "callback.requested", call_id, request_id=rid, queue=queue, number=number,
                               zones=list(zones), arrival_at=_ts(arrival_at), consent=consent_data,
-                              quoted_low=ql, quoted_high=qh, scheduled_at=sched, at=_ts(now))
+                              quoted_low=ql, quoted_high=qh, scheduled_at=sched, at=_ts(now), data=names,
+                              **({"hours": hours} if hours else {}))
             return RequestResult(rid, True)
 
         result: RequestResult = await self.log.transaction(op)
         log.info("callback request id=%s queue=%s created=%s", result.id, queue, result.created)
         return result
+
+    def _stored_data(self, call_id: str | None, data: Sequence[tuple[str, str]],
+                     sensitive: Collection[str]) -> list[tuple[str, str, bool]]:
+        """The caller's data as the row keeps it. A sensitive value is sealed with its call's key when
+        ``privacy:`` is on (erased with the call, ivr/store/erasure.py); without it, there is no key to
+        erase, so it is masked as in the call's record and events, and does not reach the agent."""
+        hidden = set(sensitive)
+        sealer = self.log.sealer
+        out = []
+        for name, value in data:
+            if name not in hidden:
+                out.append((name, value, False))
+            elif sealer is not None:
+                out.append((name, sealer.seal_value(call_id, AGENT_DATA + name, value), True))
+            else:
+                out.append((name, mask(value), True))
+        return out
+
+    async def agent_data(self, req: CallbackRequest) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
+        """The request's data for the agent, sealed values opened with the keys on disk, and the names of the
+        sensitive ones. Left out: a masked value (stored without ``privacy:``) and one whose key was erased."""
+        out: list[tuple[str, str]] = []
+        hidden: set[str] = set()
+        keys: dict[str, bytes | None] = {}
+        for name, value, is_sensitive in req.agent_data:
+            if not is_sensitive:
+                out.append((name, value))
+                continue
+            if not value.startswith(SEALED):
+                continue  # masked: no clear value was ever kept
+            key_id = value[len(SEALED):].rpartition(":")[0]
+            if key_id not in keys:
+                async with self.log.db.execute("SELECT key FROM privacy_keys WHERE id=?", (key_id,)) as cur:
+                    row = await cur.fetchone()
+                keys[key_id] = bytes(row[0]) if row is not None and row[0] is not None else None
+            opened = unseal(value, AGENT_DATA + name, keys)
+            if isinstance(opened, str) and keys.get(key_id) is not None:
+                out.append((name, opened))
+                hidden.add(name)
+        return tuple(out), frozenset(hidden)
 
     async def get(self, request_id: str) -> CallbackRequest:
         return await self._get(self.log.db, request_id)

@@ -1,11 +1,11 @@
 """Erasing personal data: by retention (``privacy.retention_days``) and for one caller (``ivr privacy erase``).
 
-An erasure deletes keys (``privacy_keys.key`` set to NULL: what they sealed in the append-only events can no
-longer be opened) and overwrites the mutable rows that hold personal data in clear (``calls.caller`` and
-``variables``; a finished callback's number and consent), names the recorded messages of the erased calls
-(``recording_ids``: the caller's voice, deleted from disk by whoever holds the files: the CLI, the daemon),
-in one transaction with a ``privacy.erased`` event
-that says what was erased without saying whose (at most the caller's pseudonym). A callback still waiting or
+An erasure deletes keys (``privacy_keys.key`` set to NULL: what they sealed in the append-only events, and a
+callback's sealed data for the agent, can no longer be opened) and overwrites the mutable rows that hold
+personal data in clear (``calls.caller`` and ``variables``; a finished callback's number, consent and data for
+the agent), in one transaction with a ``privacy.erased`` event that says what was erased without saying whose
+(at most the caller's pseudonym). It names the messages the erased calls recorded (``recording_ids``: the
+caller's voice, deleted from disk by whoever holds the files: the CLI, the daemon). A callback still waiting or
 being dialled keeps its number (and its call's keys): it is erased once it is over and old enough. Then the WAL
 is checkpointed so the old pages do not linger in ``-wal`` (``secure_delete`` zeroes freed space).
 """
@@ -75,7 +75,7 @@ async def _erase_calls(db: aiosqlite.Connection, call_ids: list[str], at: str, b
         part = callback_ids[i:i + 500]
         cur = await db.execute(
             "UPDATE callback_requests SET number='', consent_number='', consent_pressed='', consent_heard='',"
-            f" erased_at=? WHERE erased_at IS NULL AND id IN ({_marks(len(part))})", (at, *part))
+            f" agent_data='[]', erased_at=? WHERE erased_at IS NULL AND id IN ({_marks(len(part))})", (at, *part))
         out.callbacks += cur.rowcount
         await db.execute(  # a dial string or channel name may carry the number
             f"UPDATE callback_attempts SET channel='', detail='' WHERE request_id IN ({_marks(len(part))})", part)

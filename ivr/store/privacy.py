@@ -165,6 +165,12 @@ class Sealer:
             out[name] = seal(key_id, key, name, value)
         return out
 
+    def seal_value(self, call_id: str | None, name: str, value: object) -> str:
+        """One value sealed with its call's key (a callback's data for the agent): erased with the call's
+        personal data, by retention or request. Written to disk by the next ``flush``."""
+        key_id, key = self._key(call_id or "day-" + datetime.now(UTC).date().isoformat())
+        return seal(key_id, key, name, value)
+
     async def flush(self, db: aiosqlite.Connection) -> None:
         """Write the keys made since the last commit (inside the writer's transaction, before the events they
         seal). A key whose id was erased meanwhile stays unwritten: what it sealed is erased too."""

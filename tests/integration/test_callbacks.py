@@ -78,8 +78,10 @@ def configure(env: Env, customer_port: int, agent_port: int, mode: str = "bridge
 
 
 def file_request(env: Env, number: str = NUMBER, queue: str = "support",
-                 quoted: tuple[float, float] | None = (60.0, 600.0)) -> tuple[str, bool]:
-    """File a callback request as the queue node would; returns (id, created) once it is committed."""
+                 quoted: tuple[float, float] | None = (60.0, 600.0),
+                 data: tuple[tuple[str, str], ...] = ()) -> tuple[str, bool]:
+    """File a callback request as the queue node would (``data``: its ``data:`` values for the agent); returns
+    (id, created) once it is committed."""
 
     async def go() -> tuple[str, bool]:
         now = datetime.now(UTC)
@@ -87,7 +89,7 @@ def file_request(env: Env, number: str = NUMBER, queue: str = "support",
             r = await CallbackStore(log).request(
                 queue=queue, number=number, zones=("America/New_York",), arrival_at=now,
                 consent=Consent(at=now, number=number, heard="offer,readback", pressed="1"), now=now,
-                quoted=quoted)
+                quoted=quoted, data=data)
             return r.id, r.created
 
     return asyncio.run(go())
@@ -167,11 +169,12 @@ def test_answered_and_pressed_1_is_transferred_and_done(env: Env, ports: tuple[i
     customer_port, agent_port = ports
     configure(env, customer_port, agent_port, mode=mode)
     customer = sipp_uas("cb_customer_press1.xml", customer_port, env.root)
-    agent = sipp_uas("uas_answer_bye.xml", agent_port, env.root)
+    agent = sipp_uas("cb_agent_data.xml", agent_port, env.root)  # wants X-IVR-Var-ACCOUNT on the INVITE
     try:
         for _env, _port, log in run_appliance(env):
             rid, created = file_request(env)
-            again, created_again = file_request(env)  # the same number and queue again: one request
+            # the same number and queue again: one request, with the later call's data for the agent
+            again, created_again = file_request(env, data=(("ACCOUNT", "88812345"),))
             assert created and not created_again and again == rid
             row = wait_state(env, rid, ("done", "expired"))
             assert row["state"] == "done", (row, attempts(env, rid), log.read_text()[-3000:])
@@ -189,6 +192,8 @@ def test_answered_and_pressed_1_is_transferred_and_done(env: Env, ports: tuple[i
     assert call["caller"] == NUMBER.lstrip("+") or call["caller"] == NUMBER
     [xfer] = [e for e in events(env, "transfer") if e["_call_id"] == leg["_call_id"]]
     assert xfer["destination"] == "support" and xfer["ok"] is True
+    # the caller's data went with the leg's transfer (X-IVR-Var-ACCOUNT on the bridge's INVITE to the agent)
+    assert xfer["data"] == ["ACCOUNT"]
     # honest numbers: the quoted range against the time to dial and to the agent
     [kept] = [e for e in events(env, "callback.kept") if e["request_id"] == rid]
     assert kept["time_to_dial"] is not None and kept["time_to_agent"] is not None

@@ -319,3 +319,86 @@ async def test_while_the_link_is_down_nothing_is_dialled_and_no_attempt_is_charg
     assert code == 0
     log_text = (env.root / "daemon.log").read_text()
     assert "Traceback" not in log_text
+
+
+DATA_FLOW = """
+flow: acct
+default: true
+languages: [en]
+timezone: America/New_York
+start: account
+prompts:
+  ask_account: "Enter your account number, then pound."
+  ask_pin: "Enter your PIN, then pound."
+  hold: "Please hold."
+nodes:
+  account:
+    collect: {prompt: ask_account, into: ACCOUNT, min_digits: 6, max_digits: 10, timeout: 5}
+    next: pin
+  pin:
+    collect: {prompt: ask_pin, into: PIN, min_digits: 4, max_digits: 10, sensitive: true, timeout: 5}
+    next: q
+  q:
+    queue:
+      name: support
+      prompt: hold
+      data: [ACCOUNT, PIN]
+      callback: {min_wait_seconds: 120}
+"""
+
+
+async def test_the_callers_data_reaches_the_agent_on_the_callback(env: Env, tmp_path: Path,
+                                                                  prompt_cache: Path) -> None:
+    """Issue 17 item 3: a caller keys their account and PIN, then takes a callback instead of waiting; the queue
+    node's ``data: [ACCOUNT, PIN]`` is filed with the request (the PIN sealed: ``privacy:`` is on) and the
+    Originate of the callback carries both as ``Variable: __IVR_VAR_<NAME>=…``, as a Redirect's Setvar would;
+    the PIN is in clear nowhere in the database file or its -wal."""
+    from datetime import time
+
+    from ivr.adapters.simulator import SimulatedCall, StatedWaits
+    from ivr.callbacks.desk import Desk
+    from ivr.callbacks.policy import CallbackPolicy, CallingWindow
+    from ivr.config import Config
+    from ivr.engine.runner import run_call
+    from ivr.flowset import load_flowset
+    from ivr.store.eventlog import CallRecorder
+    from ivr.store.privacy import Sealer
+
+    account, pin, caller = "88812345", "73915468", "+12125550123"
+    flows = tmp_path / "data-flows"
+    flows.mkdir()
+    (flows / "acct.yaml").write_text(DATA_FLOW, encoding="utf-8")
+    flowset = await load_flowset([flows], Config(site_id="test-site", state_dir=tmp_path / "sim",
+                                                 prompt_cache_dir=prompt_cache))
+    peer = AmiPeer()
+    await peer.start()
+    with env.config.open("a") as f:
+        f.write(ami_yaml(peer, intervals="[600]"))
+        f.write(f"privacy: {{pseudonym_key_file: {env.root / 'pseudonym.key'}}}\n")
+    proc = await start(env)
+    db = env.state / "ivr.db"
+    try:
+        peer.originate_results = [("Success", "4")]
+        async with await EventLog.open(db, "test-site", sealer=Sealer(b"k" * 32)) as log:
+            policy = CallbackPolicy(site_zone="America/New_York", windows=(CallingWindow(time(0, 0), time(0, 0)),))
+            desk = Desk(CallbackStore(log), policy, StatedWaits({"support": 600}), region="US")
+            call = SimulatedCall("ivr-call-data", caller, "", [f"{account}#", f"{pin}#", "1", "1"],
+                                 emit=lambda _line: None)
+            outcome = await run_call(call, flowset, CallRecorder(log, call.call_id), entry="acct", callbacks=desk)
+            assert outcome.kind == "callback"
+            rid = str(outcome.detail).split()[-1]
+        await until(lambda: len(originates_for(peer, rid)) == 1, timeout=20, step=0.05)
+        await peer.push(queue_join("Local/+12125550123@ivr-callback-dial-00000001;1", "support"))
+        await wait_state(env, rid, ("done",))
+    finally:
+        code = await stop(proc)
+        await peer.stop()
+    assert code == 0
+    [o] = originates_for(peer, rid)
+    assert o["__IVR_VAR_ACCOUNT"] == account and o["__IVR_VAR_PIN"] == pin
+    assert o["IVR_CALL_ID"] == "ivr-call-data"
+    [raw] = [a for a in peer.actions("Originate") if a.variables().get("CALLBACK_ID") == rid]
+    assert ("Variable", f"__IVR_VAR_ACCOUNT={account}") in raw.fields  # one Variable: line each
+    for p in db.parent.glob(db.name + "*"):
+        if p.is_file():
+            assert pin.encode() not in p.read_bytes(), f"the PIN in clear in {p.name}"
