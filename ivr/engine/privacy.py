@@ -11,16 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-MASK = "••••"
+from ivr.store.privacy import MASK, mask  # the store masks them too (a callback's data for the agent)
 
-
-def mask(value: object) -> str:
-    """``"4111111111111111"`` → ``"•••• 16 digits"``; other text → ``"•••• 7 characters"``; empty → ``""``."""
-    text = "" if value is None else str(value)
-    if not text:
-        return ""
-    unit = "digit" if text.isdigit() else "character"
-    return f"{MASK} {len(text)} {unit}{'s' if len(text) != 1 else ''}"
+__all__ = ["MASK", "mask", "redact", "refers_to"]
 
 
 def refers_to(template: object, names: Iterable[str]) -> bool:

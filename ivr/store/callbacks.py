@@ -24,10 +24,9 @@ from typing import Any
 import aiosqlite
 import uuid6
 
-from ivr.engine.privacy import mask
 from ivr.errors import IvrError
 from ivr.store.eventlog import EventLog, parse_utc_text, utc_now_text
-from ivr.store.privacy import SEALED, unseal
+from ivr.store.privacy import SEALED, mask, unseal
 
 log = logging.getLogger("ivr.store.callbacks")
 

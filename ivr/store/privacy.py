@@ -34,6 +34,19 @@ import aiosqlite
 import phonenumbers
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+MASK = "••••"
+
+
+def mask(value: object) -> str:
+    """A sensitive value as it may be recorded (``sensitive: true``): ``"4111111111111111"`` → ``"•••• 16
+    digits"``; other text → ``"•••• 7 characters"``; empty → ``""``. Its length, never its characters."""
+    text = "" if value is None else str(value)
+    if not text:
+        return ""
+    unit = "digit" if text.isdigit() else "character"
+    return f"{MASK} {len(text)} {unit}{'s' if len(text) != 1 else ''}"
+
+
 SEALED = "sealed:v1:"
 """The prefix of a sealed value: ``sealed:v1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>``."""
 ERASED = "(erased)"
