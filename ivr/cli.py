@@ -362,6 +362,7 @@ async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
     writer.write(json.dumps(req).encode() + b"\n")
     await writer.drain()
     result: dict[str, Any] = {}
+    ended = False  # our inputs are over (sent EOF): the daemon's next questions hear silence from it
     while True:
         line = await reader.readline()
         if not line:
@@ -369,11 +370,12 @@ async def _simulate_live(config: Config, args: argparse.Namespace) -> int:
         msg = json.loads(line)
         if "out" in msg:
             print(msg["out"], flush=True)
-        elif msg.get("need_input"):
+        elif msg.get("need_input") and not ended:
             token = (await asyncio.to_thread(_read_line)) if args.interactive else None
             writer.write(json.dumps({"input": token} if token is not None else {}).encode() + b"\n")
             if token is None:
                 writer.write_eof()
+                ended = True
             await writer.drain()
         elif "error" in msg:
             print(msg["error"], file=sys.stderr)
