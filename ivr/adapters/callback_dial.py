@@ -140,7 +140,7 @@ class SipDialPort:
         from ivr.adapters.netutil import local_ip_towards
         from ivr.adapters.sip_call import SipCall
         from ivr.adapters.telephony import SUPPORTED
-        from ivr.adapters.transfer import TransferContext, Transferer, _configure
+        from ivr.adapters.transfer import TransferContext, Transferer, _configure, srtp_offer
         from ivr.sip.sdp import build_offer
 
         tel = self.telephony
@@ -154,8 +154,11 @@ class SipDialPort:
             if not address:  # the address we reach the proxy's first choice from
                 first = await tel.endpoint.proxy_address(s.proxy)
                 address = local_ip_towards(first[0], "127.0.0.1")
+            mode = tel.config.sip.srtp_for(parse_host(s.proxy).host)  # SRTP offered only where configured
+            crypto = srtp_offer(mode)
             offer = build_offer(SUPPORTED, local_address=address, local_port=session.local_port,
-                                session_id=str(session.local_port), session_version="1")
+                                session_id=str(session.local_port), session_version="1", crypto=crypto,
+                                srtp_required=mode == "required")
             leg = await tel.endpoint.call(
                 f"sip:{req.number}@{domain}", from_uri=s.from_uri, sdp_offer=offer.to_bytes(), proxy=s.proxy,
                 from_display=s.from_display, asserted_identity=s.asserted_identity, credentials=s.credentials,
@@ -167,11 +170,12 @@ class SipDialPort:
                 outcome = _SIP_OUTCOMES.get(result.outcome.value, "failed") if result is not None else "failed"
                 return DialResult(outcome, detail=f"SIP {status or '-'} {result.reason if result else ''}".strip())
             answered_at = self.now()
-            if not _configure(session, leg.remote_sdp):
-                return DialResult("failed", detail="no usable codec in the answer", answered_at=answered_at)
+            if not _configure(session, leg.remote_sdp, crypto, mode == "required"):
+                return DialResult("failed", detail="no usable codec (or no SRTP, required) in the answer",
+                                  answered_at=answered_at)
             call = SipCall(leg_call_id, leg, session, rtp_timeout=self.rtp_timeout)
             call.transferer = Transferer(TransferContext(tel.config.transfer, tel.endpoint, tel.media, tel.ami,
-                                                         tel._configured_address()))
+                                                         tel._configured_address(), tel.config.sip.srtp_for))
             rec = _LegRecorder(self.events, leg_call_id, self.now)
             # committed with the dialog, before the flow: a crash from here on is ended by an in-dialog BYE
             await self.events.append("callback.leg", leg_call_id, request_id=req.id, attempt_id=attempt.id,

@@ -231,7 +231,8 @@ class Telephony:
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,
                        speech_verify=self.config.speech.verify, speech_language=self.config.speech.language)
         call.transferer = Transferer(TransferContext(self.config.transfer, self.endpoint, self.media, self.ami,
-                                                     self._configured_address(leg.source[0])))
+                                                     self._configured_address(leg.source[0]),
+                                                     self.config.sip.srtp_for))
 
         def reinvite(offer: SessionDescription) -> bytes:
             nonlocal version

@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
@@ -36,6 +38,7 @@ from ivr.adapters.netutil import local_ip_towards
 from ivr.config import TransferConfig
 from ivr.engine.call import TransferProgress, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
+from ivr.proto.sdes import Crypto, answered, offer_crypto
 from ivr.rtp.bridge import MediaBridge
 from ivr.sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, build_offer, parse_sdp, remote_media
 
@@ -98,6 +101,7 @@ class TransferContext:
     media: Any  # ivr.rtp.session.MediaEngine
     ami: Any = None  # ivr.adapters.ami.AmiAdapter or None
     sdp_address: str | None = None  # our address for SDP c= (default: towards the peer)
+    srtp_for: Callable[[str], str] = lambda _host: "off"  # sip.srtp's mode for a peer (SipSettings.srtp_for)
 
 
 class _Report(Protocol):
@@ -221,8 +225,11 @@ class Transferer:
         address = self.context.sdp_address or _local_ip_towards(proxy[0])
         session = await media.open_session(call_id=f"{call.call_id}-agent")
         try:
+            mode = self.context.srtp_for(proxy[0])
+            crypto = srtp_offer(mode)
             offer = build_offer(OFFER_CODECS, local_address=address, local_port=session.local_port,
-                                session_id=str(session.local_port), session_version="1")
+                                session_id=str(session.local_port), session_version="1", crypto=crypto,
+                                srtp_required=mode == "required")
             from_user = settings.from_user or call.caller or "ivr"
             local_host = endpoint.local_address[0]
             agent = await call._or_hangup(endpoint.call(
@@ -236,8 +243,9 @@ class Transferer:
                 what = f"{result.outcome.value} {result.status or ''}".strip() if result is not None else "failed"
                 return TransferResult(False, f"{prefix}bridge: {what}")
             try:
-                if not _configure(session, agent.remote_sdp):
-                    return TransferResult(False, f"{prefix}bridge: no usable codec in the agent's answer")
+                if not _configure(session, agent.remote_sdp, crypto, mode == "required"):
+                    return TransferResult(False, f"{prefix}bridge: no usable codec (or no SRTP, required) in the"
+                                                 " agent's answer")
                 return await self._relay(call, agent, session, prefix, report)
             finally:
                 if not agent.ended.is_set():
@@ -294,8 +302,14 @@ class Transferer:
             log.debug("bridge key not relayed: %s", task.exception())
 
 
-def _configure(session: Any, sdp: bytes | None) -> bool:
-    """Point the agent's RTP session at the answer's address, in the first G.711 codec it kept."""
+def srtp_offer(mode: str) -> Crypto | None:
+    """Our offer's ``a=crypto`` for a peer whose ``sip.srtp`` mode is ``mode`` (a fresh key), or None."""
+    return offer_crypto(secrets.token_bytes(30)) if mode in ("optional", "required") else None
+
+
+def _configure(session: Any, sdp: bytes | None, offered: Crypto | None = None, required: bool = False) -> bool:
+    """Point the agent's RTP session at the answer's address, in the first G.711 codec it kept, with SRTP when
+    we offered it (``offered``) and the answer took it; False when it did not and SRTP is ``required``."""
     try:
         remote = remote_media(parse_sdp(sdp or b""))
     except ValueError:
@@ -305,10 +319,13 @@ def _configure(session: Any, sdp: bytes | None) -> bool:
     audio = [c for c in remote.codecs if c.name.upper() in ("PCMU", "PCMA")]
     if not audio:
         return False
+    keys = answered(offered, list(remote.crypto)) if offered is not None else None
+    if keys is None and required:
+        return False
     te = next((c for c in remote.codecs if c.name.lower() == "telephone-event"), None)
     session.configure(remote=(remote.address, remote.port), payload_type=audio[0].payload_type,
                       telephone_event_pt=te.payload_type if te else None, ptime_ms=remote.ptime or 20,
-                      send=not remote.on_hold)
+                      send=not remote.on_hold, srtp=keys)
     return True
 
 

@@ -15,7 +15,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-__all__ = ["SUITES", "Crypto", "SrtpKeys", "choose", "parse_crypto"]
+__all__ = ["SUITES", "Crypto", "SrtpKeys", "answered", "choose", "offer_crypto", "parse_crypto"]
 
 #: The suites we answer, in our order of preference; the value is the length of key + salt in bytes.
 SUITES = {"AES_CM_128_HMAC_SHA1_80": 30, "AES_CM_128_HMAC_SHA1_32": 30}
@@ -85,4 +85,20 @@ def choose(offered: list[str], new_key: bytes) -> tuple[Crypto, SrtpKeys] | None
                 raise ValueError(f"{crypto.suite} needs a {SUITES[crypto.suite]}-byte key and salt")
             answer = Crypto(crypto.tag, crypto.suite, new_key)
             return answer, SrtpKeys(crypto.suite, new_key, crypto.key)
+    return None
+
+
+def offer_crypto(key: bytes) -> Crypto:
+    """The ``a=crypto`` of our own offer (a callback, the bridge's leg to an agent): the suite every peer
+    has, with ``key`` (30 random bytes)."""
+    return Crypto(1, "AES_CM_128_HMAC_SHA1_80", key)
+
+
+def answered(offered: Crypto, lines: list[str]) -> SrtpKeys | None:
+    """The keys once the answer accepted our ``a=crypto`` (its line with our tag and suite, RFC 4568 section
+    7.1.2), or None: the answer took plain RTP, or gave nothing we can use."""
+    for value in lines:
+        crypto = parse_crypto(value)
+        if crypto is not None and (crypto.tag, crypto.suite) == (offered.tag, offered.suite):
+            return SrtpKeys(crypto.suite, offered.key, crypto.key)
     return None

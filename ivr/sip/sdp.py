@@ -329,6 +329,8 @@ class RemoteMedia:
     direction: Direction
     codecs: tuple[Codec, ...]
     ptime: int | None
+    crypto: tuple[str, ...] = ()
+    """Its ``a=crypto`` values (SDES, ivr/proto/sdes.py)."""
 
     @property
     def on_hold(self) -> bool:
@@ -348,7 +350,8 @@ def remote_media(sdp: SessionDescription) -> RemoteMedia | None:
             if conn is None:
                 return None
             direction = media.direction or sdp.direction or Direction.SENDRECV
-            return RemoteMedia(conn.address, media.port, direction, tuple(media.codecs()), media.ptime)
+            return RemoteMedia(conn.address, media.port, direction, tuple(media.codecs()), media.ptime,
+                               tuple(media.attribute_values("crypto")))
     return None
 
 
@@ -504,8 +507,12 @@ def build_offer(
     ptime: int = 20,
     direction: Direction = Direction.SENDRECV,
     username: str = "-",
+    crypto: Crypto | None = None,
+    srtp_required: bool = False,
 ) -> SessionDescription:
-    """Our own offer (RFC 3264 section 5) with one audio stream, codecs in our order of preference."""
+    """Our own offer (RFC 3264 section 5) with one audio stream, codecs in our order of preference. With
+    ``crypto`` it asks for SRTP: ``RTP/SAVP`` when ``srtp_required``, else ``RTP/AVP`` with the ``a=crypto``
+    (best effort: a peer without SRTP answers plain RTP)."""
     audio = [c for c in codecs if c.name.lower() != "telephone-event"]
     events = next((c for c in codecs if c.name.lower() == "telephone-event"), None)
     if not audio:
@@ -513,5 +520,6 @@ def build_offer(
     return SessionDescription(
         origin=Origin(username, session_id, session_version, "IN", _addr_type(local_address), local_address),
         connection=Connection(local_address, addr_type=_addr_type(local_address)),
-        media=[_audio_section(local_port, audio, events, direction, ptime)],
+        media=[_audio_section(local_port, audio, events, direction, ptime, crypto=crypto,
+                              proto="RTP/SAVP" if crypto is not None and srtp_required else "RTP/AVP")],
     )

@@ -14,7 +14,7 @@ import pytest
 
 from ivr.store.eventlog import read_events
 from tests.conftest import Env
-from tests.integration.appliance import run_appliance, wait_for_call
+from tests.integration.appliance import free_port, run_appliance, wait_for_call
 from tests.integration.baresip.client import Baresip
 
 pytestmark = pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip (Debian baresip) not installed")
@@ -121,3 +121,32 @@ def test_baresip_over_srtp_walks_the_menu(env: Env, tmp_path: Path, mediaenc: st
     assert "SRTP is Enabled" in out and "unprotect" not in out, out  # libre's srtp warns of every failure
     rates = re.findall(r"audio=(\d+)/(\d+) \(bit/s\)", out)
     assert rates and min(int(x) for x in rates[-1]) > 0, out  # both ways: its bit rates sent / received
+
+
+def test_a_callback_to_baresip_offers_srtp_when_its_trunk_requires_it(env: Env, tmp_path: Path) -> None:
+    """The callback dialer calls a customer's baresip (mandatory SRTP, picks up by itself) through a trunk
+    whose ``sip.srtp_peers`` mode is ``required``: our offer is RTP/SAVP with our key, the answer's key is taken,
+    and baresip hears our prompt through SRTP (its received bit rate) with no failure."""
+    from tests.integration.test_callbacks import NUMBER, configure, file_request, wait_state
+
+    phone = Baresip(tmp_path, mediaenc="srtp-mand", auto_answer=True, user=NUMBER)
+    phone.start()
+    text = env.config.read_text().replace(
+        "rtp_ports: 31000-31999}", "rtp_ports: 31000-31999, srtp_peers: [{peers: [127.0.0.1], srtp: required}]}", 1)
+    assert "srtp_peers" in text
+    env.config.write_text(text)
+    configure(env, phone.sip_port, free_port(), max_attempts=1)
+    try:
+        for env_, _port, log in run_appliance(env):
+            rid, _ = file_request(env_)
+            try:
+                phone.wait_event("CALL_ESTABLISHED", timeout=30)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n--- daemon log ---\n{log.read_text()[-4000:]}") from None
+            wait_state(env_, rid, ("retry", "expired", "failed", "done"), timeout=60)  # nobody pressed 1
+    finally:
+        phone.stop()
+    out = phone.output()
+    assert "SRTP is Enabled" in out and "unprotect" not in out, out
+    rates = re.findall(r"audio=(\d+)/(\d+) \(bit/s\)", out)
+    assert rates and max(int(rx) for _tx, rx in rates) > 0, out  # our prompt reached it, decrypted

@@ -86,3 +86,23 @@ def test_best_effort_srtp_and_required() -> None:
     for text in (offer("RTP/AVP"), offer("RTP/SAVP", f"1 AES_CM_128_HMAC_SHA1_80 inline:{B64}|2^20")):
         required = negotiate(text, "required")
         assert isinstance(required, NoMatch) and "SRTP required" in required.reason
+
+
+def test_our_offer_asks_for_srtp_and_takes_the_answers_key() -> None:
+    from ivr.proto.sdes import answered, offer_crypto
+    from ivr.sip.sdp import build_offer, remote_media
+
+    mine = offer_crypto(OURS)
+    required = parse_sdp(build_offer([PCMU, TELEPHONE_EVENT], local_address="192.0.2.10", local_port=20000,
+                                     session_id="1", crypto=mine, srtp_required=True).to_bytes())
+    assert required.media[0].proto == "RTP/SAVP"
+    assert parse_crypto(required.media[0].attribute_values("crypto")[0]) == mine
+    best_effort = build_offer([PCMU], local_address="192.0.2.10", local_port=20000, session_id="1", crypto=mine)
+    assert best_effort.media[0].proto == "RTP/AVP" and best_effort.media[0].attribute_values("crypto")
+    # the answer: the peer's key under our tag and suite; another tag, or none, is plain RTP
+    answer = remote_media(parse_sdp(offer("RTP/SAVP", f"1 AES_CM_128_HMAC_SHA1_80 inline:{B64}")))
+    assert answer is not None and answered(mine, list(answer.crypto)) is not None
+    keys = answered(mine, list(answer.crypto))
+    assert keys is not None and (keys.local_key, keys.remote_key) == (OURS, THEIRS)
+    assert answered(mine, [f"2 AES_CM_128_HMAC_SHA1_80 inline:{B64}"]) is None
+    assert answered(mine, []) is None

@@ -71,7 +71,8 @@ def netstring(data: bytes) -> bytes:
 class Baresip:
     """One baresip process with a private config dir; ``events`` holds everything it reported."""
 
-    def __init__(self, workdir: Path, mediaenc: str | None = None) -> None:
+    def __init__(self, workdir: Path, mediaenc: str | None = None, auto_answer: bool = False,
+                 user: str = "baresip") -> None:
         """``mediaenc``: the account's media encryption (``srtp``: best effort, RTP/AVP with a=crypto;
         ``srtp-mand``: RTP/SAVP), with baresip's own srtp module (libre's SRTP)."""
         self.dir = workdir / "baresip"
@@ -89,9 +90,11 @@ class Baresip:
         if mediaenc is not None:
             with (self.dir / "config").open("a", encoding="utf-8") as f:
                 f.write("module\t\t\tsrtp.so\n")
-        account = ACCOUNTS.format(sip_port=self.sip_port)
+        account = ACCOUNTS.format(sip_port=self.sip_port).replace("sip:baresip@", f"sip:{user}@")
         if mediaenc is not None:
             account = account.replace("\n", f";mediaenc={mediaenc}\n")
+        if auto_answer:  # a phone that picks up by itself: the callback dialer's customer
+            account = account.replace("\n", ";answermode=auto\n")
         (self.dir / "accounts").write_text(account, encoding="utf-8")
         (self.dir / "contacts").write_text("", encoding="utf-8")
         self.log = self.dir / "baresip.log"
