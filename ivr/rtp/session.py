@@ -182,8 +182,10 @@ class RtpSession:
         keys when the answer took SRTP (kept while a re-INVITE keeps them), None for plain RTP."""
         if srtp is None:
             self._srtp = None
-        elif self._srtp is None or self._srtp.keys != srtp:
+        elif self._srtp is None:
             self._srtp = SrtpContext(srtp)
+        else:
+            self._srtp.update(srtp)
         self._stream.configure(
             remote=remote,
             payload_type=payload_type,

@@ -13,18 +13,29 @@ _PROFILES = {"AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_
              "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32}
 
 
+def _session(key: bytes, suite: str, ssrc_type: int) -> pylibsrtp.Session:
+    return pylibsrtp.Session(pylibsrtp.Policy(key=key, srtp_profile=_PROFILES[suite], ssrc_type=ssrc_type))
+
+
 class SrtpContext:
     """The two directions of one call: what we send (our key) and what we receive (the peer's)."""
 
     def __init__(self, keys: SrtpKeys) -> None:
-        profile = _PROFILES[keys.suite]
         self.keys = keys
-        self._tx = pylibsrtp.Session(pylibsrtp.Policy(key=keys.local_key, srtp_profile=profile,
-                                                      ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
-        self._rx = pylibsrtp.Session(pylibsrtp.Policy(key=keys.remote_key, srtp_profile=profile,
-                                                      ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+        self._tx = _session(keys.local_key, keys.suite, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        self._rx = _session(keys.remote_key, keys.suite, pylibsrtp.Policy.SSRC_ANY_INBOUND)
         self.failed = 0
         """Packets received that failed authentication or replay checks: dropped."""
+
+    def update(self, keys: SrtpKeys) -> None:
+        """A re-INVITE's keys. Our direction keeps its libsrtp state while our key stays: a fresh one would
+        start its rollover counter at 0 again and, after a sequence wrap, encrypt with a keystream already
+        used (the one thing a stream cipher must never do)."""
+        if (keys.local_key, keys.suite) != (self.keys.local_key, self.keys.suite):
+            self._tx = _session(keys.local_key, keys.suite, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        if (keys.remote_key, keys.suite) != (self.keys.remote_key, self.keys.suite):
+            self._rx = _session(keys.remote_key, keys.suite, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        self.keys = keys
 
     def protect(self, packet: bytes) -> bytes:
         return bytes(self._tx.protect(packet))

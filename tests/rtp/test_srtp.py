@@ -78,3 +78,23 @@ async def test_a_peer_with_another_key_is_not_heard_and_the_log_says_why(
     assert digits == [] and session.stats["received"] == 0 and heard == []
     lines = [r.getMessage() for r in caplog.records if "srtp" in r.getMessage()]
     assert len(lines) == 1 and "fail authentication" in lines[0] and r"127.0.0.1" in lines[0], lines
+
+
+def test_a_reinvite_with_the_peers_new_key_keeps_our_direction_going() -> None:
+    """Our key is the call's: a re-INVITE that changes only the peer's key must not restart our libsrtp state,
+    or after a sequence wrap the rollover counter would go back to 0 and reuse a keystream."""
+    from ivr.rtp.srtp import SrtpContext
+
+    keys = SrtpKeys("AES_CM_128_HMAC_SHA1_80", OURS, THEIRS)
+    updated, untouched = SrtpContext(keys), SrtpContext(keys)
+    sender = RtpSender(ssrc=0x99, payload_type=0, sequence_number=65534, timestamp=0)
+    wrap = [sender.send(ULAW_SILENCE, 160).serialize() for _ in range(3)]  # 65534, 65535, 0: rollover 1
+    for packet in wrap:
+        assert updated.protect(packet) == untouched.protect(packet)
+    updated.update(SrtpKeys("AES_CM_128_HMAC_SHA1_80", OURS, bytes(reversed(THEIRS))))
+    after = sender.send(ULAW_SILENCE, 160).serialize()
+    assert updated.protect(after) == untouched.protect(after)
+    # and the peer's new key is the one its packets are read with from now on
+    peer_tx = session_of(bytes(reversed(THEIRS)), outbound=True)
+    assert updated.unprotect(bytes(peer_tx.protect(after))) == after
+    assert untouched.unprotect(bytes(session_of(bytes(reversed(THEIRS)), outbound=True).protect(after))) is None
