@@ -44,7 +44,7 @@ session is always in the same phase, so it still sends exactly every 20 ms, but 
 of the packets, and a loop that is preempted or held up in the middle of one delays fewer calls by less
 (bench/README.md, load: the send interval p99 at 200 calls)."""
 EARLY_START_MIN = 0.002
-"""A prompt begun this close to a tick waits for it (:meth:`RtpSession._start_now`)."""
+"""A prompt begun this close before its session's next tick waits for it (:meth:`RtpSession._start_now`)."""
 _LATENESS_WINDOW = 12000
 """Phase tick lateness samples kept for the percentiles (one minute at 4 phases)."""
 
@@ -272,7 +272,7 @@ class RtpSession:
         to 20 ms sooner (bench/README.md, key → next prompt). Not within 2 ms of the next tick, nor when it
         is overdue (a busy loop): then the tick sends it."""
         elapsed = self._loop.time() - self._last_tick
-        if not EARLY_START_MIN <= elapsed <= FRAME_SECONDS - EARLY_START_MIN or self._transport is None:
+        if not 0.0 <= elapsed <= FRAME_SECONDS - EARLY_START_MIN or self._transport is None:
             return
         stream = self._stream
         datagram = stream.start_now(elapsed)
