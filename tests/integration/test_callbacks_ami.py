@@ -58,7 +58,7 @@ async def start(env: Env) -> asyncio.subprocess.Process:
         sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run",
         stdout=asyncio.subprocess.DEVNULL, stderr=log.open("a"))
     sock: Path = env.state / "ivr.sock"
-    for _ in range(300):  # bounded: start-up takes a second or two
+    for _ in range(1200):  # bounded: a second or two with a warm prompt cache, ~30 s to render a cold one
         if sock.exists():
             try:
                 st = await control(sock, {"cmd": "status"})
