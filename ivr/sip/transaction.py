@@ -97,6 +97,9 @@ class ResponseReceived(TransactionEvent):
 
 #: ``TransactionTimeout.timer`` of a client transaction the transport gave up on (``transport_error``)
 TRANSPORT_ERROR = "transport"
+#: ICMP errors for one client transaction before it ends: its request and a retransmission (a peer restarting
+#: answers the second), not every datagram of a flaky path
+UNREACHABLE_AFTER = 2
 
 
 @dataclass
@@ -240,6 +243,8 @@ class ClientTransaction(_Transaction):
     def __init__(self, layer: TransactionLayer, tid: str, request: SipRequest, peer: Address, reliable: bool):
         super().__init__(layer, tid, request, peer, reliable)
         self.is_invite = request.method == "INVITE"
+        self.bounced = 0
+        """ICMP errors from its destination so far (``TransactionLayer.transport_error``)."""
         self._data = request.to_bytes()
         self._ack: bytes | None = None
         self._interval = self.config.t1
@@ -495,15 +500,19 @@ class TransactionLayer:
         """The transport says ``destination`` cannot be reached (over UDP: the ICMP port or host unreachable the
         socket reported). RFC 3261 sections 8.1.3.1 and 17.1.4: each client transaction to it that has heard
         nothing yet ends now, reported as a timeout by the timer ``transport``, so the TU fails over at once
-        (RFC 3263 section 4.3) instead of after 64*T1. One that had a provisional is left alone: the peer was
-        alive then, and an ICMP error may belong to an older datagram. Returns the transactions ended."""
+        (RFC 3263 section 4.3) instead of after 64*T1 — once the request and a retransmission have both
+        bounced (T1, 0.5 s: a peer that was just starting is given that long). One that had a provisional is
+        left alone: the peer was alive then, and an ICMP error may belong to an older datagram. Returns the
+        transactions ended."""
         ended = []
         for tx in list(self._by_id.values()):
             if (isinstance(tx, ClientTransaction) and tx.peer == destination
                     and tx.state in (TransactionState.CALLING, TransactionState.TRYING)):
-                self._events.append(TransactionTimeout(tx.id, TRANSPORT_ERROR))
-                tx._terminate()
-                ended.append(tx.id)
+                tx.bounced += 1
+                if tx.bounced >= UNREACHABLE_AFTER:
+                    self._events.append(TransactionTimeout(tx.id, TRANSPORT_ERROR))
+                    tx._terminate()
+                    ended.append(tx.id)
         return ended
 
     def abandon(self, transaction_id: str) -> bool:

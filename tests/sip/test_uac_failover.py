@@ -136,10 +136,15 @@ def test_an_unreachable_address_fails_over_at_once_not_at_timer_b() -> None:
     h.ua.transport_error(("192.0.2.99", 5060), h.now)  # someone else
     assert h.sent() == []
     h.ua.transport_error(PROXY, h.now + 0.01)
+    assert h.sent() == []  # one bounce: a peer just starting may answer the retransmission
+    h.advance(h.now + 0.5)  # Timer A: the retransmission, which bounces too
+    assert {r.method for r, _ in h.sent()} == {"INVITE"}
+    h.ua.transport_error(PROXY, h.now + 0.01)
     again = invite_to(h, SECOND)
     assert again.call_id == first.call_id and again.via.branch != first.via.branch
     h.respond(again, 180, source=SECOND)
-    h.ua.transport_error(SECOND, h.now + 0.5)  # a late ICMP error after a provisional: the peer is alive
+    for _ in range(2):  # late ICMP errors after a provisional: the peer is alive
+        h.ua.transport_error(SECOND, h.now + 0.5)
     h.answer(again)
     h.one("ACK")
     result = h.completed().result
