@@ -47,6 +47,13 @@ async def endpoint() -> AsyncIterator[SipEndpoint]:
         await ep.stop(grace=1.0)
 
 
+def udp_bound(port: int) -> bool:
+    """Whether a UDP socket is bound to 127.0.0.1 (or any address) at ``port`` (Linux /proc/net/udp)."""
+    wanted = {f"0100007F:{port:04X}", f"00000000:{port:04X}"}
+    with open("/proc/net/udp", encoding="ascii") as f:
+        return any(line.split()[1] in wanted for line in f.readlines()[1:] if len(line.split()) > 1)
+
+
 class Sipp:
     """One sipp UAS on its own port; `finish()` waits for it (bounded) and fails the test unless it exits 0."""
 
@@ -66,6 +73,12 @@ class Sipp:
         self.proc = await asyncio.create_subprocess_exec(
             *args, cwd=self.tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
         )
+        # until sipp holds its port: a request sent before would bounce (ICMP port unreachable), and the box
+        # gives up on a peer whose request and retransmission both bounce
+        for _ in range(200):  # bounded: 10 s
+            if udp_bound(self.port) or self.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
 
     @property
     def address(self) -> tuple[str, int]:
