@@ -159,7 +159,8 @@ class Daemon:
             try:
                 assert self.events is not None
                 done = await erase_expired(self.events, days, datetime.now(UTC))
-                done.recordings = await asyncio.to_thread(self.recordings.erase, done.recording_ids)
+                if done.recording_ids:
+                    done.recordings = await asyncio.to_thread(self.recordings.erase, done.recording_ids)
                 if done.keys or done.calls or done.callbacks or done.recordings:
                     log.info("privacy retention erased keys=%d calls=%d callbacks=%d recordings=%d", done.keys,
                              done.calls, done.callbacks, done.recordings)

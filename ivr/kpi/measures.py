@@ -6,6 +6,7 @@ variant and carrying its sample size. Pure: "now", the period and the zone are p
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, tzinfo
@@ -16,7 +17,7 @@ import phonenumbers
 
 from ivr.kpi import buckets
 from ivr.kpi import formulas as f
-from ivr.kpi.facts import CallbackRequestFacts, CallFacts, QueueVisit, number
+from ivr.kpi.facts import CallbackRequestFacts, CallFacts, LookupFacts, QueueVisit, number
 
 DEFAULT_SHORT_ABANDON_S = 5.0
 DEFAULT_SL_THRESHOLD_S = 20.0
@@ -331,11 +332,20 @@ def lookup_kpis(calls: Sequence[CallFacts]) -> list[Kpi]:
     """Look-ups made, the share that failed (every outcome but ``ok``: the caller went to the node's failure
     or timeout branch), and the caller's wait for an answer (p50, p95; retries and the breaker's fast
     refusals included: what callers felt, not what the back end took). Failures by outcome in ``detail``."""
-    done = [x for c in calls for x in c.lookups]
-    failed: dict[str, int] = {}
-    for x in done:
-        if x.outcome != "ok":
-            failed[x.outcome or "unknown"] = failed.get(x.outcome or "unknown", 0) + 1
+    return _lookup_figures([x for c in calls for x in c.lookups])
+
+
+def lookups_by_name(calls: Sequence[CallFacts]) -> dict[str, list[Kpi]]:
+    """``lookup_kpis`` per look-up (the config's name, else the host): which back end fails or is slow."""
+    by_name: dict[str, list[LookupFacts]] = {}
+    for c in calls:
+        for x in c.lookups:
+            by_name.setdefault(x.name, []).append(x)
+    return {name: _lookup_figures(by_name[name]) for name in sorted(by_name)}
+
+
+def _lookup_figures(done: Sequence[LookupFacts]) -> list[Kpi]:
+    failed = Counter(x.outcome or "unknown" for x in done if x.outcome != "ok")
     waits = [x.latency_ms for x in done if x.latency_ms is not None]
     return [Kpi("lookups", float(len(done)), len(done), "lookups", "http node requests (retries in one)"),
             _kpi("lookup_failure_rate", f.ratio(sum(failed.values()), len(done)), "share",
@@ -343,14 +353,6 @@ def lookup_kpis(calls: Sequence[CallFacts]) -> list[Kpi]:
                  **dict(sorted(failed.items()))),
             Kpi("lookup_wait_p50", f.percentile(waits, 50), len(waits), "ms", "caller's wait for a look-up, median"),
             Kpi("lookup_wait_p95", f.percentile(waits, 95), len(waits), "ms", "caller's wait for a look-up, 95th pct")]
-
-
-def lookups_by_name(calls: Sequence[CallFacts]) -> dict[str, list[Kpi]]:
-    """``lookup_kpis`` per look-up (the config's name, else the host): which back end fails or is slow."""
-    names = sorted({x.name for c in calls for x in c.lookups})
-    return {name: lookup_kpis([CallFacts(c.call_id, c.started_at, lookups=tuple(x for x in c.lookups if x.name == name))
-                               for c in calls if any(x.name == name for x in c.lookups)])
-            for name in names}
 
 
 # -- traffic -------------------------------------------------------------------------------------------------

@@ -132,9 +132,9 @@ class RtpSession:
         self._errors = 0
         self._closed = False
         self._last_tick = -1.0
+        """The nominal time of this session's last tick (its phase's)."""
         self._srtp: SrtpContext | None = None
         """The call's SRTP when its SDP negotiated it (:meth:`configure`)."""
-        """The nominal time of this session's last tick (its phase's)."""
         self._log = _CallLog(log, {"call_id": call_id or "-"})
 
     # -- the API the SIP layer and the call engine use -------------------------------------------
@@ -279,14 +279,19 @@ class RtpSession:
         if datagram is None:
             return
         now = self._last_tick + elapsed
-        assert stream.remote is not None  # start_now sends only to a known remote
-        self._transport.sendto(self._srtp.protect(datagram) if self._srtp else datagram, stream.remote)
+        self._send(datagram)
         self._engine._packets_sent += 1
         next_tick = self._engine._rephase(self, now)
         stream.lead -= next_tick - (now + FRAME_SECONDS)  # the tick lands on the phase grid, ±2.5 ms
         self._last_tick = next_tick - FRAME_SECONDS
         if stream.events:
             self._dispatch()
+
+    def _send(self, datagram: bytes) -> None:
+        """One RTP packet to the stream's remote (known: the stream only makes packets for one), through SRTP
+        when the call negotiated it."""
+        assert self._transport is not None and self._stream.remote is not None
+        self._transport.sendto(self._srtp.protect(datagram) if self._srtp else datagram, self._stream.remote)
 
     def _tick(self, now: float) -> int:
         """One 20 ms step; returns the number of packets sent (0 or 1)."""
@@ -298,7 +303,7 @@ class RtpSession:
         datagram = stream.tick(now)
         sent = 0
         if datagram is not None and self._transport is not None and stream.remote is not None:
-            self._transport.sendto(self._srtp.protect(datagram) if self._srtp else datagram, stream.remote)
+            self._send(datagram)
             sent = 1
         if stream.events:
             self._dispatch()

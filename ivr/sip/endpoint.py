@@ -332,20 +332,15 @@ def _error_queue(transport: asyncio.BaseTransport) -> socket.socket | None:
     sock = transport.get_extra_info("socket")
     if sock is None or not hasattr(socket, "MSG_ERRQUEUE"):
         return None
-    family = transport.get_extra_info("sockname")
-    v6 = isinstance(family, tuple) and ":" in str(family[0])
+    sockname = transport.get_extra_info("sockname")
+    v6 = isinstance(sockname, tuple) and ":" in str(sockname[0])
+    dup: socket.socket | None = None
     try:
         dup = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM, fileno=os.dup(sock.fileno()))
+        dup.setsockopt(*((socket.IPPROTO_IPV6, _IPV6_RECVERR) if v6 else (socket.IPPROTO_IP, _IP_RECVERR)), 1)
     except OSError as exc:
-        log.info("sip: no ICMP error queue (%s): a dead peer is noticed by the timers", exc)
-        return None
-    try:
-        if v6:
-            dup.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
-        else:
-            dup.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
-    except OSError as exc:
-        dup.close()
+        if dup is not None:
+            dup.close()
         log.info("sip: no ICMP error queue (%s): a dead peer is noticed by the timers", exc)
         return None
     return dup
