@@ -26,7 +26,7 @@ import uuid6
 
 from ivr.errors import IvrError
 from ivr.store.eventlog import EventLog, parse_utc_text, utc_now_text
-from ivr.store.privacy import SEALED, mask, unseal
+from ivr.store.privacy import ERASED, SEALED, mask, unseal
 
 log = logging.getLogger("ivr.store.callbacks")
 
@@ -294,7 +294,8 @@ class CallbackStore:
 
     async def agent_data(self, req: CallbackRequest) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
         """The request's data for the agent, sealed values opened with the keys on disk, and the names of the
-        sensitive ones. Left out: a masked value (stored without ``privacy:``) and one whose key was erased."""
+        sensitive ones. Left out: a masked value (stored without ``privacy:``) and one whose key was erased or
+        does not open it."""
         out: list[tuple[str, str]] = []
         hidden: set[str] = set()
         keys: dict[str, bytes | None] = {}
@@ -310,7 +311,7 @@ class CallbackStore:
                     row = await cur.fetchone()
                 keys[key_id] = bytes(row[0]) if row is not None and row[0] is not None else None
             opened = unseal(value, AGENT_DATA + name, keys)
-            if isinstance(opened, str) and keys.get(key_id) is not None:
+            if isinstance(opened, str) and opened != ERASED:  # its key gone, or not the key it was sealed with
                 out.append((name, opened))
                 hidden.add(name)
         return tuple(out), frozenset(hidden)

@@ -129,6 +129,21 @@ async def test_sealed_with_privacy_on_opened_for_the_dial_erased_with_the_caller
             assert secret.encode() not in blob, f"{secret} in clear in {name} after the erasure"
 
 
+async def test_a_value_its_key_cannot_open_is_left_out(tmp_path: Path, flowset: FlowSet) -> None:
+    """A sealed value whose key on disk is not the one it was sealed with (a database put together from two
+    boxes' copies) opens as nothing: the agent is not handed the word "(erased)" for the PIN."""
+    log = await EventLog.open(tmp_path / "ivr.db", "site-a", sealer=Sealer(b"k" * 32))
+    try:
+        store = CallbackStore(log)
+        req = await call_and_accept(log, flowset)
+        key_id = next(v for _n, v, hidden in req.agent_data if hidden)[len(SEALED):].rpartition(":")[0]
+        await log.db.execute("UPDATE privacy_keys SET key=? WHERE id=?", (b"x" * 32, key_id))
+        await log.db.commit()
+        assert await store.agent_data(req) == ((("account", ACCOUNT),), frozenset())
+    finally:
+        await log.close()
+
+
 async def test_masked_without_privacy_and_never_handed_over(tmp_path: Path, flowset: FlowSet) -> None:
     """No ``privacy:``: no key could erase a sealed value, so the sensitive one is kept masked, as in the call's
     record, and the agent gets only the others."""
