@@ -321,36 +321,10 @@ async def test_while_the_link_is_down_nothing_is_dialled_and_no_attempt_is_charg
     assert "Traceback" not in log_text
 
 
-DATA_FLOW = """
-flow: acct
-default: true
-languages: [en]
-timezone: America/New_York
-start: account
-prompts:
-  ask_account: "Enter your account number, then pound."
-  ask_pin: "Enter your PIN, then pound."
-  hold: "Please hold."
-nodes:
-  account:
-    collect: {prompt: ask_account, into: ACCOUNT, min_digits: 6, max_digits: 10, timeout: 5}
-    next: pin
-  pin:
-    collect: {prompt: ask_pin, into: PIN, min_digits: 4, max_digits: 10, sensitive: true, timeout: 5}
-    next: q
-  q:
-    queue:
-      name: support
-      prompt: hold
-      data: [ACCOUNT, PIN]
-      callback: {min_wait_seconds: 120}
-"""
-
-
 async def test_the_callers_data_reaches_the_agent_on_the_callback(env: Env, tmp_path: Path,
                                                                   prompt_cache: Path) -> None:
     """Issue 17 item 3: a caller keys their account and PIN, then takes a callback instead of waiting; the queue
-    node's ``data: [ACCOUNT, PIN]`` is filed with the request (the PIN sealed: ``privacy:`` is on) and the
+    node's ``data: [account, pin]`` is filed with the request (the PIN sealed: ``privacy:`` is on) and the
     Originate of the callback carries both as ``Variable: __IVR_VAR_<NAME>=…``, as a Redirect's Setvar would;
     the PIN is in clear nowhere in the database file or its -wal."""
     from datetime import time
@@ -363,8 +337,10 @@ async def test_the_callers_data_reaches_the_agent_on_the_callback(env: Env, tmp_
     from ivr.flowset import load_flowset
     from ivr.store.eventlog import CallRecorder
     from ivr.store.privacy import Sealer
-
-    account, pin, caller = "88812345", "73915468", "+12125550123"
+    from tests.callbacks.test_cb_data import ACCOUNT as account
+    from tests.callbacks.test_cb_data import CALLER as caller
+    from tests.callbacks.test_cb_data import DATA_FLOW  # data: [account, pin]: names upper-cased for Asterisk
+    from tests.callbacks.test_cb_data import PIN as pin
     flows = tmp_path / "data-flows"
     flows.mkdir()
     (flows / "acct.yaml").write_text(DATA_FLOW, encoding="utf-8")
