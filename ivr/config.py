@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import ConfigError, Problem
+from ivr.sip.connections import TlsSettings
 from ivr.sip.resolve import parse_host
+from ivr.sip.transport import TransportRule
 from ivr.sip.ua_state import PeerLimit
 from ivr.yamlpos import is_loopback, load_settings, position
 
@@ -78,6 +80,15 @@ class SipSettings:
     when the offer asks with an ``a=crypto`` we can use), ``required`` (plain RTP refused with 488)."""
     srtp_peers: tuple[tuple[tuple[str, ...], str], ...] = ()
     """(addresses or CIDRs, mode) per signalling source, first match wins; others get ``srtp``."""
+    tcp: bool = False
+    """SIP over TCP too, on ``port``."""
+    tls: TlsSettings | None = None
+    """SIP over TLS (``sip.tls``): our certificate, the CAs, how strictly peers are checked."""
+    tls_host: str = "127.0.0.1"
+    tls_port: int = 5061
+    """Where TLS listens (``sip.tls.listen``; default the UDP host, port 5061)."""
+    transport_rules: tuple[TransportRule, ...] = ()
+    """``sip.transport_peers``: peers (addresses, CIDRs, configured names) reached over TCP or TLS."""
 
     def srtp_for(self, host: str) -> str:
         """The SRTP mode for calls signalled from ``host``."""
@@ -541,6 +552,33 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                                    int(acc.get("expires", 300)), str(acc.get("contact_user", "ivr")),
                                    keepalive=str(acc.get("keepalive", "crlf")),
                                    keepalive_seconds=float(acc.get("keepalive_seconds", 25))))
+    tls, tls_host, tls_port = None, sip.host, 5061
+    if sip_doc.get("tls"):
+        tls_doc = sip_doc["tls"]
+        if "listen" in tls_doc:
+            host, _, port = str(tls_doc["listen"]).rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                problems.append(Problem(name, *at("sip", "tls", "listen"), "listen is host:port, e.g. 0.0.0.0:5061"))
+            else:
+                tls_host, tls_port = host.strip("[]"), int(port)
+        files = {}
+        for key in ("cert", "key", "ca"):
+            if key in tls_doc:
+                files[key] = base / str(tls_doc[key])
+                if not files[key].exists():
+                    problems.append(Problem(name, *at("sip", "tls", key), f"{key} {files[key]} does not exist"))
+        if "cert" in files and "key" in files:
+            tls = TlsSettings(files["cert"], files["key"], files.get("ca"), bool(tls_doc.get("verify_server", True)),
+                              str(tls_doc.get("client_certs", "none")))
+    rules = tuple(TransportRule(tuple(str(p) for p in item["peers"]), str(item["transport"]).upper())
+                  for item in sip_doc.get("transport_peers") or ())
+    for i, rule in enumerate(rules):
+        if rule.transport == "TLS" and tls is None:
+            problems.append(Problem(name, *position(doc, ["sip", "transport_peers", i, "transport"]),
+                                    "transport tls needs sip.tls (cert and key)"))
+        if rule.transport == "TCP" and not sip_doc.get("tcp"):
+            problems.append(Problem(name, *position(doc, ["sip", "transport_peers", i, "transport"]),
+                                    "transport tcp needs sip.tcp: true (the peer's requests come back over TCP)"))
     if problems:
         raise ConfigError(problems)
     comedia = networks(sip_doc.get("comedia_peers"), "comedia_peers")
@@ -560,7 +598,8 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                       invite_burst=float(sip_doc.get("invite_burst", 20.0)),
                       max_calls=None if sip_doc.get("max_calls") is None else int(sip_doc["max_calls"]),
                       peer_limits=limits, comedia_peers=comedia, srtp=str(sip_doc.get("srtp", "off")),
-                      srtp_peers=srtp_peers)
+                      srtp_peers=srtp_peers, tcp=bool(sip_doc.get("tcp", False)), tls=tls, tls_host=tls_host,
+                      tls_port=tls_port, transport_rules=rules)
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})

@@ -89,9 +89,11 @@ class Telephony:
             UserAgentConfig(allowed_peers=sip.allowed_peers, external_address=sip.external_address,
                             session_timer=SessionTimerConfig(sip.session_expires, sip.min_se),
                             invite_rate=sip.invite_rate, invite_burst=sip.invite_burst, max_calls=sip.max_calls,
-                            peer_limits=sip.peer_limits, log_numbers=config.privacy is None),
+                            peer_limits=sip.peer_limits, log_numbers=config.privacy is None,
+                            transport_rules=sip.transport_rules),
             sip.host, sip.port, self._on_call,
             resolver=DnsResolver(sip.dns_servers, timeout=RESOLVE_TIMEOUT),
+            tcp=sip.tcp, tls=sip.tls, tls_port=sip.tls_port,
         )
 
     async def start(self) -> None:

@@ -57,13 +57,15 @@ class DnsResolver:
         if self._resolver is not None:
             self._resolver.lifetime = timeout
 
-    async def resolve(self, text: str, family: int, now: float) -> Failover:
-        """Every address to try for `text`, best first (RFC 3263 section 4). OSError when none."""
+    async def resolve(self, text: str, family: int, now: float, transport: str = "udp") -> Failover:
+        """Every address to try for `text` over `transport` (udp, tcp, tls), best first (RFC 3263 section 4).
+        OSError when none."""
         spec = parse_host(text)
+        default_port = 5061 if transport.lower() == "tls" else 5060
         if spec.literal:
-            return Failover.fixed((spec.host, spec.port or 5060))
+            return Failover.fixed((spec.host, spec.port or default_port))
         if spec.use_srv:
-            records, ttl = await self._srv(srv_name(spec.host))
+            records, ttl = await self._srv(srv_name(spec.host, transport))
             targets = []
             ttls = [ttl]
             for record in order_srv(records, self._rng):
@@ -75,10 +77,10 @@ class DnsResolver:
                 ttls.append(a_ttl)
                 targets += [(address, record.port) for address in addresses]
             if targets:
-                log.info("sip dns %s -> %s", srv_name(spec.host), " ".join(f"{h}:{p}" for h, p in targets))
+                log.info("sip dns %s -> %s", srv_name(spec.host, transport), " ".join(f"{h}:{p}" for h, p in targets))
                 return Failover(targets, expiry(now, min(ttls)))
         addresses, ttl = await self._addresses(spec.host, family)
-        targets = [(address, spec.port or 5060) for address in addresses]
+        targets = [(address, spec.port or default_port) for address in addresses]
         log.info("sip dns %s -> %s", spec.host, " ".join(f"{h}:{p}" for h, p in targets))
         return Failover(targets, expiry(now, ttl))
 

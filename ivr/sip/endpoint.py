@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from ivr.errors import CallerHungUp
+from ivr.sip.connections import StreamConnections, TlsSettings, client_context, server_context
 from ivr.sip.dns import DnsResolver
 from ivr.sip.lexical import SipParseError
 from ivr.sip.register import RegistrationConfig, RegistrationStatus
@@ -369,8 +370,16 @@ class SipEndpoint:
         on_call: Callable[[InboundLeg], None],
         *,
         resolver: DnsResolver | None = None,
+        tcp: bool = False,
+        tls: TlsSettings | None = None,
+        tls_port: int = 5061,
     ) -> None:
         self.config = config
+        #: SIP over TCP on the UDP port too; over TLS on ``tls_port`` (``sip.tcp``, ``sip.tls``).
+        self.tcp = tcp
+        self.tls = tls
+        self.tls_port = tls_port
+        self._streams: StreamConnections | None = None
         self.host = host
         self.port = port
         self.on_call = on_call
@@ -408,6 +417,23 @@ class SipEndpoint:
         sockname = transport.get_extra_info("sockname")
         self._ua = UserAgent(self.config, (str(sockname[0]), int(sockname[1])))
         log.info("sip listening on %s:%s", sockname[0], sockname[1])
+        if self.tcp or self.tls is not None:
+            await self._listen_streams(int(sockname[1]))
+
+    async def _listen_streams(self, udp_port: int) -> None:
+        """TCP beside UDP on the same port, TLS on its own (RFC 3261 section 18: 5060 and 5061)."""
+        ua = self.user_agent
+        tls = self.tls
+        streams = StreamConnections(self._stream_message, self._stream_failed,
+                                    tls_server=server_context(tls) if tls is not None else None,
+                                    tls_client=client_context(tls) if tls is not None else None)
+        self._streams = streams
+        if self.tcp:
+            await streams.listen("TCP", self.host, udp_port)
+            ua.transports.ports["TCP"] = ua.transports.ports["UDP"]
+        if tls is not None:
+            port = await streams.listen("TLS", self.host, self.tls_port)
+            ua.transports.ports["TLS"] = port
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -562,6 +588,19 @@ class SipEndpoint:
         """The address a call through `proxy` would try first (to pick our own address towards it)."""
         return (await self._proxy(proxy)).order(self._now())[0]
 
+    async def _resolve(self, name: str) -> Failover:
+        """RFC 3263 for a configured name over the transport its ``sip.transport_peers`` rule names (SRV
+        ``_sips._tcp`` for TLS...); its addresses then take that transport, and TLS checks the name."""
+        transport = self.user_agent.transports.for_name(name)
+        failover = await self.resolver.resolve(name, self._family(), self._now(), (transport or "udp").lower())
+        if transport is not None and transport != "UDP":
+            self.user_agent.transports.name_resolved(transport, failover.targets)
+            if self._streams is not None:
+                host = parse_host(name).host
+                for target in failover.targets:
+                    self._streams.server_names[target] = host
+        return failover
+
     async def _proxy(self, proxy: str | tuple[str, int]) -> Failover:
         """The proxy's addresses, looked up again once their records expired (a failed new look-up
         keeps the old answer for 30 s rather than no call)."""
@@ -570,12 +609,12 @@ class SipEndpoint:
             proxy = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an explicit port: no SRV
         now = self._now()
         if parse_host(proxy).literal:  # one address, nothing to remember (a bridge to each caller's host)
-            return await self.resolver.resolve(proxy, self._family(), now)
+            return await self._resolve(proxy)
         known = self._proxies.get(proxy)
         if known is not None and not known.refresh_due(now):
             return known
         try:
-            fresh = await self.resolver.resolve(proxy, self._family(), now)
+            fresh = await self._resolve(proxy)
         except (OSError, TimeoutError) as exc:
             if known is None:
                 raise
@@ -596,7 +635,7 @@ class SipEndpoint:
         runs out. Raises OSError/TimeoutError when the name does not resolve."""
         ua = self.user_agent
         self._accounts[config.aor] = config  # its credentials serve outbound calls even before it resolves
-        failover = await self.resolver.resolve(config.registrar, self._family(), self._now())
+        failover = await self._resolve(config.registrar)
         ua.add_registration(config, failover, self._now())
         self._pump()
         if failover.expires_at is not None:
@@ -612,7 +651,7 @@ class SipEndpoint:
                 return
             await asyncio.sleep(max(1.0, failover.expires_at - self._now()))
             try:
-                fresh = await self.resolver.resolve(config.registrar, self._family(), self._now())
+                fresh = await self._resolve(config.registrar)
             except (OSError, TimeoutError) as exc:
                 log.warning("sip dns %s failed: %s; keeping %s", config.registrar, exc, failover.targets)
                 failover.expires_at = self._now() + 30.0  # the old answer stays in use meanwhile
@@ -681,6 +720,9 @@ class SipEndpoint:
             self._timer = None
         self._transport.close()
         self._transport = None
+        if self._streams is not None:
+            streams, self._streams = self._streams, None
+            await streams.close()
         if self._errors is not None:
             self._errors.close()
             self._errors = None
@@ -706,6 +748,25 @@ class SipEndpoint:
         except Exception:
             # A bug in the core must not take the socket down with it; the datagram is lost.
             log.exception("sip datagram handling failed source=%s:%s", source[0], source[1])
+        self._pump()
+
+    def _stream_message(self, data: bytes, source: Address, transport: str) -> None:
+        if self._ua is None:
+            return
+        try:
+            self._ua.receive_datagram(data, source, self._now(), transport)
+        except Exception:
+            log.exception("sip %s message handling failed source=%s:%s", transport.lower(), source[0], source[1])
+        self._pump()
+
+    def _stream_failed(self, address: Address) -> None:
+        """A connection failed, broke or was closed: what waits on it ends (RFC 3261 section 17.1.4)."""
+        if self._ua is None:
+            return
+        try:
+            self._ua.transport_error(address, self._now(), definitive=True)
+        except Exception:
+            log.exception("sip transport error handling failed destination=%s:%s", *address)
         self._pump()
 
     def _socket_errors(self, exc: Exception) -> None:
@@ -770,8 +831,13 @@ class SipEndpoint:
                 break
             self._dispatch(event)
         if transport is not None:
+            streams, transports = self._streams, ua.transports
             for data, address in ua.datagrams_to_send():
-                transport.sendto(data, address)
+                over = transports.of(address) if streams is not None else "UDP"
+                if over == "UDP":
+                    transport.sendto(data, address)
+                else:
+                    streams.send(data, address, over)  # type: ignore[union-attr]
         if ua.registrations_settled:
             self._registrations_settled.set()
         self._arm_timer(ua)

@@ -79,7 +79,9 @@ def parse_host(text: str) -> HostSpec:
 
 
 def srv_name(host: str, transport: str = "udp") -> str:
-    """RFC 3263 section 4.2 / RFC 2782: `_sip._udp.<host>`."""
+    """RFC 3263 section 4.2 / RFC 2782: `_sip._udp.<host>`, `_sip._tcp.<host>`, `_sips._tcp.<host>` for TLS."""
+    if transport.lower() == "tls":
+        return f"_sips._tcp.{host}"
     return f"_sip._{transport.lower()}.{host}"
 
 

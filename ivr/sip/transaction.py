@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from ivr.sip.lexical import SipParseError
-from ivr.sip.message import BRANCH_MAGIC_COOKIE, Headers, SipRequest, SipResponse, Via, make_response
+from ivr.sip.message import (
+    BRANCH_MAGIC_COOKIE,
+    Headers,
+    SipRequest,
+    SipResponse,
+    Via,
+    make_response,
+    parse_message,
+)
+from ivr.sip.transport import STREAMS, Transports, fit
 
 __all__ = [
     "TRANSPORT_ERROR",
@@ -212,12 +221,14 @@ def _client_key(branch: str, method: str) -> tuple[str, str]:
 
 
 class _Transaction:
-    def __init__(self, layer: TransactionLayer, tid: str, request: SipRequest, peer: Address, reliable: bool):
+    def __init__(self, layer: TransactionLayer, tid: str, request: SipRequest, peer: Address, transport: str):
         self.layer = layer
         self.id = tid
         self.request = request
         self.peer = peer
-        self.reliable = reliable
+        #: UDP, TCP or TLS: over a stream nothing is retransmitted and timers D, I, J, K are zero (section 17).
+        self.transport = transport
+        self.reliable = transport in STREAMS
         self.state = TransactionState.TRYING
         self.timers: dict[str, float] = {}
 
@@ -240,9 +251,12 @@ class _Transaction:
 class ClientTransaction(_Transaction):
     """Sections 17.1.1 (INVITE) and 17.1.2 (non-INVITE) client transactions."""
 
-    def __init__(self, layer: TransactionLayer, tid: str, request: SipRequest, peer: Address, reliable: bool):
-        super().__init__(layer, tid, request, peer, reliable)
+    def __init__(self, layer: TransactionLayer, tid: str, request: SipRequest, peer: Address, transport: str):
+        super().__init__(layer, tid, request, peer, transport)
         self.is_invite = request.method == "INVITE"
+        #: Sent over TCP only because it is too big for a datagram (section 18.1.1): the request as it was
+        #: for UDP, sent after all if the connection is refused.
+        self.as_datagram: bytes | None = None
         self.bounced = 0
         """ICMP errors from its destination so far (``TransactionLayer.transport_error``)."""
         self._data = request.to_bytes()
@@ -262,6 +276,18 @@ class ClientTransaction(_Transaction):
             if not self.reliable:
                 self.timers["E"] = now + t1  # section 17.1.2.2
             self.timers["F"] = now + 64 * t1
+
+    def over_udp(self, now: float) -> None:
+        """The peer refused the TCP connection this request took for its size: over UDP after all, timers
+        from now on (section 18.1.1)."""
+        if self.as_datagram is None:
+            return
+        self.request = parse_message(self.as_datagram)  # type: ignore[assignment]  # our own request
+        self._data, self.as_datagram = self.as_datagram, None
+        self.transport, self.reliable = "UDP", False
+        self._interval = self.config.t1
+        self._send(self._data)
+        self.timers["A" if self.is_invite else "E"] = now + self._interval
 
     def receive_response(self, response: SipResponse, now: float) -> None:
         status = response.status
@@ -320,8 +346,8 @@ class ClientTransaction(_Transaction):
 class ServerTransaction(_Transaction):
     """Sections 17.2.1 (INVITE) and 17.2.2 (non-INVITE) server transactions."""
 
-    def __init__(self, layer: TransactionLayer, tid: str, request: SipRequest, peer: Address, reliable: bool):
-        super().__init__(layer, tid, request, peer, reliable)
+    def __init__(self, layer: TransactionLayer, tid: str, request: SipRequest, peer: Address, transport: str):
+        super().__init__(layer, tid, request, peer, transport)
         self.is_invite = request.method == "INVITE"
         self.state = TransactionState.PROCEEDING if self.is_invite else TransactionState.TRYING
         self.last_response: SipResponse | None = None
@@ -349,6 +375,8 @@ class ServerTransaction(_Transaction):
             raise ValueError(f"transaction {self.id} is {self.state.value}")
         if self.state == TransactionState.COMPLETED:
             raise ValueError(f"transaction {self.id} already sent a final response")
+        if self.reliable:
+            fit(response, self.transport, self.layer.transports.ports)
         self.last_response = response
         self._last_data = response.to_bytes()
         self._send(self._last_data)
@@ -387,8 +415,10 @@ class _Retransmit2xx:
 
     def __init__(
         self, data: bytes, peer: Address, call_id: str, cseq: int, tags: tuple[str | None, str | None],
-        now: float, cfg: TimerConfig,
+        now: float, cfg: TimerConfig, *, resend: bool = True,
     ):
+        #: False over a stream: the 2xx is not sent again, only the ACK is waited for (its 64*T1 timeout).
+        self.resend = resend
         self.data = data
         self.peer = peer
         self.call_id = call_id
@@ -413,9 +443,11 @@ class TransactionLayer:
         *,
         reliable: bool = False,
         auto_100_trying: bool = True,
+        transports: Transports | None = None,
     ) -> None:
         self.config = config or TimerConfig()
-        #: True for TCP/TLS: no retransmissions, timers D, I, J, K are zero (section 17).
+        #: Which transport reaches each address (ivr.sip.transport); ``reliable`` makes every one TCP (tests).
+        self.transports = transports or Transports()
         self.reliable = reliable
         #: Section 17.2.1: send 100 Trying at once for a new INVITE.
         self.auto_100_trying = auto_100_trying
@@ -463,7 +495,8 @@ class TransactionLayer:
                 del self._retransmit_2xx[key]
                 self._events.append(AckTimeout(r.call_id, r.cseq, *r.tags))
             elif r.next_at <= now:
-                self._datagrams.append((r.data, r.peer))
+                if r.resend:
+                    self._datagrams.append((r.data, r.peer))
                 r.interval = min(2 * r.interval, r.cfg.t2)
                 r.next_at = now + r.interval
 
@@ -479,7 +512,17 @@ class TransactionLayer:
         key = _client_key(via.branch, request.method)
         if key in self._clients:
             raise ValueError("a client transaction with this branch and method exists")
-        tx = ClientTransaction(self, self._new_id("c"), request, destination, self.reliable)
+        self.transports.learn_target(request, destination)
+        transport = self._transport(destination)
+        if transport == "UDP":
+            switched = self.transports.oversized(request, destination, len(request.to_bytes()))
+            transport = switched or transport
+        else:
+            switched = None
+        as_datagram = request.to_bytes() if switched else None
+        fit(request, transport, self.transports.ports)
+        tx = ClientTransaction(self, self._new_id("c"), request, destination, transport)
+        tx.as_datagram = as_datagram
         self._clients[key] = tx
         self._by_id[tx.id] = tx
         tx.start(now)
@@ -494,20 +537,39 @@ class TransactionLayer:
 
     def send_stateless(self, message: SipRequest | SipResponse, destination: Address) -> None:
         """Send outside any transaction: the ACK for a 2xx, or a response to an unparsable request."""
+        if isinstance(message, SipRequest):
+            self.transports.learn_target(message, destination)
+        fit(message, self._transport(destination), self.transports.ports)
         self._datagrams.append((message.to_bytes(), destination))
 
-    def transport_error(self, destination: Address) -> list[str]:
+    def _transport(self, destination: Address) -> str:
+        return "TCP" if self.reliable else self.transports.of(destination)
+
+    def transport_error(self, destination: Address, now: float = 0.0, *, definitive: bool = False) -> list[str]:
         """The transport says ``destination`` cannot be reached (over UDP: the ICMP port or host unreachable the
         socket reported). RFC 3261 sections 8.1.3.1 and 17.1.4: each client transaction to it that has heard
         nothing yet ends now, reported as a timeout by the timer ``transport``, so the TU fails over at once
         (RFC 3263 section 4.3) instead of after 64*T1 — once the request and a retransmission have both
         bounced (T1, 0.5 s: a peer that was just starting is given that long). One that had a provisional is
-        left alone: the peer was alive then, and an ICMP error may belong to an older datagram. Returns the
-        transactions ended."""
+        left alone: the peer was alive then, and an ICMP error may belong to an older datagram. ``definitive``
+        (a connection refused, reset or failing TLS): every transaction on it ends at once, but one sent over
+        TCP only for its size goes over UDP instead (section 18.1.1). Returns the transactions ended."""
         ended = []
         for tx in list(self._by_id.values()):
-            if (isinstance(tx, ClientTransaction) and tx.peer == destination
-                    and tx.state in (TransactionState.CALLING, TransactionState.TRYING)):
+            if not isinstance(tx, ClientTransaction) or tx.peer != destination:
+                continue
+            if tx.as_datagram is not None and tx.state in (TransactionState.CALLING, TransactionState.TRYING):
+                self.transports.learn(destination, "UDP")  # section 18.1.1: "SHOULD retry the request, using UDP"
+                tx.over_udp(now)
+                continue
+            if definitive and tx.state not in (TransactionState.TERMINATED, TransactionState.COMPLETED):
+                # A stream that broke or never connected: nothing more can come (section 17.1.4); a
+                # transaction that had its provisional ends too, its final response has no way back.
+                self._events.append(TransactionTimeout(tx.id, TRANSPORT_ERROR))
+                tx._terminate()
+                ended.append(tx.id)
+                continue
+            if tx.state in (TransactionState.CALLING, TransactionState.TRYING):
                 tx.bounced += 1
                 if tx.bounced >= UNREACHABLE_AFTER:
                     self._events.append(TransactionTimeout(tx.id, TRANSPORT_ERROR))
@@ -528,14 +590,15 @@ class TransactionLayer:
 
     # -- receiving
 
-    def receive(self, message: SipRequest | SipResponse, source: Address, now: float) -> None:
-        """Route one parsed message (section 17.1.3 / 17.2.3). Messages whose Via, CSeq or Call-ID
-        cannot be parsed are dropped: `check_message` should have answered them already."""
+    def receive(self, message: SipRequest | SipResponse, source: Address, now: float, transport: str = "UDP") -> None:
+        """Route one parsed message (section 17.1.3 / 17.2.3) that came over ``transport``. Messages whose Via,
+        CSeq or Call-ID cannot be parsed are dropped: `check_message` should have answered them already."""
         try:
             if isinstance(message, SipResponse):
                 self._receive_response(message, source, now)
             else:
-                self._receive_request(message, source, now)
+                self.transports.learn_request(message, source, transport)
+                self._receive_request(message, source, now, transport)
         except SipParseError:
             return
 
@@ -548,7 +611,7 @@ class TransactionLayer:
             return
         tx.receive_response(response, now)
 
-    def _receive_request(self, request: SipRequest, source: Address, now: float) -> None:
+    def _receive_request(self, request: SipRequest, source: Address, now: float, transport: str) -> None:
         stamp_via(request, source)
         key = _server_key(request)
         tx = self._servers.get(key)
@@ -564,8 +627,9 @@ class TransactionLayer:
             r = self._retransmit_2xx.pop(ack_key, None)
             self._events.append(AckReceived(request, source, stopped_retransmission=r is not None))
             return
-        peer = response_destination(request.via)
-        tx = ServerTransaction(self, self._new_id("s"), request, peer, self.reliable)
+        # Section 18.2.2: over a stream the response goes back on the connection the request came on.
+        peer = source if transport in STREAMS else response_destination(request.via)
+        tx = ServerTransaction(self, self._new_id("s"), request, peer, "TCP" if self.reliable else transport)
         self._servers[key] = tx
         self._by_id[tx.id] = tx
         self._events.append(RequestReceived(tx.id, request, source))
@@ -594,12 +658,10 @@ class TransactionLayer:
         return f"{prefix}{self._counter}"
 
     def _start_2xx_retransmission(self, tx: ServerTransaction, response: SipResponse, now: float) -> None:
-        if self.reliable:
-            return  # section 13.3.1.4: only over unreliable transports
         call_id, cseq = tx.request.call_id, tx.request.cseq.seq
         tags = (response.from_addr.tag, response.to_addr.tag)
         self._retransmit_2xx[(call_id, cseq, *tags)] = _Retransmit2xx(
-            response.to_bytes(), tx.peer, call_id, cseq, tags, now, self.config
+            response.to_bytes(), tx.peer, call_id, cseq, tags, now, self.config, resend=not tx.reliable
         )
 
     def _terminated(self, tx: _Transaction) -> None:

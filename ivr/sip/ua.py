@@ -57,6 +57,7 @@ from ivr.sip.transaction import (
     TransactionTimeout,
     new_branch,
 )
+from ivr.sip.transport import Transports
 from ivr.sip.ua_client import ClientSide
 from ivr.sip.ua_events import (
     CallConfirmed,
@@ -102,7 +103,8 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
         self.config = config
         self.local_address = local_address
         self.stats = UaStats()
-        self._layer = TransactionLayer(config.timers)
+        port = config.external_port or local_address[1]
+        self._layer = TransactionLayer(config.timers, transports=Transports({"UDP": port}, config.transport_rules))
         self._networks = [ipaddress.ip_network(p, strict=False) for p in config.allowed_peers]
         self._legs: dict[str, Leg] = {}
         self._dialogs: dict[tuple[str, str, str | None], Leg] = {}
@@ -169,18 +171,29 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
                 self._session_timer_fired(leg, leg.timer.handle_timer(now), now)
         self._drain(now)
 
-    def transport_error(self, destination: Address, now: float) -> None:
-        """The socket reported ``destination`` unreachable (ICMP): what waits on it fails over now."""
-        ended = self._layer.transport_error(destination)
+    @property
+    def transports(self) -> Transports:
+        """Which transport reaches each address; the endpoint adds its TCP/TLS ports and connections."""
+        return self._layer.transports
+
+    def transport_error(self, destination: Address, now: float, *, definitive: bool = False) -> None:
+        """The socket reported ``destination`` unreachable (ICMP), or its connection failed or broke
+        (``definitive``): what waits on it fails over now."""
+        if definitive:
+            self._layer.transports.forget(destination)
+        ended = self._layer.transport_error(destination, now, definitive=definitive)
         if ended:
             log.info("sip peer unreachable %s:%s: %d transaction(s) ended", destination[0], destination[1],
                      len(ended))
         self._drain(now)
 
-    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
-        """One UDP datagram from `source`; malformed traffic is counted and logged, never raised."""
+    def receive_datagram(self, data: bytes, source: Address, now: float, transport: str = "UDP") -> None:
+        """One UDP datagram, or one message framed off a TCP/TLS connection (``transport``), from `source`;
+        malformed traffic is counted and logged, never raised."""
         if not data.strip(b"\r\n\t "):
             return  # RFC 5626 section 4.4.1 CRLF keep-alive
+        if transport != "UDP":
+            self._layer.transports.learn(source, transport)  # even a refusal goes back on the connection
         try:
             msg = parse_message(data)
         except SipParseError as exc:
@@ -208,7 +221,7 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
             self.stats.parse_errors += 1
             log.info("sip bad response dropped source=%s:%s", source[0], source[1])
             return
-        self._layer.receive(msg, source, now)
+        self._layer.receive(msg, source, now, transport)
         self._drain(now)
 
     # -- commands

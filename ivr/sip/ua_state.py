@@ -11,6 +11,7 @@ from ivr.sip.dialog import Dialog
 from ivr.sip.message import SipRequest
 from ivr.sip.session_timer import SessionTimer, SessionTimerConfig
 from ivr.sip.transaction import Address, TimerConfig
+from ivr.sip.transport import TransportRule
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -81,6 +82,8 @@ class UserAgentConfig:
     #: Callers' numbers and callees' URIs in the log lines. Off when the config's ``privacy:`` is on: the log
     #: cannot be erased on a data-subject request, so it names calls by Call-ID only (the events hold the rest).
     log_numbers: bool = True
+    #: ``sip.transport_peers``: requests to these peers go over TCP or TLS (ivr.sip.transport).
+    transport_rules: tuple[TransportRule, ...] = ()
 
 
 class LegState(Enum):

@@ -26,11 +26,12 @@ def appliance(env: Env) -> Iterator[tuple[Env, int, Path]]:
     yield from run_appliance(env)
 
 
-def sipp(scenario: str, sip_port: int, workdir: Path, service: str = "500", timeout: int = 60) -> None:
+def sipp(scenario: str, sip_port: int, workdir: Path, service: str = "500", timeout: int = 60,
+         extra: Sequence[str] = ()) -> None:
     """One call of the scenario text (tests.integration.scenarios) to ``service``; see :func:`sipp_file`."""
     path = workdir / f"scenario-{time.monotonic_ns()}.xml"
     path.write_text(scenario)
-    sipp_file(path, sip_port, workdir, service, timeout)
+    sipp_file(path, sip_port, workdir, service, timeout, extra)
 
 
 def sipp_file(scenario: Path, sip_port: int, workdir: Path, service: str = "500", timeout: int = 60,
