@@ -17,7 +17,7 @@ packages=(python3 python3-venv python3-dev gcc sox libsox-fmt-all espeak-ng grap
 # postgresql-15: the central store the collector writes to (tests/central); chromium: the dashboard in a real
 # browser; prometheus: a real server scraping the daemon's /metrics (tests/integration/test_metrics_prometheus.py).
 # systemd: systemd-analyze verifies the unit files in systemd/ and rates their hardening (tests/test_systemd_units.py).
-if [ "$mode" = test ]; then packages+=(sip-tester tshark baresip dnsmasq nftables iproute2 prometheus postgresql-15 chromium systemd); fi
+if [ "$mode" = test ]; then packages+=(sip-tester tshark baresip openssl dnsmasq nftables iproute2 prometheus postgresql-15 chromium systemd); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -204,7 +204,8 @@ class Telephony:
             self._configure(session, result)
             await leg.ring()
             await leg.answer(result.sdp.to_bytes())
-            facts = {**base, "codec": result.codec.name, "telephone_event": result.telephone_event is not None,
+            facts = {**base, "transport": leg.transport, "codec": result.codec.name,
+                     "telephone_event": result.telephone_event is not None,
                      "ptime": result.ptime, "offer": "early", "rtp_port": session.local_port,
                      "srtp": result.srtp.suite if result.srtp else None}
         elif srtp_mode == "required":  # our offers are plain RTP: SRTP only answers an offer (ivr/proto/sdes.py)
@@ -227,7 +228,7 @@ class Telephony:
             session.configure(remote=(remote.address, remote.port), payload_type=audio[0].payload_type,
                               telephone_event_pt=te.payload_type if te else None,
                               ptime_ms=sendable_ptime(remote.ptime), send=not remote.on_hold)
-            facts = {**base, "codec": audio[0].name, "telephone_event": te is not None,
+            facts = {**base, "transport": leg.transport, "codec": audio[0].name, "telephone_event": te is not None,
                      "ptime": sendable_ptime(remote.ptime), "offer": "late", "rtp_port": session.local_port,
                      "srtp": None}
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,

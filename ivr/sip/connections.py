@@ -86,6 +86,12 @@ def _load_cas(context: ssl.SSLContext, ca: Path | None) -> None:
         context.load_verify_locations(cafile=str(ca))
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"{exc.reason} ({exc.verify_message})" if isinstance(exc, ssl.SSLCertVerificationError) else exc.reason
+    return str(exc) or type(exc).__name__
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, owner: StreamConnections, transport_name: str, outbound: Address | None = None) -> None:
         self.owner = owner
@@ -97,11 +103,20 @@ class _Connection(asyncio.Protocol):
         self.keys: set[Address] = set()
         self.last_used = time.monotonic()
         self.closed = False
+        #: Accepted on the TLS listener, not yet through the handshake.
+        self.awaiting_handshake = outbound is None and transport_name == "TLS"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but is one
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1]))
+        if self.name == "TLS" and self.awaiting_handshake:
+            # A client of our TLS listener: the handshake runs in StreamConnections._handshake, where a failure
+            # can be logged (the loop's own server-side TLS drops it silently)
+            raw = cast(asyncio.Transport, transport)
+            raw.pause_reading()
+            self.owner._handshake(self, raw)
+            return
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but is one
         self.owner._attach(self, self.peer)
         for data in self.queued:
             self.transport.write(data)
@@ -169,14 +184,13 @@ class StreamConnections:
         self._servers: list[asyncio.AbstractServer] = []
         self._connecting: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        #: When a refused TLS handshake from each host was last logged.
+        self._refused_at: dict[str, float] = {}
 
     async def listen(self, transport_name: str, host: str, port: int) -> int:
         """Listen for TCP or TLS on host:port; the port bound (OSError when it cannot)."""
         loop = asyncio.get_running_loop()
-        context = self.tls_server if transport_name == "TLS" else None
-        server = await loop.create_server(lambda: self._accepted(transport_name), host, port, ssl=context,
-                                          reuse_address=True,
-                                          ssl_handshake_timeout=CONNECT_TIMEOUT if context else None)
+        server = await loop.create_server(lambda: self._accepted(transport_name), host, port, reuse_address=True)
         self._servers.append(server)
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap(), name="sip-streams-idle")
@@ -190,6 +204,36 @@ class StreamConnections:
             log.warning("sip %s connection refused: %d open", transport_name.lower(), len(self._all))
             connection.closed = True  # connection_made closes it below
         return connection
+
+    def _handshake(self, connection: _Connection, raw: asyncio.Transport) -> None:
+        task = asyncio.create_task(self._serve_tls(connection, raw), name="sip-tls-handshake")
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _serve_tls(self, connection: _Connection, raw: asyncio.Transport) -> None:
+        """The server side of a TLS handshake; a refused one (a certificate from no CA we trust, none when one is
+        required, a client speaking no TLS) is one log line per source and minute, and the connection is closed."""
+        assert self.tls_server is not None and connection.peer is not None
+        loop = asyncio.get_running_loop()
+        try:
+            secured = await loop.start_tls(raw, connection, self.tls_server, server_side=True,
+                                           ssl_handshake_timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
+            host = connection.peer[0]
+            now = time.monotonic()
+            if now - self._refused_at.get(host, -120.0) >= 60.0:
+                if len(self._refused_at) > 1024:
+                    self._refused_at.clear()
+                self._refused_at[host] = now
+                log.warning("sip tls handshake from %s:%s refused: %s", *connection.peer, _reason(exc))
+            raw.abort()
+            connection.closed = True
+            return
+        if secured is None or connection.closed:
+            raw.abort()
+            return
+        connection.awaiting_handshake = False
+        connection.connection_made(secured)
 
     def send(self, data: bytes, address: Address, transport_name: str) -> None:
         """Send on the connection to ``address``, opening one when there is none."""
@@ -225,8 +269,7 @@ class StreamConnections:
                 await loop.create_connection(lambda: connection, address[0], address[1],
                                              ssl=self.tls_client if tls else None, server_hostname=name)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else (str(exc) or type(exc).__name__)
-            log.warning("sip %s connection to %s:%s failed: %s", connection.name.lower(), *address, reason)
+            log.warning("sip %s connection to %s:%s failed: %s", connection.name.lower(), *address, _reason(exc))
             connection.connection_lost(exc)
 
     def _attach(self, connection: _Connection, address: Address) -> None:

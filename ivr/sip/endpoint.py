@@ -77,6 +77,7 @@ class InboundLeg:
         self.offer: SessionDescription | None = event.offer
         #: The INVITE's X- headers (X-IVR-Caller-Channel...), in order.
         self.extra_headers: tuple[tuple[str, str], ...] = event.extra_headers
+        self.transport = event.transport
         self.ended = asyncio.Event()
         self.end_reason: str | None = None
         #: Digits from SIP INFO (RFC 2833 digits come through RTP, not here).

@@ -18,7 +18,7 @@ MAX_BODY = 64 * 1024
 #: What ``StreamFramer.feed`` returns for a keep-alive ping (answer it with b"\r\n").
 PING = b"\r\n\r\n"
 
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
 class FramingError(Exception):

@@ -469,7 +469,9 @@ class UserAgent(SessionTimers, Transfers, ClientSide):
                  call_id, leg.leg_id, caller if self.config.log_numbers else PRIVATE, dialed, source[0], source[1],
                  offer is None)
         extra = tuple((name, value) for name, value in invite.headers if name.lower().startswith("x-"))
-        self._events.append(IncomingCall(call_id, leg.leg_id, caller, dialed, source, offer, extra))
+        server = self._layer.transaction(tx)
+        transport = server.transport.lower() if server is not None else "udp"
+        self._events.append(IncomingCall(call_id, leg.leg_id, caller, dialed, source, offer, extra, transport))
 
     def _on_cancel(self, tx: str, cancel: SipRequest, now: float) -> None:
         """RFC 3261 section 9.2: 200 to the CANCEL; 487 to the INVITE if it had no final response yet."""

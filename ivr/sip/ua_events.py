@@ -46,6 +46,8 @@ class IncomingCall(UaEvent):
     offer: SessionDescription | None
     #: The INVITE's extension headers (X-...), as sent: e.g. X-IVR-Caller-Channel from an Asterisk dialplan.
     extra_headers: tuple[tuple[str, str], ...] = ()
+    #: udp, tcp or tls: how the INVITE came (its signalling, and so its SDES keys, travelled that way).
+    transport: str = "udp"
 
 
 @dataclass(frozen=True)

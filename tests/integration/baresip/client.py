@@ -72,9 +72,10 @@ class Baresip:
     """One baresip process with a private config dir; ``events`` holds everything it reported."""
 
     def __init__(self, workdir: Path, mediaenc: str | None = None, auto_answer: bool = False,
-                 user: str = "baresip") -> None:
+                 user: str = "baresip", cafile: Path | None = None) -> None:
         """``mediaenc``: the account's media encryption (``srtp``: best effort, RTP/AVP with a=crypto;
-        ``srtp-mand``: RTP/SAVP), with baresip's own srtp module (libre's SRTP)."""
+        ``srtp-mand``: RTP/SAVP), with baresip's own srtp module (libre's SRTP). ``cafile``: the CAs its SIP over
+        TLS trusts (``sip_cafile``); dial a ``;transport=tls`` URI to use it."""
         self.dir = workdir / "baresip"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sip_port = free_sip_port()
@@ -90,6 +91,9 @@ class Baresip:
         if mediaenc is not None:
             with (self.dir / "config").open("a", encoding="utf-8") as f:
                 f.write("module\t\t\tsrtp.so\n")
+        if cafile is not None:
+            with (self.dir / "config").open("a", encoding="utf-8") as f:
+                f.write(f"sip_cafile\t\t{cafile}\n")
         account = ACCOUNTS.format(sip_port=self.sip_port).replace("sip:baresip@", f"sip:{user}@")
         if mediaenc is not None:
             account = account.replace("\n", f";mediaenc={mediaenc}\n")
