@@ -4,6 +4,9 @@ No audio device: the source is ``aufile`` reading a WAV of silence (``ausine`` o
 does 48 kHz), the player ``aubridge`` (a bridge
 nobody reads). No stdin UI (``stdio.so`` needs a terminal); commands and events travel as JSON in
 netstrings over the ``ctrl_tcp`` socket, bound to 127.0.0.1. Every wait is bounded.
+
+Or (``default_account``) with the config baresip writes itself, edited only for the above, and (``netns``)
+inside a network namespace, its ctrl_tcp reached from there (test_baresip_default).
 """
 
 from __future__ import annotations
