@@ -36,11 +36,12 @@ PUBLIC_SIP_PORT = 47000
 KEEPALIVE_SECONDS = 2
 
 
-def _skip_reason() -> str | None:
+def _skip_reason(tools: tuple[str, ...] = ("ip", "nft")) -> str | None:
     if os.geteuid() != 0:
         return "network namespaces need root"
-    if shutil.which("ip") is None or shutil.which("nft") is None:
-        return "ip (iproute2) or nft (nftables) is not installed (setup.sh test)"
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        return f"{' or '.join(missing)} is not installed (iproute2, nftables: setup.sh test)"
     probe = f"ivrprobe{secrets.token_hex(3)}"
     if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
         return "no network namespace support here (ip netns add failed)"

@@ -19,7 +19,8 @@ PEER = ("192.0.2.20", 5062)
 PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
 
 
-def outgoing(method: str = "OPTIONS", pad: int = 0, uri: str = "sip:pbx@192.0.2.20:5062", route: str = "") -> SipRequest:
+def outgoing(method: str = "OPTIONS", pad: int = 0, uri: str = "sip:pbx@192.0.2.20:5062",
+             route: str = "") -> SipRequest:
     data = (
         f"{method} {uri} SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKout1;rport\r\n"

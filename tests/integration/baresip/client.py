@@ -4,11 +4,17 @@ No audio device: the source is ``aufile`` reading a WAV of silence (``ausine`` o
 does 48 kHz), the player ``aubridge`` (a bridge
 nobody reads). No stdin UI (``stdio.so`` needs a terminal); commands and events travel as JSON in
 netstrings over the ``ctrl_tcp`` socket, bound to 127.0.0.1. Every wait is bounded.
+
+Or (``default_account``) with the config baresip writes itself, edited only for the above, and (``netns``)
+inside a network namespace, its ctrl_tcp reached from there (test_baresip_default).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import re
 import socket
 import subprocess
 import time
@@ -41,6 +47,7 @@ ctrl_tcp_listen\t\t127.0.0.1:{ctrl_port}
 """
 
 SILENCE_SECONDS = 60
+CLONE_NEWNET = 0x40000000  # setns(2): the network namespace
 
 ACCOUNTS = "<sip:baresip@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU\n"
 
@@ -72,12 +79,26 @@ class Baresip:
     """One baresip process with a private config dir; ``events`` holds everything it reported."""
 
     def __init__(self, workdir: Path, mediaenc: str | None = None, auto_answer: bool = False,
-                 user: str = "baresip", cafile: Path | None = None) -> None:
+                 user: str = "baresip", cafile: Path | None = None, *, netns: str | None = None,
+                 default_account: str | None = None) -> None:
         """``mediaenc``: the account's media encryption (``srtp``: best effort, RTP/AVP with a=crypto;
         ``srtp-mand``: RTP/SAVP), with baresip's own srtp module (libre's SRTP). ``cafile``: the CAs its SIP over
-        TLS trusts (``sip_cafile``); dial a ``;transport=tls`` URI to use it."""
+        TLS trusts (``sip_cafile``); dial a ``;transport=tls`` URI to use it.
+
+        ``netns``: run it in that network namespace (``ip netns exec``); its ctrl_tcp is reached there.
+        ``default_account``: no config of ours but baresip's own, see :meth:`generate_default_config`."""
         self.dir = workdir / "baresip"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.netns = netns
+        self.log = self.dir / "baresip.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.events: list[dict[str, Any]] = []
+        self.responses: list[dict[str, Any]] = []
+        self._buf = b""
+        if default_account is not None:
+            self.generate_default_config(default_account)
+            return
         self.sip_port = free_sip_port()
         self.ctrl_port = free_port(socket.SOCK_STREAM)
         # 8 kHz 16-bit mono, longer than any test call
@@ -101,17 +122,79 @@ class Baresip:
             account = account.replace("\n", ";answermode=auto\n")
         (self.dir / "accounts").write_text(account, encoding="utf-8")
         (self.dir / "contacts").write_text("", encoding="utf-8")
-        self.log = self.dir / "baresip.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.sock: socket.socket | None = None
-        self.events: list[dict[str, Any]] = []
-        self.responses: list[dict[str, Any]] = []
-        self._buf = b""
+        self.args = ["-4"]
+
+    def generate_default_config(self, account: str, timeout: float = 15.0) -> None:
+        """baresip's DEFAULT configuration: started once in the empty dir, it writes its config, accounts and
+        contacts templates; it is stopped once it says it is ready. Then only what a headless run needs:
+
+        - ``module_app ctrl_tcp.so`` uncommented: commands and events without a terminal (its stdio UI fails
+          to load without one); it listens where the template says, ``ctrl_tcp_listen 0.0.0.0:4444``;
+        - ``module aufile.so`` and ``module aubridge.so`` uncommented, and ``audio_source``, ``audio_player``
+          and ``audio_alert`` moved from ``alsa,default`` to a WAV of silence and a bridge nobody reads: with
+          no sound card baresip hangs up the moment the call is answered (``alsa: could not open auplay
+          device 'default'``, ``session closed: Unknown error -2``);
+        - ``account`` appended to the accounts template, which has none (baresip cannot dial without one).
+
+        Everything else (stun/turn/ice modules, no sip_listen, no net_interface, epoll, rtcp_mux no, ...)
+        stays as baresip wrote it; the edits are asserted to apply to the template's exact lines."""
+        with self.log.open("wb") as log:
+            first = subprocess.Popen([*self._prefix(), "baresip", "-f", str(self.dir)], stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and first.poll() is None and "baresip is ready" not in self.output():
+                time.sleep(0.1)
+        finally:
+            first.terminate()
+            try:
+                first.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                first.kill()
+                first.wait(timeout=5)
+        self.first_start = self.output()
+        config = (self.dir / "config").read_text(encoding="utf-8")  # raises if it wrote none: say so
+        silence = synth.write_wav(self.dir / "silence.wav", synth.silence(SILENCE_SECONDS))
+        edits = {"#module_app\t\tctrl_tcp.so\n": "module_app\t\tctrl_tcp.so\n",
+                 "#module\t\t\taufile.so\n": "module\t\t\taufile.so\n",
+                 "#module\t\t\taubridge.so\n": "module\t\t\taubridge.so\n",
+                 "audio_player\t\talsa,default\n": "audio_player\t\taubridge,nobody\n",
+                 "audio_source\t\talsa,default\n": f"audio_source\t\taufile,{silence}\n",
+                 "audio_alert\t\talsa,default\n": "audio_alert\t\taubridge,nobody\n"}
+        for line, edited in edits.items():
+            assert config.count(line) == 1, (line, config)
+            config = config.replace(line, edited)
+        (self.dir / "config").write_text(config, encoding="utf-8")
+        listen = re.search(r"^ctrl_tcp_listen\s+\S+:(\d+)", config, re.MULTILINE)
+        assert listen is not None, config
+        self.ctrl_port = int(listen.group(1))
+        with (self.dir / "accounts").open("a", encoding="utf-8") as f:
+            f.write(account.rstrip("\n") + "\n")
+        self.args = ["-s"]  # a command-line flag, not config: its SIP trace (with the SDP) goes to its log
+
+    def _prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
+
+    def _connect(self) -> socket.socket:
+        """A connection to its ctrl_tcp, made inside its network namespace when it has one (the socket stays
+        there; this thread comes back to its own namespace at once)."""
+        if self.netns is None:
+            return socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1.0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open("/proc/thread-self/ns/net", "rb") as home, open(f"/run/netns/{self.netns}", "rb") as there:
+            if libc.setns(there.fileno(), CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {self.netns}")
+            try:
+                return socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1.0)
+            finally:
+                if libc.setns(home.fileno(), CLONE_NEWNET) != 0:  # never carry on in the wrong namespace
+                    os.write(2, f"setns back from {self.netns} failed: errno {ctypes.get_errno()}\n".encode())
+                    os._exit(70)
 
     def start(self, timeout: float = 15.0) -> None:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                ["baresip", "-4", "-f", str(self.dir)],
+                [*self._prefix(), "baresip", *self.args, "-f", str(self.dir)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -120,7 +203,7 @@ class Baresip:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                self.sock = socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1.0)
+                self.sock = self._connect()
                 break
             except OSError:
                 time.sleep(0.1)
