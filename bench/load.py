@@ -365,13 +365,15 @@ class CaptureFigures:
 
 
 def analyse(path: Path, sip_port: int, rtp: tuple[int, int], first_frame: bytes | None,
-            window: tuple[float, float] | None = None, inband_key: tuple[bytes, bytes] | None = None) -> CaptureFigures:
-    """INVITE -> 200, per-stream send gaps, key end -> next prompt, from the capture (see the module doc)."""
+            window: tuple[float, float] | None = None, inband_key: tuple[bytes, bytes] | None = None,
+            keys_given: dict[int, list[list[float]]] | None = None) -> CaptureFigures:
+    """INVITE -> 200, per-stream send gaps, key end -> next prompt, from the capture (see the module doc).
+    ``keys_given``: the keys' times per IVR port as the callers sent them (SRTP hides the end bit)."""
     fig = CaptureFigures()
     invites: dict[str, float] = {}
     answers: dict[str, float] = {}
     sent: dict[tuple[int, int], list[tuple[float, bool, bytes]]] = {}
-    keys: dict[int, list[list[float]]] = {}
+    keys: dict[int, list[list[float]]] = dict(keys_given or {})
     """Per IVR port, each key as [first event packet, first end-of-event packet (or none yet)]."""
     lo, hi = rtp
     for t, sport, dport, payload in read_pcap(path):
@@ -398,7 +400,7 @@ def analyse(path: Path, sip_port: int, rtp: tuple[int, int], first_frame: bytes 
                 port_keys.append([t])  # the key's first tone frame
             elif body == inband_key[1] and port_keys and len(port_keys[-1]) == 1:
                 port_keys[-1].append(t)  # and its last: the key's end, as the RFC 2833 end packet
-        elif lo <= dport <= hi and payload[1] & 0x7F == TE_PT and len(payload) >= 16:
+        elif keys_given is None and lo <= dport <= hi and payload[1] & 0x7F == TE_PT and len(payload) >= 16:
             port_keys = keys.setdefault(dport, [])
             if not port_keys or t - port_keys[-1][0] > 1.0:
                 port_keys.append([t])  # a new key (one key's packets span 140 ms here)
@@ -516,7 +518,9 @@ def disk_hog(folder: Path) -> subprocess.Popen[Any]:
 
 
 def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[int, int], *, speech_calls: int = 0,
-              decode_nice: int | None = None, unsaved_seconds: float | None = None) -> subprocess.Popen[Any]:
+              decode_nice: int | None = None, unsaved_seconds: float | None = None,
+              tls: tuple[int, Any] | None = None) -> subprocess.Popen[Any]:
+    """``tls``: (port, tests.integration.pki.Pki): SIP over TLS there with SRTP required, beside UDP."""
     flows = work / "flows"
     flows.mkdir()
     shutil.copy(FILES / "flow.yaml", flows / "load.yaml")
@@ -538,7 +542,9 @@ def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[in
         "log: {level: warning}\n"
         "calls: {rtp_timeout_seconds: 120"  # callers send no audio before their key (sipp)
         + ("" if unsaved_seconds is None else f", navigation_unsaved_seconds: {unsaved_seconds}") + "}\n"
-        f"sip: {{listen: '127.0.0.1:{sip_port}', rtp_ports: {rtp[0]}-{rtp[1]}}}\n"
+        f"sip: {{listen: '127.0.0.1:{sip_port}', rtp_ports: {rtp[0]}-{rtp[1]}"
+        + ("" if tls is None else f", srtp: required, tls: {{listen: '127.0.0.1:{tls[0]}', cert: '{tls[1].cert}', "
+                                  f"key: '{tls[1].key}'}}") + "}\n"
         + speech,
         encoding="utf-8",
     )
@@ -648,10 +654,21 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     hog: subprocess.Popen[Any] | None = None
     window: tuple[float, float] | None = None
     inband_key: tuple[bytes, bytes] | None = None
+    tls: tuple[int, Any] | None = None
+    keys_given: dict[int, list[list[float]]] | None = None
+    callers: list[dict[str, Any]] = []
     try:
         if impl == "ivr":
+            if args.transport == "tls":
+                sys.path.insert(0, str(ROOT))
+                from tests.integration.pki import make_pki  # the tests' openssl-made CA and certificate
+
+                pki = make_pki(work / "pki")
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    tls = (int(probe.getsockname()[1]), pki)
             target = start_ivr(work, prompts, impl_sip, rtp, speech_calls=args.speech_calls,
-                               decode_nice=args.decode_nice, unsaved_seconds=args.unsaved_seconds)
+                               decode_nice=args.decode_nice, unsaved_seconds=args.unsaved_seconds, tls=tls)
         else:
             target = start_pyvoip(work, prompts, impl_sip, sipp_sip, rtp)
         sampler.watch(impl, target.pid)
@@ -673,6 +690,9 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
         t_start = time.monotonic()
         print(f"calls starting: {impl} N={n}, all up in {n / args.rate:.1f} s, first key in {hold_ms / 1000:.1f} s",
               file=sys.stderr, flush=True)
+        if tls is not None:  # sipp has no TLS or SRTP here: bench/tls_callers.py places the same calls
+            cmd = [sys.executable, str(BENCH / "tls_callers.py"), "--target", f"127.0.0.1:{tls[0]}", "--ca",
+                   str(tls[1].ca), "--calls", str(n), "--rate", str(args.rate), "--settle", str(args.settle)]
         with (work / "sipp.out").open("w") as out:
             sipp = subprocess.Popen(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT)
             sampler.watch("sipp", sipp.pid)
@@ -686,7 +706,21 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
                 res.notes.append("sipp killed after its time limit")
         t_end = time.monotonic()
         time.sleep(0.5)
-        res.attempted, res.completed, res.failed = sipp_counts(stats)
+        if tls is not None:
+            out_text = (work / "sipp.out").read_text()
+            callers = json.loads(out_text[out_text.index("["):]) if "[" in out_text else []
+            res.attempted = n
+            res.completed = sum(1 for c in callers if c["bye"] and not c["error"])
+            res.failed = n - res.completed
+            keys_given = {int(c["ivr_rtp_port"]): [[c["key_end"], c["key_end"]]] for c in callers
+                          if c["key_end"] is not None and c["ivr_rtp_port"] is not None}
+            ok, bad = sum(c["srtp_ok"] for c in callers), sum(c["srtp_failed"] for c in callers)
+            res.notes.append(f"TLS+SRTP: the callers decrypted {ok} of the appliance's first packets, {bad} failed")
+            errors = sorted({str(c["error"]) for c in callers if c["error"]})
+            if errors:
+                res.notes.append(f"caller errors: {errors[:3]}")
+        else:
+            res.attempted, res.completed, res.failed = sipp_counts(stats)
         if sipp.returncode not in (0, 1):
             res.notes.append(f"sipp exit {sipp.returncode}")
         res.ivr_cpu_avg_pct, res.ivr_cpu_peak_pct = sampler.cpu(impl, t_start, t_end)
@@ -719,7 +753,10 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     m = re.findall(r"received/dropped on interface [^\n]*?: (\d+)/(\d+)", cap_err.read_text(errors="replace"))
     if m:
         res.capture_dropped = int(m[-1][1])
-    fig = analyse(pcap, impl_sip, rtp, first_frame if impl == "pyvoip" else None, window, inband_key)
+    fig = analyse(pcap, impl_sip, rtp, first_frame if impl == "pyvoip" else None, window, inband_key, keys_given)
+    if tls is not None:  # INVITE -> 200 as the callers timed it: TLS hides the SIP from the capture
+        fig.invite_200_ms = [c["invite_200_ms"] for c in callers if c["invite_200_ms"] is not None]
+        fig.invites_unanswered = n - len(fig.invite_200_ms)
     if window is not None:
         res.window = window
         w = fig.window_gaps_ms
@@ -814,6 +851,9 @@ def main() -> int:
     p.add_argument("--inband", action="store_true",
                    help="ivr only: callers without telephone-event, who talk until their key and send it as a tone in "
                         "their audio, so the in-band DTMF detector runs for every call")
+    p.add_argument("--transport", choices=("udp", "tls"), default="udp",
+                   help="ivr only: tls places the calls over SIP/TLS with SDES-SRTP required (bench/tls_callers.py "
+                        "instead of sipp, which has neither here; INVITE -> 200 then as the callers time it)")
     p.add_argument("--disk-hog", action="store_true",
                    help="run dd ... oflag=dsync in a loop on the state directory's disk during each run")
     args = p.parse_args()
@@ -822,6 +862,8 @@ def main() -> int:
     for impl in impls:
         if impl not in RTP_RANGES:
             p.error(f"unknown --impl {impl!r} (ivr, pyvoip)")
+    if args.transport == "tls" and (impls != ["ivr"] or args.inband or args.speech_calls):
+        p.error("--transport tls needs --impl ivr, without --inband or --speech-calls")
     if args.inband and impls != ["ivr"]:
         p.error("--inband needs --impl ivr")
     missing = [t for t in ("sipp", "dumpcap", "espeak-ng", "sox") if shutil.which(t) is None]

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -103,19 +104,10 @@ class _Connection(asyncio.Protocol):
         self.keys: set[Address] = set()
         self.last_used = time.monotonic()
         self.closed = False
-        #: Accepted on the TLS listener, not yet through the handshake.
-        self.awaiting_handshake = outbound is None and transport_name == "TLS"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1]))
-        if self.name == "TLS" and self.awaiting_handshake:
-            # A client of our TLS listener: the handshake runs in StreamConnections._handshake, where a failure
-            # can be logged (the loop's own server-side TLS drops it silently)
-            raw = cast(asyncio.Transport, transport)
-            raw.pause_reading()
-            self.owner._handshake(self, raw)
-            return
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but is one
         self.owner._attach(self, self.peer)
         for data in self.queued:
@@ -184,17 +176,28 @@ class StreamConnections:
         self._servers: list[asyncio.AbstractServer] = []
         self._connecting: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._listeners: list[socket.socket] = []
         #: When a refused TLS handshake from each host was last logged.
         self._refused_at: dict[str, float] = {}
 
     async def listen(self, transport_name: str, host: str, port: int) -> int:
         """Listen for TCP or TLS on host:port; the port bound (OSError when it cannot)."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: self._accepted(transport_name), host, port, reuse_address=True)
-        self._servers.append(server)
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap(), name="sip-streams-idle")
-        bound = server.sockets[0].getsockname()
+        if transport_name == "TLS":
+            listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                            backlog=512, reuse_port=False)
+            listener.setblocking(False)
+            self._listeners.append(listener)
+            accepting = asyncio.create_task(self._accept_tls(listener), name="sip-tls-accept")
+            self._connecting.add(accepting)
+            accepting.add_done_callback(self._connecting.discard)
+            bound = listener.getsockname()
+        else:
+            server = await loop.create_server(lambda: self._accepted(transport_name), host, port, reuse_address=True)
+            self._servers.append(server)
+            bound = server.sockets[0].getsockname()
         log.info("sip listening on %s %s:%s", transport_name.lower(), bound[0], bound[1])
         return int(bound[1])
 
@@ -205,35 +208,43 @@ class StreamConnections:
             connection.closed = True  # connection_made closes it below
         return connection
 
-    def _handshake(self, connection: _Connection, raw: asyncio.Transport) -> None:
-        task = asyncio.create_task(self._serve_tls(connection, raw), name="sip-tls-handshake")
-        self._connecting.add(task)
-        task.add_done_callback(self._connecting.discard)
-
-    async def _serve_tls(self, connection: _Connection, raw: asyncio.Transport) -> None:
-        """The server side of a TLS handshake; a refused one (a certificate from no CA we trust, none when one is
-        required, a client speaking no TLS) is one log line per source and minute, and the connection is closed."""
-        assert self.tls_server is not None and connection.peer is not None
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        """Our TLS listener: each client's handshake in its own task (``connect_accepted_socket``), so that a
+        refused one can be logged: the loop's own server-side TLS drops failures silently."""
         loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and the like: a moment, then on
+                log.warning("sip tls accept failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if len(self._all) >= MAX_CONNECTIONS:
+                log.warning("sip tls connection refused: %d open", len(self._all))
+                sock.close()
+                continue
+            task = asyncio.create_task(self._serve_tls(sock), name="sip-tls-handshake")
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
+
+    async def _serve_tls(self, sock: socket.socket) -> None:
+        """The server side of one TLS handshake; a refused one (a certificate from no CA we trust, none when
+        one is required, a client speaking no TLS) is one log line per source and minute."""
+        loop = asyncio.get_running_loop()
+        peer = sock.getpeername()
+        connection = _Connection(self, "TLS")
         try:
-            secured = await loop.start_tls(raw, connection, self.tls_server, server_side=True,
-                                           ssl_handshake_timeout=CONNECT_TIMEOUT)
+            await loop.connect_accepted_socket(lambda: connection, sock, ssl=self.tls_server,
+                                               ssl_handshake_timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
-            host = connection.peer[0]
+            sock.close()
+            host = str(peer[0])
             now = time.monotonic()
             if now - self._refused_at.get(host, -120.0) >= 60.0:
                 if len(self._refused_at) > 1024:
                     self._refused_at.clear()
                 self._refused_at[host] = now
-                log.warning("sip tls handshake from %s:%s refused: %s", *connection.peer, _reason(exc))
-            raw.abort()
-            connection.closed = True
-            return
-        if secured is None or connection.closed:
-            raw.abort()
-            return
-        connection.awaiting_handshake = False
-        connection.connection_made(secured)
+                log.warning("sip tls handshake from %s:%s refused: %s", host, peer[1], _reason(exc))
 
     def send(self, data: bytes, address: Address, transport_name: str) -> None:
         """Send on the connection to ``address``, opening one when there is none."""
@@ -301,6 +312,12 @@ class StreamConnections:
             server.close()
         for task in list(self._connecting):
             task.cancel()
+        for task in list(self._connecting):
+            with contextlib.suppress(BaseException):
+                await task
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
