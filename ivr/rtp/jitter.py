@@ -131,6 +131,11 @@ class JitterBuffer:
         return self._jitter
 
     @property
+    def highest_sequence(self) -> int | None:
+        """The extended highest sequence number received (RFC 3550 section 6.4.1: cycles << 16 | seq)."""
+        return None if self._max_seq is None else self._max_seq - 0x10000
+
+    @property
     def target_delay(self) -> float:
         """The playout delay the buffer is steering towards, in seconds."""
         return self._target

@@ -253,6 +253,8 @@ class MediaStream:
         self._playing = False
         self.last_received: float | None = None
         self.sent = 0
+        self.octets = 0
+        """Payload octets sent (an RTCP sender report's count)."""
         self.received = 0
         self.rejected_source = 0
         self.garbage = 0
@@ -419,6 +421,7 @@ class MediaStream:
         seq = self._seq
         self._seq = (seq + 1) & 0xFFFF
         self.sent += 1
+        self.octets += len(payload)
         if self._pending_done:
             self._finish_prompts()
         return _HEADER.pack(_V2, b1, seq, ts, self.ssrc) + payload
@@ -614,6 +617,16 @@ class MediaStream:
             out = self._delay.popleft()
             if self.wants_audio:
                 self.events.append(AudioReceived(PCM_SILENCE if out.blank else out.pcm))
+
+    @property
+    def remote_ssrc(self) -> int | None:
+        """The SSRC of the stream we take from the caller (latched), for RTCP reception reports."""
+        return self._ssrc
+
+    @property
+    def rtp_clock(self) -> int:
+        """The RTP timestamp of the frame that starts now (a sender report pairs it with the wallclock)."""
+        return self._ts
 
     @property
     def stats(self) -> dict[str, int | float]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ivr.errors import IvrError
 from ivr.metrics.buckets import LATENESS_BOUNDS, Buckets
+from ivr.proto import rtcp
 from ivr.proto.dtmf import DtmfBank
 from ivr.proto.g711 import alaw_decode, ulaw_decode
 from ivr.proto.sdes import SrtpKeys
@@ -94,11 +96,20 @@ class _RtpProtocol(asyncio.DatagramProtocol):
             self.lost.set_result(None)
 
 
+def _plain_rtcp(data: bytes) -> bool:
+    """A whole, unencrypted compound RTCP packet: SRTCP adds an index and a tag after the lengths."""
+    try:
+        rtcp.parse_compound(data)
+    except rtcp.RtcpError:
+        return False
+    return True
+
+
 class _RtcpProtocol(_RtpProtocol):
-    """Port + 1: RTCP is read and ignored (RFC 3550 section 11; we send no reports)."""
+    """Port + 1: the caller's RTCP (RFC 3550 section 11), and ours goes out from it."""
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.session._stream.rtcp += 1
+        self.session._rtcp_received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         pass
@@ -135,6 +146,14 @@ class RtpSession:
         """The nominal time of this session's last tick (its phase's)."""
         self._srtp: SrtpContext | None = None
         """The call's SRTP when its SDP negotiated it (:meth:`configure`)."""
+        self._rtcp_due = self._loop.time() + rtcp.next_interval(engine.rtcp_interval)
+        self._rtcp_from: tuple[str, int] | None = None
+        """Where the caller's RTCP comes from (symmetric RTCP: ours goes there; else RTP port + 1)."""
+        self._reception = rtcp.ReceptionState()
+        self._sent_at_report = 0
+        self._rtcp_sent = 0
+        self._rtcp_garbage = 0
+        self._rtcp_plain = 0
         self._log = _CallLog(log, {"call_id": call_id or "-"})
 
     # -- the API the SIP layer and the call engine use -------------------------------------------
@@ -233,6 +252,10 @@ class RtpSession:
         out["send_errors"] = self._errors
         out["srtp"] = self._srtp is not None
         out["srtp_failed"] = self._srtp.failed if self._srtp is not None else 0
+        out["srtcp_failed"] = self._srtp.rtcp_failed if self._srtp is not None else 0
+        out["rtcp_sent"] = self._rtcp_sent
+        out["rtcp_garbage"] = self._rtcp_garbage
+        out["rtcp_plain"] = self._rtcp_plain
         return out
 
     async def close(self) -> None:
@@ -307,7 +330,61 @@ class RtpSession:
             sent = 1
         if stream.events:
             self._dispatch()
+        if now >= self._rtcp_due:
+            self._send_rtcp(now)
         return sent
+
+    def _send_rtcp(self, now: float) -> None:
+        """Our report (RFC 3550 section 6.4: SR if we sent since the last one, else RR; our view of the caller's
+        stream as its block; SDES CNAME), through SRTCP when the call has SRTP. Also while on hold."""
+        self._rtcp_due = now + rtcp.next_interval(self._engine.rtcp_interval)
+        stream, transport = self._stream, self._rtcp_transport
+        if transport is None or stream.remote is None:
+            return
+        sender = None
+        if stream.sent > self._sent_at_report:
+            sender = rtcp.SenderInfo(time.time(), stream.rtp_clock, stream.sent, stream.octets)
+            self._sent_at_report = stream.sent
+        block = None
+        highest = stream.jitter.highest_sequence
+        if stream.remote_ssrc is not None and highest is not None:
+            block = self._reception.block(stream.remote_ssrc, received=stream.jitter.stats.received,
+                                          lost=stream.jitter.stats.lost, highest_sequence=highest,
+                                          jitter_seconds=stream.jitter.jitter, clock_rate=8000, now=now)
+        packet = rtcp.build_report(stream.ssrc, self._engine.cname, sender=sender, reception=block)
+        if self._srtp is not None:
+            packet = self._srtp.protect_rtcp(packet)
+        destination = self._rtcp_from or (stream.remote[0], stream.remote[1] + 1)
+        transport.sendto(packet, destination)
+        self._rtcp_sent += 1
+
+    def _rtcp_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """The caller's report: authenticated when the call has SRTP (a failure is dropped, logged once),
+        parsed for its SR time (our next block's LSR); from the RTP peer's host it also says where ours go."""
+        stream = self._stream
+        stream.rtcp += 1
+        if self._srtp is not None:
+            if _plain_rtcp(data):  # RFC 3711 section 3.4: not SRTCP, dropped (baresip's first APP, its last BYE)
+                self._rtcp_plain += 1
+                return
+            plain = self._srtp.unprotect_rtcp(data)
+            if plain is None:
+                if self._srtp.rtcp_failed == 1:
+                    self._log.warning("srtcp packets from %s:%d fail authentication: dropped (%s)", *addr[:2],
+                                      self._srtp.rtcp_error)
+                return
+            data = plain
+        try:
+            packets = rtcp.parse_compound(data)
+        except rtcp.RtcpError:
+            self._rtcp_garbage += 1
+            return
+        now = self._loop.time()
+        for packet in packets:
+            if packet.ntp_middle is not None:
+                self._reception.sender_report_received(packet.ntp_middle, now)
+        if stream.remote is not None and addr[0] == stream.remote[0]:
+            self._rtcp_from = (addr[0], addr[1])
 
     def _finish_inband(self) -> None:
         """After the engine ran the shared DTMF bank: this tick's in-band events and delayed audio."""
@@ -387,6 +464,10 @@ class MediaEngine:
         """Every phase tick's lateness since start, for the Prometheus histogram (one bisect per tick)."""
         self._ticks = 0
         self._packets_sent = 0
+        self.rtcp_interval = rtcp.INTERVAL
+        """Seconds between a call's RTCP reports, before the random factor (tests shorten it)."""
+        self.cname = f"edge-ivr-{secrets.token_hex(6)}"
+        """Our RTCP CNAME: random per start (RFC 7022), the same for every call's reports."""
         self._dtmf = DtmfBank()
         """The in-band DTMF detectors of every session without telephone-event: one numpy analysis per
         phase tick for all of that phase's sessions, after their packets are sent."""

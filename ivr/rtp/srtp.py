@@ -1,5 +1,5 @@
 """SRTP for one call's media: libsrtp through ``pylibsrtp`` (the binding aiortc uses), the one adapter
-between our RTP and the cipher. The keys come from the SDP (ivr/proto/sdes.py); a packet that fails
+between our RTP (and RTCP: SRTCP) and the cipher. The keys come from the SDP (ivr/proto/sdes.py); a packet that fails
 authentication (the peer's key is not the one its SDP gave, or it sends plain RTP) is dropped and counted,
 never played."""
 
@@ -26,6 +26,10 @@ class SrtpContext:
         self._rx = _session(keys.remote_key, keys.suite, pylibsrtp.Policy.SSRC_ANY_INBOUND)
         self.failed = 0
         """Packets received that failed authentication or replay checks: dropped."""
+        self.rtcp_failed = 0
+        """RTCP packets received that failed SRTCP authentication: dropped."""
+        self.rtcp_error = ""
+        """Why the last one failed (libsrtp's status), for the log."""
 
     def update(self, keys: SrtpKeys) -> None:
         """A re-INVITE's keys. Our direction keeps its libsrtp state while our key stays: a fresh one would
@@ -46,4 +50,17 @@ class SrtpContext:
             return bytes(self._rx.unprotect(packet))
         except pylibsrtp.Error:
             self.failed += 1
+            return None
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        """SRTCP (RFC 3711 section 3.4): our reports encrypted and authenticated with the same key."""
+        return bytes(self._tx.protect_rtcp(packet))
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes | None:
+        """The plain RTCP packet, or None (counted in ``rtcp_failed``) when it does not authenticate."""
+        try:
+            return bytes(self._rx.unprotect_rtcp(packet))
+        except pylibsrtp.Error as exc:
+            self.rtcp_failed += 1
+            self.rtcp_error = f"{exc} ({len(packet)} bytes, first {packet[:2].hex()})"
             return None

@@ -110,6 +110,7 @@ def test_baresip_over_srtp_walks_the_menu(env: Env, tmp_path: Path, mediaenc: st
             assert phone.command("sndcode", "2").get("ok")
             phone.wait_event("CALL_CLOSED", timeout=20)
             call = wait_for_call(env_)
+            daemon_log = log.read_text()
     finally:
         phone.stop()
     assert call["path"] == ["menu", "two"] and call["outcome"] == "hangup", call
@@ -119,6 +120,7 @@ def test_baresip_over_srtp_walks_the_menu(env: Env, tmp_path: Path, mediaenc: st
     assert [e.data for e in events if e.type == "input.dtmf"] == [{"digit": "2", "source": "rfc4733"}]
     out = phone.output()
     assert "SRTP is Enabled" in out and "unprotect" not in out, out  # libre's srtp warns of every failure
+    assert "fail authentication" not in daemon_log, daemon_log[-3000:]  # its SRTCP too (its plain APP/BYE dropped)
     rates = re.findall(r"audio=(\d+)/(\d+) \(bit/s\)", out)
     assert rates and min(int(x) for x in rates[-1]) > 0, out  # both ways: its bit rates sent / received
 

@@ -58,6 +58,7 @@ def test_baresip_over_tls_with_srtp_walks_the_menu(env: Env, pki: Pki, tmp_path:
             assert phone.command("sndcode", "2").get("ok")
             phone.wait_event("CALL_CLOSED", timeout=20)
             call = wait_for_call(env_)
+            daemon_log = log.read_text()
     finally:
         phone.stop()
     assert call["path"] == ["menu", "two"] and call["outcome"] == "hangup", call
@@ -68,6 +69,7 @@ def test_baresip_over_tls_with_srtp_walks_the_menu(env: Env, pki: Pki, tmp_path:
     assert [e.data for e in events if e.type == "input.dtmf"] == [{"digit": "2", "source": "rfc4733"}]
     out = phone.output()
     assert "SRTP is Enabled" in out and "unprotect" not in out, out
+    assert "fail authentication" not in daemon_log, daemon_log[-3000:]  # its SRTCP too (its plain APP/BYE dropped)
 
 
 @dataclass
