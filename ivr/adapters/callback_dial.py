@@ -140,7 +140,7 @@ class SipDialPort:
         from ivr.adapters.netutil import local_ip_towards
         from ivr.adapters.sip_call import SipCall
         from ivr.adapters.telephony import SUPPORTED
-        from ivr.adapters.transfer import TransferContext, Transferer, _configure, srtp_offer
+        from ivr.adapters.transfer import TransferContext, Transferer, configure_answered, srtp_offer
         from ivr.sip.sdp import build_offer
 
         tel = self.telephony
@@ -170,7 +170,7 @@ class SipDialPort:
                 outcome = _SIP_OUTCOMES.get(result.outcome.value, "failed") if result is not None else "failed"
                 return DialResult(outcome, detail=f"SIP {status or '-'} {result.reason if result else ''}".strip())
             answered_at = self.now()
-            if not _configure(session, leg.remote_sdp, crypto, mode == "required"):
+            if not configure_answered(session, leg.remote_sdp, crypto, mode == "required"):
                 return DialResult("failed", detail="no usable codec (or no SRTP, required) in the answer",
                                   answered_at=answered_at)
             call = SipCall(leg_call_id, leg, session, rtp_timeout=self.rtp_timeout)

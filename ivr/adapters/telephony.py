@@ -17,7 +17,7 @@ from typing import Any
 
 from ivr.adapters.netutil import local_ip_towards
 from ivr.adapters.sip_call import SipCall
-from ivr.adapters.transfer import TransferContext, Transferer
+from ivr.adapters.transfer import TransferContext, Transferer, configure_answered, srtp_offer
 from ivr.config import Config, SipAccount
 from ivr.engine.context import Outcome, Recorder
 from ivr.errors import CallerHungUp
@@ -208,29 +208,27 @@ class Telephony:
                      "telephone_event": result.telephone_event is not None,
                      "ptime": result.ptime, "offer": "early", "rtp_port": session.local_port,
                      "srtp": result.srtp.suite if result.srtp else None}
-        elif srtp_mode == "required":  # our offers are plain RTP: SRTP only answers an offer (ivr/proto/sdes.py)
-            await leg.reject(488)
-            await self.events.append("sip.rejected", call_id, status=488,
-                                     reason="SRTP required (sip.srtp) and the INVITE has no SDP offer", **base)
-            return
-        else:  # late offer: we offer, the answer comes in the ACK
+        else:  # late offer: we offer (SRTP where the source's mode asks: RTP/SAVP when required), the answer is
+            # in the ACK
+            crypto = srtp_offer(srtp_mode)
             offer = build_offer(SUPPORTED, local_address=address, local_port=session.local_port,
-                                session_id=str(session.local_port), session_version=str(version))
+                                session_id=str(session.local_port), session_version=str(version), crypto=crypto,
+                                srtp_required=srtp_mode == "required")
             await leg.ring()
             body = await leg.answer(offer.to_bytes())
-            remote = remote_media(parse_sdp(body or b""))
-            audio = [c for c in (remote.codecs if remote else ()) if c.name.upper() in ("PCMU", "PCMA")]
-            if remote is None or not audio:
+            if not configure_answered(session, body, crypto, srtp_mode == "required"):
                 await leg.hangup()
-                await self.events.append("sip.rejected", call_id, status=488, reason="no codec in ACK", **base)
+                reason = "no codec in ACK" if srtp_mode != "required" else "no codec, or no SRTP (required), in ACK"
+                await self.events.append("sip.rejected", call_id, status=488, reason=reason, **base)
                 return
+            remote = remote_media(parse_sdp(body or b""))
+            assert remote is not None  # configure_answered took it
+            audio = [c for c in remote.codecs if c.name.upper() in ("PCMU", "PCMA")]
             te = next((c for c in remote.codecs if c.name.lower() == "telephone-event"), None)
-            session.configure(remote=(remote.address, remote.port), payload_type=audio[0].payload_type,
-                              telephone_event_pt=te.payload_type if te else None,
-                              ptime_ms=sendable_ptime(remote.ptime), send=not remote.on_hold)
+            keys = session.srtp_keys
             facts = {**base, "transport": leg.transport, "codec": audio[0].name, "telephone_event": te is not None,
                      "ptime": sendable_ptime(remote.ptime), "offer": "late", "rtp_port": session.local_port,
-                     "srtp": None}
+                     "srtp": keys.suite if keys is not None else None}
         call = SipCall(call_id, leg, session, rtp_timeout=self.config.rtp_timeout_seconds, speech=self.speech,
                        speech_verify=self.config.speech.verify, speech_language=self.config.speech.language)
         call.transferer = Transferer(TransferContext(self.config.transfer, self.endpoint, self.media, self.ami,

@@ -40,7 +40,7 @@ from ivr.engine.call import TransferProgress, TransferResult, TransferTarget
 from ivr.errors import CallerHungUp
 from ivr.proto.sdes import Crypto, answered, offer_crypto
 from ivr.rtp.bridge import MediaBridge
-from ivr.sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, build_offer, parse_sdp, remote_media
+from ivr.sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, build_offer, parse_sdp, remote_media, sendable_ptime
 
 if TYPE_CHECKING:
     from ivr.adapters.sip_call import SipCall
@@ -243,7 +243,7 @@ class Transferer:
                 what = f"{result.outcome.value} {result.status or ''}".strip() if result is not None else "failed"
                 return TransferResult(False, f"{prefix}bridge: {what}")
             try:
-                if not _configure(session, agent.remote_sdp, crypto, mode == "required"):
+                if not configure_answered(session, agent.remote_sdp, crypto, mode == "required"):
                     return TransferResult(False, f"{prefix}bridge: no usable codec (or no SRTP, required) in the"
                                                  " agent's answer")
                 return await self._relay(call, agent, session, prefix, report)
@@ -307,9 +307,11 @@ def srtp_offer(mode: str) -> Crypto | None:
     return offer_crypto(secrets.token_bytes(30)) if mode in ("optional", "required") else None
 
 
-def _configure(session: Any, sdp: bytes | None, offered: Crypto | None = None, required: bool = False) -> bool:
-    """Point the agent's RTP session at the answer's address, in the first G.711 codec it kept, with SRTP when
-    we offered it (``offered``) and the answer took it; False when it did not and SRTP is ``required``."""
+def configure_answered(session: Any, sdp: bytes | None, offered: Crypto | None = None,
+                       required: bool = False) -> bool:
+    """Point an RTP session we made the offer for (the agent's leg, a callback's, a late-offer caller's) at the
+    answer's address, in the first G.711 codec it kept, with SRTP when we offered it (``offered``) and the answer
+    took it; False when it did not and SRTP is ``required``, or the answer is unusable."""
     try:
         remote = remote_media(parse_sdp(sdp or b""))
     except ValueError:
@@ -324,7 +326,7 @@ def _configure(session: Any, sdp: bytes | None, offered: Crypto | None = None, r
         return False
     te = next((c for c in remote.codecs if c.name.lower() == "telephone-event"), None)
     session.configure(remote=(remote.address, remote.port), payload_type=audio[0].payload_type,
-                      telephone_event_pt=te.payload_type if te else None, ptime_ms=remote.ptime or 20,
+                      telephone_event_pt=te.payload_type if te else None, ptime_ms=sendable_ptime(remote.ptime),
                       send=not remote.on_hold, srtp=keys)
     return True
 

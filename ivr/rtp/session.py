@@ -159,6 +159,11 @@ class RtpSession:
     # -- the API the SIP layer and the call engine use -------------------------------------------
 
     @property
+    def srtp_keys(self) -> SrtpKeys | None:
+        """The SDES keys in use, None for plain RTP."""
+        return self._srtp.keys if self._srtp is not None else None
+
+    @property
     def law(self) -> str:
         """``"ulaw"`` (PT 0) or ``"alaw"`` (PT 8), as negotiated in :meth:`configure`."""
         return self._stream.law
