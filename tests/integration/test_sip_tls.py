@@ -1,6 +1,6 @@
 """SIP over TLS with real peers (issue 15 items 12-14): baresip over TLS with mandatory SRTP walks the menu; the
 appliance registers over TLS (SRV-free, by ``sip.transport_peers``) at a registrar whose certificate the site CA
-signed, and refuses to talk to one whose certificate it did not (no REGISTER leaves, one clear log line); with
+signed, keeping it alive with RFC 5626 CRLF pings on that one connection, and refuses to talk to one whose certificate it did not (no REGISTER leaves, one clear log line); with
 ``client_certs: required`` a client holding a certificate from another CA is refused at the handshake while
 one from the site CA is served."""
 
@@ -82,6 +82,7 @@ class TlsRegistrar:
     port: int = 0
     received: list[bytes] = field(default_factory=list)
     handshakes: int = 0
+    pings: int = 0
 
     def __post_init__(self) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -120,6 +121,7 @@ class TlsRegistrar:
                 return
             for message in framer.feed(data):
                 if message == PING:
+                    self.pings += 1
                     conn.sendall(b"\r\n")
                     continue
                 self.received.append(message)
@@ -163,12 +165,16 @@ def test_registration_over_tls_only_to_a_registrar_the_site_ca_vouches_for(regis
     env = registrar_env
     registrar = TlsRegistrar(pki.cert if trusted else pki.rogue_cert, pki.key if trusted else pki.rogue_key)
     account = (f"accounts: [{{aor: 'sip:2000@127.0.0.2', registrar: '127.0.0.2:{registrar.port}', "
-               "username: '2000', password_file: pbx.secret}], "
+               "username: '2000', password_file: pbx.secret, keepalive_seconds: 0.5}], "
                "transport_peers: [{peers: [127.0.0.2], transport: tls}], ")
     with_tls(env, pki, free_sip_port(), sip_extra=account)
     try:
         for env_, _port, log in run_appliance(env):
             lines = registration_lines(env_, "registered" if trusted else "failed")
+            for _ in range(50):  # bounded: the CRLF keep-alives ride the registration's connection
+                if registrar.pings >= 2 or not trusted:
+                    break
+                time.sleep(0.1)
             text = log.read_text()
     finally:
         registrar.stop()
@@ -177,6 +183,7 @@ def test_registration_over_tls_only_to_a_registrar_the_site_ca_vouches_for(regis
         first = registrar.received[0]
         assert first.startswith(b"REGISTER sip:127.0.0.2") and b"SIP/2.0/TLS" in first, first[:300]
         assert b";transport=tls" in first  # our Contact: the registrar's requests come back over TLS
+        assert registrar.pings >= 2 and registrar.handshakes == 1  # RFC 5626 keep-alives on the one connection
     else:
         assert registrar.received == [], registrar.received
         assert lines and "registered" not in lines[0], lines
