@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.errors import ConfigError, Problem
-from ivr.sip.connections import TlsSettings
+from ivr.sip.connections import TlsSettings, client_context, server_context
 from ivr.sip.resolve import parse_host
 from ivr.sip.transport import TransportRule
 from ivr.sip.ua_state import PeerLimit
@@ -567,9 +567,22 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                 files[key] = base / str(tls_doc[key])
                 if not files[key].exists():
                     problems.append(Problem(name, *at("sip", "tls", key), f"{key} {files[key]} does not exist"))
-        if "cert" in files and "key" in files:
+        if "cert" in files and "key" in files and not problems:
             tls = TlsSettings(files["cert"], files["key"], files.get("ca"), bool(tls_doc.get("verify_server", True)),
                               str(tls_doc.get("client_certs", "none")))
+            try:  # a certificate that does not load is the config's error, with its line, not a failed start
+                server_context(tls)
+                client_context(tls)
+            except (OSError, ssl.SSLError) as exc:
+                reason = str(exc)
+                if "PEM lib" in reason or "NO_START_LINE" in reason:
+                    reason = "not a PEM certificate chain and its private key"
+                elif "KEY_VALUES_MISMATCH" in reason:
+                    reason = "the key is not the certificate's"
+                problems.append(Problem(name, *at("sip", "tls", "cert"),
+                                        f"cannot use cert {files['cert'].name} with key {files['key'].name}"
+                                        f"{' and ca ' + files['ca'].name if 'ca' in files else ''}: {reason}"))
+                tls = None
     rules = tuple(TransportRule(tuple(str(p) for p in item["peers"]), str(item["transport"]).upper())
                   for item in sip_doc.get("transport_peers") or ())
     for i, rule in enumerate(rules):

@@ -1,8 +1,8 @@
 """SIP over TLS with real peers (issue 15 items 12-14): baresip over TLS with mandatory SRTP walks the menu; the
 appliance registers over TLS (SRV-free, by ``sip.transport_peers``) at a registrar whose certificate the site CA
-signed, keeping it alive with RFC 5626 CRLF pings on that one connection, and refuses to talk to one whose certificate it did not (no REGISTER leaves, one clear log line); with
-``client_certs: required`` a client holding a certificate from another CA is refused at the handshake while
-one from the site CA is served."""
+signed, keeping it alive with RFC 5626 CRLF pings on that one connection, and refuses to talk to one whose
+certificate it did not (no REGISTER leaves, one clear log line); with ``client_certs: required`` a client
+holding a certificate from another CA is refused at the handshake while one from the site CA is served."""
 
 from __future__ import annotations
 

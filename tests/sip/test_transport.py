@@ -3,8 +3,12 @@ transaction layer does with both (RFC 3261 section 18); sans-I/O, time passed in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from ivr.config import load_config
+from ivr.errors import ConfigError
 from ivr.sip.framing import MAX_BODY, PING, FramingError, StreamFramer
 from ivr.sip.message import SipRequest, parse_message
 from ivr.sip.transaction import (
@@ -121,3 +125,21 @@ def test_framing_cuts_messages_by_content_length_and_answers_pings() -> None:
 def test_framing_refuses_what_cannot_be_framed(bad: bytes) -> None:
     with pytest.raises(FramingError):
         StreamFramer().feed(bad)
+
+
+def test_tls_config_that_cannot_work_is_reported_at_its_line(tmp_path: Path) -> None:
+    """A certificate that does not load, a missing key, tls for a peer without sip.tls, tcp without sip.tcp:
+    the config's errors with file:line, not a failed start."""
+    (tmp_path / "box.pem").write_text("not a certificate\n")
+    cases = {
+        "sip:\n  tls: {cert: box.pem, key: box.pem}\n": ":3:15: cannot use cert box.pem with key box.pem: not a PEM",
+        "sip:\n  tls: {cert: box.pem, key: gone.key}\n": "gone.key does not exist",
+        "sip:\n  transport_peers: [{peers: [192.0.2.1], transport: tls}]\n": "transport tls needs sip.tls",
+        "sip:\n  transport_peers: [{peers: [192.0.2.1], transport: tcp}]\n": "transport tcp needs sip.tcp: true",
+    }
+    for text, wanted in cases.items():
+        path = tmp_path / "ivr.yaml"
+        path.write_text("site: {id: a}\n" + text)
+        with pytest.raises(ConfigError) as err:
+            load_config(str(path))
+        assert wanted in str(err.value) and str(err.value).startswith(f"{path}:"), str(err.value)
