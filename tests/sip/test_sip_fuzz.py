@@ -5,6 +5,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ivr.sip.framing import MAX_BODY, MAX_HEAD, PING, FramingError, StreamFramer
 from ivr.sip.lexical import SipParseError
 from ivr.sip.message import check_message, parse_message
 from ivr.sip.sdp import SdpParseError, parse_sdp
@@ -115,3 +116,21 @@ def test_sdp_fuzz(text: str) -> None:
         parse_sdp(text)
     except SdpParseError:
         pass
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.sampled_from(SEEDS + INTERESTING), st.binary(max_size=300)), max_size=8),
+       st.integers(min_value=1, max_value=400))
+def test_stream_framing_takes_anything(parts: list[bytes], chunk: int) -> None:
+    """TCP/TLS bytes in any cut: only FramingError escapes, every message framed is a run of the input, and the
+    framer never holds more than its bounds (ivr/sip/framing.py)."""
+    data = b"".join(parts)
+    framer = StreamFramer()
+    framed: list[bytes] = []
+    try:
+        for i in range(0, len(data), chunk):
+            framed += framer.feed(data[i:i + chunk])
+    except FramingError:
+        return
+    assert all(m == PING or m in data for m in framed)
+    assert framer.pending <= MAX_HEAD + MAX_BODY + 4
