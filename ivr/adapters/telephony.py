@@ -93,7 +93,7 @@ class Telephony:
                             transport_rules=sip.transport_rules),
             sip.host, sip.port, self._on_call,
             resolver=DnsResolver(sip.dns_servers, timeout=RESOLVE_TIMEOUT),
-            tcp=sip.tcp, tls=sip.tls, tls_port=sip.tls_port,
+            tcp=sip.tcp, tls=sip.tls, tls_port=sip.tls_port, tls_host=sip.tls_host,
         )
 
     async def start(self) -> None:

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 RESOLVE_TIMEOUT = 5.0
 
 
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _user_part(uri: str) -> str:
     try:
         parsed = parse_uri(uri)
@@ -374,8 +378,12 @@ class SipEndpoint:
         tcp: bool = False,
         tls: TlsSettings | None = None,
         tls_port: int = 5061,
+        tls_host: str | None = None,
     ) -> None:
         self.config = config
+        #: Where each transport listens, "host:port" by "udp", "tcp", "tls" (``ivr status``).
+        self.listening: dict[str, str] = {}
+        self.tls_host = tls_host
         #: SIP over TCP on the UDP port too; over TLS on ``tls_port`` (``sip.tcp``, ``sip.tls``).
         self.tcp = tcp
         self.tls = tls
@@ -418,6 +426,7 @@ class SipEndpoint:
         sockname = transport.get_extra_info("sockname")
         self._ua = UserAgent(self.config, (str(sockname[0]), int(sockname[1])))
         log.info("sip listening on %s:%s", sockname[0], sockname[1])
+        self.listening["udp"] = _host_port(str(sockname[0]), int(sockname[1]))
         if self.tcp or self.tls is not None:
             await self._listen_streams(int(sockname[1]))
 
@@ -432,9 +441,11 @@ class SipEndpoint:
         if self.tcp:
             await streams.listen("TCP", self.host, udp_port)
             ua.transports.ports["TCP"] = ua.transports.ports["UDP"]
+            self.listening["tcp"] = _host_port(self.host, udp_port)
         if tls is not None:
-            port = await streams.listen("TLS", self.host, self.tls_port)
+            port = await streams.listen("TLS", self.tls_host or self.host, self.tls_port)
             ua.transports.ports["TLS"] = port
+            self.listening["tls"] = _host_port(self.tls_host or self.host, port)
 
     @property
     def local_address(self) -> tuple[str, int]:

@@ -33,9 +33,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def with_tls(env: Env, pki: Pki, port: int, extra: str = "", sip_extra: str = "") -> None:
+def with_tls(env: Env, pki: Pki, port: int, extra: str = "", sip_extra: str = "", host: str = "127.0.0.1") -> None:
     text = env.config.read_text(encoding="utf-8")
-    tls = f"tls: {{listen: '127.0.0.1:{port}', cert: '{pki.cert}', key: '{pki.key}', ca: '{pki.ca}'{extra}}}, "
+    tls = f"tls: {{listen: '{host}:{port}', cert: '{pki.cert}', key: '{pki.key}', ca: '{pki.ca}'{extra}}}, "
     text = text.replace("sip: {listen: '127.0.0.1:0',", f"sip: {{{tls}{sip_extra}listen: '127.0.0.1:0',", 1)
     assert "tls: {listen" in text
     env.config.write_text(text, encoding="utf-8")
@@ -193,7 +193,7 @@ def test_registration_over_tls_only_to_a_registrar_the_site_ca_vouches_for(regis
 
 def test_a_client_certificate_from_another_ca_is_refused(env: Env, pki: Pki) -> None:
     port = free_sip_port()
-    with_tls(env, pki, port, extra=", client_certs: required")
+    with_tls(env, pki, port, extra=", client_certs: required", host="127.0.0.2")  # apart from UDP's address
     options = (f"OPTIONS sip:500@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtls1\r\n"
                "From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:500@127.0.0.1>\r\nCall-ID: tls-probe\r\n"
                "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
@@ -203,14 +203,15 @@ def test_a_client_certificate_from_another_ca_is_refused(env: Env, pki: Pki) -> 
         context = ssl.create_default_context(cafile=str(pki.ca))
         context.load_cert_chain(cert, key)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                    context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+            with socket.create_connection(("127.0.0.2", port), timeout=5) as raw, \
+                    context.wrap_socket(raw, server_hostname="127.0.0.2") as conn:
                 conn.sendall(options)
                 return conn.recv(65536)  # TLS 1.3: a refused client certificate shows here, not in the handshake
         except (ssl.SSLError, ConnectionError):
             return b""
 
-    for _env, _port, log in run_appliance(env):
+    for env_, _port, log in run_appliance(env):
+        assert env_.ivr("status").json()["sip_listening"]["tls"] == f"127.0.0.2:{port}"
         assert ask(pki.cert, pki.key).startswith(b"SIP/2.0 200 OK")
         assert ask(pki.rogue_cert, pki.rogue_key) == b""
         for _ in range(50):
