@@ -7,8 +7,9 @@ import asyncio
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,11 +98,16 @@ def test_baresip_over_srtp_walks_the_menu(env: Env, tmp_path: Path, mediaenc: st
     text = env.config.read_text().replace("rtp_ports: 31000-31999}", "rtp_ports: 31000-31999, srtp: optional}", 1)
     assert "srtp: optional" in text
     env.config.write_text(text)
-    phone = Baresip(tmp_path, mediaenc=mediaenc)
+    walk_menu_over_srtp(env, Baresip(tmp_path, mediaenc=mediaenc), lambda port: f"sip:500@127.0.0.1:{port}")
+
+
+def walk_menu_over_srtp(env: Env, phone: Baresip, target: Callable[[int], str]) -> dict[str, Any]:
+    """``phone`` (baresip with its srtp module) dials ``target(sip port)``, hears the prompt, presses 2: the menu
+    is walked, its key heard through SRTP, our audio and RTCP decrypt on both sides. The call's sip.answered."""
     phone.start()
     try:
         for env_, port, log in run_appliance(env):
-            assert phone.command("dial", f"sip:500@127.0.0.1:{port}").get("ok")
+            assert phone.command("dial", target(port)).get("ok")
             try:
                 phone.wait_event("CALL_ESTABLISHED", timeout=15)
             except AssertionError as e:
@@ -114,7 +120,7 @@ def test_baresip_over_srtp_walks_the_menu(env: Env, tmp_path: Path, mediaenc: st
     finally:
         phone.stop()
     assert call["path"] == ["menu", "two"] and call["outcome"] == "hangup", call
-    events = asyncio.run(read_events(env.state / "ivr.db", call["call_id"]))
+    events = asyncio.run(read_events(env.state / "ivr.db", str(call["call_id"])))
     answered = next(e for e in events if e.type == "sip.answered")
     assert answered.data["srtp"] in ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
     assert [e.data for e in events if e.type == "input.dtmf"] == [{"digit": "2", "source": "rfc4733"}]
@@ -123,6 +129,7 @@ def test_baresip_over_srtp_walks_the_menu(env: Env, tmp_path: Path, mediaenc: st
     assert "fail authentication" not in daemon_log, daemon_log[-3000:]  # its SRTCP too (its plain APP/BYE dropped)
     rates = re.findall(r"audio=(\d+)/(\d+) \(bit/s\)", out)
     assert rates and min(int(x) for x in rates[-1]) > 0, out  # both ways: its bit rates sent / received
+    return dict(answered.data)
 
 
 def test_a_callback_to_baresip_offers_srtp_when_its_trunk_requires_it(env: Env, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ holding a certificate from another CA is refused at the handshake while one from
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import socket
 import ssl
@@ -19,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from ivr.sip.framing import PING, StreamFramer
-from ivr.store.eventlog import read_events
 from tests.conftest import Env
-from tests.integration.appliance import run_appliance, wait_for_call
+from tests.integration.appliance import run_appliance
 from tests.integration.baresip.client import Baresip, free_sip_port
 from tests.integration.pki import Pki, make_pki
+from tests.integration.test_baresip import walk_menu_over_srtp
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl (Debian openssl) not installed")
 
@@ -45,31 +44,9 @@ def with_tls(env: Env, pki: Pki, port: int, extra: str = "", sip_extra: str = ""
 def test_baresip_over_tls_with_srtp_walks_the_menu(env: Env, pki: Pki, tmp_path: Path) -> None:
     port = free_sip_port()
     with_tls(env, pki, port, sip_extra="srtp: required, ")
-    phone = Baresip(tmp_path, mediaenc="srtp-mand", cafile=pki.ca)
-    phone.start()
-    try:
-        for env_, _port, log in run_appliance(env):
-            assert phone.command("dial", f"sip:500@127.0.0.1:{port};transport=tls").get("ok")
-            try:
-                phone.wait_event("CALL_ESTABLISHED", timeout=15)
-            except AssertionError as e:
-                raise AssertionError(f"{e}\n--- daemon log ---\n{log.read_text()[-4000:]}") from None
-            time.sleep(1.5)  # our prompt plays to it, encrypted, then a key
-            assert phone.command("sndcode", "2").get("ok")
-            phone.wait_event("CALL_CLOSED", timeout=20)
-            call = wait_for_call(env_)
-            daemon_log = log.read_text()
-    finally:
-        phone.stop()
-    assert call["path"] == ["menu", "two"] and call["outcome"] == "hangup", call
-    events = asyncio.run(read_events(env.state / "ivr.db", str(call["call_id"])))
-    answered = next(e for e in events if e.type == "sip.answered")
-    assert answered.data["transport"] == "tls", answered.data
-    assert answered.data["srtp"] in ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
-    assert [e.data for e in events if e.type == "input.dtmf"] == [{"digit": "2", "source": "rfc4733"}]
-    out = phone.output()
-    assert "SRTP is Enabled" in out and "unprotect" not in out, out
-    assert "fail authentication" not in daemon_log, daemon_log[-3000:]  # its SRTCP too (its plain APP/BYE dropped)
+    answered = walk_menu_over_srtp(env, Baresip(tmp_path, mediaenc="srtp-mand", cafile=pki.ca),
+                                   lambda _udp_port: f"sip:500@127.0.0.1:{port};transport=tls")
+    assert answered["transport"] == "tls", answered
 
 
 @dataclass
