@@ -71,7 +71,8 @@ except ImportError:  # the daemon falls back to asyncio the same way
     uvloop = None  # type: ignore[assignment]
 
 HOST = "127.0.0.1"
-PORT_BASE = 30000
+PORT_BASE = 50000
+"""RTP ports from here up (pairs taken by other programs are skipped)."""
 PROMPT = [bytes([0x10 + k % 64]) * 160 for k in range(50)]
 """The 1 s prompt of rtp_clock.py, played back to back."""
 PROMPT_ID = 0
@@ -126,12 +127,14 @@ class _Echo(asyncio.DatagramProtocol):
 class Signalling:
     """The main loop's stand-in for SIP and flows: an echo socket for the pinger and a 5 ms lag probe."""
 
-    def __init__(self, on_end: Callable[[], None]) -> None:
+    def __init__(self, on_end: Callable[[], None], load: float = 0.0) -> None:
+        self.load = load
+        """Share of a core the stand-in for flows and SIP spends in Python on this loop (``--main-load``)."""
         self.lags: list[float] = []
         self.port = 0
         self.ended_at = 0.0
         self._on_end = on_end
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._transport: Any = None
         self._measure_from = float("inf")
 
@@ -139,7 +142,9 @@ class Signalling:
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.create_datagram_endpoint(_Echo, local_addr=(HOST, 0))
         self.port = self._transport.get_extra_info("sockname")[1]
-        self._task = asyncio.create_task(self._probe())
+        self._tasks.append(asyncio.create_task(self._probe()))
+        if self.load > 0:
+            self._tasks.append(asyncio.create_task(self._busy()))
 
     def measure(self) -> None:
         """From now on (after the warm-up) the media runs: lag samples count."""
@@ -166,21 +171,49 @@ class Signalling:
             if now - due > LAG_PERIOD:
                 due = now  # a long stall is one sample, not a burst of catch-up ones
 
+    async def _busy(self) -> None:
+        """Every 10 ms, ``load`` x 10 ms of pure-Python work in 0.25 ms slices, each a loop turn of its own (as
+        many small SIP and flow events would be): it holds the GIL and the loop as the real work does."""
+        window = 0.010
+        while True:
+            t0 = time.perf_counter()
+            end = t0 + self.load * window
+            while time.perf_counter() < end:
+                until = min(end, time.perf_counter() + 0.00025)
+                x = 0
+                while time.perf_counter() < until:
+                    x += 1
+                await asyncio.sleep(0)
+            await asyncio.sleep(max(0.0, window - (time.perf_counter() - t0)))
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self._transport is not None:
             self._transport.close()
 
 
-def bind_pair(port: int) -> tuple[socket.socket, socket.socket]:
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtp.bind((HOST, port))
-    rtcp.bind((HOST, port + 1))
-    for s in (rtp, rtcp):
-        s.setblocking(False)
-    return rtp, rtcp
+def bind_pairs(n: int) -> list[tuple[socket.socket, socket.socket]]:
+    """n RTP/RTCP socket pairs on even/odd ports from PORT_BASE up, as the MediaEngine binds them."""
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+    for port in range(PORT_BASE, PORT_BASE + 4 * n + 200, 2):
+        if len(pairs) == n:
+            break
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            rtp.bind((HOST, port))
+            rtcp.bind((HOST, port + 1))
+        except OSError:
+            rtp.close()
+            rtcp.close()
+            continue
+        for s in (rtp, rtcp):
+            s.setblocking(False)
+        pairs.append((rtp, rtcp))
+    if len(pairs) < n:
+        raise RuntimeError(f"only {len(pairs)} free RTP port pairs from {PORT_BASE}")
+    return pairs
 
 
 # -- variant a: today ---------------------------------------------------------------------------------------
@@ -237,8 +270,10 @@ def _records(data: bytes) -> list[tuple[int, int, int, int, int]]:
     return [REC.unpack_from(data, off) for off in range(0, len(data) - REC.size + 1, REC.size)]
 
 
-def media_worker(ctl: socket.socket, port_min: int, port_max: int) -> None:
+def media_worker(ctl: socket.socket, port_min: int, port_max: int, media_nice: int) -> None:
     """The worker's whole life: a uvloop running the MediaEngine, obeying the commands on ``ctl``."""
+    if media_nice:
+        os.setpriority(os.PRIO_PROCESS, 0, media_nice)
     if uvloop is not None:
         uvloop.install()
     asyncio.run(_worker_main(ctl, port_min, port_max))
@@ -367,10 +402,10 @@ class WorkerClient:
                 time.sleep(0.001)
         raise RuntimeError("media worker stopped reading its commands")
 
-    async def open(self, first_sid: int, pairs: list[tuple[socket.socket, socket.socket]]) -> None:
+    async def open(self, sids: list[int], pairs: list[tuple[socket.socket, socket.socket]]) -> None:
         """OPEN a batch of sessions (their fds in the message); wait for the worker to have them."""
         self.flush()
-        data = b"".join(REC.pack(OP_OPEN, first_sid + k, 0, 0, 0) for k in range(len(pairs)))
+        data = b"".join(REC.pack(OP_OPEN, sid, 0, 0, 0) for sid in sids)
         self.ready = self.loop.create_future()
         self._send(data, [s.fileno() for pair in pairs for s in pair])
         await asyncio.wait_for(self.ready, 10)
@@ -395,53 +430,70 @@ class WorkerClient:
         self.loop.remove_reader(self.ctl.fileno())
 
 
-async def variant_b(n: int, seconds: float, rport: int, sig: Signalling, sampler: Sampler) -> dict[str, Any]:
+async def variant_b(n: int, seconds: float, rport: int, sig: Signalling, sampler: Sampler,
+                    workers: int, media_nice: int) -> dict[str, Any]:
+    """``workers`` media worker processes; session ``sid`` lives in worker ``sid % workers``."""
     ctx = mp.get_context("fork")
-    main_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    for s in (main_end, worker_end):
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    worker = ctx.Process(target=media_worker, args=(worker_end, PORT_BASE, PORT_BASE + 4 * n + 200),
-                         name="media-worker")
-    worker.start()
-    worker_end.close()
-    assert worker.pid is not None
-    sampler.watch("worker", worker.pid)
+    procs: list[Any] = []
+    clients: list[WorkerClient] = []
     tokens = {"played": 0}
-    client: WorkerClient
 
-    def on_done(sid: int, token: int) -> None:
-        tokens["played"] += 1
-        client.command(OP_PLAY, sid, PROMPT_ID, token + 1)  # the flow plays on: the next prompt
+    def on_done_for(k: int) -> Callable[[int, int], None]:
+        def on_done(sid: int, token: int) -> None:
+            tokens["played"] += 1
+            clients[k].command(OP_PLAY, sid, PROMPT_ID, token + 1)  # the flow plays on: the next prompt
+        return on_done
 
-    client = WorkerClient(main_end, on_done)
+    results: list[tuple[int, int]] = []
     try:
-        pairs = [bind_pair(PORT_BASE + 2 * k) for k in range(n)]
-        for first in range(0, n, FDS_PER_MSG // 2):
-            batch = pairs[first:first + FDS_PER_MSG // 2]
-            await client.open(first, batch)
-        for a, b in pairs:  # the worker holds its own copies now; the daemon would keep none either
+        for k in range(workers):
+            main_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            for s in (main_end, worker_end):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            worker = ctx.Process(target=media_worker, args=(worker_end, PORT_BASE, PORT_BASE + 4 * n + 200, media_nice),
+                                 name=f"media-worker-{k}")
+            worker.start()
+            worker_end.close()
+            procs.append(worker)
+            assert worker.pid is not None
+            sampler.watch(f"worker{k}" if workers > 1 else "worker", worker.pid)
+            clients.append(WorkerClient(main_end, on_done_for(k)))
+        pairs = bind_pairs(n)
+        for k, client in enumerate(clients):
+            mine = list(range(k, n, workers))
+            for first in range(0, len(mine), FDS_PER_MSG // 2):
+                batch = mine[first:first + FDS_PER_MSG // 2]
+                await client.open(batch, [pairs[sid] for sid in batch])
+        for a, b in pairs:  # the workers hold their own copies now; the daemon would keep none either
             a.close()
             b.close()
         sig.measure()
         ip = int.from_bytes(socket.inet_aton(HOST), "big")
         for sid in range(n):  # the SDP answer: all start sending together, after the opens
+            client = clients[sid % workers]
             client.command(OP_CONF, sid, ip, 0, rport)
             client.command(OP_PLAY, sid, PROMPT_ID, 1)
         await asyncio.sleep(seconds + WARMUP)
         sig.end()
         for sid in range(n):
-            client.command(OP_CLOSE, sid)
-        client.command(OP_BYE, 0)
-        client.flush()
-        late_us, skipped = await asyncio.wait_for(client.bye, 30)
+            clients[sid % workers].command(OP_CLOSE, sid)
+        for client in clients:
+            client.command(OP_BYE, 0)
+            client.flush()
+        for client in clients:
+            results.append(await asyncio.wait_for(client.bye, 30))
     finally:
-        client.close()
-        main_end.close()
-        worker.join(timeout=10)
-        if worker.is_alive():
-            worker.kill()
-    return {"media": f"worker tick lateness p99 {late_us / 1000:.2f} ms, skipped {skipped}; "
+        for client in clients:
+            client.close()
+            client.ctl.close()
+        for worker in procs:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+    late = ", ".join(f"{late_us / 1000:.2f}" for late_us, _ in results)
+    skipped = sum(skip for _, skip in results)
+    return {"media": f"{workers} worker(s), tick lateness p99 {late} ms, skipped {skipped}; "
                      f"{tokens['played']} prompts done"}
 
 
@@ -484,8 +536,9 @@ class SendThread(threading.Thread):
     """The 20 ms tick in a thread, in PHASES phases, over real MediaStreams; sends by foreign calls."""
 
     def __init__(self, send_batch: Callable[..., int] | None, on_done: Callable[[list[tuple[int, int]]], None],
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, media_nice: int) -> None:
         super().__init__(daemon=True, name="media-send")
+        self.media_nice = media_nice
         self.send_batch = send_batch
         self.on_done = on_done
         self.loop = loop
@@ -503,6 +556,8 @@ class SendThread(threading.Thread):
         self.sendto.restype = ctypes.c_ssize_t
 
     def run(self) -> None:
+        if self.media_nice:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.media_nice)  # this thread only
         cpu0, wall0 = time.thread_time(), time.monotonic()
         clock = TickClock(time.monotonic(), FRAME_SECONDS / PHASES, MAX_BURST * PHASES)
         while not self.halt.is_set():
@@ -565,7 +620,7 @@ class SendThread(threading.Thread):
 
 
 async def variant_c(n: int, seconds: float, rport: int, sig: Signalling, workdir: Path,
-                    libc_only: bool) -> dict[str, Any]:
+                    libc_only: bool, media_nice: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     send_batch = None if libc_only else build_sender(workdir)
     streams: dict[int, MediaStream] = {}
@@ -577,8 +632,8 @@ async def variant_c(n: int, seconds: float, rport: int, sig: Signalling, workdir
             played["n"] += 1
             thread.commands.append((OP_PLAY, sid, streams[sid], token + 1))
 
-    thread = SendThread(send_batch, on_done, loop)
-    pairs = [bind_pair(PORT_BASE + 2 * k) for k in range(n)]
+    thread = SendThread(send_batch, on_done, loop, media_nice)
+    pairs = bind_pairs(n)
     try:
         thread.start()
         for sid, (rtp, _rtcp) in enumerate(pairs):
@@ -769,7 +824,8 @@ class CReceiver:
             self.proc.wait(timeout=5)
 
 
-def run_one(variant: str, n: int, seconds: float, workdir: Path, nice: int, rx_binary: Path | None) -> dict[str, Any]:
+def run_one(variant: str, n: int, seconds: float, workdir: Path, nice: int, rx_binary: Path | None,
+            main_load: float, media_nice: int) -> dict[str, Any]:
     sampler = Sampler()
     sampler.watch("main", os.getpid())
     sampler.start()
@@ -792,7 +848,7 @@ def run_one(variant: str, n: int, seconds: float, workdir: Path, nice: int, rx_b
                 recv.stop()
                 pparent.send("stop")
 
-            sig = Signalling(on_end)
+            sig = Signalling(on_end, main_load / 100)
             await sig.start()
             ping = mp.Process(target=pinger, args=(pchild, sig.port, seconds), name="pinger")
             ping.start()
@@ -800,10 +856,10 @@ def run_one(variant: str, n: int, seconds: float, workdir: Path, nice: int, rx_b
             sampler.watch("pinger", ping.pid)
             if variant == "a":
                 out.update(await variant_a(n, seconds, rport, sig))
-            elif variant == "b":
-                out.update(await variant_b(n, seconds, rport, sig, sampler))
+            elif variant.startswith("b"):
+                out.update(await variant_b(n, seconds, rport, sig, sampler, int(variant[1:] or 1), media_nice))
             else:
-                out.update(await variant_c(n, seconds, rport, sig, workdir, variant == "c-libc"))
+                out.update(await variant_c(n, seconds, rport, sig, workdir, variant == "c-libc", media_nice))
             out["t1"] = sig.ended_at
             out["t0"] = sig.measure_from
             out["lag"] = sig.lags
@@ -851,24 +907,33 @@ def report(r: dict[str, Any], seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1000])
-    parser.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c", "c-libc"])
+    parser.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=["a", "b", "b2", "c", "c-libc"],
+                        help="b2: two media worker processes")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--main-load", type=float, default=0.0,
+                        help="%% of a core of pure-Python work on the main loop, a stand-in for flows and SIP")
+    parser.add_argument("--media-nice", type=int, default=0,
+                        help="nice value of the media worker processes (b) or the send thread (c); < 0 needs root "
+                             "or CAP_SYS_NICE")
     parser.add_argument("--receiver", choices=["c", "python"], default="c",
                         help="c: the receiver in C (recvmmsg; built here with cc); python: rtp_clock.receiver")
-    parser.add_argument("--receiver-nice", type=int, default=10,
+    parser.add_argument("--repeat", type=int, default=1, help="run the variants this many times, interleaved")
+    parser.add_argument("--receiver-nice", type=int, default=0,
                         help="nice value of the receiver process (0: compete with the appliance as an equal)")
     args = parser.parse_args()
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs, "
-          f"loop {'uvloop' if uvloop is not None else 'asyncio'}, receiver {args.receiver}, nice {args.receiver_nice}",
+          f"loop {'uvloop' if uvloop is not None else 'asyncio'}, receiver {args.receiver}, nice {args.receiver_nice}, "
+          f"main load {args.main_load:g} %, media nice {args.media_nice}",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="media-split-") as tmp:
         rx = compile_c(Path(tmp), "rx", RX_SOURCE) if args.receiver == "c" else None
         if args.receiver == "c" and rx is None:
             print("# no C compiler: rtp_clock's receiver in Python instead", flush=True)
         for n in args.sessions:
-            for variant in args.variants:
-                result = run_one(variant, n, args.seconds, Path(tmp), args.receiver_nice, rx)
+            for variant in [v for _ in range(max(args.repeat, 1)) for v in args.variants]:
+                result = run_one(variant, n, args.seconds, Path(tmp), args.receiver_nice, rx, args.main_load,
+                                  args.media_nice)
                 print(report(result, args.seconds), flush=True)
 
 
