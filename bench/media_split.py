@@ -270,13 +270,79 @@ def _records(data: bytes) -> list[tuple[int, int, int, int, int]]:
     return [REC.unpack_from(data, off) for off in range(0, len(data) - REC.size + 1, REC.size)]
 
 
-def media_worker(ctl: socket.socket, port_min: int, port_max: int, media_nice: int) -> None:
-    """The worker's whole life: a uvloop running the MediaEngine, obeying the commands on ``ctl``."""
+def media_worker(ctl: socket.socket, port_min: int, port_max: int, media_nice: int,
+                 send_batch: Callable[..., int] | None = None) -> None:
+    """The worker's whole life: a uvloop running the MediaEngine, obeying the commands on ``ctl``; with
+    ``send_batch`` (variant ``bc``) the loop only reads commands and variant c's send thread does the media."""
     if media_nice:
         os.setpriority(os.PRIO_PROCESS, 0, media_nice)
     if uvloop is not None:
         uvloop.install()
-    asyncio.run(_worker_main(ctl, port_min, port_max))
+    if send_batch is not None:
+        asyncio.run(_worker_batch(ctl, send_batch))
+    else:
+        asyncio.run(_worker_main(ctl, port_min, port_max))
+
+
+async def _worker_batch(ctl: socket.socket, send_batch: Callable[..., int]) -> None:
+    loop = asyncio.get_running_loop()
+    socks: dict[int, tuple[socket.socket, socket.socket]] = {}
+    outbox: list[bytes] = []
+    bye = asyncio.Event()
+    ctl.setblocking(False)
+
+    def flush() -> None:
+        if outbox:
+            ctl.send(b"".join(outbox))
+            outbox.clear()
+
+    def send(op: int, sid: int, a: int = 0, b: int = 0, c: int = 0) -> None:
+        if not outbox:
+            loop.call_soon(flush)
+        outbox.append(REC.pack(op, sid, a, b, c))
+
+    def on_done(batch: list[tuple[int, int]]) -> None:
+        for sid, token in batch:
+            send(OP_DONE, sid, token)
+
+    thread = SendThread(send_batch, on_done, loop, 0)  # the process is niced already: its threads inherit
+
+    def readable() -> None:
+        for _ in range(64):
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(ctl, MSG_MAX, FDS_PER_MSG + 2)
+            except BlockingIOError:
+                return
+            if not data:
+                bye.set()
+                return
+            fd_iter = iter(fds)
+            records = _records(data)
+            for op, sid, a, b, c in records:
+                if op == OP_OPEN:
+                    socks[sid] = (socket.socket(fileno=next(fd_iter)), socket.socket(fileno=next(fd_iter)))
+                elif op == OP_CONF:
+                    remote = (socket.inet_ntoa(a.to_bytes(4, "big")), c)
+                    thread.commands.append((OP_OPEN, sid, socks[sid][0].fileno(), remote))
+                elif op == OP_PLAY:
+                    thread.commands.append((OP_PLAY, sid, b))
+                elif op == OP_BYE:
+                    bye.set()
+            if records and records[-1][0] == OP_OPEN:
+                send(OP_READY, records[-1][1])
+
+    thread.start()
+    loop.add_reader(ctl.fileno(), readable)
+    await bye.wait()
+    thread.halt.set()
+    thread.join(timeout=5)
+    late = sorted(thread.lateness[int(len(thread.lateness) * 0.1):])
+    send(OP_BYE, 0, int(1e6 * pct(late, 0.99)), 0)
+    flush()
+    loop.remove_reader(ctl.fileno())
+    for a, b in socks.values():
+        a.close()
+        b.close()
 
 
 async def _worker_main(ctl: socket.socket, port_min: int, port_max: int) -> None:
@@ -431,7 +497,7 @@ class WorkerClient:
 
 
 async def variant_b(n: int, seconds: float, rport: int, sig: Signalling, sampler: Sampler,
-                    workers: int, media_nice: int) -> dict[str, Any]:
+                    workers: int, media_nice: int, send_batch: Callable[..., int] | None = None) -> dict[str, Any]:
     """``workers`` media worker processes; session ``sid`` lives in worker ``sid % workers``."""
     ctx = mp.get_context("fork")
     procs: list[Any] = []
@@ -451,8 +517,8 @@ async def variant_b(n: int, seconds: float, rport: int, sig: Signalling, sampler
             for s in (main_end, worker_end):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            worker = ctx.Process(target=media_worker, args=(worker_end, PORT_BASE, PORT_BASE + 4 * n + 200, media_nice),
-                                 name=f"media-worker-{k}")
+            worker = ctx.Process(target=media_worker, name=f"media-worker-{k}",
+                                 args=(worker_end, PORT_BASE, PORT_BASE + 4 * n + 200, media_nice, send_batch))
             worker.start()
             worker_end.close()
             procs.append(worker)
@@ -546,6 +612,7 @@ class SendThread(threading.Thread):
         self.halt = threading.Event()
         self.phases: list[list[tuple[int, MediaStream, int, bytes]]] = [[] for _ in range(PHASES)]
         self.tokens: dict[Any, tuple[int, int]] = {}
+        self.streams: dict[int, MediaStream] = {}
         self.lateness: list[float] = []
         self.errors = 0
         self.cpu = 0.0
@@ -583,9 +650,10 @@ class SendThread(threading.Thread):
             stream.configure(remote=remote, payload_type=0, telephone_event_pt=101)
             counts = [len(p) for p in self.phases]
             self.phases[counts.index(min(counts))].append((sid, stream, fd, sockaddr_in(*remote)))
+            self.streams[sid] = stream
         elif cmd[0] == OP_PLAY:
-            _, sid, stream, token = cmd
-            self.tokens[stream.play(PROMPT)] = (sid, token)
+            _, sid, token = cmd
+            self.tokens[self.streams[sid].play(PROMPT)] = (sid, token)
 
     def _tick(self, sessions: list[tuple[int, MediaStream, int, bytes]], now: float,
               done: list[tuple[int, int]]) -> None:
@@ -623,14 +691,13 @@ async def variant_c(n: int, seconds: float, rport: int, sig: Signalling, workdir
                     libc_only: bool, media_nice: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     send_batch = None if libc_only else build_sender(workdir)
-    streams: dict[int, MediaStream] = {}
     played = {"n": 0}
     thread: SendThread
 
     def on_done(batch: list[tuple[int, int]]) -> None:
         for sid, token in batch:  # on the loop: the flow plays the next prompt
             played["n"] += 1
-            thread.commands.append((OP_PLAY, sid, streams[sid], token + 1))
+            thread.commands.append((OP_PLAY, sid, token + 1))
 
     thread = SendThread(send_batch, on_done, loop, media_nice)
     pairs = bind_pairs(n)
@@ -639,12 +706,9 @@ async def variant_c(n: int, seconds: float, rport: int, sig: Signalling, workdir
         for sid, (rtp, _rtcp) in enumerate(pairs):
             thread.commands.append((OP_OPEN, sid, rtp.fileno(), (HOST, rport)))
         await asyncio.sleep(0.1)
-        for phase in thread.phases:
-            for sid, stream, _fd, _addr in phase:
-                streams[sid] = stream
         sig.measure()
-        for sid, stream in streams.items():
-            thread.commands.append((OP_PLAY, sid, stream, 1))
+        for sid in range(n):
+            thread.commands.append((OP_PLAY, sid, 1))
         await asyncio.sleep(seconds + WARMUP)
         sig.end()
     finally:
@@ -856,6 +920,8 @@ def run_one(variant: str, n: int, seconds: float, workdir: Path, nice: int, rx_b
             sampler.watch("pinger", ping.pid)
             if variant == "a":
                 out.update(await variant_a(n, seconds, rport, sig))
+            elif variant == "bc":
+                out.update(await variant_b(n, seconds, rport, sig, sampler, 1, media_nice, build_sender(workdir)))
             elif variant.startswith("b"):
                 out.update(await variant_b(n, seconds, rport, sig, sampler, int(variant[1:] or 1), media_nice))
             else:
@@ -907,8 +973,8 @@ def report(r: dict[str, Any], seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1000])
-    parser.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=["a", "b", "b2", "c", "c-libc"],
-                        help="b2: two media worker processes")
+    parser.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=["a", "b", "b2", "bc", "c", "c-libc"],
+                        help="b2: two media worker processes; bc: one worker process running c's send thread")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--main-load", type=float, default=0.0,
                         help="%% of a core of pure-Python work on the main loop, a stand-in for flows and SIP")
