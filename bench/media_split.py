@@ -76,13 +76,16 @@ PORT_BASE = 50000
 PROMPT = [bytes([0x10 + k % 64]) * 160 for k in range(50)]
 """The 1 s prompt of rtp_clock.py, played back to back."""
 PROMPT_ID = 0
+STAGGER = 50
+"""Session k plays its first prompt (k % STAGGER) ticks after the start: calls' prompts do not all end in the
+same tick (they do not in life, and when they did, every worker turn began with a burst of early starts)."""
 LAG_PERIOD = 0.005
 PING_PERIOD = 0.010
 
 # -- the command protocol (variant b) ---------------------------------------------------------------------
 # Fixed 16-byte records, many per SEQPACKET message: op, session id, a, b, c.
 REC = struct.Struct("!BxHIIi")
-OP_OPEN, OP_CONF, OP_PLAY, OP_STOP, OP_CLOSE, OP_DONE, OP_READY, OP_BYE = range(1, 9)
+OP_OPEN, OP_CONF, OP_PLAY, OP_STOP, OP_CLOSE, OP_DONE, OP_READY, OP_BYE, OP_STATS = range(1, 10)
 FDS_PER_MSG = 200
 """SCM_RIGHTS takes at most 253 fds a message; OPEN carries two (RTP, RTCP)."""
 MSG_MAX = 64 * 1024
@@ -227,15 +230,16 @@ async def variant_a(n: int, seconds: float, rport: int, sig: Signalling) -> dict
     for s in sessions:  # all start sending together, after the opens (the receiver's warm-up is per stream)
         s.configure(remote=(HOST, rport), payload_type=0, telephone_event_pt=101)
 
-    async def talk(s: RtpSession) -> None:
+    async def talk(k: int, s: RtpSession) -> None:
+        await asyncio.sleep((k % STAGGER) * FRAME_SECONDS)
         for _ in range(int(seconds + 3)):
             await s.play(PROMPT)
 
     sig.measure()
     try:
         async with asyncio.timeout(seconds + WARMUP), asyncio.TaskGroup() as tg:
-            for s in sessions:
-                tg.create_task(talk(s))
+            for k, s in enumerate(sessions):
+                tg.create_task(talk(k, s))
     except TimeoutError:
         pass
     sig.end()
@@ -252,6 +256,16 @@ class FdEngine(MediaEngine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.passed: dict[int, tuple[socket.socket, socket.socket]] = {}
+        self.refreshes = 0
+        self.refresh_seconds = 0.0
+        """Calls of the engine's _refresh_active (every open, close and phase move rebuilds all phases), and
+        their time: counted here because they turned out to matter (bench/README.md)."""
+
+    def _refresh_active(self) -> None:
+        t0 = time.perf_counter()
+        super()._refresh_active()
+        self.refreshes += 1
+        self.refresh_seconds += time.perf_counter() - t0
 
     async def _bind(self, port: int, call_id: str) -> RtpSession | None:
         socks = self.passed.pop(port, None)
@@ -425,6 +439,7 @@ async def _worker_main(ctl: socket.socket, port_min: int, port_max: int) -> None
     await bye.wait()
     consumer.cancel()
     stats = engine.stats
+    send(OP_STATS, 0, engine.refreshes, int(engine.refresh_seconds * 1e6))
     send(OP_BYE, 0, int(stats["tick_lateness_p99_ms"] * 1000), int(stats["ticks_skipped"]))
     for task in playing.values():
         task.cancel()
@@ -442,6 +457,7 @@ class WorkerClient:
         self.loop = asyncio.get_running_loop()
         self.out: list[bytes] = []
         self.ready: asyncio.Future[int] | None = None
+        self.refreshes: tuple[int, int] | None = None
         self.bye: asyncio.Future[tuple[int, int]] = self.loop.create_future()
         ctl.setblocking(False)
         self.loop.add_reader(ctl.fileno(), self._readable)
@@ -489,6 +505,8 @@ class WorkerClient:
                     self.on_done(sid, a)
                 elif op == OP_READY and self.ready is not None and not self.ready.done():
                     self.ready.set_result(sid)
+                elif op == OP_STATS:
+                    self.refreshes = (a, b)
                 elif op == OP_BYE and not self.bye.done():
                     self.bye.set_result((a, b))
 
@@ -500,6 +518,7 @@ async def variant_b(n: int, seconds: float, rport: int, sig: Signalling, sampler
                     workers: int, media_nice: int, send_batch: Callable[..., int] | None = None) -> dict[str, Any]:
     """``workers`` media worker processes; session ``sid`` lives in worker ``sid % workers``."""
     ctx = mp.get_context("fork")
+    loop = asyncio.get_running_loop()
     procs: list[Any] = []
     clients: list[WorkerClient] = []
     tokens = {"played": 0}
@@ -539,7 +558,7 @@ async def variant_b(n: int, seconds: float, rport: int, sig: Signalling, sampler
         for sid in range(n):  # the SDP answer: all start sending together, after the opens
             client = clients[sid % workers]
             client.command(OP_CONF, sid, ip, 0, rport)
-            client.command(OP_PLAY, sid, PROMPT_ID, 1)
+            loop.call_later((sid % STAGGER) * FRAME_SECONDS, client.command, OP_PLAY, sid, PROMPT_ID, 1)
         await asyncio.sleep(seconds + WARMUP)
         sig.end()
         for sid in range(n):
@@ -559,8 +578,12 @@ async def variant_b(n: int, seconds: float, rport: int, sig: Signalling, sampler
                 worker.kill()
     late = ", ".join(f"{late_us / 1000:.2f}" for late_us, _ in results)
     skipped = sum(skip for _, skip in results)
+    refresh = [c.refreshes for c in clients if c.refreshes is not None]
+    calls = sum(r[0] for r in refresh)
+    refresh_ms = sum(r[1] for r in refresh) / 1000
     return {"media": f"{workers} worker(s), tick lateness p99 {late} ms, skipped {skipped}; "
-                     f"{tokens['played']} prompts done"}
+                     f"{tokens['played']} prompts done"
+                     + (f"; _refresh_active {calls} calls, {refresh_ms:.0f} ms" if refresh else "")}
 
 
 # -- variant c: a send thread, syscalls without the GIL ---------------------------------------------------
@@ -708,7 +731,7 @@ async def variant_c(n: int, seconds: float, rport: int, sig: Signalling, workdir
         await asyncio.sleep(0.1)
         sig.measure()
         for sid in range(n):
-            thread.commands.append((OP_PLAY, sid, 1))
+            loop.call_later((sid % STAGGER) * FRAME_SECONDS, thread.commands.append, (OP_PLAY, sid, 1))
         await asyncio.sleep(seconds + WARMUP)
         sig.end()
     finally:
