@@ -458,11 +458,15 @@ class WorkerClient:
         self.out: list[bytes] = []
         self.ready: asyncio.Future[int] | None = None
         self.refreshes: tuple[int, int] | None = None
+        self.closing = False
+        """BYE was sent: a worker that has gone may leave late PLAYs (answers to its last DONEs) unread."""
         self.bye: asyncio.Future[tuple[int, int]] = self.loop.create_future()
         ctl.setblocking(False)
         self.loop.add_reader(ctl.fileno(), self._readable)
 
     def command(self, op: int, sid: int, a: int = 0, b: int = 0, c: int = 0) -> None:
+        if op == OP_BYE:
+            self.closing = True
         if not self.out:
             self.loop.call_soon(self.flush)
         self.out.append(REC.pack(op, sid, a, b, c))
@@ -482,6 +486,10 @@ class WorkerClient:
                 return
             except BlockingIOError:
                 time.sleep(0.001)
+            except BrokenPipeError:
+                if self.closing:
+                    return
+                raise
         raise RuntimeError("media worker stopped reading its commands")
 
     async def open(self, sids: list[int], pairs: list[tuple[socket.socket, socket.socket]]) -> None:
