@@ -352,7 +352,7 @@ async def _worker_batch(ctl: socket.socket, send_batch: Callable[..., int]) -> N
     thread.halt.set()
     thread.join(timeout=5)
     late = sorted(thread.lateness[int(len(thread.lateness) * 0.1):])
-    send(OP_BYE, 0, int(1e6 * pct(late, 0.99)), 0)
+    send(OP_BYE, 0, int(1e6 * pct(late, 0.99)), thread.skipped)
     flush()
     loop.remove_reader(ctl.fileno())
     for a, b in socks.values():
@@ -647,6 +647,7 @@ class SendThread(threading.Thread):
         self.streams: dict[int, MediaStream] = {}
         self.lateness: list[float] = []
         self.errors = 0
+        self.skipped = 0
         self.cpu = 0.0
         self.user = 0.0
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -675,6 +676,7 @@ class SendThread(threading.Thread):
                 self._tick(self.phases[phase], now, done)
             if done:
                 self.loop.call_soon_threadsafe(self.on_done, done)
+        self.skipped = clock.skipped
         wall = time.monotonic() - wall0
         self.cpu = (time.thread_time() - cpu0) / wall
         ru = resource.getrusage(resource.RUSAGE_THREAD)
@@ -758,7 +760,7 @@ async def variant_c(n: int, seconds: float, rport: int, sig: Signalling, workdir
             b.close()
     late = sorted(thread.lateness[int(len(thread.lateness) * 0.1):])
     kind = "libc sendto per packet" if send_batch is None else "C batch per phase"
-    return {"media": f"{kind}; thread tick lateness p99 {1000 * pct(late, 0.99):.2f} ms, "
+    return {"media": f"{kind}; thread tick lateness p99 {1000 * pct(late, 0.99):.2f} ms, skipped {thread.skipped}, "
                      f"send errors {thread.errors}, {played['n']} prompts done",
             "thread_cpu": thread.cpu, "thread_user": thread.user}
 
