@@ -1,29 +1,36 @@
-"""Both cores: where should the media plane run? Three variants measured side by side (issue 19 item 2).
+"""Both cores: where should the media plane run? The variants measured side by side (issue 19 item 2).
 
-For N sessions, each playing a 1 s prompt back to back to a receiver process (``rtp_clock.receiver``: kernel
-receive timestamps, gaps per SSRC), the main process also runs a stand-in for signalling on its asyncio loop
-(uvloop, as ``ivr run``): it echoes UDP pings from a pinger process (one every 10 ms; the round trip is what a
-SIP request would wait for) and runs a 5 ms timer whose lateness is the loop's lag. Variants:
+For N sessions, each playing a 1 s prompt back to back (first prompts staggered over 50 ticks) to a receiver
+process (kernel receive timestamps, gaps per SSRC, each stream's first 0.5 s left out, as
+``rtp_clock.receiver``; by default a C version of it, built here, since the Python one drops packets at
+50,000/s — ``--receiver python`` uses rtp_clock's), the main process also runs a stand-in for signalling on its
+asyncio loop (uvloop, as ``ivr run``): it echoes UDP pings from a pinger process (one every 10 ms; the round
+trip is what a SIP request would wait for) and runs a 5 ms timer whose lateness is the loop's lag;
+``--main-load P`` adds P % of a core of Python work on that loop. CPU per process from /proc (load.py's
+Sampler). Variants:
 
 ``a``  today: the real :class:`~ivr.rtp.session.MediaEngine` (4-phase tick) in the main process, beside the
        signalling stand-in on the same loop.
 ``b``  a media worker process: the main process binds the RTP/RTCP sockets and passes their fds over an
        AF_UNIX SOCK_SEQPACKET socketpair (``socket.send_fds``) to a forked worker that runs the same
        MediaEngine on its own uvloop (only ``_bind`` is changed, to adopt the passed socket). Control is a
-       tiny binary protocol on that socketpair: OPEN (fds attached), PLAY prompt-id token, STOP, CLOSE; the
-       worker answers DONE token when a prompt's last frame went out, and the main process plays the next.
-       The prompt is loaded once in the worker and played by reference.
+       tiny binary protocol on that socketpair: OPEN (fds attached), CONF (remote, payload type), PLAY
+       prompt-id token, STOP, CLOSE; the worker answers DONE token when a prompt's last frame went out, and the
+       main process plays the next. The prompt is loaded once in the worker and played by reference. ``b2``:
+       two such workers, the sessions split between them.
 ``c``  a send thread in the main process: the real sans-I/O :class:`~ivr.rtp.media.MediaStream` and
        :class:`~ivr.rtp.media.TickClock` tick in a thread (4 phases), packets are built in Python and sent by
        ONE foreign call per phase into a small C function (compiled here with cc, loaded with ctypes, which
        releases the GIL for the call) that loops ``sendto``; ``c-libc`` sends with one ctypes call to libc's
        ``sendto`` per packet instead (no compiler needed). Prompt-done events reach the loop by
        ``call_soon_threadsafe``.
+``bc`` c's send thread in a worker process, fds and commands as in b.
 
 Send-only, plain RTP (no SRTP, nothing received): the media side of ``rtp_clock.py`` without ``--duplex``.
 
-Run: .venv/bin/python bench/media_split.py [--sessions 200 500 1000] [--variants a b c] [--seconds 10]
-(figures only; nothing here is asserted)
+Run: .venv/bin/python bench/media_split.py [--sessions 200 500 1000] [--variants a b bc c] [--seconds 10]
+     [--main-load 30] [--media-nice -10] [--repeat 3]
+(figures only; nothing here is asserted; bench/README.md "Both cores — which split")
 """
 
 from __future__ import annotations
@@ -1014,7 +1021,8 @@ def report(r: dict[str, Any], seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1000])
-    parser.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=["a", "b", "b2", "bc", "c", "c-libc"],
+    parser.add_argument("--variants", nargs="+", default=["a", "b", "bc", "c"],
+                        choices=["a", "b", "b2", "bc", "c", "c-libc"],
                         help="b2: two media worker processes; bc: one worker process running c's send thread")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--main-load", type=float, default=0.0,
