@@ -226,6 +226,8 @@ class MediaStream:
         """Times another port took over after the latched one went quiet (SourceRelatched events)."""
         self._marker_next = False
         self.lead = 0.0
+        self._talking = False
+        """The last tick sent a prompt's frame (not silence): a prompt queued now follows at the next tick."""
         """Seconds the packets' timestamps run ahead of (> 0) or behind the clock they leave by, from prompts
         started between ticks (:meth:`start_now`) and the tick moves after them; a silence tick pays a frame of
         it back (left out, or its timestamp skipped), so it stays within a frame."""
@@ -357,8 +359,9 @@ class MediaStream:
         begun, and the stream sends 20 ms packets."""
         prompts = self._prompts
         if (len(prompts) != 1 or prompts[0].index != 0 or not self.sending or self.remote is None
-                or self.frames_per_packet != 1 or self._pending):
-            return None
+                or self.frames_per_packet != 1 or self._pending or self._talking):
+            return None  # a prompt right after another one goes on at the tick: two packets in one 20 ms
+            # would put the stream a frame ahead for every prompt
         self.lead += FRAME_SECONDS - elapsed
         self.early_starts += 1
         return self._send_tick()
@@ -384,6 +387,7 @@ class MediaStream:
             self.lead += FRAME_SECONDS
             self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
             self._marker_next = True
+        self._talking = bool(self._prompts)
         if self._prompts:
             prompt = self._prompts[0]
             frame = prompt.frames[prompt.index]

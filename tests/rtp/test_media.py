@@ -189,19 +189,23 @@ def test_a_prompt_after_silence_leaves_between_ticks_and_silence_pays_the_lead_b
     assert stream.start_now(0.006) is None  # a prompt is already playing: the tick goes on with it
     second = parse_rtp(stream.tick(0.025) or b"")
     assert (second.payload[0], second.marker, second.timestamp) == (2, False, first.timestamp + 160)
-    stream.play([b"\x03" * 160])
-    third = parse_rtp(stream.start_now(0.008) or b"")
-    assert third.marker and third.timestamp == second.timestamp + 160
-    assert stream.lead == pytest.approx(0.027)
+    stream.play([b"\x03" * 160])  # right after the last frame of another: no second packet in this 20 ms
+    assert stream.start_now(0.008) is None
+    third = parse_rtp(stream.tick(0.045) or b"")
+    assert third.marker and third.timestamp == second.timestamp + 160 and stream.lead == pytest.approx(0.015)
+    assert parse_rtp(stream.tick(0.065) or b"").payload == b"\xff" * 160  # silence: lead under a frame, kept
+    stream.play([b"\x04" * 160])
+    fourth = parse_rtp(stream.start_now(0.012) or b"")
+    assert fourth.marker and fourth.timestamp == third.timestamp + 320 and stream.lead == pytest.approx(0.023)
     # the first silence tick is left out (a frame of lead paid back), the next one is contiguous
-    assert stream.tick(0.045) is None
-    after = parse_rtp(stream.tick(0.065) or b"")
-    assert after.payload == b"\xff" * 160 and after.timestamp == third.timestamp + 160
-    assert after.sequence_number == third.sequence_number + 1 and stream.lead == pytest.approx(0.007)
+    assert stream.tick(0.085) is None
+    after = parse_rtp(stream.tick(0.105) or b"")
+    assert after.payload == b"\xff" * 160 and after.timestamp == fourth.timestamp + 160
+    assert after.sequence_number == fourth.sequence_number + 1 and stream.lead == pytest.approx(0.003)
     # lagging a frame behind (the ticks moved later): a silence timestamp is skipped, a new talkspurt
     stream.lead -= 0.030
-    jumped = parse_rtp(stream.tick(0.085) or b"")
-    assert jumped.marker and jumped.timestamp == after.timestamp + 320 and stream.lead == pytest.approx(-0.003)
+    jumped = parse_rtp(stream.tick(0.125) or b"")
+    assert jumped.marker and jumped.timestamp == after.timestamp + 320 and stream.lead == pytest.approx(-0.007)
     assert stream.stats["early_starts"] == 2
 
 

@@ -105,7 +105,9 @@ async def test_a_prompt_after_silence_goes_out_between_ticks_and_the_stream_stay
     played = []
     for k in range(20):  # bounded: a busy loop may land some prompts near a tick, where they wait for it
         seen = len(peer.received)
-        await wait_until(lambda seen=seen: len(peer.received) > seen, what="a silence packet")  # a tick just ran
+        # a tick just sent silence (right after a prompt's last frame the next one follows at the tick)
+        await wait_until(lambda seen=seen: len(peer.received) > seen and peer.received[-1][1][12:] == ULAW_SILENCE,
+                         what="a silence packet")
         await asyncio.sleep(0.006)
         frames = prompt(0x10 + 4 * k, 3)
         played.append(frames)
