@@ -460,6 +460,9 @@ class MediaEngine:
         self._phase_of: dict[int, int] = {}
         """Phase of each session, by local port (balanced at open, kept for the session's life)."""
         self._active: list[tuple[RtpSession, ...]] = [() for _ in range(phases)]
+        self._active_stale = False
+        self._phase_sizes = [0] * phases
+        """Sessions per phase (balanced at open)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: TickClock | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -504,8 +507,10 @@ class MediaEngine:
                 continue
             self._cursor = (index + 1) % n
             self._sessions[port] = session
-            counts = [len(a) for a in self._active]
-            self._phase_of[port] = counts.index(min(counts))
+            sizes = self._phase_sizes
+            phase = sizes.index(min(sizes))
+            self._phase_of[port] = phase
+            sizes[phase] += 1
             self._refresh_active()
             return session
         raise PortsExhaustedError(self.host, self.port_min, self.port_max)
@@ -535,18 +540,27 @@ class MediaEngine:
         assert clock is not None
         n = max(round((now + FRAME_SECONDS - clock.start) / clock.period), clock.next_index)
         phase = n % self._phases
-        if self._phase_of.get(session.local_port, phase) != phase:
+        old = self._phase_of.get(session.local_port, phase)
+        if old != phase:
             self._phase_of[session.local_port] = phase
+            self._phase_sizes[old] -= 1
+            self._phase_sizes[phase] += 1
             self._refresh_active()
         return clock.start + n * clock.period
 
     def _remove(self, session: RtpSession) -> None:
         if self._sessions.get(session.local_port) is session:
             del self._sessions[session.local_port]
-            del self._phase_of[session.local_port]
+            self._phase_sizes[self._phase_of.pop(session.local_port)] -= 1
             self._refresh_active()
 
     def _refresh_active(self) -> None:
+        """The phase groups are rebuilt at the next phase tick, once however many sessions opened, closed or
+        moved meanwhile: rebuilding at each (O(calls)) made a burst of prompt starts O(calls²) in one turn."""
+        self._active_stale = True
+
+    def _rebuild_active(self) -> None:
+        self._active_stale = False
         groups: list[list[RtpSession]] = [[] for _ in range(self._phases)]
         for port, session in self._sessions.items():
             groups[self._phase_of[port]].append(session)
@@ -574,6 +588,8 @@ class MediaEngine:
             phase = round((now - start) / period) % phases
             if phase == 0:
                 self._ticks += 1
+            if self._active_stale:
+                self._rebuild_active()
             waiting = []
             for session in self._active[phase]:
                 try:

@@ -529,3 +529,15 @@ async def test_engine_stats(engine: MediaEngine, peer: Peer) -> None:
     assert 0 <= stats["tick_lateness_p50_ms"] <= stats["tick_lateness_p99_ms"] <= stats["tick_lateness_max_ms"]
     assert parse_rtp(peer.received[0][1]).ssrc == parse_rtp(peer.received[-1][1]).ssrc
     await session.close()
+
+
+async def test_sessions_spread_over_the_tick_phases_however_fast_they_come(engine: MediaEngine) -> None:
+    """Sessions opened (and closed) between two ticks still spread evenly over the phases: the groups are
+    rebuilt once at the next phase tick, the balance is counted as they come."""
+    sessions = [await engine.open_session(call_id=f"s{k}") for k in range(7)]
+    await sessions[3].close()
+    sessions = [s for k, s in enumerate(sessions) if k != 3] + [await engine.open_session(call_id="s7")]
+    await asyncio.sleep(0.05)  # a few phase ticks
+    assert sorted(len(group) for group in engine._active) == [1, 2, 2, 2]
+    for session in sessions:
+        await session.close()
