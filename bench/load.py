@@ -388,8 +388,8 @@ def analyse(path: Path, sip_port: int, rtp: tuple[int, int], first_frame: bytes 
             elif sport == sip_port and first.startswith("SIP/2.0 200") and method == "INVITE":
                 answers.setdefault(call_id, t)
             continue
-        if len(payload) < 12 or payload[0] >> 6 != 2:
-            continue
+        if len(payload) < 12 or payload[0] >> 6 != 2 or 192 <= payload[1] <= 223:
+            continue  # not RTP, or RTCP (RFC 5761 section 4: its packet types; the IVR sends reports)
         if lo <= sport <= hi:
             ssrc = int.from_bytes(payload[8:12], "big")
             sent.setdefault((sport, ssrc), []).append((t, bool(payload[1] & 0x80), payload[12:]))
