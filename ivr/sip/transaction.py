@@ -552,11 +552,22 @@ class TransactionLayer:
         (RFC 3263 section 4.3) instead of after 64*T1 — once the request and a retransmission have both
         bounced (T1, 0.5 s: a peer that was just starting is given that long). One that had a provisional is
         left alone: the peer was alive then, and an ICMP error may belong to an older datagram. ``definitive``
-        (a connection refused, reset or failing TLS): every transaction on it ends at once, but one sent over
-        TCP only for its size goes over UDP instead (section 18.1.1). Returns the transactions ended."""
+        (a connection refused, reset or failing TLS): every client transaction on it ends at once, but one sent
+        over TCP only for its size goes over UDP instead (section 18.1.1); server transactions answer over a new
+        connection to their Via (section 18.2.2). Returns the transactions ended."""
         ended = []
         for tx in list(self._by_id.values()):
-            if not isinstance(tx, ClientTransaction) or tx.peer != destination:
+            if tx.peer != destination:
+                continue
+            if isinstance(tx, ServerTransaction):
+                if definitive and tx.reliable:
+                    # Section 18.2.2: the connection the request came on is gone; its responses go over a new
+                    # one to the received address and the sent-by port (the port a client's connection came
+                    # from takes none).
+                    via = tx.request.via
+                    port = via.port or (5061 if tx.transport == "TLS" else 5060)
+                    tx.peer = (via.received or via.host.strip("[]"), port)
+                    self.transports.learn(tx.peer, tx.transport)
                 continue
             if tx.as_datagram is not None and tx.state in (TransactionState.CALLING, TransactionState.TRYING):
                 self.transports.learn(destination, "UDP")  # section 18.1.1: "SHOULD retry the request, using UDP"

@@ -10,7 +10,7 @@ import pytest
 from ivr.config import load_config
 from ivr.errors import ConfigError
 from ivr.sip.framing import MAX_BODY, PING, FramingError, StreamFramer
-from ivr.sip.message import SipRequest, parse_message
+from ivr.sip.message import SipRequest, make_response, parse_message
 from ivr.sip.transaction import (
     RequestReceived,
     TransactionLayer,
@@ -143,3 +143,19 @@ def test_tls_config_that_cannot_work_is_reported_at_its_line(tmp_path: Path) -> 
         with pytest.raises(ConfigError) as err:
             load_config(str(path))
         assert wanted in str(err.value) and str(err.value).startswith(f"{path}:"), str(err.value)
+
+
+def test_a_response_whose_connection_closed_goes_over_a_new_one_to_the_via() -> None:
+    """RFC 3261 section 18.2.2: the request's connection is gone before the final response; it goes to the
+    received address and the Via's sent-by port, over the same transport (a new connection)."""
+    layer = TransactionLayer(transports=Transports(dict(PORTS)))
+    connection = ("192.0.2.20", 41234)
+    layer.receive(request("OPTIONS"), connection, 0.0, "TCP")
+    (received,) = events(layer)
+    assert isinstance(received, RequestReceived)
+    assert layer.transport_error(connection, 0.5, definitive=True) == []  # a server transaction is not ended
+    layer.transports.forget(connection)
+    layer.send_response(received.transaction_id, make_response(received.request, 200), 1.0)
+    ((data, address),) = sent(layer)
+    assert data.startswith(b"SIP/2.0 200") and address == ("192.0.2.20", 5062)
+    assert layer.transports.of(address) == "TCP"
