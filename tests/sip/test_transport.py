@@ -12,6 +12,7 @@ from ivr.errors import ConfigError
 from ivr.sip.framing import MAX_BODY, PING, FramingError, StreamFramer
 from ivr.sip.message import SipRequest, make_response, parse_message
 from ivr.sip.transaction import (
+    AckTimeout,
     RequestReceived,
     TransactionLayer,
     TransactionTimeout,
@@ -159,3 +160,19 @@ def test_a_response_whose_connection_closed_goes_over_a_new_one_to_the_via() -> 
     ((data, address),) = sent(layer)
     assert data.startswith(b"SIP/2.0 200") and address == ("192.0.2.20", 5062)
     assert layer.transports.of(address) == "TCP"
+
+
+def test_over_a_stream_the_2xx_is_not_resent_but_its_missing_ack_still_ends_the_call() -> None:
+    """Section 13.3.1.4 retransmits a 2xx over UDP only; the ACK is awaited 64*T1 on every transport, so a
+    call whose ACK never comes over TCP still ends (``no_ack``) instead of running on."""
+    layer = TransactionLayer(transports=Transports(dict(PORTS)))
+    connection = ("192.0.2.20", 41234)
+    layer.receive(request(), connection, 0.0, "TCP")
+    (received,) = events(layer)
+    assert isinstance(received, RequestReceived)
+    sent(layer)  # 100 Trying
+    layer.send_response(received.transaction_id, make_response(received.request, 200, to_tag="t1"), 0.0)
+    assert len(sent(layer)) == 1
+    assert run_until(layer, 31.0) == []  # not resent
+    run_until(layer, 33.0)
+    assert any(isinstance(e, AckTimeout) for e in events(layer))
