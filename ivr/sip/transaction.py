@@ -228,9 +228,12 @@ class _Transaction:
         self.peer = peer
         #: UDP, TCP or TLS: over a stream nothing is retransmitted and timers D, I, J, K are zero (section 17).
         self.transport = transport
-        self.reliable = transport in STREAMS
         self.state = TransactionState.TRYING
         self.timers: dict[str, float] = {}
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport in STREAMS
 
     @property
     def config(self) -> TimerConfig:
@@ -284,7 +287,7 @@ class ClientTransaction(_Transaction):
             return
         self.request = parse_message(self.as_datagram)  # type: ignore[assignment]  # our own request
         self._data, self.as_datagram = self.as_datagram, None
-        self.transport, self.reliable = "UDP", False
+        self.transport = "UDP"
         self._interval = self.config.t1
         self._send(self._data)
         self.timers["A" if self.is_invite else "E"] = now + self._interval
@@ -514,12 +517,12 @@ class TransactionLayer:
             raise ValueError("a client transaction with this branch and method exists")
         self.transports.learn_target(request, destination)
         transport = self._transport(destination)
+        as_datagram = None
         if transport == "UDP":
-            switched = self.transports.oversized(request, destination, len(request.to_bytes()))
-            transport = switched or transport
-        else:
-            switched = None
-        as_datagram = request.to_bytes() if switched else None
+            data = request.to_bytes()
+            switched = self.transports.oversized(destination, len(data))
+            if switched is not None:
+                transport, as_datagram = switched, data
         fit(request, transport, self.transports.ports)
         tx = ClientTransaction(self, self._new_id("c"), request, destination, transport)
         tx.as_datagram = as_datagram

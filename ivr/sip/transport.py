@@ -143,7 +143,7 @@ class Transports:
         if host == source[0] and via.port is not None and (host, via.port) != source:
             self.learn((host, via.port), transport)
 
-    def oversized(self, request: SipRequest, address: Address, size: int) -> str | None:
+    def oversized(self, address: Address, size: int) -> str | None:
         """Section 18.1.1: the stream a too-big UDP request switches to, if TCP is on."""
         if size > UDP_SIZE_LIMIT and self.of(address) == "UDP" and "TCP" in self.ports:
             self.learn(address, "TCP")
@@ -166,8 +166,11 @@ def uri_transport(uri_text: str) -> str | None:
 
 
 def fit(message: SipRequest | SipResponse, transport: str, ports: dict[str, int]) -> None:
-    """Make ``message`` say the ``transport`` it goes out on: our top Via (requests), our Contact. Our own
-    port on that transport replaces the UDP port where one was written (TLS listens apart)."""
+    """Make ``message`` say the stream ``transport`` it goes out on: our top Via (requests), our Contact. Our own
+    port on that transport replaces the UDP port where one was written (TLS listens apart). Over UDP nothing
+    changes: the user agent writes its messages for UDP."""
+    if transport == "UDP":
+        return
     udp_port = ports.get("UDP")
     port = ports.get(transport, udp_port)
     if isinstance(message, SipRequest):
@@ -177,8 +180,6 @@ def fit(message: SipRequest | SipResponse, transport: str, ports: dict[str, int]
             if via.port == udp_port:
                 via.port = port
             message.set_top_via(via)
-    if transport == "UDP":
-        return
     contacts = message.headers.values("Contact")
     if not contacts:
         return
