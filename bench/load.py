@@ -472,6 +472,10 @@ class RunResult:
     window_send_interval_max_ms: float | None = None
     window_gaps: int = 0
     ivr_cpu_avg_pct: float | None = None
+    media_cpu_avg_pct: float | None = None
+    """The media worker's CPU (ivr.rtp.worker), beside the daemon's own in ivr_cpu_*; None without one."""
+    media_cpu_peak_pct: float | None = None
+    media_rss_peak_mb: float | None = None
     ivr_cpu_peak_pct: float | None = None
     ivr_rss_before_mb: float | None = None
     ivr_rss_peak_mb: float | None = None
@@ -519,8 +523,9 @@ def disk_hog(folder: Path) -> subprocess.Popen[Any]:
 
 def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[int, int], *, speech_calls: int = 0,
               decode_nice: int | None = None, unsaved_seconds: float | None = None,
-              tls: tuple[int, Any] | None = None) -> subprocess.Popen[Any]:
-    """``tls``: (port, tests.integration.pki.Pki): SIP over TLS there with SRTP required, beside UDP."""
+              tls: tuple[int, Any] | None = None, media_worker: bool = True) -> subprocess.Popen[Any]:
+    """``tls``: (port, tests.integration.pki.Pki): SIP over TLS there with SRTP required, beside UDP.
+    ``media_worker``: ``sip.media_worker`` (the calls' media in a worker process; false: on the main loop)."""
     flows = work / "flows"
     flows.mkdir()
     shutil.copy(FILES / "flow.yaml", flows / "load.yaml")
@@ -542,7 +547,8 @@ def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[in
         "log: {level: warning}\n"
         "calls: {rtp_timeout_seconds: 120"  # callers send no audio before their key (sipp)
         + ("" if unsaved_seconds is None else f", navigation_unsaved_seconds: {unsaved_seconds}") + "}\n"
-        f"sip: {{listen: '127.0.0.1:{sip_port}', rtp_ports: {rtp[0]}-{rtp[1]}"
+        f"sip: {{listen: '127.0.0.1:{sip_port}', rtp_ports: {rtp[0]}-{rtp[1]}, "
+        f"media_worker: {str(media_worker).lower()}"
         + ("" if tls is None else f", srtp: required, tls: {{listen: '127.0.0.1:{tls[0]}', cert: '{tls[1].cert}', "
                                   f"key: '{tls[1].key}'}}") + "}\n"
         + speech,
@@ -561,6 +567,17 @@ def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[in
         time.sleep(0.3)
     proc.kill()
     raise RuntimeError(f"ivr run did not start: {(work / 'ivr.log').read_text()[-2000:]}")
+
+
+def media_worker_pid(pid: int) -> int | None:
+    """The daemon's media worker (ivr.rtp.worker), a child process, when it has one."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if b"ivr.rtp.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+        except OSError:
+            continue
+    return None
 
 
 def start_pyvoip(work: Path, prompts: dict[str, Path], sip_port: int, server_port: int,
@@ -668,7 +685,11 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
                     probe.bind(("127.0.0.1", 0))
                     tls = (int(probe.getsockname()[1]), pki)
             target = start_ivr(work, prompts, impl_sip, rtp, speech_calls=args.speech_calls,
-                               decode_nice=args.decode_nice, unsaved_seconds=args.unsaved_seconds, tls=tls)
+                               decode_nice=args.decode_nice, unsaved_seconds=args.unsaved_seconds, tls=tls,
+                               media_worker=args.media_worker == "on")
+            worker = media_worker_pid(target.pid)
+            if worker is not None:
+                sampler.watch("media", worker)
         else:
             target = start_pyvoip(work, prompts, impl_sip, sipp_sip, rtp)
         sampler.watch(impl, target.pid)
@@ -724,6 +745,9 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
         if sipp.returncode not in (0, 1):
             res.notes.append(f"sipp exit {sipp.returncode}")
         res.ivr_cpu_avg_pct, res.ivr_cpu_peak_pct = sampler.cpu(impl, t_start, t_end)
+        res.media_cpu_avg_pct, res.media_cpu_peak_pct = sampler.cpu("media", t_start, t_end)
+        media_rss = sampler.rss("media", t_start, t_end)[1]
+        res.media_rss_peak_mb = media_rss / 1024 if media_rss is not None else None
         res.sipp_cpu_avg_pct, res.sipp_cpu_peak_pct = sampler.cpu("sipp", t_start, t_end)
         res.capture_cpu_avg_pct = sampler.cpu("dumpcap", t_start, t_end)[0]
         before, peak = sampler.rss(impl, t_start, t_end)
@@ -776,7 +800,8 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     res.dtmf_next_prompt_p50_ms, res.dtmf_next_prompt_p99_ms = r2(pct(fig.dtmf_ms, 0.5)), r2(pct(fig.dtmf_ms, 0.99))
     res.dtmf_next_prompt_max_ms = r2(max(fig.dtmf_ms)) if fig.dtmf_ms else None
     res.keys_without_prompt = fig.keys_without_prompt
-    for name in ("ivr_cpu_avg_pct", "ivr_cpu_peak_pct", "sipp_cpu_avg_pct", "sipp_cpu_peak_pct", "capture_cpu_avg_pct",
+    for name in ("ivr_cpu_avg_pct", "ivr_cpu_peak_pct", "media_cpu_avg_pct", "media_cpu_peak_pct",
+                 "media_rss_peak_mb", "sipp_cpu_avg_pct", "sipp_cpu_peak_pct", "capture_cpu_avg_pct",
                  "ivr_rss_before_mb", "ivr_rss_peak_mb"):
         setattr(res, name, r2(getattr(res, name)))
     if res.ivr_rss_per_call_mb is not None:
@@ -798,7 +823,7 @@ def fmt(x: object) -> str:
 
 def table(results: list[RunResult]) -> str:
     head = ["impl", "N", "load", "ok/fail", "INV→200 p50/p99", "send p50/p99/max", "DTMF→prompt p50/p99",
-            "CPU avg/peak %", "RSS peak MB", "MB/call", "sipp CPU %"]
+            "CPU avg/peak %", "media CPU avg/peak %", "RSS peak MB", "MB/call", "sipp CPU %"]
     rows = [head]
     for r in results:
         rows.append([
@@ -806,7 +831,8 @@ def table(results: list[RunResult]) -> str:
             f"{fmt(r.invite_200_p50_ms)} / {fmt(r.invite_200_p99_ms)}",
             f"{fmt(r.send_interval_p50_ms)} / {fmt(r.send_interval_p99_ms)} / {fmt(r.send_interval_max_ms)}",
             f"{fmt(r.dtmf_next_prompt_p50_ms)} / {fmt(r.dtmf_next_prompt_p99_ms)}",
-            f"{fmt(r.ivr_cpu_avg_pct)} / {fmt(r.ivr_cpu_peak_pct)}", fmt(r.ivr_rss_peak_mb),
+            f"{fmt(r.ivr_cpu_avg_pct)} / {fmt(r.ivr_cpu_peak_pct)}",
+            f"{fmt(r.media_cpu_avg_pct)} / {fmt(r.media_cpu_peak_pct)}", fmt(r.ivr_rss_peak_mb),
             fmt(r.ivr_rss_per_call_mb), f"{fmt(r.sipp_cpu_avg_pct)} / {fmt(r.sipp_cpu_peak_pct)}",
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -854,6 +880,9 @@ def main() -> int:
     p.add_argument("--transport", choices=("udp", "tls"), default="udp",
                    help="ivr only: tls places the calls over SIP/TLS with SDES-SRTP required (bench/tls_callers.py "
                         "instead of sipp, which has neither here; INVITE -> 200 then as the callers time it)")
+    p.add_argument("--media-worker", choices=("on", "off"), default="on",
+                   help="ivr only: sip.media_worker (on: the calls' media in a worker process, the default; off: on "
+                        "the daemon's event loop, as before issue 19 item 2)")
     p.add_argument("--disk-hog", action="store_true",
                    help="run dd ... oflag=dsync in a loop on the state directory's disk during each run")
     args = p.parse_args()

@@ -89,6 +89,9 @@ class SipSettings:
     """Where TLS listens (``sip.tls.listen``; default the UDP host, port 5061)."""
     transport_rules: tuple[TransportRule, ...] = ()
     """``sip.transport_peers``: peers (addresses, CIDRs, configured names) reached over TCP or TLS."""
+    media_worker: bool = True
+    """Run the calls' media (RTP, DTMF, prompts) in a worker process beside the daemon, so that media and
+    signalling use two cores (ivr.rtp.worker); false: on the daemon's own event loop, as before."""
 
     def srtp_for(self, host: str) -> str:
         """The SRTP mode for calls signalled from ``host``."""
@@ -612,7 +615,8 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                       max_calls=None if sip_doc.get("max_calls") is None else int(sip_doc["max_calls"]),
                       peer_limits=limits, comedia_peers=comedia, srtp=str(sip_doc.get("srtp", "off")),
                       srtp_peers=srtp_peers, tcp=bool(sip_doc.get("tcp", False)), tls=tls, tls_host=tls_host,
-                      tls_port=tls_port, transport_rules=rules)
+                      tls_port=tls_port, transport_rules=rules,
+                      media_worker=bool(sip_doc.get("media_worker", True)))
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})

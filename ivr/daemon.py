@@ -134,11 +134,13 @@ class Daemon:
             await self._start_ami()
         if self.with_sip:
             from ivr.adapters.telephony import Telephony
+            from ivr.rtp.remote import RemoteMediaEngine
             from ivr.rtp.session import MediaEngine
 
             sip = self.config.sip
             self._phase(f"starting SIP on {sip.host}:{sip.port}")
-            media = MediaEngine(sip.host, sip.rtp_port_min, sip.rtp_port_max)
+            engine = RemoteMediaEngine if sip.media_worker else MediaEngine
+            media = engine(sip.host, sip.rtp_port_min, sip.rtp_port_max)
             self.telephony = Telephony(self.config, self.events, self.start_call, media, speech=self.speech,
                                        ami=self.ami)
             await self.telephony.start()

@@ -18,7 +18,7 @@ from typing import Protocol, overload
 
 from ivr.proto.g711 import alaw_encode, ulaw_encode
 
-__all__ = ["BridgedMedia", "LiveFeed", "MediaBridge"]
+__all__ = ["AudioRelay", "BridgedMedia", "LiveFeed", "MediaBridge", "Relay"]
 
 log = logging.getLogger(__name__)
 
@@ -91,47 +91,26 @@ def _encoder(law: str) -> Callable[[bytes], bytes]:
     return alaw_encode if law == "alaw" else ulaw_encode
 
 
-class MediaBridge:
-    """Relays audio and keys between sessions ``a`` and ``b`` from ``start`` until ``stop``.
+class AudioRelay:
+    """What each of two sessions in this process hears is played to the other, re-encoded for its law, from
+    ``start`` until ``stop`` (their previous ``on_audio`` listeners are put back then). The media worker runs
+    this for sessions it holds (ivr.rtp.worker: a bridge's audio never crosses to the daemon)."""
 
-    The sessions' previous ``on_audio``/``on_dtmf`` listeners are put back on ``stop``.
-    """
-
-    def __init__(self, a: BridgedMedia, b: BridgedMedia, *, digit_to_a: Callable[[str], None],
-                 digit_to_b: Callable[[str], None]) -> None:
+    def __init__(self, a: BridgedMedia, b: BridgedMedia) -> None:
         self.a = a
         self.b = b
-        self.digit_to_a = digit_to_a
-        self.digit_to_b = digit_to_b
         self.to_a = LiveFeed(_encoder(a.law)(bytes(2 * FRAME_BYTES)))
         self.to_b = LiveFeed(_encoder(b.law)(bytes(2 * FRAME_BYTES)))
-        self.digits_a_to_b: list[str] = []
-        self.digits_b_to_a: list[str] = []
-        self._saved: list[tuple[Callable[[str, str, str], None] | None, Callable[[bytes], None] | None]] = []
+        self._saved: list[Callable[[bytes], None] | None] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._saved = [(self.a.on_dtmf, self.a.on_audio), (self.b.on_dtmf, self.b.on_audio)]
+        self._saved = [self.a.on_audio, self.b.on_audio]
         encode_for_a, encode_for_b = _encoder(self.a.law), _encoder(self.b.law)
         self.a.on_audio = lambda pcm: self.to_b.push(encode_for_b(pcm))
         self.b.on_audio = lambda pcm: self.to_a.push(encode_for_a(pcm))
-        self.a.on_dtmf = self._key(self.digits_a_to_b, self.digit_to_b)
-        self.b.on_dtmf = self._key(self.digits_b_to_a, self.digit_to_a)
         self._tasks = [asyncio.create_task(self._feed(self.a, self.to_a), name="bridge-to-a"),
                        asyncio.create_task(self._feed(self.b, self.to_b), name="bridge-to-b")]
-
-    @staticmethod
-    def _key(seen: list[str], send: Callable[[str], None]) -> Callable[[str, str, str], None]:
-        def on_dtmf(kind: str, digit: str, source: str) -> None:
-            if kind != "end":
-                return  # the key is relayed once, at its end (its length is not kept)
-            seen.append(digit)
-            try:
-                send(digit)
-            except Exception:
-                log.exception("bridge key relay failed digit=%s", digit)
-
-        return on_dtmf
 
     @staticmethod
     async def _feed(session: BridgedMedia, feed: LiveFeed) -> None:
@@ -151,10 +130,77 @@ class MediaBridge:
             await asyncio.wait(self._tasks, timeout=1.0)
         self._tasks = []
         if self._saved:
-            (self.a.on_dtmf, self.a.on_audio), (self.b.on_dtmf, self.b.on_audio) = self._saved
+            self.a.on_audio, self.b.on_audio = self._saved
             self._saved = []
 
     @property
     def stats(self) -> dict[str, int]:
-        return {"to_a": self.to_a.relayed, "to_b": self.to_b.relayed, "dropped": self.to_a.dropped + self.to_b.dropped,
-                "keys_a_to_b": len(self.digits_a_to_b), "keys_b_to_a": len(self.digits_b_to_a)}
+        return {"to_a": self.to_a.relayed, "to_b": self.to_b.relayed, "dropped": self.to_a.dropped + self.to_b.dropped}
+
+
+class Relay(Protocol):
+    """A running audio relay: :class:`AudioRelay`, or the media worker's (ivr.rtp.remote)."""
+
+    async def stop(self) -> None: ...
+
+    @property
+    def stats(self) -> dict[str, int]: ...
+
+
+class MediaBridge:
+    """Relays audio and keys between sessions ``a`` and ``b`` from ``start`` until ``stop``.
+
+    The sessions' previous ``on_dtmf`` listeners are put back on ``stop``. The audio goes through an
+    :class:`AudioRelay` here, or stays in the media worker when the sessions are its (their ``relay_audio``).
+    """
+
+    def __init__(self, a: BridgedMedia, b: BridgedMedia, *, digit_to_a: Callable[[str], None],
+                 digit_to_b: Callable[[str], None]) -> None:
+        self.a = a
+        self.b = b
+        self.digit_to_a = digit_to_a
+        self.digit_to_b = digit_to_b
+        self.digits_a_to_b: list[str] = []
+        self.digits_b_to_a: list[str] = []
+        self._saved: list[Callable[[str, str, str], None] | None] = []
+        self._audio: Relay | None = None
+        self._audio_stats: dict[str, int] = {"to_a": 0, "to_b": 0, "dropped": 0}
+
+    def start(self) -> None:
+        self._saved = [self.a.on_dtmf, self.b.on_dtmf]
+        self.a.on_dtmf = self._key(self.digits_a_to_b, self.digit_to_b)
+        self.b.on_dtmf = self._key(self.digits_b_to_a, self.digit_to_a)
+        remote = getattr(self.a, "relay_audio", None)
+        if remote is not None:
+            self._audio = remote(self.b)
+        else:
+            relay = AudioRelay(self.a, self.b)
+            relay.start()
+            self._audio = relay
+
+    @staticmethod
+    def _key(seen: list[str], send: Callable[[str], None]) -> Callable[[str, str, str], None]:
+        def on_dtmf(kind: str, digit: str, source: str) -> None:
+            if kind != "end":
+                return  # the key is relayed once, at its end (its length is not kept)
+            seen.append(digit)
+            try:
+                send(digit)
+            except Exception:
+                log.exception("bridge key relay failed digit=%s", digit)
+
+        return on_dtmf
+
+    async def stop(self) -> None:
+        if self._audio is not None:
+            await self._audio.stop()
+            self._audio_stats = self._audio.stats
+            self._audio = None
+        if self._saved:
+            self.a.on_dtmf, self.b.on_dtmf = self._saved
+            self._saved = []
+
+    @property
+    def stats(self) -> dict[str, int]:
+        audio = self._audio.stats if self._audio is not None else self._audio_stats
+        return {**audio, "keys_a_to_b": len(self.digits_a_to_b), "keys_b_to_a": len(self.digits_b_to_a)}

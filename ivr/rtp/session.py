@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ivr.errors import IvrError
@@ -34,7 +35,7 @@ from ivr.rtp.media import (
 )
 from ivr.rtp.srtp import SrtpContext
 
-__all__ = ["MediaEngine", "MediaError", "PortsExhaustedError", "RtpSession", "SessionClosedError"]
+__all__ = ["MediaEngine", "MediaError", "PortPairs", "PortsExhaustedError", "RtpSession", "SessionClosedError"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,9 @@ class RtpSession:
 
         Without telephone-event the audio runs 80 ms behind the jitter buffer, so that the frames
         before the in-band detector's key-down can still be blanked."""
+        self.on_prompt_sent: Callable[[Prompt], None] | None = None
+        """Called when the last frame of a prompt begun with :meth:`start_prompt` went out (the media worker's
+        hook: ivr.rtp.worker); :meth:`play` waits for its own."""
         self._engine = engine
         self._loop = asyncio.get_running_loop()
         self._stream = MediaStream(
@@ -173,6 +177,11 @@ class RtpSession:
         """The 20 ms frame sent at the latest tick, as 16-bit PCM: what may come back as echo."""
         frame = self._stream.last_frame
         return alaw_decode(frame) if self.law == "alaw" else ulaw_decode(frame)
+
+    @property
+    def last_frame(self) -> bytes:
+        """The 160-byte G.711 frame sent at the latest tick (as :attr:`last_played`, not decoded)."""
+        return self._stream.last_frame
 
     @property
     def last_received(self) -> float | None:
@@ -249,6 +258,20 @@ class RtpSession:
             raise
         finally:
             self._waiters.pop(prompt, None)
+
+    def start_prompt(self, frames: Sequence[bytes]) -> Prompt:
+        """Queue a prompt without waiting for it (:attr:`on_prompt_sent` tells its end): :meth:`play` for a caller
+        that is not a coroutine, the media worker's command loop. A prompt after silence starts at once."""
+        if self._closed:
+            raise SessionClosedError(self.call_id)
+        prompt = self._stream.play(frames)
+        if not prompt.done:
+            self._start_now()
+        return prompt
+
+    def cancel_prompt(self, prompt: Prompt) -> None:
+        """Stop a prompt at once (the next tick sends comfort silence)."""
+        self._stream.cancel(prompt)
 
     @property
     def stats(self) -> dict[str, int | float]:
@@ -428,14 +451,55 @@ class RtpSession:
                         self.on_dtmf(ev.kind, ev.digit, ev.source)
                 elif isinstance(ev, PromptSent):
                     waiter = self._waiters.get(ev.prompt)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
+                    if waiter is not None:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                    elif self.on_prompt_sent is not None:
+                        self.on_prompt_sent(ev.prompt)
                 elif isinstance(ev, SourceRelatched):
                     self._log.info("rtp source moved from port %d to %d (the old one was quiet: NAT rebinding)",
                                    ev.old_port, ev.new_port)
             except Exception:
                 # A listener's bug must not stop this call's media, let alone everyone else's.
                 self._log.exception("rtp event listener failed")
+
+
+class PortPairs:
+    """The RTP port range as even/odd pairs (RTP on the even port, RTCP on the one above: RFC 3550 section 11),
+    handed out round the range so that a just-freed pair is not reused at once (a late packet of the last call
+    would land in the next one)."""
+
+    def __init__(self, port_min: int, port_max: int) -> None:
+        first = self._first = port_min + (port_min & 1)
+        self._ports = list(range(first, port_max, 2))  # port + 1 must stay inside the range too
+        if not self._ports:
+            raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd port pair")
+        self._cursor = 0
+        self._busy: set[int] = set()
+        self._held: set[int] = set()
+
+    def candidates(self) -> Iterator[int]:
+        """Free pairs from the cursor on, each once; a pair another program holds is skipped by the caller."""
+        n = len(self._ports)
+        for k in range(n):
+            index = (self._cursor + k) % n
+            port = self._ports[index]
+            if port not in self._busy and port not in self._held:
+                yield port
+
+    def hold(self, port: int) -> None:
+        """Being bound (across an await): not offered to anyone else meanwhile."""
+        self._held.add(port)
+
+    def release(self, port: int) -> None:
+        self._held.discard(port)
+
+    def taken(self, port: int) -> None:
+        self._busy.add(port)
+        self._cursor = ((port - self._first) // 2 + 1) % len(self._ports)
+
+    def free(self, port: int) -> None:
+        self._busy.discard(port)
 
 
 class MediaEngine:
@@ -445,17 +509,11 @@ class MediaEngine:
     def __init__(self, host: str, port_min: int, port_max: int, *, phases: int = PHASES) -> None:
         if phases < 1:
             raise ValueError("phases must be >= 1")
-        first = port_min + (port_min & 1)  # RTP on even ports, RTCP on the odd one above (RFC 3550 section 11)
-        self._ports = list(range(first, port_max, 2))  # port + 1 must stay inside the range too
-        if not self._ports:
-            raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd port pair")
+        self._pairs = PortPairs(port_min, port_max)
         self.host = host
         self.port_min = port_min
         self.port_max = port_max
-        self._cursor = 0
-        """Allocation goes round the range, so a just-freed port is not handed out again at once."""
         self._sessions: dict[int, RtpSession] = {}
-        self._binding: set[int] = set()
         self._phases = phases
         self._phase_of: dict[int, int] = {}
         """Phase of each session, by local port (balanced at open, kept for the session's life)."""
@@ -492,28 +550,40 @@ class MediaEngine:
         """Bind the next free even port (and port + 1 for RTCP); raises :class:`PortsExhaustedError`."""
         if self._loop is None or self._timer is None:
             raise RuntimeError("MediaEngine.start() must run before open_session()")
-        n = len(self._ports)
-        for k in range(n):
-            index = (self._cursor + k) % n
-            port = self._ports[index]
-            if port in self._sessions or port in self._binding:
-                continue
-            self._binding.add(port)
+        for port in self._pairs.candidates():
+            self._pairs.hold(port)
             try:
                 session = await self._bind(port, call_id)
             finally:
-                self._binding.discard(port)
+                self._pairs.release(port)
             if session is None:
                 continue
-            self._cursor = (index + 1) % n
-            self._sessions[port] = session
-            sizes = self._phase_sizes
-            phase = sizes.index(min(sizes))
-            self._phase_of[port] = phase
-            sizes[phase] += 1
-            self._refresh_active()
+            self._pairs.taken(port)
+            self._register(session)
             return session
         raise PortsExhaustedError(self.host, self.port_min, self.port_max)
+
+    async def adopt_session(self, rtp_sock: socket.socket, rtcp_sock: socket.socket, *,
+                            call_id: str = "") -> RtpSession:
+        """A session on a socket pair bound elsewhere (the daemon, for its media worker: ivr.rtp.worker)."""
+        assert self._loop is not None
+        port = rtp_sock.getsockname()[1]
+        session = RtpSession(self, port, call_id)
+        rtp_protocol, rtcp_protocol = _RtpProtocol(session), _RtcpProtocol(session)
+        rtp, _ = await self._loop.create_datagram_endpoint(lambda: rtp_protocol, sock=rtp_sock)
+        rtcp, _ = await self._loop.create_datagram_endpoint(lambda: rtcp_protocol, sock=rtcp_sock)
+        session._attach(rtp, rtcp, [rtp_protocol, rtcp_protocol])
+        self._register(session)
+        return session
+
+    def _register(self, session: RtpSession) -> None:
+        port = session.local_port
+        self._sessions[port] = session
+        sizes = self._phase_sizes
+        phase = sizes.index(min(sizes))
+        self._phase_of[port] = phase
+        sizes[phase] += 1
+        self._refresh_active()
 
     async def _bind(self, port: int, call_id: str) -> RtpSession | None:
         assert self._loop is not None
@@ -551,6 +621,7 @@ class MediaEngine:
     def _remove(self, session: RtpSession) -> None:
         if self._sessions.get(session.local_port) is session:
             del self._sessions[session.local_port]
+            self._pairs.free(session.local_port)
             self._phase_sizes[self._phase_of.pop(session.local_port)] -= 1
             self._refresh_active()
 

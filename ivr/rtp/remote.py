@@ -1,0 +1,459 @@
+"""The daemon's side of the media worker (ivr.rtp.worker): the same engine and session API as ivr.rtp.session,
+with the media in another process so that the RTP of 1,000 calls and the SIP and flows beside it use both cores.
+
+:class:`RemoteMediaEngine` starts the worker, binds each call's RTP/RTCP port pair here (so a busy port or an
+exhausted range is this process's error, at once) and passes the sockets over; :class:`RemoteRtpSession` is what
+the call holds: ``play`` sends the prompt and waits for the worker's DONE, ``on_dtmf``/``on_audio`` hear its
+events. If the worker dies, its calls' media ends with :class:`SessionClosedError` (as a hang-up would), one
+ERROR line says so, and a new worker takes the next calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ivr.metrics.buckets import LATENESS_BOUNDS, Buckets
+from ivr.proto import rtcp
+from ivr.proto.g711 import alaw_decode, ulaw_decode
+from ivr.proto.sdes import SrtpKeys
+from ivr.rtp import control as c
+from ivr.rtp.channel import ControlChannel
+from ivr.rtp.media import FRAME_BYTES
+from ivr.rtp.session import MediaError, PortPairs, PortsExhaustedError, SessionClosedError
+
+__all__ = ["RemoteMediaEngine", "RemoteRtpSession", "WorkerStartError"]
+
+log = logging.getLogger("ivr.rtp.remote")
+
+START_TIMEOUT = 20.0
+"""Seconds for a new worker to say READY (a Python start with numpy and uvloop: ~0.5 s on the box)."""
+_LAWS = {0: "ulaw", 8: "alaw"}
+_SILENCE_FRAME = b"\xff" * FRAME_BYTES
+
+
+class WorkerStartError(MediaError):
+    pass
+
+
+class RemoteRtpSession:
+    """One call's RTP, run by the media worker; the API of :class:`ivr.rtp.session.RtpSession`."""
+
+    def __init__(self, engine: RemoteMediaEngine, sid: int, local_port: int, call_id: str) -> None:
+        self.local_port = local_port
+        self.call_id = call_id
+        self.on_dtmf: Callable[[str, str, str], None] | None = None
+        """Called with (kind ``"start"|"end"``, digit, source ``"rfc4733"|"inband"``)."""
+        self._on_audio: Callable[[bytes], None] | None = None
+        self._engine = engine
+        self._sid = sid
+        self._loop = asyncio.get_running_loop()
+        self._law = "ulaw"
+        self._srtp: SrtpKeys | None = None
+        self._comedia = False
+        self._closed = False
+        self._heard: float | None = None
+        self._last_frame = _SILENCE_FRAME
+        self._tokens = 0
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._stats: dict[str, Any] = {}
+
+    @property
+    def on_audio(self) -> Callable[[bytes], None] | None:
+        """Called with 20 ms of 16-bit LE PCM per tick once media flows; the worker decodes and sends it only
+        while a listener is set."""
+        return self._on_audio
+
+    @on_audio.setter
+    def on_audio(self, listener: Callable[[bytes], None] | None) -> None:
+        wanted = listener is not None
+        if wanted != (self._on_audio is not None):
+            self._engine._send((c.OP_AUDIO, self._sid, wanted))
+        self._on_audio = listener
+
+    @property
+    def srtp_keys(self) -> SrtpKeys | None:
+        return self._srtp
+
+    @property
+    def law(self) -> str:
+        return self._law
+
+    @property
+    def last_played(self) -> bytes:
+        """The frame sent at the tick of the latest audio frame heard, as 16-bit PCM (the echo check's)."""
+        return alaw_decode(self._last_frame) if self._law == "alaw" else ulaw_decode(self._last_frame)
+
+    @property
+    def last_received(self) -> float | None:
+        """Loop time of the last RTP packet heard (the worker reports it every 0.2 s)."""
+        return self._heard
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def comedia(self) -> bool:
+        return self._comedia
+
+    @comedia.setter
+    def comedia(self, on: bool) -> None:
+        self._comedia = on
+        self._engine._send((c.OP_COMEDIA, self._sid, on))
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The worker's counters for this session, as of its close (empty before)."""
+        return dict(self._stats)
+
+    def configure(self, *, remote: tuple[str, int] | None, payload_type: int, telephone_event_pt: int | None,
+                  ptime_ms: int = 20, send: bool = True, srtp: SrtpKeys | None = None) -> None:
+        """As :meth:`ivr.rtp.session.RtpSession.configure`; a payload type that is not G.711 raises here."""
+        law = _LAWS.get(payload_type)
+        if law is None:
+            raise ValueError(f"payload type {payload_type} is not G.711 (0 = PCMU, 8 = PCMA)")
+        if telephone_event_pt is not None and (not 0 <= telephone_event_pt <= 127
+                                               or telephone_event_pt == payload_type):
+            raise ValueError(f"telephone-event payload type {telephone_event_pt} is unusable")
+        self._law, self._srtp = law, srtp
+        self._engine._send((c.OP_CONFIGURE, self._sid, {
+            "remote": remote, "payload_type": payload_type, "telephone_event_pt": telephone_event_pt,
+            "ptime_ms": ptime_ms, "send": send, "srtp": srtp}))
+
+    async def play(self, frames: Sequence[bytes]) -> None:
+        """As :meth:`ivr.rtp.session.RtpSession.play`: returns once the worker sent the last frame."""
+        if self._closed:
+            raise SessionClosedError(self.call_id)
+        for i, frame in enumerate(frames):
+            if len(frame) != FRAME_BYTES:
+                raise ValueError(f"frame {i} is {len(frame)} bytes, G.711 20 ms frames are {FRAME_BYTES}")
+        total = len(frames)
+        if total == 0:
+            return
+        self._tokens += 1
+        token = self._tokens
+        waiter = self._loop.create_future()
+        self._waiters[token] = waiter
+        step = c.PLAY_CHUNK_FRAMES
+        send = self._engine._send
+        send((c.OP_PLAY, self._sid, token, total, b"".join(frames[:step])))
+        for at in range(step, total, step):
+            send((c.OP_MORE, self._sid, token, b"".join(frames[at:at + step])))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if not self._closed:
+                send((c.OP_CANCEL, self._sid, token))
+            raise
+        finally:
+            self._waiters.pop(token, None)
+
+    def relay_audio(self, other: RemoteRtpSession) -> _RemoteRelay:
+        """A bridge's audio between this session and ``other``, both ways, inside the worker (ivr.rtp.bridge)."""
+        return _RemoteRelay(self._engine, self, other)
+
+    async def close(self) -> None:
+        """Stop sending, fail waiting prompts, release the port pair once the worker closed it (idempotent)."""
+        if self._closed:
+            return
+        self._lost()
+        reply = await self._engine._request(c.OP_CLOSE, self._sid)
+        if isinstance(reply, dict):
+            self._stats = reply
+        self._engine._release(self)
+        log.debug("rtp closed port=%d stats=%s", self.local_port, self._stats, extra={"call_id": self.call_id})
+
+    # -- from the engine ------------------------------------------------------------------------
+
+    def _lost(self) -> None:
+        self._closed = True
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(SessionClosedError(self.call_id))
+
+    def _event(self, record: c.Record) -> None:
+        op = record[0]
+        if op == c.EV_AUDIO:
+            self._last_frame = record[3]
+            if self._on_audio is not None:
+                self._on_audio(record[2])
+        elif op == c.EV_DONE:
+            waiter = self._waiters.get(record[2])
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif op == c.EV_DTMF:
+            log.debug("dtmf %s source=%s", record[2], record[4], extra={"call_id": self.call_id})
+            if self.on_dtmf is not None:
+                self.on_dtmf(record[2], record[3], record[4])
+
+
+class _RemoteRelay:
+    def __init__(self, engine: RemoteMediaEngine, a: RemoteRtpSession, b: RemoteRtpSession) -> None:
+        self._engine, self._a = engine, a
+        self._stats: dict[str, int] = {"to_a": 0, "to_b": 0, "dropped": 0}
+        engine._send((c.OP_RELAY, a._sid, b._sid))
+
+    async def stop(self) -> None:
+        reply = await self._engine._request(c.OP_UNRELAY, self._a._sid)
+        if isinstance(reply, dict) and reply:
+            self._stats = reply
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self._stats)
+
+
+def _worker_log_settings() -> tuple[str, str]:
+    """The daemon's log level and format, for the worker's lines to read the same."""
+    from ivr.log import JsonFormatter
+
+    root = logging.getLogger()
+    fmt = "json" if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers) else "text"
+    return logging.getLevelName(root.getEffectiveLevel()).lower(), fmt
+
+
+class RemoteMediaEngine:
+    """The media engine's API (:class:`ivr.rtp.session.MediaEngine`) with the engine in a worker process."""
+
+    def __init__(self, host: str, port_min: int, port_max: int, *, rtcp_interval: float = rtcp.INTERVAL) -> None:
+        self._pairs = PortPairs(port_min, port_max)
+        self.host = host
+        self.port_min = port_min
+        self.port_max = port_max
+        self.rtcp_interval = rtcp_interval
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sessions: dict[int, RemoteRtpSession] = {}
+        self._next_sid = 0
+        self._next_rid = 0
+        self._replies: dict[int, asyncio.Future[Any]] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._channel: ControlChannel | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._restarting: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._engine_stats: dict[str, Any] = {}
+        self.lateness = Buckets(LATENESS_BOUNDS)
+        """The worker's phase tick lateness since it started (for /metrics), as of its last report."""
+        self.pid: int | None = None
+        self.cname = ""
+        self.restarts = 0
+
+    async def start(self) -> None:
+        """Start the worker and wait for its READY; :class:`WorkerStartError` if it does not come."""
+        if self._channel is not None:
+            return
+        self._stopping = False
+        await self._spawn()
+
+    async def _spawn(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        level, fmt = _worker_log_settings()
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # the tree ivr is imported from, installed or not
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ivr.rtp.worker", "--control-fd", str(theirs.fileno()),
+                "--host", self.host, "--ports", f"{self.port_min}-{self.port_max}",
+                "--rtcp-interval", str(self.rtcp_interval), "--log-level", level, "--log-format", fmt,
+                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=env)
+        except OSError as exc:
+            ours.close()
+            raise WorkerStartError(f"cannot start the media worker: {exc}") from exc
+        finally:
+            theirs.close()
+        self._ready = loop.create_future()
+        channel = self._channel = ControlChannel(ours, self._records, self._worker_lost)
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                await self._ready
+        except (TimeoutError, MediaError) as exc:
+            channel.close()
+            self._channel = None
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()
+            raise WorkerStartError(f"the media worker did not start ({exc or 'no READY'})") from None
+        log.info("media worker started pid=%s", self.pid)
+
+    async def open_session(self, *, call_id: str = "") -> RemoteRtpSession:
+        """Bind the next free even port (and port + 1 for RTCP) and hand both to the worker; raises
+        :class:`PortsExhaustedError`, or :class:`WorkerStartError` when no worker runs."""
+        if self._restarting is not None:
+            await asyncio.shield(self._restarting)
+        if self._channel is None and not self._stopping:
+            await self._spawn()  # the restart after a crash failed: try again for this call
+        if self._channel is None:
+            raise WorkerStartError("the media worker is not running")
+        for port in self._pairs.candidates():
+            pair = self._bind(port)
+            if pair is None:
+                continue
+            self._pairs.taken(port)
+            self._next_sid += 1
+            session = RemoteRtpSession(self, self._next_sid, port, call_id)
+            self._sessions[session._sid] = session
+            self._channel.send_with_fds((c.OP_OPEN, session._sid, call_id, False), [s.fileno() for s in pair])
+            for sock in pair:
+                sock.close()
+            return session
+        raise PortsExhaustedError(self.host, self.port_min, self.port_max)
+
+    def _bind(self, port: int) -> tuple[socket.socket, socket.socket] | None:
+        socks: list[socket.socket] = []
+        try:
+            for p in (port, port + 1):
+                sock = socket.socket(self._family, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.setblocking(False)
+                sock.bind((self.host, p))
+        except OSError:
+            for sock in socks:
+                sock.close()
+            return None  # taken by another program: try the next pair
+        return socks[0], socks[1]
+
+    def _release(self, session: RemoteRtpSession) -> None:
+        if self._sessions.pop(session._sid, None) is not None:
+            self._pairs.free(session.local_port)
+
+    def _send(self, record: c.Record) -> None:
+        if self._channel is not None:
+            self._channel.send(record)
+
+    async def _request(self, op: str, *args: Any, timeout: float = 2.0) -> Any:
+        """A record the worker answers with a REPLY; None when it does not (gone, or slower than ``timeout``)."""
+        if self._channel is None or self._channel.closed:
+            return None
+        self._next_rid += 1
+        rid = self._next_rid
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._replies[rid] = reply
+        self._channel.send((op, rid, *args))
+        try:
+            async with asyncio.timeout(timeout):
+                return await reply
+        except TimeoutError:
+            log.warning("media worker did not answer %s in %.0f s", op, timeout)
+            return None
+        finally:
+            self._replies.pop(rid, None)
+
+    def _records(self, records: list[c.Record], fds: list[int]) -> None:
+        for fd in fds:  # the worker sends none
+            os.close(fd)
+        sessions = self._sessions
+        for record in records:
+            op = record[0]
+            try:
+                if op in (c.EV_AUDIO, c.EV_DONE, c.EV_DTMF):
+                    session = sessions.get(record[1])
+                    if session is not None and not session._closed:
+                        session._event(record)
+                elif op == c.EV_RECEIVED:
+                    to_loop = time.monotonic() - asyncio.get_running_loop().time()
+                    for sid, heard in record[1]:
+                        session = sessions.get(sid)
+                        if session is not None:
+                            session._heard = heard - to_loop
+                elif op == c.EV_REPLY:
+                    reply = self._replies.get(record[1])
+                    if reply is not None and not reply.done():
+                        reply.set_result(record[2])
+                elif op == c.EV_ENGINE:
+                    self._engine_stats = record[1]
+                    self.lateness.counts = list(record[2])
+                    self.lateness.sum = record[3]
+                elif op == c.EV_READY:
+                    self.pid, self.cname = record[1], record[2]
+                    if self._ready is not None and not self._ready.done():
+                        self._ready.set_result(None)
+                else:
+                    log.warning("unknown media event %r", op)
+            except Exception:
+                # A listener's bug must not stop this call's media, let alone everyone else's.
+                log.exception("media event listener failed")
+
+    def _worker_lost(self) -> None:
+        """The control socket closed: the worker exited. Its calls' media is gone; the next calls get a new one."""
+        self._channel = None
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_result(None)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(MediaError("the media worker exited at start"))
+            return
+        if self._stopping:
+            return
+        lost = list(self._sessions.values())
+        for session in lost:
+            session._lost()
+            self._release(session)
+        log.error("media worker pid=%s exited: %d calls lost their media; starting a new one", self.pid, len(lost))
+        self._restarting = asyncio.get_running_loop().create_task(self._restart(), name="media-worker-restart")
+
+    async def _restart(self) -> None:
+        try:
+            if self._process is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5.0):
+                        code = await self._process.wait()
+                        log.info("media worker pid=%s exit status %s", self.pid, code)
+            self.restarts += 1
+            await self._spawn()
+        except MediaError as exc:
+            log.error("%s", exc)
+        finally:
+            self._restarting = None
+
+    async def stop(self) -> None:
+        """Close every session, then stop the worker (it exits when its control socket closes)."""
+        if self._restarting is not None:
+            with contextlib.suppress(Exception):
+                await self._restarting
+        for session in list(self._sessions.values()):
+            await session.close()
+        self._stopping = True
+        channel, process = self._channel, self._process
+        self._channel = None
+        if channel is not None:
+            channel.send((c.OP_STOP,))
+            await channel.drain()
+            channel.close()
+        if process is not None:
+            try:
+                async with asyncio.timeout(5.0):
+                    await process.wait()
+            except TimeoutError:
+                log.warning("media worker pid=%s did not stop: killed", self.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        self._process = None
+
+    @property
+    def stats(self) -> dict[str, int | float]:
+        """As :attr:`ivr.rtp.session.MediaEngine.stats` (the worker's, reported every second), and the worker's
+        pid and restarts."""
+        worker = self._engine_stats
+        return {
+            "sessions": len(self._sessions),
+            "ticks": worker.get("ticks", 0),
+            "ticks_skipped": worker.get("ticks_skipped", 0),
+            "tick_lateness_p50_ms": worker.get("tick_lateness_p50_ms", 0.0),
+            "tick_lateness_p99_ms": worker.get("tick_lateness_p99_ms", 0.0),
+            "tick_lateness_max_ms": worker.get("tick_lateness_max_ms", 0.0),
+            "packets_sent": worker.get("packets_sent", 0),
+            "worker_pid": self.pid or 0,
+            "worker_restarts": self.restarts,
+        }
