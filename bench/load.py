@@ -362,6 +362,8 @@ class CaptureFigures:
     keys_without_prompt: int = 0
     window_gaps_ms: list[float] = field(default_factory=list)
     """Send gaps that ended inside the window (while all --speech-calls were up)."""
+    gap_ends: list[float] = field(default_factory=list)
+    """When each of gaps_ms ended (capture time), for the tail over the run (send_p99_by_10s)."""
 
 
 def analyse(path: Path, sip_port: int, rtp: tuple[int, int], first_frame: bytes | None,
@@ -415,6 +417,7 @@ def analyse(path: Path, sip_port: int, rtp: tuple[int, int], first_frame: bytes 
     for (port, _ssrc), pkts in sent.items():
         fig.streams += 1
         fig.gaps_ms.extend(1000 * (b[0] - a[0]) for a, b in zip(pkts, pkts[1:], strict=False))
+        fig.gap_ends.extend(b[0] for b in pkts[1:])
         if window is not None:
             fig.window_gaps_ms.extend(1000 * (b[0] - a[0]) for a, b in zip(pkts, pkts[1:], strict=False)
                                       if window[0] <= b[0] <= window[1])
@@ -746,6 +749,11 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
             res.notes.append(f"sipp exit {sipp.returncode}")
         res.ivr_cpu_avg_pct, res.ivr_cpu_peak_pct = sampler.cpu(impl, t_start, t_end)
         res.media_cpu_avg_pct, res.media_cpu_peak_pct = sampler.cpu("media", t_start, t_end)
+        steps = [t_start + 10 * k for k in range(int((t_end - t_start) // 10) + 1)] + [t_end]
+        for name in (impl, "media"):
+            by_10s = [sampler.cpu(name, a, b)[0] for a, b in zip(steps, steps[1:], strict=False) if b - a >= 2]
+            if any(x is not None for x in by_10s):
+                res.notes.append(f"{name} CPU % by 10 s: " + " ".join(fmt(x) for x in by_10s))
         media_rss = sampler.rss("media", t_start, t_end)[1]
         res.media_rss_peak_mb = media_rss / 1024 if media_rss is not None else None
         res.sipp_cpu_avg_pct, res.sipp_cpu_peak_pct = sampler.cpu("sipp", t_start, t_end)
@@ -796,6 +804,13 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     res.invites_unanswered = fig.invites_unanswered
     res.send_interval_p50_ms, res.send_interval_p99_ms = r2(pct(fig.gaps_ms, 0.5)), r2(pct(fig.gaps_ms, 0.99))
     res.send_interval_max_ms = r2(max(fig.gaps_ms, default=0.0)) if fig.gaps_ms else None
+    if fig.gap_ends:
+        first = min(fig.gap_ends)
+        by_10s: dict[int, list[float]] = {}
+        for end, gap in zip(fig.gap_ends, fig.gaps_ms, strict=True):
+            by_10s.setdefault(int((end - first) // 10), []).append(gap)
+        res.notes.append("send p99 by 10 s of the run: " + " ".join(
+            f"{fmt(pct(gaps, 0.99))}" for _, gaps in sorted(by_10s.items())))
     res.streams = fig.streams
     res.dtmf_next_prompt_p50_ms, res.dtmf_next_prompt_p99_ms = r2(pct(fig.dtmf_ms, 0.5)), r2(pct(fig.dtmf_ms, 0.99))
     res.dtmf_next_prompt_max_ms = r2(max(fig.dtmf_ms)) if fig.dtmf_ms else None

@@ -496,6 +496,7 @@ class Daemon:
             "config": self.config.source,
             "sip": "{}:{}".format(*self.telephony.endpoint.local_address) if self.telephony else None,
             "sip_listening": dict(self.telephony.endpoint.listening) if self.telephony else {},
+            "media": self.telephony.media.stats if self.telephony else None,
             "metrics": self.metrics.address if self.metrics is not None else None,
             "registrations": self.telephony.registrations() if self.telephony else [],
             "ami": self._ami_link(),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -79,7 +80,7 @@ class Worker:
         self.engine.rtcp_interval = rtcp_interval
         self._sock = sock
         self.sessions: dict[int, RtpSession] = {}
-        self._prompts: dict[tuple[int, int], tuple[Prompt, PromptFrames]] = {}
+        self._prompts: dict[tuple[int, int], tuple[Prompt, Sequence[bytes]]] = {}
         self._tokens: dict[Prompt, tuple[int, int]] = {}
         self._relays: dict[int, AudioRelay] = {}
         self._reported: dict[int, float] = {}
@@ -90,6 +91,9 @@ class Worker:
 
     async def run(self) -> None:
         await self.engine.start()
+        # What the start made (modules, numpy, the loop) lives as long as the process: out of the collector's
+        # sight, a full collection walks only the calls' objects (a full one took ~19 ms with 1,000 sessions).
+        gc.freeze()
         self.channel = ControlChannel(self._sock, self._received, self._stop.set)
         self.channel.send((c.EV_READY, os.getpid(), self.engine.cname))
         tasks = [asyncio.create_task(self._commands(), name="media-commands"),
@@ -127,7 +131,10 @@ class Worker:
             if session is None or session.closed:
                 self._send_done(sid, token)
                 return
-            frames = PromptFrames(total, first, _SILENCE[session.law])
+            if total * FRAME_BYTES == len(first):  # the whole prompt in one record: a plain list ticks cheapest
+                frames: Sequence[bytes] = [first[at:at + FRAME_BYTES] for at in range(0, len(first), FRAME_BYTES)]
+            else:
+                frames = PromptFrames(total, first, _SILENCE[session.law])
             prompt = session.start_prompt(frames)
             if prompt.done:
                 self._send_done(sid, token)
@@ -137,7 +144,7 @@ class Worker:
         elif op == c.OP_MORE:
             _, sid, token, chunk = record
             playing = self._prompts.get((sid, token))
-            if playing is not None:
+            if playing is not None and isinstance(playing[1], PromptFrames):
                 playing[1].extend(chunk)
         elif op == c.OP_CANCEL:
             _, sid, token = record
