@@ -169,6 +169,18 @@ def _normalize_ip(host: str) -> str:
     return str(ip)
 
 
+def law_of(payload_type: int, telephone_event_pt: int | None) -> str:
+    """The G.711 law of a negotiated payload type; ValueError for one that is not G.711, or for a
+    telephone-event type that cannot be told from it."""
+    law = _LAWS.get(payload_type)
+    if law is None:
+        raise ValueError(f"payload type {payload_type} is not G.711 (0 = PCMU, 8 = PCMA)")
+    if telephone_event_pt is not None and (not 0 <= telephone_event_pt <= 127 or telephone_event_pt == payload_type):
+        # Dynamic (96..127) in practice; anything else that is not the audio type is tolerated.
+        raise ValueError(f"telephone-event payload type {telephone_event_pt} is unusable")
+    return law
+
+
 def _is_unspecified(host: str) -> bool:
     """RFC 3264 section 8.4 (and RFC 2543 style hold): c=0.0.0.0 means "do not send to me"."""
     try:
@@ -284,14 +296,7 @@ class MediaStream:
         ``ptime_ms`` multiples of 20 up to 200 pack that many frames per packet; anything else sends 20 ms
         (a=ptime is only a preference, RFC 4566 section 6).
         """
-        law = _LAWS.get(payload_type)
-        if law is None:
-            raise ValueError(f"payload type {payload_type} is not G.711 (0 = PCMU, 8 = PCMA)")
-        if telephone_event_pt is not None and (
-            not 0 <= telephone_event_pt <= 127 or telephone_event_pt == payload_type
-        ):
-            # Dynamic (96..127) in practice; anything else that is not the audio type is tolerated.
-            raise ValueError(f"telephone-event payload type {telephone_event_pt} is unusable")
+        law = law_of(payload_type, telephone_event_pt)
         self.law, self.payload_type = law, payload_type
         self._silence = _SILENCE[law]
         self._decode = _DECODE[law]

@@ -27,7 +27,7 @@ from ivr.proto.g711 import alaw_decode, ulaw_decode
 from ivr.proto.sdes import SrtpKeys
 from ivr.rtp import control as c
 from ivr.rtp.channel import ControlChannel
-from ivr.rtp.media import FRAME_BYTES
+from ivr.rtp.media import FRAME_BYTES, law_of
 from ivr.rtp.session import MediaError, PortPairs, PortsExhaustedError, SessionClosedError
 
 __all__ = ["RemoteMediaEngine", "RemoteRtpSession", "WorkerStartError"]
@@ -36,7 +36,6 @@ log = logging.getLogger("ivr.rtp.remote")
 
 START_TIMEOUT = 20.0
 """Seconds for a new worker to say READY (a Python start with numpy and uvloop: ~0.5 s on the box)."""
-_LAWS = {0: "ulaw", 8: "alaw"}
 _SILENCE_FRAME = b"\xff" * FRAME_BYTES
 
 
@@ -118,13 +117,7 @@ class RemoteRtpSession:
     def configure(self, *, remote: tuple[str, int] | None, payload_type: int, telephone_event_pt: int | None,
                   ptime_ms: int = 20, send: bool = True, srtp: SrtpKeys | None = None) -> None:
         """As :meth:`ivr.rtp.session.RtpSession.configure`; a payload type that is not G.711 raises here."""
-        law = _LAWS.get(payload_type)
-        if law is None:
-            raise ValueError(f"payload type {payload_type} is not G.711 (0 = PCMU, 8 = PCMA)")
-        if telephone_event_pt is not None and (not 0 <= telephone_event_pt <= 127
-                                               or telephone_event_pt == payload_type):
-            raise ValueError(f"telephone-event payload type {telephone_event_pt} is unusable")
-        self._law, self._srtp = law, srtp
+        self._law, self._srtp = law_of(payload_type, telephone_event_pt), srtp
         self._engine._send((c.OP_CONFIGURE, self._sid, {
             "remote": remote, "payload_type": payload_type, "telephone_event_pt": telephone_event_pt,
             "ptime_ms": ptime_ms, "send": send, "srtp": srtp}))

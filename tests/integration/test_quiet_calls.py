@@ -56,5 +56,6 @@ def test_a_hundred_ordinary_calls_leave_a_quiet_log(appliance: tuple[Env, int, P
     assert {c["outcome"] for c in calls} <= {"caller_hangup", "hangup"}, {c["outcome"] for c in calls}
     text = log.read_text()
     bad = [line for line in text.splitlines()
-           if "level=error" in line or "ERROR" in line or "never retrieved" in line or "never awaited" in line or "Traceback" in line]
+           if "level=error" in line or "ERROR" in line or "never retrieved" in line or "never awaited" in line
+           or "Traceback" in line]
     assert bad == [], "\n".join(bad[:20])
