@@ -111,6 +111,7 @@ async def test_scrape_names_labels_and_a_call_counted_by_outcome(empty_env: Env)
         "ivr_rtp_packets_sent": ("counter", set()),
         "ivr_rtp_ticks_skipped": ("counter", set()),
         "ivr_rtp_send_lateness_seconds": ("histogram", {"le"}),
+        "ivr_rtp_worker_restarts": ("counter", set()),
         "ivr_event_loop_lag_seconds": ("histogram", {"le"}),
         "ivr_event_log_commit_seconds": ("histogram", {"le"}),
         "ivr_event_log_post_waits": ("counter", set()),

@@ -241,11 +241,21 @@ class RemoteMediaEngine:
         self.restarts = 0
 
     async def start(self) -> None:
-        """Start the worker and wait for its READY; :class:`WorkerStartError` if it does not come."""
-        if self._channel is not None:
+        """Start the worker; the first call waits for its READY (~0.5 s) while the daemon goes on starting (its
+        callback dialer, its READY to systemd). A worker that does not come up is an ERROR line, and calls get
+        503 until one does (each new call tries again)."""
+        if self._channel is not None or self._restarting is not None:
             return
         self._stopping = False
-        await self._spawn()
+        self._restarting = asyncio.get_running_loop().create_task(self._launch(), name="media-worker-start")
+
+    async def _launch(self) -> None:
+        try:
+            await self._spawn()
+        except MediaError as exc:
+            log.error("%s", exc)
+        finally:
+            self._restarting = None
 
     async def _spawn(self) -> None:
         loop = asyncio.get_running_loop()
@@ -393,21 +403,17 @@ class RemoteMediaEngine:
             session._lost()
             self._release(session)
         log.error("media worker pid=%s exited: %d calls lost their media; starting a new one", self.pid, len(lost))
+        self.pid = None
         self._restarting = asyncio.get_running_loop().create_task(self._restart(), name="media-worker-restart")
 
     async def _restart(self) -> None:
-        try:
-            if self._process is not None:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5.0):
-                        code = await self._process.wait()
-                        log.info("media worker pid=%s exit status %s", self.pid, code)
-            self.restarts += 1
-            await self._spawn()
-        except MediaError as exc:
-            log.error("%s", exc)
-        finally:
-            self._restarting = None
+        if self._process is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    code = await self._process.wait()
+                    log.info("media worker pid=%s exit status %s", self.pid, code)
+        self.restarts += 1
+        await self._launch()
 
     async def stop(self) -> None:
         """Close every session, then stop the worker (it exits when its control socket closes)."""

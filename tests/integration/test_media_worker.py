@@ -36,7 +36,11 @@ def children(pid: int) -> set[int]:
 def test_a_killed_media_worker_is_replaced_and_the_next_caller_is_served(env: Env) -> None:
     proc, port, log = start_appliance(env)
     try:
-        media = env.ivr("status").json()["media"]
+        for _ in range(100):  # the daemon is READY before its worker is (the first call would wait for it)
+            media = env.ivr("status").json()["media"]
+            if media["worker_pid"]:
+                break
+            time.sleep(0.1)
         worker = media["worker_pid"]
         assert worker in children(proc.pid) and media["worker_restarts"] == 0
         walk_menu(env, port)
