@@ -112,7 +112,7 @@ def walk_menu_over_srtp(env: Env, phone: Baresip, target: Callable[[int], str]) 
                 phone.wait_event("CALL_ESTABLISHED", timeout=15)
             except AssertionError as e:
                 raise AssertionError(f"{e}\n--- daemon log ---\n{log.read_text()[-4000:]}") from None
-            time.sleep(1.5)  # our prompt plays to it, encrypted, then a key
+            heard_both_ways = wait_for_bit_rates(phone)  # our prompt plays to it, encrypted, then a key
             assert phone.command("sndcode", "2").get("ok")
             phone.wait_event("CALL_CLOSED", timeout=20)
             call = wait_for_call(env_)
@@ -127,9 +127,21 @@ def walk_menu_over_srtp(env: Env, phone: Baresip, target: Callable[[int], str]) 
     out = phone.output()
     assert "SRTP is Enabled" in out and "unprotect" not in out, out  # libre's srtp warns of every failure
     assert "fail authentication" not in daemon_log, daemon_log[-3000:]  # its SRTCP too (its plain APP/BYE dropped)
-    rates = re.findall(r"audio=(\d+)/(\d+) \(bit/s\)", out)
-    assert rates and min(int(x) for x in rates[-1]) > 0, out  # both ways: its bit rates sent / received
+    assert heard_both_ways, out  # its bit rates sent / received both above zero while the call was up
     return dict(answered.data)
+
+
+def wait_for_bit_rates(phone: Baresip, timeout: float = 10.0) -> bool:
+    """Whether baresip's status line shows audio sent and received at a non-zero bit rate within ``timeout``.
+    Its rates first show ~3 s into a call (a one-second metric after a start-up pause), so a fixed sleep
+    before the key would race the call's end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rates = re.findall(r"audio=(\d+)/(\d+) \(bit/s\)", phone.output())
+        if rates and min(int(x) for x in rates[-1]) > 0:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def test_a_callback_to_baresip_offers_srtp_when_its_trunk_requires_it(env: Env, tmp_path: Path) -> None:
