@@ -217,12 +217,15 @@ def _worker_log_settings() -> tuple[str, str]:
 class RemoteMediaEngine:
     """The media engine's API (:class:`ivr.rtp.session.MediaEngine`) with the engine in a worker process."""
 
-    def __init__(self, host: str, port_min: int, port_max: int, *, rtcp_interval: float = rtcp.INTERVAL) -> None:
+    def __init__(self, host: str, port_min: int, port_max: int, *, rtcp_interval: float = rtcp.INTERVAL,
+                 priority: int = 0) -> None:
         self._pairs = PortPairs(port_min, port_max)
         self.host = host
         self.port_min = port_min
         self.port_max = port_max
         self.rtcp_interval = rtcp_interval
+        self.priority = priority
+        """Nice levels the worker asks for above the daemon's (``sip.media_priority``)."""
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sessions: dict[int, RemoteRtpSession] = {}
         self._next_sid = 0
@@ -269,6 +272,7 @@ class RemoteMediaEngine:
                 sys.executable, "-m", "ivr.rtp.worker", "--control-fd", str(theirs.fileno()),
                 "--host", self.host, "--ports", f"{self.port_min}-{self.port_max}",
                 "--rtcp-interval", str(self.rtcp_interval), "--log-level", level, "--log-format", fmt,
+                "--priority", str(self.priority),
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=env)
         except OSError as exc:
             ours.close()

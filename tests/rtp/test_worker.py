@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -207,6 +208,32 @@ async def test_closing_frees_the_port_pair_for_the_next_call() -> None:
         await third.close()
     finally:
         await eng.stop()
+
+
+async def test_the_worker_runs_its_tick_at_a_higher_priority_than_the_daemon(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """Under load the scheduler should run the media's 20 ms tick first: the worker asks for ``priority`` nice
+    levels above ours; where it may not (no root, CAP_SYS_NICE or RLIMIT_NICE) it stays and says at which."""
+    base = free_port_range(2)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    eng = RemoteMediaEngine("127.0.0.1", base, base + 1, priority=4)
+    caplog.set_level(logging.INFO)  # the worker logs at the daemon's level
+    await eng.start()
+    try:
+        session = await eng.open_session()  # waits for the worker's READY
+        assert eng.pid is not None
+        theirs = os.getpriority(os.PRIO_PROCESS, eng.pid)
+        await session.close()
+    finally:
+        await eng.stop()
+    said = capfd.readouterr().err  # the worker's log lines go to the daemon's stderr
+    soft = resource.getrlimit(resource.RLIMIT_NICE)[0]
+    if os.geteuid() == 0 or soft == resource.RLIM_INFINITY or ours - 4 >= 20 - soft:
+        assert theirs == max(-20, ours - 4)
+        assert f"media worker at nice {theirs}" in said, said
+    else:
+        assert theirs == ours
+        assert f"media worker stays at nice {ours}" in said, said
 
 
 async def test_a_worker_that_dies_ends_its_calls_media_and_the_next_call_gets_a_new_one(
