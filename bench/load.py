@@ -526,9 +526,11 @@ def disk_hog(folder: Path) -> subprocess.Popen[Any]:
 
 def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[int, int], *, speech_calls: int = 0,
               decode_nice: int | None = None, unsaved_seconds: float | None = None,
-              tls: tuple[int, Any] | None = None, media_worker: bool = True) -> subprocess.Popen[Any]:
+              tls: tuple[int, Any] | None = None, media_worker: bool = True,
+              media_priority: int | None = None) -> subprocess.Popen[Any]:
     """``tls``: (port, tests.integration.pki.Pki): SIP over TLS there with SRTP required, beside UDP.
-    ``media_worker``: ``sip.media_worker`` (the calls' media in a worker process; false: on the main loop)."""
+    ``media_worker``: ``sip.media_worker`` (the calls' media in a worker process; false: on the main loop);
+    ``media_priority``: ``sip.media_priority`` (None: the config default)."""
     flows = work / "flows"
     flows.mkdir()
     shutil.copy(FILES / "flow.yaml", flows / "load.yaml")
@@ -552,6 +554,7 @@ def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[in
         + ("" if unsaved_seconds is None else f", navigation_unsaved_seconds: {unsaved_seconds}") + "}\n"
         f"sip: {{listen: '127.0.0.1:{sip_port}', rtp_ports: {rtp[0]}-{rtp[1]}, "
         f"media_worker: {str(media_worker).lower()}"
+        + ("" if media_priority is None else f", media_priority: {media_priority}")
         + ("" if tls is None else f", srtp: required, tls: {{listen: '127.0.0.1:{tls[0]}', cert: '{tls[1].cert}', "
                                   f"key: '{tls[1].key}'}}") + "}\n"
         + speech,
@@ -689,7 +692,7 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
                     tls = (int(probe.getsockname()[1]), pki)
             target = start_ivr(work, prompts, impl_sip, rtp, speech_calls=args.speech_calls,
                                decode_nice=args.decode_nice, unsaved_seconds=args.unsaved_seconds, tls=tls,
-                               media_worker=args.media_worker == "on")
+                               media_worker=args.media_worker == "on", media_priority=args.media_priority)
             worker = media_worker_pid(target.pid)
             if worker is not None:
                 sampler.watch("media", worker)
@@ -701,6 +704,10 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
         if args.disk_hog:
             hog = disk_hog(work / "var")
         time.sleep(1.0)  # a baseline RSS sample, and the daemon settled
+        if impl == "ivr" and worker is not None:
+            with contextlib.suppress(OSError):
+                res.notes.append(f"media worker nice {os.getpriority(os.PRIO_PROCESS, worker)} "
+                                 f"(daemon {os.getpriority(os.PRIO_PROCESS, target.pid)})")
         hold_ms = int(1000 * (n / args.rate + args.settle))
         stats = work / "sipp_stats.csv"
         scenario = FILES / "dtmf_call.xml"
@@ -751,9 +758,9 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
         res.media_cpu_avg_pct, res.media_cpu_peak_pct = sampler.cpu("media", t_start, t_end)
         steps = [t_start + 10 * k for k in range(int((t_end - t_start) // 10) + 1)] + [t_end]
         for name in (impl, "media"):
-            by_10s = [sampler.cpu(name, a, b)[0] for a, b in zip(steps, steps[1:], strict=False) if b - a >= 2]
-            if any(x is not None for x in by_10s):
-                res.notes.append(f"{name} CPU % by 10 s: " + " ".join(fmt(x) for x in by_10s))
+            cpu_by_10s = [sampler.cpu(name, a, b)[0] for a, b in zip(steps, steps[1:], strict=False) if b - a >= 2]
+            if any(x is not None for x in cpu_by_10s):
+                res.notes.append(f"{name} CPU % by 10 s: " + " ".join(fmt(x) for x in cpu_by_10s))
         media_rss = sampler.rss("media", t_start, t_end)[1]
         res.media_rss_peak_mb = media_rss / 1024 if media_rss is not None else None
         res.sipp_cpu_avg_pct, res.sipp_cpu_peak_pct = sampler.cpu("sipp", t_start, t_end)
@@ -898,6 +905,9 @@ def main() -> int:
     p.add_argument("--media-worker", choices=("on", "off"), default="on",
                    help="ivr only: sip.media_worker (on: the calls' media in a worker process, the default; off: on "
                         "the daemon's event loop, as before issue 19 item 2)")
+    p.add_argument("--media-priority", type=int, default=None,
+                   help="ivr only: sip.media_priority, nice levels the media worker runs above the daemon (default: "
+                        "the config's, 10; 0: the same as the daemon)")
     p.add_argument("--disk-hog", action="store_true",
                    help="run dd ... oflag=dsync in a loop on the state directory's disk during each run")
     args = p.parse_args()
