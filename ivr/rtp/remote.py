@@ -138,14 +138,14 @@ class RemoteRtpSession:
         self._waiters[token] = waiter
         step = c.PLAY_CHUNK_FRAMES
         send = self._engine._send
-        send((c.OP_PLAY, self._sid, token, total, b"".join(frames[:step])))
+        send((c.OP_PLAY, self._sid, token, total, b"".join(frames[:step])), now=True)  # the caller hears it next
         for at in range(step, total, step):
             send((c.OP_MORE, self._sid, token, b"".join(frames[at:at + step])))
         try:
             await waiter
         except asyncio.CancelledError:
             if not self._closed:
-                send((c.OP_CANCEL, self._sid, token))
+                send((c.OP_CANCEL, self._sid, token), now=True)  # a barge-in: the prompt stops at once
             raise
         finally:
             self._waiters.pop(token, None)
@@ -334,9 +334,9 @@ class RemoteMediaEngine:
         if self._sessions.pop(session._sid, None) is not None:
             self._pairs.free(session.local_port)
 
-    def _send(self, record: c.Record) -> None:
+    def _send(self, record: c.Record, *, now: bool = False) -> None:
         if self._channel is not None:
-            self._channel.send(record)
+            self._channel.send(record, now=now)
 
     async def _request(self, op: str, *args: Any, timeout: float = 2.0) -> Any:
         """A record the worker answers with a REPLY; None when it does not (gone, or slower than ``timeout``)."""

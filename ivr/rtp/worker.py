@@ -206,7 +206,8 @@ class Worker:
         send = self._channel_send
 
         def on_dtmf(kind: str, digit: str, source: str) -> None:
-            send((c.EV_DTMF, sid, kind, digit, source))
+            assert self.channel is not None
+            self.channel.send((c.EV_DTMF, sid, kind, digit, source), now=True)  # the flow waits for it
 
         def on_prompt_sent(prompt: Prompt) -> None:
             key = self._tokens.pop(prompt, None)

@@ -98,6 +98,12 @@ def test_sipp_call_walks_a_menu(vm: Vm, tmp_path: Path) -> None:
     assert r.returncode == 0, f"sipp exit {r.returncode}\n{r.stdout[-1500:]}\n{errors}"
     calls = vm.wait_for("ivr --config /etc/ivr/ivr.yaml calls --json --last 1", '"billing"', timeout=60)
     assert '"account"' in calls and '"billing_menu"' in calls, calls
+    # The call's media went through the media worker, a child of the daemon, which the unit's LimitNICE= and
+    # system call filter let run sip.media_priority (10) nice levels above the daemon's Nice=-5.
+    daemon = vm.ssh("systemctl show -P MainPID ivr.service").stdout.strip()
+    children = vm.ssh(f"ps -o ni=,args= --ppid {daemon}").stdout
+    worker = [line.split() for line in children.splitlines() if "ivr.rtp.worker" in line]
+    assert len(worker) == 1 and worker[0][0] == "-15", children
 
 
 def test_watchdog_restarts_a_frozen_daemon(vm: Vm) -> None:
