@@ -2,7 +2,9 @@
 (dial via SIP, transfer by bridge; sipp plays every customer's phone and the agent). The kills come at random
 moments, so some land during "press 1" and some while a customer talks to the agent. Issue 12, "the box's own
 crashes": afterwards, from the phones' own message traces and the database:
-- no customer reached an agent twice (the agent's sipp counts the INVITEs it answered per customer number);
+- no customer reached an agent twice (the agent's sipp counts the INVITEs it answered per customer number),
+  except where a kill fell between the agent's answer and the commit of its proof (``transfer.progress``): that
+  agent never got the customer, and the callback is owed again (at least once: a callback is never lost);
 - no request expired because of the box's crashes: with every customer answering and pressing 1, all are done;
 - every finished request has exactly one ``callback.kept`` (an expiry would be a counted broken promise);
 - no attempt left open after the last, orderly run; interruptions spent none of the customer's attempts.
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,23 @@ def invites_by_from(workdir: Path) -> Counter[str]:
         if m:
             found[m.group(1)] += 1
     return found
+
+
+def agent_hand_overs(workdir: Path) -> dict[str, list[tuple[float, str]]]:
+    """The INVITEs a sipp agent received, by the From user: (wall-clock time of sipp's trace, the customer
+    call's id in X-IVR-Call-ID), in order."""
+    text = "".join(p.read_text(errors="replace") for p in workdir.glob("*_messages.log"))
+    found: dict[str, list[tuple[float, str]]] = {}
+    for block in re.split(r"\n(?=-{5,} )", text):
+        if "message received" not in block or not re.search(r"^INVITE ", block, re.M):
+            continue
+        when = re.match(r"-+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)", block)
+        user = re.search(r"^From:\s*.*?<sip:([^@>]+)@", block, re.M | re.I)
+        call = re.search(r"^X-IVR-Call-ID:\s*(\S+)", block, re.M | re.I)
+        if when and user:
+            stamp = datetime.strptime(when.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()  # sipp: local time
+            found.setdefault(user.group(1), []).append((stamp, call.group(1) if call else ""))
+    return {user: sorted(invites) for user, invites in found.items()}
 
 
 def left_in_silence(workdir: Path, hangs_up_itself: bool = False) -> set[str]:
@@ -88,6 +108,7 @@ def test_twenty_sigkills_never_put_a_customer_through_twice(env: Env) -> None:
     numbers = [f"+1212555{2000 + i:04d}" for i in range(CUSTOMERS)]
     ids = [file_request(env, number=n)[0] for n in numbers]
     log = env.root / "kills.log"  # start_appliance writes daemon.log for the last run
+    kills: list[float] = []
     try:
         for _ in range(KILLS):
             proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(env.config), "run"],
@@ -95,6 +116,7 @@ def test_twenty_sigkills_never_put_a_customer_through_twice(env: Env) -> None:
             try:
                 time.sleep(rng.uniform(3.0, 9.0))  # start-up ~1.5 s, then "press 1" and bridges in progress
             finally:
+                kills.append(time.time())
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
         # a last, orderly run until every request is settled (bounded)
@@ -132,13 +154,22 @@ def test_twenty_sigkills_never_put_a_customer_through_twice(env: Env) -> None:
     assert {r["state"] for r in reqs.values()} == {"done"}, {
         rid: (r["state"], r["reason"]) for rid, r in reqs.items() if r["state"] != "done"}
     assert all(kept[rid] == 1 for rid in reqs), kept
-    # no customer reached an agent twice
+    # no customer reached an agent twice: the one window where the agent may be rung again is a kill between
+    # the agent's answer and the commit of its proof (transfer.progress "bridged", one fsync): the customer never
+    # heard that agent, so the callback is owed (at least once, never lost); any other repeat fails here
     at_agent = invites_by_from(env.root / "agent")
     assert at_agent, "the agent was never reached: the test proved nothing"
-    twice = {n: c for n, c in at_agent.items() if c > 1}
-    assert not twice, f"customers put through to an agent more than once: {twice}"
+    with sqlite3.connect(env.state / "ivr.db") as db:
+        proven = {r[0] for r in db.execute("SELECT call_id FROM events WHERE type='transfer.progress'")}
+    twice: dict[str, list[tuple[float, str]]] = {}
+    for user, invites in agent_hand_overs(env.root / "agent").items():
+        for when, call_id in invites[:-1]:
+            cut_before_proof = call_id not in proven and any(0.0 <= k - when <= 2.0 for k in kills)
+            if not cut_before_proof:
+                twice[user] = invites
+    assert not twice, f"customers put through to an agent more than once: {twice}, kills at {kills}"
     for n in numbers:
-        assert at_agent[n] == 1 or at_agent[n.lstrip("+")] == 1, (n, at_agent)
+        assert at_agent[n] >= 1 or at_agent[n.lstrip("+")] >= 1, (n, at_agent)
     # attempts the kills cut: found in flight after a restart (interrupted, or proven with the agent by the log)
     hit = interrupted + sum(1 for a in atts if "(reconciled)" in a["detail"])
     assert hit >= 3, "the kills hardly ever hit an attempt in flight; the test proved little"
