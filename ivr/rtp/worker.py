@@ -206,8 +206,7 @@ class Worker:
         send = self._channel_send
 
         def on_dtmf(kind: str, digit: str, source: str) -> None:
-            assert self.channel is not None
-            self.channel.send((c.EV_DTMF, sid, kind, digit, source), now=True)  # the flow waits for it
+            send((c.EV_DTMF, sid, kind, digit, source), now=True)  # the flow waits for it
 
         def on_prompt_sent(prompt: Prompt) -> None:
             key = self._tokens.pop(prompt, None)
@@ -247,9 +246,9 @@ class Worker:
         await session.close()  # its sockets are closed when this returns: the daemon may hand the port out again
         return dict(session.stats)
 
-    def _channel_send(self, record: c.Record) -> None:
+    def _channel_send(self, record: c.Record, *, now: bool = False) -> None:
         assert self.channel is not None
-        self.channel.send(record)
+        self.channel.send(record, now=now)
 
     def _send_done(self, sid: int, token: int) -> None:
         self._channel_send((c.EV_DONE, sid, token))

@@ -44,19 +44,6 @@ def sipp_phone(scenario: str, port: int, workdir: Path) -> subprocess.Popen[byte
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def invites_by_from(workdir: Path) -> Counter[str]:
-    """INVITEs a sipp phone received, by the From user (the bridge presents the customer's number)."""
-    text = "".join(p.read_text(errors="replace") for p in workdir.glob("*_messages.log"))
-    found: Counter[str] = Counter()
-    for block in re.split(r"\n(?=-{5,} )", text):
-        if "message received" not in block or not re.search(r"^INVITE ", block, re.M):
-            continue
-        m = re.search(r"^From:\s*.*?<sip:([^@>]+)@", block, re.M | re.I)
-        if m:
-            found[m.group(1)] += 1
-    return found
-
-
 def agent_hand_overs(workdir: Path) -> dict[str, list[tuple[float, str]]]:
     """The INVITEs a sipp agent received, by the From user: (wall-clock time of sipp's trace, the customer
     call's id in X-IVR-Call-ID), in order."""
@@ -157,12 +144,13 @@ def test_twenty_sigkills_never_put_a_customer_through_twice(env: Env) -> None:
     # no customer reached an agent twice: the one window where the agent may be rung again is a kill between
     # the agent's answer and the commit of its proof (transfer.progress "bridged", one fsync): the customer never
     # heard that agent, so the callback is owed (at least once, never lost); any other repeat fails here
-    at_agent = invites_by_from(env.root / "agent")
+    hand_overs = agent_hand_overs(env.root / "agent")
+    at_agent = Counter({user: len(invites) for user, invites in hand_overs.items()})
     assert at_agent, "the agent was never reached: the test proved nothing"
     with sqlite3.connect(env.state / "ivr.db") as db:
         proven = {r[0] for r in db.execute("SELECT call_id FROM events WHERE type='transfer.progress'")}
     twice: dict[str, list[tuple[float, str]]] = {}
-    for user, invites in agent_hand_overs(env.root / "agent").items():
+    for user, invites in hand_overs.items():
         for when, call_id in invites[:-1]:
             cut_before_proof = call_id not in proven and any(0.0 <= k - when <= 2.0 for k in kills)
             if not cut_before_proof:
