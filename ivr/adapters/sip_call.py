@@ -65,11 +65,18 @@ class Media(Protocol):
 
     async def play(self, frames: Sequence[bytes]) -> None: ...
 
+    def start_play(self, frames: Sequence[bytes]) -> asyncio.Future[None]: ...
+
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
     """Mark an abandoned task's outcome as seen (no "Task exception was never retrieved" at ERROR)."""
     if not task.cancelled():
         task.exception()
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class SipCall:
@@ -88,6 +95,7 @@ class SipCall:
             self.headers.setdefault(name, value)
         self.rtp_timeout = rtp_timeout
         self.inputs: asyncio.Queue[CallerInput] = asyncio.Queue()
+        self._input_waiter: asyncio.Future[None] | None = None
         self.key_down = asyncio.Event()
         self.dedup = DtmfDeduplicator()
         self._on_hold = False
@@ -119,7 +127,28 @@ class SipCall:
 
     def _digit(self, digit: str, source: str) -> None:
         if self.dedup.accept(digit, source, self._loop.time()):
-            self.inputs.put_nowait(CallerInput("dtmf", digit, None, source))
+            self.put_input(CallerInput("dtmf", digit, None, source))
+
+    def put_input(self, got: CallerInput) -> None:
+        """A key or an answer for the engine (and whoever waits in :meth:`next_input`)."""
+        self.inputs.put_nowait(got)
+        waiter = self._input_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_input(self, timeout: float) -> CallerInput | None:
+        """The next key or answer within ``timeout`` seconds, or None; a hang-up raises CallerHungUp. The key
+        wakes a plain future the engine waits on, not a ``Queue.get`` task inside ``wait_for`` inside another
+        task: each of those hops is a loop turn between the key and the next prompt (bench/README.md)."""
+        if self.inputs.empty():
+            waiter = self._input_waiter = self._loop.create_future()
+            timer = self._loop.call_later(max(0.0, timeout), _time_out, waiter)
+            try:
+                await self._or_hangup(waiter)
+            finally:
+                timer.cancel()
+                self._input_waiter = None
+        return None if self.inputs.empty() else self.inputs.get_nowait()
 
     @property
     def on_hold(self) -> bool:
@@ -159,20 +188,25 @@ class SipCall:
                 await asyncio.wait_for(self.leg.ended.wait(), timeout=1.0)
 
     async def _or_hangup(self, aw: Awaitable[T]) -> T:
-        """Await ``aw`` unless the caller leaves first (then CallerHungUp)."""
+        """Await ``aw`` unless the caller leaves first (then CallerHungUp). A future (a prompt playing, the next
+        input) is raced as it is; a coroutine gets a task."""
         if self._gone():
             if inspect.iscoroutine(aw):
                 aw.close()  # never started: closed, so no "coroutine ... was never awaited" on a quick hang-up
+            elif isinstance(aw, asyncio.Future):
+                aw.cancel()
             raise self._hung_up()
         work = asyncio.ensure_future(aw)
         gone = asyncio.ensure_future(self._until_gone())
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (work, gone):
-                if not t.done():
+            if work.done():
+                gone.cancel()  # not waited for: the flow goes on now (it only watches the leg and the clock)
+            else:
+                for t in (work, gone):
                     t.cancel()
-            await asyncio.wait({work, gone}, timeout=1.0)
+                await asyncio.wait({work, gone}, timeout=1.0)
             if not work.done():  # slower to stop than the bound: whatever it ends with is nobody's to raise
                 work.add_done_callback(_retrieve)
         if work.done() and not work.cancelled():
@@ -182,7 +216,9 @@ class SipCall:
     # -- the Call interface --
     async def play(self, audio: Sequence[Audio]) -> None:
         frames = [f for a in audio for f in a.frames(self.media.law)]
-        await self._or_hangup(self.media.play(frames))
+        if self._gone():
+            raise self._hung_up()
+        await self._or_hangup(self.media.start_play(frames))  # the first frame leaves now, not at a task's first step
 
     def has_input(self) -> bool:
         return not self.inputs.empty()
@@ -199,7 +235,7 @@ class SipCall:
             if self._listener is not None and not mid_entry:  # speech's own no-input and length rules
                 got = await self._or_hangup(self._listener.wait_input(timeout))
             else:
-                got = await self._or_hangup(asyncio.wait_for(self.inputs.get(), timeout))
+                got = await self.next_input(timeout)
         except TimeoutError:
             return None
         if got is None:
@@ -360,10 +396,9 @@ class SpeechListener:
             wake = deadline if self.deaf or self.started_at is not None else min(deadline, speech_until)
             if now >= deadline:
                 return None
-            try:
-                return await asyncio.wait_for(self.call.inputs.get(), max(0.0, wake - now))
-            except TimeoutError:
-                continue
+            got = await self.call.next_input(wake - now)
+            if got is not None:
+                return got
         return None
 
     async def _deliver(self, ended: SpeechEnded | TooLong) -> None:
@@ -386,7 +421,7 @@ class SpeechListener:
             "speech_ms": round(((ended.ended if isinstance(ended, SpeechEnded) else ended.at) - ended.started)
                                * 1000),
         }
-        self.call.inputs.put_nowait(CallerInput("speech", text or "", result.confidence, "asr", details))
+        self.call.put_input(CallerInput("speech", text or "", result.confidence, "asr", details))
         heard = "(sensitive, masked)" if self.call.masking else repr(result.text)
         log.info("speech call_id=%s heard=%s accepted=%s reason=%s", self.call.call_id, heard,
                  result.accepted, result.decision.reason)

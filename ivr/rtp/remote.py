@@ -124,31 +124,36 @@ class RemoteRtpSession:
 
     async def play(self, frames: Sequence[bytes]) -> None:
         """As :meth:`ivr.rtp.session.RtpSession.play`: returns once the worker sent the last frame."""
+        await self.start_play(frames)
+
+    def start_play(self, frames: Sequence[bytes]) -> asyncio.Future[None]:
+        """As :meth:`ivr.rtp.session.RtpSession.start_play`: the PLAY leaves before this returns; the future is
+        done once the worker sent the last frame; cancelling it (a barge-in) stops the prompt."""
         if self._closed:
             raise SessionClosedError(self.call_id)
-        for i, frame in enumerate(frames):
-            if len(frame) != FRAME_BYTES:
-                raise ValueError(f"frame {i} is {len(frame)} bytes, G.711 20 ms frames are {FRAME_BYTES}")
+        if set(map(len, frames)) - {FRAME_BYTES}:  # the check without a Python loop over a long prompt's frames
+            i, frame = next((i, f) for i, f in enumerate(frames) if len(f) != FRAME_BYTES)
+            raise ValueError(f"frame {i} is {len(frame)} bytes, G.711 20 ms frames are {FRAME_BYTES}")
+        waiter: asyncio.Future[None] = self._loop.create_future()
         total = len(frames)
         if total == 0:
-            return
+            waiter.set_result(None)
+            return waiter
         self._tokens += 1
         token = self._tokens
-        waiter = self._loop.create_future()
         self._waiters[token] = waiter
         step = c.PLAY_CHUNK_FRAMES
         send = self._engine._send
         send((c.OP_PLAY, self._sid, token, total, b"".join(frames[:step])), now=True)  # the caller hears it next
         for at in range(step, total, step):
             send((c.OP_MORE, self._sid, token, b"".join(frames[at:at + step])))
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if not self._closed:
-                send((c.OP_CANCEL, self._sid, token), now=True)  # a barge-in: the prompt stops at once
-            raise
-        finally:
-            self._waiters.pop(token, None)
+        waiter.add_done_callback(lambda done: self._play_ended(token, done))
+        return waiter
+
+    def _play_ended(self, token: int, waiter: asyncio.Future[None]) -> None:
+        self._waiters.pop(token, None)
+        if waiter.cancelled() and not self._closed:
+            self._engine._send((c.OP_CANCEL, self._sid, token), now=True)  # a barge-in: the prompt stops at once
 
     def relay_audio(self, other: RemoteRtpSession) -> _RemoteRelay:
         """A bridge's audio between this session and ``other``, both ways, inside the worker (ivr.rtp.bridge)."""

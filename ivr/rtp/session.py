@@ -243,21 +243,28 @@ class RtpSession:
         is not 160 bytes. Concurrent calls queue (first come, first played). On hold the frames
         still pass one per tick, unsent, so a prompt never outlives its own length.
         """
+        await self.start_play(frames)
+
+    def start_play(self, frames: Sequence[bytes]) -> asyncio.Future[None]:
+        """:meth:`play` as a future: the prompt starts before this returns (a coroutine would start at its
+        task's first step, a loop turn later), the future is done after the last frame, and cancelling it
+        stops the prompt."""
         if self._closed:
             raise SessionClosedError(self.call_id)
         prompt = self._stream.play(frames)
+        waiter: asyncio.Future[None] = self._loop.create_future()
         if prompt.done:
-            return
-        waiter = self._loop.create_future()
+            waiter.set_result(None)
+            return waiter
         self._waiters[prompt] = waiter  # before the first frame goes: a one-frame prompt ends with it
+        waiter.add_done_callback(lambda done: self._play_ended(prompt, done))
         self._start_now()
-        try:
-            await waiter
-        except asyncio.CancelledError:
+        return waiter
+
+    def _play_ended(self, prompt: Prompt, waiter: asyncio.Future[None]) -> None:
+        self._waiters.pop(prompt, None)
+        if waiter.cancelled():
             self._stream.cancel(prompt)
-            raise
-        finally:
-            self._waiters.pop(prompt, None)
 
     def start_prompt(self, frames: Sequence[bytes]) -> Prompt:
         """Queue a prompt without waiting for it (:attr:`on_prompt_sent` tells its end): :meth:`play` for a caller

@@ -43,6 +43,8 @@ RECEIVED_EVERY = 0.2
 30 s by default and never under a second)."""
 ENGINE_EVERY = 1.0
 """Seconds between the engine's statistics (``ivr status``, /metrics)."""
+_AWAITING = frozenset((c.OP_OPEN, c.OP_CLOSE, c.OP_UNRELAY))
+"""Commands that await (sockets' transports, a relay's or a session's end): they run in the command task."""
 _SILENCE = {"ulaw": b"\xff" * FRAME_BYTES, "alaw": b"\xd5" * FRAME_BYTES}
 
 
@@ -87,6 +89,8 @@ class Worker:
         self._reported: dict[int, float] = {}
         self._inbox: deque[tuple[list[c.Record], list[int]]] = deque()
         self._wake = asyncio.Event()
+        self._busy = False
+        """The command task is working through the inbox (maybe awaiting an OPEN): what arrives queues behind."""
         self._stop = asyncio.Event()
         self.channel: ControlChannel | None = None
 
@@ -107,6 +111,17 @@ class Worker:
         self.channel.close()
 
     def _received(self, records: list[c.Record], fds: list[int]) -> None:
+        """Records that need no waiting (a PLAY, a CANCEL) run here, as they arrive: a task's wake-up would put a
+        loop turn, maybe a phase tick, between a key's answer and the caller. From the first one that waits
+        (OPEN, CLOSE, UNRELAY) on, and while such a one is under way, they queue, in order."""
+        if not self._inbox and not self._busy and not fds:
+            for at, record in enumerate(records):
+                if record[0] in _AWAITING:
+                    records = records[at:]
+                    break
+                self._command_now(record)
+            else:
+                return
         self._inbox.append((records, fds))
         self._wake.set()
 
@@ -116,15 +131,42 @@ class Worker:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._busy = True
             while self._inbox:
                 records, fds = self._inbox.popleft()
                 for record in records:
-                    try:
-                        await self._command(record, fds)
-                    except Exception:
-                        log.exception("media command %s failed", record[0])
+                    if record[0] in _AWAITING:
+                        try:
+                            await self._command(record, fds)
+                        except Exception:
+                            log.exception("media command %s failed", record[0])
+                    else:
+                        self._command_now(record)
+            self._busy = False
+
+    def _command_now(self, record: c.Record) -> None:
+        try:
+            self._command_sync(record)
+        except Exception:
+            log.exception("media command %s failed", record[0])
 
     async def _command(self, record: c.Record, fds: list[int]) -> None:
+        op = record[0]
+        if op == c.OP_OPEN:
+            await self._open(record, fds)
+        elif op == c.OP_UNRELAY:
+            _, rid, sid_a = record
+            stopping = self._relays.pop(sid_a, None)
+            stats: dict[str, int] = {}
+            if stopping is not None:
+                await stopping.stop()
+                stats = stopping.stats
+            self._reply(rid, stats)
+        elif op == c.OP_CLOSE:
+            _, rid, sid = record
+            self._reply(rid, await self._close(sid))
+
+    def _command_sync(self, record: c.Record) -> None:
         op = record[0]
         if op == c.OP_PLAY:
             _, sid, token, total, first = record
@@ -155,8 +197,6 @@ class Worker:
                 self._tokens.pop(playing[0], None)
                 if session is not None:
                     session.cancel_prompt(playing[0])
-        elif op == c.OP_OPEN:
-            await self._open(record, fds)
         elif op == c.OP_CONFIGURE:
             _, sid, settings = record
             session = self.sessions.get(sid)
@@ -176,17 +216,6 @@ class Worker:
                 relay = AudioRelay(a, b)
                 relay.start()
                 self._relays[sid_a] = relay
-        elif op == c.OP_UNRELAY:
-            _, rid, sid_a = record
-            stopping = self._relays.pop(sid_a, None)
-            stats: dict[str, int] = {}
-            if stopping is not None:
-                await stopping.stop()
-                stats = stopping.stats
-            self._reply(rid, stats)
-        elif op == c.OP_CLOSE:
-            _, rid, sid = record
-            self._reply(rid, await self._close(sid))
         elif op == c.OP_STOP:
             self._stop.set()
         else:
