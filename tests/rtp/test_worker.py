@@ -83,6 +83,26 @@ def test_a_prompt_in_chunks_has_its_length_from_the_start() -> None:
     assert list(blob) == frames
 
 
+# -- the config ---------------------------------------------------------------------------------
+
+
+def test_media_workers_is_a_count_of_one_or_more(tmp_path: Path) -> None:
+    from ivr.config import load_config
+    from ivr.errors import ConfigError
+
+    path = tmp_path / "ivr.yaml"
+    path.write_text("sip:\n  listen: 127.0.0.1:5060\n", encoding="utf-8")
+    assert load_config(str(path)).sip.media_workers == 1
+    path.write_text("sip:\n  media_workers: 2\n", encoding="utf-8")
+    assert load_config(str(path)).sip.media_workers == 2
+    for bad, why in (("0", "0 is less than the minimum of 1"), ('"x"', "expected integer, got str 'x'"),
+                     ("1.5", "expected integer")):
+        path.write_text(f"sip:\n  media_workers: {bad}\n", encoding="utf-8")
+        with pytest.raises(ConfigError) as err:
+            load_config(str(path))
+        assert f"{path}:2:18: sip/media_workers: {why}" in str(err.value), str(err.value)
+
+
 # -- media through the worker --------------------------------------------------------------------
 
 
