@@ -150,25 +150,27 @@ def proc_sample(pid: int) -> tuple[float, int] | None:
 
 
 class Sampler(threading.Thread):
-    """Samples named processes every 0.2 s: (monotonic time, CPU s, RSS kB) per name."""
+    """Samples named processes every 0.2 s: (monotonic time, CPU s, RSS kB) per name; a name for several
+    processes (the media workers) gets their sums."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.pids: dict[str, int] = {}
+        self.pids: dict[str, tuple[int, ...]] = {}
         self.samples: dict[str, list[tuple[float, float, int]]] = {}
         self.halt = threading.Event()
 
-    def watch(self, name: str, pid: int) -> None:
+    def watch(self, name: str, *pids: int) -> None:
         self.samples.setdefault(name, [])
-        self.pids[name] = pid
+        self.pids[name] = pids
 
     def run(self) -> None:
         while not self.halt.wait(0.2):
             now = time.monotonic()
-            for name, pid in list(self.pids.items()):
-                s = proc_sample(pid)
-                if s is not None:
-                    self.samples[name].append((now, s[0], s[1]))
+            for name, pids in list(self.pids.items()):
+                each = [proc_sample(pid) for pid in pids]
+                if each and all(s is not None for s in each):  # one gone: a sum would be a drop, not a figure
+                    self.samples[name].append((now, sum(s[0] for s in each if s is not None),
+                                               sum(s[1] for s in each if s is not None)))
 
     def cpu(self, name: str, t0: float, t1: float) -> tuple[float | None, float | None]:
         """(average %, peak % over any 1 s) of one core between t0 and t1."""
@@ -476,7 +478,8 @@ class RunResult:
     window_gaps: int = 0
     ivr_cpu_avg_pct: float | None = None
     media_cpu_avg_pct: float | None = None
-    """The media worker's CPU (ivr.rtp.worker), beside the daemon's own in ivr_cpu_*; None without one."""
+    """The media workers' CPU (ivr.rtp.worker), summed (% of one core), beside the daemon's own in ivr_cpu_*; None
+    without one. With more than one (--media-workers), each one's is in the notes."""
     media_cpu_peak_pct: float | None = None
     media_rss_peak_mb: float | None = None
     ivr_cpu_peak_pct: float | None = None
@@ -527,10 +530,11 @@ def disk_hog(folder: Path) -> subprocess.Popen[Any]:
 def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[int, int], *, speech_calls: int = 0,
               decode_nice: int | None = None, unsaved_seconds: float | None = None,
               tls: tuple[int, Any] | None = None, media_worker: bool = True,
-              media_priority: int | None = None) -> subprocess.Popen[Any]:
+              media_priority: int | None = None, media_workers: int | None = None) -> subprocess.Popen[Any]:
     """``tls``: (port, tests.integration.pki.Pki): SIP over TLS there with SRTP required, beside UDP.
     ``media_worker``: ``sip.media_worker`` (the calls' media in a worker process; false: on the main loop);
-    ``media_priority``: ``sip.media_priority`` (None: the config default)."""
+    ``media_priority``, ``media_workers``: ``sip.media_priority``, ``sip.media_workers`` (None: the config
+    default)."""
     flows = work / "flows"
     flows.mkdir()
     shutil.copy(FILES / "flow.yaml", flows / "load.yaml")
@@ -555,6 +559,7 @@ def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[in
         f"sip: {{listen: '127.0.0.1:{sip_port}', rtp_ports: {rtp[0]}-{rtp[1]}, "
         f"media_worker: {str(media_worker).lower()}"
         + ("" if media_priority is None else f", media_priority: {media_priority}")
+        + ("" if media_workers is None else f", media_workers: {media_workers}")
         + ("" if tls is None else f", srtp: required, tls: {{listen: '127.0.0.1:{tls[0]}', cert: '{tls[1].cert}', "
                                   f"key: '{tls[1].key}'}}") + "}\n"
         + speech,
@@ -575,15 +580,22 @@ def start_ivr(work: Path, prompts: dict[str, Path], sip_port: int, rtp: tuple[in
     raise RuntimeError(f"ivr run did not start: {(work / 'ivr.log').read_text()[-2000:]}")
 
 
-def media_worker_pid(pid: int) -> int | None:
-    """The daemon's media worker (ivr.rtp.worker), a child process, when it has one."""
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            if b"ivr.rtp.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return int(child)
-        except OSError:
-            continue
-    return None
+def media_worker_pids(pid: int, want: int) -> list[int]:
+    """The daemon's media workers (ivr.rtp.worker), its child processes: once ``want`` of them run (they start
+    beside the daemon's READY), or what runs after 10 s."""
+    found: list[int] = []
+    deadline = time.monotonic() + 10
+    while True:
+        found = []
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            try:
+                if b"ivr.rtp.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+            except OSError:
+                continue
+        if len(found) >= want or time.monotonic() > deadline:
+            return sorted(found)
+        time.sleep(0.1)
 
 
 def start_pyvoip(work: Path, prompts: dict[str, Path], sip_port: int, server_port: int,
@@ -680,6 +692,7 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
     tls: tuple[int, Any] | None = None
     keys_given: dict[int, list[list[float]]] | None = None
     callers: list[dict[str, Any]] = []
+    workers: list[int] = []
     try:
         if impl == "ivr":
             if args.transport == "tls":
@@ -692,10 +705,15 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
                     tls = (int(probe.getsockname()[1]), pki)
             target = start_ivr(work, prompts, impl_sip, rtp, speech_calls=args.speech_calls,
                                decode_nice=args.decode_nice, unsaved_seconds=args.unsaved_seconds, tls=tls,
-                               media_worker=args.media_worker == "on", media_priority=args.media_priority)
-            worker = media_worker_pid(target.pid)
-            if worker is not None:
-                sampler.watch("media", worker)
+                               media_worker=args.media_worker == "on", media_priority=args.media_priority,
+                               media_workers=args.media_workers)
+            if args.media_worker == "on":
+                workers = media_worker_pids(target.pid, args.media_workers or 1)
+            if workers:
+                sampler.watch("media", *workers)
+            if len(workers) > 1:
+                for worker in workers:
+                    sampler.watch(f"media {worker}", worker)
         else:
             target = start_pyvoip(work, prompts, impl_sip, sipp_sip, rtp)
         sampler.watch(impl, target.pid)
@@ -704,9 +722,14 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
         if args.disk_hog:
             hog = disk_hog(work / "var")
         time.sleep(1.0)  # a baseline RSS sample, and the daemon settled
-        if impl == "ivr" and worker is not None:
+        if len(workers) == 1:
             with contextlib.suppress(OSError):
-                res.notes.append(f"media worker nice {os.getpriority(os.PRIO_PROCESS, worker)} "
+                res.notes.append(f"media worker nice {os.getpriority(os.PRIO_PROCESS, workers[0])} "
+                                 f"(daemon {os.getpriority(os.PRIO_PROCESS, target.pid)})")
+        elif workers:
+            with contextlib.suppress(OSError):
+                nices = ", ".join(f"pid {w} nice {os.getpriority(os.PRIO_PROCESS, w)}" for w in workers)
+                res.notes.append(f"{len(workers)} media workers: {nices} "
                                  f"(daemon {os.getpriority(os.PRIO_PROCESS, target.pid)})")
         hold_ms = int(1000 * (n / args.rate + args.settle))
         stats = work / "sipp_stats.csv"
@@ -757,7 +780,11 @@ def run_one(impl: str, n: int, args: argparse.Namespace, prompts: dict[str, Path
         res.ivr_cpu_avg_pct, res.ivr_cpu_peak_pct = sampler.cpu(impl, t_start, t_end)
         res.media_cpu_avg_pct, res.media_cpu_peak_pct = sampler.cpu("media", t_start, t_end)
         steps = [t_start + 10 * k for k in range(int((t_end - t_start) // 10) + 1)] + [t_end]
-        for name in (impl, "media"):
+        each = [f"media {w}" for w in workers] if len(workers) > 1 else []
+        for name in each:
+            avg, peak = sampler.cpu(name, t_start, t_end)
+            res.notes.append(f"{name} CPU avg/peak % {fmt(r2(avg))} / {fmt(r2(peak))}")
+        for name in (impl, "media", *each):
             cpu_by_10s = [sampler.cpu(name, a, b)[0] for a, b in zip(steps, steps[1:], strict=False) if b - a >= 2]
             if any(x is not None for x in cpu_by_10s):
                 res.notes.append(f"{name} CPU % by 10 s: " + " ".join(fmt(x) for x in cpu_by_10s))
@@ -908,6 +935,9 @@ def main() -> int:
     p.add_argument("--media-priority", type=int, default=None,
                    help="ivr only: sip.media_priority, nice levels the media worker runs above the daemon (default: "
                         "the config's, 10; 0: the same as the daemon)")
+    p.add_argument("--media-workers", type=int, default=None, metavar="N",
+                   help="ivr only: sip.media_workers, media worker processes the calls are spread over (default: the "
+                        "config's, 1); the media CPU figures are their sum, each one's in the notes")
     p.add_argument("--disk-hog", action="store_true",
                    help="run dd ... oflag=dsync in a loop on the state directory's disk during each run")
     args = p.parse_args()
@@ -920,6 +950,8 @@ def main() -> int:
         p.error("--transport tls needs --impl ivr, without --inband or --speech-calls")
     if args.inband and impls != ["ivr"]:
         p.error("--inband needs --impl ivr")
+    if args.media_workers is not None and args.media_workers < 1:
+        p.error("--media-workers is 1 or more")
     missing = [t for t in ("sipp", "dumpcap", "espeak-ng", "sox") if shutil.which(t) is None]
     if missing:
         p.error(f"not installed: {', '.join(missing)}")

@@ -95,6 +95,9 @@ class SipSettings:
     media_priority: int = 10
     """Nice levels the media worker runs above the daemon (as far as RLIMIT_NICE / CAP_SYS_NICE allow): its
     20 ms tick goes first when both cores are busy."""
+    media_workers: int = 1
+    """Media worker processes, the calls spread between them (a bridge's two legs in one): at 1,000 calls one
+    worker is most of a core. Ignored with ``media_worker: false``."""
 
     def srtp_for(self, host: str) -> str:
         """The SRTP mode for calls signalled from ``host``."""
@@ -620,7 +623,8 @@ def _build(doc: Any, path: Path, name: str) -> Config:
                       srtp_peers=srtp_peers, tcp=bool(sip_doc.get("tcp", False)), tls=tls, tls_host=tls_host,
                       tls_port=tls_port, transport_rules=rules,
                       media_worker=bool(sip_doc.get("media_worker", True)),
-                      media_priority=int(sip_doc.get("media_priority", 10)))
+                      media_priority=int(sip_doc.get("media_priority", 10)),
+                      media_workers=int(sip_doc.get("media_workers", 1)))
     log = doc.get("log") or {}
     ami = AmiConfig(**{str(k): v for k, v in doc["ami"].items()}) if doc.get("ami") else None
     speech = SpeechConfig(**{str(k): v for k, v in (doc.get("speech") or {}).items()})

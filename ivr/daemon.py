@@ -139,7 +139,8 @@ class Daemon:
 
             sip = self.config.sip
             self._phase(f"starting SIP on {sip.host}:{sip.port}")
-            media = (RemoteMediaEngine(sip.host, sip.rtp_port_min, sip.rtp_port_max, priority=sip.media_priority)
+            media = (RemoteMediaEngine(sip.host, sip.rtp_port_min, sip.rtp_port_max, priority=sip.media_priority,
+                                       workers=sip.media_workers)
                      if sip.media_worker else MediaEngine(sip.host, sip.rtp_port_min, sip.rtp_port_max))
             self.telephony = Telephony(self.config, self.events, self.start_call, media, speech=self.speech,
                                        ami=self.ami)

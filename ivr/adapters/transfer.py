@@ -223,7 +223,7 @@ class Transferer:
         else:
             proxy = (leg.source[0], 5060)
         address = self.context.sdp_address or _local_ip_towards(proxy[0])
-        session = await media.open_session(call_id=f"{call.call_id}-agent")
+        session = await media.open_session(call_id=f"{call.call_id}-agent", beside=call.media)  # one worker relays
         try:
             mode = self.context.srtp_for(proxy[0])
             crypto = srtp_offer(mode)

@@ -318,7 +318,7 @@ class DaemonCollector(Collector):
         yield _hist("ivr_rtp_send_lateness_seconds", "How late each 5 ms phase of the shared 20 ms media tick "
                     "ran, i.e. how late its calls' RTP packets left.", media.lateness)
         if "worker_restarts" in stats:
-            yield CounterMetricFamily("ivr_rtp_worker_restarts", "Times the media worker process died and a new "
+            yield CounterMetricFamily("ivr_rtp_worker_restarts", "Times a media worker process died and a new "
                                       "one was started (its calls lost their media).", value=stats["worker_restarts"])
 
 

@@ -1,11 +1,13 @@
-"""The daemon's side of the media worker (ivr.rtp.worker): the same engine and session API as ivr.rtp.session,
-with the media in another process so that the RTP of 1,000 calls and the SIP and flows beside it use both cores.
+"""The daemon's side of the media workers (ivr.rtp.worker): the same engine and session API as ivr.rtp.session,
+with the media in other processes so that the RTP of 1,000 calls and the SIP and flows beside it use both cores.
 
-:class:`RemoteMediaEngine` starts the worker, binds each call's RTP/RTCP port pair here (so a busy port or an
-exhausted range is this process's error, at once) and passes the sockets over; :class:`RemoteRtpSession` is what
-the call holds: ``play`` sends the prompt and waits for the worker's DONE, ``on_dtmf``/``on_audio`` hear its
-events. If the worker dies, its calls' media ends with :class:`SessionClosedError` (as a hang-up would), one
-ERROR line says so, and a new worker takes the next calls.
+:class:`RemoteMediaEngine` starts the workers (``sip.media_workers``, one by default), binds each call's RTP/RTCP
+port pair here (so a busy port or an exhausted range is this process's error, at once) and passes the sockets to
+the worker with the fewest calls, or to the worker of the session it is to be bridged with (``beside``: a
+bridge's audio is relayed inside one worker). :class:`RemoteRtpSession` is what the call holds: ``play`` sends
+the prompt and waits for its worker's DONE, ``on_dtmf``/``on_audio`` hear its events. If a worker dies, its
+calls' media ends with :class:`SessionClosedError` (as a hang-up would), one ERROR line says so, and a new
+process takes its place; the other workers' calls go on.
 """
 
 from __future__ import annotations
@@ -44,15 +46,17 @@ class WorkerStartError(MediaError):
 
 
 class RemoteRtpSession:
-    """One call's RTP, run by the media worker; the API of :class:`ivr.rtp.session.RtpSession`."""
+    """One call's RTP, run by one of the media workers; the API of :class:`ivr.rtp.session.RtpSession`."""
 
-    def __init__(self, engine: RemoteMediaEngine, sid: int, local_port: int, call_id: str) -> None:
+    def __init__(self, worker: _Worker, sid: int, local_port: int, call_id: str) -> None:
         self.local_port = local_port
         self.call_id = call_id
+        self.worker_pid = worker.pid
+        """The process that runs this session's media (its worker's pid when it was opened)."""
         self.on_dtmf: Callable[[str, str, str], None] | None = None
         """Called with (kind ``"start"|"end"``, digit, source ``"rfc4733"|"inband"``)."""
         self._on_audio: Callable[[bytes], None] | None = None
-        self._engine = engine
+        self._worker = worker
         self._sid = sid
         self._loop = asyncio.get_running_loop()
         self._law = "ulaw"
@@ -75,7 +79,7 @@ class RemoteRtpSession:
     def on_audio(self, listener: Callable[[bytes], None] | None) -> None:
         wanted = listener is not None
         if wanted != (self._on_audio is not None):
-            self._engine._send((c.OP_AUDIO, self._sid, wanted))
+            self._worker.send((c.OP_AUDIO, self._sid, wanted))
         self._on_audio = listener
 
     @property
@@ -107,7 +111,7 @@ class RemoteRtpSession:
     @comedia.setter
     def comedia(self, on: bool) -> None:
         self._comedia = on
-        self._engine._send((c.OP_COMEDIA, self._sid, on))
+        self._worker.send((c.OP_COMEDIA, self._sid, on))
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -118,7 +122,7 @@ class RemoteRtpSession:
                   ptime_ms: int = 20, send: bool = True, srtp: SrtpKeys | None = None) -> None:
         """As :meth:`ivr.rtp.session.RtpSession.configure`; a payload type that is not G.711 raises here."""
         self._law, self._srtp = law_of(payload_type, telephone_event_pt), srtp
-        self._engine._send((c.OP_CONFIGURE, self._sid, {
+        self._worker.send((c.OP_CONFIGURE, self._sid, {
             "remote": remote, "payload_type": payload_type, "telephone_event_pt": telephone_event_pt,
             "ptime_ms": ptime_ms, "send": send, "srtp": srtp}))
 
@@ -143,7 +147,7 @@ class RemoteRtpSession:
         token = self._tokens
         self._waiters[token] = waiter
         step = c.PLAY_CHUNK_FRAMES
-        send = self._engine._send
+        send = self._worker.send
         send((c.OP_PLAY, self._sid, token, total, b"".join(frames[:step])), now=True)  # the caller hears it next
         for at in range(step, total, step):
             send((c.OP_MORE, self._sid, token, b"".join(frames[at:at + step])))
@@ -156,18 +160,23 @@ class RemoteRtpSession:
             self._engine._send((c.OP_CANCEL, self._sid, token), now=True)  # a barge-in: the prompt stops at once
 
     def relay_audio(self, other: RemoteRtpSession) -> _RemoteRelay:
-        """A bridge's audio between this session and ``other``, both ways, inside the worker (ivr.rtp.bridge)."""
-        return _RemoteRelay(self._engine, self, other)
+        """A bridge's audio between this session and ``other``, both ways, inside their worker (ivr.rtp.bridge);
+        :class:`MediaError` when ``other`` is on another worker (open it with ``beside=`` this session)."""
+        if other._worker is not self._worker:
+            raise MediaError(f"cannot bridge call {self.call_id or '?'} (media worker pid={self.worker_pid}) with "
+                             f"call {other.call_id or '?'} (pid={other.worker_pid}): a bridge's audio is relayed "
+                             "inside one worker; open the second session with beside= the first")
+        return _RemoteRelay(self._worker, self, other)
 
     async def close(self) -> None:
         """Stop sending, fail waiting prompts, release the port pair once the worker closed it (idempotent)."""
         if self._closed:
             return
         self._lost()
-        reply = await self._engine._request(c.OP_CLOSE, self._sid)
+        reply = await self._worker.request(c.OP_CLOSE, self._sid)
         if isinstance(reply, dict):
             self._stats = reply
-        self._engine._release(self)
+        self._worker.release(self)
         log.debug("rtp closed port=%d stats=%s", self.local_port, self._stats, extra={"call_id": self.call_id})
 
     # -- from the engine ------------------------------------------------------------------------
@@ -195,13 +204,13 @@ class RemoteRtpSession:
 
 
 class _RemoteRelay:
-    def __init__(self, engine: RemoteMediaEngine, a: RemoteRtpSession, b: RemoteRtpSession) -> None:
-        self._engine, self._a = engine, a
+    def __init__(self, worker: _Worker, a: RemoteRtpSession, b: RemoteRtpSession) -> None:
+        self._worker, self._a = worker, a
         self._stats: dict[str, int] = {"to_a": 0, "to_b": 0, "dropped": 0}
-        engine._send((c.OP_RELAY, a._sid, b._sid))
+        worker.send((c.OP_RELAY, a._sid, b._sid))
 
     async def stop(self) -> None:
-        reply = await self._engine._request(c.OP_UNRELAY, self._a._sid)
+        reply = await self._worker.request(c.OP_UNRELAY, self._a._sid)
         if isinstance(reply, dict) and reply:
             self._stats = reply
 
@@ -219,53 +228,63 @@ def _worker_log_settings() -> tuple[str, str]:
     return logging.getLevelName(root.getEffectiveLevel()).lower(), fmt
 
 
-class RemoteMediaEngine:
-    """The media engine's API (:class:`ivr.rtp.session.MediaEngine`) with the engine in a worker process."""
+class _Worker:
+    """One media worker process as the daemon sees it: its control socket, its calls, the replies it owes, its
+    last statistics. The object outlives the process: when the process dies a new one takes its place here."""
 
-    def __init__(self, host: str, port_min: int, port_max: int, *, rtcp_interval: float = rtcp.INTERVAL,
-                 priority: int = 0) -> None:
-        self._pairs = PortPairs(port_min, port_max)
-        self.host = host
-        self.port_min = port_min
-        self.port_max = port_max
-        self.rtcp_interval = rtcp_interval
-        self.priority = priority
-        """Nice levels the worker asks for above the daemon's (``sip.media_priority``)."""
-        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sessions: dict[int, RemoteRtpSession] = {}
-        self._next_sid = 0
+    def __init__(self, engine: RemoteMediaEngine, index: int) -> None:
+        self.engine = engine
+        self.index = index
+        self.sessions: dict[int, RemoteRtpSession] = {}
         self._next_rid = 0
         self._replies: dict[int, asyncio.Future[Any]] = {}
         self._process: asyncio.subprocess.Process | None = None
-        self._channel: ControlChannel | None = None
+        self.channel: ControlChannel | None = None
         self._ready: asyncio.Future[None] | None = None
-        self._restarting: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._engine_stats: dict[str, Any] = {}
+        self.restarting: asyncio.Task[None] | None = None
+        """A start under way (at start, after a death, or for a call that found no worker running)."""
+        self.stats: dict[str, Any] = {}
+        """The process's engine statistics, as of its last report (every second)."""
         self.lateness = Buckets(LATENESS_BOUNDS)
-        """The worker's phase tick lateness since it started (for /metrics), as of its last report."""
+        """The process's phase tick lateness since it started, as of its last report."""
         self.pid: int | None = None
         self.cname = ""
         self.restarts = 0
 
-    async def start(self) -> None:
-        """Start the worker; the first call waits for its READY (~0.5 s) while the daemon goes on starting (its
-        callback dialer, its READY to systemd). A worker that does not come up is an ERROR line, and calls get
-        503 until one does (each new call tries again)."""
-        if self._channel is not None or self._restarting is not None:
-            return
-        self._stopping = False
-        self._restarting = asyncio.get_running_loop().create_task(self._launch(), name="media-worker-start")
+    @property
+    def running(self) -> bool:
+        """Said READY and its control socket is open: it takes calls."""
+        return self.channel is not None and self.pid is not None
+
+    def launch(self, why: str) -> None:
+        """Start the process in the background; a failure is an ERROR line (the next call tries again)."""
+        if self.restarting is None:
+            self.restarting = asyncio.get_running_loop().create_task(
+                self._launch(), name=f"media-worker-{self.index}-{why}")
+
+    async def revive(self) -> None:
+        """Start the process for a call that found no worker running (a start under way is shared); raises
+        :class:`WorkerStartError` when it does not come up."""
+        if self.restarting is None:
+            self.restarting = asyncio.get_running_loop().create_task(
+                self._spawn_once(), name=f"media-worker-{self.index}-revive")
+        await asyncio.shield(self.restarting)
 
     async def _launch(self) -> None:
         try:
-            await self._spawn()
+            await self._spawn_once()
         except MediaError as exc:
             log.error("%s", exc)
+
+    async def _spawn_once(self) -> None:
+        try:
+            await self._spawn()
         finally:
-            self._restarting = None
+            if self.restarting is asyncio.current_task():
+                self.restarting = None
 
     async def _spawn(self) -> None:
+        engine = self.engine
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         level, fmt = _worker_log_settings()
@@ -275,9 +294,9 @@ class RemoteMediaEngine:
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "ivr.rtp.worker", "--control-fd", str(theirs.fileno()),
-                "--host", self.host, "--ports", f"{self.port_min}-{self.port_max}",
-                "--rtcp-interval", str(self.rtcp_interval), "--log-level", level, "--log-format", fmt,
-                "--priority", str(self.priority),
+                "--host", engine.host, "--ports", f"{engine.port_min}-{engine.port_max}",
+                "--rtcp-interval", str(engine.rtcp_interval), "--log-level", level, "--log-format", fmt,
+                "--priority", str(engine.priority),
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=env)
         except OSError as exc:
             ours.close()
@@ -285,78 +304,47 @@ class RemoteMediaEngine:
         finally:
             theirs.close()
         self._ready = loop.create_future()
-        channel = self._channel = ControlChannel(ours, self._records, self._worker_lost)
+        channel = self.channel = ControlChannel(ours, self._records, self._lost)
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 await self._ready
         except (TimeoutError, MediaError) as exc:
             channel.close()
-            self._channel = None
+            self.channel = None
             with contextlib.suppress(ProcessLookupError):
                 self._process.kill()
             await self._process.wait()
             raise WorkerStartError(f"the media worker did not start ({exc or 'no READY'})") from None
         log.info("media worker started pid=%s", self.pid)
 
-    async def open_session(self, *, call_id: str = "") -> RemoteRtpSession:
-        """Bind the next free even port (and port + 1 for RTCP) and hand both to the worker; raises
-        :class:`PortsExhaustedError`, or :class:`WorkerStartError` when no worker runs."""
-        if self._restarting is not None:
-            await asyncio.shield(self._restarting)
-        if self._channel is None and not self._stopping:
-            await self._spawn()  # the restart after a crash failed: try again for this call
-        if self._channel is None:
-            raise WorkerStartError("the media worker is not running")
-        for port in self._pairs.candidates():
-            pair = self._bind(port)
-            if pair is None:
-                continue
-            self._pairs.taken(port)
-            self._next_sid += 1
-            session = RemoteRtpSession(self, self._next_sid, port, call_id)
-            self._sessions[session._sid] = session
-            self._channel.send_with_fds((c.OP_OPEN, session._sid, call_id, False), [s.fileno() for s in pair])
-            for sock in pair:
-                sock.close()
-            return session
-        raise PortsExhaustedError(self.host, self.port_min, self.port_max)
+    def open(self, session: RemoteRtpSession, pair: tuple[socket.socket, socket.socket]) -> None:
+        """Hand a session's sockets to the process (they are duplicated into it: the caller closes its own)."""
+        assert self.channel is not None
+        self.sessions[session._sid] = session
+        self.channel.send_with_fds((c.OP_OPEN, session._sid, session.call_id, False), [s.fileno() for s in pair])
 
-    def _bind(self, port: int) -> tuple[socket.socket, socket.socket] | None:
-        socks: list[socket.socket] = []
-        try:
-            for p in (port, port + 1):
-                sock = socket.socket(self._family, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.setblocking(False)
-                sock.bind((self.host, p))
-        except OSError:
-            for sock in socks:
-                sock.close()
-            return None  # taken by another program: try the next pair
-        return socks[0], socks[1]
+    def release(self, session: RemoteRtpSession) -> None:
+        if self.sessions.pop(session._sid, None) is not None:
+            self.engine._pairs.free(session.local_port)
 
-    def _release(self, session: RemoteRtpSession) -> None:
-        if self._sessions.pop(session._sid, None) is not None:
-            self._pairs.free(session.local_port)
+    def send(self, record: c.Record, *, now: bool = False) -> None:
+        if self.channel is not None:
+            self.channel.send(record, now=now)
 
-    def _send(self, record: c.Record, *, now: bool = False) -> None:
-        if self._channel is not None:
-            self._channel.send(record, now=now)
-
-    async def _request(self, op: str, *args: Any, timeout: float = 2.0) -> Any:
+    async def request(self, op: str, *args: Any, timeout: float = 2.0) -> Any:
         """A record the worker answers with a REPLY; None when it does not (gone, or slower than ``timeout``)."""
-        if self._channel is None or self._channel.closed:
+        if self.channel is None or self.channel.closed:
             return None
         self._next_rid += 1
         rid = self._next_rid
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies[rid] = reply
-        self._channel.send((op, rid, *args))
+        self.channel.send((op, rid, *args))
         try:
             async with asyncio.timeout(timeout):
                 return await reply
         except TimeoutError:
-            log.warning("media worker did not answer %s in %.0f s", op, timeout)
+            log.warning("media worker pid=%s did not answer %s in %.0f s", self.pid, op, timeout)
             return None
         finally:
             self._replies.pop(rid, None)
@@ -364,7 +352,7 @@ class RemoteMediaEngine:
     def _records(self, records: list[c.Record], fds: list[int]) -> None:
         for fd in fds:  # the worker sends none
             os.close(fd)
-        sessions = self._sessions
+        sessions = self.sessions
         for record in records:
             op = record[0]
             try:
@@ -383,7 +371,7 @@ class RemoteMediaEngine:
                     if reply is not None and not reply.done():
                         reply.set_result(record[2])
                 elif op == c.EV_ENGINE:
-                    self._engine_stats = record[1]
+                    self.stats = record[1]
                     self.lateness.counts = list(record[2])
                     self.lateness.sum = record[3]
                 elif op == c.EV_READY:
@@ -396,44 +384,40 @@ class RemoteMediaEngine:
                 # A listener's bug must not stop this call's media, let alone everyone else's.
                 log.exception("media event listener failed")
 
-    def _worker_lost(self) -> None:
-        """The control socket closed: the worker exited. Its calls' media is gone; the next calls get a new one."""
-        self._channel = None
+    def _lost(self) -> None:
+        """The control socket closed: the process exited. Its calls' media is gone (the other workers' calls go
+        on); a new process takes its place."""
+        self.channel = None
         for reply in self._replies.values():
             if not reply.done():
                 reply.set_result(None)
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(MediaError("the media worker exited at start"))
             return
-        if self._stopping:
+        if self.engine._stopping:
             return
-        lost = list(self._sessions.values())
+        lost = list(self.sessions.values())
         for session in lost:
             session._lost()
-            self._release(session)
-        log.error("media worker pid=%s exited: %d calls lost their media; starting a new one", self.pid, len(lost))
-        self.pid = None
-        self._restarting = asyncio.get_running_loop().create_task(self._restart(), name="media-worker-restart")
+            self.release(session)
+        pid, self.pid = self.pid, None
+        log.error("media worker pid=%s exited: %d calls lost their media; starting a new one", pid, len(lost))
+        self.restarting = asyncio.get_running_loop().create_task(
+            self._restart(pid), name=f"media-worker-{self.index}-restart")
 
-    async def _restart(self) -> None:
+    async def _restart(self, pid: int | None) -> None:
         if self._process is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     code = await self._process.wait()
-                    log.info("media worker pid=%s exit status %s", self.pid, code)
+                    log.info("media worker pid=%s exit status %s", pid, code)
         self.restarts += 1
         await self._launch()
 
     async def stop(self) -> None:
-        """Close every session, then stop the worker (it exits when its control socket closes)."""
-        if self._restarting is not None:
-            with contextlib.suppress(Exception):
-                await self._restarting
-        for session in list(self._sessions.values()):
-            await session.close()
-        self._stopping = True
-        channel, process = self._channel, self._process
-        self._channel = None
+        """Stop the process (it exits when its control socket closes); its sessions are closed before."""
+        channel, process = self.channel, self._process
+        self.channel = None
         if channel is not None:
             channel.send((c.OP_STOP,))
             await channel.drain()
@@ -449,19 +433,150 @@ class RemoteMediaEngine:
                 await process.wait()
         self._process = None
 
+
+class RemoteMediaEngine:
+    """The media engine's API (:class:`ivr.rtp.session.MediaEngine`) with the engine in ``workers`` processes,
+    each call's session in one of them."""
+
+    def __init__(self, host: str, port_min: int, port_max: int, *, rtcp_interval: float = rtcp.INTERVAL,
+                 priority: int = 0, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be 1 or more, not {workers}")
+        self._pairs = PortPairs(port_min, port_max)
+        self.host = host
+        self.port_min = port_min
+        self.port_max = port_max
+        self.rtcp_interval = rtcp_interval
+        self.priority = priority
+        """Nice levels the workers ask for above the daemon's (``sip.media_priority``)."""
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._next_sid = 0
+        self._stopping = False
+        self._workers = [_Worker(self, k) for k in range(workers)]
+
     @property
-    def stats(self) -> dict[str, int | float]:
-        """As :attr:`ivr.rtp.session.MediaEngine.stats` (the worker's, reported every second), and the worker's
-        pid and restarts."""
-        worker = self._engine_stats
+    def pid(self) -> int | None:
+        """The first worker's pid (None while it is down); every worker's is in ``stats["worker_pids"]``."""
+        return self._workers[0].pid
+
+    @property
+    def cname(self) -> str:
+        """The first worker's RTCP CNAME (each worker has its own)."""
+        return self._workers[0].cname
+
+    @property
+    def restarts(self) -> int:
+        """Worker deaths replaced, all workers together."""
+        return sum(w.restarts for w in self._workers)
+
+    @property
+    def lateness(self) -> Buckets:
+        """The workers' phase tick lateness since each started (for /metrics), as of their last reports, merged."""
+        merged = Buckets(LATENESS_BOUNDS)
+        for worker in self._workers:
+            merged.counts = [a + b for a, b in zip(merged.counts, worker.lateness.counts, strict=True)]
+            merged.sum += worker.lateness.sum
+        return merged
+
+    async def start(self) -> None:
+        """Start the workers; the first call waits for a READY (~0.5 s) while the daemon goes on starting (its
+        callback dialer, its READY to systemd). A worker that does not come up is an ERROR line, and calls go to
+        the others, or get 503 until one is up (each new call tries again)."""
+        self._stopping = False
+        for worker in self._workers:
+            if worker.channel is None:
+                worker.launch("start")
+
+    async def open_session(self, *, call_id: str = "",
+                           beside: RemoteRtpSession | None = None) -> RemoteRtpSession:
+        """Bind the next free even port (and port + 1 for RTCP) and hand both to a worker: ``beside``'s (a session
+        this one will be bridged with), else the running one with the fewest calls. Raises
+        :class:`PortsExhaustedError`, :class:`SessionClosedError` when ``beside`` lost its media, or
+        :class:`WorkerStartError` when no worker runs."""
+        worker = await self._worker_for(beside)
+        for port in self._pairs.candidates():
+            pair = self._bind(port)
+            if pair is None:
+                continue
+            self._pairs.taken(port)
+            self._next_sid += 1
+            session = RemoteRtpSession(worker, self._next_sid, port, call_id)
+            worker.open(session, pair)
+            for sock in pair:
+                sock.close()
+            return session
+        raise PortsExhaustedError(self.host, self.port_min, self.port_max)
+
+    async def _worker_for(self, beside: RemoteRtpSession | None) -> _Worker:
+        if beside is not None:
+            if beside._worker.engine is not self:
+                raise ValueError(f"beside= a session of another media engine (call {beside.call_id or '?'})")
+            if beside.closed or not beside._worker.running:
+                raise SessionClosedError(beside.call_id)
+            return beside._worker
+        running = [w for w in self._workers if w.running]
+        while not running:  # at start, or every worker died: the first one up takes the call
+            starting = [w.restarting for w in self._workers if w.restarting is not None]
+            if not starting:
+                break
+            await asyncio.wait(starting, return_when=asyncio.FIRST_COMPLETED)
+            running = [w for w in self._workers if w.running]
+        if not running and not self._stopping:
+            await self._workers[0].revive()  # the starts failed: try again for this call
+            running = [w for w in self._workers if w.running]
+        if not running:
+            raise WorkerStartError("no media worker is running")
+        return min(running, key=lambda w: len(w.sessions))
+
+    def _bind(self, port: int) -> tuple[socket.socket, socket.socket] | None:
+        socks: list[socket.socket] = []
+        try:
+            for p in (port, port + 1):
+                sock = socket.socket(self._family, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.setblocking(False)
+                sock.bind((self.host, p))
+        except OSError:
+            for sock in socks:
+                sock.close()
+            return None  # taken by another program: try the next pair
+        return socks[0], socks[1]
+
+    async def stop(self) -> None:
+        """Close every session, then stop the workers."""
+        for worker in self._workers:
+            if worker.restarting is not None:
+                with contextlib.suppress(Exception):
+                    await worker.restarting
+        for worker in self._workers:
+            for session in list(worker.sessions.values()):
+                await session.close()
+        self._stopping = True
+        await asyncio.gather(*(worker.stop() for worker in self._workers))
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """As :attr:`ivr.rtp.session.MediaEngine.stats` (the workers' reports, every second), summed over the
+        workers; the tick lateness p50 and p99 are the worst worker's (percentiles do not add), the max the
+        max. ``worker_pid`` is the first worker's, ``worker_pids`` every worker's (0: down), ``worker_restarts``
+        all of theirs."""
+        reports = [w.stats for w in self._workers]
+
+        def total(key: str) -> int:
+            return sum(int(r.get(key, 0)) for r in reports)
+
+        def worst(key: str) -> float:
+            return max(float(r.get(key, 0.0)) for r in reports)
+
         return {
-            "sessions": len(self._sessions),
-            "ticks": worker.get("ticks", 0),
-            "ticks_skipped": worker.get("ticks_skipped", 0),
-            "tick_lateness_p50_ms": worker.get("tick_lateness_p50_ms", 0.0),
-            "tick_lateness_p99_ms": worker.get("tick_lateness_p99_ms", 0.0),
-            "tick_lateness_max_ms": worker.get("tick_lateness_max_ms", 0.0),
-            "packets_sent": worker.get("packets_sent", 0),
+            "sessions": sum(len(w.sessions) for w in self._workers),
+            "ticks": total("ticks"),
+            "ticks_skipped": total("ticks_skipped"),
+            "tick_lateness_p50_ms": worst("tick_lateness_p50_ms"),
+            "tick_lateness_p99_ms": worst("tick_lateness_p99_ms"),
+            "tick_lateness_max_ms": worst("tick_lateness_max_ms"),
+            "packets_sent": total("packets_sent"),
             "worker_pid": self.pid or 0,
+            "worker_pids": [w.pid or 0 for w in self._workers],
             "worker_restarts": self.restarts,
         }

@@ -553,8 +553,10 @@ class MediaEngine:
         self._clock = TickClock(self._loop.time(), FRAME_SECONDS / self._phases, MAX_BURST * self._phases)
         self._timer = self._loop.call_at(self._clock.deadline, self._on_tick)
 
-    async def open_session(self, *, call_id: str = "") -> RtpSession:
-        """Bind the next free even port (and port + 1 for RTCP); raises :class:`PortsExhaustedError`."""
+    async def open_session(self, *, call_id: str = "", beside: RtpSession | None = None) -> RtpSession:
+        """Bind the next free even port (and port + 1 for RTCP); raises :class:`PortsExhaustedError`. ``beside``
+        (the session this one will be bridged with) matters only to the media workers' engine: here every
+        session is on the one loop."""
         if self._loop is None or self._timer is None:
             raise RuntimeError("MediaEngine.start() must run before open_session()")
         for port in self._pairs.candidates():

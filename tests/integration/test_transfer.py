@@ -61,10 +61,14 @@ def check(proc: subprocess.Popen[str], name: str, workdir: Path, timeout: int) -
 
 
 @pytest.fixture
-def xfer(env: Env) -> Iterator[tuple[Env, int, int]]:
-    """The appliance with the xfer flow and a transfer section pointing the bridge at a free port."""
+def xfer(env: Env, request: pytest.FixtureRequest) -> Iterator[tuple[Env, int, int]]:
+    """The appliance with the xfer flow and a transfer section pointing the bridge at a free port; with a param,
+    that many media workers (sip.media_workers)."""
     agent_port = free_port()
     (env.flows / "xfer.yaml").write_text(XFER_FLOW, encoding="utf-8")
+    workers = getattr(request, "param", 1)
+    env.config.write_text(env.config.read_text().replace(
+        "rtp_ports: 31000-31999}", f"rtp_ports: 31000-31999, media_workers: {workers}}}"))
     with env.config.open("a") as f:
         f.write(f"transfer: {{mode: refer, bridge_proxy: '127.0.0.1:{agent_port}', ring_timeout: 10,"
                 " refer_timeout: 10, user_to_user: caller}\n")
@@ -131,7 +135,9 @@ def test_refer_accepted_ends_the_call_as_transferred(xfer: tuple[Env, int, int])
     clean_log(env)
 
 
+@pytest.mark.parametrize("xfer", [1, 2], indirect=True, ids=["one-media-worker", "two-media-workers"])
 def test_refer_refused_bridges_caller_and_agent(xfer: tuple[Env, int, int]) -> None:
+    """With two media workers the agent's leg is opened on the caller's (their audio is relayed inside one)."""
     env, port, agent_port = xfer
     agent = start_agent("xfer_agent_answer.xml", agent_port, env.root)
     try:

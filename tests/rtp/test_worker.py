@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from ivr.proto.dtmf import telephone_event_frames
 from ivr.rtp import control
 from ivr.rtp.media import PCM_SILENCE
 from ivr.rtp.packet import RtpSender
-from ivr.rtp.remote import RemoteMediaEngine, RemoteRtpSession
-from ivr.rtp.session import PortsExhaustedError, SessionClosedError
+from ivr.rtp.remote import START_TIMEOUT, RemoteMediaEngine, RemoteRtpSession
+from ivr.rtp.session import MediaError, PortsExhaustedError, SessionClosedError
 from ivr.rtp.worker import PromptFrames
 from tests.rtp.test_session import ULAW_SILENCE, audio_packets, dtmf_ulaw, frames_of, prompt
 from tests.rtp.udp_peer import Peer, free_port_range, open_peer, wait_until
@@ -46,10 +47,35 @@ async def worker() -> AsyncIterator[RemoteMediaEngine]:
         await eng.stop()
 
 
-async def session_to(engine: RemoteMediaEngine, peer: Peer, *, te: int | None = None) -> RemoteRtpSession:
-    session = await engine.open_session(call_id="test")
+@pytest.fixture
+async def two_workers() -> AsyncIterator[RemoteMediaEngine]:
+    base = free_port_range(16)
+    eng = RemoteMediaEngine("127.0.0.1", base, base + 15, rtcp_interval=0.5, workers=2)
+    await eng.start()
+    try:
+        await both_up(eng)
+        yield eng
+    finally:
+        await eng.stop()
+
+
+async def both_up(engine: RemoteMediaEngine) -> list[int]:
+    """Both workers' pids, once both said READY (the first call waits only for the first)."""
+    await wait_until(lambda: all(engine.stats["worker_pids"]), timeout=START_TIMEOUT, what="both workers' READY")
+    pids: list[int] = engine.stats["worker_pids"]
+    return pids
+
+
+async def session_to(engine: RemoteMediaEngine, peer: Peer, *, te: int | None = None,
+                     beside: RemoteRtpSession | None = None) -> RemoteRtpSession:
+    session = await engine.open_session(call_id="test", beside=beside)
     session.configure(remote=peer.addr, payload_type=0, telephone_event_pt=te)
     return session
+
+
+def heard(peer: Peer) -> list[int]:
+    """The first byte of each frame the peer got that is not comfort silence."""
+    return [p.payload[0] for p in peer.packets() if p.payload != ULAW_SILENCE]
 
 
 # -- the wire format (pure) -----------------------------------------------------------------------
@@ -81,6 +107,26 @@ def test_a_prompt_in_chunks_has_its_length_from_the_start() -> None:
     blob.extend(b"".join(frames[step:]))
     assert [blob[k] for k in range(len(blob))] == frames
     assert list(blob) == frames
+
+
+# -- the config ---------------------------------------------------------------------------------
+
+
+def test_media_workers_is_a_count_of_one_or_more(tmp_path: Path) -> None:
+    from ivr.config import load_config
+    from ivr.errors import ConfigError
+
+    path = tmp_path / "ivr.yaml"
+    path.write_text("sip:\n  listen: 127.0.0.1:5060\n", encoding="utf-8")
+    assert load_config(str(path)).sip.media_workers == 1
+    path.write_text("sip:\n  media_workers: 2\n", encoding="utf-8")
+    assert load_config(str(path)).sip.media_workers == 2
+    for bad, why in (("0", "0 is less than the minimum of 1"), ('"x"', "expected integer, got str 'x'"),
+                     ("1.5", "expected integer")):
+        path.write_text(f"sip:\n  media_workers: {bad}\n", encoding="utf-8")
+        with pytest.raises(ConfigError) as err:
+            load_config(str(path))
+        assert f"{path}:2:18: sip/media_workers: {why}" in str(err.value), str(err.value)
 
 
 # -- media through the worker --------------------------------------------------------------------
@@ -257,6 +303,111 @@ async def test_a_worker_that_dies_ends_its_calls_media_and_the_next_call_gets_a_
     assert [p.payload[0] for p in peer.packets() if p.payload != ULAW_SILENCE] == [0x50, 0x51, 0x52]
     await again.close()
     await session.close()  # closing a session of the dead worker is quiet
+
+
+# -- more than one worker (sip.media_workers) ------------------------------------------------------
+
+
+async def test_sessions_are_spread_over_the_workers_and_each_plays_its_prompt(
+        two_workers: RemoteMediaEngine) -> None:
+    pids = await both_up(two_workers)
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    peers = [await open_peer() for _ in range(4)]
+    try:
+        sessions = [await session_to(two_workers, p) for p in peers]
+        assert Counter(s.worker_pid for s in sessions) == {pids[0]: 2, pids[1]: 2}  # the fewest calls first
+        stats = two_workers.stats
+        assert stats["sessions"] == 4 and stats["worker_pid"] == pids[0] == two_workers.pid
+        await asyncio.gather(*(s.play(prompt(0x10 + 0x20 * k, 8)) for k, s in enumerate(sessions)))
+        for k, p in enumerate(peers):
+            await wait_until(lambda p=p: len(heard(p)) >= 8, what=f"peer {k}'s prompt")
+            assert heard(p) == [0x10 + 0x20 * k + n for n in range(8)]
+        await wait_until(lambda: two_workers.stats["packets_sent"] >= 32, what="both workers' statistics")
+        assert two_workers.lateness.count > 0
+        for s in sessions:
+            await s.close()
+        assert two_workers.stats["sessions"] == 0
+    finally:
+        for p in peers:
+            p.close()
+
+
+async def test_a_session_opened_beside_another_shares_its_worker_and_their_bridge_relays_audio(
+        two_workers: RemoteMediaEngine) -> None:
+    from ivr.rtp.bridge import MediaBridge
+
+    caller, agent, other = await open_peer(), await open_peer(), await open_peer()
+    try:
+        a = await session_to(two_workers, caller)
+        b = await two_workers.open_session(call_id="agent", beside=a)  # the other worker has fewer calls
+        assert b.worker_pid == a.worker_pid
+        c = await session_to(two_workers, other)
+        assert c.worker_pid != a.worker_pid
+        with pytest.raises(MediaError, match="inside one worker"):
+            a.relay_audio(c)
+        b.configure(remote=agent.addr, payload_type=8, telephone_event_pt=None)  # A-law agent, µ-law caller
+        bridge = MediaBridge(a, b, digit_to_a=lambda d: None, digit_to_b=lambda d: None)
+        bridge.start()
+        speech = [bytes([0x20 + k]) * 160 for k in range(20)]
+        sender = RtpSender(ssrc=0x55, payload_type=0, sequence_number=10, timestamp=0)
+        await caller.send_paced(audio_packets(sender, speech), ("127.0.0.1", a.local_port))
+        await wait_until(lambda: sum(1 for p in agent.packets() if p.payload != b"\xd5" * 160) >= 10,
+                         what="the caller's voice at the agent")
+        await bridge.stop()
+        assert bridge.stats["to_b"] >= 10
+        for s in (a, b, c):
+            await s.close()
+        with pytest.raises(SessionClosedError):  # a caller whose media is gone cannot be bridged
+            await two_workers.open_session(call_id="agent", beside=a)
+    finally:
+        for p in (caller, agent, other):
+            p.close()
+
+
+async def test_a_dead_worker_loses_only_its_calls_and_is_replaced(
+        two_workers: RemoteMediaEngine, caplog: pytest.LogCaptureFixture) -> None:
+    pids = await both_up(two_workers)
+    peers = [await open_peer() for _ in range(4)]
+    try:
+        sessions = [await session_to(two_workers, p) for p in peers]
+        victim = sessions[0].worker_pid
+        assert victim is not None
+        doomed = [k for k, s in enumerate(sessions) if s.worker_pid == victim]
+        spared = [k for k in range(4) if k not in doomed]
+        assert len(doomed) == len(spared) == 2
+        playing = [asyncio.ensure_future(s.play(prompt(0x10, 100))) for s in sessions]  # 2 s each
+        await wait_until(lambda: all(heard(p) for p in peers), what="the prompts started")
+        with caplog.at_level(logging.ERROR, logger="ivr.rtp.remote"):
+            os.kill(victim, signal.SIGKILL)
+            for k in doomed:
+                with pytest.raises(SessionClosedError):
+                    async with asyncio.timeout(5):
+                        await playing[k]
+                assert sessions[k].closed
+            async with asyncio.timeout(10):
+                await asyncio.gather(*(playing[k] for k in spared))  # the other worker's prompts play to the end
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [f"media worker pid={victim} exited: 2 calls lost their media; starting a new one"], errors
+        for k in spared:
+            await wait_until(lambda k=k: len(heard(peers[k])) >= 100, what=f"the end of peer {k}'s prompt")
+            assert not sessions[k].closed and heard(peers[k]) == [0x10 + n for n in range(100)]
+        await wait_until(lambda: two_workers.restarts == 1 and all(two_workers.stats["worker_pids"]),
+                         timeout=START_TIMEOUT, what="the new worker")
+        now = two_workers.stats["worker_pids"]
+        survivor = next(p for p in pids if p != victim)
+        assert survivor in now and victim not in now and two_workers.stats["worker_restarts"] == 1
+        fresh = await open_peer()
+        peers.append(fresh)
+        again = await session_to(two_workers, fresh)  # the new worker has the fewest calls
+        assert again.worker_pid not in (victim, survivor)
+        await again.play(prompt(0x50, 3))
+        await wait_until(lambda: len(heard(fresh)) >= 3, what="the new worker's prompt")
+        assert heard(fresh) == [0x50, 0x51, 0x52]
+        for s in [*sessions, again]:
+            await s.close()  # the dead worker's sessions too: quietly
+    finally:
+        for p in peers:
+            p.close()
 
 
 def test_the_worker_exits_when_the_daemon_is_killed(tmp_path: Path) -> None:
