@@ -157,7 +157,7 @@ class RemoteRtpSession:
     def _play_ended(self, token: int, waiter: asyncio.Future[None]) -> None:
         self._waiters.pop(token, None)
         if waiter.cancelled() and not self._closed:
-            self._engine._send((c.OP_CANCEL, self._sid, token), now=True)  # a barge-in: the prompt stops at once
+            self._worker.send((c.OP_CANCEL, self._sid, token), now=True)  # a barge-in: the prompt stops at once
 
     def relay_audio(self, other: RemoteRtpSession) -> _RemoteRelay:
         """A bridge's audio between this session and ``other``, both ways, inside their worker (ivr.rtp.bridge);
