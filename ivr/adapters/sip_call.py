@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -214,11 +214,14 @@ class SipCall:
         raise self._hung_up()
 
     # -- the Call interface --
-    async def play(self, audio: Sequence[Audio]) -> None:
+    def play(self, audio: Sequence[Audio]) -> Coroutine[Any, Any, None]:
+        """The prompt starts when this is called; awaiting the result waits for its end (or the hang-up). Not a
+        coroutine function: a barge-in prompt raced against the keys runs in a task whose first step is a loop
+        turn later, and the caller would wait that turn for the answer to a key."""
         frames = [f for a in audio for f in a.frames(self.media.law)]
         if self._gone():
             raise self._hung_up()
-        await self._or_hangup(self.media.start_play(frames))  # the first frame leaves now, not at a task's first step
+        return self._or_hangup(self.media.start_play(frames))
 
     def has_input(self) -> bool:
         return not self.inputs.empty()
