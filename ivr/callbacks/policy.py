@@ -159,6 +159,20 @@ def _window_intervals(w: CallingWindow, zone: str, start: datetime, days: int) -
         b = _local_instant(end_day, w.end, tz)
         if b > a:
             out.append((a, b))
+    return _merge(out)
+
+
+def _merge(intervals: list[Interval]) -> list[Interval]:
+    """Sorted intervals with the touching and overlapping ones joined: a window that is open around the clock
+    (00:00–00:00) is one stretch, not days that end at midnight, so a callback due a few minutes before
+    midnight is not "closing before it is dialled" (nor one at the end of an agents' shift that the next
+    shift continues)."""
+    out: list[Interval] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
     return out
 
 
@@ -187,7 +201,7 @@ def open_intervals(now: datetime, zones: Sequence[str], windows: Sequence[Callin
             ivs = _window_intervals(w, zone, now, days)
             result = ivs if result is None else _intersect(result, ivs)
     if hours is not None:
-        result = list(hours) if result is None else _intersect(result, list(hours))
+        result = _merge(list(hours)) if result is None else _intersect(result, _merge(list(hours)))
     return [iv for iv in (result or []) if iv[1] > now]
 
 

@@ -106,6 +106,22 @@ def test_site_hours_also_apply() -> None:
     assert next_open(utc(2026, 7, 4, 12, 0), zones, windows) == utc(2026, 7, 6, 12, 0)
 
 
+def test_a_window_open_around_the_clock_does_not_close_at_midnight() -> None:
+    """00:00–00:00 every day: a callback due a few minutes before midnight is offered (it was refused as
+    "closes-before-dial" until 00:10 local, since each day's stretch ended at midnight), and so is one asked
+    for from the PBX queue (the CI run at 23:45 New York time that found it)."""
+    zones = ("America/New_York",)
+    always = (CallingWindow(time(0, 0), time(0, 0)),)
+    rules = OfferRules(threshold=300, dial_margin=600)
+    before_midnight = utc(2026, 12, 4, 4, 45)  # 23:45 EST: dial at ~23:57, the margin runs past 00:00
+    decision = decide_offer(est(600), before_midnight, zones, rules, always)
+    assert decision.offer and decision.reason == "ok"
+    assert window_open(before_midnight, zones, always)
+    # a window that does end at midnight still closes there
+    evening = (CallingWindow(time(8, 0), time(0, 0)),)
+    assert decide_offer(est(600), before_midnight, zones, rules, evening).reason == "closes-before-dial"
+
+
 def est(seconds: float) -> EwtEstimate:
     return EwtEstimate(seconds=seconds, low=seconds * 0.8, high=seconds * 1.2, method="hol-rate", basis=20)
 
