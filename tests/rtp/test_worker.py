@@ -209,23 +209,30 @@ async def test_in_band_keys_are_heard_in_the_worker(worker: RemoteMediaEngine, p
     await session.close()
 
 
-async def test_a_bridge_relays_audio_inside_the_worker(worker: RemoteMediaEngine) -> None:
+async def bridge_relays_the_callers_voice(a: RemoteRtpSession, b: RemoteRtpSession, caller: Peer,
+                                          agent: Peer) -> None:
+    """Bridge caller session ``a`` with agent session ``b`` (A-law agent, µ-law caller): the caller's speech
+    reaches the agent through the worker's relay."""
     from ivr.rtp.bridge import MediaBridge
 
+    b.configure(remote=agent.addr, payload_type=8, telephone_event_pt=None)
+    bridge = MediaBridge(a, b, digit_to_a=lambda d: None, digit_to_b=lambda d: None)
+    bridge.start()
+    speech = [bytes([0x20 + k]) * 160 for k in range(20)]  # µ-law, not silence
+    sender = RtpSender(ssrc=0x55, payload_type=0, sequence_number=10, timestamp=0)
+    await caller.send_paced(audio_packets(sender, speech), ("127.0.0.1", a.local_port))
+    await wait_until(lambda: sum(1 for p in agent.packets() if p.payload != b"\xd5" * 160) >= 10,
+                     what="the caller's voice at the agent")
+    await bridge.stop()
+    assert bridge.stats["to_b"] >= 10
+
+
+async def test_a_bridge_relays_audio_inside_the_worker(worker: RemoteMediaEngine) -> None:
     caller, agent = await open_peer(), await open_peer()
     try:
         a = await session_to(worker, caller)
         b = await worker.open_session(call_id="agent")
-        b.configure(remote=agent.addr, payload_type=8, telephone_event_pt=None)  # A-law agent, µ-law caller
-        bridge = MediaBridge(a, b, digit_to_a=lambda d: None, digit_to_b=lambda d: None)
-        bridge.start()
-        speech = [bytes([0x20 + k]) * 160 for k in range(20)]  # µ-law, not silence
-        sender = RtpSender(ssrc=0x55, payload_type=0, sequence_number=10, timestamp=0)
-        await caller.send_paced(audio_packets(sender, speech), ("127.0.0.1", a.local_port))
-        await wait_until(lambda: sum(1 for p in agent.packets() if p.payload != b"\xd5" * 160) >= 10,
-                         what="the caller's voice at the agent")
-        await bridge.stop()
-        assert bridge.stats["to_b"] >= 10
+        await bridge_relays_the_callers_voice(a, b, caller, agent)
         assert all(p.payload_type == 8 for p in agent.packets())
         await a.close()
         await b.close()
@@ -334,8 +341,6 @@ async def test_sessions_are_spread_over_the_workers_and_each_plays_its_prompt(
 
 async def test_a_session_opened_beside_another_shares_its_worker_and_their_bridge_relays_audio(
         two_workers: RemoteMediaEngine) -> None:
-    from ivr.rtp.bridge import MediaBridge
-
     caller, agent, other = await open_peer(), await open_peer(), await open_peer()
     try:
         a = await session_to(two_workers, caller)
@@ -345,16 +350,7 @@ async def test_a_session_opened_beside_another_shares_its_worker_and_their_bridg
         assert c.worker_pid != a.worker_pid
         with pytest.raises(MediaError, match="inside one worker"):
             a.relay_audio(c)
-        b.configure(remote=agent.addr, payload_type=8, telephone_event_pt=None)  # A-law agent, µ-law caller
-        bridge = MediaBridge(a, b, digit_to_a=lambda d: None, digit_to_b=lambda d: None)
-        bridge.start()
-        speech = [bytes([0x20 + k]) * 160 for k in range(20)]
-        sender = RtpSender(ssrc=0x55, payload_type=0, sequence_number=10, timestamp=0)
-        await caller.send_paced(audio_packets(sender, speech), ("127.0.0.1", a.local_port))
-        await wait_until(lambda: sum(1 for p in agent.packets() if p.payload != b"\xd5" * 160) >= 10,
-                         what="the caller's voice at the agent")
-        await bridge.stop()
-        assert bridge.stats["to_b"] >= 10
+        await bridge_relays_the_callers_voice(a, b, caller, agent)
         for s in (a, b, c):
             await s.close()
         with pytest.raises(SessionClosedError):  # a caller whose media is gone cannot be bridged
