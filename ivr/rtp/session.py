@@ -249,16 +249,13 @@ class RtpSession:
         """:meth:`play` as a future: the prompt starts before this returns (a coroutine would start at its
         task's first step, a loop turn later), the future is done after the last frame, and cancelling it
         stops the prompt."""
-        if self._closed:
-            raise SessionClosedError(self.call_id)
-        prompt = self._stream.play(frames)
+        prompt = self.start_prompt(frames)
         waiter: asyncio.Future[None] = self._loop.create_future()
-        if prompt.done:
+        if prompt.done:  # empty, or a one-frame prompt that left at once
             waiter.set_result(None)
             return waiter
-        self._waiters[prompt] = waiter  # before the first frame goes: a one-frame prompt ends with it
+        self._waiters[prompt] = waiter
         waiter.add_done_callback(lambda done: self._play_ended(prompt, done))
-        self._start_now()
         return waiter
 
     def _play_ended(self, prompt: Prompt, waiter: asyncio.Future[None]) -> None:
