@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -59,16 +60,23 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 
 def free_sip_port() -> int:
-    """A port free for UDP and TCP both: baresip listens for SIP on the two at once."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+    """A port for baresip's SIP: it listens on UDP and TCP at the port and, for TLS, on TCP at the port + 1.
+
+    Drawn below the kernel's ephemeral range (``ip_local_port_range``, 32768 up by default): a port the kernel
+    handed out as free can be taken a moment later by any outgoing connection on the box (a CI run once lost
+    baresip's TLS port, ``127.0.0.1:48348``, that way); one below that range can only clash with a listener."""
+    for port in random.sample(range(10000, 19999), 200):
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tls:
+                udp.bind(("127.0.0.1", port))
+                tcp.bind(("127.0.0.1", port))
+                tls.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
         return port
-    raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
+    raise RuntimeError("no port free for SIP over UDP, TCP and TLS on 127.0.0.1")
 
 
 def netstring(data: bytes) -> bytes:
