@@ -1,6 +1,6 @@
 """The asyncio RTP media engine: UDP sockets from a port range and ONE shared 20 ms tick for all calls.
 
-The adapter only moves bytes, arms ``loop.call_at`` and resolves futures; everything else is the
+The adapter only moves bytes, runs the tick off a kernel timer and resolves futures; everything else is the
 sans-I/O :class:`ivr.rtp.media.MediaStream`. No thread per call, no timer per call: one callback
 on an absolute schedule walks the sessions (see :class:`ivr.rtp.media.TickClock`), every 5 ms, each
 time a fixed quarter of them (:data:`PHASES`), so every session still ticks exactly every 20 ms.
@@ -34,6 +34,7 @@ from ivr.rtp.media import (
     TickClock,
 )
 from ivr.rtp.srtp import SrtpContext
+from ivr.rtp.timerfd import PeriodicTimer, open_periodic
 
 __all__ = ["MediaEngine", "MediaError", "PortPairs", "PortsExhaustedError", "RtpSession", "SessionClosedError"]
 
@@ -150,7 +151,7 @@ class RtpSession:
         """The nominal time of this session's last tick (its phase's)."""
         self._srtp: SrtpContext | None = None
         """The call's SRTP when its SDP negotiated it (:meth:`configure`)."""
-        self._rtcp_due = self._loop.time() + rtcp.next_interval(engine.rtcp_interval)
+        self._rtcp_due = time.monotonic() + rtcp.next_interval(engine.rtcp_interval)
         self._rtcp_from: tuple[str, int] | None = None
         """Where the caller's RTCP comes from (symmetric RTCP: ours goes there; else RTP port + 1)."""
         self._reception = rtcp.ReceptionState()
@@ -326,7 +327,7 @@ class RtpSession:
         tick moves to 20 ms after it (:meth:`MediaEngine._rephase`): the caller hears the answer to a key up
         to 20 ms sooner (bench/README.md, key → next prompt). Not within 2 ms of the next tick, nor when it
         is overdue (a busy loop): then the tick sends it."""
-        elapsed = self._loop.time() - self._last_tick
+        elapsed = time.monotonic() - self._last_tick
         if not 0.0 <= elapsed <= FRAME_SECONDS - EARLY_START_MIN or self._transport is None:
             return
         stream = self._stream
@@ -411,7 +412,7 @@ class RtpSession:
         except rtcp.RtcpError:
             self._rtcp_garbage += 1
             return
-        now = self._loop.time()
+        now = time.monotonic()
         for packet in packets:
             if packet.ntp_middle is not None:
                 self._reception.sender_report_received(packet.ntp_middle, now)
@@ -437,7 +438,7 @@ class RtpSession:
                                       " (its key is not the one its SDP gave, or it sends plain RTP)", *addr[:2])
                 return
             data = plain
-        stream.datagram_received(data, addr, self._loop.time())
+        stream.datagram_received(data, addr, time.monotonic())
         if stream.events:
             self._dispatch()  # DTMF at once: a key-down is the barge-in signal
 
@@ -527,7 +528,11 @@ class MediaEngine:
         """Sessions per phase (balanced at open)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: TickClock | None = None
+        self._started = False
         self._timer: asyncio.TimerHandle | None = None
+        """The next tick's ``call_at``, where the system has no timerfd."""
+        self._timerfd: PeriodicTimer | None = None
+        """The tick's kernel timer (ivr.rtp.timerfd: uvloop's ``call_at`` is only as fine as a millisecond)."""
         self._lateness: deque[float] = deque(maxlen=_LATENESS_WINDOW)
         self._lateness_max = 0.0
         self.lateness = Buckets(LATENESS_BOUNDS)
@@ -543,18 +548,25 @@ class MediaEngine:
         phase tick for all of that phase's sessions, after their packets are sent."""
 
     async def start(self) -> None:
-        """Start the shared tick: phase tick n at t0 + n x 20 ms / phases, whatever earlier ticks cost."""
-        if self._timer is not None:
+        """Start the shared tick: phase tick n at t0 + n x 20 ms / phases, whatever earlier ticks cost; on a
+        timerfd where there is one. The tick and the sessions keep ``time.monotonic()``, not ``loop.time()``
+        (uvloop's is the same clock cut to the millisecond)."""
+        if self._started:
             return
-        self._loop = asyncio.get_running_loop()
-        self._clock = TickClock(self._loop.time(), FRAME_SECONDS / self._phases, MAX_BURST * self._phases)
-        self._timer = self._loop.call_at(self._clock.deadline, self._on_tick)
+        self._started = True
+        self._loop = loop = asyncio.get_running_loop()
+        self._clock = clock = TickClock(time.monotonic(), FRAME_SECONDS / self._phases, MAX_BURST * self._phases)
+        self._timerfd = open_periodic(clock.deadline, clock.period)
+        if self._timerfd is not None:
+            loop.add_reader(self._timerfd.fd, self._on_timerfd)
+        else:
+            self._timer = loop.call_at(clock.deadline, self._on_tick)
 
     async def open_session(self, *, call_id: str = "", beside: RtpSession | None = None) -> RtpSession:
         """Bind the next free even port (and port + 1 for RTCP); raises :class:`PortsExhaustedError`. ``beside``
         (the session this one will be bridged with) matters only to the media workers' engine: here every
         session is on the one loop."""
-        if self._loop is None or self._timer is None:
+        if self._loop is None or not self._started:
             raise RuntimeError("MediaEngine.start() must run before open_session()")
         for port in self._pairs.candidates():
             self._pairs.hold(port)
@@ -647,14 +659,25 @@ class MediaEngine:
         """Close every session and stop the tick."""
         for session in list(self._sessions.values()):
             await session.close()
+        self._started = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._timerfd is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._timerfd.fd)
+            self._timerfd.close()
+            self._timerfd = None
+
+    def _on_timerfd(self) -> None:
+        assert self._timerfd is not None
+        if self._timerfd.read():  # 0: woken for nothing (the kernel timer has not expired since the last read)
+            self._on_tick()
 
     def _on_tick(self) -> None:
         loop, clock = self._loop, self._clock
         assert loop is not None and clock is not None
-        times, lateness = clock.advance(loop.time())
+        times, lateness = clock.advance(time.monotonic())
         self._lateness.append(lateness)
         self.lateness.observe(lateness)
         if lateness > self._lateness_max:
@@ -686,7 +709,8 @@ class MediaEngine:
                     except Exception:
                         session._log.exception("rtp tick failed")
         self._packets_sent += sent
-        self._timer = loop.call_at(clock.deadline, self._on_tick)
+        if self._timerfd is None and self._started:
+            self._timer = loop.call_at(clock.deadline, self._on_tick)
 
     @property
     def stats(self) -> dict[str, int | float]:

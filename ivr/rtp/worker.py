@@ -23,7 +23,6 @@ import os
 import resource
 import signal
 import socket
-import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -287,18 +286,18 @@ class Worker:
 
     async def _reports(self) -> None:
         """When each session last heard its caller (for the call's RTP timeout), in the daemon's clock
-        (CLOCK_MONOTONIC, as both loops' ``time()``), and the engine's statistics."""
+        (CLOCK_MONOTONIC: the engine's ``time.monotonic()``, the daemon loop's ``time()``), and the engine's
+        statistics."""
         loop = asyncio.get_running_loop()
         next_engine = loop.time()
         while True:
             await asyncio.sleep(RECEIVED_EVERY)
-            to_monotonic = time.monotonic() - loop.time()
             changed = []
             for sid, session in self.sessions.items():
                 heard = session.last_received
                 if heard is not None and self._reported.get(sid) != heard:
                     self._reported[sid] = heard
-                    changed.append((sid, heard + to_monotonic))
+                    changed.append((sid, heard))
             if changed:
                 self._channel_send((c.EV_RECEIVED, changed))
             if loop.time() >= next_engine:
