@@ -64,6 +64,11 @@ class JitterStats:
     """SSRC changes and confirmed sequence jumps."""
 
 
+_BUFFERING, _LOST, _UNDERRUN, _ADAPT = (Gap(r) for r in (GapReason.BUFFERING, GapReason.LOST, GapReason.UNDERRUN,
+                                                           GapReason.ADAPT))
+"""One of each (a frozen value): a gap is returned on every tick of a silent stream."""
+
+
 class JitterBuffer:
     """Reorders RTP packets of one stream and releases one per playout tick."""
 
@@ -83,6 +88,7 @@ class JitterBuffer:
         self.frame = frame
         self.min_delay = min_delay
         self.max_delay = max_delay
+        self._max_frames = max(math.ceil(max_delay / frame - 1e-9), 1)
         self.initial_delay = initial_delay
         self.jitter_factor = jitter_factor
         self.stats = JitterStats()
@@ -223,26 +229,32 @@ class JitterBuffer:
 
     def pop(self, now: float) -> RtpPacket | Gap:
         """The frame for this playout tick, or a :class:`Gap` saying why there is none."""
+        nxt = self._next
+        if nxt is not None and self._max_slot is not None and nxt > self._max_slot:
+            # Nothing newer has arrived (the caller is silent or sends no audio, only keys): what the steps
+            # below come to, without them, since a media worker pops every call's buffer every tick.
+            self._over = 0
+            return _UNDERRUN
         if self._next is None:
             if not self._packets or self._first_arrival is None:
-                return Gap(GapReason.BUFFERING)
+                return _BUFFERING
             if now - self._first_arrival < self._target:
-                return Gap(GapReason.BUFFERING)
+                return _BUFFERING
             self._next = min(self._packets)
         assert self._max_slot is not None
         self._shrink()
         packet = self._packets.get(self._next)
         if packet is not None:
             if packet.marker and self._grow_before(self._next):
-                return Gap(GapReason.ADAPT)  # grow the delay in the silence before a talkspurt
+                return _ADAPT  # grow the delay in the silence before a talkspurt
             del self._packets[self._next]
             self._next += 1
             self.stats.played += 1
             return packet
         if self._next > self._max_slot:
-            return Gap(GapReason.UNDERRUN)  # hold the slot: the packet may still come
+            return _UNDERRUN  # hold the slot: the packet may still come
         self._skip(1)
-        return Gap(GapReason.LOST)
+        return _LOST
 
     def _grow_before(self, slot: int) -> bool:
         """Whether to hold a talkspurt's first packet one more tick (bounded, never a stall)."""
@@ -276,7 +288,7 @@ class JitterBuffer:
         """Drop one frame after a second spent above target; everything past max at once."""
         ahead = self._frames_ahead()
         target_frames = max(math.ceil(self._target / self.frame - 1e-9), 1)
-        max_frames = max(math.ceil(self.max_delay / self.frame - 1e-9), 1)
+        max_frames = self._max_frames
         if ahead > max_frames:
             self._skip(ahead - target_frames)
             self._over = 0

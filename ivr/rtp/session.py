@@ -125,11 +125,7 @@ class RtpSession:
         self.call_id = call_id
         self.on_dtmf: Callable[[str, str, str], None] | None = None
         """Called with (kind ``"start"|"end"``, digit, source ``"rfc4733"|"inband"``)."""
-        self.on_audio: Callable[[bytes], None] | None = None
-        """Called with 20 ms of 16-bit LE PCM per tick once media flows (silence for gaps and DTMF).
-
-        Without telephone-event the audio runs 80 ms behind the jitter buffer, so that the frames
-        before the in-band detector's key-down can still be blanked."""
+        self._on_audio: Callable[[bytes], None] | None = None
         self.on_prompt_sent: Callable[[Prompt], None] | None = None
         """Called when the last frame of a prompt begun with :meth:`start_prompt` went out (the media worker's
         hook: ivr.rtp.worker); :meth:`play` waits for its own."""
@@ -141,6 +137,7 @@ class RtpSession:
             timestamp=secrets.randbits(32),
             dtmf_bank=engine._dtmf,
         )
+        self._stream.wants_audio = False  # until on_audio is set: no decoding for nobody
         self._transport: asyncio.DatagramTransport | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._protocols: list[_RtpProtocol] = []
@@ -162,6 +159,19 @@ class RtpSession:
         self._log = _CallLog(log, {"call_id": call_id or "-"})
 
     # -- the API the SIP layer and the call engine use -------------------------------------------
+
+    @property
+    def on_audio(self) -> Callable[[bytes], None] | None:
+        """Called with 20 ms of 16-bit LE PCM per tick once media flows (silence for gaps and DTMF).
+
+        Without telephone-event the audio runs 80 ms behind the jitter buffer, so that the frames
+        before the in-band detector's key-down can still be blanked."""
+        return self._on_audio
+
+    @on_audio.setter
+    def on_audio(self, listener: Callable[[bytes], None] | None) -> None:
+        self._on_audio = listener
+        self._stream.wants_audio = listener is not None
 
     @property
     def srtp_keys(self) -> SrtpKeys | None:
@@ -355,12 +365,13 @@ class RtpSession:
             return 0
         self._last_tick = now
         stream = self._stream
-        stream.wants_audio = self.on_audio is not None
         datagram = stream.tick(now)
         sent = 0
-        if datagram is not None and self._transport is not None and stream.remote is not None:
-            self._send(datagram)
-            sent = 1
+        if datagram is not None:
+            transport, remote = self._transport, stream.remote  # as _send, inline: this runs 50 times a second a call
+            if transport is not None and remote is not None:
+                transport.sendto(self._srtp.protect(datagram) if self._srtp else datagram, remote)
+                sent = 1
         if stream.events:
             self._dispatch()
         if now >= self._rtcp_due:
