@@ -13,7 +13,6 @@ timerfd (not Linux) :func:`open_periodic` returns None and the engine keeps ``ca
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -62,7 +61,7 @@ class PeriodicTimer:
 def open_periodic(first: float, period: float) -> PeriodicTimer | None:
     """A :class:`PeriodicTimer`, or None where the system has no timerfd."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own libc (find_library would run ldconfig)
         create, settime = libc.timerfd_create, libc.timerfd_settime
     except (OSError, AttributeError):
         return None
