@@ -229,12 +229,6 @@ class JitterBuffer:
 
     def pop(self, now: float) -> RtpPacket | Gap:
         """The frame for this playout tick, or a :class:`Gap` saying why there is none."""
-        nxt = self._next
-        if nxt is not None and self._max_slot is not None and nxt > self._max_slot:
-            # Nothing newer has arrived (the caller is silent or sends no audio, only keys): what the steps
-            # below come to, without them, since a media worker pops every call's buffer every tick.
-            self._over = 0
-            return _UNDERRUN
         if self._next is None:
             if not self._packets or self._first_arrival is None:
                 return _BUFFERING
@@ -242,6 +236,11 @@ class JitterBuffer:
                 return _BUFFERING
             self._next = min(self._packets)
         assert self._max_slot is not None
+        if self._next > self._max_slot:
+            # Nothing newer has arrived (a silent caller, or one sending only keys): nothing ahead to shrink
+            # (what _shrink does then) and no packet in the slot. Asked first: a worker pops every call each tick.
+            self._over = 0
+            return _UNDERRUN  # hold the slot: the packet may still come
         self._shrink()
         packet = self._packets.get(self._next)
         if packet is not None:
@@ -251,8 +250,6 @@ class JitterBuffer:
             self._next += 1
             self.stats.played += 1
             return packet
-        if self._next > self._max_slot:
-            return _UNDERRUN  # hold the slot: the packet may still come
         self._skip(1)
         return _LOST
 

@@ -367,11 +367,9 @@ class RtpSession:
         stream = self._stream
         datagram = stream.tick(now)
         sent = 0
-        if datagram is not None:
-            transport, remote = self._transport, stream.remote  # as _send, inline: this runs 50 times a second a call
-            if transport is not None and remote is not None:
-                transport.sendto(self._srtp.protect(datagram) if self._srtp else datagram, remote)
-                sent = 1
+        if datagram is not None and self._transport is not None and stream.remote is not None:
+            self._send(datagram)
+            sent = 1
         if stream.events:
             self._dispatch()
         if now >= self._rtcp_due:
@@ -539,7 +537,6 @@ class MediaEngine:
         """Sessions per phase (balanced at open)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: TickClock | None = None
-        self._started = False
         self._timer: asyncio.TimerHandle | None = None
         """The next tick's ``call_at``, where the system has no timerfd."""
         self._timerfd: PeriodicTimer | None = None
@@ -562,9 +559,8 @@ class MediaEngine:
         """Start the shared tick: phase tick n at t0 + n x 20 ms / phases, whatever earlier ticks cost; on a
         timerfd where there is one. The tick and the sessions keep ``time.monotonic()``, not ``loop.time()``
         (uvloop's is the same clock cut to the millisecond)."""
-        if self._started:
+        if self._running:
             return
-        self._started = True
         self._loop = loop = asyncio.get_running_loop()
         self._clock = clock = TickClock(time.monotonic(), FRAME_SECONDS / self._phases, MAX_BURST * self._phases)
         self._timerfd = open_periodic(clock.deadline, clock.period)
@@ -577,7 +573,7 @@ class MediaEngine:
         """Bind the next free even port (and port + 1 for RTCP); raises :class:`PortsExhaustedError`. ``beside``
         (the session this one will be bridged with) matters only to the media workers' engine: here every
         session is on the one loop."""
-        if self._loop is None or not self._started:
+        if self._loop is None or not self._running:
             raise RuntimeError("MediaEngine.start() must run before open_session()")
         for port in self._pairs.candidates():
             self._pairs.hold(port)
@@ -670,7 +666,6 @@ class MediaEngine:
         """Close every session and stop the tick."""
         for session in list(self._sessions.values()):
             await session.close()
-        self._started = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -679,6 +674,11 @@ class MediaEngine:
                 self._loop.remove_reader(self._timerfd.fd)
             self._timerfd.close()
             self._timerfd = None
+
+    @property
+    def _running(self) -> bool:
+        """Started and not stopped: the tick has its timerfd or its next ``call_at``."""
+        return self._timerfd is not None or self._timer is not None
 
     def _on_timerfd(self) -> None:
         assert self._timerfd is not None
@@ -720,7 +720,7 @@ class MediaEngine:
                     except Exception:
                         session._log.exception("rtp tick failed")
         self._packets_sent += sent
-        if self._timerfd is None and self._started:
+        if self._timerfd is None:
             self._timer = loop.call_at(clock.deadline, self._on_tick)
 
     @property
