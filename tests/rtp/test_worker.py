@@ -104,7 +104,7 @@ def test_a_prompt_in_chunks_has_its_length_from_the_start() -> None:
     assert len(blob) == step + 5
     assert blob[step - 1] == frames[step - 1]
     assert blob[step] == b"\xff" * 160  # not here yet: silence, not an early end
-    blob.add_chunk(b"".join(frames[step:]))
+    blob.extend(b"".join(frames[step:]))
     assert [blob[k] for k in range(len(blob))] == frames
     assert list(blob) == frames
 
