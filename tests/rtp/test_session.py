@@ -6,6 +6,7 @@ Every wait is bounded; nothing here asserts timing (figures are in bench/rtp_clo
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import random
 import struct
@@ -546,8 +547,6 @@ async def test_sessions_spread_over_the_tick_phases_however_fast_they_come(engin
 async def test_a_closed_call_leaves_no_cycle_for_the_gc(engine: MediaEngine, peer: Peer) -> None:
     """A call's media objects are freed when it ends, not by a full gc pass: that pass walks every live call
     and held a media worker's tick ~60 ms at 1,000 calls (bench/README.md "Less Python per packet")."""
-    import gc
-
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
